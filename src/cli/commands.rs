@@ -1,0 +1,253 @@
+//! The subcommands: index, share, search, get, peers.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{Command, output};
+use crate::content::ContentId;
+use crate::download::{DownloadReport, Downloader, Source};
+use crate::index::{IndexClient, IndexConfig, IndexServer, IndexStore};
+use crate::peer::{ShareConfig, start_share};
+use crate::protocol::{FileHit, Limits};
+
+/// Cancelled on Ctrl-C or SIGTERM.
+pub fn interrupt_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        }
+        t.cancel();
+    });
+    token
+}
+
+pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
+    match cmd {
+        Command::Index {
+            listen,
+            db,
+            lease,
+            max_connections,
+        } => {
+            let db = db.unwrap_or_else(|| state.join("index.sqlite"));
+            let config = IndexConfig {
+                lease,
+                max_connections,
+                ..IndexConfig::default()
+            };
+            run_index(listen, &db, config).await
+        }
+        Command::Share {
+            dirs,
+            index,
+            listen,
+            advertise,
+            hidden,
+            rescan,
+            no_index,
+        } => {
+            let mut config = ShareConfig::new(dirs, (!no_index).then_some(index.addr), state);
+            config.advertise = advertise.map(|a| parse_host_port(&a)).transpose()?;
+            config.scan.include_hidden = hidden;
+            config.scan.progress = std::io::stderr().is_terminal();
+            config.rescan_interval = rescan;
+            run_share(config, listen).await
+        }
+        Command::Search {
+            query,
+            index,
+            limit,
+            json,
+        } => {
+            let query = query.join(" ");
+            let mut client = connect(&index.addr).await?;
+            let results = client.search(&query, limit).await?;
+            output::search(&mut std::io::stdout().lock(), &query, &results, json)?;
+            if results.files.is_empty() {
+                bail!("no file matches {query:?}");
+            }
+            Ok(())
+        }
+        Command::Peers { index, json } => {
+            let mut client = connect(&index.addr).await?;
+            let list = client.list_peers().await?;
+            output::peers(&mut std::io::stdout().lock(), &list, json)?;
+            Ok(())
+        }
+        Command::Get {
+            hashes,
+            index,
+            output: dir,
+            peer,
+            json,
+        } => {
+            let ids = hashes
+                .iter()
+                .map(|h| h.parse::<ContentId>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut client = connect(&index.addr).await?;
+            let mut reports = Vec::new();
+            for id in ids {
+                let hit = lookup(&mut client, id).await?;
+                let report = download_hit(&hit, peer, &dir, !json).await?;
+                if !json {
+                    println!("{}", report.path.display());
+                }
+                reports.push(report);
+            }
+            if json {
+                let doc = serde_json::json!({
+                    "downloads": reports.iter().map(output::download_json).collect::<Vec<_>>()
+                });
+                println!("{doc:#}");
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn connect(addr: &str) -> anyhow::Result<IndexClient> {
+    Ok(IndexClient::connect(addr, Limits::default()).await?)
+}
+
+fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .with_context(|| format!("{s:?} is not HOST:PORT"))?;
+    let port: u16 = port.parse().with_context(|| format!("bad port in {s:?}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        bail!("{s:?} is not HOST:PORT");
+    }
+    Ok((host.to_string(), port))
+}
+
+/// The index's entry for `id`, with the live peers that have it.
+pub async fn lookup(client: &mut IndexClient, id: ContentId) -> anyhow::Result<FileHit> {
+    let r = client.search(&id.to_hex(), 1).await?;
+    match r.files.into_iter().find(|f| f.content_id == id) {
+        Some(hit) if !hit.peers.is_empty() => Ok(hit),
+        _ => bail!("no live peer shares {id}"),
+    }
+}
+
+/// Downloads a search hit into `dir`, from `only_peer` if given, else from its peers in turn.
+pub async fn download_hit(
+    hit: &FileHit,
+    only_peer: Option<u64>,
+    dir: &Path,
+    show_progress: bool,
+) -> anyhow::Result<DownloadReport> {
+    let sources: Vec<Source> = hit
+        .peers
+        .iter()
+        .filter(|p| only_peer.is_none_or(|id| id == p.peer_id))
+        .map(|p| Source {
+            peer_id: Some(p.peer_id),
+            addr: if p.host.contains(':') {
+                format!("[{}]:{}", p.host, p.port)
+            } else {
+                format!("{}:{}", p.host, p.port)
+            },
+        })
+        .collect();
+    if let (Some(id), true) = (only_peer, sources.is_empty()) {
+        bail!("peer {id} does not share {}", hit.content_id);
+    }
+    let mut d = Downloader::default();
+    if show_progress && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(hit.size);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(crate::download::sanitize_file_name(&hit.name));
+        let (b1, b2) = (bar.clone(), bar);
+        d.progress = Some(Arc::new(move |n| b1.inc(n)));
+        d.on_size = Some(Arc::new(move |n| b2.set_length(n)));
+    }
+    let r = d
+        .download(hit.content_id, &sources, dir, Some(&hit.name))
+        .await;
+    Ok(r?)
+}
+
+pub async fn run_index(
+    listen: std::net::SocketAddr,
+    db: &Path,
+    config: IndexConfig,
+) -> anyhow::Result<()> {
+    let store = tokio::task::spawn_blocking({
+        let db = db.to_path_buf();
+        move || IndexStore::open(&db)
+    })
+    .await??;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let lease = config.lease;
+    println!(
+        "peershare index listening on {addr} (store {}, lease {})",
+        db.display(),
+        humantime::format_duration(lease)
+    );
+    std::io::stdout().flush()?;
+    IndexServer::new(store, config)
+        .run(listener, interrupt_token())
+        .await;
+    println!("peershare index stopped");
+    Ok(())
+}
+
+pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let index = config.index.clone();
+    let mut handle = start_share(config, listener).await?;
+    let status = handle.status.borrow().clone();
+    println!(
+        "peershare share listening on {} ({} files)",
+        handle.local_addr, status.files_shared
+    );
+    std::io::stdout().flush()?;
+    let stop = interrupt_token();
+    let mut last = status;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            r = handle.status.changed() => {
+                if r.is_err() { break; }
+                let s = handle.status.borrow_and_update().clone();
+                if let (Some(addr), Some(id), Some(files), true) = (&index, s.peer_id, s.files_registered, s.in_sync)
+                    && (last.peer_id != s.peer_id || last.files_registered != s.files_registered || !last.in_sync)
+                {
+                    println!("registered with index {addr} as peer {id}: {files} files");
+                    std::io::stdout().flush()?;
+                }
+                if let Some(e) = &s.last_error && last.last_error.as_ref() != Some(e) {
+                    eprintln!("peershare: index unreachable, retrying: {e}");
+                }
+                last = s;
+            }
+        }
+    }
+    handle.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    println!("peershare share stopped");
+    Ok(())
+}

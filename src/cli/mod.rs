@@ -1,0 +1,140 @@
+//! Command-line interface: subcommands for scripts and people, and the original numbered menu.
+
+mod commands;
+mod menu;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use menu::run_menu;
+
+/// Default index address when neither --index nor PEERSHARE_INDEX is given.
+pub const DEFAULT_INDEX: &str = "127.0.0.1:50000";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "peershare",
+    version,
+    about = "Peer-to-peer file sharing with BLAKE3-verified downloads.\n\nWith no subcommand, runs the interactive menu."
+)]
+pub struct Cli {
+    /// State directory: identity key, hash cache, index database [env: PEERSHARE_HOME; default: the user's data directory]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct IndexAddr {
+    /// Index server address
+    #[arg(long = "index", env = "PEERSHARE_INDEX", default_value = DEFAULT_INDEX, value_name = "HOST:PORT")]
+    pub addr: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the indexing server (embedded SQLite store)
+    Index {
+        /// Address to listen on
+        #[arg(long, default_value = "0.0.0.0:50000")]
+        listen: SocketAddr,
+        /// Database file [default: index.sqlite in the state directory]
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// How long a peer stays listed without a heartbeat
+        #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+        lease: Duration,
+        /// Most connections served at once
+        #[arg(long, default_value_t = 1024)]
+        max_connections: usize,
+    },
+    /// Share directories: register them with the index, then serve them (runs until interrupted)
+    Share {
+        /// Directories to share
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        #[command(flatten)]
+        index: IndexAddr,
+        /// Address to serve other peers on (port 0: any free port)
+        #[arg(long, default_value = "0.0.0.0:0")]
+        listen: SocketAddr,
+        /// Address other peers must use, when it differs from --listen (NAT, proxy)
+        #[arg(long, value_name = "HOST:PORT")]
+        advertise: Option<String>,
+        /// Share dot-files and dot-directories too
+        #[arg(long)]
+        hidden: bool,
+        /// Rescan this often even without filesystem events
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        rescan: Duration,
+        /// Serve only; do not register with an index
+        #[arg(long)]
+        no_index: bool,
+    },
+    /// Search the index: files whose name contains every word (or a content id)
+    Search {
+        /// Words to look for (case-insensitive, substrings count), or a 64-hex content id
+        #[arg(required = true)]
+        query: Vec<String>,
+        #[command(flatten)]
+        index: IndexAddr,
+        /// Most files to list
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print one JSON document
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download files by content id, verified piece by piece
+    Get {
+        /// Content ids (64 hex characters, as `search` and `b3sum` print them)
+        #[arg(required = true, value_name = "HASH")]
+        hashes: Vec<String>,
+        #[command(flatten)]
+        index: IndexAddr,
+        /// Directory to download into
+        #[arg(short, long, default_value = ".", value_name = "DIR")]
+        output: PathBuf,
+        /// Download only from this peer
+        #[arg(long, value_name = "ID")]
+        peer: Option<u64>,
+        /// Print one JSON document
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the peers registered with the index
+    Peers {
+        #[command(flatten)]
+        index: IndexAddr,
+        /// Print one JSON document
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The state directory: --state-dir, else PEERSHARE_HOME, else `<data dir>/peershare`.
+pub fn state_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("PEERSHARE_HOME").map(PathBuf::from))
+        .or_else(|| dirs::data_dir().map(|d| d.join("peershare")))
+        .unwrap_or_else(|| PathBuf::from(".peershare"))
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let state = state_dir(cli.state_dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        None => {
+            let stdin = std::io::stdin();
+            run_menu(&rt, &mut stdin.lock(), &mut std::io::stdout(), &state)
+        }
+        Some(cmd) => rt.block_on(commands::run(cmd, state)),
+    }
+}

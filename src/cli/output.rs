@@ -1,0 +1,139 @@
+//! Output: human-readable lines and JSON documents for search results, peers and downloads.
+
+use std::io::{self, Write};
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::json;
+
+use crate::download::DownloadReport;
+use crate::protocol::{FileHit, PeerList, SearchResults};
+
+/// RFC 3339 UTC time, to the second, from milliseconds since the Unix epoch.
+pub fn time(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Bytes in binary units, e.g. "1.5 MiB".
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn file_json(f: &FileHit) -> serde_json::Value {
+    json!({
+        "name": f.name,
+        "size": f.size,
+        "content_id": f.content_id.to_hex(),
+        "peers": f.peers.iter().map(|p| json!({
+            "peer_id": p.peer_id,
+            "host": p.host,
+            "port": p.port,
+            "shared_at": time(p.shared_at),
+            "last_seen": time(p.last_seen),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn search(
+    out: &mut impl Write,
+    query: &str,
+    r: &SearchResults,
+    as_json: bool,
+) -> io::Result<()> {
+    if as_json {
+        let doc = json!({
+            "query": query,
+            "truncated": r.truncated,
+            "files": r.files.iter().map(file_json).collect::<Vec<_>>(),
+        });
+        return writeln!(out, "{doc:#}");
+    }
+    for f in &r.files {
+        writeln!(out, "{}  {:>10}  {}", f.content_id, size(f.size), f.name)?;
+        for p in &f.peers {
+            writeln!(
+                out,
+                "    peer {:<5} {}:{}  shared {}  last seen {}",
+                p.peer_id,
+                p.host,
+                p.port,
+                time(p.shared_at),
+                time(p.last_seen)
+            )?;
+        }
+    }
+    if r.truncated {
+        writeln!(
+            out,
+            "(more files matched; narrow the query or raise --limit)"
+        )?;
+    }
+    Ok(())
+}
+
+pub fn peers(out: &mut impl Write, list: &PeerList, as_json: bool) -> io::Result<()> {
+    if as_json {
+        let doc = json!({
+            "peers": list.peers.iter().map(|p| json!({
+                "peer_id": p.peer_id,
+                "host": p.host,
+                "port": p.port,
+                "files": p.files,
+                "last_seen": time(p.last_seen),
+                "live": p.live,
+            })).collect::<Vec<_>>(),
+        });
+        return writeln!(out, "{doc:#}");
+    }
+    writeln!(
+        out,
+        "{:<6} {:<28} {:>8}  {:<21} STATUS",
+        "ID", "ADDRESS", "FILES", "LAST SEEN"
+    )?;
+    for p in &list.peers {
+        writeln!(
+            out,
+            "{:<6} {:<28} {:>8}  {:<21} {}",
+            p.peer_id,
+            format!("{}:{}", p.host, p.port),
+            p.files,
+            time(p.last_seen),
+            if p.live { "live" } else { "expired" }
+        )?;
+    }
+    Ok(())
+}
+
+pub fn download_json(r: &DownloadReport) -> serde_json::Value {
+    json!({
+        "content_id": r.content_id.to_hex(),
+        "path": r.path,
+        "size": r.size,
+        "seconds": r.seconds,
+        "sources_used": r.sources_used,
+        "pieces_rejected": r.pieces_rejected,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_times() {
+        assert_eq!(size(12), "12 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(time(0), "1970-01-01T00:00:00Z");
+    }
+}

@@ -1,0 +1,14 @@
+//! Content addressing: a file is named by its BLAKE3 hash and cut into pieces that are subtrees of the BLAKE3 tree.
+
+mod id;
+mod pieces;
+
+pub use id::{ContentId, Digest, ParseContentIdError};
+pub use pieces::{
+    PieceError, PieceLayout, PieceVerifier, hash_file, hash_piece, root_from_piece_hashes,
+};
+
+/// Bytes in a piece: 256 chunks of 1 KiB, a complete BLAKE3 subtree. Protocol version 1 fixes it.
+pub const PIECE_SIZE: u64 = 256 * 1024;
+/// Bytes of one piece hash (a BLAKE3 chaining value).
+pub const PIECE_HASH_LEN: usize = 32;

@@ -1,0 +1,288 @@
+//! Pieces: fixed-size subtrees of a file's BLAKE3 tree, hashed alone and checked against the content id.
+//!
+//! A file of `n` pieces has `n` piece hashes (non-root chaining values). Merged pairwise the way
+//! BLAKE3 builds its tree (the left subtree holds the largest power of two of pieces below `n`),
+//! they give the root hash, which is the content id. A downloader that holds the piece hashes and
+//! has checked them against the content id can check every piece on its own, as it arrives.
+//! A file of a single piece (up to [`PIECE_SIZE`] bytes, the empty file included) has no piece
+//! hashes: its one piece is checked by hashing it whole.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use blake3::hazmat::{
+    ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root,
+};
+use rayon::prelude::*;
+
+use super::{ContentId, PIECE_HASH_LEN, PIECE_SIZE};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PieceError {
+    #[error("expected {expected} piece hashes for a file of {size} bytes, received {received}")]
+    HashCount {
+        size: u64,
+        expected: u64,
+        received: u64,
+    },
+    #[error("the piece hashes do not add up to content id {expected}")]
+    HashesMismatch { expected: ContentId },
+    #[error("piece {index} is out of range: the file has {count} pieces")]
+    OutOfRange { index: u64, count: u64 },
+    #[error("piece {index} should be {expected} bytes, received {received}")]
+    Length {
+        index: u64,
+        expected: u64,
+        received: u64,
+    },
+    #[error("piece {index} does not match its hash")]
+    Corrupt { index: u64 },
+}
+
+/// How a file of a given size is cut into pieces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PieceLayout {
+    pub size: u64,
+}
+
+impl PieceLayout {
+    pub fn new(size: u64) -> Self {
+        PieceLayout { size }
+    }
+
+    /// Number of pieces; the empty file has one (empty) piece.
+    pub fn piece_count(&self) -> u64 {
+        self.size.div_ceil(PIECE_SIZE).max(1)
+    }
+
+    /// Number of piece hashes a peer sends for this file: 0 for a single piece.
+    pub fn hash_count(&self) -> u64 {
+        let n = self.piece_count();
+        if n == 1 { 0 } else { n }
+    }
+
+    pub fn piece_offset(&self, index: u64) -> u64 {
+        index * PIECE_SIZE
+    }
+
+    pub fn piece_len(&self, index: u64) -> u64 {
+        let start = self.piece_offset(index);
+        self.size.saturating_sub(start).min(PIECE_SIZE)
+    }
+}
+
+/// The chaining value of piece `index` of a file with more than one piece.
+pub fn hash_piece(index: u64, data: &[u8]) -> ChainingValue {
+    let mut hasher = blake3::Hasher::new();
+    hasher.set_input_offset(index * PIECE_SIZE);
+    hasher.update(data);
+    hasher.finalize_non_root()
+}
+
+fn merge(cvs: &[ChainingValue]) -> ChainingValue {
+    if cvs.len() == 1 {
+        return cvs[0];
+    }
+    let split = left_len(cvs.len());
+    merge_subtrees_non_root(&merge(&cvs[..split]), &merge(&cvs[split..]), Mode::Hash)
+}
+
+/// Largest power of two strictly below `n` (n ≥ 2): how many pieces the left subtree holds.
+fn left_len(n: usize) -> usize {
+    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+}
+
+/// The root hash of at least two piece hashes; `None` for fewer.
+pub fn root_from_piece_hashes(cvs: &[ChainingValue]) -> Option<ContentId> {
+    if cvs.len() < 2 {
+        return None;
+    }
+    let split = left_len(cvs.len());
+    let root = merge_subtrees_root(&merge(&cvs[..split]), &merge(&cvs[split..]), Mode::Hash);
+    Some(root.into())
+}
+
+/// Hashes a file: its content id and its piece hashes (empty for a single-piece file).
+/// Pieces are hashed in parallel; `progress` is called with each piece's byte count.
+pub fn hash_file(
+    path: &Path,
+    size: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> io::Result<(ContentId, Vec<ChainingValue>)> {
+    let file = File::open(path)?;
+    let layout = PieceLayout::new(size);
+    let read_piece = |index: u64| -> io::Result<Vec<u8>> {
+        let len = layout.piece_len(index) as usize;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, layout.piece_offset(index))?;
+        progress(len as u64);
+        Ok(buf)
+    };
+    if layout.hash_count() == 0 {
+        let data = read_piece(0)?;
+        return Ok((blake3::hash(&data).into(), Vec::new()));
+    }
+    let cvs = (0..layout.piece_count())
+        .into_par_iter()
+        .map(|i| read_piece(i).map(|data| hash_piece(i, &data)))
+        .collect::<io::Result<Vec<_>>>()?;
+    let id = root_from_piece_hashes(&cvs).ok_or_else(|| io::Error::other("piece count"))?;
+    Ok((id, cvs))
+}
+
+/// Checks pieces of one file as they arrive, against piece hashes already checked against the content id.
+#[derive(Debug, Clone)]
+pub struct PieceVerifier {
+    id: ContentId,
+    layout: PieceLayout,
+    hashes: Vec<ChainingValue>,
+}
+
+impl PieceVerifier {
+    /// Builds a verifier from untrusted piece hashes (32 bytes each, concatenated); fails
+    /// unless they are exactly the ones that hash up to `id`.
+    pub fn new(id: ContentId, size: u64, hashes: &[u8]) -> Result<Self, PieceError> {
+        let layout = PieceLayout::new(size);
+        let received = (hashes.len() / PIECE_HASH_LEN) as u64;
+        if hashes.len() % PIECE_HASH_LEN != 0 || received != layout.hash_count() {
+            return Err(PieceError::HashCount {
+                size,
+                expected: layout.hash_count(),
+                received,
+            });
+        }
+        let hashes: Vec<ChainingValue> = hashes
+            .chunks_exact(PIECE_HASH_LEN)
+            .map(|c| {
+                let mut cv = [0u8; 32];
+                cv.copy_from_slice(c);
+                cv
+            })
+            .collect();
+        if !hashes.is_empty() && root_from_piece_hashes(&hashes) != Some(id) {
+            return Err(PieceError::HashesMismatch { expected: id });
+        }
+        Ok(PieceVerifier { id, layout, hashes })
+    }
+
+    pub fn layout(&self) -> PieceLayout {
+        self.layout
+    }
+
+    pub fn content_id(&self) -> ContentId {
+        self.id
+    }
+
+    /// Checks one piece; `Ok` only if every byte is right.
+    pub fn verify(&self, index: u64, data: &[u8]) -> Result<(), PieceError> {
+        let count = self.layout.piece_count();
+        if index >= count {
+            return Err(PieceError::OutOfRange { index, count });
+        }
+        let expected = self.layout.piece_len(index);
+        if data.len() as u64 != expected {
+            return Err(PieceError::Length {
+                index,
+                expected,
+                received: data.len() as u64,
+            });
+        }
+        let ok = if self.hashes.is_empty() {
+            ContentId::from(blake3::hash(data)) == self.id
+        } else {
+            hash_piece(index, data) == self.hashes[index as usize]
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(PieceError::Corrupt { index })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    fn sizes() -> Vec<u64> {
+        let p = PIECE_SIZE;
+        vec![
+            0,
+            1,
+            1024,
+            p - 1,
+            p,
+            p + 1,
+            2 * p,
+            3 * p - 1,
+            3 * p + 5,
+            8 * p + 1,
+            13 * p + 777,
+        ]
+    }
+
+    #[test]
+    fn piece_hashes_add_up_to_blake3_of_the_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        for size in sizes() {
+            let bytes = data(size as usize);
+            let path = dir.path().join(format!("f{size}"));
+            std::fs::write(&path, &bytes).unwrap();
+            let (id, cvs) = hash_file(&path, size, &|_| {}).unwrap();
+            assert_eq!(id, ContentId::from(blake3::hash(&bytes)), "size {size}");
+            assert_eq!(cvs.len() as u64, PieceLayout::new(size).hash_count());
+            let flat: Vec<u8> = cvs.iter().flatten().copied().collect();
+            let v = PieceVerifier::new(id, size, &flat).unwrap();
+            let layout = v.layout();
+            for i in 0..layout.piece_count() {
+                let start = layout.piece_offset(i) as usize;
+                let piece = &bytes[start..start + layout.piece_len(i) as usize];
+                v.verify(i, piece).unwrap();
+                if !piece.is_empty() {
+                    let mut bad = piece.to_vec();
+                    bad[piece.len() / 2] ^= 1;
+                    assert_eq!(v.verify(i, &bad), Err(PieceError::Corrupt { index: i }));
+                }
+            }
+            assert!(v.verify(layout.piece_count(), &[]).is_err());
+        }
+    }
+
+    #[test]
+    fn forged_piece_hashes_are_rejected() {
+        let size = 5 * PIECE_SIZE;
+        let bytes = data(size as usize);
+        let id = ContentId::from(blake3::hash(&bytes));
+        let mut flat: Vec<u8> = (0..5)
+            .flat_map(|i| {
+                let s = (i * PIECE_SIZE) as usize;
+                hash_piece(i, &bytes[s..s + PIECE_SIZE as usize])
+            })
+            .collect();
+        assert!(PieceVerifier::new(id, size, &flat).is_ok());
+        assert!(matches!(
+            PieceVerifier::new(id, size, &flat[..64]),
+            Err(PieceError::HashCount { .. })
+        ));
+        flat[40] ^= 1;
+        assert_eq!(
+            PieceVerifier::new(id, size, &flat).unwrap_err(),
+            PieceError::HashesMismatch { expected: id }
+        );
+    }
+
+    #[test]
+    fn left_subtree_sizes() {
+        assert_eq!(left_len(2), 1);
+        assert_eq!(left_len(3), 2);
+        assert_eq!(left_len(4), 2);
+        assert_eq!(left_len(5), 4);
+        assert_eq!(left_len(9), 8);
+    }
+}

@@ -1,0 +1,196 @@
+//! `IndexClient`: one connection to an index server, for searching, listing peers and registering.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::content::Digest;
+use crate::identity::Identity;
+use crate::protocol::{
+    Ack, Connection, FileEntry, Limits, MAX_CONTROL_PAYLOAD, Message, PeerList, ProtocolError,
+    Register, Registered, Search, SearchResults, UpdateFiles, Welcome,
+};
+
+/// How long connecting to the index may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexClientError {
+    #[error("cannot reach the index at {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("index at {addr}: {source}")]
+    Protocol { addr: String, source: ProtocolError },
+}
+
+pub struct IndexClient {
+    conn: Connection<TcpStream>,
+    welcome: Welcome,
+    addr: String,
+}
+
+impl IndexClient {
+    /// Connects to `addr` (`HOST:PORT`) and performs the opening exchange.
+    pub async fn connect(addr: &str, limits: Limits) -> Result<IndexClient, IndexClientError> {
+        let connect_err = |source| IndexClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        };
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(r) => r.map_err(connect_err)?,
+            Err(_) => return Err(connect_err(std::io::ErrorKind::TimedOut.into())),
+        };
+        let _ = stream.set_nodelay(true);
+        let mut conn = Connection::new(stream, limits);
+        let welcome =
+            conn.client_handshake()
+                .await
+                .map_err(|source| IndexClientError::Protocol {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+        Ok(IndexClient {
+            conn,
+            welcome,
+            addr: addr.to_string(),
+        })
+    }
+
+    fn err(&self, source: ProtocolError) -> IndexClientError {
+        IndexClientError::Protocol {
+            addr: self.addr.clone(),
+            source,
+        }
+    }
+
+    async fn call(&mut self, msg: &Message) -> Result<Message, IndexClientError> {
+        self.conn.request(msg).await.map_err(|e| self.err(e))
+    }
+
+    fn unexpected(&self, expected: &'static str, got: &Message) -> IndexClientError {
+        self.err(ProtocolError::Unexpected {
+            expected,
+            received: got.name(),
+        })
+    }
+
+    pub async fn search(
+        &mut self,
+        query: &str,
+        limit: u32,
+    ) -> Result<SearchResults, IndexClientError> {
+        let msg = Message::Search(Search {
+            query: query.to_string(),
+            limit,
+        });
+        match self.call(&msg).await? {
+            Message::SearchResults(r) => Ok(r),
+            other => Err(self.unexpected("SearchResults", &other)),
+        }
+    }
+
+    pub async fn list_peers(&mut self) -> Result<PeerList, IndexClientError> {
+        match self.call(&Message::ListPeers).await? {
+            Message::PeerList(r) => Ok(r),
+            other => Err(self.unexpected("PeerList", &other)),
+        }
+    }
+
+    /// Registers this peer, signed with `identity`.
+    pub async fn register(
+        &mut self,
+        identity: &Identity,
+        host: &str,
+        port: u16,
+        catalog_digest: Digest,
+        file_count: u64,
+    ) -> Result<Registered, IndexClientError> {
+        let msg = Message::Register(Register {
+            public_key: identity.public_key(),
+            signature: identity.sign_register(&self.welcome.nonce),
+            host: host.to_string(),
+            port,
+            catalog_digest,
+            file_count,
+        });
+        match self.call(&msg).await? {
+            Message::Registered(r) => Ok(r),
+            other => Err(self.unexpected("Registered", &other)),
+        }
+    }
+
+    async fn update(&mut self, u: UpdateFiles) -> Result<Ack, IndexClientError> {
+        match self.call(&Message::UpdateFiles(u)).await? {
+            Message::Ack(a) => Ok(a),
+            other => Err(self.unexpected("Ack", &other)),
+        }
+    }
+
+    /// Sends file changes in as many batches as the frame limit needs. Every batch commits on
+    /// its own; only the last one carries `digest`, so an interrupted sync leaves the index
+    /// knowing it is out of date. Returns the file count the index holds afterwards.
+    pub async fn sync_files(
+        &mut self,
+        reset: bool,
+        upsert: Vec<FileEntry>,
+        remove: Vec<String>,
+        digest: Digest,
+    ) -> Result<u64, IndexClientError> {
+        let budget = MAX_CONTROL_PAYLOAD * 3 / 4;
+        let mut batch = UpdateFiles {
+            reset,
+            upsert: Vec::new(),
+            remove: Vec::new(),
+            digest: None,
+        };
+        let mut used = 0;
+        for path in remove {
+            used += path.len() + 8;
+            batch.remove.push(path);
+            if used > budget {
+                let next = UpdateFiles {
+                    reset: false,
+                    ..empty_update()
+                };
+                self.update(std::mem::replace(&mut batch, next)).await?;
+                used = 0;
+            }
+        }
+        for f in upsert {
+            used += f.path.len() + f.name.len() + 128;
+            batch.upsert.push(f);
+            if used > budget {
+                self.update(std::mem::replace(&mut batch, empty_update()))
+                    .await?;
+                used = 0;
+            }
+        }
+        batch.digest = Some(digest);
+        Ok(self.update(batch).await?.files)
+    }
+
+    pub async fn heartbeat(&mut self) -> Result<(), IndexClientError> {
+        match self.call(&Message::Heartbeat).await? {
+            Message::Ack(_) => Ok(()),
+            other => Err(self.unexpected("Ack", &other)),
+        }
+    }
+
+    pub async fn unregister(&mut self) -> Result<(), IndexClientError> {
+        match self.call(&Message::Unregister).await? {
+            Message::Ack(_) => Ok(()),
+            other => Err(self.unexpected("Ack", &other)),
+        }
+    }
+}
+
+fn empty_update() -> UpdateFiles {
+    UpdateFiles {
+        reset: false,
+        upsert: Vec::new(),
+        remove: Vec::new(),
+        digest: None,
+    }
+}

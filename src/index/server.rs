@@ -1,0 +1,277 @@
+//! `IndexServer`: accepts peers and clients, authenticates registrations, answers searches.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::{IndexStore, StoreError, now_ms};
+use crate::content::Digest;
+use crate::identity::{random_bytes, verify_register};
+use crate::protocol::{
+    Ack, Connection, ErrorReply, Limits, MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message,
+    ProtocolError, Register, Registered, Search, UpdateFiles, code,
+};
+
+/// Settings of an index server.
+#[derive(Debug, Clone)]
+pub struct IndexConfig {
+    /// How long a registration stays live without a heartbeat. Default: 90 s.
+    pub lease: Duration,
+    /// Most connections served at once; further ones wait in the accept queue. Default: 1024.
+    pub max_connections: usize,
+    /// Per-connection time limits. Default: 120 s to receive a message, 30 s to send one.
+    pub limits: Limits,
+    /// How long shutdown waits for open connections. Default: 5 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            lease: Duration::from_secs(90),
+            max_connections: 1024,
+            limits: Limits {
+                read_timeout: Duration::from_secs(120),
+                write_timeout: Duration::from_secs(30),
+            },
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The indexing server over an already-bound listener.
+pub struct IndexServer {
+    store: Arc<IndexStore>,
+    config: IndexConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HandlerError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("background task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl IndexServer {
+    pub fn new(store: IndexStore, config: IndexConfig) -> Self {
+        IndexServer {
+            store: Arc::new(store),
+            config,
+        }
+    }
+
+    /// Serves until `shutdown` is cancelled, then waits up to the grace period for connections.
+    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.config.max_connections));
+        let tracker = TaskTracker::new();
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (stream, addr) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let store = self.store.clone();
+            let config = self.config.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                let _permit = permit;
+                let _ = stream.set_nodelay(true);
+                match handle(stream, addr, store, &config, shutdown).await {
+                    Ok(()) => debug!(%addr, "connection closed"),
+                    Err(e) => info!(%addr, "connection closed: {e}"),
+                }
+            });
+        }
+        tracker.close();
+        if tokio::time::timeout(self.config.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("shutdown: connections still open after the grace period");
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    store: &Arc<IndexStore>,
+    f: impl FnOnce(&IndexStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, HandlerError> {
+    let store = store.clone();
+    Ok(tokio::task::spawn_blocking(move || f(&store)).await??)
+}
+
+fn check_update(u: &UpdateFiles) -> Result<(), String> {
+    let bad = |s: &str| s.is_empty() || s.len() > MAX_PATH_LEN || s.contains('\0');
+    for f in &u.upsert {
+        if bad(&f.path) || bad(&f.name) {
+            return Err(format!("invalid path or name {:?}", f.path));
+        }
+    }
+    if u.remove.iter().any(|p| bad(p)) {
+        return Err("invalid path in remove".into());
+    }
+    Ok(())
+}
+
+fn check_host(host: &str) -> bool {
+    host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:_[]%".contains(&b))
+}
+
+async fn handle(
+    stream: TcpStream,
+    addr: SocketAddr,
+    store: Arc<IndexStore>,
+    config: &IndexConfig,
+    shutdown: CancellationToken,
+) -> Result<(), HandlerError> {
+    let mut conn = Connection::new(stream, config.limits);
+    let nonce = Digest(random_bytes().map_err(|e| ProtocolError::Io(std::io::Error::other(e)))?);
+    if conn.server_handshake(nonce).await?.is_none() {
+        return Ok(());
+    }
+    let lease_ms = config.lease.as_millis() as i64;
+    let mut peer: Option<u64> = None;
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            m = conn.read_message() => m,
+        };
+        let msg = match msg {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                conn.send_error(code::BAD_REQUEST, e.to_string()).await;
+                return Err(e.into());
+            }
+        };
+        let reply = match msg {
+            Message::Register(r) => match register(&store, &r, &nonce, addr.ip(), config).await? {
+                Ok((id, reg)) => {
+                    info!(peer_id = id, host = %reg.host, port = r.port, "peer registered");
+                    peer = Some(id);
+                    Message::Registered(reg)
+                }
+                Err(e) => Message::Error(e),
+            },
+            Message::UpdateFiles(u) => match (peer, check_update(&u)) {
+                (None, _) => unauthorized(),
+                (Some(_), Err(why)) => Message::Error(ErrorReply::new(code::BAD_REQUEST, why)),
+                (Some(id), Ok(())) => {
+                    let files = blocking(&store, move |s| s.update_files(id, &u, now_ms())).await?;
+                    Message::Ack(Ack { files })
+                }
+            },
+            Message::Heartbeat => match peer {
+                None => unauthorized(),
+                Some(id) => {
+                    blocking(&store, move |s| s.heartbeat(id, now_ms())).await?;
+                    Message::Ack(Ack { files: 0 })
+                }
+            },
+            Message::Unregister => match peer.take() {
+                None => unauthorized(),
+                Some(id) => {
+                    blocking(&store, move |s| s.unregister(id)).await?;
+                    info!(peer_id = id, "peer unregistered");
+                    Message::Ack(Ack { files: 0 })
+                }
+            },
+            Message::Search(Search { query, limit }) => {
+                if query.len() > MAX_QUERY_LEN {
+                    Message::Error(ErrorReply::new(code::BAD_REQUEST, "query too long"))
+                } else {
+                    let limit = limit.clamp(1, MAX_SEARCH_LIMIT) as usize;
+                    let since = now_ms() - lease_ms;
+                    let res = blocking(&store, move |s| s.search(&query, limit, since)).await?;
+                    Message::SearchResults(res)
+                }
+            }
+            Message::ListPeers => {
+                let since = now_ms() - lease_ms;
+                Message::PeerList(blocking(&store, move |s| s.peers(since)).await?)
+            }
+            other => {
+                conn.send_error(
+                    code::BAD_REQUEST,
+                    format!("{} is not a request the index answers", other.name()),
+                )
+                .await;
+                return Err(ProtocolError::Unexpected {
+                    expected: "an index request",
+                    received: other.name(),
+                }
+                .into());
+            }
+        };
+        if let Err(ProtocolError::FrameTooLarge { .. }) = conn.send(&reply).await {
+            conn.send_error(code::INTERNAL, "reply too large; ask for fewer results")
+                .await;
+        }
+    }
+}
+
+fn unauthorized() -> Message {
+    Message::Error(ErrorReply::new(code::UNAUTHORIZED, "register first"))
+}
+
+async fn register(
+    store: &Arc<IndexStore>,
+    r: &Register,
+    nonce: &Digest,
+    seen_ip: IpAddr,
+    config: &IndexConfig,
+) -> Result<Result<(u64, Registered), ErrorReply>, HandlerError> {
+    if !verify_register(&r.public_key, nonce, &r.signature) {
+        return Ok(Err(ErrorReply::new(code::UNAUTHORIZED, "bad signature")));
+    }
+    if r.port == 0 || !check_host(&r.host) {
+        return Ok(Err(ErrorReply::new(
+            code::BAD_REQUEST,
+            "invalid host or port",
+        )));
+    }
+    let host = match r.host.parse::<IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => seen_ip.to_string(),
+        Err(_) if r.host.is_empty() => seen_ip.to_string(),
+        _ => r.host.clone(),
+    };
+    let (key, digest, port, h) = (r.public_key, r.catalog_digest, r.port, host.clone());
+    let (id, in_sync) = blocking(store, move |s| {
+        s.register(&key, &h, port, &digest, now_ms())
+    })
+    .await?;
+    Ok(Ok((
+        id,
+        Registered {
+            peer_id: id,
+            in_sync,
+            lease_secs: config.lease.as_secs().max(1) as u32,
+            host,
+        },
+    )))
+}

@@ -1,0 +1,325 @@
+//! `IndexStore`: the index's durable state in SQLite (WAL, synchronous=FULL): peers and their files.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::search::{Query, Row, group_and_rank};
+use crate::content::{ContentId, Digest};
+use crate::protocol::{PeerHit, PeerList, PeerRecord, SearchResults, UpdateFiles};
+
+/// Most (file, peer) rows one search reads before grouping; past it the reply says `truncated`.
+pub const MAX_SEARCH_ROWS: usize = 200_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("index database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create the directory of the index database {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("unknown peer id {0}")]
+    UnknownPeer(u64),
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS peers(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  public_key BLOB NOT NULL UNIQUE,
+  host TEXT NOT NULL,
+  port INTEGER NOT NULL,
+  catalog_digest BLOB,
+  online INTEGER NOT NULL DEFAULT 0,
+  first_seen INTEGER NOT NULL,
+  last_seen INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files(
+  peer_id INTEGER NOT NULL REFERENCES peers(id) ON DELETE CASCADE,
+  path TEXT NOT NULL,
+  name TEXT NOT NULL,
+  name_lower TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  content_id BLOB NOT NULL,
+  mtime INTEGER NOT NULL,
+  shared_at INTEGER NOT NULL,
+  PRIMARY KEY(peer_id, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_content ON files(content_id);
+";
+
+/// The durable store. One writer connection; reads use their own connections (WAL lets them run beside writes).
+pub struct IndexStore {
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    path: std::path::PathBuf,
+}
+
+fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn digest_from(blob: Option<Vec<u8>>) -> Option<Digest> {
+    let b: [u8; 32] = blob?.try_into().ok()?;
+    Some(Digest(b))
+}
+
+fn id_from(blob: Vec<u8>) -> Option<ContentId> {
+    let b: [u8; 32] = blob.try_into().ok()?;
+    Some(ContentId::from_bytes(b))
+}
+
+impl IndexStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<IndexStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let writer = open_conn(path)?;
+        writer.execute_batch(SCHEMA)?;
+        Ok(IndexStore {
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_conn(&self.path)?,
+        };
+        let r = f(&conn);
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        r
+    }
+
+    /// Records a peer (by public key) as online at `host:port`; returns its id and whether the
+    /// stored file list already has `digest`.
+    pub fn register(
+        &self,
+        public_key: &Digest,
+        host: &str,
+        port: u16,
+        digest: &Digest,
+        now: i64,
+    ) -> Result<(u64, bool), StoreError> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            let existing: Option<(i64, Option<Vec<u8>>)> = tx
+                .query_row(
+                    "SELECT id, catalog_digest FROM peers WHERE public_key = ?1",
+                    params![&public_key.0[..]],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let (id, in_sync) = match existing {
+                Some((id, stored)) => {
+                    tx.execute(
+                        "UPDATE peers SET host=?2, port=?3, online=1, last_seen=?4 WHERE id=?1",
+                        params![id, host, port, now],
+                    )?;
+                    (id, digest_from(stored).as_ref() == Some(digest))
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO peers(public_key, host, port, online, first_seen, last_seen)
+                         VALUES(?1, ?2, ?3, 1, ?4, ?4)",
+                        params![&public_key.0[..], host, port, now],
+                    )?;
+                    (tx.last_insert_rowid(), false)
+                }
+            };
+            tx.commit()?;
+            Ok((id as u64, in_sync))
+        })
+    }
+
+    /// Applies one batch of file changes in one transaction; returns the peer's file count.
+    pub fn update_files(&self, peer_id: u64, u: &UpdateFiles, now: i64) -> Result<u64, StoreError> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            if u.reset {
+                tx.execute("DELETE FROM files WHERE peer_id=?1", params![peer_id])?;
+            }
+            {
+                let mut del = tx.prepare_cached("DELETE FROM files WHERE peer_id=?1 AND path=?2")?;
+                for path in &u.remove {
+                    del.execute(params![peer_id, path])?;
+                }
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO files(peer_id, path, name, name_lower, size, content_id, mtime, shared_at)
+                     VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT(peer_id, path) DO UPDATE SET
+                       name=excluded.name, name_lower=excluded.name_lower, size=excluded.size,
+                       mtime=excluded.mtime,
+                       shared_at=CASE WHEN files.content_id=excluded.content_id
+                                      THEN files.shared_at ELSE excluded.shared_at END,
+                       content_id=excluded.content_id",
+                )?;
+                for f in &u.upsert {
+                    ins.execute(params![
+                        peer_id,
+                        f.path,
+                        f.name,
+                        f.name.to_lowercase(),
+                        f.size as i64,
+                        &f.content_id.as_bytes()[..],
+                        f.mtime,
+                        now
+                    ])?;
+                }
+            }
+            let digest: Option<&[u8]> = u.digest.as_ref().map(|d| &d.0[..]);
+            let n = tx.execute(
+                "UPDATE peers SET catalog_digest=?2, last_seen=?3 WHERE id=?1",
+                params![peer_id, digest, now],
+            )?;
+            if n == 0 {
+                return Err(StoreError::UnknownPeer(peer_id));
+            }
+            let count: i64 =
+                tx.query_row("SELECT count(*) FROM files WHERE peer_id=?1", params![peer_id], |r| {
+                    r.get(0)
+                })?;
+            tx.commit()?;
+            Ok(count as u64)
+        })
+    }
+
+    /// Renews a peer's lease.
+    pub fn heartbeat(&self, peer_id: u64, now: i64) -> Result<(), StoreError> {
+        self.write(|c| {
+            let n = c.execute(
+                "UPDATE peers SET last_seen=?2, online=1 WHERE id=?1",
+                params![peer_id, now],
+            )?;
+            if n == 0 {
+                return Err(StoreError::UnknownPeer(peer_id));
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes a peer's files and marks it offline (its id stays reserved for its key).
+    pub fn unregister(&self, peer_id: u64) -> Result<(), StoreError> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM files WHERE peer_id=?1", params![peer_id])?;
+            tx.execute(
+                "UPDATE peers SET online=0, catalog_digest=NULL WHERE id=?1",
+                params![peer_id],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Files matching `query` shared by peers seen at or after `live_since` (ms).
+    pub fn search(
+        &self,
+        query: &str,
+        limit: usize,
+        live_since: i64,
+    ) -> Result<SearchResults, StoreError> {
+        let query = Query::parse(query);
+        self.read(|c| {
+            let base = "SELECT f.content_id, f.name, f.size, f.shared_at, p.id, p.host, p.port, p.last_seen
+                        FROM files f JOIN peers p ON p.id = f.peer_id
+                        WHERE p.online = 1 AND p.last_seen >= ?1";
+            let mut values: Vec<rusqlite::types::Value> = vec![live_since.into()];
+            let mut sql = base.to_string();
+            match &query {
+                Query::Id(id) => {
+                    sql.push_str(" AND f.content_id = ?2");
+                    values.push(id.as_bytes().to_vec().into());
+                }
+                Query::Words { words, .. } => {
+                    for (i, w) in words.iter().enumerate() {
+                        sql.push_str(&format!(" AND instr(f.name_lower, ?{}) > 0", i + 2));
+                        values.push(w.clone().into());
+                    }
+                }
+            }
+            sql.push_str(&format!(" LIMIT {}", MAX_SEARCH_ROWS + 1));
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut rows = Vec::new();
+            let mut it = stmt.query(rusqlite::params_from_iter(values))?;
+            while let Some(r) = it.next()? {
+                let Some(content_id) = id_from(r.get(0)?) else {
+                    continue;
+                };
+                rows.push(Row {
+                    content_id,
+                    name: r.get(1)?,
+                    size: r.get::<_, i64>(2)? as u64,
+                    peer: PeerHit {
+                        shared_at: r.get(3)?,
+                        peer_id: r.get::<_, i64>(4)? as u64,
+                        host: r.get(5)?,
+                        port: r.get(6)?,
+                        last_seen: r.get(7)?,
+                    },
+                });
+            }
+            let cut_rows = rows.len() > MAX_SEARCH_ROWS;
+            rows.truncate(MAX_SEARCH_ROWS);
+            let (files, truncated) = group_and_rank(rows, &query, limit);
+            Ok(SearchResults {
+                files,
+                truncated: truncated || cut_rows,
+            })
+        })
+    }
+
+    /// Every registered peer; `live` when online and seen at or after `live_since` (ms).
+    pub fn peers(&self, live_since: i64) -> Result<PeerList, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT p.id, p.host, p.port, p.last_seen, p.online,
+                        (SELECT count(*) FROM files f WHERE f.peer_id = p.id)
+                 FROM peers p ORDER BY p.id",
+            )?;
+            let peers = stmt
+                .query_map([], |r| {
+                    let last_seen: i64 = r.get(3)?;
+                    let online: bool = r.get(4)?;
+                    Ok(PeerRecord {
+                        peer_id: r.get::<_, i64>(0)? as u64,
+                        host: r.get(1)?,
+                        port: r.get(2)?,
+                        last_seen,
+                        live: online && last_seen >= live_since,
+                        files: r.get::<_, i64>(5)? as u64,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(PeerList { peers })
+        })
+    }
+}

@@ -1,0 +1,152 @@
+//! `PeerClient`: one connection to another peer, asking for a file's info, piece hashes and pieces.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::content::{ContentId, PIECE_HASH_LEN, PIECE_SIZE, PieceLayout};
+use crate::protocol::{
+    Connection, GetHashes, GetInfo, GetPiece, Info, Limits, MAX_HASHES_PER_REPLY, Message, Piece,
+    ProtocolError,
+};
+
+/// How long connecting to a peer may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerClientError {
+    #[error("cannot reach peer {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("peer sent info for {received}, asked for {expected}")]
+    WrongFile {
+        expected: ContentId,
+        received: ContentId,
+    },
+    #[error("peer uses pieces of {received} bytes; this version needs {expected}")]
+    PieceSize { expected: u64, received: u64 },
+    #[error("peer sent {received} bytes of piece hashes from {start}, expected at most {expected}")]
+    BadHashes {
+        start: u32,
+        expected: usize,
+        received: usize,
+    },
+}
+
+pub struct PeerClient {
+    conn: Connection<TcpStream>,
+}
+
+impl PeerClient {
+    pub async fn connect(addr: &str, limits: Limits) -> Result<PeerClient, PeerClientError> {
+        let err = |source| PeerClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        };
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(r) => r.map_err(err)?,
+            Err(_) => return Err(err(std::io::ErrorKind::TimedOut.into())),
+        };
+        let _ = stream.set_nodelay(true);
+        let mut conn = Connection::new(stream, limits);
+        conn.client_handshake().await?;
+        Ok(PeerClient { conn })
+    }
+
+    fn unexpected(expected: &'static str, got: &Message) -> PeerClientError {
+        ProtocolError::Unexpected {
+            expected,
+            received: got.name(),
+        }
+        .into()
+    }
+
+    pub async fn info(&mut self, id: ContentId) -> Result<Info, PeerClientError> {
+        match self
+            .conn
+            .request(&Message::GetInfo(GetInfo { content_id: id }))
+            .await?
+        {
+            Message::Info(i) if i.content_id != id => Err(PeerClientError::WrongFile {
+                expected: id,
+                received: i.content_id,
+            }),
+            Message::Info(i) if u64::from(i.piece_size) != PIECE_SIZE => {
+                Err(PeerClientError::PieceSize {
+                    expected: PIECE_SIZE,
+                    received: u64::from(i.piece_size),
+                })
+            }
+            Message::Info(i) => Ok(i),
+            other => Err(Self::unexpected("Info", &other)),
+        }
+    }
+
+    /// All piece hashes of a file of `size` bytes, concatenated (unverified: check them with
+    /// [`crate::content::PieceVerifier::new`]).
+    pub async fn piece_hashes(
+        &mut self,
+        id: ContentId,
+        size: u64,
+    ) -> Result<Vec<u8>, PeerClientError> {
+        let total = PieceLayout::new(size).hash_count() as usize;
+        let mut out = Vec::with_capacity(total.min(1 << 20) * PIECE_HASH_LEN);
+        while out.len() / PIECE_HASH_LEN < total {
+            let start = (out.len() / PIECE_HASH_LEN) as u32;
+            let count = ((total - start as usize) as u32).min(MAX_HASHES_PER_REPLY);
+            let req = Message::GetHashes(GetHashes {
+                content_id: id,
+                start,
+                count,
+            });
+            match self.conn.request(&req).await? {
+                Message::Hashes(h)
+                    if h.start == start
+                        && !h.hashes.is_empty()
+                        && h.hashes.len() % PIECE_HASH_LEN == 0
+                        && h.hashes.len() <= count as usize * PIECE_HASH_LEN =>
+                {
+                    out.extend_from_slice(&h.hashes)
+                }
+                Message::Hashes(h) => {
+                    return Err(PeerClientError::BadHashes {
+                        start,
+                        expected: count as usize * PIECE_HASH_LEN,
+                        received: h.hashes.len(),
+                    });
+                }
+                other => return Err(Self::unexpected("Hashes", &other)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Queues a piece request (sent on the next flush); replies come back in request order.
+    pub async fn request_piece(
+        &mut self,
+        id: ContentId,
+        index: u32,
+    ) -> Result<(), PeerClientError> {
+        let req = Message::GetPiece(GetPiece {
+            content_id: id,
+            index,
+        });
+        Ok(self.conn.queue(&req).await?)
+    }
+
+    pub async fn flush(&mut self) -> Result<(), PeerClientError> {
+        Ok(self.conn.flush().await?)
+    }
+
+    /// The next piece reply. Cancel-safe.
+    pub async fn next_piece(&mut self) -> Result<Piece, PeerClientError> {
+        match self.conn.recv().await? {
+            Message::Piece(p) => Ok(p),
+            other => Err(Self::unexpected("Piece", &other)),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The sharing peer: scans and hashes its shared directories, serves pieces, keeps the index up to date.
+
+mod catalog;
+mod client;
+mod scan;
+mod server;
+mod share;
+mod watch;
+
+pub use catalog::{Catalog, SharedFile};
+pub use client::{PeerClient, PeerClientError};
+pub use scan::{PARTIAL_SUFFIX, ScanError, ScanOptions, Scanner};
+pub use server::{PeerConfig, PeerServer};
+pub use share::{ShareConfig, ShareHandle, ShareStatus, start_share};

@@ -1,0 +1,284 @@
+//! `PeerServer`: answers other peers' requests for a file's info, piece hashes and pieces, by content id only.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::{Catalog, SharedFile};
+use crate::content::{ContentId, Digest, PIECE_SIZE, PieceLayout};
+use crate::protocol::{
+    Connection, GetHashes, GetInfo, GetPiece, Hashes, Info, Limits, MAX_HASHES_PER_REPLY, Message,
+    Piece, ProtocolError, code,
+};
+
+/// Settings of a peer's server side.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// Most peers served at once. Default: 64.
+    pub max_connections: usize,
+    /// Per-connection time limits. Default: 60 s to receive a request, 60 s to send a reply.
+    pub limits: Limits,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            max_connections: 64,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Serves the catalog's files to other peers.
+#[derive(Clone)]
+pub struct PeerServer {
+    catalog: Arc<RwLock<Arc<Catalog>>>,
+    roots: Arc<Vec<PathBuf>>,
+    config: PeerConfig,
+    /// Woken when a file on disk no longer matches the catalog, so the owner rescans.
+    stale: Arc<Notify>,
+}
+
+/// A shared file opened for serving, checked to still be the file the catalog hashed.
+struct OpenFile {
+    file: Arc<File>,
+    layout: PieceLayout,
+}
+
+impl PeerServer {
+    /// `roots` are the canonical shared directories: nothing outside them is ever read.
+    pub fn new(
+        catalog: Arc<RwLock<Arc<Catalog>>>,
+        roots: Vec<PathBuf>,
+        config: PeerConfig,
+        stale: Arc<Notify>,
+    ) -> Self {
+        PeerServer {
+            catalog,
+            roots: Arc::new(roots),
+            config,
+            stale,
+        }
+    }
+
+    fn snapshot(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.config.max_connections));
+        let tracker = TaskTracker::new();
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let (stream, addr) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let server = self.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                let _permit = permit;
+                let _ = stream.set_nodelay(true);
+                match server.handle(stream, addr, shutdown).await {
+                    Ok(()) => debug!(%addr, "peer connection closed"),
+                    Err(e) => info!(%addr, "peer connection closed: {e}"),
+                }
+            });
+        }
+        tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    }
+
+    async fn handle(
+        &self,
+        stream: TcpStream,
+        _addr: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> Result<(), ProtocolError> {
+        let mut conn = Connection::new(stream, self.config.limits);
+        if conn.server_handshake(Digest::default()).await?.is_none() {
+            return Ok(());
+        }
+        let mut open: HashMap<ContentId, Arc<OpenFile>> = HashMap::new();
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                m = conn.read_message() => m,
+            };
+            let msg = match msg {
+                Ok(Some(m)) => m,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    conn.send_error(code::BAD_REQUEST, e.to_string()).await;
+                    return Err(e);
+                }
+            };
+            let reply = match msg {
+                Message::GetInfo(GetInfo { content_id }) => match self.find(&content_id) {
+                    Some(f) => Message::Info(Info {
+                        content_id,
+                        size: f.size,
+                        piece_size: PIECE_SIZE as u32,
+                        name: f.name.clone(),
+                    }),
+                    None => not_found(&content_id),
+                },
+                Message::GetHashes(GetHashes {
+                    content_id,
+                    start,
+                    count,
+                }) => match self.find(&content_id) {
+                    Some(f) => {
+                        let (start_us, total) = (start as usize, f.piece_hashes.len());
+                        let count = count.min(MAX_HASHES_PER_REPLY) as usize;
+                        if start_us > total {
+                            bad_request(format!("start {start} beyond {total} piece hashes"))
+                        } else {
+                            let end = (start_us + count).min(total);
+                            let hashes = f.piece_hashes[start_us..end]
+                                .iter()
+                                .flatten()
+                                .copied()
+                                .collect();
+                            Message::Hashes(Hashes { start, hashes })
+                        }
+                    }
+                    None => not_found(&content_id),
+                },
+                Message::GetPiece(GetPiece { content_id, index }) => {
+                    let file = match open.get(&content_id) {
+                        Some(f) => Some(f.clone()),
+                        None => match self.open(&content_id).await {
+                            Some(f) => {
+                                let f = Arc::new(f);
+                                open.insert(content_id, f.clone());
+                                Some(f)
+                            }
+                            None => None,
+                        },
+                    };
+                    match file {
+                        None => not_found(&content_id),
+                        Some(f) if u64::from(index) >= f.layout.piece_count() => {
+                            bad_request(format!(
+                                "piece {index} out of range ({} pieces)",
+                                f.layout.piece_count()
+                            ))
+                        }
+                        Some(f) => match read_piece(f, index).await {
+                            Ok(data) => Message::Piece(Piece { index, data }),
+                            Err(e) => {
+                                warn!("reading piece {index} of {content_id}: {e}");
+                                open.remove(&content_id);
+                                self.stale.notify_one();
+                                not_found(&content_id)
+                            }
+                        },
+                    }
+                }
+                other => {
+                    conn.send_error(
+                        code::BAD_REQUEST,
+                        format!("{} is not a request a peer answers", other.name()),
+                    )
+                    .await;
+                    return Err(ProtocolError::Unexpected {
+                        expected: "a peer request",
+                        received: other.name(),
+                    });
+                }
+            };
+            conn.send(&reply).await?;
+        }
+    }
+
+    fn find(&self, id: &ContentId) -> Option<SharedFile> {
+        self.snapshot().by_id(id).next().cloned()
+    }
+
+    /// Opens a copy of `id` that is still inside a shared directory and still the file the
+    /// catalog hashed (same size and mtime); anything else counts as not found and asks for a rescan.
+    async fn open(&self, id: &ContentId) -> Option<OpenFile> {
+        let copies: Vec<SharedFile> = self.snapshot().by_id(id).cloned().collect();
+        let roots = self.roots.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            copies.into_iter().find_map(|f| {
+                let real = std::fs::canonicalize(&f.abs_path).ok()?;
+                if !roots.iter().any(|r| real.starts_with(r)) {
+                    return None;
+                }
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&real)
+                    .ok()?;
+                let meta = file.metadata().ok()?;
+                let mtime = meta
+                    .modified()
+                    .ok()?
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_nanos() as i64;
+                (meta.is_file() && meta.len() == f.size && mtime == f.mtime_ns).then(|| OpenFile {
+                    file: Arc::new(file),
+                    layout: PieceLayout::new(f.size),
+                })
+            })
+        })
+        .await
+        .ok()
+        .flatten();
+        if opened.is_none() && self.find(id).is_some() {
+            self.stale.notify_one();
+        }
+        opened
+    }
+}
+
+async fn read_piece(f: Arc<OpenFile>, index: u32) -> std::io::Result<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        let i = u64::from(index);
+        let len = f.layout.piece_len(i) as usize;
+        let mut buf = BytesMut::zeroed(len);
+        f.file.read_exact_at(&mut buf, f.layout.piece_offset(i))?;
+        Ok(buf.freeze())
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+fn not_found(id: &ContentId) -> Message {
+    Message::Error(crate::protocol::ErrorReply::new(
+        code::NOT_FOUND,
+        format!("this peer does not share {id}"),
+    ))
+}
+
+fn bad_request(why: String) -> Message {
+    Message::Error(crate::protocol::ErrorReply::new(code::BAD_REQUEST, why))
+}

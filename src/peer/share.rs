@@ -1,0 +1,367 @@
+//! `start_share`: the long-running peer: scan, serve, register with the index, heartbeat, follow changes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::{Catalog, PeerConfig, PeerServer, ScanError, ScanOptions, Scanner};
+use crate::identity::{Identity, IdentityError};
+use crate::index::{IndexClient, IndexClientError};
+use crate::protocol::Limits;
+
+/// Settings of a sharing peer.
+#[derive(Debug, Clone)]
+pub struct ShareConfig {
+    /// Directories to share (recursively).
+    pub roots: Vec<PathBuf>,
+    /// Index server `HOST:PORT`; `None` serves without registering.
+    pub index: Option<String>,
+    /// `HOST:PORT` other peers must use, when it differs from the listening address.
+    /// Default: the listening port, at the address the index sees the peer connect from.
+    pub advertise: Option<(String, u16)>,
+    /// Where the identity key and hash cache live.
+    pub state_dir: PathBuf,
+    pub scan: ScanOptions,
+    /// Rescan this often even without filesystem events. Default: 60 s.
+    pub rescan_interval: Duration,
+    /// Wait this long after a filesystem event for more before rescanning. Default: 300 ms.
+    pub debounce: Duration,
+    pub peer: PeerConfig,
+    /// Time limits of the connection to the index. Default: [`Limits::default`].
+    pub index_limits: Limits,
+}
+
+impl ShareConfig {
+    pub fn new(roots: Vec<PathBuf>, index: Option<String>, state_dir: PathBuf) -> Self {
+        ShareConfig {
+            roots,
+            index,
+            advertise: None,
+            state_dir,
+            scan: ScanOptions::default(),
+            rescan_interval: Duration::from_secs(60),
+            debounce: Duration::from_millis(300),
+            peer: PeerConfig::default(),
+            index_limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    #[error("scanner task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("cannot read the listening address: {0}")]
+    Listener(std::io::Error),
+}
+
+/// What a running share is doing, for the CLI and for tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShareStatus {
+    /// Files in the current catalog.
+    pub files_shared: usize,
+    /// Catalog scans completed.
+    pub scans: u64,
+    /// Peer id given by the index, once registered.
+    pub peer_id: Option<u64>,
+    /// Files the index acknowledged holding for this peer.
+    pub files_registered: Option<u64>,
+    /// The index holds exactly the current catalog.
+    pub in_sync: bool,
+    /// The last error talking to the index, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// A running share; dropping it does not stop it: call [`ShareHandle::shutdown`].
+pub struct ShareHandle {
+    pub local_addr: SocketAddr,
+    pub status: watch::Receiver<ShareStatus>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl ShareHandle {
+    /// Stops serving, unregisters from the index (bounded wait) and waits for the tasks.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
+    }
+
+    /// Waits until `pred` holds for the status, or `timeout` passes; returns the last status.
+    pub async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&ShareStatus) -> bool,
+    ) -> Result<ShareStatus, ShareStatus> {
+        let r = tokio::time::timeout(timeout, self.status.wait_for(|s| pred(s)))
+            .await
+            .map(|r| r.map(|s| s.clone()));
+        match r {
+            Ok(Ok(s)) => Ok(s),
+            _ => Err(self.status.borrow().clone()),
+        }
+    }
+}
+
+/// Scans the shared directories, then serves them on `listener` and keeps the index informed.
+pub async fn start_share(
+    config: ShareConfig,
+    listener: TcpListener,
+) -> Result<ShareHandle, ShareError> {
+    let identity = Identity::load_or_create(&config.state_dir)?;
+    let local_addr = listener.local_addr().map_err(ShareError::Listener)?;
+    let scanner = Arc::new(Scanner::new(
+        &config.roots,
+        &config.state_dir,
+        config.scan.clone(),
+    )?);
+    let first = {
+        let s = scanner.clone();
+        tokio::task::spawn_blocking(move || s.scan()).await??
+    };
+    info!(
+        "sharing {} files from {}",
+        first.len(),
+        config
+            .roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let first = Arc::new(first);
+    let shared = Arc::new(RwLock::new(first.clone()));
+    let (catalog_tx, catalog_rx) = watch::channel(first.clone());
+    let (status_tx, status_rx) = watch::channel(ShareStatus {
+        files_shared: first.len(),
+        scans: 1,
+        ..Default::default()
+    });
+    let status_tx = Arc::new(status_tx);
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let stale = Arc::new(Notify::new());
+
+    let server = PeerServer::new(
+        shared.clone(),
+        scanner.roots(),
+        config.peer.clone(),
+        stale.clone(),
+    );
+    tasks.spawn(server.run(listener, shutdown.clone()));
+    tasks.spawn(rescan_loop(
+        scanner,
+        config.clone(),
+        shared,
+        catalog_tx,
+        status_tx.clone(),
+        stale,
+        shutdown.clone(),
+    ));
+    if let Some(index) = config.index.clone() {
+        tasks.spawn(index_loop(
+            index,
+            identity,
+            config,
+            local_addr,
+            catalog_rx,
+            status_tx,
+            shutdown.clone(),
+        ));
+    }
+    Ok(ShareHandle {
+        local_addr,
+        status: status_rx,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn rescan_loop(
+    scanner: Arc<Scanner>,
+    config: ShareConfig,
+    shared: Arc<RwLock<Arc<Catalog>>>,
+    catalog_tx: watch::Sender<Arc<Catalog>>,
+    status: Arc<watch::Sender<ShareStatus>>,
+    stale: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let (_watcher, mut events) = match super::watch::watch_roots(&scanner.roots()) {
+        Ok((w, rx)) => (Some(w), rx),
+        Err(e) => {
+            warn!(
+                "cannot watch the shared directories ({e}); rescanning every {:?}",
+                config.rescan_interval
+            );
+            (None, tokio::sync::mpsc::channel(1).1)
+        }
+    };
+    let mut tick = tokio::time::interval(config.rescan_interval);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+            _ = stale.notified() => {}
+            Some(()) = events.recv() => {
+                // Let a burst of changes settle, then rescan once.
+                tokio::time::sleep(config.debounce).await;
+                while events.try_recv().is_ok() {}
+            }
+        }
+        let s = scanner.clone();
+        let catalog = match tokio::task::spawn_blocking(move || s.scan()).await {
+            Ok(Ok(c)) => Arc::new(c),
+            Ok(Err(e)) => {
+                warn!("rescan failed: {e}");
+                continue;
+            }
+            Err(e) => {
+                warn!("rescan task failed: {e}");
+                continue;
+            }
+        };
+        let changed = catalog.digest() != catalog_tx.borrow().digest();
+        status.send_modify(|st| {
+            st.scans += 1;
+            st.files_shared = catalog.len();
+        });
+        if changed {
+            info!("shared files changed: now {} files", catalog.len());
+            *shared.write().unwrap_or_else(|p| p.into_inner()) = catalog.clone();
+            let _ = catalog_tx.send(catalog);
+        }
+    }
+}
+
+async fn index_loop(
+    index: String,
+    identity: Identity,
+    config: ShareConfig,
+    local_addr: SocketAddr,
+    mut catalog_rx: watch::Receiver<Arc<Catalog>>,
+    status: Arc<watch::Sender<ShareStatus>>,
+    shutdown: CancellationToken,
+) {
+    let (host, port) = config.advertise.clone().unwrap_or_else(|| {
+        let ip = local_addr.ip();
+        let host = if ip.is_unspecified() {
+            String::new()
+        } else {
+            ip.to_string()
+        };
+        (host, local_addr.port())
+    });
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let r = index_session(
+            &index,
+            &identity,
+            &config,
+            &host,
+            port,
+            &mut catalog_rx,
+            &status,
+            &shutdown,
+        )
+        .await;
+        match r {
+            Ok(()) => return,
+            Err(e) => {
+                warn!("index {index}: {e}; retrying in {backoff:?}");
+                status.send_modify(|s| {
+                    s.in_sync = false;
+                    s.last_error = Some(e.to_string());
+                });
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn index_session(
+    index: &str,
+    identity: &Identity,
+    config: &ShareConfig,
+    host: &str,
+    port: u16,
+    catalog_rx: &mut watch::Receiver<Arc<Catalog>>,
+    status: &watch::Sender<ShareStatus>,
+    shutdown: &CancellationToken,
+) -> Result<(), IndexClientError> {
+    let mut client = IndexClient::connect(index, config.index_limits).await?;
+    let mut synced = catalog_rx.borrow_and_update().clone();
+    let reg = client
+        .register(identity, host, port, synced.digest(), synced.len() as u64)
+        .await?;
+    let files = if reg.in_sync {
+        synced.len() as u64
+    } else {
+        let entries = synced.files().map(|f| f.entry()).collect();
+        client
+            .sync_files(true, entries, Vec::new(), synced.digest())
+            .await?
+    };
+    info!(
+        "registered with index {index} as peer {} at {}:{port}: {files} files",
+        reg.peer_id, reg.host
+    );
+    status.send_modify(|s| {
+        s.peer_id = Some(reg.peer_id);
+        s.files_registered = Some(files);
+        s.in_sync = true;
+        s.last_error = None;
+    });
+    let period =
+        Duration::from_millis(u64::from(reg.lease_secs) * 1000 / 3).max(Duration::from_millis(200));
+    let mut beat = tokio::time::interval(period);
+    beat.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                match tokio::time::timeout(Duration::from_secs(3), client.unregister()).await {
+                    Ok(Ok(())) => info!("unregistered from index {index}"),
+                    _ => warn!("could not unregister from index {index}"),
+                }
+                return Ok(());
+            }
+            _ = beat.tick() => client.heartbeat().await?,
+            r = catalog_rx.changed() => {
+                if r.is_err() {
+                    // The scanner stopped: only shutdown does that. Unregister on the next turn.
+                    shutdown.cancelled().await;
+                    continue;
+                }
+                let next = catalog_rx.borrow_and_update().clone();
+                let (upsert, remove) = next.diff(&synced);
+                let (nu, nr) = (upsert.len(), remove.len());
+                status.send_modify(|s| s.in_sync = false);
+                let files = client.sync_files(false, upsert, remove, next.digest()).await?;
+                info!("index updated: {nu} added or changed, {nr} removed, {files} files");
+                synced = next;
+                status.send_modify(|s| {
+                    s.files_registered = Some(files);
+                    s.in_sync = true;
+                });
+            }
+        }
+    }
+}
