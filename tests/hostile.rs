@@ -32,8 +32,13 @@ async fn fake_peer(bytes: Vec<u8>, corrupt: Vec<u32>, name: &str) -> (String, Ar
     tokio::spawn(async move {
         let _dir = dir;
         while let Ok((s, _)) = listener.accept().await {
-            let (bytes, hashes, corrupt, name, counter) =
-                (bytes.clone(), hashes.clone(), corrupt.clone(), name.clone(), counter.clone());
+            let (bytes, hashes, corrupt, name, counter) = (
+                bytes.clone(),
+                hashes.clone(),
+                corrupt.clone(),
+                name.clone(),
+                counter.clone(),
+            );
             tokio::spawn(async move {
                 let mut c = Connection::new(s, Limits::default());
                 if c.server_handshake(Digest::default()).await.is_err() {
@@ -55,12 +60,16 @@ async fn fake_peer(bytes: Vec<u8>, corrupt: Vec<u32>, name: &str) -> (String, Ar
                         Message::GetPiece(g) => {
                             let i = u64::from(g.index);
                             let start = layout.piece_offset(i) as usize;
-                            let mut data = bytes[start..start + layout.piece_len(i) as usize].to_vec();
+                            let mut data =
+                                bytes[start..start + layout.piece_len(i) as usize].to_vec();
                             if corrupt.contains(&g.index) && !data.is_empty() {
                                 data[0] ^= 0x80;
                             }
                             counter.fetch_add(1, Ordering::SeqCst);
-                            Message::Piece(Piece { index: g.index, data: data.into() })
+                            Message::Piece(Piece {
+                                index: g.index,
+                                data: data.into(),
+                            })
                         }
                         _ => Message::Error(ErrorReply::new(code::BAD_REQUEST, "no")),
                     };
@@ -75,7 +84,10 @@ async fn fake_peer(bytes: Vec<u8>, corrupt: Vec<u32>, name: &str) -> (String, Ar
 }
 
 fn src(addr: &str, id: u64) -> Source {
-    Source { peer_id: Some(id), addr: addr.to_string() }
+    Source {
+        peer_id: Some(id),
+        addr: addr.to_string(),
+    }
 }
 
 #[tokio::test]
@@ -85,18 +97,33 @@ async fn a_corrupt_piece_is_caught_and_refetched_from_another_source() {
     let (bad, bad_sent) = fake_peer(bytes.clone(), vec![3], "f.bin").await;
     let (good, good_sent) = fake_peer(bytes.clone(), vec![], "f.bin").await;
     let out = tempfile::tempdir().unwrap();
-    let d = Downloader { window: 1, ..Downloader::default() };
-    let rep = d.download(id, &[src(&bad, 1), src(&good, 2)], out.path(), None).await.unwrap();
+    let d = Downloader {
+        window: 1,
+        ..Downloader::default()
+    };
+    let rep = d
+        .download(id, &[src(&bad, 1), src(&good, 2)], out.path(), None)
+        .await
+        .unwrap();
     assert_eq!(rep.pieces_rejected, 1);
     assert_eq!(std::fs::read(&rep.path).unwrap(), bytes);
     assert_eq!(b3sum(&rep.path), id.to_hex());
     // The bad source is caught at piece 3, not at the end: at most the request window (1)
     // and the pieces being verified (4) follow it; the correct ones among them are kept.
     let from_bad = bad_sent.load(Ordering::SeqCst);
-    assert!((4..=4 + 1 + 4).contains(&from_bad), "bad source sent {from_bad}");
+    assert!(
+        (4..=4 + 1 + 4).contains(&from_bad),
+        "bad source sent {from_bad}"
+    );
     let from_good = good_sent.load(Ordering::SeqCst);
-    assert!(from_good <= 10 - 3, "pieces 0..3, verified from the bad source, are not refetched ({from_good})");
-    assert!(from_good + (from_bad - 1) >= 10, "every piece came from somewhere");
+    assert!(
+        from_good <= 10 - 3,
+        "pieces 0..3, verified from the bad source, are not refetched ({from_good})"
+    );
+    assert!(
+        from_good + (from_bad - 1) >= 10,
+        "every piece came from somewhere"
+    );
 }
 
 #[tokio::test]
@@ -111,9 +138,15 @@ async fn when_every_source_corrupts_no_file_appears() {
             .download(id, &[src(&a, 1), src(&b, 2)], out.path(), Some("x.bin"))
             .await
             .unwrap_err();
-        assert!(matches!(err, DownloadError::AllSourcesFailed { .. }), "{err}");
+        assert!(
+            matches!(err, DownloadError::AllSourcesFailed { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("does not match"), "{err}");
-        assert!(files_in(out.path()).is_empty(), "neither final nor partial file left");
+        assert!(
+            files_in(out.path()).is_empty(),
+            "neither final nor partial file left"
+        );
     }
 }
 
@@ -131,10 +164,17 @@ async fn hostile_names_land_inside_the_target_directory() {
         ("escape.txt", "escape (1).txt"),
     ] {
         let (peer, _) = fake_peer(bytes.clone(), vec![], name).await;
-        let rep = Downloader::default().download(id, &[src(&peer, 1)], &target, None).await.unwrap();
+        let rep = Downloader::default()
+            .download(id, &[src(&peer, 1)], &target, None)
+            .await
+            .unwrap();
         assert_eq!(rep.path, target.join(want), "name {name:?}");
     }
-    assert_eq!(files_in(out.path()), vec![target.clone()], "nothing written beside the target");
+    assert_eq!(
+        files_in(out.path()),
+        vec![target.clone()],
+        "nothing written beside the target"
+    );
     assert_eq!(files_in(&target).len(), 5);
 }
 
@@ -151,7 +191,11 @@ async fn symlinks_out_of_the_share_are_never_served() {
     let mut c = PeerClient::connect(&addr, Limits::default()).await.unwrap();
     let secret = ContentId::from(blake3::hash(b"top secret"));
     let err = c.info(secret).await.unwrap_err();
-    assert!(err.to_string().contains(&format!("code {}", code::NOT_FOUND)), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("code {}", code::NOT_FOUND)),
+        "{err}"
+    );
     // A shared file swapped for a symlink after the scan is not served either.
     let ok = ContentId::from(blake3::hash(b"0123456789"));
     assert_eq!(c.info(ok).await.unwrap().size, 10);
@@ -213,10 +257,25 @@ async fn garbage_and_oversized_frames_close_only_their_connection() {
             raw_exchange(&addr, a).await;
         }
     }
-    let mut c = IndexClient::connect(&ix.addr(), Limits::default()).await.unwrap();
-    assert_eq!(c.search("still", 10).await.unwrap().files.len(), 1, "index still answers");
-    let mut p = PeerClient::connect(&peer_addr, Limits::default()).await.unwrap();
-    assert_eq!(p.info(ContentId::from(blake3::hash(b"yes"))).await.unwrap().size, 3, "peer still answers");
+    let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        c.search("still", 10).await.unwrap().files.len(),
+        1,
+        "index still answers"
+    );
+    let mut p = PeerClient::connect(&peer_addr, Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        p.info(ContentId::from(blake3::hash(b"yes")))
+            .await
+            .unwrap()
+            .size,
+        3,
+        "peer still answers"
+    );
     peer.shutdown().await;
     ix.stop().await;
 }
@@ -226,9 +285,13 @@ async fn an_oversized_frame_is_rejected_by_the_reader_before_allocation() {
     let (a, b) = tokio::io::duplex(1024);
     let mut reader = Connection::new(a, Limits::default());
     let mut w = b;
-    w.write_all(&(64u32 * 1024 * 1024).to_be_bytes()).await.unwrap();
+    w.write_all(&(64u32 * 1024 * 1024).to_be_bytes())
+        .await
+        .unwrap();
     match reader.read_frame().await {
-        Err(ProtocolError::FrameTooLarge { received, .. }) => assert_eq!(received, 64 * 1024 * 1024),
+        Err(ProtocolError::FrameTooLarge { received, .. }) => {
+            assert_eq!(received, 64 * 1024 * 1024)
+        }
         other => panic!("expected FrameTooLarge, got {other:?}"),
     }
 }
@@ -240,7 +303,10 @@ async fn idle_and_slow_connections_time_out() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let config = peershare::index::IndexConfig {
-        limits: Limits { read_timeout: Duration::from_millis(300), write_timeout: Duration::from_secs(5) },
+        limits: Limits {
+            read_timeout: Duration::from_millis(300),
+            write_timeout: Duration::from_secs(5),
+        },
         ..Default::default()
     };
     let stop = tokio_util::sync::CancellationToken::new();

@@ -1,0 +1,432 @@
+//! The real `peershare` binary: index, share, search, get, peers, exit codes, kill -9 of the index, and the menu on piped input.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_peershare");
+
+/// A running binary whose stdout lines are collected in the background.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(args: &[&str], home: &Path) -> Running {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("PEERSHARE_HOME", home)
+            .env_remove("PEERSHARE_INDEX")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn peershare");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (at most 30 s) for a stdout line containing `needle`; returns it.
+    fn wait_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no line with {needle:?}; saw {:?}", self.seen);
+    }
+
+    /// The `127.0.0.1:PORT` in the "listening on" line.
+    fn listening(&mut self) -> String {
+        let l = self.wait_line("listening on");
+        l.split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .expect("address in line")
+            .to_string()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(args: &[&str], home: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("PEERSHARE_HOME", home)
+        .env_remove("PEERSHARE_INDEX")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run peershare")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn share_search_get_peers_and_exit_codes() {
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(share.join("code")).unwrap();
+    std::fs::write(share.join("code/Isaac.py"), b"print('isaac')\n").unwrap();
+    std::fs::write(share.join("big.bin"), data(3 * 262_144 + 5, 7)).unwrap();
+    let mut index = Running::start(&["index", "--listen", "127.0.0.1:0"], &t.path().join("ix"));
+    let ix = index.listening();
+    let mut peer = Running::start(
+        &[
+            "share",
+            share.to_str().unwrap(),
+            "--index",
+            &ix,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &t.path().join("p1"),
+    );
+    peer.wait_line("registered with index");
+
+    let home = t.path().join("client");
+    let out = run(&["search", "saac", "--index", &ix], &home);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want = b3sum(&share.join("code/Isaac.py"));
+    assert!(text(&out.stdout).contains(&want), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("Isaac.py"));
+
+    let out = run(&["search", "big", "--json", "--index", &ix], &home);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let f = &doc["files"][0];
+    assert_eq!(f["name"], "big.bin");
+    assert_eq!(f["size"], 3 * 262_144 + 5);
+    let id = f["content_id"].as_str().unwrap().to_string();
+    assert_eq!(id, b3sum(&share.join("big.bin")));
+    assert_eq!(f["peers"][0]["peer_id"], 1);
+    assert!(f["peers"][0]["shared_at"].as_str().unwrap().ends_with('Z'));
+
+    // PEERSHARE_INDEX is honoured; get prints the final path.
+    let dl = t.path().join("dl");
+    let out = Command::new(BIN)
+        .args(["get", &id, "-o", dl.to_str().unwrap(), "--peer", "1"])
+        .env("PEERSHARE_HOME", &home)
+        .env("PEERSHARE_INDEX", &ix)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        dl.join("big.bin").display().to_string()
+    );
+    assert_eq!(b3sum(&dl.join("big.bin")), id);
+
+    let out = run(
+        &[
+            "get",
+            &id,
+            "-o",
+            dl.to_str().unwrap(),
+            "--json",
+            "--index",
+            &ix,
+        ],
+        &home,
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["downloads"][0]["path"],
+        dl.join("big (1).bin").display().to_string()
+    );
+    assert_eq!(doc["downloads"][0]["pieces_rejected"], 0);
+
+    let out = run(&["peers", "--json", "--index", &ix], &home);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["peers"][0]["files"], 2);
+    assert_eq!(doc["peers"][0]["live"], true);
+
+    // Failures: non-zero exit and one line on stderr.
+    for (args, needle) in [
+        (
+            vec!["search", "no-such-file", "--index", ix.as_str()],
+            "no file matches",
+        ),
+        (
+            vec!["get", &id, "--peer", "99", "--index", ix.as_str()],
+            "peer 99 does not share",
+        ),
+        (vec!["get", "not-a-hash", "--index", ix.as_str()], "64 hex"),
+        (
+            vec!["get", &"0".repeat(64), "--index", ix.as_str()],
+            "no live peer shares",
+        ),
+        (
+            vec!["search", "x", "--index", "127.0.0.1:1"],
+            "cannot reach the index",
+        ),
+    ] {
+        let out = run(&args, &home);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = text(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn index_killed_with_sigkill_keeps_registrations() {
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("survivor.txt"), b"still here").unwrap();
+    let db = t.path().join("index.sqlite");
+    let mut index = Running::start(
+        &[
+            "index",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            db.to_str().unwrap(),
+        ],
+        t.path(),
+    );
+    let ix = index.listening();
+    let mut peer = Running::start(
+        &[
+            "share",
+            share.to_str().unwrap(),
+            "--index",
+            &ix,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &t.path().join("p1"),
+    );
+    peer.wait_line("registered with index");
+    index.child.kill().unwrap(); // SIGKILL
+    index.child.wait().unwrap();
+    drop(peer);
+    let port = ix.rsplit(':').next().unwrap();
+    let mut index = Running::start(
+        &[
+            "index",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--db",
+            db.to_str().unwrap(),
+        ],
+        t.path(),
+    );
+    index.listening();
+    let out = run(
+        &["search", "survivor", "--json", "--index", &ix],
+        &t.path().join("c"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["files"][0]["name"], "survivor.txt");
+}
+
+#[test]
+fn hostile_name_from_the_index_lands_inside_the_target() {
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("plain.txt"), b"payload").unwrap();
+    let mut index = Running::start(&["index", "--listen", "127.0.0.1:0"], &t.path().join("ix"));
+    let ix = index.listening();
+    // A real peer serving the bytes, not registered itself.
+    let mut peer = Running::start(
+        &[
+            "share",
+            share.to_str().unwrap(),
+            "--no-index",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &t.path().join("p1"),
+    );
+    let peer_addr = peer.listening();
+    let port: u16 = peer_addr.rsplit(':').next().unwrap().parse().unwrap();
+    // A liar registers that address with a hostile name.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let me = peershare::identity::Identity::load_or_create(&t.path().join("liar")).unwrap();
+        let mut c = peershare::index::IndexClient::connect(&ix, Default::default())
+            .await
+            .unwrap();
+        c.register(&me, "127.0.0.1", port, Default::default(), 1)
+            .await
+            .unwrap();
+        let e = peershare::protocol::FileEntry {
+            path: "x".into(),
+            name: "../../../evil\n.txt".into(),
+            size: 7,
+            content_id: blake3::hash(b"payload").into(),
+            mtime: 0,
+        };
+        c.sync_files(true, vec![e], vec![], Default::default())
+            .await
+            .unwrap();
+    });
+    let dl = t.path().join("a/b/dl");
+    let id = blake3::hash(b"payload").to_hex().to_string();
+    let out = run(
+        &["get", &id, "-o", dl.to_str().unwrap(), "--index", &ix],
+        &t.path().join("c"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(files_in(&dl), vec![dl.join("evil.txt")]);
+    assert!(
+        files_in(&t.path().join("a")).len() == 1,
+        "nothing outside the target"
+    );
+    assert_eq!(std::fs::read(dl.join("evil.txt")).unwrap(), b"payload");
+}
+
+#[test]
+fn the_original_menu_works_on_piped_input() {
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("Isaac.py"), b"print('menu')\n").unwrap();
+    let mut index = Running::start(&["index", "--listen", "127.0.0.1:0"], &t.path().join("ix"));
+    let ix = index.listening();
+    let port = ix.rsplit(':').next().unwrap().to_string();
+    let mut peer = Running::start(
+        &[
+            "share",
+            share.to_str().unwrap(),
+            "--index",
+            &ix,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &t.path().join("p1"),
+    );
+    peer.wait_line("registered with index");
+    let dl = t.path().join("dl");
+    std::fs::create_dir_all(&dl).unwrap();
+    // Peer menu; bad answers on purpose: a port that is not a number, an unknown peer id,
+    // a directory that does not exist. Each is asked again.
+    let script = format!(
+        "2\nabc\n{port}\n0\n1\nisaac\nmaybe\nY\n42\n1\n/no/such/dir\n{}\n",
+        dl.display()
+    );
+    let mut child = Command::new(BIN)
+        .env("PEERSHARE_HOME", t.path().join("menu"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for needle in [
+        "1 - Run Indexing Server",
+        "2 - Run Peer",
+        "1 - Search for a filename and download it",
+        "2 - Register to the indexing server",
+        "is not a port number",
+        "Peer ID: 1",
+        "Host: 127.0.0.1",
+        "Time shared: ",
+        "-----",
+        "Do you want to download it (Y/N)",
+        "Please answer Y or N",
+        "Please specify Peer ID",
+        "is not one of the peers listed",
+        "is not an existing directory",
+        "File downloaded successfully",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+    assert_eq!(
+        std::fs::read(dl.join("Isaac.py")).unwrap(),
+        b"print('menu')\n"
+    );
+}
+
+#[test]
+fn the_menu_registers_a_directory_and_serves_it() {
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("menu-shared.txt"), b"from the menu").unwrap();
+    let mut index = Running::start(&["index", "--listen", "127.0.0.1:0"], &t.path().join("ix"));
+    let ix = index.listening();
+    let port = ix.rsplit(':').next().unwrap().to_string();
+    let mut child = Command::new(BIN)
+        .env("PEERSHARE_HOME", t.path().join("menu"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let script = format!(
+        "2\n{port}\n0\n2\n0\n0\n/does/not/exist\n{}\n",
+        share.display()
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut running = Running {
+        child,
+        lines: mpsc::channel().1,
+        seen: Vec::new(),
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    running.lines = rx;
+    running.wait_line("registered with index");
+    let out = run(
+        &["search", "menu-shared", "--index", &ix],
+        &t.path().join("c"),
+    );
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("menu-shared.txt"));
+}
