@@ -146,7 +146,7 @@ impl PieceVerifier {
     pub fn new(id: ContentId, size: u64, hashes: &[u8]) -> Result<Self, PieceError> {
         let layout = PieceLayout::new(size);
         let received = (hashes.len() / PIECE_HASH_LEN) as u64;
-        if hashes.len() % PIECE_HASH_LEN != 0 || received != layout.hash_count() {
+        if !hashes.len().is_multiple_of(PIECE_HASH_LEN) || received != layout.hash_count() {
             return Err(PieceError::HashCount {
                 size,
                 expected: layout.hash_count(),

@@ -107,7 +107,7 @@ impl PeerClient {
                 Message::Hashes(h)
                     if h.start == start
                         && !h.hashes.is_empty()
-                        && h.hashes.len() % PIECE_HASH_LEN == 0
+                        && h.hashes.len().is_multiple_of(PIECE_HASH_LEN)
                         && h.hashes.len() <= count as usize * PIECE_HASH_LEN =>
                 {
                     out.extend_from_slice(&h.hashes)
