@@ -169,63 +169,25 @@ async fn handle(
                 return Err(e.into());
             }
         };
-        let reply = match msg {
-            Message::Register(r) => match register(&store, &r, &nonce, addr.ip(), config).await? {
-                Ok((id, reg)) => {
-                    info!(peer_id = id, host = %reg.host, port = r.port, "peer registered");
-                    peer = Some(id);
-                    Message::Registered(reg)
-                }
-                Err(e) => Message::Error(e),
-            },
-            Message::UpdateFiles(u) => match (peer, check_update(&u)) {
-                (None, _) => unauthorized(),
-                (Some(_), Err(why)) => Message::Error(ErrorReply::new(code::BAD_REQUEST, why)),
-                (Some(id), Ok(())) => {
-                    let files = blocking(&store, move |s| s.update_files(id, &u, now_ms())).await?;
-                    Message::Ack(Ack { files })
-                }
-            },
-            Message::Heartbeat => match peer {
-                None => unauthorized(),
-                Some(id) => {
-                    blocking(&store, move |s| s.heartbeat(id, now_ms())).await?;
-                    Message::Ack(Ack { files: 0 })
-                }
-            },
-            Message::Unregister => match peer.take() {
-                None => unauthorized(),
-                Some(id) => {
-                    blocking(&store, move |s| s.unregister(id)).await?;
-                    info!(peer_id = id, "peer unregistered");
-                    Message::Ack(Ack { files: 0 })
-                }
-            },
-            Message::Search(Search { query, limit }) => {
-                if query.len() > MAX_QUERY_LEN {
-                    Message::Error(ErrorReply::new(code::BAD_REQUEST, "query too long"))
-                } else {
-                    let limit = limit.clamp(1, MAX_SEARCH_LIMIT) as usize;
-                    let since = now_ms() - lease_ms;
-                    let res = blocking(&store, move |s| s.search(&query, limit, since)).await?;
-                    Message::SearchResults(res)
-                }
-            }
-            Message::ListPeers => {
-                let since = now_ms() - lease_ms;
-                Message::PeerList(blocking(&store, move |s| s.peers(since)).await?)
-            }
-            other => {
+        let name = msg.name();
+        let reply = match answer(msg, &store, &mut peer, &nonce, addr, config, lease_ms).await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
                 conn.send_error(
                     code::BAD_REQUEST,
-                    format!("{} is not a request the index answers", other.name()),
+                    format!("{name} is not a request the index answers"),
                 )
                 .await;
                 return Err(ProtocolError::Unexpected {
                     expected: "an index request",
-                    received: other.name(),
+                    received: name,
                 }
                 .into());
+            }
+            Err(e) => {
+                conn.send_error(code::INTERNAL, format!("index failure: {e}"))
+                    .await;
+                return Err(e);
             }
         };
         if let Err(ProtocolError::FrameTooLarge { .. }) = conn.send(&reply).await {
@@ -233,6 +195,68 @@ async fn handle(
                 .await;
         }
     }
+}
+
+/// The reply to one request; `None` for a message the index does not answer.
+async fn answer(
+    msg: Message,
+    store: &Arc<IndexStore>,
+    peer: &mut Option<u64>,
+    nonce: &Digest,
+    addr: SocketAddr,
+    config: &IndexConfig,
+    lease_ms: i64,
+) -> Result<Option<Message>, HandlerError> {
+    let reply = match msg {
+        Message::Register(r) => match register(store, &r, nonce, addr.ip(), config).await? {
+            Ok((id, reg)) => {
+                info!(peer_id = id, host = %reg.host, port = r.port, "peer registered");
+                *peer = Some(id);
+                Message::Registered(reg)
+            }
+            Err(e) => Message::Error(e),
+        },
+        Message::UpdateFiles(u) => match (*peer, check_update(&u)) {
+            (None, _) => unauthorized(),
+            (Some(_), Err(why)) => Message::Error(ErrorReply::new(code::BAD_REQUEST, why)),
+            (Some(id), Ok(())) => {
+                let files = blocking(store, move |s| s.update_files(id, &u, now_ms())).await?;
+                Message::Ack(Ack { files })
+            }
+        },
+        Message::Heartbeat => match *peer {
+            None => unauthorized(),
+            Some(id) => {
+                blocking(store, move |s| s.heartbeat(id, now_ms())).await?;
+                Message::Ack(Ack { files: 0 })
+            }
+        },
+        Message::Unregister => match peer.take() {
+            None => unauthorized(),
+            Some(id) => {
+                blocking(store, move |s| s.unregister(id)).await?;
+                info!(peer_id = id, "peer unregistered");
+                Message::Ack(Ack { files: 0 })
+            }
+        },
+        Message::Search(Search { query, limit }) => {
+            if query.len() > MAX_QUERY_LEN {
+                Message::Error(ErrorReply::new(code::BAD_REQUEST, "query too long"))
+            } else {
+                let limit = limit.clamp(1, MAX_SEARCH_LIMIT) as usize;
+                let since = now_ms() - lease_ms;
+                Message::SearchResults(
+                    blocking(store, move |s| s.search(&query, limit, since)).await?,
+                )
+            }
+        }
+        Message::ListPeers => {
+            let since = now_ms() - lease_ms;
+            Message::PeerList(blocking(store, move |s| s.peers(since)).await?)
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(reply))
 }
 
 fn unauthorized() -> Message {
