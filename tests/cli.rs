@@ -21,15 +21,28 @@ struct Running {
 
 impl Running {
     fn start(args: &[&str], home: &Path) -> Running {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("PEERSHARE_HOME", home)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env("PEERSHARE_HOME", home);
+        Running::spawn(cmd, None)
+    }
+
+    /// Spawns `cmd` with `input` (if any) on its stdin and collects its stdout lines.
+    fn spawn(mut cmd: Command, input: Option<&str>) -> Running {
+        let mut child = cmd
             .env_remove("PEERSHARE_INDEX")
-            .stdin(Stdio::null())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn peershare");
+        if let Some(text) = input {
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(text.as_bytes()).expect("write stdin");
+        }
         let out = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -390,38 +403,14 @@ fn the_menu_registers_a_directory_and_serves_it() {
     let mut index = Running::start(&["index", "--listen", "127.0.0.1:0"], &t.path().join("ix"));
     let ix = index.listening();
     let port = ix.rsplit(':').next().unwrap().to_string();
-    let mut child = Command::new(BIN)
-        .env("PEERSHARE_HOME", t.path().join("menu"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     let script = format!(
         "2\n{port}\n0\n2\n0\n0\n/does/not/exist\n{}\n",
         share.display()
     );
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut running = Running {
-        child,
-        lines: mpsc::channel().1,
-        seen: Vec::new(),
-    };
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    running.lines = rx;
+    let mut cmd = Command::new(BIN);
+    cmd.env("PEERSHARE_HOME", t.path().join("menu"));
+    let mut running = Running::spawn(cmd, Some(&script));
+    running.wait_line("is not an existing directory");
     running.wait_line("registered with index");
     let out = run(
         &["search", "menu-shared", "--index", &ix],

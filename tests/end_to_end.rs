@@ -124,38 +124,16 @@ async fn changes_in_the_shared_directory_reach_the_index() {
     let mut c = client(&ix).await;
     std::fs::write(share.join("second.txt"), b"2").unwrap();
     std::fs::rename(share.join("first.txt"), share.join("renamed.txt")).unwrap();
-    let found = eventually(Duration::from_secs(15), || {
-        let addr = ix.addr();
-        async move {
-            let mut c = IndexClient::connect(&addr, Limits::default()).await.ok()?;
-            let names: Vec<String> = c
-                .search("txt", 100)
-                .await
-                .ok()?
-                .files
-                .into_iter()
-                .map(|f| f.name)
-                .collect();
-            (names.contains(&"second.txt".to_string())
-                && names.contains(&"renamed.txt".to_string())
-                && !names.contains(&"first.txt".to_string()))
-            .then_some(names)
-        }
+    let found = eventually(Duration::from_secs(15), || async {
+        let n = names(ix.addr(), "txt").await?;
+        let has = |x: &str| n.iter().any(|m| m == x);
+        (has("second.txt") && has("renamed.txt") && !has("first.txt")).then_some(())
     })
     .await;
     assert!(found.is_some(), "added and renamed files reached the index");
     std::fs::remove_file(share.join("second.txt")).unwrap();
-    let gone = eventually(Duration::from_secs(15), || {
-        let addr = ix.addr();
-        async move {
-            let mut c = IndexClient::connect(&addr, Limits::default()).await.ok()?;
-            c.search("second", 100)
-                .await
-                .ok()?
-                .files
-                .is_empty()
-                .then_some(())
-        }
+    let gone = eventually(Duration::from_secs(15), || async {
+        names(ix.addr(), "second").await?.is_empty().then_some(())
     })
     .await;
     assert!(gone.is_some(), "removed file left the index");
@@ -164,6 +142,13 @@ async fn changes_in_the_shared_directory_reach_the_index() {
     // A clean shutdown unregisters: the files are gone at once.
     assert!(c.search("renamed", 10).await.unwrap().files.is_empty());
     ix.stop().await;
+}
+
+/// Names of the files the index finds for `query` (a fresh connection each time).
+async fn names(addr: String, query: &'static str) -> Option<Vec<String>> {
+    let mut c = IndexClient::connect(&addr, Limits::default()).await.ok()?;
+    let r = c.search(query, 100).await.ok()?;
+    Some(r.files.into_iter().map(|f| f.name).collect())
 }
 
 fn entry(path: &str, bytes: &[u8]) -> FileEntry {
@@ -190,17 +175,8 @@ async fn expired_peers_vanish_and_come_back_without_resending() {
         .unwrap();
     assert_eq!(c.search("lonely", 10).await.unwrap().files.len(), 1);
     // No heartbeat: within one lease period it stops appearing.
-    let gone = eventually(Duration::from_secs(5), || {
-        let addr = ix.addr();
-        async move {
-            let mut c = IndexClient::connect(&addr, Limits::default()).await.ok()?;
-            c.search("lonely", 10)
-                .await
-                .ok()?
-                .files
-                .is_empty()
-                .then_some(())
-        }
+    let gone = eventually(Duration::from_secs(5), || async {
+        names(ix.addr(), "lonely").await?.is_empty().then_some(())
     })
     .await;
     assert!(gone.is_some());

@@ -8,7 +8,7 @@ use crate::content::Digest;
 use crate::identity::Identity;
 use crate::protocol::{
     Ack, Connection, FileEntry, Limits, MAX_CONTROL_PAYLOAD, Message, PeerList, ProtocolError,
-    Register, Registered, Search, SearchResults, UpdateFiles, Welcome,
+    Register, Registered, Search, SearchResults, UpdateFiles, Welcome, connect_tcp,
 };
 
 /// How long connecting to the index may take.
@@ -38,11 +38,9 @@ impl IndexClient {
             addr: addr.to_string(),
             source,
         };
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(r) => r.map_err(connect_err)?,
-            Err(_) => return Err(connect_err(std::io::ErrorKind::TimedOut.into())),
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = connect_tcp(addr, CONNECT_TIMEOUT)
+            .await
+            .map_err(connect_err)?;
         let mut conn = Connection::new(stream, limits);
         let welcome =
             conn.client_handshake()

@@ -5,17 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::{IndexStore, StoreError, now_ms};
 use crate::content::Digest;
 use crate::identity::{random_bytes, verify_register};
 use crate::protocol::{
     Ack, Connection, ErrorReply, Limits, MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message,
-    ProtocolError, Register, Registered, Search, UpdateFiles, code,
+    ProtocolError, Register, Registered, Search, UpdateFiles, accept_loop, code,
 };
 
 /// Settings of an index server.
@@ -71,46 +69,18 @@ impl IndexServer {
 
     /// Serves until `shutdown` is cancelled, then waits up to the grace period for connections.
     pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.config.max_connections));
-        let tracker = TaskTracker::new();
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let (stream, addr) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let store = self.store.clone();
-            let config = self.config.clone();
-            let shutdown = shutdown.clone();
-            tracker.spawn(async move {
-                let _permit = permit;
-                let _ = stream.set_nodelay(true);
+        let (max, grace) = (self.config.max_connections, self.config.shutdown_grace);
+        accept_loop(listener, max, grace, shutdown.clone(), |stream, addr| {
+            let (store, config, shutdown) =
+                (self.store.clone(), self.config.clone(), shutdown.clone());
+            async move {
                 match handle(stream, addr, store, &config, shutdown).await {
                     Ok(()) => debug!(%addr, "connection closed"),
                     Err(e) => info!(%addr, "connection closed: {e}"),
                 }
-            });
-        }
-        tracker.close();
-        if tokio::time::timeout(self.config.shutdown_grace, tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!("shutdown: connections still open after the grace period");
-        }
+            }
+        })
+        .await;
     }
 }
 
@@ -157,17 +127,8 @@ async fn handle(
     let lease_ms = config.lease.as_millis() as i64;
     let mut peer: Option<u64> = None;
     loop {
-        let msg = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            m = conn.read_message() => m,
-        };
-        let msg = match msg {
-            Ok(Some(m)) => m,
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                conn.send_error(code::BAD_REQUEST, e.to_string()).await;
-                return Err(e.into());
-            }
+        let Some(msg) = conn.next_request(&shutdown).await? else {
+            return Ok(());
         };
         let name = msg.name();
         let reply = match answer(msg, &store, &mut peer, &nonce, addr, config, lease_ms).await {

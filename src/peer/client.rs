@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 use crate::content::{ContentId, PIECE_HASH_LEN, PIECE_SIZE, PieceLayout};
 use crate::protocol::{
     Connection, GetHashes, GetInfo, GetPiece, Info, Limits, MAX_HASHES_PER_REPLY, Message, Piece,
-    ProtocolError,
+    ProtocolError, connect_tcp,
 };
 
 /// How long connecting to a peer may take.
@@ -47,11 +47,7 @@ impl PeerClient {
             addr: addr.to_string(),
             source,
         };
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(r) => r.map_err(err)?,
-            Err(_) => return Err(err(std::io::ErrorKind::TimedOut.into())),
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = connect_tcp(addr, CONNECT_TIMEOUT).await.map_err(err)?;
         let mut conn = Connection::new(stream, limits);
         conn.client_handshake().await?;
         Ok(PeerClient { conn })

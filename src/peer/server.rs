@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::net::SocketAddr;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -10,16 +9,15 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::{Catalog, SharedFile};
 use crate::content::{ContentId, Digest, PIECE_SIZE, PieceLayout};
 use crate::protocol::{
     Connection, GetHashes, GetInfo, GetPiece, Hashes, Info, Limits, MAX_HASHES_PER_REPLY, Message,
-    Piece, ProtocolError, code,
+    Piece, ProtocolError, accept_loop, code,
 };
 
 /// Settings of a peer's server side.
@@ -81,43 +79,28 @@ impl PeerServer {
 
     /// Serves until `shutdown` is cancelled.
     pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.config.max_connections));
-        let tracker = TaskTracker::new();
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            };
-            let (stream, addr) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
+        let max = self.config.max_connections;
+        accept_loop(
+            listener,
+            max,
+            Duration::from_secs(5),
+            shutdown.clone(),
+            |stream, addr| {
+                let (server, shutdown) = (self.clone(), shutdown.clone());
+                async move {
+                    match server.handle(stream, shutdown).await {
+                        Ok(()) => debug!(%addr, "peer connection closed"),
+                        Err(e) => info!(%addr, "peer connection closed: {e}"),
                     }
-                },
-            };
-            let server = self.clone();
-            let shutdown = shutdown.clone();
-            tracker.spawn(async move {
-                let _permit = permit;
-                let _ = stream.set_nodelay(true);
-                match server.handle(stream, addr, shutdown).await {
-                    Ok(()) => debug!(%addr, "peer connection closed"),
-                    Err(e) => info!(%addr, "peer connection closed: {e}"),
                 }
-            });
-        }
-        tracker.close();
-        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+            },
+        )
+        .await;
     }
 
     async fn handle(
         &self,
         stream: TcpStream,
-        _addr: SocketAddr,
         shutdown: CancellationToken,
     ) -> Result<(), ProtocolError> {
         let mut conn = Connection::new(stream, self.config.limits);
@@ -126,17 +109,8 @@ impl PeerServer {
         }
         let mut open: HashMap<ContentId, Arc<OpenFile>> = HashMap::new();
         loop {
-            let msg = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                m = conn.read_message() => m,
-            };
-            let msg = match msg {
-                Ok(Some(m)) => m,
-                Ok(None) => return Ok(()),
-                Err(e) => {
-                    conn.send_error(code::BAD_REQUEST, e.to_string()).await;
-                    return Err(e);
-                }
+            let Some(msg) = conn.next_request(&shutdown).await? else {
+                return Ok(());
             };
             let reply = match msg {
                 Message::GetInfo(GetInfo { content_id }) => match self.find(&content_id) {
