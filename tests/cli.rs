@@ -93,6 +93,17 @@ impl Drop for Running {
     }
 }
 
+/// `peershare share DIR` registered with the index at `ix`.
+fn share_registered(dir: &Path, ix: &str, home: &Path) -> Running {
+    let dir = dir.to_str().expect("utf-8 path");
+    let mut peer = Running::start(
+        &["share", dir, "--index", ix, "--listen", "127.0.0.1:0"],
+        home,
+    );
+    peer.wait_line("registered with index");
+    peer
+}
+
 fn run(args: &[&str], home: &Path) -> std::process::Output {
     Command::new(BIN)
         .args(args)
@@ -116,18 +127,7 @@ fn share_search_get_peers_and_exit_codes() {
     std::fs::write(share.join("big.bin"), data(3 * 262_144 + 5, 7)).unwrap();
     let mut index = Running::start(&["index", "--listen", "127.0.0.1:0"], &t.path().join("ix"));
     let ix = index.listening();
-    let mut peer = Running::start(
-        &[
-            "share",
-            share.to_str().unwrap(),
-            "--index",
-            &ix,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &t.path().join("p1"),
-    );
-    peer.wait_line("registered with index");
+    let _peer = share_registered(&share, &ix, &t.path().join("p1"));
 
     let home = t.path().join("client");
     let out = run(&["search", "saac", "--index", &ix], &home);
@@ -231,21 +231,10 @@ fn index_killed_with_sigkill_keeps_registrations() {
         t.path(),
     );
     let ix = index.listening();
-    let mut peer = Running::start(
-        &[
-            "share",
-            share.to_str().unwrap(),
-            "--index",
-            &ix,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &t.path().join("p1"),
-    );
-    peer.wait_line("registered with index");
+    let _peer = share_registered(&share, &ix, &t.path().join("p1"));
     index.child.kill().unwrap(); // SIGKILL
     index.child.wait().unwrap();
-    drop(peer);
+    drop(_peer);
     let port = ix.rsplit(':').next().unwrap();
     let mut index = Running::start(
         &[
@@ -333,18 +322,7 @@ fn the_original_menu_works_on_piped_input() {
     let mut index = Running::start(&["index", "--listen", "127.0.0.1:0"], &t.path().join("ix"));
     let ix = index.listening();
     let port = ix.rsplit(':').next().unwrap().to_string();
-    let mut peer = Running::start(
-        &[
-            "share",
-            share.to_str().unwrap(),
-            "--index",
-            &ix,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        &t.path().join("p1"),
-    );
-    peer.wait_line("registered with index");
+    let _peer = share_registered(&share, &ix, &t.path().join("p1"));
     let dl = t.path().join("dl");
     std::fs::create_dir_all(&dl).unwrap();
     // Peer menu; bad answers on purpose: a port that is not a number, an unknown peer id,
