@@ -9,3 +9,4 @@ pub mod identity;
 pub mod index;
 pub mod peer;
 pub mod protocol;
+pub mod rate;

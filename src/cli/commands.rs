@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Command, output};
 use crate::content::ContentId;
-use crate::download::{DownloadReport, Downloader, Source};
+use crate::download::{DownloadReport, Downloader, Progress, Source};
 use crate::index::{IndexClient, IndexConfig, IndexServer, IndexStore};
 use crate::peer::{ShareConfig, start_share};
 use crate::protocol::{FileHit, Limits};
+use crate::rate::RateLimiter;
 
 /// Cancelled on Ctrl-C or SIGTERM.
 pub fn interrupt_token() -> CancellationToken {
@@ -56,12 +57,16 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             hidden,
             rescan,
             no_index,
+            upload_slots,
+            max_upload_rate,
         } => {
             let mut config = ShareConfig::new(dirs, (!no_index).then_some(index.addr), state);
             config.advertise = advertise.map(|a| parse_host_port(&a)).transpose()?;
             config.scan.include_hidden = hidden;
             config.scan.progress = std::io::stderr().is_terminal();
             config.rescan_interval = rescan;
+            config.peer.upload_slots = upload_slots.max(1);
+            config.peer.upload_rate = max_upload_rate.map(|r| Arc::new(RateLimiter::new(r)));
             run_share(config, listen).await
         }
         Command::Search {
@@ -90,6 +95,9 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             index,
             output: dir,
             peer,
+            max_peers,
+            max_download_rate,
+            parallel,
             json,
         } => {
             let ids = hashes
@@ -97,24 +105,94 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
                 .map(|h| h.parse::<ContentId>())
                 .collect::<Result<Vec<_>, _>>()?;
             let mut client = connect(&index.addr).await?;
-            let mut reports = Vec::new();
+            let mut hits = Vec::new();
             for id in ids {
-                let hit = lookup(&mut client, id).await?;
-                let report = download_hit(&hit, peer, &dir, !json).await?;
-                if !json {
-                    println!("{}", report.path.display());
-                }
-                reports.push(report);
+                hits.push(lookup(&mut client, id).await?);
             }
+            drop(client);
+            let opts = GetOptions {
+                only_peer: peer,
+                max_peers,
+                rate: max_download_rate.map(|r| Arc::new(RateLimiter::new(r))),
+                bars: (!json && std::io::stderr().is_terminal())
+                    .then(indicatif::MultiProgress::new),
+            };
+            let results = download_all(&hits, &dir, &opts, parallel).await;
+            let failed: Vec<String> = results
+                .iter()
+                .filter_map(|r| r.as_ref().err().map(|e| format!("{e:#}")))
+                .collect();
+            let reports: Vec<&DownloadReport> =
+                results.iter().filter_map(|r| r.as_ref().ok()).collect();
             if json {
                 let doc = serde_json::json!({
-                    "downloads": reports.iter().map(output::download_json).collect::<Vec<_>>()
+                    "downloads": reports.iter().map(|r| output::download_json(r)).collect::<Vec<_>>(),
+                    "failed": failed,
                 });
                 println!("{doc:#}");
+            } else {
+                for r in &reports {
+                    println!("{}", r.path.display());
+                }
             }
-            Ok(())
+            match failed.len() {
+                0 => Ok(()),
+                1 if results.len() == 1 => bail!("{}", failed[0]),
+                n => {
+                    for f in &failed {
+                        eprintln!("peershare: {f}");
+                    }
+                    bail!("{n} of {} downloads failed", results.len())
+                }
+            }
         }
     }
+}
+
+/// How `get` downloads.
+#[derive(Default, Clone)]
+pub struct GetOptions {
+    /// Only this peer.
+    pub only_peer: Option<u64>,
+    /// Most sources per file (0: no limit).
+    pub max_peers: usize,
+    pub rate: Option<Arc<RateLimiter>>,
+    /// Progress bars, when shown.
+    pub bars: Option<indicatif::MultiProgress>,
+}
+
+/// Downloads every hit, at most `parallel` at once; results in the order of `hits`.
+pub async fn download_all(
+    hits: &[FileHit],
+    dir: &Path,
+    opts: &GetOptions,
+    parallel: usize,
+) -> Vec<anyhow::Result<DownloadReport>> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, hit) in hits.iter().enumerate() {
+        let (hit, dir, opts, permits) = (
+            hit.clone(),
+            dir.to_path_buf(),
+            opts.clone(),
+            permits.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            (n, download_hit(&hit, &dir, &opts).await)
+        });
+    }
+    let mut results: Vec<Option<anyhow::Result<DownloadReport>>> =
+        (0..hits.len()).map(|_| None).collect();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((n, r)) = joined {
+            results[n] = Some(r);
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("download task failed"))))
+        .collect()
 }
 
 pub async fn connect(addr: &str) -> anyhow::Result<IndexClient> {
@@ -142,17 +220,16 @@ pub async fn lookup(client: &mut IndexClient, id: ContentId) -> anyhow::Result<F
     }
 }
 
-/// Downloads a search hit into `dir`, from `only_peer` if given, else from its peers in turn.
+/// Downloads a search hit into `dir` from its peers (or only `opts.only_peer`), all at once.
 pub async fn download_hit(
     hit: &FileHit,
-    only_peer: Option<u64>,
     dir: &Path,
-    show_progress: bool,
+    opts: &GetOptions,
 ) -> anyhow::Result<DownloadReport> {
     let sources: Vec<Source> = hit
         .peers
         .iter()
-        .filter(|p| only_peer.is_none_or(|id| id == p.peer_id))
+        .filter(|p| opts.only_peer.is_none_or(|id| id == p.peer_id))
         .map(|p| Source {
             peer_id: Some(p.peer_id),
             addr: if p.host.contains(':') {
@@ -162,26 +239,40 @@ pub async fn download_hit(
             },
         })
         .collect();
-    if let (Some(id), true) = (only_peer, sources.is_empty()) {
+    if let (Some(id), true) = (opts.only_peer, sources.is_empty()) {
         bail!("peer {id} does not share {}", hit.content_id);
     }
-    let mut d = Downloader::default();
-    if show_progress && std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(hit.size);
+    let mut d = Downloader {
+        rate: opts.rate.clone(),
+        ..Downloader::default()
+    };
+    if opts.max_peers > 0 {
+        d.max_sources = opts.max_peers;
+    }
+    let bar = opts.bars.as_ref().map(|m| {
+        let bar = m.add(indicatif::ProgressBar::new(hit.size));
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{msg} {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+                "{prefix} {bar:25} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        bar.set_message(crate::download::sanitize_file_name(&hit.name));
-        let (b1, b2) = (bar.clone(), bar);
-        d.progress = Some(Arc::new(move |n| b1.inc(n)));
-        d.on_size = Some(Arc::new(move |n| b2.set_length(n)));
+        bar.set_prefix(crate::download::sanitize_file_name(&hit.name));
+        bar
+    });
+    if let Some(bar) = bar.clone() {
+        d.progress = Some(Arc::new(move |p: Progress| {
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+            bar.set_message(format!("{} sources", p.sources));
+        }));
     }
     let r = d
         .download(hit.content_id, &sources, dir, Some(&hit.name))
         .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     Ok(r?)
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tokio::runtime::Runtime;
 
-use super::commands::{connect, download_hit, run_index, run_share};
+use super::commands::{GetOptions, connect, download_hit, run_index, run_share};
 use super::output::{size, time};
 use crate::index::IndexConfig;
 use crate::peer::ShareConfig;
@@ -216,7 +216,14 @@ fn menu<R: BufRead, W: Write>(
             existing_dir,
         )?;
         match rt
-            .block_on(download_hit(file, Some(peer), &dir, false))
+            .block_on(download_hit(
+                file,
+                &dir,
+                &GetOptions {
+                    only_peer: Some(peer),
+                    ..GetOptions::default()
+                },
+            ))
             .context("download failed")
         {
             Ok(r) => p.say(&format!(

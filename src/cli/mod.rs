@@ -75,6 +75,12 @@ pub enum Command {
         /// Serve only; do not register with an index
         #[arg(long)]
         no_index: bool,
+        /// Peers served at once; others wait in a queue
+        #[arg(long, default_value_t = 8, value_name = "N")]
+        upload_slots: usize,
+        /// Limit on total upload bandwidth, e.g. 10MiB (per second)
+        #[arg(long, value_parser = crate::rate::parse_rate, value_name = "RATE")]
+        max_upload_rate: Option<u64>,
     },
     /// Search the index: files whose name contains every word (or a content id)
     Search {
@@ -103,6 +109,15 @@ pub enum Command {
         /// Download only from this peer
         #[arg(long, value_name = "ID")]
         peer: Option<u64>,
+        /// Most peers to download one file from at once
+        #[arg(long, default_value_t = 16, value_name = "N")]
+        max_peers: usize,
+        /// Limit on total download bandwidth, e.g. 10MiB (per second)
+        #[arg(long, value_parser = crate::rate::parse_rate, value_name = "RATE")]
+        max_download_rate: Option<u64>,
+        /// Most files downloaded at once
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        parallel: usize,
         /// Print one JSON document
         #[arg(long)]
         json: bool,

@@ -121,8 +121,11 @@ pub fn download_json(r: &DownloadReport) -> serde_json::Value {
         "path": r.path,
         "size": r.size,
         "seconds": r.seconds,
-        "sources_used": r.sources_used,
+        "bytes_fetched": r.bytes_fetched,
+        "bytes_resumed": r.bytes_resumed,
+        "sources_used": r.sources_used(),
         "pieces_rejected": r.pieces_rejected,
+        "sources": r.sources,
     })
 }
 

@@ -1,20 +1,26 @@
-//! `Downloader`: fetches a file's pieces from its sources with pipelined requests, verifying each before writing it.
+//! `Downloader`: fetches a file's pieces from all its sources at once, verifying each before writing it.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use rayon::prelude::*;
 use serde::Serialize;
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn};
 
 use super::names::{publish, sanitize_file_name};
+use super::swarm::PieceScheduler;
 use crate::content::{ContentId, PieceError, PieceVerifier};
 use crate::peer::{PARTIAL_SUFFIX, PeerClient, PeerClientError};
-use crate::protocol::{Limits, Piece, ProtocolError};
+use crate::protocol::{Info, Limits, ProtocolError, code};
+use crate::rate::RateLimiter;
 
 /// A peer that has the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,6 +40,20 @@ impl Source {
     }
 }
 
+/// What one source did for a download.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceReport {
+    pub peer_id: Option<u64>,
+    pub addr: String,
+    /// Verified bytes this source delivered.
+    pub bytes: u64,
+    pub pieces: u64,
+    /// Pieces from this source that failed verification (never written).
+    pub pieces_rejected: u64,
+    /// Why the source stopped being used, if it failed.
+    pub error: Option<String>,
+}
+
 /// What a finished download did.
 #[derive(Debug, Clone, Serialize)]
 pub struct DownloadReport {
@@ -41,10 +61,27 @@ pub struct DownloadReport {
     pub path: PathBuf,
     pub size: u64,
     pub seconds: f64,
-    /// Sources that delivered verified pieces.
-    pub sources_used: Vec<Source>,
-    /// Pieces that failed verification (never written).
+    /// Bytes fetched from peers in this run.
+    pub bytes_fetched: u64,
+    /// Bytes found already verified in a partial download from an earlier run.
+    pub bytes_resumed: u64,
     pub pieces_rejected: u64,
+    pub sources: Vec<SourceReport>,
+}
+
+impl DownloadReport {
+    /// Sources that delivered at least one verified piece.
+    pub fn sources_used(&self) -> usize {
+        self.sources.iter().filter(|s| s.pieces > 0).count()
+    }
+}
+
+/// A progress update: verified bytes out of the total, and how many sources are sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub total: u64,
+    pub done: u64,
+    pub sources: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,15 +93,19 @@ pub enum DownloadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path} is being downloaded by another process")]
+    Locked { path: PathBuf },
     #[error("writing {path}: {source}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("could not download {id} from any of {count} sources: {reasons}")]
+    #[error("could not download {id} from any of {count} sources{kept}: {reasons}")]
     AllSourcesFailed {
         id: ContentId,
         count: usize,
+        /// Says where the verified part was kept for a later resume, if anywhere.
+        kept: String,
         reasons: String,
     },
 }
@@ -80,6 +121,10 @@ enum SourceFailure {
     OutOfOrder { expected: u32, received: u32 },
     #[error("reports {received} bytes where the first source said {expected}")]
     SizeMismatch { expected: u64, received: u64 },
+    #[error("dropped after {0} pieces that failed verification")]
+    TooManyBad(u32),
+    #[error("has nothing left that is still needed")]
+    NothingToOffer,
     #[error(transparent)]
     Local(DownloadError),
 }
@@ -90,50 +135,90 @@ impl From<ProtocolError> for SourceFailure {
     }
 }
 
-type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
+type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
 /// Downloads files into a directory. Configure, then call [`Downloader::download`].
 #[derive(Clone)]
 pub struct Downloader {
-    /// Time limits of each peer connection. Default: [`Limits::default`].
+    /// Connection time limits; the read limit is how long a source may stall. Default: 15 s read, 30 s write.
     pub limits: Limits,
-    /// Piece requests kept in flight per source. Default: 32 (8 MiB).
+    /// Piece requests kept in flight per source. Default: 16 (4 MiB).
     pub window: usize,
-    /// Called with the byte count of each verified piece.
+    /// Most sources used at once. Default: 16.
+    pub max_sources: usize,
+    /// Bad pieces after which a source is dropped. Default: 3.
+    pub max_bad_pieces: u32,
+    /// How long to wait before asking a busy source again. Default: 1 s.
+    pub busy_retry: Duration,
+    /// Shared limit on download bandwidth. Default: none.
+    pub rate: Option<Arc<RateLimiter>>,
+    /// Called as pieces are verified and sources come and go.
     pub progress: Option<ProgressFn>,
-    /// Called once the file size is known.
-    pub on_size: Option<ProgressFn>,
 }
 
 impl Default for Downloader {
     fn default() -> Self {
         Downloader {
-            limits: Limits::default(),
-            window: 32,
+            limits: Limits {
+                read_timeout: Duration::from_secs(15),
+                write_timeout: Duration::from_secs(30),
+            },
+            window: 16,
+            max_sources: 16,
+            max_bad_pieces: 3,
+            busy_retry: Duration::from_secs(1),
+            rate: None,
             progress: None,
-            on_size: None,
         }
     }
 }
 
-/// Pieces verified and written so far, and where.
-struct Partial {
-    id: ContentId,
-    temp: PathBuf,
-    file: Arc<File>,
-    verifier: Option<Arc<PieceVerifier>>,
-    done: Vec<bool>,
-    remaining: u64,
-    name: Option<String>,
-    rejected: u64,
-}
-
+/// Verified pieces are verified and written by at most this many blocking tasks per source.
 const MAX_PENDING_WRITES: usize = 4;
 
+/// The state all sources of one download share.
+struct Swarm {
+    id: ContentId,
+    verifier: Arc<PieceVerifier>,
+    file: Arc<File>,
+    temp: PathBuf,
+    sched: Mutex<PieceScheduler>,
+    changed: Notify,
+    done_bytes: AtomicU64,
+    active: AtomicUsize,
+}
+
+impl Swarm {
+    fn sched(&self) -> std::sync::MutexGuard<'_, PieceScheduler> {
+        self.sched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn piece_len(&self, i: u32) -> u64 {
+        self.verifier.layout().piece_len(u64::from(i))
+    }
+}
+
+enum WriteFailure {
+    Corrupt(PieceError),
+    Local(std::io::Error),
+}
+
+type WriteTask = JoinHandle<Result<(), WriteFailure>>;
+
 impl Downloader {
-    /// Downloads `id` into `dir` from `sources` (tried in order; a failing source hands over
-    /// to the next one, keeping every verified piece). `name_hint` (untrusted) names the result;
-    /// without it the first source's name is used.
+    fn report_progress(&self, swarm: &Swarm) {
+        if let Some(f) = &self.progress {
+            f(Progress {
+                total: swarm.verifier.layout().size,
+                done: swarm.done_bytes.load(Ordering::Relaxed),
+                sources: swarm.active.load(Ordering::Relaxed),
+            });
+        }
+    }
+
+    /// Downloads `id` into `dir` from `sources`, all at once. A partial download of the same
+    /// file left in `dir` by an earlier run is re-checked and resumed. `name_hint` (untrusted)
+    /// names the result; without it the first source's name is used.
     pub async fn download(
         &self,
         id: ContentId,
@@ -144,6 +229,7 @@ impl Downloader {
         if sources.is_empty() {
             return Err(DownloadError::NoSources(id));
         }
+        let sources = &sources[..sources.len().min(self.max_sources.max(1))];
         let started = Instant::now();
         let target = |source| DownloadError::Target {
             path: dir.to_path_buf(),
@@ -155,208 +241,420 @@ impl Downloader {
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .open(&temp)
             .map_err(target)?;
-        let mut partial = Partial {
-            id,
-            temp: temp.clone(),
-            file: Arc::new(file),
-            verifier: None,
-            done: Vec::new(),
-            remaining: u64::MAX,
-            name: name_hint.map(sanitize_file_name),
-            rejected: 0,
-        };
-        let mut used = Vec::new();
-        let mut reasons = Vec::new();
-        for source in sources {
-            let before = partial.remaining;
-            let r = self.fetch_from(source, &mut partial).await;
-            if partial.remaining < before {
-                used.push(source.clone());
-            }
-            match r {
-                Ok(()) => break,
-                Err(SourceFailure::Local(e)) => {
-                    let _ = std::fs::remove_file(&temp);
-                    return Err(e);
+        // SAFETY: flock on a valid, open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(DownloadError::Locked { path: temp });
+        }
+        let file = Arc::new(file);
+        let mut reports: Vec<SourceReport> = sources
+            .iter()
+            .map(|s| SourceReport {
+                peer_id: s.peer_id,
+                addr: s.addr.clone(),
+                bytes: 0,
+                pieces: 0,
+                pieces_rejected: 0,
+                error: None,
+            })
+            .collect();
+
+        // The first source that answers with piece hashes adding up to `id` sets the layout.
+        let mut first = None;
+        for (k, s) in sources.iter().enumerate() {
+            match self.bootstrap(s, id).await {
+                Ok(x) => {
+                    first = Some((k, x));
+                    break;
                 }
                 Err(e) => {
-                    warn!("{}: {e}", source.label());
-                    reasons.push(format!("{}: {e}", source.label()));
+                    warn!("{}: {e}", s.label());
+                    reports[k].error = Some(e.to_string());
                 }
             }
         }
-        if partial.remaining != 0 {
-            let _ = std::fs::remove_file(&temp);
-            return Err(DownloadError::AllSourcesFailed {
-                id,
-                count: sources.len(),
-                reasons: reasons.join("; "),
-            });
-        }
-        let size = partial
-            .verifier
-            .as_ref()
-            .map(|v| v.layout().size)
-            .unwrap_or(0);
-        let name = partial.name.clone().unwrap_or_else(|| id.to_hex());
+        let Some((first_k, (client, info, verifier))) = first else {
+            return Err(self.fail(id, &temp, None, &reports));
+        };
         let write_err = |source| DownloadError::Write {
             path: temp.clone(),
             source,
         };
-        let f = partial.file.clone();
+        let (done, resumed) = recheck(file.clone(), verifier.clone())
+            .await
+            .map_err(write_err)?;
+        if resumed > 0 {
+            info!(
+                "resuming {id}: {resumed} bytes already verified in {}",
+                temp.display()
+            );
+        }
+        let swarm = Arc::new(Swarm {
+            id,
+            verifier: verifier.clone(),
+            file: file.clone(),
+            temp: temp.clone(),
+            sched: Mutex::new(PieceScheduler::new(done)),
+            changed: Notify::new(),
+            done_bytes: AtomicU64::new(resumed),
+            active: AtomicUsize::new(0),
+        });
+        self.report_progress(&swarm);
+
+        let mut workers = JoinSet::new();
+        let mut client = Some(client);
+        for (k, s) in sources.iter().enumerate().skip(first_k) {
+            if k != first_k && reports[k].error.is_some() {
+                continue;
+            }
+            let (this, swarm, s) = (self.clone(), swarm.clone(), s.clone());
+            let c = if k == first_k { client.take() } else { None };
+            workers.spawn(async move {
+                let mut rep = SourceReportDelta::default();
+                let r = this.worker(&swarm, k, &s, c, &mut rep).await;
+                (k, rep, r.err().map(|e| (s.label(), e.to_string())))
+            });
+        }
+        while let Some(joined) = workers.join_next().await {
+            let Ok((k, delta, err)) = joined else {
+                continue;
+            };
+            reports[k].bytes += delta.bytes;
+            reports[k].pieces += delta.pieces;
+            reports[k].pieces_rejected += delta.rejected;
+            if let Some((label, e)) = err {
+                if swarm.sched().remaining() > 0 {
+                    warn!("{label}: {e}");
+                }
+                reports[k].error = Some(e);
+            }
+        }
+        if swarm.sched().remaining() > 0 {
+            return Err(self.fail(id, &temp, Some(&swarm), &reports));
+        }
+        let f = file.clone();
         tokio::task::spawn_blocking(move || f.sync_all())
             .await
             .map_err(|e| write_err(std::io::Error::other(e)))?
             .map_err(write_err)?;
+        let name = name_hint
+            .map(sanitize_file_name)
+            .unwrap_or_else(|| sanitize_file_name(&info.name));
         let path = publish(&temp, dir, &name).map_err(write_err)?;
+        drop(file);
         info!("downloaded {id} to {}", path.display());
+        let size = verifier.layout().size;
         Ok(DownloadReport {
             content_id: id,
             path,
             size,
             seconds: started.elapsed().as_secs_f64(),
-            sources_used: used,
-            pieces_rejected: partial.rejected,
+            bytes_fetched: reports.iter().map(|r| r.bytes).sum(),
+            bytes_resumed: resumed,
+            pieces_rejected: reports.iter().map(|r| r.pieces_rejected).sum(),
+            sources: reports,
         })
     }
 
-    async fn fetch_from(&self, source: &Source, p: &mut Partial) -> Result<(), SourceFailure> {
-        let mut client = PeerClient::connect(&source.addr, self.limits).await?;
-        let info = client.info(p.id).await?;
-        let verifier = match &p.verifier {
-            Some(v) if v.layout().size != info.size => {
-                return Err(SourceFailure::SizeMismatch {
-                    expected: v.layout().size,
-                    received: info.size,
-                });
-            }
-            Some(v) => v.clone(),
-            None => {
-                let hashes = client.piece_hashes(p.id, info.size).await?;
-                let v = Arc::new(PieceVerifier::new(p.id, info.size, &hashes)?);
-                p.file.set_len(info.size).map_err(|source| {
-                    SourceFailure::Local(DownloadError::Write {
-                        path: p.temp.clone(),
-                        source,
-                    })
-                })?;
-                let count = v.layout().piece_count();
-                p.done = vec![false; count as usize];
-                p.remaining = count;
-                p.verifier = Some(v.clone());
-                if let Some(f) = &self.on_size {
-                    f(info.size);
+    /// Builds the failure, keeping the partial file only if it holds verified pieces.
+    fn fail(
+        &self,
+        id: ContentId,
+        temp: &Path,
+        swarm: Option<&Swarm>,
+        reports: &[SourceReport],
+    ) -> DownloadError {
+        let verified = swarm
+            .map(|s| s.done_bytes.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        let kept = if verified > 0 {
+            format!(
+                " ({verified} verified bytes kept in {} for a later resume)",
+                temp.display()
+            )
+        } else {
+            let _ = std::fs::remove_file(temp);
+            String::new()
+        };
+        let reasons = reports
+            .iter()
+            .filter_map(|r| {
+                let label = Source {
+                    peer_id: r.peer_id,
+                    addr: r.addr.clone(),
                 }
-                v
+                .label();
+                let bad = match r.pieces_rejected {
+                    0 => String::new(),
+                    n => format!(" ({n} of its pieces did not match their hash)"),
+                };
+                r.error.as_ref().map(|e| format!("{label}: {e}{bad}"))
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        DownloadError::AllSourcesFailed {
+            id,
+            count: reports.len(),
+            kept,
+            reasons,
+        }
+    }
+
+    /// Connects to a source and learns the file's size and verified piece hashes.
+    async fn bootstrap(
+        &self,
+        s: &Source,
+        id: ContentId,
+    ) -> Result<(PeerClient, Info, Arc<PieceVerifier>), SourceFailure> {
+        let mut client = PeerClient::connect(&s.addr, self.limits).await?;
+        let info = client.info(id).await?;
+        let hashes = client.piece_hashes(id, info.size).await?;
+        let verifier = Arc::new(PieceVerifier::new(id, info.size, &hashes)?);
+        Ok((client, info, verifier))
+    }
+
+    /// Fetches pieces from one source until the file is complete or the source fails.
+    async fn worker(
+        &self,
+        swarm: &Swarm,
+        k: usize,
+        source: &Source,
+        client: Option<PeerClient>,
+        rep: &mut SourceReportDelta,
+    ) -> Result<(), SourceFailure> {
+        let mut client = match client {
+            Some(c) => c,
+            None => {
+                let mut c = PeerClient::connect(&source.addr, self.limits).await?;
+                let info = c.info(swarm.id).await?;
+                let expected = swarm.verifier.layout().size;
+                if info.size != expected {
+                    return Err(SourceFailure::SizeMismatch {
+                        expected,
+                        received: info.size,
+                    });
+                }
+                c
             }
         };
-        if p.name.is_none() {
-            p.name = Some(sanitize_file_name(&info.name));
+        swarm.active.fetch_add(1, Ordering::Relaxed);
+        self.report_progress(swarm);
+        let mut mine: VecDeque<u32> = VecDeque::new();
+        let mut writes: VecDeque<(u32, WriteTask)> = VecDeque::new();
+        let result = self
+            .fetch_loop(swarm, k, &mut client, &mut mine, &mut writes, rep)
+            .await;
+        // Keep what was verified; give back what was not.
+        let mut result = result;
+        while let Some((i, w)) = writes.pop_front() {
+            if let Err(e) = self.finish_write(swarm, k, i, w.await, rep) {
+                result = result.and(Err(e));
+            }
         }
-        let mut todo: VecDeque<u32> = (0..p.done.len() as u32)
-            .filter(|i| !p.done[*i as usize])
-            .collect();
-        let mut inflight: VecDeque<u32> = VecDeque::new();
-        let mut writes: VecDeque<JoinHandle<Result<u32, SourceFailure>>> = VecDeque::new();
-        let result: Result<(), SourceFailure> = async {
-            loop {
+        {
+            let mut sched = swarm.sched();
+            for i in mine.drain(..) {
+                sched.release(i);
+            }
+        }
+        swarm.active.fetch_sub(1, Ordering::Relaxed);
+        swarm.changed.notify_waiters();
+        self.report_progress(swarm);
+        result
+    }
+
+    async fn fetch_loop(
+        &self,
+        swarm: &Swarm,
+        k: usize,
+        client: &mut PeerClient,
+        mine: &mut VecDeque<u32>,
+        writes: &mut VecDeque<(u32, WriteTask)>,
+        rep: &mut SourceReportDelta,
+    ) -> Result<(), SourceFailure> {
+        let mut busy_until: Option<Instant> = None;
+        loop {
+            if busy_until.is_some_and(|t| Instant::now() >= t) {
+                busy_until = None;
+            }
+            if busy_until.is_none() {
                 let mut sent = false;
-                while inflight.len() < self.window {
-                    let Some(i) = todo.pop_front() else { break };
-                    client.request_piece(p.id, i).await?;
-                    inflight.push_back(i);
+                while mine.len() < self.window {
+                    let in_hand = |i: u32| mine.contains(&i) || writes.iter().any(|(w, _)| *w == i);
+                    let Some(i) = swarm.sched().claim(k, in_hand) else {
+                        break;
+                    };
+                    client.request_piece(swarm.id, i).await?;
+                    mine.push_back(i);
                     sent = true;
                 }
                 if sent {
                     client.flush().await?;
                 }
-                if inflight.is_empty() && writes.is_empty() {
+            }
+            if mine.is_empty() && writes.is_empty() {
+                let (remaining, in_flight) = {
+                    let s = swarm.sched();
+                    (s.remaining(), s.anything_in_flight())
+                };
+                if remaining == 0 {
                     return Ok(());
                 }
+                if !in_flight && busy_until.is_none() {
+                    return Err(SourceFailure::NothingToOffer);
+                }
+                let notified = swarm.changed.notified();
                 tokio::select! {
-                    biased;
-                    r = oldest(&mut writes), if !writes.is_empty() => {
-                        writes.pop_front();
-                        self.finish_write(p, r)?;
+                    _ = notified => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                r = oldest(writes), if !writes.is_empty() => {
+                    if let Some((i, _)) = writes.pop_front() {
+                        self.finish_write(swarm, k, i, r, rep)?;
                     }
-                    piece = client.next_piece(), if !inflight.is_empty() && writes.len() < MAX_PENDING_WRITES => {
-                        let piece = piece?;
-                        let expected = inflight.pop_front().unwrap_or(u32::MAX);
-                        if piece.index != expected {
-                            return Err(SourceFailure::OutOfOrder { expected, received: piece.index });
+                }
+                piece = client.next_piece(), if !mine.is_empty() && writes.len() < MAX_PENDING_WRITES => {
+                    let expected = mine.front().copied().unwrap_or(u32::MAX);
+                    match piece {
+                        Ok(piece) => {
+                            mine.pop_front();
+                            if piece.index != expected {
+                                swarm.sched().release(expected);
+                                return Err(SourceFailure::OutOfOrder { expected, received: piece.index });
+                            }
+                            if swarm.sched().is_done(expected) {
+                                swarm.sched().complete(expected); // an endgame copy arrived second
+                                continue;
+                            }
+                            if let Some(rate) = &self.rate {
+                                rate.take(piece.data.len() as u64).await;
+                            }
+                            let (v, f, data) = (swarm.verifier.clone(), swarm.file.clone(), piece.data);
+                            writes.push_back((expected, tokio::task::spawn_blocking(move || {
+                                let i = u64::from(expected);
+                                v.verify(i, &data).map_err(WriteFailure::Corrupt)?;
+                                f.write_all_at(&data, v.layout().piece_offset(i)).map_err(WriteFailure::Local)
+                            })));
                         }
-                        writes.push_back(spawn_write(verifier.clone(), p.file.clone(), p.temp.clone(), piece));
+                        Err(PeerClientError::Protocol(ProtocolError::Remote(e))) if e.code == code::BUSY => {
+                            mine.pop_front();
+                            swarm.sched().release(expected);
+                            swarm.changed.notify_waiters();
+                            busy_until = Some(Instant::now() + self.busy_retry);
+                        }
+                        Err(e) => return Err(e.into()),
                     }
                 }
             }
-        }
-        .await;
-        // Whatever happened, keep the pieces already verified and being written.
-        let mut first_err = result.err();
-        while let Some(w) = writes.pop_front() {
-            if let Err(e) = self.finish_write(p, w.await) {
-                first_err.get_or_insert(e);
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
         }
     }
 
-    fn finish_write(&self, p: &mut Partial, r: WriteResult) -> Result<(), SourceFailure> {
-        let r = r.map_err(|e| {
+    fn finish_write(
+        &self,
+        swarm: &Swarm,
+        k: usize,
+        i: u32,
+        r: Result<Result<(), WriteFailure>, tokio::task::JoinError>,
+        rep: &mut SourceReportDelta,
+    ) -> Result<(), SourceFailure> {
+        let local = |source| {
             SourceFailure::Local(DownloadError::Write {
-                path: p.temp.clone(),
-                source: std::io::Error::other(e),
+                path: swarm.temp.clone(),
+                source,
             })
-        })?;
+        };
         match r {
-            Ok(i) => {
-                if !p.done[i as usize] {
-                    p.done[i as usize] = true;
-                    p.remaining -= 1;
-                    if let (Some(f), Some(v)) = (&self.progress, &p.verifier) {
-                        f(v.layout().piece_len(u64::from(i)));
-                    }
+            Ok(Ok(())) => {
+                if swarm.sched().complete(i) {
+                    let len = swarm.piece_len(i);
+                    swarm.done_bytes.fetch_add(len, Ordering::Relaxed);
+                    rep.bytes += len;
+                    rep.pieces += 1;
+                    self.report_progress(swarm);
                 }
+                swarm.changed.notify_waiters();
                 Ok(())
             }
-            Err(e) => {
-                if matches!(e, SourceFailure::Pieces(_)) {
-                    p.rejected += 1;
+            Ok(Err(WriteFailure::Corrupt(e))) => {
+                swarm.sched().reject(i, k);
+                swarm.changed.notify_waiters();
+                rep.rejected += 1;
+                warn!("piece {i} of {} failed verification: {e}", swarm.id);
+                if rep.rejected >= u64::from(self.max_bad_pieces) {
+                    Err(SourceFailure::TooManyBad(self.max_bad_pieces))
+                } else {
+                    Ok(())
                 }
-                Err(e)
+            }
+            Ok(Err(WriteFailure::Local(e))) => {
+                swarm.sched().release(i);
+                Err(local(e))
+            }
+            Err(e) => {
+                swarm.sched().release(i);
+                Err(local(std::io::Error::other(e)))
             }
         }
     }
 }
 
-type WriteResult = Result<Result<u32, SourceFailure>, tokio::task::JoinError>;
+#[derive(Default)]
+struct SourceReportDelta {
+    bytes: u64,
+    pieces: u64,
+    rejected: u64,
+}
 
 /// Waits for the oldest pending write (forever if there is none).
-async fn oldest(writes: &mut VecDeque<JoinHandle<Result<u32, SourceFailure>>>) -> WriteResult {
+async fn oldest(
+    writes: &mut VecDeque<(u32, WriteTask)>,
+) -> Result<Result<(), WriteFailure>, tokio::task::JoinError> {
     match writes.front_mut() {
-        Some(h) => h.await,
+        Some((_, h)) => h.await,
         None => std::future::pending().await,
     }
 }
 
-/// Verifies a piece and writes it at its offset, off the async threads.
-fn spawn_write(
-    v: Arc<PieceVerifier>,
+/// Sizes the partial file and checks every piece already in it; returns which pieces are
+/// verified and how many bytes they hold. Nothing on disk is trusted without this check.
+async fn recheck(
     file: Arc<File>,
-    temp: PathBuf,
-    piece: Piece,
-) -> JoinHandle<Result<u32, SourceFailure>> {
+    verifier: Arc<PieceVerifier>,
+) -> std::io::Result<(Vec<bool>, u64)> {
     tokio::task::spawn_blocking(move || {
-        let i = u64::from(piece.index);
-        v.verify(i, &piece.data)?;
-        file.write_all_at(&piece.data, v.layout().piece_offset(i))
-            .map_err(|source| SourceFailure::Local(DownloadError::Write { path: temp, source }))?;
-        Ok(piece.index)
+        let layout = verifier.layout();
+        let had = file.metadata()?.len();
+        if had != layout.size {
+            file.set_len(layout.size)?;
+        }
+        let count = layout.piece_count();
+        if had == 0 {
+            return Ok((vec![false; count as usize], 0));
+        }
+        let done: Vec<bool> = (0..count)
+            .into_par_iter()
+            .map(|i| {
+                let len = layout.piece_len(i);
+                if layout.piece_offset(i) + len > had {
+                    return false;
+                }
+                let mut buf = vec![0u8; len as usize];
+                file.read_exact_at(&mut buf, layout.piece_offset(i)).is_ok()
+                    && verifier.verify(i, &buf).is_ok()
+            })
+            .collect();
+        let bytes = (0..count)
+            .filter(|i| done[*i as usize])
+            .map(|i| layout.piece_len(i))
+            .sum();
+        Ok((done, bytes))
     })
+    .await
+    .map_err(std::io::Error::other)?
 }

@@ -1,7 +1,9 @@
-//! Downloading a file by content id: every piece verified before it is written, published under its final name only when complete.
+//! Downloading a file by content id from all its sources at once: every piece verified before it is written, published under its final name only when complete, resumable.
 
 mod fetch;
 mod names;
+mod swarm;
 
-pub use fetch::{DownloadError, DownloadReport, Downloader, Source};
+pub use fetch::{DownloadError, DownloadReport, Downloader, Progress, Source, SourceReport};
 pub use names::{publish, sanitize_file_name};
+pub use swarm::PieceScheduler;

@@ -5,6 +5,7 @@ mod client;
 mod scan;
 mod server;
 mod share;
+mod slots;
 mod watch;
 
 pub use catalog::{Catalog, SharedFile};
@@ -12,3 +13,4 @@ pub use client::{PeerClient, PeerClientError};
 pub use scan::{PARTIAL_SUFFIX, ScanError, ScanOptions, Scanner};
 pub use server::{PeerConfig, PeerServer};
 pub use share::{ShareConfig, ShareHandle, ShareStatus, start_share};
+pub use slots::UploadSlots;

@@ -13,12 +13,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Catalog, SharedFile};
+use super::{Catalog, SharedFile, UploadSlots};
 use crate::content::{ContentId, Digest, PIECE_SIZE, PieceLayout};
 use crate::protocol::{
     Connection, GetHashes, GetInfo, GetPiece, Hashes, Info, Limits, MAX_HASHES_PER_REPLY, Message,
     Piece, ProtocolError, accept_loop, code,
 };
+use crate::rate::RateLimiter;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Settings of a peer's server side.
 #[derive(Debug, Clone)]
@@ -27,6 +29,10 @@ pub struct PeerConfig {
     pub max_connections: usize,
     /// Per-connection time limits. Default: 60 s to receive a request, 60 s to send a reply.
     pub limits: Limits,
+    /// Peers sent pieces at once; the others are answered `BUSY` with their queue place. Default: 8.
+    pub upload_slots: usize,
+    /// Shared limit on upload bandwidth. Default: none.
+    pub upload_rate: Option<Arc<RateLimiter>>,
 }
 
 impl Default for PeerConfig {
@@ -34,6 +40,8 @@ impl Default for PeerConfig {
         PeerConfig {
             max_connections: 64,
             limits: Limits::default(),
+            upload_slots: 8,
+            upload_rate: None,
         }
     }
 }
@@ -46,6 +54,8 @@ pub struct PeerServer {
     config: PeerConfig,
     /// Woken when a file on disk no longer matches the catalog, so the owner rescans.
     stale: Arc<Notify>,
+    slots: Arc<UploadSlots>,
+    next_conn: Arc<AtomicU64>,
 }
 
 /// A shared file opened for serving, checked to still be the file the catalog hashed.
@@ -65,8 +75,10 @@ impl PeerServer {
         PeerServer {
             catalog,
             roots: Arc::new(roots),
+            slots: Arc::new(UploadSlots::new(config.upload_slots)),
             config,
             stale,
+            next_conn: Arc::new(AtomicU64::new(1)),
         }
     }
 
@@ -101,6 +113,18 @@ impl PeerServer {
     async fn handle(
         &self,
         stream: TcpStream,
+        shutdown: CancellationToken,
+    ) -> Result<(), ProtocolError> {
+        let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let r = self.serve(stream, conn_id, shutdown).await;
+        self.slots.release(conn_id);
+        r
+    }
+
+    async fn serve(
+        &self,
+        stream: TcpStream,
+        conn_id: u64,
         shutdown: CancellationToken,
     ) -> Result<(), ProtocolError> {
         let mut conn = Connection::new(stream, self.config.limits);
@@ -144,7 +168,13 @@ impl PeerServer {
                     }
                     None => not_found(&content_id),
                 },
-                Message::GetPiece(GetPiece { content_id, index }) => {
+                Message::GetPiece(GetPiece { content_id, index }) => 'piece: {
+                    if let Err(place) = self.slots.acquire(conn_id) {
+                        break 'piece Message::Error(crate::protocol::ErrorReply::new(
+                            code::BUSY,
+                            format!("all upload slots taken; you are number {place} in the queue"),
+                        ));
+                    }
                     let file = match open.get(&content_id) {
                         Some(f) => Some(f.clone()),
                         None => match self.open(&content_id).await {
@@ -165,7 +195,12 @@ impl PeerServer {
                             ))
                         }
                         Some(f) => match read_piece(f, index).await {
-                            Ok(data) => Message::Piece(Piece { index, data }),
+                            Ok(data) => {
+                                if let Some(rate) = &self.config.upload_rate {
+                                    rate.take(data.len() as u64).await;
+                                }
+                                Message::Piece(Piece { index, data })
+                            }
                             Err(e) => {
                                 warn!("reading piece {index} of {content_id}: {e}");
                                 open.remove(&content_id);

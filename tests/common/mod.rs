@@ -113,3 +113,96 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// How a [`fake_peer`] misbehaves.
+#[derive(Clone, Default)]
+pub struct Behaviour {
+    /// Flip a byte of these pieces.
+    pub corrupt: Option<fn(u32) -> bool>,
+    /// Close the connection after sending this many pieces (over all connections).
+    pub die_after: Option<u64>,
+    /// Stop answering (but keep the connection) after this many pieces.
+    pub stall_after: Option<u64>,
+    /// Wait this long before each piece.
+    pub delay: std::time::Duration,
+    /// The name it reports.
+    pub name: String,
+}
+
+/// A peer speaking the real protocol from memory, misbehaving as told; returns its address
+/// and the count of pieces it has sent.
+pub async fn fake_peer(
+    bytes: Vec<u8>,
+    how: Behaviour,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use peershare::content::{Digest, PIECE_SIZE, PieceLayout};
+    use peershare::protocol::{Connection, ErrorReply, Hashes, Info, Limits, Message, Piece, code};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("f");
+    std::fs::write(&path, &bytes).expect("write");
+    let (id, cvs) =
+        peershare::content::hash_file(&path, bytes.len() as u64, &|_| {}).expect("hash");
+    let hashes: Arc<Vec<u8>> = Arc::new(cvs.iter().flatten().copied().collect());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let sent = Arc::new(AtomicU64::new(0));
+    let (bytes, counter, how) = (Arc::new(bytes), sent.clone(), Arc::new(how));
+    tokio::spawn(async move {
+        let _dir = dir;
+        while let Ok((s, _)) = listener.accept().await {
+            let (bytes, hashes, counter, how) =
+                (bytes.clone(), hashes.clone(), counter.clone(), how.clone());
+            tokio::spawn(async move {
+                let mut c = Connection::new(s, Limits::default());
+                if c.server_handshake(Digest::default()).await.is_err() {
+                    return;
+                }
+                let layout = PieceLayout::new(bytes.len() as u64);
+                while let Ok(Some(m)) = c.read_message().await {
+                    let reply = match m {
+                        Message::GetInfo(_) => Message::Info(Info {
+                            content_id: id,
+                            size: bytes.len() as u64,
+                            piece_size: PIECE_SIZE as u32,
+                            name: how.name.clone(),
+                        }),
+                        Message::GetHashes(g) => Message::Hashes(Hashes {
+                            start: g.start,
+                            hashes: hashes[g.start as usize * 32..].to_vec(),
+                        }),
+                        Message::GetPiece(g) => {
+                            let n = counter.load(Ordering::SeqCst);
+                            if how.die_after.is_some_and(|d| n >= d) {
+                                return;
+                            }
+                            if how.stall_after.is_some_and(|d| n >= d) {
+                                tokio::time::sleep(Duration::from_secs(3600)).await;
+                                return;
+                            }
+                            tokio::time::sleep(how.delay).await;
+                            let i = u64::from(g.index);
+                            let start = layout.piece_offset(i) as usize;
+                            let mut data =
+                                bytes[start..start + layout.piece_len(i) as usize].to_vec();
+                            if how.corrupt.is_some_and(|f| f(g.index)) && !data.is_empty() {
+                                data[0] ^= 0x80;
+                            }
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            Message::Piece(Piece {
+                                index: g.index,
+                                data: data.into(),
+                            })
+                        }
+                        _ => Message::Error(ErrorReply::new(code::BAD_REQUEST, "no")),
+                    };
+                    if c.send(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, sent)
+}

@@ -1,0 +1,433 @@
+//! Swarm downloads: many sources at once, bad and vanishing sources, spreading by speed, rate limits, upload slots, resume after SIGKILL.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use peershare::content::{ContentId, PIECE_SIZE};
+use peershare::download::{Downloader, Source};
+use peershare::identity::Identity;
+use peershare::index::IndexClient;
+use peershare::protocol::{FileEntry, Limits};
+use peershare::rate::RateLimiter;
+
+fn src(addr: &str, id: u64) -> Source {
+    Source {
+        peer_id: Some(id),
+        addr: addr.to_string(),
+    }
+}
+
+fn named(how: Behaviour) -> Behaviour {
+    Behaviour {
+        name: "f.bin".into(),
+        ..how
+    }
+}
+
+#[tokio::test]
+async fn four_sources_one_corrupting_is_dropped_and_the_file_is_exact() {
+    let bytes = data(40 * PIECE_SIZE as usize + 1234, 11);
+    let id = ContentId::from(blake3::hash(&bytes));
+    let mut sources = Vec::new();
+    for k in 0..3 {
+        let (a, _) = fake_peer(
+            bytes.clone(),
+            named(Behaviour {
+                delay: Duration::from_millis(2),
+                ..Default::default()
+            }),
+        )
+        .await;
+        sources.push(src(&a, k + 1));
+    }
+    let (bad, _) = fake_peer(
+        bytes.clone(),
+        named(Behaviour {
+            corrupt: Some(|_| true),
+            ..Default::default()
+        }),
+    )
+    .await;
+    sources.insert(1, src(&bad, 9));
+    let out = tempfile::tempdir().unwrap();
+    let rep = Downloader::default()
+        .download(id, &sources, out.path(), None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&rep.path).unwrap(), bytes);
+    assert_eq!(b3sum(&rep.path), id.to_hex());
+    let bad_rep = rep.sources.iter().find(|s| s.peer_id == Some(9)).unwrap();
+    assert!(
+        bad_rep
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("dropped after 3"),
+        "{bad_rep:?}"
+    );
+    assert!(
+        bad_rep.pieces_rejected >= 3 && bad_rep.bytes == 0,
+        "{bad_rep:?}"
+    );
+    assert_eq!(
+        rep.sources.iter().map(|s| s.bytes).sum::<u64>(),
+        bytes.len() as u64
+    );
+    assert!(
+        rep.sources_used() >= 2,
+        "pieces came from several sources: {:?}",
+        rep.sources
+    );
+}
+
+#[tokio::test]
+async fn sources_that_die_or_stall_cost_only_their_pieces_in_flight() {
+    let bytes = data(30 * PIECE_SIZE as usize, 12);
+    let id = ContentId::from(blake3::hash(&bytes));
+    let (dies, _) = fake_peer(
+        bytes.clone(),
+        named(Behaviour {
+            die_after: Some(5),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let (stalls, _) = fake_peer(
+        bytes.clone(),
+        named(Behaviour {
+            stall_after: Some(5),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let (slow, _) = fake_peer(
+        bytes.clone(),
+        named(Behaviour {
+            delay: Duration::from_millis(5),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let d = Downloader {
+        limits: Limits {
+            read_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(5),
+        },
+        ..Downloader::default()
+    };
+    let rep = d
+        .download(
+            id,
+            &[src(&dies, 1), src(&stalls, 2), src(&slow, 3)],
+            out.path(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&rep.path).unwrap(), bytes);
+    let err = |p: u64| {
+        rep.sources
+            .iter()
+            .find(|s| s.peer_id == Some(p))
+            .unwrap()
+            .error
+            .clone()
+    };
+    assert!(err(1).is_some() && err(2).is_some(), "{:?}", rep.sources);
+    assert!(
+        err(2)
+            .unwrap_or_default()
+            .contains("no complete message within"),
+        "{:?}",
+        rep.sources
+    );
+    assert!(err(3).is_none());
+}
+
+#[tokio::test]
+async fn a_faster_source_delivers_more_pieces() {
+    let bytes = data(48 * PIECE_SIZE as usize, 13);
+    let id = ContentId::from(blake3::hash(&bytes));
+    let (slow, _) = fake_peer(
+        bytes.clone(),
+        named(Behaviour {
+            delay: Duration::from_millis(40),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let (fast, _) = fake_peer(bytes.clone(), named(Behaviour::default())).await;
+    let out = tempfile::tempdir().unwrap();
+    let d = Downloader {
+        window: 4,
+        ..Downloader::default()
+    };
+    let rep = d
+        .download(id, &[src(&slow, 1), src(&fast, 2)], out.path(), None)
+        .await
+        .unwrap();
+    assert_eq!(b3sum(&rep.path), id.to_hex());
+    let bytes_of = |p: u64| {
+        rep.sources
+            .iter()
+            .find(|s| s.peer_id == Some(p))
+            .unwrap()
+            .bytes
+    };
+    assert!(
+        bytes_of(2) > 2 * bytes_of(1),
+        "fast {} slow {}",
+        bytes_of(2),
+        bytes_of(1)
+    );
+}
+
+#[tokio::test]
+async fn upload_and_download_rate_limits_hold() {
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let size = 3 * 1024 * 1024;
+    std::fs::write(share.join("r.bin"), data(size, 14)).unwrap();
+    let id = ContentId::from(blake3::hash(&data(size, 14)));
+    let rate = 2 * 1024 * 1024u64;
+    let mut config =
+        peershare::peer::ShareConfig::new(vec![share.clone()], None, t.path().join("p"));
+    config.peer.upload_rate = Some(Arc::new(RateLimiter::new(rate)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = peershare::peer::start_share(config, listener)
+        .await
+        .unwrap();
+    let addr = peer.local_addr.to_string();
+    let expected = size as f64 / rate as f64;
+    let started = Instant::now();
+    let rep = Downloader::default()
+        .download(id, &[src(&addr, 1)], &t.path().join("a"), None)
+        .await
+        .unwrap();
+    let up = started.elapsed().as_secs_f64();
+    assert_eq!(b3sum(&rep.path), id.to_hex());
+    assert!(
+        up >= 0.7 * expected,
+        "upload limit: {up:.2}s for {expected:.2}s worth"
+    );
+    // The same from an unlimited peer, limited on the downloading side.
+    let (free, _) = fake_peer(data(size, 14), named(Behaviour::default())).await;
+    let d = Downloader {
+        rate: Some(Arc::new(RateLimiter::new(rate))),
+        ..Downloader::default()
+    };
+    let started = Instant::now();
+    d.download(id, &[src(&free, 2)], &t.path().join("b"), None)
+        .await
+        .unwrap();
+    let down = started.elapsed().as_secs_f64();
+    assert!(
+        down >= 0.7 * expected,
+        "download limit: {down:.2}s for {expected:.2}s worth"
+    );
+    eprintln!(
+        "rate {rate} B/s, {size} bytes: expected {expected:.2}s, upload-limited {up:.2}s, download-limited {down:.2}s"
+    );
+    peer.shutdown().await;
+}
+
+#[tokio::test]
+async fn peers_beyond_the_upload_slots_wait_their_turn() {
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let bytes = data(6 * PIECE_SIZE as usize, 15);
+    std::fs::write(share.join("s.bin"), &bytes).unwrap();
+    let id = ContentId::from(blake3::hash(&bytes));
+    let mut config =
+        peershare::peer::ShareConfig::new(vec![share.clone()], None, t.path().join("p"));
+    config.peer.upload_slots = 1;
+    config.peer.upload_rate = Some(Arc::new(RateLimiter::new(8 * 1024 * 1024)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = peershare::peer::start_share(config, listener)
+        .await
+        .unwrap();
+    let addr = peer.local_addr.to_string();
+    let d = Downloader {
+        busy_retry: Duration::from_millis(50),
+        ..Downloader::default()
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..3 {
+        let (d, addr, dir) = (d.clone(), addr.clone(), t.path().join(format!("d{n}")));
+        tasks.spawn(async move { d.download(id, &[src(&addr, 1)], &dir, None).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let rep = r.unwrap().unwrap();
+        assert_eq!(std::fs::read(&rep.path).unwrap(), bytes);
+    }
+    peer.shutdown().await;
+}
+
+#[tokio::test]
+async fn sigkill_then_the_same_get_resumes_without_refetching() {
+    let t = tempfile::tempdir().unwrap();
+    let pieces = 120u64;
+    let bytes = data((pieces * PIECE_SIZE) as usize - 999, 16);
+    let id = ContentId::from(blake3::hash(&bytes));
+    let (peer_addr, sent) = fake_peer(
+        bytes.clone(),
+        named(Behaviour {
+            delay: Duration::from_millis(8),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
+    let me = Identity::load_or_create(&t.path().join("fake")).unwrap();
+    let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+        .await
+        .unwrap();
+    let port: u16 = peer_addr.rsplit(':').next().unwrap().parse().unwrap();
+    c.register(&me, "127.0.0.1", port, Default::default(), 1)
+        .await
+        .unwrap();
+    let entry = FileEntry {
+        path: "f.bin".into(),
+        name: "f.bin".into(),
+        size: bytes.len() as u64,
+        content_id: id,
+        mtime: 0,
+    };
+    c.sync_files(true, vec![entry], vec![], Default::default())
+        .await
+        .unwrap();
+    let out = t.path().join("out");
+    let get = || {
+        Command::new(env!("CARGO_BIN_EXE_peershare"))
+            .args([
+                "get",
+                &id.to_hex(),
+                "-o",
+                out.to_str().unwrap(),
+                "--index",
+                &ix.addr(),
+            ])
+            .env("PEERSHARE_HOME", t.path().join("client"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    for fraction in [3, 2] {
+        let mut child = get();
+        let goal = pieces / fraction;
+        let found = eventually(Duration::from_secs(60), || {
+            let n = sent.load(Ordering::SeqCst);
+            async move { (n >= goal).then_some(()) }
+        })
+        .await;
+        assert!(found.is_some(), "download made progress");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert!(
+            !out.join("f.bin").exists(),
+            "no final file before completion"
+        );
+    }
+    let child = get();
+    let outp = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outp.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&outp.stdout).trim(),
+        out.join("f.bin").display().to_string()
+    );
+    assert_eq!(b3sum(&out.join("f.bin")), id.to_hex());
+    assert_eq!(
+        files_in(&out),
+        vec![out.join("f.bin")],
+        "the partial file is gone"
+    );
+    // Only pieces in flight at each kill (at most the request window plus those being written) were fetched twice.
+    let total = sent.load(Ordering::SeqCst);
+    eprintln!("pieces sent over three runs: {total} for a file of {pieces}");
+    assert!(
+        total <= pieces + 2 * (16 + 4),
+        "sent {total} pieces for a file of {pieces}"
+    );
+    ix.stop().await;
+}
+
+#[tokio::test]
+async fn several_downloads_at_once_with_a_json_summary() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let mut ids = Vec::new();
+    for n in 0..4u64 {
+        let content = data(2 * PIECE_SIZE as usize + n as usize, 20 + n);
+        std::fs::write(a.join(format!("m{n}.bin")), &content).unwrap();
+        std::fs::write(b.join(format!("copy-{n}.bin")), &content).unwrap();
+        ids.push(ContentId::from(blake3::hash(&content)).to_hex());
+    }
+    let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
+    let pa = start_peer(&a, Some(ix.addr()), &t.path().join("pa")).await;
+    let pb = start_peer(&b, Some(ix.addr()), &t.path().join("pb")).await;
+    let out = t.path().join("out");
+    let mut args = vec!["get".to_string()];
+    args.extend(ids.iter().cloned());
+    args.extend(
+        [
+            "-o",
+            out.to_str().unwrap(),
+            "--index",
+            &ix.addr(),
+            "--parallel",
+            "2",
+            "--json",
+        ]
+        .map(String::from),
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_peershare"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let downloads = doc["downloads"].as_array().unwrap();
+    assert_eq!(downloads.len(), 4);
+    for (d, id) in downloads.iter().zip(&ids) {
+        assert_eq!(d["content_id"], id.as_str());
+        assert_eq!(
+            b3sum(std::path::Path::new(d["path"].as_str().unwrap())),
+            *id
+        );
+        let per_source: u64 = d["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["bytes"].as_u64().unwrap())
+            .sum();
+        assert_eq!(per_source, d["size"].as_u64().unwrap());
+        assert_eq!(d["pieces_rejected"], 0);
+        assert!(d["seconds"].as_f64().unwrap() >= 0.0);
+        assert!(d["sources_used"].as_u64().unwrap() >= 1);
+    }
+    pa.shutdown().await;
+    pb.shutdown().await;
+    ix.stop().await;
+}
