@@ -75,6 +75,13 @@ impl Identity {
         }
     }
 
+    /// A fresh key kept only in memory, for a short-lived peer.
+    pub fn ephemeral() -> Result<Identity, IdentityError> {
+        Ok(Identity {
+            key: SigningKey::from_bytes(&random_bytes()?),
+        })
+    }
+
     pub fn public_key(&self) -> Digest {
         Digest(self.key.verifying_key().to_bytes())
     }

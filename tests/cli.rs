@@ -293,6 +293,7 @@ fn hostile_name_from_the_index_lands_inside_the_target() {
             size: 7,
             content_id: blake3::hash(b"payload").into(),
             mtime: 0,
+            have: None,
         };
         c.sync_files(true, vec![e], vec![], Default::default())
             .await

@@ -158,6 +158,7 @@ fn entry(path: &str, bytes: &[u8]) -> FileEntry {
         size: bytes.len() as u64,
         content_id: blake3::hash(bytes).into(),
         mtime: 0,
+        have: None,
     }
 }
 

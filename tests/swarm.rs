@@ -300,6 +300,7 @@ async fn sigkill_then_the_same_get_resumes_without_refetching() {
         size: bytes.len() as u64,
         content_id: id,
         mtime: 0,
+        have: None,
     };
     c.sync_files(true, vec![entry], vec![], Default::default())
         .await
@@ -429,5 +430,99 @@ async fn several_downloads_at_once_with_a_json_summary() {
     }
     pa.shutdown().await;
     pb.shutdown().await;
+    ix.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_serves_what_it_has_verified_while_still_downloading() {
+    let t = tempfile::tempdir().unwrap();
+    let seed_dir = t.path().join("seed");
+    std::fs::create_dir_all(&seed_dir).unwrap();
+    let size = 6 * 1024 * 1024;
+    let bytes = data(size, 30);
+    std::fs::write(seed_dir.join("spread.bin"), &bytes).unwrap();
+    let id = ContentId::from(blake3::hash(&bytes));
+    let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
+    // A: the only complete copy, slow to upload.
+    let mut config =
+        peershare::peer::ShareConfig::new(vec![seed_dir], Some(ix.addr()), t.path().join("a"));
+    config.peer.upload_rate = Some(Arc::new(RateLimiter::new(1024 * 1024)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut a = peershare::peer::start_share(config, listener)
+        .await
+        .unwrap();
+    a.wait_for(Duration::from_secs(20), |s| s.in_sync)
+        .await
+        .unwrap();
+    // B: the real binary, downloading from A and serving what it has verified.
+    let out_b = t.path().join("b");
+    let mut b = Command::new(env!("CARGO_BIN_EXE_peershare"))
+        .args([
+            "get",
+            &id.to_hex(),
+            "-o",
+            out_b.to_str().unwrap(),
+            "--index",
+            &ix.addr(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("PEERSHARE_HOME", t.path().join("bhome"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The index lists B as a partial source.
+    let hit = eventually(Duration::from_secs(20), || async {
+        let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+            .await
+            .ok()?;
+        let r = c.search(&id.to_hex(), 1).await.ok()?;
+        let hit = r.files.into_iter().next()?;
+        hit.peers.iter().any(|p| p.have.is_some()).then_some(hit)
+    })
+    .await
+    .expect("B listed as a partial source");
+    let b_id = hit.peers.iter().find(|p| p.have.is_some()).unwrap().peer_id;
+    // C downloads from both (B listed first) while B is still downloading, and gets pieces from B.
+    let mut sources: Vec<Source> = hit
+        .peers
+        .iter()
+        .map(|p| src(&format!("{}:{}", p.host, p.port), p.peer_id))
+        .collect();
+    sources.sort_by_key(|s| s.peer_id != Some(b_id));
+    let rep = Downloader::default()
+        .download(id, &sources, &t.path().join("c"), None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&rep.path).unwrap(), bytes);
+    let from_b = rep
+        .sources
+        .iter()
+        .find(|s| s.peer_id == Some(b_id))
+        .unwrap()
+        .bytes;
+    assert!(
+        from_b > 0,
+        "C got pieces from B while B was downloading: {:?}",
+        rep.sources
+    );
+    eprintln!(
+        "C took {:.2}s; from B {from_b} of {size} bytes",
+        rep.seconds
+    );
+    let status = tokio::task::spawn_blocking(move || b.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(b3sum(&out_b.join("spread.bin")), id.to_hex());
+    // B unregistered: it is forgotten, and only A remains.
+    let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+        .await
+        .unwrap();
+    let peers = c.list_peers().await.unwrap().peers;
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    a.shutdown().await;
     ix.stop().await;
 }

@@ -13,7 +13,7 @@ use super::{Command, output};
 use crate::content::ContentId;
 use crate::download::{DownloadReport, Downloader, Progress, Source};
 use crate::index::{IndexClient, IndexConfig, IndexServer, IndexStore};
-use crate::peer::{ShareConfig, start_share};
+use crate::peer::{PartialSharing, Partials, ShareConfig, start_share};
 use crate::protocol::{FileHit, Limits};
 use crate::rate::RateLimiter;
 
@@ -98,6 +98,9 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             max_peers,
             max_download_rate,
             parallel,
+            no_share,
+            listen,
+            advertise,
             json,
         } => {
             let ids = hashes
@@ -110,14 +113,24 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
                 hits.push(lookup(&mut client, id).await?);
             }
             drop(client);
+            let advertise = advertise.map(|a| parse_host_port(&a)).transpose()?;
+            let sharing = if no_share {
+                None
+            } else {
+                Some(PartialSharing::start(&index.addr, listen, advertise).await?)
+            };
             let opts = GetOptions {
                 only_peer: peer,
                 max_peers,
                 rate: max_download_rate.map(|r| Arc::new(RateLimiter::new(r))),
                 bars: (!json && std::io::stderr().is_terminal())
                     .then(indicatif::MultiProgress::new),
+                partials: sharing.as_ref().map(|s| s.partials.clone()),
             };
             let results = download_all(&hits, &dir, &opts, parallel).await;
+            if let Some(s) = sharing {
+                s.stop().await;
+            }
             let failed: Vec<String> = results
                 .iter()
                 .filter_map(|r| r.as_ref().err().map(|e| format!("{e:#}")))
@@ -159,6 +172,8 @@ pub struct GetOptions {
     pub rate: Option<Arc<RateLimiter>>,
     /// Progress bars, when shown.
     pub bars: Option<indicatif::MultiProgress>,
+    /// Where downloads in progress are published to be served.
+    pub partials: Option<Partials>,
 }
 
 /// Downloads every hit, at most `parallel` at once; results in the order of `hits`.
@@ -244,6 +259,7 @@ pub async fn download_hit(
     }
     let mut d = Downloader {
         rate: opts.rate.clone(),
+        partials: opts.partials.clone(),
         ..Downloader::default()
     };
     if opts.max_peers > 0 {

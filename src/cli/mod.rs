@@ -118,6 +118,15 @@ pub enum Command {
         /// Most files downloaded at once
         #[arg(long, default_value_t = 3, value_name = "N")]
         parallel: usize,
+        /// Do not serve the verified pieces of the downloads in progress to other peers
+        #[arg(long)]
+        no_share: bool,
+        /// Address to serve the downloads in progress on (port 0: any free port)
+        #[arg(long, default_value = "0.0.0.0:0")]
+        listen: SocketAddr,
+        /// Address other peers must use, when it differs from --listen (NAT, proxy)
+        #[arg(long, value_name = "HOST:PORT")]
+        advertise: Option<String>,
         /// Print one JSON document
         #[arg(long)]
         json: bool,

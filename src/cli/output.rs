@@ -5,8 +5,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
 
+use crate::content::PieceLayout;
 use crate::download::DownloadReport;
-use crate::protocol::{FileHit, PeerList, SearchResults};
+use crate::protocol::{FileHit, PeerHit, PeerList, SearchResults, bitmap_has};
 
 /// RFC 3339 UTC time, to the second, from milliseconds since the Unix epoch.
 pub fn time(ms: i64) -> String {
@@ -30,6 +31,17 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// For a peer still downloading the file: how many of its pieces it has verified.
+pub fn pieces_have(f: &FileHit, p: &PeerHit) -> Option<u64> {
+    let bitmap = p.have.as_ref()?;
+    let pieces = PieceLayout::new(f.size).piece_count();
+    Some(
+        (0..pieces)
+            .filter(|i| bitmap_has(bitmap, *i as u32))
+            .count() as u64,
+    )
+}
+
 pub fn file_json(f: &FileHit) -> serde_json::Value {
     json!({
         "name": f.name,
@@ -41,6 +53,8 @@ pub fn file_json(f: &FileHit) -> serde_json::Value {
             "port": p.port,
             "shared_at": time(p.shared_at),
             "last_seen": time(p.last_seen),
+            "partial": p.have.is_some(),
+            "pieces_have": pieces_have(f, p),
         })).collect::<Vec<_>>(),
     })
 }
@@ -61,10 +75,15 @@ pub fn search(
     }
     for f in &r.files {
         writeln!(out, "{}  {:>10}  {}", f.content_id, size(f.size), f.name)?;
+        let pieces = PieceLayout::new(f.size).piece_count();
         for p in &f.peers {
+            let partial = match pieces_have(f, p) {
+                Some(n) => format!("  (downloading: {n} of {pieces} pieces)"),
+                None => String::new(),
+            };
             writeln!(
                 out,
-                "    peer {:<5} {}:{}  shared {}  last seen {}",
+                "    peer {:<5} {}:{}  shared {}  last seen {}{partial}",
                 p.peer_id,
                 p.host,
                 p.port,

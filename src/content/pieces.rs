@@ -175,6 +175,11 @@ impl PieceVerifier {
         self.id
     }
 
+    /// The checked piece hashes (empty for a single-piece file).
+    pub fn piece_hashes(&self) -> &[ChainingValue] {
+        &self.hashes
+    }
+
     /// Checks one piece; `Ok` only if every byte is right.
     pub fn verify(&self, index: u64, data: &[u8]) -> Result<(), PieceError> {
         let count = self.layout.piece_count();

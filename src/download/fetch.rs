@@ -19,7 +19,8 @@ use super::names::{publish, sanitize_file_name};
 use super::swarm::PieceScheduler;
 use crate::content::{ContentId, PieceError, PieceVerifier};
 use crate::peer::{PARTIAL_SUFFIX, PeerClient, PeerClientError};
-use crate::protocol::{Info, Limits, ProtocolError, code};
+use crate::peer::{PartialFile, Partials};
+use crate::protocol::{Info, Limits, ProtocolError, bitmap_has, code};
 use crate::rate::RateLimiter;
 
 /// A peer that has the file.
@@ -154,6 +155,8 @@ pub struct Downloader {
     pub rate: Option<Arc<RateLimiter>>,
     /// Called as pieces are verified and sources come and go.
     pub progress: Option<ProgressFn>,
+    /// Where to publish the download in progress so this peer serves its verified pieces. Default: none.
+    pub partials: Option<Partials>,
 }
 
 impl Default for Downloader {
@@ -169,6 +172,7 @@ impl Default for Downloader {
             busy_retry: Duration::from_secs(1),
             rate: None,
             progress: None,
+            partials: None,
         }
     }
 }
@@ -186,6 +190,8 @@ struct Swarm {
     changed: Notify,
     done_bytes: AtomicU64,
     active: AtomicUsize,
+    /// The same download as other peers see it, when it is shared while in progress.
+    shared: Option<Arc<PartialFile>>,
 }
 
 impl Swarm {
@@ -291,7 +297,17 @@ impl Downloader {
                 temp.display()
             );
         }
+        let name = name_hint
+            .map(sanitize_file_name)
+            .unwrap_or_else(|| sanitize_file_name(&info.name));
+        let shared = self.partials.as_ref().map(|p| {
+            let f = Arc::new(PartialFile::new(&name, &verifier, file.clone(), &done));
+            p.insert(f.clone());
+            f
+        });
+        let _unpublish = Unpublish(self.partials.clone(), id);
         let swarm = Arc::new(Swarm {
+            shared,
             id,
             verifier: verifier.clone(),
             file: file.clone(),
@@ -339,9 +355,6 @@ impl Downloader {
             .await
             .map_err(|e| write_err(std::io::Error::other(e)))?
             .map_err(write_err)?;
-        let name = name_hint
-            .map(sanitize_file_name)
-            .unwrap_or_else(|| sanitize_file_name(&info.name));
         let path = publish(&temp, dir, &name).map_err(write_err)?;
         drop(file);
         info!("downloaded {id} to {}", path.display());
@@ -441,21 +454,18 @@ impl Downloader {
         };
         swarm.active.fetch_add(1, Ordering::Relaxed);
         self.report_progress(swarm);
-        let mut mine: VecDeque<u32> = VecDeque::new();
-        let mut writes: VecDeque<(u32, WriteTask)> = VecDeque::new();
-        let result = self
-            .fetch_loop(swarm, k, &mut client, &mut mine, &mut writes, rep)
-            .await;
+        let mut w = WorkerState::default();
+        let result = self.fetch_loop(swarm, k, &mut client, &mut w, rep).await;
         // Keep what was verified; give back what was not.
         let mut result = result;
-        while let Some((i, w)) = writes.pop_front() {
-            if let Err(e) = self.finish_write(swarm, k, i, w.await, rep) {
+        while let Some((i, t)) = w.writes.pop_front() {
+            if let Err(e) = self.finish_write(swarm, k, i, t.await, rep) {
                 result = result.and(Err(e));
             }
         }
         {
             let mut sched = swarm.sched();
-            for i in mine.drain(..) {
+            for i in w.mine.drain(..) {
                 sched.release(i);
             }
         }
@@ -470,37 +480,52 @@ impl Downloader {
         swarm: &Swarm,
         k: usize,
         client: &mut PeerClient,
-        mine: &mut VecDeque<u32>,
-        writes: &mut VecDeque<(u32, WriteTask)>,
+        w: &mut WorkerState,
         rep: &mut SourceReportDelta,
     ) -> Result<(), SourceFailure> {
+        let pieces = swarm.verifier.layout().piece_count() as u32;
+        w.refresh_have(client, swarm.id, pieces).await?;
         let mut busy_until: Option<Instant> = None;
+        let mut last_new_piece = Instant::now();
         loop {
             if busy_until.is_some_and(|t| Instant::now() >= t) {
                 busy_until = None;
             }
             if busy_until.is_none() {
                 let mut sent = false;
-                while mine.len() < self.window {
-                    let in_hand = |i: u32| mine.contains(&i) || writes.iter().any(|(w, _)| *w == i);
-                    let Some(i) = swarm.sched().claim(k, in_hand) else {
+                while w.mine.len() < self.window {
+                    let (mine, writes, have) = (&w.mine, &w.writes, &w.have);
+                    let in_hand = |i: u32| mine.contains(&i) || writes.iter().any(|(x, _)| *x == i);
+                    let has = |i: u32| have.as_ref().is_none_or(|b| bitmap_has(b, i));
+                    let Some(i) = swarm.sched().claim_from(k, in_hand, has) else {
                         break;
                     };
                     client.request_piece(swarm.id, i).await?;
-                    mine.push_back(i);
+                    w.mine.push_back(i);
                     sent = true;
                 }
                 if sent {
                     client.flush().await?;
                 }
             }
-            if mine.is_empty() && writes.is_empty() {
+            if w.mine.is_empty() && w.writes.is_empty() {
                 let (remaining, in_flight) = {
                     let s = swarm.sched();
                     (s.remaining(), s.anything_in_flight())
                 };
                 if remaining == 0 {
                     return Ok(());
+                }
+                if w.have.is_some() {
+                    // A partial source: wait for it to verify more pieces, unless it stopped.
+                    if last_new_piece.elapsed() > self.limits.read_timeout {
+                        return Err(SourceFailure::NothingToOffer);
+                    }
+                    tokio::time::sleep(PARTIAL_POLL).await;
+                    if w.refresh_have(client, swarm.id, pieces).await? {
+                        last_new_piece = Instant::now();
+                    }
+                    continue;
                 }
                 if !in_flight && busy_until.is_none() {
                     return Err(SourceFailure::NothingToOffer);
@@ -514,16 +539,16 @@ impl Downloader {
             }
             tokio::select! {
                 biased;
-                r = oldest(writes), if !writes.is_empty() => {
-                    if let Some((i, _)) = writes.pop_front() {
+                r = oldest(&mut w.writes), if !w.writes.is_empty() => {
+                    if let Some((i, _)) = w.writes.pop_front() {
                         self.finish_write(swarm, k, i, r, rep)?;
                     }
                 }
-                piece = client.next_piece(), if !mine.is_empty() && writes.len() < MAX_PENDING_WRITES => {
-                    let expected = mine.front().copied().unwrap_or(u32::MAX);
+                piece = client.next_piece(), if !w.mine.is_empty() && w.writes.len() < MAX_PENDING_WRITES => {
+                    let expected = w.mine.front().copied().unwrap_or(u32::MAX);
                     match piece {
                         Ok(piece) => {
-                            mine.pop_front();
+                            w.mine.pop_front();
                             if piece.index != expected {
                                 swarm.sched().release(expected);
                                 return Err(SourceFailure::OutOfOrder { expected, received: piece.index });
@@ -536,17 +561,26 @@ impl Downloader {
                                 rate.take(piece.data.len() as u64).await;
                             }
                             let (v, f, data) = (swarm.verifier.clone(), swarm.file.clone(), piece.data);
-                            writes.push_back((expected, tokio::task::spawn_blocking(move || {
+                            w.writes.push_back((expected, tokio::task::spawn_blocking(move || {
                                 let i = u64::from(expected);
                                 v.verify(i, &data).map_err(WriteFailure::Corrupt)?;
                                 f.write_all_at(&data, v.layout().piece_offset(i)).map_err(WriteFailure::Local)
                             })));
                         }
                         Err(PeerClientError::Protocol(ProtocolError::Remote(e))) if e.code == code::BUSY => {
-                            mine.pop_front();
+                            w.mine.pop_front();
                             swarm.sched().release(expected);
                             swarm.changed.notify_waiters();
                             busy_until = Some(Instant::now() + self.busy_retry);
+                        }
+                        Err(PeerClientError::Protocol(ProtocolError::Remote(e)))
+                            if e.code == code::NOT_FOUND && w.have.is_some() =>
+                        {
+                            // A partial source lost track of a piece: ask others, ask it again later.
+                            w.mine.pop_front();
+                            swarm.sched().release(expected);
+                            swarm.changed.notify_waiters();
+                            w.refresh_have(client, swarm.id, pieces).await?;
                         }
                         Err(e) => return Err(e.into()),
                     }
@@ -571,6 +605,9 @@ impl Downloader {
         };
         match r {
             Ok(Ok(())) => {
+                if let Some(p) = &swarm.shared {
+                    p.mark(i);
+                }
                 if swarm.sched().complete(i) {
                     let len = swarm.piece_len(i);
                     swarm.done_bytes.fetch_add(len, Ordering::Relaxed);
@@ -604,11 +641,51 @@ impl Downloader {
     }
 }
 
+/// How often an idle worker asks a partial source which pieces it has now.
+const PARTIAL_POLL: Duration = Duration::from_millis(250);
+
+/// One source's requests in flight, pieces being verified, and what it can send.
+#[derive(Default)]
+struct WorkerState {
+    mine: VecDeque<u32>,
+    writes: VecDeque<(u32, WriteTask)>,
+    /// `None` when the source has the whole file; else its `Have` bitmap.
+    have: Option<Vec<u8>>,
+}
+
+impl WorkerState {
+    /// Asks the source which pieces it has; `true` if it has more than before.
+    async fn refresh_have(
+        &mut self,
+        client: &mut PeerClient,
+        id: ContentId,
+        pieces: u32,
+    ) -> Result<bool, SourceFailure> {
+        let h = client.have(id).await?;
+        let count = |b: &[u8]| (0..pieces).filter(|i| bitmap_has(b, *i)).count();
+        let now = count(&h.bitmap);
+        let before = self.have.as_deref().map(count).unwrap_or(pieces as usize);
+        self.have = (now < pieces as usize).then_some(h.bitmap);
+        Ok(now > before || self.have.is_none())
+    }
+}
+
 #[derive(Default)]
 struct SourceReportDelta {
     bytes: u64,
     pieces: u64,
     rejected: u64,
+}
+
+/// Takes a download out of the partial-file registry when it ends, however it ends.
+struct Unpublish(Option<Partials>, ContentId);
+
+impl Drop for Unpublish {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            p.remove(&self.1);
+        }
+    }
 }
 
 /// Waits for the oldest pending write (forever if there is none).

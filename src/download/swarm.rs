@@ -47,10 +47,20 @@ impl PieceScheduler {
     /// The next piece for `source`, for which `mine(piece)` says whether it already has that
     /// piece in hand (requested or being verified); `None` if nothing is left for it now.
     pub fn claim(&mut self, source: usize, mine: impl Fn(u32) -> bool) -> Option<u32> {
+        self.claim_from(source, mine, |_| true)
+    }
+
+    /// Like [`PieceScheduler::claim`], for a source that has only the pieces `has` accepts.
+    pub fn claim_from(
+        &mut self,
+        source: usize,
+        mine: impl Fn(u32) -> bool,
+        has: impl Fn(u32) -> bool,
+    ) -> Option<u32> {
         let pos = self
             .queue
             .iter()
-            .position(|i| !self.refused.contains(&(*i, source)));
+            .position(|i| has(*i) && !self.refused.contains(&(*i, source)));
         if let Some(pos) = pos {
             let piece = self.queue.remove(pos)?;
             self.fetching[piece as usize] += 1;
@@ -63,6 +73,7 @@ impl PieceScheduler {
                 && self.fetching[k] > 0
                 && self.fetching[k] < MAX_COPIES
                 && !mine(i)
+                && has(i)
                 && !self.refused.contains(&(i, source))
         })?;
         self.fetching[piece as usize] += 1;

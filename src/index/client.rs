@@ -105,6 +105,20 @@ impl IndexClient {
         catalog_digest: Digest,
         file_count: u64,
     ) -> Result<Registered, IndexClientError> {
+        self.register_as(identity, host, port, catalog_digest, file_count, false)
+            .await
+    }
+
+    /// Registers, saying whether this is a short-lived (ephemeral) peer.
+    pub async fn register_as(
+        &mut self,
+        identity: &Identity,
+        host: &str,
+        port: u16,
+        catalog_digest: Digest,
+        file_count: u64,
+        ephemeral: bool,
+    ) -> Result<Registered, IndexClientError> {
         let msg = Message::Register(Register {
             public_key: identity.public_key(),
             signature: identity.sign_register(&self.welcome.nonce),
@@ -112,6 +126,7 @@ impl IndexClient {
             port,
             catalog_digest,
             file_count,
+            ephemeral,
         });
         match self.call(&msg).await? {
             Message::Registered(r) => Ok(r),

@@ -114,6 +114,7 @@ mod tests {
                 port: 1,
                 shared_at: 5,
                 last_seen: 6,
+                have: None,
             },
         }
     }

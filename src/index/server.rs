@@ -70,6 +70,11 @@ impl IndexServer {
     /// Serves until `shutdown` is cancelled, then waits up to the grace period for connections.
     pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
         let (max, grace) = (self.config.max_connections, self.config.shutdown_grace);
+        tokio::spawn(purge_loop(
+            self.store.clone(),
+            self.config.lease,
+            shutdown.clone(),
+        ));
         accept_loop(listener, max, grace, shutdown.clone(), |stream, addr| {
             let (store, config, shutdown) =
                 (self.store.clone(), self.config.clone(), shutdown.clone());
@@ -81,6 +86,23 @@ impl IndexServer {
             }
         })
         .await;
+    }
+}
+
+/// Every lease period, forgets ephemeral peers whose lease ran out ten periods ago.
+async fn purge_loop(store: Arc<IndexStore>, lease: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(lease.max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let before = now_ms() - 10 * lease.as_millis() as i64;
+        match blocking(&store, move |s| s.purge_ephemeral(before)).await {
+            Ok(0) => {}
+            Ok(n) => debug!("forgot {n} expired ephemeral peers"),
+            Err(e) => tracing::warn!("purging expired ephemeral peers: {e}"),
+        }
     }
 }
 
@@ -245,9 +267,15 @@ async fn register(
         Err(_) if r.host.is_empty() => seen_ip.to_string(),
         _ => r.host.clone(),
     };
-    let (key, digest, port, h) = (r.public_key, r.catalog_digest, r.port, host.clone());
+    let (key, digest, port, h, eph) = (
+        r.public_key,
+        r.catalog_digest,
+        r.port,
+        host.clone(),
+        r.ephemeral,
+    );
     let (id, in_sync) = blocking(store, move |s| {
-        s.register(&key, &h, port, &digest, now_ms())
+        s.register(&key, &h, port, &digest, eph, now_ms())
     })
     .await?;
     Ok(Ok((

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS peers(
   port INTEGER NOT NULL,
   catalog_digest BLOB,
   online INTEGER NOT NULL DEFAULT 0,
+  ephemeral INTEGER NOT NULL DEFAULT 0,
   first_seen INTEGER NOT NULL,
   last_seen INTEGER NOT NULL
 );
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS files(
   content_id BLOB NOT NULL,
   mtime INTEGER NOT NULL,
   shared_at INTEGER NOT NULL,
+  have BLOB,
   PRIMARY KEY(peer_id, path)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_by_content ON files(content_id);
@@ -87,6 +89,21 @@ impl IndexStore {
         }
         let writer = open_conn(path)?;
         writer.execute_batch(SCHEMA)?;
+        // Databases made before these columns existed get them now.
+        for (table, column) in [
+            ("peers", "ephemeral INTEGER NOT NULL DEFAULT 0"),
+            ("files", "have BLOB"),
+        ] {
+            let name = column.split(' ').next().unwrap_or(column);
+            let has: bool = writer.query_row(
+                &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+                params![name],
+                |r| r.get(0),
+            )?;
+            if !has {
+                writer.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column}"))?;
+            }
+        }
         Ok(IndexStore {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
@@ -127,6 +144,7 @@ impl IndexStore {
         host: &str,
         port: u16,
         digest: &Digest,
+        ephemeral: bool,
         now: i64,
     ) -> Result<(u64, bool), StoreError> {
         self.write(|c| {
@@ -141,16 +159,16 @@ impl IndexStore {
             let (id, in_sync) = match existing {
                 Some((id, stored)) => {
                     tx.execute(
-                        "UPDATE peers SET host=?2, port=?3, online=1, last_seen=?4 WHERE id=?1",
-                        params![id, host, port, now],
+                        "UPDATE peers SET host=?2, port=?3, online=1, last_seen=?4, ephemeral=?5 WHERE id=?1",
+                        params![id, host, port, now, ephemeral],
                     )?;
                     (id, digest_from(stored).as_ref() == Some(digest))
                 }
                 None => {
                     tx.execute(
-                        "INSERT INTO peers(public_key, host, port, online, first_seen, last_seen)
-                         VALUES(?1, ?2, ?3, 1, ?4, ?4)",
-                        params![&public_key.0[..], host, port, now],
+                        "INSERT INTO peers(public_key, host, port, online, ephemeral, first_seen, last_seen)
+                         VALUES(?1, ?2, ?3, 1, ?5, ?4, ?4)",
+                        params![&public_key.0[..], host, port, now, ephemeral],
                     )?;
                     (tx.last_insert_rowid(), false)
                 }
@@ -173,11 +191,11 @@ impl IndexStore {
                     del.execute(params![peer_id, path])?;
                 }
                 let mut ins = tx.prepare_cached(
-                    "INSERT INTO files(peer_id, path, name, name_lower, size, content_id, mtime, shared_at)
-                     VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                    "INSERT INTO files(peer_id, path, name, name_lower, size, content_id, mtime, shared_at, have)
+                     VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                      ON CONFLICT(peer_id, path) DO UPDATE SET
                        name=excluded.name, name_lower=excluded.name_lower, size=excluded.size,
-                       mtime=excluded.mtime,
+                       mtime=excluded.mtime, have=excluded.have,
                        shared_at=CASE WHEN files.content_id=excluded.content_id
                                       THEN files.shared_at ELSE excluded.shared_at END,
                        content_id=excluded.content_id",
@@ -191,7 +209,8 @@ impl IndexStore {
                         f.size as i64,
                         &f.content_id.as_bytes()[..],
                         f.mtime,
-                        now
+                        now,
+                        f.have
                     ])?;
                 }
             }
@@ -226,17 +245,36 @@ impl IndexStore {
         })
     }
 
-    /// Removes a peer's files and marks it offline (its id stays reserved for its key).
+    /// Removes a peer's files and marks it offline (its id stays reserved for its key);
+    /// an ephemeral peer is forgotten altogether.
     pub fn unregister(&self, peer_id: u64) -> Result<(), StoreError> {
         self.write(|c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM files WHERE peer_id=?1", params![peer_id])?;
+            tx.execute(
+                "DELETE FROM peers WHERE id=?1 AND ephemeral=1",
+                params![peer_id],
+            )?;
             tx.execute(
                 "UPDATE peers SET online=0, catalog_digest=NULL WHERE id=?1",
                 params![peer_id],
             )?;
             tx.commit()?;
             Ok(())
+        })
+    }
+
+    /// Forgets ephemeral peers (and their files) not seen since `before` (ms); returns how many.
+    pub fn purge_ephemeral(&self, before: i64) -> Result<usize, StoreError> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM files WHERE peer_id IN (SELECT id FROM peers WHERE ephemeral=1 AND last_seen < ?1)",
+                params![before],
+            )?;
+            let n = tx.execute("DELETE FROM peers WHERE ephemeral=1 AND last_seen < ?1", params![before])?;
+            tx.commit()?;
+            Ok(n)
         })
     }
 
@@ -249,7 +287,7 @@ impl IndexStore {
     ) -> Result<SearchResults, StoreError> {
         let query = Query::parse(query);
         self.read(|c| {
-            let base = "SELECT f.content_id, f.name, f.size, f.shared_at, p.id, p.host, p.port, p.last_seen
+            let base = "SELECT f.content_id, f.name, f.size, f.shared_at, p.id, p.host, p.port, p.last_seen, f.have
                         FROM files f JOIN peers p ON p.id = f.peer_id
                         WHERE p.online = 1 AND p.last_seen >= ?1";
             let mut values: Vec<rusqlite::types::Value> = vec![live_since.into()];
@@ -284,6 +322,7 @@ impl IndexStore {
                         host: r.get(5)?,
                         port: r.get(6)?,
                         last_seen: r.get(7)?,
+                        have: r.get(8)?,
                     },
                 });
             }

@@ -33,6 +33,7 @@ impl SharedFile {
             size: self.size,
             content_id: self.content_id,
             mtime: self.mtime_ns.div_euclid(1_000_000_000),
+            have: None,
         }
     }
 }

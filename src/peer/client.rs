@@ -6,8 +6,8 @@ use tokio::net::TcpStream;
 
 use crate::content::{ContentId, PIECE_HASH_LEN, PIECE_SIZE, PieceLayout};
 use crate::protocol::{
-    Connection, GetHashes, GetInfo, GetPiece, Info, Limits, MAX_HASHES_PER_REPLY, Message, Piece,
-    ProtocolError, connect_tcp,
+    Connection, GetHashes, GetHave, GetInfo, GetPiece, Have, Info, Limits, MAX_HASHES_PER_REPLY,
+    Message, Piece, ProtocolError, connect_tcp,
 };
 
 /// How long connecting to a peer may take.
@@ -119,6 +119,22 @@ impl PeerClient {
             }
         }
         Ok(out)
+    }
+
+    /// Which pieces the peer can send now (all of them, unless it is still downloading).
+    pub async fn have(&mut self, id: ContentId) -> Result<Have, PeerClientError> {
+        match self
+            .conn
+            .request(&Message::GetHave(GetHave { content_id: id }))
+            .await?
+        {
+            Message::Have(h) if h.content_id == id => Ok(h),
+            Message::Have(h) => Err(PeerClientError::WrongFile {
+                expected: id,
+                received: h.content_id,
+            }),
+            other => Err(Self::unexpected("Have", &other)),
+        }
     }
 
     /// Queues a piece request (sent on the next flush); replies come back in request order.

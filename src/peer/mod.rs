@@ -2,6 +2,8 @@
 
 mod catalog;
 mod client;
+mod downloading;
+mod partial;
 mod scan;
 mod server;
 mod share;
@@ -10,6 +12,8 @@ mod watch;
 
 pub use catalog::{Catalog, SharedFile};
 pub use client::{PeerClient, PeerClientError};
+pub use downloading::{PartialSharing, PartialSharingError};
+pub use partial::{PartialFile, Partials};
 pub use scan::{PARTIAL_SUFFIX, ScanError, ScanOptions, Scanner};
 pub use server::{PeerConfig, PeerServer};
 pub use share::{ShareConfig, ShareHandle, ShareStatus, start_share};

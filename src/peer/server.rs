@@ -13,13 +13,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Catalog, SharedFile, UploadSlots};
+use super::{Catalog, PartialFile, Partials, SharedFile, UploadSlots};
 use crate::content::{ContentId, Digest, PIECE_SIZE, PieceLayout};
 use crate::protocol::{
-    Connection, GetHashes, GetInfo, GetPiece, Hashes, Info, Limits, MAX_HASHES_PER_REPLY, Message,
-    Piece, ProtocolError, accept_loop, code,
+    Connection, GetHashes, GetHave, GetInfo, GetPiece, Hashes, Have, Info, Limits,
+    MAX_HASHES_PER_REPLY, Message, Piece, ProtocolError, accept_loop, bitmap_from, code,
 };
 use crate::rate::RateLimiter;
+use blake3::hazmat::ChainingValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Settings of a peer's server side.
@@ -56,12 +57,23 @@ pub struct PeerServer {
     stale: Arc<Notify>,
     slots: Arc<UploadSlots>,
     next_conn: Arc<AtomicU64>,
+    partials: Partials,
 }
 
-/// A shared file opened for serving, checked to still be the file the catalog hashed.
+/// A file opened for serving: a shared file checked to still be the one the catalog hashed,
+/// or a download in progress (then only its verified pieces are served).
 struct OpenFile {
     file: Arc<File>,
     layout: PieceLayout,
+    partial: Option<Arc<PartialFile>>,
+}
+
+/// What a peer knows of a file it serves: complete and shared, or partial.
+struct Served {
+    size: u64,
+    name: String,
+    piece_hashes: Arc<Vec<ChainingValue>>,
+    partial: Option<Arc<PartialFile>>,
 }
 
 impl PeerServer {
@@ -79,7 +91,14 @@ impl PeerServer {
             config,
             stale,
             next_conn: Arc::new(AtomicU64::new(1)),
+            partials: Partials::default(),
         }
+    }
+
+    /// Also serve the verified pieces of these downloads in progress.
+    pub fn with_partials(mut self, partials: Partials) -> Self {
+        self.partials = partials;
+        self
     }
 
     fn snapshot(&self) -> Arc<Catalog> {
@@ -142,8 +161,23 @@ impl PeerServer {
                         content_id,
                         size: f.size,
                         piece_size: PIECE_SIZE as u32,
-                        name: f.name.clone(),
+                        name: f.name,
                     }),
+                    None => not_found(&content_id),
+                },
+                Message::GetHave(GetHave { content_id }) => match self.find(&content_id) {
+                    Some(f) => {
+                        let layout = PieceLayout::new(f.size);
+                        let bitmap = match &f.partial {
+                            Some(p) => p.bitmap(),
+                            None => bitmap_from((0..layout.piece_count()).map(|_| true)),
+                        };
+                        Message::Have(Have {
+                            content_id,
+                            pieces: layout.piece_count() as u32,
+                            bitmap,
+                        })
+                    }
                     None => not_found(&content_id),
                 },
                 Message::GetHashes(GetHashes {
@@ -194,6 +228,12 @@ impl PeerServer {
                                 f.layout.piece_count()
                             ))
                         }
+                        Some(f) if f.partial.as_ref().is_some_and(|p| !p.has(index)) => {
+                            Message::Error(crate::protocol::ErrorReply::new(
+                                code::NOT_FOUND,
+                                format!("piece {index} of {content_id} is not verified here yet"),
+                            ))
+                        }
                         Some(f) => match read_piece(f, index).await {
                             Ok(data) => {
                                 if let Some(rate) = &self.config.upload_rate {
@@ -226,13 +266,33 @@ impl PeerServer {
         }
     }
 
-    fn find(&self, id: &ContentId) -> Option<SharedFile> {
-        self.snapshot().by_id(id).next().cloned()
+    fn find(&self, id: &ContentId) -> Option<Served> {
+        if let Some(f) = self.snapshot().by_id(id).next() {
+            return Some(Served {
+                size: f.size,
+                name: f.name.clone(),
+                piece_hashes: f.piece_hashes.clone(),
+                partial: None,
+            });
+        }
+        self.partials.get(id).map(|p| Served {
+            size: p.size,
+            name: p.name.clone(),
+            piece_hashes: p.piece_hashes.clone(),
+            partial: Some(p),
+        })
     }
 
     /// Opens a copy of `id` that is still inside a shared directory and still the file the
     /// catalog hashed (same size and mtime); anything else counts as not found and asks for a rescan.
     async fn open(&self, id: &ContentId) -> Option<OpenFile> {
+        if self.snapshot().by_id(id).next().is_none() {
+            return self.partials.get(id).map(|p| OpenFile {
+                file: p.file.clone(),
+                layout: p.layout(),
+                partial: Some(p),
+            });
+        }
         let copies: Vec<SharedFile> = self.snapshot().by_id(id).cloned().collect();
         let roots = self.roots.clone();
         let opened = tokio::task::spawn_blocking(move || {
@@ -256,13 +316,14 @@ impl PeerServer {
                 (meta.is_file() && meta.len() == f.size && mtime == f.mtime_ns).then(|| OpenFile {
                     file: Arc::new(file),
                     layout: PieceLayout::new(f.size),
+                    partial: None,
                 })
             })
         })
         .await
         .ok()
         .flatten();
-        if opened.is_none() && self.find(id).is_some() {
+        if opened.is_none() {
             self.stale.notify_one();
         }
         opened

@@ -34,6 +34,8 @@ pub mod tag {
     pub const HASHES: u8 = 0x43;
     pub const GET_PIECE: u8 = 0x44;
     pub const PIECE: u8 = 0x45;
+    pub const GET_HAVE: u8 = 0x46;
+    pub const HAVE: u8 = 0x47;
 }
 
 /// Most piece hashes in one `Hashes` reply (512 KiB of hashes).
@@ -90,6 +92,10 @@ pub struct Register {
     /// Digest of the peer's whole file list ([`crate::peer::Catalog::digest`]).
     pub catalog_digest: Digest,
     pub file_count: u64,
+    /// A short-lived peer (a downloader sharing what it has so far): the index forgets it
+    /// when it unregisters or long after its lease ran out. Absent means false.
+    #[serde(default)]
+    pub ephemeral: bool,
 }
 
 /// What a peer signs to register: this context string, then the index's nonce.
@@ -115,6 +121,10 @@ pub struct FileEntry {
     pub content_id: ContentId,
     /// Modification time, seconds since the Unix epoch.
     pub mtime: i64,
+    /// For a file still downloading: which pieces the peer has verified (see [`Have`]).
+    /// Absent for a complete file.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub have: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +161,9 @@ pub struct PeerHit {
     pub shared_at: i64,
     /// When the index last heard from this peer, ms since the Unix epoch.
     pub last_seen: i64,
+    /// Set when the peer is still downloading the file: its verified pieces (see [`Have`]).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub have: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +229,42 @@ pub struct GetPiece {
     pub index: u32,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetHave {
+    pub content_id: ContentId,
+}
+
+/// Which pieces a peer can send: bit `i % 8` (most significant first) of byte `i / 8` is
+/// set when piece `i` is verified. A complete file has every bit of its pieces set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Have {
+    pub content_id: ContentId,
+    pub pieces: u32,
+    #[serde(with = "serde_bytes")]
+    pub bitmap: Vec<u8>,
+}
+
+/// Whether bit `i` of a [`Have`] bitmap is set.
+pub fn bitmap_has(bitmap: &[u8], i: u32) -> bool {
+    bitmap
+        .get((i / 8) as usize)
+        .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
+}
+
+/// A [`Have`] bitmap from a per-piece flag list.
+pub fn bitmap_from(flags: impl IntoIterator<Item = bool>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, f) in flags.into_iter().enumerate() {
+        if i % 8 == 0 {
+            out.push(0);
+        }
+        if f && let Some(last) = out.last_mut() {
+            *last |= 0x80 >> (i % 8);
+        }
+    }
+    out
+}
+
 /// A piece's bytes. Encoded raw: index (u32 BE) then data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Piece {
@@ -245,6 +294,8 @@ pub enum Message {
     Hashes(Hashes),
     GetPiece(GetPiece),
     Piece(Piece),
+    GetHave(GetHave),
+    Have(Have),
 }
 
 fn encode_map<T: Serialize>(name: &'static str, v: &T) -> Result<Bytes, ProtocolError> {
@@ -301,6 +352,8 @@ impl Message {
             Message::Hashes(_) => tag::HASHES,
             Message::GetPiece(_) => tag::GET_PIECE,
             Message::Piece(_) => tag::PIECE,
+            Message::GetHave(_) => tag::GET_HAVE,
+            Message::Have(_) => tag::HAVE,
         }
     }
 
@@ -326,6 +379,8 @@ impl Message {
             Message::GetHashes(m) => encode_map(n, m),
             Message::Hashes(m) => encode_map(n, m),
             Message::GetPiece(m) => encode_map(n, m),
+            Message::GetHave(m) => encode_map(n, m),
+            Message::Have(m) => encode_map(n, m),
             Message::Piece(p) => {
                 let mut b = BytesMut::with_capacity(PIECE_HEADER_LEN + p.data.len());
                 b.put_u32(p.index);
@@ -358,6 +413,8 @@ impl Message {
             tag::GET_HASHES => Message::GetHashes(decode_map(n, p)?),
             tag::HASHES => Message::Hashes(decode_map(n, p)?),
             tag::GET_PIECE => Message::GetPiece(decode_map(n, p)?),
+            tag::GET_HAVE => Message::GetHave(decode_map(n, p)?),
+            tag::HAVE => Message::Have(decode_map(n, p)?),
             tag::PIECE => {
                 if p.len() < PIECE_HEADER_LEN {
                     return Err(ProtocolError::Malformed {
@@ -398,6 +455,8 @@ pub fn tag_name(t: u8) -> &'static str {
         tag::HASHES => "Hashes",
         tag::GET_PIECE => "GetPiece",
         tag::PIECE => "Piece",
+        tag::GET_HAVE => "GetHave",
+        tag::HAVE => "Have",
         _ => "unknown",
     }
 }

@@ -168,6 +168,13 @@ pub async fn fake_peer(
                             piece_size: PIECE_SIZE as u32,
                             name: how.name.clone(),
                         }),
+                        Message::GetHave(g) => Message::Have(peershare::protocol::Have {
+                            content_id: g.content_id,
+                            pieces: layout.piece_count() as u32,
+                            bitmap: peershare::protocol::bitmap_from(
+                                (0..layout.piece_count()).map(|_| true),
+                            ),
+                        }),
                         Message::GetHashes(g) => Message::Hashes(Hashes {
                             start: g.start,
                             hashes: hashes[g.start as usize * 32..].to_vec(),

@@ -1,0 +1,161 @@
+//! `PartialSharing`: while a process downloads, it serves the verified pieces and lists them at the index.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Catalog, Partials, PeerConfig, PeerServer};
+use crate::identity::{Identity, IdentityError};
+use crate::index::{IndexClient, IndexClientError};
+use crate::protocol::{FileEntry, Limits};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartialSharingError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Index(#[from] IndexClientError),
+}
+
+/// Serves the downloads in [`PartialSharing::partials`] to other peers and keeps the index
+/// told which pieces of which files this process has, under a short-lived identity (so it
+/// never touches the entries of a `share` running with the user's own key).
+pub struct PartialSharing {
+    pub partials: Partials,
+    pub local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl PartialSharing {
+    /// Starts serving on `listen`; lists the downloads at `index` as reachable at `advertise`
+    /// (default: the listening port at the address the index sees).
+    pub async fn start(
+        index: &str,
+        listen: SocketAddr,
+        advertise: Option<(String, u16)>,
+    ) -> Result<PartialSharing, PartialSharingError> {
+        let listener =
+            TcpListener::bind(listen)
+                .await
+                .map_err(|source| PartialSharingError::Listen {
+                    addr: listen,
+                    source,
+                })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| PartialSharingError::Listen {
+                addr: listen,
+                source,
+            })?;
+        let partials = Partials::default();
+        let nothing_shared = Arc::new(RwLock::new(Arc::new(Catalog::default())));
+        let server = PeerServer::new(
+            nothing_shared,
+            Vec::new(),
+            PeerConfig::default(),
+            Arc::new(Notify::new()),
+        )
+        .with_partials(partials.clone());
+        let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
+        tasks.spawn(server.run(listener, shutdown.clone()));
+        let (host, port) = advertise.unwrap_or_else(|| {
+            let ip = local_addr.ip();
+            (
+                if ip.is_unspecified() {
+                    String::new()
+                } else {
+                    ip.to_string()
+                },
+                local_addr.port(),
+            )
+        });
+        let identity = Identity::ephemeral()?;
+        let (index, p, stop) = (index.to_string(), partials.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            while !stop.is_cancelled() {
+                if let Err(e) = announce(&index, &identity, &host, port, &p, &stop).await {
+                    tracing::debug!("listing downloads in progress at {index}: {e}");
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        });
+        Ok(PartialSharing {
+            partials,
+            local_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops serving and unregisters from the index (bounded wait).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+    }
+}
+
+/// How often the listing at the index is brought up to date.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(500);
+
+async fn announce(
+    index: &str,
+    identity: &Identity,
+    host: &str,
+    port: u16,
+    partials: &Partials,
+    stop: &CancellationToken,
+) -> Result<(), IndexClientError> {
+    let mut client = IndexClient::connect(index, Limits::default()).await?;
+    let reg = client
+        .register_as(identity, host, port, Default::default(), 0, true)
+        .await?;
+    let beat = Duration::from_millis(u64::from(reg.lease_secs) * 1000 / 3);
+    let mut last: Vec<FileEntry> = Vec::new();
+    let mut last_sent = tokio::time::Instant::now();
+    loop {
+        let now: Vec<FileEntry> = partials
+            .all()
+            .iter()
+            .map(|f| FileEntry {
+                path: format!("partial/{}", f.content_id),
+                name: f.name.clone(),
+                size: f.size,
+                content_id: f.content_id,
+                mtime: 0,
+                have: Some(f.bitmap()),
+            })
+            .collect();
+        if now != last {
+            client
+                .sync_files(true, now.clone(), Vec::new(), Default::default())
+                .await?;
+            last = now;
+            last_sent = tokio::time::Instant::now();
+        } else if last_sent.elapsed() >= beat {
+            client.heartbeat().await?;
+            last_sent = tokio::time::Instant::now();
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {
+                let _ = tokio::time::timeout(Duration::from_secs(3), client.unregister()).await;
+                return Ok(());
+            }
+            _ = tokio::time::sleep(ANNOUNCE_EVERY) => {}
+        }
+    }
+}
