@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod content;
+pub mod dht;
 pub mod download;
 pub mod identity;
 pub mod index;

@@ -269,3 +269,53 @@ async fn idle_and_slow_connections_time_out() {
     raw_exchange(&addr, &[0, 0, 0, 50, 1]).await;
     stop.cancel();
 }
+
+#[tokio::test]
+async fn a_partial_download_survives_a_run_where_no_source_answers() {
+    let out = tempfile::tempdir().unwrap();
+    let id = ContentId::from(blake3::hash(b"whatever"));
+    let partial = out.path().join(format!(".{}.peershare-part", id.to_hex()));
+    std::fs::write(&partial, vec![7u8; 5000]).unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let err = Downloader::default()
+        .download(id, &[src(&dead, 1)], out.path(), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("kept for a later resume"), "{err}");
+    assert_eq!(std::fs::read(&partial).unwrap(), vec![7u8; 5000]);
+}
+
+#[tokio::test]
+async fn a_forgotten_peer_is_told_to_register_again_and_keeps_its_connection() {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("ix.sqlite");
+    let ix = start_index(&db, Duration::from_secs(60)).await;
+    let me = peershare::identity::Identity::ephemeral().unwrap();
+    let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+        .await
+        .unwrap();
+    c.register_as(&me, "127.0.0.1", 9, Default::default(), 0, true)
+        .await
+        .unwrap();
+    // The index forgets it (as its purge does for long-expired ephemeral peers).
+    let other = peershare::index::IndexStore::open(&db).unwrap();
+    assert_eq!(other.purge_ephemeral(i64::MAX).unwrap(), 1);
+    let err = c.heartbeat().await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("code {}", code::UNAUTHORIZED)),
+        "{err}"
+    );
+    assert!(
+        c.search("anything", 1).await.is_ok(),
+        "same connection still answers"
+    );
+    c.register_as(&me, "127.0.0.1", 9, Default::default(), 0, true)
+        .await
+        .unwrap();
+    c.heartbeat().await.unwrap();
+    ix.stop().await;
+}

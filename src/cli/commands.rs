@@ -51,6 +51,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
         }
         Command::Share {
             dirs,
+            dht,
             index,
             listen,
             advertise,
@@ -60,7 +61,13 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             upload_slots,
             max_upload_rate,
         } => {
-            let mut config = ShareConfig::new(dirs, (!no_index).then_some(index.addr), state);
+            let index = if no_index {
+                None
+            } else {
+                index.resolve(dht.dht)
+            };
+            let mut config = ShareConfig::new(dirs, index, state);
+            config.dht = dht.config(true);
             config.advertise = advertise.map(|a| parse_host_port(&a)).transpose()?;
             config.scan.include_hidden = hidden;
             config.scan.progress = std::io::stderr().is_terminal();
@@ -71,12 +78,16 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
         }
         Command::Search {
             query,
+            dht,
             index,
             limit,
             json,
         } => {
             let query = query.join(" ");
-            let mut client = connect(&index.addr).await?;
+            if dht.dht {
+                return super::dht::search(&query, index.resolve(true), &dht, limit, json).await;
+            }
+            let mut client = connect(&index.resolve(false).unwrap_or_default()).await?;
             let results = client.search(&query, limit).await?;
             output::search(&mut std::io::stdout().lock(), &query, &results, json)?;
             if results.files.is_empty() {
@@ -84,14 +95,18 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Dht {
+            command: super::DhtCommand::Node { listen, bootstrap },
+        } => super::dht::run_node(listen, bootstrap).await,
         Command::Peers { index, json } => {
-            let mut client = connect(&index.addr).await?;
+            let mut client = connect(&index.resolve(false).unwrap_or_default()).await?;
             let list = client.list_peers().await?;
             output::peers(&mut std::io::stdout().lock(), &list, json)?;
             Ok(())
         }
         Command::Get {
             hashes,
+            dht,
             index,
             output: dir,
             peer,
@@ -107,17 +122,33 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
                 .iter()
                 .map(|h| h.parse::<ContentId>())
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut client = connect(&index.addr).await?;
+            let index = index.resolve(dht.dht);
+            let mut client = match &index {
+                Some(addr) => Some(connect(addr).await?),
+                None => None,
+            };
+            let node = super::dht::get_client(&dht)?;
             let mut hits = Vec::new();
             for id in ids {
-                hits.push(lookup(&mut client, id).await?);
+                let from_index = match client.as_mut() {
+                    Some(c) if node.is_some() => lookup(c, id).await.ok(),
+                    Some(c) => Some(lookup(c, id).await?),
+                    None => None,
+                };
+                let hit = match &node {
+                    Some(n) => super::dht::add_dht_sources(n, id, from_index).await,
+                    None => from_index.context("no index")?,
+                };
+                if hit.peers.is_empty() {
+                    bail!("no live peer shares {id}");
+                }
+                hits.push(hit);
             }
             drop(client);
             let advertise = advertise.map(|a| parse_host_port(&a)).transpose()?;
-            let sharing = if no_share {
-                None
-            } else {
-                Some(PartialSharing::start(&index.addr, listen, advertise).await?)
+            let sharing = match (&index, no_share) {
+                (Some(addr), false) => Some(PartialSharing::start(addr, listen, advertise).await?),
+                _ => None,
             };
             let opts = GetOptions {
                 only_peer: peer,
@@ -246,7 +277,7 @@ pub async fn download_hit(
         .iter()
         .filter(|p| opts.only_peer.is_none_or(|id| id == p.peer_id))
         .map(|p| Source {
-            peer_id: Some(p.peer_id),
+            peer_id: (p.peer_id != 0).then_some(p.peer_id),
             addr: if p.host.contains(':') {
                 format!("[{}]:{}", p.host, p.port)
             } else {
@@ -284,7 +315,12 @@ pub async fn download_hit(
         }));
     }
     let r = d
-        .download(hit.content_id, &sources, dir, Some(&hit.name))
+        .download(
+            hit.content_id,
+            &sources,
+            dir,
+            (!hit.name.is_empty()).then_some(hit.name.as_str()),
+        )
         .await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -331,6 +367,9 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
         "peershare share listening on {} ({} files)",
         handle.local_addr, status.files_shared
     );
+    if let Some(a) = handle.dht_addr {
+        println!("DHT node on udp {a}");
+    }
     std::io::stdout().flush()?;
     let stop = interrupt_token();
     let mut last = status;
@@ -344,6 +383,10 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
                     && (last.peer_id != s.peer_id || last.files_registered != s.files_registered || !last.in_sync)
                 {
                     println!("registered with index {addr} as peer {id}: {files} files");
+                    std::io::stdout().flush()?;
+                }
+                if let Some(n) = s.dht_announced && last.dht_announced != s.dht_announced {
+                    println!("published on the DHT: {n} of {} keys ({} files)", s.dht_keys, s.files_shared);
                     std::io::stdout().flush()?;
                 }
                 if let Some(e) = &s.last_error && last.last_error.as_ref() != Some(e) {

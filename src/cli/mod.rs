@@ -1,6 +1,7 @@
 //! Command-line interface: subcommands for scripts and people, and the original numbered menu.
 
 mod commands;
+mod dht;
 mod menu;
 mod output;
 
@@ -31,9 +32,58 @@ pub struct Cli {
 
 #[derive(Debug, Args, Clone)]
 pub struct IndexAddr {
-    /// Index server address
-    #[arg(long = "index", env = "PEERSHARE_INDEX", default_value = DEFAULT_INDEX, value_name = "HOST:PORT")]
-    pub addr: String,
+    /// Index server address [default: 127.0.0.1:50000, or none with --dht]
+    #[arg(long = "index", env = "PEERSHARE_INDEX", value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+}
+
+impl IndexAddr {
+    /// The index to use: the one given, else the default one unless the DHT replaces it.
+    pub fn resolve(&self, dht: bool) -> Option<String> {
+        match &self.addr {
+            Some(a) => Some(a.clone()),
+            None if dht => None,
+            None => Some(DEFAULT_INDEX.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct DhtArgs {
+    /// Use the BitTorrent Mainline DHT (serverless); an index is used too only when given
+    #[arg(long)]
+    pub dht: bool,
+    /// DHT bootstrap node, repeatable [default: the public Mainline bootstrap nodes]
+    #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+    pub bootstrap: Vec<String>,
+    /// UDP port of this DHT node (0: any free port)
+    #[arg(long, default_value_t = 0, value_name = "PORT")]
+    pub dht_port: u16,
+}
+
+impl DhtArgs {
+    /// The DHT settings, when --dht is on; `server` for long-running peers.
+    pub fn config(&self, server: bool) -> Option<crate::dht::DhtConfig> {
+        self.dht.then(|| crate::dht::DhtConfig {
+            bootstrap: self.bootstrap.clone(),
+            port: self.dht_port,
+            server,
+            ..Default::default()
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DhtCommand {
+    /// Run a long-running DHT node, e.g. as a group's own bootstrap node
+    Node {
+        /// UDP address to listen on
+        #[arg(long, default_value = "0.0.0.0:6881")]
+        listen: std::net::SocketAddrV4,
+        /// Other bootstrap nodes, repeatable [default: the public Mainline bootstrap nodes]
+        #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+        bootstrap: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +108,8 @@ pub enum Command {
         /// Directories to share
         #[arg(required = true, value_name = "DIR")]
         dirs: Vec<PathBuf>,
+        #[command(flatten)]
+        dht: DhtArgs,
         #[command(flatten)]
         index: IndexAddr,
         /// Address to serve other peers on (port 0: any free port)
@@ -88,6 +140,8 @@ pub enum Command {
         #[arg(required = true)]
         query: Vec<String>,
         #[command(flatten)]
+        dht: DhtArgs,
+        #[command(flatten)]
         index: IndexAddr,
         /// Most files to list
         #[arg(long, default_value_t = 100)]
@@ -101,6 +155,8 @@ pub enum Command {
         /// Content ids (64 hex characters, as `search` and `b3sum` print them)
         #[arg(required = true, value_name = "HASH")]
         hashes: Vec<String>,
+        #[command(flatten)]
+        dht: DhtArgs,
         #[command(flatten)]
         index: IndexAddr,
         /// Directory to download into
@@ -130,6 +186,11 @@ pub enum Command {
         /// Print one JSON document
         #[arg(long)]
         json: bool,
+    },
+    /// The DHT: run a node
+    Dht {
+        #[command(subcommand)]
+        command: DhtCommand,
     },
     /// List the peers registered with the index
     Peers {

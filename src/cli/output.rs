@@ -101,6 +101,51 @@ pub fn search(
     Ok(())
 }
 
+/// Search results merged from an index and the DHT, saying where each source came from.
+pub fn search_merged(
+    out: &mut impl Write,
+    query: &str,
+    files: &[crate::dht::DhtFile],
+    truncated: bool,
+    as_json: bool,
+) -> io::Result<()> {
+    if as_json {
+        let doc = json!({
+            "query": query,
+            "truncated": truncated,
+            "files": super::dht::merged_json(files),
+        });
+        return writeln!(out, "{doc:#}");
+    }
+    for f in files {
+        writeln!(out, "{}  {:>10}  {}", f.content_id, size(f.size), f.name)?;
+        for p in &f.peers {
+            let id = if p.peer.peer_id == 0 {
+                "-".to_string()
+            } else {
+                p.peer.peer_id.to_string()
+            };
+            let via = match (p.via_index, p.via_dht) {
+                (true, true) => "index+dht",
+                (true, false) => "index",
+                _ => "dht",
+            };
+            writeln!(
+                out,
+                "    peer {id:<5} {}:{}  via {via}",
+                p.peer.host, p.peer.port
+            )?;
+        }
+    }
+    if truncated {
+        writeln!(
+            out,
+            "(more files matched; narrow the query or raise --limit)"
+        )?;
+    }
+    Ok(())
+}
+
 pub fn peers(out: &mut impl Write, list: &PeerList, as_json: bool) -> io::Result<()> {
     if as_json {
         let doc = json!({

@@ -250,6 +250,7 @@ impl Downloader {
             .truncate(false)
             .open(&temp)
             .map_err(target)?;
+        let earlier_run = file.metadata().map(|m| m.len() > 0).unwrap_or(false);
         // SAFETY: flock on a valid, open descriptor.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(DownloadError::Locked { path: temp });
@@ -282,7 +283,7 @@ impl Downloader {
             }
         }
         let Some((first_k, (client, info, verifier))) = first else {
-            return Err(self.fail(id, &temp, None, &reports));
+            return Err(self.fail(id, &temp, None, earlier_run, &reports));
         };
         let write_err = |source| DownloadError::Write {
             path: temp.clone(),
@@ -348,7 +349,7 @@ impl Downloader {
             }
         }
         if swarm.sched().remaining() > 0 {
-            return Err(self.fail(id, &temp, Some(&swarm), &reports));
+            return Err(self.fail(id, &temp, Some(&swarm), earlier_run, &reports));
         }
         let f = file.clone();
         tokio::task::spawn_blocking(move || f.sync_all())
@@ -377,6 +378,7 @@ impl Downloader {
         id: ContentId,
         temp: &Path,
         swarm: Option<&Swarm>,
+        earlier_run: bool,
         reports: &[SourceReport],
     ) -> DownloadError {
         let verified = swarm
@@ -385,6 +387,12 @@ impl Downloader {
         let kept = if verified > 0 {
             format!(
                 " ({verified} verified bytes kept in {} for a later resume)",
+                temp.display()
+            )
+        } else if swarm.is_none() && earlier_run {
+            // Not checked this time: what an earlier run left stays for the next one.
+            format!(
+                " (the partial download in {} is kept for a later resume)",
                 temp.display()
             )
         } else {

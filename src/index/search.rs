@@ -33,6 +33,17 @@ impl Query {
         let whole = lower.split_whitespace().collect::<Vec<_>>().join(" ");
         Query::Words { words, whole }
     }
+
+    /// Whether a file with this name and content id matches (the index's rule, applied by peers too).
+    pub fn matches(&self, name: &str, id: &ContentId) -> bool {
+        match self {
+            Query::Id(q) => q == id,
+            Query::Words { words, .. } => {
+                let lower = name.to_lowercase();
+                words.iter().all(|w| lower.contains(w.as_str()))
+            }
+        }
+    }
 }
 
 /// One matching (file, peer) row as read from the store.

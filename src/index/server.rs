@@ -167,6 +167,14 @@ async fn handle(
                 }
                 .into());
             }
+            Err(HandlerError::Store(StoreError::UnknownPeer(id))) => {
+                // Forgotten (an expired ephemeral peer): it must register again.
+                peer = None;
+                Message::Error(ErrorReply::new(
+                    code::UNAUTHORIZED,
+                    format!("peer {id} is not registered any more; register again"),
+                ))
+            }
             Err(e) => {
                 conn.send_error(code::INTERNAL, format!("index failure: {e}"))
                     .await;

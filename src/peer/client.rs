@@ -6,8 +6,8 @@ use tokio::net::TcpStream;
 
 use crate::content::{ContentId, PIECE_HASH_LEN, PIECE_SIZE, PieceLayout};
 use crate::protocol::{
-    Connection, GetHashes, GetHave, GetInfo, GetPiece, Have, Info, Limits, MAX_HASHES_PER_REPLY,
-    Message, Piece, ProtocolError, connect_tcp,
+    CatalogQuery, CatalogResults, Connection, GetHashes, GetHave, GetInfo, GetPiece, Have, Info,
+    Limits, MAX_HASHES_PER_REPLY, Message, Piece, ProtocolError, connect_tcp,
 };
 
 /// How long connecting to a peer may take.
@@ -134,6 +134,22 @@ impl PeerClient {
                 received: h.content_id,
             }),
             other => Err(Self::unexpected("Have", &other)),
+        }
+    }
+
+    /// The peer's shared files that match `query`.
+    pub async fn catalog_query(
+        &mut self,
+        query: &str,
+        limit: u32,
+    ) -> Result<CatalogResults, PeerClientError> {
+        let q = Message::CatalogQuery(CatalogQuery {
+            query: query.to_string(),
+            limit,
+        });
+        match self.conn.request(&q).await? {
+            Message::CatalogResults(r) => Ok(r),
+            other => Err(Self::unexpected("CatalogResults", &other)),
         }
     }
 

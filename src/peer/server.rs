@@ -15,9 +15,11 @@ use tracing::{debug, info, warn};
 
 use super::{Catalog, PartialFile, Partials, SharedFile, UploadSlots};
 use crate::content::{ContentId, Digest, PIECE_SIZE, PieceLayout};
+use crate::index::search::Query;
 use crate::protocol::{
-    Connection, GetHashes, GetHave, GetInfo, GetPiece, Hashes, Have, Info, Limits,
-    MAX_HASHES_PER_REPLY, Message, Piece, ProtocolError, accept_loop, bitmap_from, code,
+    CatalogEntry, CatalogQuery, CatalogResults, Connection, GetHashes, GetHave, GetInfo, GetPiece,
+    Hashes, Have, Info, Limits, MAX_HASHES_PER_REPLY, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message,
+    Piece, ProtocolError, accept_loop, bitmap_from, code,
 };
 use crate::rate::RateLimiter;
 use blake3::hazmat::ChainingValue;
@@ -165,6 +167,13 @@ impl PeerServer {
                     }),
                     None => not_found(&content_id),
                 },
+                Message::CatalogQuery(CatalogQuery { query, limit }) => {
+                    if query.len() > MAX_QUERY_LEN {
+                        bad_request("query too long".into())
+                    } else {
+                        Message::CatalogResults(self.catalog_query(&query, limit))
+                    }
+                }
                 Message::GetHave(GetHave { content_id }) => match self.find(&content_id) {
                     Some(f) => {
                         let layout = PieceLayout::new(f.size);
@@ -264,6 +273,30 @@ impl PeerServer {
             };
             conn.send(&reply).await?;
         }
+    }
+
+    /// The shared files matching `query`, one per content id, at most `limit` (clamped to 1..=1000).
+    fn catalog_query(&self, query: &str, limit: u32) -> CatalogResults {
+        let q = Query::parse(query);
+        let limit = limit.clamp(1, MAX_SEARCH_LIMIT) as usize;
+        let catalog = self.snapshot();
+        let mut seen = std::collections::HashSet::new();
+        let mut files = Vec::new();
+        let mut truncated = false;
+        for f in catalog.files() {
+            if q.matches(&f.name, &f.content_id) && seen.insert(f.content_id) {
+                if files.len() == limit {
+                    truncated = true;
+                    break;
+                }
+                files.push(CatalogEntry {
+                    name: f.name.clone(),
+                    size: f.size,
+                    content_id: f.content_id,
+                });
+            }
+        }
+        CatalogResults { files, truncated }
     }
 
     fn find(&self, id: &ContentId) -> Option<Served> {

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::{Catalog, PeerConfig, PeerServer, ScanError, ScanOptions, Scanner};
+use crate::dht::{DhtConfig, PublishConfig, run_publisher, start_node};
 use crate::identity::{Identity, IdentityError};
 use crate::index::{IndexClient, IndexClientError};
 use crate::protocol::Limits;
@@ -36,6 +37,10 @@ pub struct ShareConfig {
     pub peer: PeerConfig,
     /// Time limits of the connection to the index. Default: [`Limits::default`].
     pub index_limits: Limits,
+    /// Also publish on the DHT, joined as a server node. Default: none.
+    pub dht: Option<DhtConfig>,
+    /// How often DHT announcements are renewed. Default: 15 min.
+    pub dht_refresh: Duration,
 }
 
 impl ShareConfig {
@@ -50,6 +55,8 @@ impl ShareConfig {
             debounce: Duration::from_millis(300),
             peer: PeerConfig::default(),
             index_limits: Limits::default(),
+            dht: None,
+            dht_refresh: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -64,6 +71,8 @@ pub enum ShareError {
     Join(#[from] tokio::task::JoinError),
     #[error("cannot read the listening address: {0}")]
     Listener(std::io::Error),
+    #[error("cannot join the DHT: {0}")]
+    Dht(std::io::Error),
 }
 
 /// What a running share is doing, for the CLI and for tests.
@@ -81,11 +90,17 @@ pub struct ShareStatus {
     pub in_sync: bool,
     /// The last error talking to the index, if the last attempt failed.
     pub last_error: Option<String>,
+    /// DHT keys announced in the last round (content ids and keywords), once one has run.
+    pub dht_announced: Option<usize>,
+    /// DHT keys the current catalog needs.
+    pub dht_keys: usize,
 }
 
 /// A running share; dropping it does not stop it: call [`ShareHandle::shutdown`].
 pub struct ShareHandle {
     pub local_addr: SocketAddr,
+    /// The DHT node's UDP address, when publishing on the DHT.
+    pub dht_addr: Option<std::net::SocketAddrV4>,
     pub status: watch::Receiver<ShareStatus>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -170,6 +185,30 @@ pub async fn start_share(
         stale,
         shutdown.clone(),
     ));
+    let mut dht_addr = None;
+    if let Some(dht_config) = &config.dht {
+        let dht = start_node(dht_config).map_err(ShareError::Dht)?;
+        dht_addr = Some(dht.info().await.local_addr());
+        let port = config
+            .advertise
+            .as_ref()
+            .map_or(local_addr.port(), |(_, p)| *p);
+        let mut publish = PublishConfig::new(port);
+        publish.refresh = config.dht_refresh;
+        let st = status_tx.clone();
+        tasks.spawn(run_publisher(
+            dht,
+            publish,
+            catalog_rx.clone(),
+            move |ok, keys| {
+                st.send_modify(|s| {
+                    s.dht_announced = Some(ok);
+                    s.dht_keys = keys;
+                })
+            },
+            shutdown.clone(),
+        ));
+    }
     if let Some(index) = config.index.clone() {
         tasks.spawn(index_loop(
             index,
@@ -183,6 +222,7 @@ pub async fn start_share(
     }
     Ok(ShareHandle {
         local_addr,
+        dht_addr,
         status: status_rx,
         shutdown,
         tasks,

@@ -36,6 +36,8 @@ pub mod tag {
     pub const PIECE: u8 = 0x45;
     pub const GET_HAVE: u8 = 0x46;
     pub const HAVE: u8 = 0x47;
+    pub const CATALOG_QUERY: u8 = 0x50;
+    pub const CATALOG_RESULTS: u8 = 0x51;
 }
 
 /// Most piece hashes in one `Hashes` reply (512 KiB of hashes).
@@ -244,6 +246,27 @@ pub struct Have {
     pub bitmap: Vec<u8>,
 }
 
+/// Asks a peer which of its shared files match `query` (the index's matching rule).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogQuery {
+    pub query: String,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub name: String,
+    pub size: u64,
+    pub content_id: ContentId,
+}
+
+/// One entry per distinct matching file the peer shares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogResults {
+    pub files: Vec<CatalogEntry>,
+    pub truncated: bool,
+}
+
 /// Whether bit `i` of a [`Have`] bitmap is set.
 pub fn bitmap_has(bitmap: &[u8], i: u32) -> bool {
     bitmap
@@ -296,6 +319,8 @@ pub enum Message {
     Piece(Piece),
     GetHave(GetHave),
     Have(Have),
+    CatalogQuery(CatalogQuery),
+    CatalogResults(CatalogResults),
 }
 
 fn encode_map<T: Serialize>(name: &'static str, v: &T) -> Result<Bytes, ProtocolError> {
@@ -354,6 +379,8 @@ impl Message {
             Message::Piece(_) => tag::PIECE,
             Message::GetHave(_) => tag::GET_HAVE,
             Message::Have(_) => tag::HAVE,
+            Message::CatalogQuery(_) => tag::CATALOG_QUERY,
+            Message::CatalogResults(_) => tag::CATALOG_RESULTS,
         }
     }
 
@@ -381,6 +408,8 @@ impl Message {
             Message::GetPiece(m) => encode_map(n, m),
             Message::GetHave(m) => encode_map(n, m),
             Message::Have(m) => encode_map(n, m),
+            Message::CatalogQuery(m) => encode_map(n, m),
+            Message::CatalogResults(m) => encode_map(n, m),
             Message::Piece(p) => {
                 let mut b = BytesMut::with_capacity(PIECE_HEADER_LEN + p.data.len());
                 b.put_u32(p.index);
@@ -415,6 +444,8 @@ impl Message {
             tag::GET_PIECE => Message::GetPiece(decode_map(n, p)?),
             tag::GET_HAVE => Message::GetHave(decode_map(n, p)?),
             tag::HAVE => Message::Have(decode_map(n, p)?),
+            tag::CATALOG_QUERY => Message::CatalogQuery(decode_map(n, p)?),
+            tag::CATALOG_RESULTS => Message::CatalogResults(decode_map(n, p)?),
             tag::PIECE => {
                 if p.len() < PIECE_HEADER_LEN {
                     return Err(ProtocolError::Malformed {
@@ -457,6 +488,8 @@ pub fn tag_name(t: u8) -> &'static str {
         tag::PIECE => "Piece",
         tag::GET_HAVE => "GetHave",
         tag::HAVE => "Have",
+        tag::CATALOG_QUERY => "CatalogQuery",
+        tag::CATALOG_RESULTS => "CatalogResults",
         _ => "unknown",
     }
 }

@@ -1,0 +1,139 @@
+//! The DHT side of the CLI: `dht node`, searching through the DHT (merged with an index), finding sources.
+
+use std::io::Write;
+use std::net::SocketAddrV4;
+
+use anyhow::{Context, bail};
+
+use super::commands::{connect, interrupt_token};
+use super::{DhtArgs, output};
+use crate::content::ContentId;
+use crate::dht::{self, DhtConfig, DhtFile};
+use crate::protocol::{FileHit, PeerHit, SearchResults};
+
+/// `peershare dht node`: a server-mode DHT node until interrupted.
+pub async fn run_node(listen: SocketAddrV4, bootstrap: Vec<String>) -> anyhow::Result<()> {
+    let config = DhtConfig {
+        bootstrap,
+        port: listen.port(),
+        bind: *listen.ip(),
+        server: true,
+        ..Default::default()
+    };
+    let node =
+        dht::start_node(&config).with_context(|| format!("cannot start a DHT node on {listen}"))?;
+    let addr = node.info().await.local_addr();
+    println!("peershare dht node listening on {addr} (use --bootstrap {addr} from other peers)");
+    std::io::stdout().flush()?;
+    interrupt_token().cancelled().await;
+    println!("peershare dht node stopped");
+    Ok(())
+}
+
+/// A read-only DHT client for one command.
+fn client(args: &DhtArgs) -> anyhow::Result<mainline::async_dht::AsyncDht> {
+    let config = args.config(false).unwrap_or_default();
+    dht::start_node(&config).context("cannot join the DHT")
+}
+
+/// `search --dht`: the DHT, and the index too when one is given; one merged list.
+pub async fn search(
+    query: &str,
+    index: Option<String>,
+    args: &DhtArgs,
+    limit: u32,
+    json: bool,
+) -> anyhow::Result<()> {
+    let from_index: Option<SearchResults> = match &index {
+        Some(addr) => {
+            match async { Ok::<_, anyhow::Error>(connect(addr).await?.search(query, limit).await?) }
+                .await
+            {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("peershare: index unavailable, searching the DHT only: {e:#}");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let node = client(args)?;
+    let from_dht = dht::search(&node, query, limit).await;
+    let (files, truncated) =
+        dht::merge_results(from_index.as_ref(), &from_dht, query, limit as usize);
+    output::search_merged(
+        &mut std::io::stdout().lock(),
+        query,
+        &files,
+        truncated,
+        json,
+    )?;
+    if files.is_empty() {
+        bail!("no file matches {query:?}");
+    }
+    Ok(())
+}
+
+/// Adds the live sources of `id` found through the DHT to `hit` (an index hit, or an empty one).
+pub async fn add_dht_sources(
+    node: &mainline::async_dht::AsyncDht,
+    id: ContentId,
+    hit: Option<FileHit>,
+) -> FileHit {
+    let mut hit = hit.unwrap_or(FileHit {
+        name: String::new(),
+        size: 0,
+        content_id: id,
+        peers: Vec::new(),
+    });
+    for addr in dht::find_sources(node, id).await {
+        let (host, port) = (addr.ip().to_string(), addr.port());
+        if !hit.peers.iter().any(|p| p.host == host && p.port == port) {
+            hit.peers.push(PeerHit {
+                peer_id: 0,
+                host,
+                port,
+                shared_at: 0,
+                last_seen: 0,
+                have: None,
+            });
+        }
+    }
+    hit
+}
+
+/// A DHT client for `get --dht`.
+pub fn get_client(args: &DhtArgs) -> anyhow::Result<Option<mainline::async_dht::AsyncDht>> {
+    if args.dht {
+        Ok(Some(client(args)?))
+    } else {
+        Ok(None)
+    }
+}
+
+pub fn merged_json(files: &[DhtFile]) -> Vec<serde_json::Value> {
+    files
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "name": f.name,
+                "size": f.size,
+                "content_id": f.content_id.to_hex(),
+                "peers": f.peers.iter().map(|p| {
+                    let via: Vec<&str> = [p.via_index.then_some("index"), p.via_dht.then_some("dht")]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                    serde_json::json!({
+                    "peer_id": (p.peer.peer_id != 0).then_some(p.peer.peer_id),
+                    "host": p.peer.host,
+                    "port": p.peer.port,
+                    "shared_at": p.via_index.then(|| output::time(p.peer.shared_at)),
+                    "last_seen": output::time(p.peer.last_seen),
+                    "via": via,
+                })}).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}

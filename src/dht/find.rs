@@ -1,0 +1,224 @@
+//! Finding through the DHT: the live sources of a content id, and files by name via peers' catalogs.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use mainline::Id;
+use mainline::async_dht::AsyncDht;
+use serde::Serialize;
+
+use super::keys::{content_key, keyword_key, keywords};
+use crate::content::ContentId;
+use crate::index::now_ms;
+use crate::index::search::{Query, Row, group_and_rank};
+use crate::peer::PeerClient;
+use crate::protocol::{CatalogResults, FileHit, Limits, PeerHit, SearchResults};
+
+/// Longest a DHT lookup may take.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Peers asked at once when checking sources or querying catalogs.
+const PROBES_AT_ONCE: usize = 16;
+/// Most keywords of a query looked up.
+const MAX_QUERY_KEYWORDS: usize = 8;
+
+fn probe_limits() -> Limits {
+    Limits {
+        read_timeout: Duration::from_secs(5),
+        write_timeout: Duration::from_secs(5),
+    }
+}
+
+/// Every peer announced under `key`, each once (the DHT returns duplicates).
+async fn peers_under(dht: &AsyncDht, key: Id) -> HashSet<SocketAddrV4> {
+    let mut found = HashSet::new();
+    let mut stream = dht.get_peers(key);
+    let collect = async {
+        while let Some(batch) = stream.next().await {
+            found.extend(batch);
+        }
+    };
+    let _ = tokio::time::timeout(LOOKUP_TIMEOUT, collect).await;
+    found
+}
+
+/// Runs `probe` on every address, at most [`PROBES_AT_ONCE`] at a time; keeps the answers.
+async fn probe_all<T: Send + 'static, F, Fut>(
+    addrs: Vec<SocketAddrV4>,
+    probe: F,
+) -> Vec<(SocketAddr, T)>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Option<T>> + Send + 'static,
+{
+    let mut out = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut pending = addrs.into_iter();
+    loop {
+        while tasks.len() < PROBES_AT_ONCE {
+            let Some(a) = pending.next() else { break };
+            let fut = probe(a.to_string());
+            tasks.spawn(async move { fut.await.map(|t| (SocketAddr::V4(a), t)) });
+        }
+        match tasks.join_next().await {
+            None => return out,
+            Some(Ok(Some(x))) => out.push(x),
+            Some(_) => {}
+        }
+    }
+}
+
+/// The peers announced for `id` that answer the peer protocol and have the file, each once.
+pub async fn find_sources(dht: &AsyncDht, id: ContentId) -> Vec<SocketAddr> {
+    let candidates: Vec<SocketAddrV4> = peers_under(dht, content_key(&id))
+        .await
+        .into_iter()
+        .collect();
+    let mut alive: Vec<SocketAddr> = probe_all(candidates, move |addr| async move {
+        let mut c = PeerClient::connect(&addr, probe_limits()).await.ok()?;
+        c.have(id).await.ok().map(|_| ())
+    })
+    .await
+    .into_iter()
+    .map(|(a, ())| a)
+    .collect();
+    alive.sort();
+    alive
+}
+
+/// Asks the DHT for peers announcing the query's keywords (a content id: its sources), then
+/// asks those peers directly which of their files match. Peers that do not answer are left out.
+pub async fn search(dht: &AsyncDht, query: &str, limit: u32) -> Vec<(SocketAddr, CatalogResults)> {
+    let candidates: HashSet<SocketAddrV4> = match Query::parse(query) {
+        Query::Id(id) => peers_under(dht, content_key(&id)).await,
+        Query::Words { .. } => {
+            let words = keywords(query);
+            let mut sets = Vec::new();
+            for w in words.iter().take(MAX_QUERY_KEYWORDS) {
+                sets.push(peers_under(dht, keyword_key(w)).await);
+            }
+            // A peer must have announced every keyword (in some file) to be worth asking.
+            let mut it = sets.into_iter();
+            let first = it.next().unwrap_or_default();
+            it.fold(first, |acc, s| acc.intersection(&s).copied().collect())
+        }
+    };
+    let q = query.to_string();
+    probe_all(candidates.into_iter().collect(), move |addr| {
+        let q = q.clone();
+        async move {
+            let mut c = PeerClient::connect(&addr, probe_limits()).await.ok()?;
+            c.catalog_query(&q, limit).await.ok()
+        }
+    })
+    .await
+}
+
+/// A peer in merged results, with where it was found.
+#[derive(Debug, Clone, Serialize)]
+pub struct DhtPeer {
+    pub peer: PeerHit,
+    pub via_index: bool,
+    pub via_dht: bool,
+}
+
+/// A file in merged results.
+#[derive(Debug, Clone, Serialize)]
+pub struct DhtFile {
+    pub name: String,
+    pub size: u64,
+    pub content_id: ContentId,
+    pub peers: Vec<DhtPeer>,
+}
+
+/// Merges index results and DHT catalog answers into one list, one entry per content id and
+/// one per peer address (an index peer found through the DHT too is listed once, with its
+/// peer id), ranked as the index ranks. DHT-only peers have peer id 0.
+pub fn merge_results(
+    index: Option<&SearchResults>,
+    dht: &[(SocketAddr, CatalogResults)],
+    query: &str,
+    limit: usize,
+) -> (Vec<DhtFile>, bool) {
+    let q = Query::parse(query);
+    let now = now_ms();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut via: HashMap<(ContentId, String), (bool, bool)> = HashMap::new();
+    let addr_of = |host: &str, port: u16| format!("{host}:{port}");
+    if let Some(r) = index {
+        for f in &r.files {
+            for p in &f.peers {
+                via.entry((f.content_id, addr_of(&p.host, p.port)))
+                    .or_default()
+                    .0 = true;
+                rows.push(Row {
+                    content_id: f.content_id,
+                    name: f.name.clone(),
+                    size: f.size,
+                    peer: p.clone(),
+                });
+            }
+        }
+    }
+    for (addr, res) in dht {
+        for e in &res.files {
+            let key = (e.content_id, addr_of(&addr.ip().to_string(), addr.port()));
+            let seen = via.entry(key).or_default();
+            seen.1 = true;
+            if seen.0 {
+                continue; // already listed from the index, with its peer id
+            }
+            rows.push(Row {
+                content_id: e.content_id,
+                name: e.name.clone(),
+                size: e.size,
+                peer: PeerHit {
+                    peer_id: 0,
+                    host: addr.ip().to_string(),
+                    port: addr.port(),
+                    shared_at: now,
+                    last_seen: now,
+                    have: None,
+                },
+            });
+        }
+    }
+    // Peers without an index id are told apart by address, not by id 0.
+    let mut synthetic: HashMap<String, u64> = HashMap::new();
+    for r in rows.iter_mut().filter(|r| r.peer.peer_id == 0) {
+        let n = synthetic.len() as u64;
+        let id = *synthetic
+            .entry(addr_of(&r.peer.host, r.peer.port))
+            .or_insert(u64::MAX - n);
+        r.peer.peer_id = id;
+    }
+    let (files, truncated): (Vec<FileHit>, bool) = group_and_rank(rows, &q, limit);
+    let files = files
+        .into_iter()
+        .map(|f| DhtFile {
+            peers: f
+                .peers
+                .into_iter()
+                .map(|mut p| {
+                    let (via_index, via_dht) = via
+                        .get(&(f.content_id, addr_of(&p.host, p.port)))
+                        .copied()
+                        .unwrap_or((false, false));
+                    if p.peer_id > u64::MAX - 1_000_000 {
+                        p.peer_id = 0;
+                    }
+                    DhtPeer {
+                        peer: p,
+                        via_index,
+                        via_dht,
+                    }
+                })
+                .collect(),
+            name: f.name,
+            size: f.size,
+            content_id: f.content_id,
+        })
+        .collect();
+    (files, truncated)
+}

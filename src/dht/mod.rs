@@ -1,0 +1,11 @@
+//! Serverless mode on the BitTorrent Mainline DHT: publishing content ids and name keywords, finding sources and files.
+
+mod find;
+mod keys;
+mod node;
+mod publish;
+
+pub use find::{DhtFile, DhtPeer, find_sources, merge_results, search};
+pub use keys::{content_key, keyword_key, keywords};
+pub use node::{DhtConfig, start_node};
+pub use publish::{PublishConfig, run_publisher};

@@ -1,0 +1,214 @@
+//! Serverless mode on a private Mainline DHT (mainline's Testnet on 127.0.0.1): publish, search, download, restart, merge with an index.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use mainline::Testnet;
+use peershare::content::{ContentId, PIECE_SIZE};
+use peershare::dht::{DhtConfig, find_sources, merge_results, search, start_node};
+use peershare::download::{Downloader, Source};
+use peershare::peer::{ShareConfig, ShareHandle, start_share};
+
+fn dht_config(testnet: &Testnet, server: bool) -> DhtConfig {
+    DhtConfig {
+        bootstrap: testnet.bootstrap.clone(),
+        port: 0,
+        bind: Ipv4Addr::LOCALHOST,
+        server,
+        request_timeout: Duration::from_millis(500),
+    }
+}
+
+/// A peer sharing `dir` on the DHT (and at `index`, if given), once its keys are announced.
+async fn dht_peer(
+    dir: &Path,
+    state: &Path,
+    testnet: &Testnet,
+    index: Option<String>,
+) -> ShareHandle {
+    let mut config = ShareConfig::new(vec![dir.to_path_buf()], index, state.to_path_buf());
+    config.dht = Some(dht_config(testnet, true));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut h = start_share(config, listener).await.unwrap();
+    h.wait_for(Duration::from_secs(60), |s| {
+        s.dht_announced.is_some_and(|n| n > 0 && n == s.dht_keys)
+    })
+    .await
+    .expect("every key announced");
+    h
+}
+
+fn testnet() -> Testnet {
+    Testnet::builder(20)
+        .bind_address(Ipv4Addr::LOCALHOST)
+        .build()
+        .expect("testnet")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_peers_publish_a_fourth_searches_and_downloads_from_all() {
+    let net = testnet();
+    let t = tempfile::tempdir().unwrap();
+    let shared = data(3 * PIECE_SIZE as usize + 100, 40);
+    let id = ContentId::from(blake3::hash(&shared));
+    let mut peers = Vec::new();
+    for n in 0..3 {
+        let dir = t.path().join(format!("share{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("Common Album.flac"), &shared).unwrap();
+        std::fs::write(dir.join(format!("Isaac-{n}.py")), format!("print({n})")).unwrap();
+        peers.push(dht_peer(&dir, &t.path().join(format!("state{n}")), &net, None).await);
+    }
+    let me = start_node(&dht_config(&net, false)).unwrap();
+
+    // Search by keyword: each peer answers with its matching files.
+    let found = search(&me, "isaac", 100).await;
+    let (files, _) = merge_results(None, &found, "isaac", 100);
+    let mut names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["Isaac-0.py", "Isaac-1.py", "Isaac-2.py"]);
+    let (files, _) = merge_results(
+        None,
+        &search(&me, "album flac", 100).await,
+        "album flac",
+        100,
+    );
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].peers.len(), 3, "one file, three peers");
+    assert!(files[0].peers.iter().all(|p| p.via_dht && !p.via_index));
+
+    // Download by hash from every live source.
+    let sources = find_sources(&me, id).await;
+    assert_eq!(sources.len(), 3, "{sources:?}");
+    let sources: Vec<Source> = sources
+        .iter()
+        .map(|a| Source {
+            peer_id: None,
+            addr: a.to_string(),
+        })
+        .collect();
+    let out = t.path().join("out");
+    let rep = Downloader {
+        window: 1,
+        ..Downloader::default()
+    }
+    .download(id, &sources, &out, None)
+    .await
+    .unwrap();
+    assert_eq!(b3sum(&rep.path), id.to_hex());
+    assert_eq!(rep.path, out.join("Common Album.flac"));
+
+    // A peer that left is still announced, but is found dead and not listed.
+    let gone = peers.pop().unwrap();
+    let gone_addr = gone.local_addr;
+    gone.shutdown().await;
+    let sources = find_sources(&me, id).await;
+    assert_eq!(sources.len(), 2, "{sources:?}");
+    assert!(!sources.contains(&gone_addr));
+    let (files, _) = merge_results(None, &search(&me, "isaac", 100).await, "isaac", 100);
+    assert_eq!(files.len(), 2);
+    for p in peers {
+        p.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_is_found_again() {
+    let net = testnet();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("share");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("phoenix.txt"), b"rises again").unwrap();
+    let id = ContentId::from(blake3::hash(b"rises again"));
+    let state = t.path().join("state");
+    let first = dht_peer(&dir, &state, &net, None).await;
+    first.shutdown().await;
+    let again = dht_peer(&dir, &state, &net, None).await;
+    let me = start_node(&dht_config(&net, false)).unwrap();
+    let sources = find_sources(&me, id).await;
+    assert_eq!(
+        sources,
+        vec![again.local_addr],
+        "only the restarted peer is alive"
+    );
+    let (files, _) = merge_results(None, &search(&me, "phoenix", 10).await, "phoenix", 10);
+    assert_eq!(files.len(), 1);
+    again.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_search_merges_an_index_peer_and_a_dht_peer() {
+    let net = testnet();
+    let t = tempfile::tempdir().unwrap();
+    let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(a.join("report-index.pdf"), b"only at the index").unwrap();
+    std::fs::write(b.join("report-dht.pdf"), b"only on the dht").unwrap();
+    std::fs::write(b.join("report-both.pdf"), b"on both").unwrap();
+    std::fs::write(a.join("report-both.pdf"), b"on both").unwrap();
+    let pa = start_peer(&a, Some(ix.addr()), &t.path().join("pa")).await;
+    let pb = dht_peer(&b, &t.path().join("pb"), &net, None).await;
+    let mut args = vec!["search", "report", "--dht", "--json", "--index"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    args.push(ix.addr());
+    for bs in &net.bootstrap {
+        args.push("--bootstrap".into());
+        args.push(bs.clone());
+    }
+    let home = t.path().join("c");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_peershare"))
+            .args(&args)
+            .env("PEERSHARE_HOME", home)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = doc["files"].as_array().unwrap();
+    let via = |name: &str| -> Vec<Vec<String>> {
+        let f = files
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {doc:#}"));
+        f["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| serde_json::from_value(p["via"].clone()).unwrap())
+            .collect()
+    };
+    assert_eq!(files.len(), 3, "{doc:#}");
+    assert_eq!(via("report-index.pdf"), vec![vec!["index".to_string()]]);
+    assert_eq!(via("report-dht.pdf"), vec![vec!["dht".to_string()]]);
+    let mut both = via("report-both.pdf");
+    both.sort();
+    assert_eq!(
+        both,
+        vec![vec!["dht".to_string()], vec!["index".to_string()]],
+        "two peers, no duplicates"
+    );
+    let f = files
+        .iter()
+        .find(|f| f["name"] == "report-index.pdf")
+        .unwrap();
+    assert_eq!(f["peers"][0]["peer_id"], 1, "index peers keep their id");
+    pa.shutdown().await;
+    pb.shutdown().await;
+    ix.stop().await;
+}
