@@ -398,3 +398,79 @@ fn the_menu_registers_a_directory_and_serves_it() {
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("menu-shared.txt"));
 }
+
+#[test]
+fn serverless_share_search_and_get_through_a_private_dht() {
+    let t = tempfile::tempdir().unwrap();
+    let mut seed = Running::start(
+        &["dht", "node", "--listen", "127.0.0.1:0", "--no-bootstrap"],
+        &t.path().join("seed"),
+    );
+    let boot = seed.listening();
+    let content = data(2 * 262_144 + 99, 50);
+    let id = blake3::hash(&content).to_hex().to_string();
+    let mut peers = Vec::new();
+    for n in 0..2 {
+        let dir = t.path().join(format!("share{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("Serverless Notes.txt"), &content).unwrap();
+        let mut p = Running::start(
+            &[
+                "share",
+                dir.to_str().unwrap(),
+                "--dht",
+                "--bootstrap",
+                &boot,
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &t.path().join(format!("p{n}")),
+        );
+        p.wait_line("published on the DHT");
+        assert!(
+            !p.seen.iter().any(|l| l.contains("registered with index")),
+            "no index with --dht alone"
+        );
+        peers.push(p);
+    }
+    let home = t.path().join("client");
+    let out = run(
+        &[
+            "search",
+            "serverless",
+            "--dht",
+            "--bootstrap",
+            &boot,
+            "--json",
+        ],
+        &home,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["files"][0]["content_id"], id.as_str());
+    assert_eq!(doc["files"][0]["peers"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["files"][0]["peers"][0]["via"][0], "dht");
+
+    let dl = t.path().join("dl");
+    let out = run(
+        &[
+            "get",
+            &id,
+            "--dht",
+            "--bootstrap",
+            &boot,
+            "-o",
+            dl.to_str().unwrap(),
+            "--json",
+        ],
+        &home,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["downloads"][0]["sources"].as_array().unwrap().len(),
+        2,
+        "{doc:#}"
+    );
+    assert_eq!(b3sum(&dl.join("Serverless Notes.txt")), id);
+}

@@ -96,8 +96,13 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dht {
-            command: super::DhtCommand::Node { listen, bootstrap },
-        } => super::dht::run_node(listen, bootstrap).await,
+            command:
+                super::DhtCommand::Node {
+                    listen,
+                    bootstrap,
+                    no_bootstrap,
+                },
+        } => super::dht::run_node(listen, bootstrap, no_bootstrap).await,
         Command::Peers { index, json } => {
             let mut client = connect(&index.resolve(false).unwrap_or_default()).await?;
             let list = client.list_peers().await?;

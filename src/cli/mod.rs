@@ -83,6 +83,9 @@ pub enum DhtCommand {
         /// Other bootstrap nodes, repeatable [default: the public Mainline bootstrap nodes]
         #[arg(long = "bootstrap", value_name = "HOST:PORT")]
         bootstrap: Vec<String>,
+        /// Contact no bootstrap node: the first node of a private network
+        #[arg(long, conflicts_with = "bootstrap")]
+        no_bootstrap: bool,
     },
 }
 
