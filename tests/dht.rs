@@ -102,6 +102,12 @@ async fn three_peers_publish_a_fourth_searches_and_downloads_from_all() {
     .unwrap();
     assert_eq!(b3sum(&rep.path), id.to_hex());
     assert_eq!(rep.path, out.join("Common Album.flac"));
+    assert_eq!(rep.sources.len(), 3);
+    assert!(
+        rep.sources.iter().all(|s| s.error.is_none()),
+        "all three used without error: {:?}",
+        rep.sources
+    );
 
     // A peer that left is still announced, but is found dead and not listed.
     let gone = peers.pop().unwrap();
@@ -211,4 +217,28 @@ async fn one_search_merges_an_index_peer_and_a_dht_peer() {
     pa.shutdown().await;
     pb.shutdown().await;
     ix.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcements_are_renewed_before_they_expire() {
+    let net = testnet();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("share");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("evergreen.txt"), b"still here").unwrap();
+    let mut config = ShareConfig::new(vec![dir], None, t.path().join("state"));
+    config.dht = Some(dht_config(&net, true));
+    config.dht_refresh = Duration::from_millis(500);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut h = start_share(config, listener).await.unwrap();
+    let s = h
+        .wait_for(Duration::from_secs(60), |s| s.dht_rounds >= 3)
+        .await
+        .expect("renewed twice after the first round");
+    assert_eq!(
+        s.dht_announced,
+        Some(s.dht_keys),
+        "every renewal announced every key"
+    );
+    h.shutdown().await;
 }

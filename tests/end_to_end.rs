@@ -297,3 +297,39 @@ async fn index_restart_keeps_what_it_acknowledged() {
     );
     ix.stop().await;
 }
+
+#[tokio::test]
+async fn clients_beyond_the_connection_limit_wait_for_a_free_slot() {
+    let t = tempfile::tempdir().unwrap();
+    let store = peershare::index::IndexStore::open(&t.path().join("ix.sqlite")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let config = peershare::index::IndexConfig {
+        max_connections: 1,
+        ..Default::default()
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(peershare::index::IndexServer::new(store, config).run(listener, stop.clone()));
+    let first = IndexClient::connect(&addr, Limits::default())
+        .await
+        .unwrap();
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(500),
+        IndexClient::connect(&addr, Limits::default()),
+    )
+    .await;
+    assert!(
+        waiting.is_err(),
+        "a second client is not served while the first holds the only slot"
+    );
+    drop(first);
+    let mut second = tokio::time::timeout(
+        Duration::from_secs(10),
+        IndexClient::connect(&addr, Limits::default()),
+    )
+    .await
+    .expect("served once the slot is free")
+    .unwrap();
+    assert!(second.search("x", 1).await.unwrap().files.is_empty());
+    stop.cancel();
+}

@@ -391,6 +391,8 @@ async fn several_downloads_at_once_with_a_json_summary() {
             &ix.addr(),
             "--parallel",
             "2",
+            "--max-peers",
+            "1",
             "--json",
         ]
         .map(String::from),
@@ -426,7 +428,12 @@ async fn several_downloads_at_once_with_a_json_summary() {
         assert_eq!(per_source, d["size"].as_u64().unwrap());
         assert_eq!(d["pieces_rejected"], 0);
         assert!(d["seconds"].as_f64().unwrap() >= 0.0);
-        assert!(d["sources_used"].as_u64().unwrap() >= 1);
+        assert_eq!(
+            d["sources"].as_array().unwrap().len(),
+            1,
+            "--max-peers 1: one source of the two"
+        );
+        assert_eq!(d["sources_used"], 1);
     }
     pa.shutdown().await;
     pb.shutdown().await;

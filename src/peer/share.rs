@@ -94,6 +94,8 @@ pub struct ShareStatus {
     pub dht_announced: Option<usize>,
     /// DHT keys the current catalog needs.
     pub dht_keys: usize,
+    /// Announcement rounds completed (the first, changes, renewals, retries).
+    pub dht_rounds: u64,
 }
 
 /// A running share; dropping it does not stop it: call [`ShareHandle::shutdown`].
@@ -204,6 +206,7 @@ pub async fn start_share(
                 st.send_modify(|s| {
                     s.dht_announced = Some(ok);
                     s.dht_keys = keys;
+                    s.dht_rounds += 1;
                 })
             },
             shutdown.clone(),
