@@ -103,6 +103,45 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
                     no_bootstrap,
                 },
         } => super::dht::run_node(listen, bootstrap, no_bootstrap).await,
+        Command::Bench { command } => match command {
+            super::BenchCommand::Populate {
+                index,
+                files,
+                peers,
+            } => {
+                super::bench::populate(&index.resolve(false).unwrap_or_default(), files, peers)
+                    .await
+            }
+            super::BenchCommand::Search {
+                index,
+                clients,
+                duration,
+                lookup,
+                files,
+                json,
+            } => {
+                let addr = index.resolve(false).unwrap_or_default();
+                let r = super::bench::load(&addr, clients, duration, lookup, files).await?;
+                let rps = r.requests as f64 / r.seconds;
+                if json {
+                    let doc = serde_json::json!({
+                        "requests": r.requests, "errors": r.errors, "seconds": r.seconds,
+                        "requests_per_sec": rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
+                    });
+                    println!("{doc:#}");
+                } else {
+                    println!(
+                        "{} {} clients: {rps:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                        if lookup { "lookup" } else { "search" },
+                        clients,
+                        r.p50_ms,
+                        r.p99_ms,
+                        r.errors
+                    );
+                }
+                Ok(())
+            }
+        },
         Command::Peers { index, json } => {
             let mut client = connect(&index.resolve(false).unwrap_or_default()).await?;
             let list = client.list_peers().await?;
@@ -129,6 +168,13 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
                 .collect::<Result<Vec<_>, _>>()?;
             let index = index.resolve(dht.dht);
             let mut client = match &index {
+                Some(addr) if dht.dht => match connect(addr).await {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        eprintln!("peershare: index unavailable, using the DHT only: {e:#}");
+                        None
+                    }
+                },
                 Some(addr) => Some(connect(addr).await?),
                 None => None,
             };

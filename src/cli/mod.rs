@@ -1,5 +1,6 @@
 //! Command-line interface: subcommands for scripts and people, and the original numbered menu.
 
+mod bench;
 mod commands;
 mod dht;
 mod menu;
@@ -71,6 +72,41 @@ impl DhtArgs {
             ..Default::default()
         })
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Register synthetic peers sharing synthetic files (names from a fixed word list)
+    Populate {
+        #[command(flatten)]
+        index: IndexAddr,
+        /// Files in all
+        #[arg(long, default_value_t = 100_000)]
+        files: u64,
+        /// Peers sharing them
+        #[arg(long, default_value_t = 10)]
+        peers: u64,
+    },
+    /// Search one word per request from many connections; print requests/s, p50, p99, errors
+    Search {
+        #[command(flatten)]
+        index: IndexAddr,
+        /// Concurrent connections
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        /// How long to run
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Look up content ids of the populated files instead of searching words
+        #[arg(long)]
+        lookup: bool,
+        /// Files the index was populated with (for --lookup)
+        #[arg(long, default_value_t = 100_000)]
+        files: u64,
+        /// Print one JSON document
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +230,11 @@ pub enum Command {
     Dht {
         #[command(subcommand)]
         command: DhtCommand,
+    },
+    /// Load-test an index: fill it with synthetic peers, then search or look up under load
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
     },
     /// List the peers registered with the index
     Peers {

@@ -193,7 +193,9 @@ pub fn merge_results(
             .or_insert(u64::MAX - n);
         r.peer.peer_id = id;
     }
-    let (files, truncated): (Vec<FileHit>, bool) = group_and_rank(rows, &q, limit);
+    let (files, cut): (Vec<FileHit>, bool) = group_and_rank(rows, &q, limit);
+    let truncated =
+        cut || index.is_some_and(|r| r.truncated) || dht.iter().any(|(_, r)| r.truncated);
     let files = files
         .into_iter()
         .map(|f| DhtFile {
