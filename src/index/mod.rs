@@ -1,6 +1,7 @@
 //! The indexing server: which peers share which files, durable in SQLite, searched by name or content id.
 
 mod client;
+mod memory;
 pub mod search;
 mod server;
 mod store;

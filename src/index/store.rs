@@ -1,16 +1,14 @@
 //! `IndexStore`: the index's durable state in SQLite (WAL, synchronous=FULL): peers and their files.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::search::{Query, Row, group_and_rank};
+use super::memory::{NameIndex, PeerState};
+use super::search::Query;
 use crate::content::{ContentId, Digest};
-use crate::protocol::{PeerHit, PeerList, PeerRecord, SearchResults, UpdateFiles};
-
-/// Most (file, peer) rows one search reads before grouping; past it the reply says `truncated`.
-pub const MAX_SEARCH_ROWS: usize = 200_000;
+use crate::protocol::{FileEntry, PeerList, PeerRecord, SearchResults, UpdateFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,11 +50,13 @@ CREATE TABLE IF NOT EXISTS files(
 CREATE INDEX IF NOT EXISTS files_by_content ON files(content_id);
 ";
 
-/// The durable store. One writer connection; reads use their own connections (WAL lets them run beside writes).
+/// The durable store. One writer connection; reads use their own connections (WAL lets them
+/// run beside writes). Searches read [`NameIndex`], which every write updates after its commit.
 pub struct IndexStore {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     path: std::path::PathBuf,
+    mem: RwLock<NameIndex>,
 }
 
 fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
@@ -104,11 +104,22 @@ impl IndexStore {
                 writer.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column}"))?;
             }
         }
+        let mem = load(&writer)?;
         Ok(IndexStore {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             path: path.to_path_buf(),
+            mem: RwLock::new(mem),
         })
+    }
+
+    fn mem(&self) -> std::sync::RwLockWriteGuard<'_, NameIndex> {
+        self.mem.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Files held in memory for searching.
+    pub fn files_in_memory(&self) -> usize {
+        self.mem.read().unwrap_or_else(|p| p.into_inner()).files()
     }
 
     fn write<T>(
@@ -174,6 +185,10 @@ impl IndexStore {
                 }
             };
             tx.commit()?;
+            self.mem().set_peer(
+                id as u64,
+                PeerState { host: host.into(), port, last_seen: now, online: true },
+            );
             Ok((id as u64, in_sync))
         })
     }
@@ -227,6 +242,17 @@ impl IndexStore {
                     r.get(0)
                 })?;
             tx.commit()?;
+            let mut mem = self.mem();
+            if u.reset {
+                mem.remove_all(peer_id);
+            }
+            for path in &u.remove {
+                mem.remove(peer_id, path);
+            }
+            for f in &u.upsert {
+                mem.upsert(peer_id, f, now);
+            }
+            mem.heartbeat(peer_id, now);
             Ok(count as u64)
         })
     }
@@ -241,6 +267,7 @@ impl IndexStore {
             if n == 0 {
                 return Err(StoreError::UnknownPeer(peer_id));
             }
+            self.mem().heartbeat(peer_id, now);
             Ok(())
         })
     }
@@ -251,7 +278,7 @@ impl IndexStore {
         self.write(|c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM files WHERE peer_id=?1", params![peer_id])?;
-            tx.execute(
+            let forgotten = tx.execute(
                 "DELETE FROM peers WHERE id=?1 AND ephemeral=1",
                 params![peer_id],
             )?;
@@ -260,6 +287,13 @@ impl IndexStore {
                 params![peer_id],
             )?;
             tx.commit()?;
+            let mut mem = self.mem();
+            if forgotten > 0 {
+                mem.forget_peer(peer_id);
+            } else {
+                mem.remove_all(peer_id);
+                mem.set_offline(peer_id);
+            }
             Ok(())
         })
     }
@@ -268,12 +302,20 @@ impl IndexStore {
     pub fn purge_ephemeral(&self, before: i64) -> Result<usize, StoreError> {
         self.write(|c| {
             let tx = c.transaction()?;
+            let ids: Vec<i64> = tx
+                .prepare("SELECT id FROM peers WHERE ephemeral=1 AND last_seen < ?1")?
+                .query_map(params![before], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
             tx.execute(
                 "DELETE FROM files WHERE peer_id IN (SELECT id FROM peers WHERE ephemeral=1 AND last_seen < ?1)",
                 params![before],
             )?;
             let n = tx.execute("DELETE FROM peers WHERE ephemeral=1 AND last_seen < ?1", params![before])?;
             tx.commit()?;
+            let mut mem = self.mem();
+            for id in ids {
+                mem.forget_peer(id as u64);
+            }
             Ok(n)
         })
     }
@@ -286,54 +328,9 @@ impl IndexStore {
         live_since: i64,
     ) -> Result<SearchResults, StoreError> {
         let query = Query::parse(query);
-        self.read(|c| {
-            let base = "SELECT f.content_id, f.name, f.size, f.shared_at, p.id, p.host, p.port, p.last_seen, f.have
-                        FROM files f JOIN peers p ON p.id = f.peer_id
-                        WHERE p.online = 1 AND p.last_seen >= ?1";
-            let mut values: Vec<rusqlite::types::Value> = vec![live_since.into()];
-            let mut sql = base.to_string();
-            match &query {
-                Query::Id(id) => {
-                    sql.push_str(" AND f.content_id = ?2");
-                    values.push(id.as_bytes().to_vec().into());
-                }
-                Query::Words { words, .. } => {
-                    for (i, w) in words.iter().enumerate() {
-                        sql.push_str(&format!(" AND instr(f.name_lower, ?{}) > 0", i + 2));
-                        values.push(w.clone().into());
-                    }
-                }
-            }
-            sql.push_str(&format!(" LIMIT {}", MAX_SEARCH_ROWS + 1));
-            let mut stmt = c.prepare_cached(&sql)?;
-            let mut rows = Vec::new();
-            let mut it = stmt.query(rusqlite::params_from_iter(values))?;
-            while let Some(r) = it.next()? {
-                let Some(content_id) = id_from(r.get(0)?) else {
-                    continue;
-                };
-                rows.push(Row {
-                    content_id,
-                    name: r.get(1)?,
-                    size: r.get::<_, i64>(2)? as u64,
-                    peer: PeerHit {
-                        shared_at: r.get(3)?,
-                        peer_id: r.get::<_, i64>(4)? as u64,
-                        host: r.get(5)?,
-                        port: r.get(6)?,
-                        last_seen: r.get(7)?,
-                        have: r.get(8)?,
-                    },
-                });
-            }
-            let cut_rows = rows.len() > MAX_SEARCH_ROWS;
-            rows.truncate(MAX_SEARCH_ROWS);
-            let (files, truncated) = group_and_rank(rows, &query, limit);
-            Ok(SearchResults {
-                files,
-                truncated: truncated || cut_rows,
-            })
-        })
+        let mem = self.mem.read().unwrap_or_else(|p| p.into_inner());
+        let (files, truncated) = mem.search(&query, limit, live_since);
+        Ok(SearchResults { files, truncated })
     }
 
     /// Every registered peer; `live` when online and seen at or after `live_since` (ms).
@@ -361,4 +358,44 @@ impl IndexStore {
             Ok(PeerList { peers })
         })
     }
+}
+
+/// Reads the whole store into a [`NameIndex`].
+fn load(c: &Connection) -> Result<NameIndex, StoreError> {
+    let mut mem = NameIndex::default();
+    let mut stmt = c.prepare("SELECT id, host, port, last_seen, online FROM peers")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let host: String = r.get(1)?;
+        mem.set_peer(
+            id as u64,
+            PeerState {
+                host: host.into(),
+                port: r.get(2)?,
+                last_seen: r.get(3)?,
+                online: r.get(4)?,
+            },
+        );
+    }
+    let mut stmt = c.prepare(
+        "SELECT peer_id, path, name, size, content_id, mtime, shared_at, have FROM files",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let Some(content_id) = id_from(r.get(4)?) else {
+            continue;
+        };
+        let peer: i64 = r.get(0)?;
+        let f = FileEntry {
+            path: r.get(1)?,
+            name: r.get(2)?,
+            size: r.get::<_, i64>(3)? as u64,
+            content_id,
+            mtime: r.get(5)?,
+            have: r.get(7)?,
+        };
+        mem.load(peer as u64, &f, r.get(6)?);
+    }
+    Ok(mem)
 }

@@ -1,0 +1,495 @@
+//! `NameIndex`: what searches read, in memory beside the durable store: file names by trigram, files by content id, peer liveness.
+//!
+//! The store applies every change here right after committing it to SQLite (under its writer
+//! lock), so a search sees exactly what was acknowledged. Names are found through trigram
+//! postings: the candidates of a query are the smallest posting list among its words'
+//! trigrams, each confirmed by a case-insensitive substring test. Postings are append-only;
+//! entries of removed or renamed files go stale and are skipped (the confirmation rejects
+//! them) until a rebuild drops them.
+
+use std::collections::HashMap;
+
+use super::search::Query;
+use crate::content::ContentId;
+use crate::protocol::{FileEntry, FileHit, PeerHit};
+
+type Slot = u32;
+
+/// Most matching files one search groups and ranks; past it the reply says `truncated`.
+pub const MAX_SEARCH_ROWS: usize = 200_000;
+
+#[derive(Debug)]
+struct FileRec {
+    peer: u64,
+    name: Box<str>,
+    size: u64,
+    content: ContentId,
+    shared_at: i64,
+    have: Option<Box<[u8]>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerState {
+    pub host: Box<str>,
+    pub port: u16,
+    pub last_seen: i64,
+    pub online: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct NameIndex {
+    files: Vec<Option<FileRec>>,
+    free: Vec<Slot>,
+    by_peer: HashMap<u64, HashMap<Box<str>, Slot>>,
+    by_content: HashMap<ContentId, Vec<Slot>>,
+    trigrams: HashMap<[u8; 3], Vec<Slot>>,
+    postings: usize,
+    stale: usize,
+    peers: HashMap<u64, PeerState>,
+}
+
+/// The distinct trigrams of a lowercased string's bytes.
+fn trigrams_of(lower: &str) -> Vec<[u8; 3]> {
+    let mut t: Vec<[u8; 3]> = lower
+        .as_bytes()
+        .windows(3)
+        .map(|w| [w[0], w[1], w[2]])
+        .collect();
+    t.sort_unstable();
+    t.dedup();
+    t
+}
+
+fn lower(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Borrowed(s)
+    } else if s.is_ascii() {
+        std::borrow::Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Owned(s.to_lowercase())
+    }
+}
+
+/// Whether `name` contains `needle` (already lowercase), ignoring case.
+fn contains_ci(name: &str, needle: &str) -> bool {
+    if name.is_ascii() && needle.is_ascii() {
+        let (h, n) = (name.as_bytes(), needle.as_bytes());
+        n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    } else {
+        name.to_lowercase().contains(needle)
+    }
+}
+
+impl NameIndex {
+    pub fn files(&self) -> usize {
+        self.files.len() - self.free.len()
+    }
+
+    pub fn set_peer(&mut self, id: u64, state: PeerState) {
+        self.peers.insert(id, state);
+    }
+
+    pub fn heartbeat(&mut self, id: u64, now: i64) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.last_seen = now;
+            p.online = true;
+        }
+    }
+
+    pub fn set_offline(&mut self, id: u64) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.online = false;
+        }
+    }
+
+    /// Forgets a peer and its files.
+    pub fn forget_peer(&mut self, id: u64) {
+        self.remove_all(id);
+        self.peers.remove(&id);
+    }
+
+    fn drop_slot(&mut self, slot: Slot) {
+        if let Some(rec) = self.files.get_mut(slot as usize).and_then(Option::take) {
+            if let Some(v) = self.by_content.get_mut(&rec.content) {
+                v.retain(|s| *s != slot);
+                if v.is_empty() {
+                    self.by_content.remove(&rec.content);
+                }
+            }
+            self.stale += trigrams_of(&lower(&rec.name)).len();
+            self.free.push(slot);
+        }
+    }
+
+    /// Removes every file of a peer.
+    pub fn remove_all(&mut self, peer: u64) {
+        if let Some(paths) = self.by_peer.remove(&peer) {
+            for (_, slot) in paths {
+                self.drop_slot(slot);
+            }
+        }
+        self.maybe_rebuild();
+    }
+
+    pub fn remove(&mut self, peer: u64, path: &str) {
+        if let Some(slot) = self.by_peer.get_mut(&peer).and_then(|m| m.remove(path)) {
+            self.drop_slot(slot);
+        }
+    }
+
+    /// Adds or replaces a file; `shared_at` is kept when the content did not change.
+    pub fn upsert(&mut self, peer: u64, f: &FileEntry, now: i64) {
+        let existing = self
+            .by_peer
+            .get(&peer)
+            .and_then(|m| m.get(f.path.as_str()))
+            .copied();
+        let mut shared_at = now;
+        if let Some(slot) = existing {
+            if let Some(old) = self.files.get(slot as usize).and_then(Option::as_ref)
+                && old.content == f.content_id
+            {
+                shared_at = old.shared_at;
+            }
+            self.drop_slot(slot);
+        }
+        let rec = FileRec {
+            peer,
+            name: f.name.as_str().into(),
+            size: f.size,
+            content: f.content_id,
+            shared_at,
+            have: f.have.as_ref().map(|h| h.clone().into_boxed_slice()),
+        };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.files[s as usize] = Some(rec);
+                s
+            }
+            None => {
+                self.files.push(Some(rec));
+                (self.files.len() - 1) as Slot
+            }
+        };
+        for t in trigrams_of(&lower(&f.name)) {
+            self.trigrams.entry(t).or_default().push(slot);
+            self.postings += 1;
+        }
+        self.by_content.entry(f.content_id).or_default().push(slot);
+        self.by_peer
+            .entry(peer)
+            .or_default()
+            .insert(f.path.as_str().into(), slot);
+    }
+
+    /// Loads a file as stored (with its stored `shared_at`).
+    pub fn load(&mut self, peer: u64, f: &FileEntry, shared_at: i64) {
+        self.upsert(peer, f, shared_at);
+    }
+
+    /// Drops stale postings once they are most of the postings.
+    fn maybe_rebuild(&mut self) {
+        if self.stale < 1024 || self.stale * 2 < self.postings {
+            return;
+        }
+        self.trigrams.clear();
+        self.postings = 0;
+        for (slot, rec) in self.files.iter().enumerate() {
+            if let Some(rec) = rec {
+                for t in trigrams_of(&lower(&rec.name)) {
+                    self.trigrams.entry(t).or_default().push(slot as Slot);
+                    self.postings += 1;
+                }
+            }
+        }
+        self.trigrams.shrink_to_fit();
+        self.stale = 0;
+    }
+
+    /// Candidate slots for a word query: the smallest posting list of any trigram of any word
+    /// of 3 bytes or more; `None` when no word is that long (every file is a candidate).
+    fn candidates(&self, words: &[String]) -> Option<&[Slot]> {
+        let mut best: Option<&[Slot]> = None;
+        for w in words.iter().filter(|w| w.len() >= 3) {
+            for t in trigrams_of(w) {
+                let list = self.trigrams.get(&t).map(Vec::as_slice).unwrap_or(&[]);
+                if best.is_none_or(|b| list.len() < b.len()) {
+                    best = Some(list);
+                }
+            }
+        }
+        best
+    }
+
+    /// Files matching `query` shared by live peers (online and seen at or after `live_since`).
+    pub fn search(&self, query: &Query, limit: usize, live_since: i64) -> (Vec<FileHit>, bool) {
+        let live = |peer: u64| {
+            self.peers
+                .get(&peer)
+                .filter(|p| p.online && p.last_seen >= live_since)
+        };
+        let mut slots: Vec<Slot> = match query {
+            Query::Id(id) => self.by_content.get(id).cloned().unwrap_or_default(),
+            Query::Words { words, .. } => {
+                let test = |slot: &Slot| {
+                    self.files
+                        .get(*slot as usize)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|r| words.iter().all(|w| contains_ci(&r.name, w)))
+                };
+                match self.candidates(words) {
+                    Some(list) => list.iter().copied().filter(test).collect(),
+                    None => (0..self.files.len() as Slot).filter(test).collect(),
+                }
+            }
+        };
+        slots.sort_unstable();
+        slots.dedup();
+        let cut = slots.len() > MAX_SEARCH_ROWS;
+        slots.truncate(MAX_SEARCH_ROWS);
+        let (files, truncated) = self.rank(slots, query, limit, &live);
+        (files, truncated || cut)
+    }
+
+    /// Groups matching slots by content id and ranks the groups as the index does (exact name
+    /// first, then more live peers, then name), without copying anything but the `limit` kept.
+    fn rank<'a>(
+        &'a self,
+        slots: Vec<Slot>,
+        query: &Query,
+        limit: usize,
+        live: &dyn Fn(u64) -> Option<&'a PeerState>,
+    ) -> (Vec<FileHit>, bool) {
+        struct Group {
+            first: Slot,
+            exact: bool,
+            slots: Vec<Slot>,
+        }
+        let whole = match query {
+            Query::Words { whole, .. } if !whole.is_empty() => Some(whole.as_str()),
+            _ => None,
+        };
+        let is_exact = |name: &str| {
+            whole.is_some_and(|w| {
+                if name.is_ascii() && w.is_ascii() {
+                    name.eq_ignore_ascii_case(w)
+                } else {
+                    name.to_lowercase() == w
+                }
+            })
+        };
+        let mut groups: Vec<Group> = Vec::new();
+        let mut index: HashMap<ContentId, usize> = HashMap::new();
+        for slot in slots {
+            let Some(rec) = self.files.get(slot as usize).and_then(Option::as_ref) else {
+                continue;
+            };
+            if live(rec.peer).is_none() {
+                continue;
+            }
+            let k = *index.entry(rec.content).or_insert_with(|| {
+                groups.push(Group {
+                    first: slot,
+                    exact: false,
+                    slots: Vec::new(),
+                });
+                groups.len() - 1
+            });
+            let g = &mut groups[k];
+            if !g.exact && is_exact(&rec.name) {
+                g.exact = true;
+                g.first = slot;
+            }
+            let peer_of = |s: &Slot| self.files[*s as usize].as_ref().map(|r| r.peer);
+            match g.slots.iter().position(|s| peer_of(s) == Some(rec.peer)) {
+                Some(i) => {
+                    // One entry per peer: the earliest time it shared this content.
+                    let other = g.slots[i];
+                    let t = |s: Slot| {
+                        self.files[s as usize]
+                            .as_ref()
+                            .map_or(i64::MAX, |r| r.shared_at)
+                    };
+                    if t(slot) < t(other) {
+                        g.slots[i] = slot;
+                    }
+                }
+                None => g.slots.push(slot),
+            }
+        }
+        let name = |s: Slot| self.files[s as usize].as_ref().map_or("", |r| &r.name);
+        let content = |s: Slot| self.files[s as usize].as_ref().map(|r| r.content);
+        let truncated = groups.len() > limit;
+        let rank = |a: &Group, b: &Group| {
+            b.exact
+                .cmp(&a.exact)
+                .then(b.slots.len().cmp(&a.slots.len()))
+                .then_with(|| name(a.first).cmp(name(b.first)))
+                .then_with(|| content(a.first).cmp(&content(b.first)))
+        };
+        if groups.len() > limit {
+            groups.select_nth_unstable_by(limit, rank);
+            groups.truncate(limit);
+        }
+        groups.sort_by(rank);
+        let files = groups
+            .into_iter()
+            .filter_map(|g| {
+                let head = self.files.get(g.first as usize)?.as_ref()?;
+                let mut peers: Vec<PeerHit> = g
+                    .slots
+                    .iter()
+                    .filter_map(|s| {
+                        let rec = self.files.get(*s as usize)?.as_ref()?;
+                        let p = live(rec.peer)?;
+                        Some(PeerHit {
+                            peer_id: rec.peer,
+                            host: p.host.to_string(),
+                            port: p.port,
+                            shared_at: rec.shared_at,
+                            last_seen: p.last_seen,
+                            have: rec.have.as_ref().map(|h| h.to_vec()),
+                        })
+                    })
+                    .collect();
+                peers.sort_by_key(|p| p.peer_id);
+                Some(FileHit {
+                    name: head.name.to_string(),
+                    size: head.size,
+                    content_id: head.content,
+                    peers,
+                })
+            })
+            .collect();
+        (files, truncated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, name: &str, id: u8) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            name: name.into(),
+            size: 1,
+            content_id: ContentId::from_bytes([id; 32]),
+            mtime: 0,
+            have: None,
+        }
+    }
+
+    fn names(ix: &NameIndex, q: &str) -> Vec<String> {
+        let mut v: Vec<String> = ix
+            .search(&Query::parse(q), 1000, 0)
+            .0
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn substring_words_ids_and_liveness() {
+        let mut ix = NameIndex::default();
+        let live = PeerState {
+            host: "h".into(),
+            port: 1,
+            last_seen: 10,
+            online: true,
+        };
+        ix.set_peer(1, live.clone());
+        ix.set_peer(
+            2,
+            PeerState {
+                last_seen: 1,
+                ..live
+            },
+        );
+        ix.upsert(1, &entry("a/Isaac.py", "Isaac.py", 1), 5);
+        ix.upsert(1, &entry("b", "Straße Ünïcode.txt", 2), 5);
+        ix.upsert(1, &entry("c", "go", 3), 5);
+        ix.upsert(2, &entry("d", "isaac old.py", 4), 5);
+        assert_eq!(names(&ix, "saac"), ["Isaac.py", "isaac old.py"]);
+        assert_eq!(names(&ix, "ISAAC py"), ["Isaac.py", "isaac old.py"]);
+        assert_eq!(names(&ix, "ünï"), ["Straße Ünïcode.txt"]);
+        assert_eq!(names(&ix, "go"), ["go"], "short words scan every name");
+        assert_eq!(names(&ix, &ContentId::from_bytes([3; 32]).to_hex()), ["go"]);
+        let (hits, _) = ix.search(&Query::parse("isaac"), 10, 5);
+        assert_eq!(hits.len(), 1, "peer 2 expired");
+        // Rename, remove, reset: stale postings never show.
+        ix.upsert(1, &entry("a/Isaac.py", "Newton.py", 1), 9);
+        assert_eq!(names(&ix, "isaac"), ["isaac old.py"]);
+        assert_eq!(
+            ix.search(&Query::parse("newton"), 1, 0).0[0].peers[0].shared_at,
+            5,
+            "same content keeps its time"
+        );
+        ix.remove(1, "c");
+        assert!(names(&ix, "go").is_empty());
+        ix.remove_all(2);
+        assert!(names(&ix, "isaac").is_empty());
+        assert_eq!(ix.files(), 2);
+    }
+
+    #[test]
+    fn matches_a_brute_force_search_after_churn() {
+        let words = ["alpha", "beta", "gamma", "delta", "ab", "x"];
+        let mut ix = NameIndex::default();
+        ix.set_peer(
+            1,
+            PeerState {
+                host: "h".into(),
+                port: 1,
+                last_seen: 0,
+                online: true,
+            },
+        );
+        let mut truth: HashMap<String, String> = HashMap::new();
+        let mut x: u64 = 42;
+        for step in 0..5000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let path = format!("p{}", x % 700);
+            if x.is_multiple_of(5) {
+                ix.remove(1, &path);
+                truth.remove(&path);
+            } else {
+                let name = format!(
+                    "{} {}{} {step}",
+                    words[(x % 6) as usize],
+                    words[(x / 6 % 6) as usize],
+                    x % 97
+                );
+                let mut e = entry(&path, &name, 0);
+                e.content_id = blake3::hash(name.as_bytes()).into();
+                ix.upsert(1, &e, 0);
+                truth.insert(path, name);
+            }
+        }
+        for q in ["alpha", "ta", "gamma delta", "x", "a", "bet 1", "zzz"] {
+            let query = Query::parse(q);
+            let Query::Words { words: qw, .. } = &query else {
+                unreachable!()
+            };
+            let mut want: Vec<String> = truth
+                .values()
+                .filter(|n| qw.iter().all(|w| n.to_lowercase().contains(w.as_str())))
+                .cloned()
+                .collect();
+            want.sort();
+            want.dedup();
+            let mut got: Vec<String> = ix
+                .search(&query, 100_000, 0)
+                .0
+                .into_iter()
+                .map(|f| f.name)
+                .collect();
+            got.sort();
+            assert_eq!(got, want, "{q}");
+        }
+    }
+}
