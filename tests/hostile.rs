@@ -319,3 +319,103 @@ async fn a_forgotten_peer_is_told_to_register_again_and_keeps_its_connection() {
     c.heartbeat().await.unwrap();
     ix.stop().await;
 }
+
+#[tokio::test]
+async fn a_source_claiming_a_huge_file_is_refused_before_any_allocation() {
+    let bytes = data(1000, 60);
+    let id = ContentId::from(blake3::hash(&bytes));
+    let liar = Behaviour {
+        lie_size: Some(1 << 49),
+        ..how("huge", None)
+    };
+    let (addr, sent) = fake_peer(bytes, liar).await;
+    let out = tempfile::tempdir().unwrap();
+    let err = Downloader::default()
+        .download(id, &[src(&addr, 1)], out.path(), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("the limit is"), "{err}");
+    assert_eq!(sent.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_lying_first_source_cannot_cut_or_delete_an_earlier_partial_download() {
+    let bytes = data(6 * PIECE_SIZE as usize + 5, 61);
+    let id = ContentId::from(blake3::hash(&bytes));
+    let out = tempfile::tempdir().unwrap();
+    // An earlier run verified and wrote the first four pieces.
+    let partial = out.path().join(format!(".{}.peershare-part", id.to_hex()));
+    let mut earlier = vec![0u8; bytes.len()];
+    earlier[..4 * PIECE_SIZE as usize].copy_from_slice(&bytes[..4 * PIECE_SIZE as usize]);
+    std::fs::write(&partial, &earlier).unwrap();
+    // Alone, a source claiming the file is 1 byte long is caught and the partial is untouched.
+    let liar = Behaviour {
+        lie_size: Some(1),
+        ..how("f.bin", None)
+    };
+    let (liar_addr, _) = fake_peer(bytes.clone(), liar).await;
+    let err = Downloader::default()
+        .download(id, &[src(&liar_addr, 1)], out.path(), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("kept for a later resume"), "{err}");
+    assert_eq!(
+        std::fs::read(&partial).unwrap(),
+        earlier,
+        "not cut, not deleted"
+    );
+    // Listed first in front of an honest source, it does not stop the resume.
+    let (honest, honest_sent) = fake_peer(bytes.clone(), how("f.bin", None)).await;
+    let rep = Downloader::default()
+        .download(id, &[src(&liar_addr, 1), src(&honest, 2)], out.path(), None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&rep.path).unwrap(), bytes);
+    assert_eq!(rep.bytes_resumed, 4 * PIECE_SIZE);
+    assert_eq!(
+        honest_sent.load(Ordering::SeqCst),
+        3,
+        "only the three missing pieces"
+    );
+}
+
+#[tokio::test]
+async fn the_index_refuses_have_bitmaps_of_the_wrong_length() {
+    let t = tempfile::tempdir().unwrap();
+    let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
+    let me = peershare::identity::Identity::ephemeral().unwrap();
+    let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+        .await
+        .unwrap();
+    c.register_as(&me, "127.0.0.1", 9, Default::default(), 1, true)
+        .await
+        .unwrap();
+    let entry = |have: Vec<u8>| peershare::protocol::FileEntry {
+        path: "p".into(),
+        name: "n".into(),
+        size: 20 * PIECE_SIZE,
+        content_id: ContentId::from_bytes([1; 32]),
+        mtime: 0,
+        have: Some(have),
+    };
+    let err = c
+        .sync_files(
+            true,
+            vec![entry(vec![0xff; 100_000])],
+            vec![],
+            Default::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("have bitmap"), "{err}");
+    // 20 pieces: exactly 3 bytes.
+    c.sync_files(
+        true,
+        vec![entry(vec![0xff, 0xff, 0xf0])],
+        vec![],
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    ix.stop().await;
+}

@@ -170,7 +170,7 @@ fn menu<R: BufRead, W: Write>(
             p.say(&format!(
                 "File {}: {} ({}, content id {})",
                 n + 1,
-                f.name,
+                super::output::shown(&f.name),
                 size(f.size),
                 f.content_id
             ));

@@ -7,12 +7,29 @@ use serde_json::json;
 
 use crate::content::PieceLayout;
 use crate::download::DownloadReport;
-use crate::protocol::{FileHit, PeerHit, PeerList, SearchResults, bitmap_has};
+use crate::protocol::{FileHit, PeerHit, PeerList, SearchResults};
 
 /// RFC 3339 UTC time, to the second, from milliseconds since the Unix epoch.
 pub fn time(ms: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A name from the network made safe to print: control characters (terminal escapes) shown escaped.
+pub fn shown(name: &str) -> String {
+    if name.chars().any(char::is_control) {
+        name.chars()
+            .flat_map(|c| -> Box<dyn Iterator<Item = char>> {
+                if c.is_control() {
+                    Box::new(c.escape_default())
+                } else {
+                    Box::new(std::iter::once(c))
+                }
+            })
+            .collect()
+    } else {
+        name.to_string()
+    }
 }
 
 /// Bytes in binary units, e.g. "1.5 MiB".
@@ -35,11 +52,17 @@ pub fn size(bytes: u64) -> String {
 pub fn pieces_have(f: &FileHit, p: &PeerHit) -> Option<u64> {
     let bitmap = p.have.as_ref()?;
     let pieces = PieceLayout::new(f.size).piece_count();
-    Some(
-        (0..pieces)
-            .filter(|i| bitmap_has(bitmap, *i as u32))
-            .count() as u64,
-    )
+    let full_bytes = (pieces / 8).min(bitmap.len() as u64) as usize;
+    let mut n: u64 = bitmap[..full_bytes]
+        .iter()
+        .map(|b| u64::from(b.count_ones()))
+        .sum();
+    if let Some(last) = bitmap.get(full_bytes)
+        && !pieces.is_multiple_of(8)
+    {
+        n += u64::from((last & !(0xffu8 >> (pieces % 8))).count_ones());
+    }
+    Some(n)
 }
 
 pub fn file_json(f: &FileHit) -> serde_json::Value {
@@ -74,7 +97,13 @@ pub fn search(
         return writeln!(out, "{doc:#}");
     }
     for f in &r.files {
-        writeln!(out, "{}  {:>10}  {}", f.content_id, size(f.size), f.name)?;
+        writeln!(
+            out,
+            "{}  {:>10}  {}",
+            f.content_id,
+            size(f.size),
+            shown(&f.name)
+        )?;
         let pieces = PieceLayout::new(f.size).piece_count();
         for p in &f.peers {
             let partial = match pieces_have(f, p) {
@@ -118,7 +147,13 @@ pub fn search_merged(
         return writeln!(out, "{doc:#}");
     }
     for f in files {
-        writeln!(out, "{}  {:>10}  {}", f.content_id, size(f.size), f.name)?;
+        writeln!(
+            out,
+            "{}  {:>10}  {}",
+            f.content_id,
+            size(f.size),
+            shown(&f.name)
+        )?;
         for p in &f.peers {
             let id = if p.peer.peer_id == 0 {
                 "-".to_string()

@@ -12,3 +12,5 @@ pub use pieces::{
 pub const PIECE_SIZE: u64 = 256 * 1024;
 /// Bytes of one piece hash (a BLAKE3 chaining value).
 pub const PIECE_HASH_LEN: usize = 32;
+/// Largest file this version transfers: 4 TiB (16 Mi pieces, 512 MiB of piece hashes).
+pub const MAX_FILE_SIZE: u64 = 1 << 42;

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -109,6 +109,15 @@ pub enum DownloadError {
         kept: String,
         reasons: String,
     },
+}
+
+/// What the first usable source told: its connection, the file's info and checked piece
+/// hashes, and the last piece (verified) when it could send it.
+struct Bootstrap {
+    client: PeerClient,
+    info: Info,
+    verifier: Arc<PieceVerifier>,
+    last_piece: Option<crate::protocol::Piece>,
 }
 
 /// Why one source stopped being used.
@@ -248,8 +257,14 @@ impl Downloader {
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&temp)
             .map_err(target)?;
+        if !file.metadata().map_err(target)?.is_file() {
+            return Err(target(std::io::Error::other(
+                "the partial download is not a regular file",
+            )));
+        }
         let earlier_run = file.metadata().map(|m| m.len() > 0).unwrap_or(false);
         // SAFETY: flock on a valid, open descriptor.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -271,27 +286,57 @@ impl Downloader {
         // The first source that answers with piece hashes adding up to `id` sets the layout.
         let mut first = None;
         for (k, s) in sources.iter().enumerate() {
-            match self.bootstrap(s, id).await {
+            match self.bootstrap(s, id, &file).await {
                 Ok(x) => {
                     first = Some((k, x));
                     break;
                 }
                 Err(e) => {
                     warn!("{}: {e}", s.label());
+                    if matches!(e, SourceFailure::Pieces(PieceError::Corrupt { .. })) {
+                        reports[k].pieces_rejected += 1;
+                    }
                     reports[k].error = Some(e.to_string());
                 }
             }
         }
-        let Some((first_k, (client, info, verifier))) = first else {
+        let Some((
+            first_k,
+            Bootstrap {
+                client,
+                info,
+                verifier,
+                last_piece,
+            },
+        )) = first
+        else {
             return Err(self.fail(id, &temp, None, earlier_run, &reports));
         };
         let write_err = |source| DownloadError::Write {
             path: temp.clone(),
             source,
         };
-        let (done, resumed) = recheck(file.clone(), verifier.clone())
+        let (mut done, resumed) = recheck(file.clone(), verifier.clone())
             .await
             .map_err(write_err)?;
+        let mut first_bytes = 0;
+        if let Some(p) = last_piece
+            && !done[p.index as usize]
+        {
+            let (f, off) = (
+                file.clone(),
+                verifier.layout().piece_offset(u64::from(p.index)),
+            );
+            let data = p.data.clone();
+            tokio::task::spawn_blocking(move || f.write_all_at(&data, off))
+                .await
+                .map_err(|e| write_err(std::io::Error::other(e)))?
+                .map_err(write_err)?;
+            done[p.index as usize] = true;
+            first_bytes = p.data.len() as u64;
+            reports[first_k].bytes += first_bytes;
+            reports[first_k].pieces += 1;
+        }
         if resumed > 0 {
             info!(
                 "resuming {id}: {resumed} bytes already verified in {}",
@@ -315,7 +360,7 @@ impl Downloader {
             temp: temp.clone(),
             sched: Mutex::new(PieceScheduler::new(done)),
             changed: Notify::new(),
-            done_bytes: AtomicU64::new(resumed),
+            done_bytes: AtomicU64::new(resumed + first_bytes),
             active: AtomicUsize::new(0),
         });
         self.report_progress(&swarm);
@@ -351,8 +396,9 @@ impl Downloader {
         if swarm.sched().remaining() > 0 {
             return Err(self.fail(id, &temp, Some(&swarm), earlier_run, &reports));
         }
-        let f = file.clone();
-        tokio::task::spawn_blocking(move || f.sync_all())
+        let (f, size) = (file.clone(), verifier.layout().size);
+        // Every piece is verified, so the size is proven: drop anything beyond it, then sync.
+        tokio::task::spawn_blocking(move || f.set_len(size).and_then(|()| f.sync_all()))
             .await
             .map_err(|e| write_err(std::io::Error::other(e)))?
             .map_err(write_err)?;
@@ -389,7 +435,7 @@ impl Downloader {
                 " ({verified} verified bytes kept in {} for a later resume)",
                 temp.display()
             )
-        } else if swarm.is_none() && earlier_run {
+        } else if earlier_run {
             // Not checked this time: what an earlier run left stays for the next one.
             format!(
                 " (the partial download in {} is kept for a later resume)",
@@ -428,12 +474,58 @@ impl Downloader {
         &self,
         s: &Source,
         id: ContentId,
-    ) -> Result<(PeerClient, Info, Arc<PieceVerifier>), SourceFailure> {
+        file: &Arc<File>,
+    ) -> Result<Bootstrap, SourceFailure> {
         let mut client = PeerClient::connect(&s.addr, self.limits).await?;
         let info = client.info(id).await?;
         let hashes = client.piece_hashes(id, info.size).await?;
         let verifier = Arc::new(PieceVerifier::new(id, info.size, &hashes)?);
-        Ok((client, info, verifier))
+        // The last piece's hash covers its length, so checking it proves the size before
+        // anything on disk is sized by it. A source that cannot send it yet (partial, busy)
+        // still sets the layout; the last piece is then checked when it arrives.
+        let last = (verifier.layout().piece_count() - 1) as u32;
+        let (f, v) = (file.clone(), verifier.clone());
+        let on_disk = tokio::task::spawn_blocking(move || {
+            let (i, layout) = (u64::from(last), v.layout());
+            let mut buf = vec![0u8; layout.piece_len(i) as usize];
+            f.read_exact_at(&mut buf, layout.piece_offset(i)).is_ok() && v.verify(i, &buf).is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if on_disk {
+            return Ok(Bootstrap {
+                client,
+                info,
+                verifier,
+                last_piece: None,
+            });
+        }
+        client.request_piece(id, last).await?;
+        client.flush().await?;
+        let last_piece = match client.next_piece().await {
+            Ok(p) if p.index == last => {
+                verifier.verify(u64::from(last), &p.data)?;
+                Some(p)
+            }
+            Ok(p) => {
+                return Err(SourceFailure::OutOfOrder {
+                    expected: last,
+                    received: p.index,
+                });
+            }
+            Err(PeerClientError::Protocol(ProtocolError::Remote(e)))
+                if e.code == code::NOT_FOUND || e.code == code::BUSY =>
+            {
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Bootstrap {
+            client,
+            info,
+            verifier,
+            last_piece,
+        })
     }
 
     /// Fetches pieces from one source until the file is complete or the source fails.
@@ -508,8 +600,9 @@ impl Downloader {
                     let Some(i) = swarm.sched().claim_from(k, in_hand, has) else {
                         break;
                     };
-                    client.request_piece(swarm.id, i).await?;
+                    // In `mine` first, so the worker's cleanup gives it back if sending fails.
                     w.mine.push_back(i);
+                    client.request_piece(swarm.id, i).await?;
                     sent = true;
                 }
                 if sent {
@@ -715,7 +808,8 @@ async fn recheck(
     tokio::task::spawn_blocking(move || {
         let layout = verifier.layout();
         let had = file.metadata()?.len();
-        if had != layout.size {
+        // Only grow: what an earlier run left is never cut before the size is proven.
+        if had < layout.size {
             file.set_len(layout.size)?;
         }
         let count = layout.piece_count();

@@ -172,7 +172,7 @@ impl IndexClient {
             }
         }
         for f in upsert {
-            used += f.path.len() + f.name.len() + 128;
+            used += f.path.len() + f.name.len() + f.have.as_ref().map_or(0, Vec::len) + 128;
             batch.upsert.push(f);
             if used > budget {
                 self.update(std::mem::replace(&mut batch, empty_update()))

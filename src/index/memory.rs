@@ -188,7 +188,7 @@ impl NameIndex {
     }
 
     /// Drops stale postings once they are most of the postings.
-    fn maybe_rebuild(&mut self) {
+    pub fn maybe_rebuild(&mut self) {
         if self.stale < 1024 || self.stale * 2 < self.postings {
             return;
         }
@@ -432,6 +432,34 @@ mod tests {
         ix.remove_all(2);
         assert!(names(&ix, "isaac").is_empty());
         assert_eq!(ix.files(), 2);
+    }
+
+    #[test]
+    fn renaming_one_file_over_and_over_keeps_postings_bounded() {
+        let mut ix = NameIndex::default();
+        ix.set_peer(
+            1,
+            PeerState {
+                host: "h".into(),
+                port: 1,
+                last_seen: 0,
+                online: true,
+            },
+        );
+        for n in 0..20_000 {
+            ix.upsert(
+                1,
+                &entry("same/path", &format!("a fresh name number {n}"), 1),
+                0,
+            );
+            ix.maybe_rebuild();
+        }
+        assert!(
+            ix.postings < 10_000,
+            "{} postings for one file",
+            ix.postings
+        );
+        assert_eq!(names(&ix, "number 19999"), ["a fresh name number 19999"]);
     }
 
     #[test]

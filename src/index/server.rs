@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::{IndexStore, StoreError, now_ms};
-use crate::content::Digest;
+use crate::content::{Digest, MAX_FILE_SIZE, PieceLayout};
 use crate::identity::{random_bytes, verify_register};
 use crate::protocol::{
     Ack, Connection, ErrorReply, Limits, MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message,
@@ -120,6 +120,22 @@ fn check_update(u: &UpdateFiles) -> Result<(), String> {
         if bad(&f.path) || bad(&f.name) {
             return Err(format!("invalid path or name {:?}", f.path));
         }
+        if f.size > MAX_FILE_SIZE {
+            return Err(format!(
+                "{:?}: {} bytes is over the limit of {MAX_FILE_SIZE}",
+                f.path, f.size
+            ));
+        }
+        let want = PieceLayout::new(f.size).piece_count().div_ceil(8) as usize;
+        if let Some(h) = &f.have
+            && h.len() != want
+        {
+            return Err(format!(
+                "{:?}: have bitmap of {} bytes, expected {want}",
+                f.path,
+                h.len()
+            ));
+        }
     }
     if u.remove.iter().any(|p| bad(p)) {
         return Err("invalid path in remove".into());
@@ -181,9 +197,14 @@ async fn handle(
                 return Err(e);
             }
         };
-        if let Err(ProtocolError::FrameTooLarge { .. }) = conn.send(&reply).await {
-            conn.send_error(code::INTERNAL, "reply too large; ask for fewer results")
-                .await;
+        match conn.send(&reply).await {
+            Ok(()) => {}
+            Err(ProtocolError::FrameTooLarge { .. }) => {
+                conn.send_error(code::INTERNAL, "reply too large; ask for fewer results")
+                    .await;
+            }
+            // A reply cut off midway leaves the stream out of step: close it.
+            Err(e) => return Err(e.into()),
         }
     }
 }

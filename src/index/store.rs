@@ -197,6 +197,11 @@ impl IndexStore {
     pub fn update_files(&self, peer_id: u64, u: &UpdateFiles, now: i64) -> Result<u64, StoreError> {
         self.write(|c| {
             let tx = c.transaction()?;
+            let known: i64 =
+                tx.query_row("SELECT count(*) FROM peers WHERE id=?1", params![peer_id], |r| r.get(0))?;
+            if known == 0 {
+                return Err(StoreError::UnknownPeer(peer_id));
+            }
             if u.reset {
                 tx.execute("DELETE FROM files WHERE peer_id=?1", params![peer_id])?;
             }
@@ -231,7 +236,7 @@ impl IndexStore {
             }
             let digest: Option<&[u8]> = u.digest.as_ref().map(|d| &d.0[..]);
             let n = tx.execute(
-                "UPDATE peers SET catalog_digest=?2, last_seen=?3 WHERE id=?1",
+                "UPDATE peers SET catalog_digest=?2, last_seen=?3, online=1 WHERE id=?1",
                 params![peer_id, digest, now],
             )?;
             if n == 0 {
@@ -253,6 +258,7 @@ impl IndexStore {
                 mem.upsert(peer_id, f, now);
             }
             mem.heartbeat(peer_id, now);
+            mem.maybe_rebuild();
             Ok(count as u64)
         })
     }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::content::{ContentId, PIECE_HASH_LEN, PIECE_SIZE, PieceLayout};
+use crate::content::{ContentId, MAX_FILE_SIZE, PIECE_HASH_LEN, PIECE_SIZE, PieceLayout};
 use crate::protocol::{
     CatalogQuery, CatalogResults, Connection, GetHashes, GetHave, GetInfo, GetPiece, Have, Info,
     Limits, MAX_HASHES_PER_REPLY, Message, Piece, ProtocolError, connect_tcp,
@@ -27,6 +27,8 @@ pub enum PeerClientError {
         expected: ContentId,
         received: ContentId,
     },
+    #[error("peer offers a file of {received} bytes; the limit is {max}")]
+    TooLarge { max: u64, received: u64 },
     #[error("peer uses pieces of {received} bytes; this version needs {expected}")]
     PieceSize { expected: u64, received: u64 },
     #[error("peer sent {received} bytes of piece hashes from {start}, expected at most {expected}")]
@@ -77,6 +79,10 @@ impl PeerClient {
                     received: u64::from(i.piece_size),
                 })
             }
+            Message::Info(i) if i.size > MAX_FILE_SIZE => Err(PeerClientError::TooLarge {
+                max: MAX_FILE_SIZE,
+                received: i.size,
+            }),
             Message::Info(i) => Ok(i),
             other => Err(Self::unexpected("Info", &other)),
         }
@@ -89,11 +95,17 @@ impl PeerClient {
         id: ContentId,
         size: u64,
     ) -> Result<Vec<u8>, PeerClientError> {
-        let total = PieceLayout::new(size).hash_count() as usize;
-        let mut out = Vec::with_capacity(total.min(1 << 20) * PIECE_HASH_LEN);
-        while out.len() / PIECE_HASH_LEN < total {
+        if size > MAX_FILE_SIZE {
+            return Err(PeerClientError::TooLarge {
+                max: MAX_FILE_SIZE,
+                received: size,
+            });
+        }
+        let total = PieceLayout::new(size).hash_count();
+        let mut out = Vec::with_capacity((total.min(1 << 15) as usize) * PIECE_HASH_LEN);
+        while ((out.len() / PIECE_HASH_LEN) as u64) < total {
             let start = (out.len() / PIECE_HASH_LEN) as u32;
-            let count = ((total - start as usize) as u32).min(MAX_HASHES_PER_REPLY);
+            let count = (total - u64::from(start)).min(u64::from(MAX_HASHES_PER_REPLY)) as u32;
             let req = Message::GetHashes(GetHashes {
                 content_id: id,
                 start,

@@ -127,6 +127,8 @@ pub struct Behaviour {
     pub delay: std::time::Duration,
     /// The name it reports.
     pub name: String,
+    /// Claim this size instead of the real one (and cut pieces by it).
+    pub lie_size: Option<u64>,
 }
 
 /// A peer speaking the real protocol from memory, misbehaving as told; returns its address
@@ -159,12 +161,13 @@ pub async fn fake_peer(
                 if c.server_handshake(Digest::default()).await.is_err() {
                     return;
                 }
-                let layout = PieceLayout::new(bytes.len() as u64);
+                let claimed = how.lie_size.unwrap_or(bytes.len() as u64);
+                let layout = PieceLayout::new(claimed);
                 while let Ok(Some(m)) = c.read_message().await {
                     let reply = match m {
                         Message::GetInfo(_) => Message::Info(Info {
                             content_id: id,
-                            size: bytes.len() as u64,
+                            size: claimed,
                             piece_size: PIECE_SIZE as u32,
                             name: how.name.clone(),
                         }),
@@ -177,7 +180,7 @@ pub async fn fake_peer(
                         }),
                         Message::GetHashes(g) => Message::Hashes(Hashes {
                             start: g.start,
-                            hashes: hashes[g.start as usize * 32..].to_vec(),
+                            hashes: hashes.get(g.start as usize * 32..).unwrap_or(&[]).to_vec(),
                         }),
                         Message::GetPiece(g) => {
                             let n = counter.load(Ordering::SeqCst);
@@ -190,9 +193,9 @@ pub async fn fake_peer(
                             }
                             tokio::time::sleep(how.delay).await;
                             let i = u64::from(g.index);
-                            let start = layout.piece_offset(i) as usize;
-                            let mut data =
-                                bytes[start..start + layout.piece_len(i) as usize].to_vec();
+                            let start = (layout.piece_offset(i) as usize).min(bytes.len());
+                            let end = (start + layout.piece_len(i) as usize).min(bytes.len());
+                            let mut data = bytes[start..end].to_vec();
                             if how.corrupt.is_some_and(|f| f(g.index)) && !data.is_empty() {
                                 data[0] ^= 0x80;
                             }
