@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
 
-use crate::content::PieceLayout;
+use crate::content::{ContentId, PieceLayout};
 use crate::download::DownloadReport;
 use crate::protocol::{FileHit, PeerHit, PeerList, SearchResults};
 
@@ -30,6 +30,11 @@ pub fn shown(name: &str) -> String {
     } else {
         name.to_string()
     }
+}
+
+/// A file's heading line in search results: content id, size, name.
+fn file_line(out: &mut impl Write, id: &ContentId, bytes: u64, name: &str) -> io::Result<()> {
+    writeln!(out, "{id}  {:>10}  {}", size(bytes), shown(name))
 }
 
 /// Bytes in binary units, e.g. "1.5 MiB".
@@ -97,13 +102,7 @@ pub fn search(
         return writeln!(out, "{doc:#}");
     }
     for f in &r.files {
-        writeln!(
-            out,
-            "{}  {:>10}  {}",
-            f.content_id,
-            size(f.size),
-            shown(&f.name)
-        )?;
+        file_line(out, &f.content_id, f.size, &f.name)?;
         let pieces = PieceLayout::new(f.size).piece_count();
         for p in &f.peers {
             let partial = match pieces_have(f, p) {
@@ -147,13 +146,7 @@ pub fn search_merged(
         return writeln!(out, "{doc:#}");
     }
     for f in files {
-        writeln!(
-            out,
-            "{}  {:>10}  {}",
-            f.content_id,
-            size(f.size),
-            shown(&f.name)
-        )?;
+        file_line(out, &f.content_id, f.size, &f.name)?;
         for p in &f.peers {
             let id = if p.peer.peer_id == 0 {
                 "-".to_string()

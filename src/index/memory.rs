@@ -380,6 +380,19 @@ mod tests {
         }
     }
 
+    /// An index with peer 1 online.
+    fn one_live_peer() -> NameIndex {
+        let mut ix = NameIndex::default();
+        let live = PeerState {
+            host: "h".into(),
+            port: 1,
+            last_seen: 0,
+            online: true,
+        };
+        ix.set_peer(1, live);
+        ix
+    }
+
     fn names(ix: &NameIndex, q: &str) -> Vec<String> {
         let mut v: Vec<String> = ix
             .search(&Query::parse(q), 1000, 0)
@@ -436,16 +449,7 @@ mod tests {
 
     #[test]
     fn renaming_one_file_over_and_over_keeps_postings_bounded() {
-        let mut ix = NameIndex::default();
-        ix.set_peer(
-            1,
-            PeerState {
-                host: "h".into(),
-                port: 1,
-                last_seen: 0,
-                online: true,
-            },
-        );
+        let mut ix = one_live_peer();
         for n in 0..20_000 {
             ix.upsert(
                 1,
@@ -465,16 +469,7 @@ mod tests {
     #[test]
     fn matches_a_brute_force_search_after_churn() {
         let words = ["alpha", "beta", "gamma", "delta", "ab", "x"];
-        let mut ix = NameIndex::default();
-        ix.set_peer(
-            1,
-            PeerState {
-                host: "h".into(),
-                port: 1,
-                last_seen: 0,
-                online: true,
-            },
-        );
+        let mut ix = one_live_peer();
         let mut truth: HashMap<String, String> = HashMap::new();
         let mut x: u64 = 42;
         for step in 0..5000u64 {
