@@ -1,6 +1,6 @@
-# Shell functions shared by bench/transfer and bench/swarm. Source it from a script that runs
-# with `set -euo pipefail` and has set BENCH_NAME (for messages) and KEEP (0: delete the
-# paths in CLEANUP_PATHS at exit). See bench/README.md.
+# Shell functions shared by bench/transfer, bench/swarm and bench/run. Source it from a script
+# that runs with `set -euo pipefail` and has set BENCH_NAME (for messages) and KEEP (0: delete
+# the paths in CLEANUP_PATHS at exit). See bench/README.md.
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '%s: %s\n' "${BENCH_NAME:-bench}" "$*" >&2; exit 1; }
@@ -178,16 +178,37 @@ nginx_runs() {
 
 # start_index HOME DB LOGS: `peershare index --listen 127.0.0.1:0 --db DB`; sets INDEX_PID and
 # INDEX_ADDR (read from its "listening on" line).
-start_index() {
-  local home="$1" db="$2" logs="$3"
+start_index() { start_index_as index "$@"; }
+
+# start_index_as TAG HOME DB LOGS [INDEX-ARGS...]: as start_index, with extra arguments (e.g.
+# --lease 3600s) and the logs in LOGS/TAG.out and LOGS/TAG.err.
+start_index_as() {
+  local tag="$1" home="$2" db="$3" logs="$4"
+  shift 4
   mkdir -p "$home"
   rm -f "$db" "$db-wal" "$db-shm"
-  PEERSHARE_HOME="$home" "$BIN" index --listen 127.0.0.1:0 --db "$db" \
-    >"$logs/index.out" 2>"$logs/index.err" &
+  PEERSHARE_HOME="$home" "$BIN" index --listen 127.0.0.1:0 --db "$db" "$@" \
+    >"$logs/$tag.out" 2>"$logs/$tag.err" &
   INDEX_PID=$!
   PIDS+=("$INDEX_PID")
-  wait_line "$logs/index.out" "listening on" 30 "$INDEX_PID" || { cat "$logs/index.err" >&2; die "index did not start"; }
-  INDEX_ADDR="$(sed -n 's/^peershare index listening on \([^ ]*\).*/\1/p' "$logs/index.out" | head -n 1)"
-  [ -n "$INDEX_ADDR" ] || die "cannot read the index address from $logs/index.out"
-  log "index on $INDEX_ADDR"
+  wait_line "$logs/$tag.out" "listening on" 30 "$INDEX_PID" || { cat "$logs/$tag.err" >&2; die "index did not start"; }
+  INDEX_ADDR="$(sed -n 's/^peershare index listening on \([^ ]*\).*/\1/p' "$logs/$tag.out" | head -n 1)"
+  [ -n "$INDEX_ADDR" ] || die "cannot read the index address from $logs/$tag.out"
+  log "$tag on $INDEX_ADDR"
+}
+
+# install_missing COMMAND=PACKAGE...: installs, with apt (`apt-get update` first, via sudo
+# unless root), the Debian packages whose command is found neither on PATH nor in /usr/sbin;
+# does nothing when all are there.
+install_missing() {
+  local need=() sudo="" spec cmd
+  for spec in "$@"; do
+    cmd="${spec%%=*}"
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("${spec#*=}")
+  done
+  [ ${#need[@]} -gt 0 ] || return 0
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  log "installing ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 }
