@@ -25,8 +25,12 @@ struct FileRec {
     size: u64,
     content: ContentId,
     shared_at: i64,
-    have: Option<Box<[u8]>>,
+    /// The next file with the same content id ([`NONE`] ends the list).
+    next: Slot,
 }
+
+/// No slot: the end of a content id's list.
+const NONE: Slot = Slot::MAX;
 
 #[derive(Debug, Clone)]
 pub struct PeerState {
@@ -41,7 +45,10 @@ pub struct NameIndex {
     files: Vec<Option<FileRec>>,
     free: Vec<Slot>,
     by_peer: HashMap<u64, HashMap<Box<str>, Slot>>,
-    by_content: HashMap<ContentId, Vec<Slot>>,
+    /// The first file of each content id; the rest follow through [`FileRec::next`].
+    by_content: HashMap<ContentId, Slot>,
+    /// `have` bitmaps of files still downloading (few, so kept apart).
+    haves: HashMap<Slot, Box<[u8]>>,
     trigrams: HashMap<[u8; 3], Vec<Slot>>,
     postings: usize,
     stale: usize,
@@ -110,12 +117,32 @@ impl NameIndex {
 
     fn drop_slot(&mut self, slot: Slot) {
         if let Some(rec) = self.files.get_mut(slot as usize).and_then(Option::take) {
-            if let Some(v) = self.by_content.get_mut(&rec.content) {
-                v.retain(|s| *s != slot);
-                if v.is_empty() {
-                    self.by_content.remove(&rec.content);
+            // Unlink from its content id's list.
+            match self.by_content.get(&rec.content).copied() {
+                Some(head) if head == slot => {
+                    if rec.next == NONE {
+                        self.by_content.remove(&rec.content);
+                    } else {
+                        self.by_content.insert(rec.content, rec.next);
+                    }
                 }
+                Some(mut at) => {
+                    let mut guard = self.files.len();
+                    while at != NONE && guard > 0 {
+                        guard -= 1;
+                        let Some(Some(r)) = self.files.get_mut(at as usize) else {
+                            break;
+                        };
+                        if r.next == slot {
+                            r.next = rec.next;
+                            break;
+                        }
+                        at = r.next;
+                    }
+                }
+                None => {}
             }
+            self.haves.remove(&slot);
             self.stale += trigrams_of(&lower(&rec.name)).len();
             self.free.push(slot);
         }
@@ -159,7 +186,7 @@ impl NameIndex {
             size: f.size,
             content: f.content_id,
             shared_at,
-            have: f.have.as_ref().map(|h| h.clone().into_boxed_slice()),
+            next: self.by_content.get(&f.content_id).copied().unwrap_or(NONE),
         };
         let slot = match self.free.pop() {
             Some(s) => {
@@ -175,11 +202,38 @@ impl NameIndex {
             self.trigrams.entry(t).or_default().push(slot);
             self.postings += 1;
         }
-        self.by_content.entry(f.content_id).or_default().push(slot);
+        self.by_content.insert(f.content_id, slot);
+        if let Some(h) = &f.have {
+            self.haves.insert(slot, h.clone().into_boxed_slice());
+        }
         self.by_peer
             .entry(peer)
             .or_default()
             .insert(f.path.as_str().into(), slot);
+    }
+
+    /// Every file with content id `id`.
+    fn same_content(&self, id: &ContentId) -> Vec<Slot> {
+        let mut out = Vec::new();
+        let mut at = self.by_content.get(id).copied().unwrap_or(NONE);
+        while at != NONE && out.len() < self.files.len() {
+            out.push(at);
+            at = self
+                .files
+                .get(at as usize)
+                .and_then(Option::as_ref)
+                .map_or(NONE, |r| r.next);
+        }
+        out
+    }
+
+    /// Gives back the spare capacity of the postings (after loading or a rebuild).
+    pub fn shrink(&mut self) {
+        for v in self.trigrams.values_mut() {
+            v.shrink_to_fit();
+        }
+        self.trigrams.shrink_to_fit();
+        self.files.shrink_to_fit();
     }
 
     /// Loads a file as stored (with its stored `shared_at`).
@@ -202,7 +256,7 @@ impl NameIndex {
                 }
             }
         }
-        self.trigrams.shrink_to_fit();
+        self.shrink();
         self.stale = 0;
     }
 
@@ -229,7 +283,7 @@ impl NameIndex {
                 .filter(|p| p.online && p.last_seen >= live_since)
         };
         let mut slots: Vec<Slot> = match query {
-            Query::Id(id) => self.by_content.get(id).cloned().unwrap_or_default(),
+            Query::Id(id) => self.same_content(id),
             Query::Words { words, .. } => {
                 let test = |slot: &Slot| {
                     self.files
@@ -348,7 +402,7 @@ impl NameIndex {
                             port: p.port,
                             shared_at: rec.shared_at,
                             last_seen: p.last_seen,
-                            have: rec.have.as_ref().map(|h| h.to_vec()),
+                            have: self.haves.get(s).map(|h| h.to_vec()),
                         })
                     })
                     .collect();
@@ -445,6 +499,49 @@ mod tests {
         ix.remove_all(2);
         assert!(names(&ix, "isaac").is_empty());
         assert_eq!(ix.files(), 2);
+    }
+
+    #[test]
+    fn files_of_one_content_id_stay_linked_through_removals() {
+        let mut ix = one_live_peer();
+        for p in 2..=4 {
+            ix.set_peer(
+                p,
+                PeerState {
+                    host: "h".into(),
+                    port: p as u16,
+                    last_seen: 0,
+                    online: true,
+                },
+            );
+        }
+        let id = ContentId::from_bytes([9; 32]);
+        for p in 1..=4 {
+            ix.upsert(p, &entry(&format!("f{p}"), "same.bin", 9), 0);
+        }
+        let peers = |ix: &NameIndex| -> Vec<u64> {
+            let hits = ix.search(&Query::Id(id), 10, 0).0;
+            hits.first()
+                .map(|f| f.peers.iter().map(|p| p.peer_id).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(peers(&ix), [1, 2, 3, 4]);
+        ix.remove(3, "f3"); // middle
+        assert_eq!(peers(&ix), [1, 2, 4]);
+        ix.remove(4, "f4"); // head (the latest added)
+        assert_eq!(peers(&ix), [1, 2]);
+        ix.remove(1, "f1"); // last
+        assert_eq!(peers(&ix), [2]);
+        let mut partial = entry("f2", "same.bin", 9);
+        partial.have = Some(vec![0x80]);
+        ix.upsert(2, &partial, 0);
+        assert_eq!(
+            ix.search(&Query::Id(id), 10, 0).0[0].peers[0].have,
+            Some(vec![0x80])
+        );
+        ix.remove(2, "f2");
+        assert!(peers(&ix).is_empty());
+        assert!(ix.by_content.is_empty() && ix.haves.is_empty());
     }
 
     #[test]

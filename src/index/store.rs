@@ -403,5 +403,6 @@ fn load(c: &Connection) -> Result<NameIndex, StoreError> {
         };
         mem.load(peer as u64, &f, r.get(6)?);
     }
+    mem.shrink();
     Ok(mem)
 }
