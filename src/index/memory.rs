@@ -307,6 +307,7 @@ impl NameIndex {
 
     /// Groups matching slots by content id and ranks the groups as the index does (exact name
     /// first, then more live peers, then name), without copying anything but the `limit` kept.
+    /// One flat list of (group, peer, slot) members is sorted once; no per-group allocation.
     fn rank<'a>(
         &'a self,
         slots: Vec<Slot>,
@@ -317,7 +318,8 @@ impl NameIndex {
         struct Group {
             first: Slot,
             exact: bool,
-            slots: Vec<Slot>,
+            peers: u32,
+            start: u32,
         }
         let whole = match query {
             Query::Words { whole, .. } if !whole.is_empty() => Some(whole.as_str()),
@@ -332,81 +334,77 @@ impl NameIndex {
                 }
             })
         };
+        let rec = |s: Slot| self.files.get(s as usize).and_then(Option::as_ref);
         let mut groups: Vec<Group> = Vec::new();
-        let mut index: HashMap<ContentId, usize> = HashMap::new();
+        let mut index: HashMap<ContentId, u32> = HashMap::new();
+        let mut members: Vec<(u32, u64, Slot)> = Vec::with_capacity(slots.len());
         for slot in slots {
-            let Some(rec) = self.files.get(slot as usize).and_then(Option::as_ref) else {
-                continue;
-            };
-            if live(rec.peer).is_none() {
+            let Some(r) = rec(slot) else { continue };
+            if live(r.peer).is_none() {
                 continue;
             }
-            let k = *index.entry(rec.content).or_insert_with(|| {
+            let k = *index.entry(r.content).or_insert_with(|| {
                 groups.push(Group {
                     first: slot,
                     exact: false,
-                    slots: Vec::new(),
+                    peers: 0,
+                    start: 0,
                 });
-                groups.len() - 1
+                (groups.len() - 1) as u32
             });
-            let g = &mut groups[k];
-            if !g.exact && is_exact(&rec.name) {
+            let g = &mut groups[k as usize];
+            if !g.exact && is_exact(&r.name) {
                 g.exact = true;
                 g.first = slot;
             }
-            let peer_of = |s: &Slot| self.files[*s as usize].as_ref().map(|r| r.peer);
-            match g.slots.iter().position(|s| peer_of(s) == Some(rec.peer)) {
-                Some(i) => {
-                    // One entry per peer: the earliest time it shared this content.
-                    let other = g.slots[i];
-                    let t = |s: Slot| {
-                        self.files[s as usize]
-                            .as_ref()
-                            .map_or(i64::MAX, |r| r.shared_at)
-                    };
-                    if t(slot) < t(other) {
-                        g.slots[i] = slot;
-                    }
-                }
-                None => g.slots.push(slot),
-            }
+            members.push((k, r.peer, slot));
         }
-        let name = |s: Slot| self.files[s as usize].as_ref().map_or("", |r| &r.name);
-        let content = |s: Slot| self.files[s as usize].as_ref().map(|r| r.content);
+        drop(index);
+        // One member per (file, peer): the earliest time that peer shared it.
+        let shared = |s: Slot| rec(s).map_or(i64::MAX, |r| r.shared_at);
+        members.sort_unstable_by_key(|&(k, peer, s)| (k, peer, shared(s)));
+        members.dedup_by_key(|m| (m.0, m.1));
+        for (i, &(k, _, _)) in members.iter().enumerate().rev() {
+            let g = &mut groups[k as usize];
+            g.peers += 1;
+            g.start = i as u32;
+        }
+        let name = |s: Slot| rec(s).map_or("", |r| &r.name);
+        let content = |s: Slot| rec(s).map(|r| r.content);
         let truncated = groups.len() > limit;
-        let rank = |a: &Group, b: &Group| {
+        let order = |a: &Group, b: &Group| {
             b.exact
                 .cmp(&a.exact)
-                .then(b.slots.len().cmp(&a.slots.len()))
+                .then(b.peers.cmp(&a.peers))
                 .then_with(|| name(a.first).cmp(name(b.first)))
                 .then_with(|| content(a.first).cmp(&content(b.first)))
         };
         if groups.len() > limit {
-            groups.select_nth_unstable_by(limit, rank);
+            groups.select_nth_unstable_by(limit, order);
             groups.truncate(limit);
         }
-        groups.sort_by(rank);
+        groups.sort_by(order);
         let files = groups
             .into_iter()
             .filter_map(|g| {
-                let head = self.files.get(g.first as usize)?.as_ref()?;
-                let mut peers: Vec<PeerHit> = g
-                    .slots
+                let head = rec(g.first)?;
+                let range = g.start as usize..(g.start + g.peers) as usize;
+                let peers: Vec<PeerHit> = members
+                    .get(range)?
                     .iter()
-                    .filter_map(|s| {
-                        let rec = self.files.get(*s as usize)?.as_ref()?;
-                        let p = live(rec.peer)?;
+                    .filter_map(|&(_, peer, s)| {
+                        let r = rec(s)?;
+                        let p = live(peer)?;
                         Some(PeerHit {
-                            peer_id: rec.peer,
+                            peer_id: peer,
                             host: p.host.to_string(),
                             port: p.port,
-                            shared_at: rec.shared_at,
+                            shared_at: r.shared_at,
                             last_seen: p.last_seen,
-                            have: self.haves.get(s).map(|h| h.to_vec()),
+                            have: self.haves.get(&s).map(|h| h.to_vec()),
                         })
                     })
                     .collect();
-                peers.sort_by_key(|p| p.peer_id);
                 Some(FileHit {
                     name: head.name.to_string(),
                     size: head.size,
