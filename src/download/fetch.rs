@@ -367,7 +367,10 @@ impl Downloader {
 
         let mut workers = JoinSet::new();
         let mut client = Some(client);
-        for (k, s) in sources.iter().enumerate().skip(first_k) {
+        // Nothing left after bootstrap and re-check (a single-piece file, a finished resume):
+        // no source needs to be contacted again.
+        let needed = swarm.sched().remaining() > 0;
+        for (k, s) in sources.iter().enumerate().skip(first_k).filter(|_| needed) {
             if k != first_k && reports[k].error.is_some() {
                 continue;
             }
