@@ -333,3 +333,44 @@ async fn clients_beyond_the_connection_limit_wait_for_a_free_slot() {
     assert!(second.search("x", 1).await.unwrap().files.is_empty());
     stop.cancel();
 }
+
+#[tokio::test]
+async fn repeated_searches_see_every_acknowledged_change_at_once() {
+    let t = tempfile::tempdir().unwrap();
+    let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(1)).await;
+    let me = Identity::load_or_create(&t.path().join("me")).unwrap();
+    let digest = peershare::content::Digest([3; 32]);
+    let mut c = client(&ix).await;
+    let mut reader = client(&ix).await;
+    c.register(&me, "127.0.0.1", 4000, digest, 2).await.unwrap();
+    c.sync_files(true, vec![entry("alpha one", b"1")], vec![], digest)
+        .await
+        .unwrap();
+    let count = |r: peershare::protocol::SearchResults| r.files.len();
+    // The same query twice: the second answer comes from the cache, and is the same.
+    let first = reader.search("ALPHA", 10).await.unwrap();
+    assert_eq!(reader.search("alpha", 10).await.unwrap(), first);
+    assert_eq!(count(first), 1);
+    c.sync_files(false, vec![entry("alpha two", b"2")], vec![], digest)
+        .await
+        .unwrap();
+    assert_eq!(count(reader.search("alpha", 10).await.unwrap()), 2, "added");
+    c.sync_files(false, vec![], vec!["alpha one".into()], digest)
+        .await
+        .unwrap();
+    let left = reader.search("alpha", 10).await.unwrap();
+    assert_eq!(left.files[0].name, "alpha two", "removed");
+    assert_eq!(count(left), 1);
+    // The lease runs out with no heartbeat: gone (the cache keeps an answer 1 s at most).
+    let gone = eventually(Duration::from_secs(5), || async {
+        names(ix.addr(), "alpha").await?.is_empty().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "an expired peer leaves the results");
+    // A heartbeat brings it back at once, although the same query was just answered.
+    c.heartbeat().await.unwrap();
+    assert_eq!(count(reader.search("alpha", 10).await.unwrap()), 1, "back");
+    c.unregister().await.unwrap();
+    assert_eq!(count(reader.search("alpha", 10).await.unwrap()), 0, "left");
+    ix.stop().await;
+}

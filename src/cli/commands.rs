@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Command, output};
 use crate::content::ContentId;
 use crate::download::{DownloadReport, Downloader, Progress, Source};
-use crate::index::{IndexClient, IndexConfig, IndexServer, IndexStore};
+use crate::index::{CacheConfig, IndexClient, IndexConfig, IndexServer, IndexStore};
 use crate::peer::{PartialSharing, Partials, ShareConfig, start_share};
 use crate::protocol::{FileHit, Limits};
 use crate::rate::RateLimiter;
@@ -40,11 +40,16 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             db,
             lease,
             max_connections,
+            search_cache,
         } => {
             let db = db.unwrap_or_else(|| state.join("index.sqlite"));
             let config = IndexConfig {
                 lease,
                 max_connections,
+                search_cache: CacheConfig {
+                    max_entries: search_cache,
+                    ..CacheConfig::default()
+                },
                 ..IndexConfig::default()
             };
             run_index(listen, &db, config).await

@@ -141,6 +141,9 @@ pub enum Command {
         /// Most connections served at once
         #[arg(long, default_value_t = 1024)]
         max_connections: usize,
+        /// Most distinct search replies kept for repeated queries (0: no cache)
+        #[arg(long, default_value_t = 4096, value_name = "N")]
+        search_cache: usize,
     },
     /// Share directories: register them with the index, then serve them (runs until interrupted)
     Share {

@@ -7,8 +7,8 @@ use tokio::net::TcpStream;
 use crate::content::Digest;
 use crate::identity::Identity;
 use crate::protocol::{
-    Ack, Connection, FileEntry, Limits, MAX_CONTROL_PAYLOAD, Message, PeerList, ProtocolError,
-    Register, Registered, Search, SearchResults, UpdateFiles, Welcome, connect_tcp,
+    Ack, Connection, FileEntry, Frame, Limits, MAX_CONTROL_PAYLOAD, Message, PeerList,
+    ProtocolError, Register, Registered, Search, SearchResults, UpdateFiles, Welcome, connect_tcp,
 };
 
 /// How long connecting to the index may take.
@@ -86,6 +86,25 @@ impl IndexClient {
         match self.call(&msg).await? {
             Message::SearchResults(r) => Ok(r),
             other => Err(self.unexpected("SearchResults", &other)),
+        }
+    }
+
+    /// Sends a search and returns the reply frame undecoded (for load generators, whose own
+    /// decoding would otherwise cost more than the index's answer).
+    pub async fn search_frame(
+        &mut self,
+        query: &str,
+        limit: u32,
+    ) -> Result<Frame, IndexClientError> {
+        let msg = Message::Search(Search {
+            query: query.to_string(),
+            limit,
+        });
+        self.conn.send(&msg).await.map_err(|e| self.err(e))?;
+        match self.conn.read_frame().await {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => Err(self.err(ProtocolError::Closed)),
+            Err(e) => Err(self.err(e)),
         }
     }
 

@@ -53,6 +53,10 @@ pub struct NameIndex {
     postings: usize,
     stale: usize,
     peers: HashMap<u64, PeerState>,
+    /// Bumped by every change a search could see (see [`NameIndex::generation`]).
+    generation: u64,
+    /// The lease (ms): a heartbeat after a longer silence brings a peer back into results.
+    lease_ms: i64,
 }
 
 /// The distinct trigrams of a lowercased string's bytes.
@@ -92,14 +96,38 @@ impl NameIndex {
         self.files.len() - self.free.len()
     }
 
+    /// A number that changes whenever a search's answer may have changed: files added,
+    /// removed or renamed, peers registered, leaving, or heard from after their lease ran out.
+    /// (A lease running out with time alone does not change it.)
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Sets the lease, so that heartbeats of live peers leave the generation alone.
+    /// Until it is set, every heartbeat counts as a change.
+    pub fn set_lease_ms(&mut self, lease_ms: i64) {
+        self.lease_ms = lease_ms;
+    }
+
+    fn changed(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+    }
+
     pub fn set_peer(&mut self, id: u64, state: PeerState) {
         self.peers.insert(id, state);
+        self.changed();
     }
 
     pub fn heartbeat(&mut self, id: u64, now: i64) {
-        if let Some(p) = self.peers.get_mut(&id) {
-            p.last_seen = now;
-            p.online = true;
+        let lease = self.lease_ms;
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let was_live = p.online && lease > 0 && now - p.last_seen < lease;
+        p.last_seen = now;
+        p.online = true;
+        if !was_live {
+            self.changed();
         }
     }
 
@@ -107,12 +135,14 @@ impl NameIndex {
         if let Some(p) = self.peers.get_mut(&id) {
             p.online = false;
         }
+        self.changed();
     }
 
     /// Forgets a peer and its files.
     pub fn forget_peer(&mut self, id: u64) {
         self.remove_all(id);
         self.peers.remove(&id);
+        self.changed();
     }
 
     fn drop_slot(&mut self, slot: Slot) {
@@ -145,6 +175,7 @@ impl NameIndex {
             self.haves.remove(&slot);
             self.stale += trigrams_of(&lower(&rec.name)).len();
             self.free.push(slot);
+            self.changed();
         }
     }
 
@@ -210,6 +241,7 @@ impl NameIndex {
             .entry(peer)
             .or_default()
             .insert(f.path.as_str().into(), slot);
+        self.changed();
     }
 
     /// Every file with content id `id`.
@@ -497,6 +529,34 @@ mod tests {
         ix.remove_all(2);
         assert!(names(&ix, "isaac").is_empty());
         assert_eq!(ix.files(), 2);
+    }
+
+    #[test]
+    fn generation_moves_with_every_change_a_search_could_see() {
+        let mut ix = one_live_peer();
+        ix.set_lease_ms(1000);
+        let mut g = ix.generation();
+        let mut moved = |ix: &NameIndex| {
+            let m = ix.generation() != g;
+            g = ix.generation();
+            m
+        };
+        ix.upsert(1, &entry("a", "a.txt", 1), 0);
+        assert!(moved(&ix), "added");
+        ix.heartbeat(1, 500);
+        assert!(!moved(&ix), "a live peer's heartbeat changes nothing");
+        ix.heartbeat(1, 1600);
+        assert!(moved(&ix), "heard from after its lease ran out");
+        ix.upsert(1, &entry("a", "b.txt", 1), 0);
+        assert!(moved(&ix), "renamed");
+        ix.remove(1, "a");
+        assert!(moved(&ix), "removed");
+        ix.set_offline(1);
+        assert!(moved(&ix), "offline");
+        ix.heartbeat(1, 1700);
+        assert!(moved(&ix), "back online");
+        ix.forget_peer(1);
+        assert!(moved(&ix), "forgotten");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The indexing server: which peers share which files, durable in SQLite, searched by name or content id.
 
+mod cache;
 mod client;
 mod memory;
 pub mod search;
 mod server;
 mod store;
 
+pub use cache::CacheConfig;
 pub use client::{IndexClient, IndexClientError};
 pub use server::{IndexConfig, IndexServer};
 pub use store::{IndexStore, StoreError};

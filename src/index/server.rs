@@ -4,16 +4,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::cache::CacheConfig;
+use super::search::Query;
 use super::{IndexStore, StoreError, now_ms};
 use crate::content::{Digest, MAX_FILE_SIZE, PieceLayout};
 use crate::identity::{random_bytes, verify_register};
 use crate::protocol::{
     Ack, Connection, ErrorReply, Limits, MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message,
-    ProtocolError, Register, Registered, Search, UpdateFiles, accept_loop, code,
+    ProtocolError, Register, Registered, Search, UpdateFiles, accept_loop, code, tag,
 };
 
 /// Settings of an index server.
@@ -27,6 +31,11 @@ pub struct IndexConfig {
     pub limits: Limits,
     /// How long shutdown waits for open connections. Default: 5 s.
     pub shutdown_grace: Duration,
+    /// Recent search replies kept for repeated queries. Default: [`CacheConfig::default`].
+    pub search_cache: CacheConfig,
+    /// Word searches computed at once (the rest wait their turn, repeated queries are served
+    /// from the cache meanwhile). Default: the number of CPUs.
+    pub search_threads: usize,
 }
 
 impl Default for IndexConfig {
@@ -39,6 +48,8 @@ impl Default for IndexConfig {
                 write_timeout: Duration::from_secs(30),
             },
             shutdown_grace: Duration::from_secs(5),
+            search_cache: CacheConfig::default(),
+            search_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -47,6 +58,7 @@ impl Default for IndexConfig {
 pub struct IndexServer {
     store: Arc<IndexStore>,
     config: IndexConfig,
+    searches: Arc<Semaphore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,9 +72,11 @@ enum HandlerError {
 }
 
 impl IndexServer {
-    pub fn new(store: IndexStore, config: IndexConfig) -> Self {
+    pub fn new(mut store: IndexStore, config: IndexConfig) -> Self {
+        store.configure(config.lease.as_millis() as i64, config.search_cache);
         IndexServer {
             store: Arc::new(store),
+            searches: Arc::new(Semaphore::new(config.search_threads.max(1))),
             config,
         }
     }
@@ -78,8 +92,9 @@ impl IndexServer {
         accept_loop(listener, max, grace, shutdown.clone(), |stream, addr| {
             let (store, config, shutdown) =
                 (self.store.clone(), self.config.clone(), shutdown.clone());
+            let searches = self.searches.clone();
             async move {
-                match handle(stream, addr, store, &config, shutdown).await {
+                match handle(stream, addr, store, &config, &searches, shutdown).await {
                     Ok(()) => debug!(%addr, "connection closed"),
                     Err(e) => info!(%addr, "connection closed: {e}"),
                 }
@@ -155,6 +170,7 @@ async fn handle(
     addr: SocketAddr,
     store: Arc<IndexStore>,
     config: &IndexConfig,
+    searches: &Arc<Semaphore>,
     shutdown: CancellationToken,
 ) -> Result<(), HandlerError> {
     let mut conn = Connection::new(stream, config.limits);
@@ -169,7 +185,17 @@ async fn handle(
             return Ok(());
         };
         let name = msg.name();
-        let reply = match answer(msg, &store, &mut peer, &nonce, addr, config, lease_ms).await {
+        let reply = match msg {
+            Message::Search(s) => match search(&store, s, lease_ms, searches).await {
+                Ok(Ok(payload)) => Ok(Some(Reply::Encoded(payload))),
+                Ok(Err(e)) => Ok(Some(Reply::Message(Message::Error(e)))),
+                Err(e) => Err(e),
+            },
+            msg => answer(msg, &store, &mut peer, &nonce, addr, config, lease_ms)
+                .await
+                .map(|m| m.map(Reply::Message)),
+        };
+        let reply = match reply {
             Ok(Some(m)) => m,
             Ok(None) => {
                 conn.send_error(
@@ -186,10 +212,10 @@ async fn handle(
             Err(HandlerError::Store(StoreError::UnknownPeer(id))) => {
                 // Forgotten (an expired ephemeral peer): it must register again.
                 peer = None;
-                Message::Error(ErrorReply::new(
+                Reply::Message(Message::Error(ErrorReply::new(
                     code::UNAUTHORIZED,
                     format!("peer {id} is not registered any more; register again"),
-                ))
+                )))
             }
             Err(e) => {
                 conn.send_error(code::INTERNAL, format!("index failure: {e}"))
@@ -197,7 +223,11 @@ async fn handle(
                 return Err(e);
             }
         };
-        match conn.send(&reply).await {
+        let sent = match &reply {
+            Reply::Message(m) => conn.send(m).await,
+            Reply::Encoded(payload) => conn.send_encoded(tag::SEARCH_RESULTS, payload).await,
+        };
+        match sent {
             Ok(()) => {}
             Err(ProtocolError::FrameTooLarge { .. }) => {
                 conn.send_error(code::INTERNAL, "reply too large; ask for fewer results")
@@ -251,17 +281,6 @@ async fn answer(
                 Message::Ack(Ack { files: 0 })
             }
         },
-        Message::Search(Search { query, limit }) => {
-            if query.len() > MAX_QUERY_LEN {
-                Message::Error(ErrorReply::new(code::BAD_REQUEST, "query too long"))
-            } else {
-                let limit = limit.clamp(1, MAX_SEARCH_LIMIT) as usize;
-                let since = now_ms() - lease_ms;
-                Message::SearchResults(
-                    blocking(store, move |s| s.search(&query, limit, since)).await?,
-                )
-            }
-        }
         Message::ListPeers => {
             let since = now_ms() - lease_ms;
             Message::PeerList(blocking(store, move |s| s.peers(since)).await?)
@@ -269,6 +288,54 @@ async fn answer(
         _ => return Ok(None),
     };
     Ok(Some(reply))
+}
+
+/// What the index sends back: a message, or a `SearchResults` payload already encoded.
+enum Reply {
+    Message(Message),
+    Encoded(Bytes),
+}
+
+/// Answers a search: from the cache when the same query was answered since the index last
+/// changed; a content id inline (one hash lookup); other word queries on the blocking pool,
+/// at most `searches` at a time.
+async fn search(
+    store: &Arc<IndexStore>,
+    Search { query, limit }: Search,
+    lease_ms: i64,
+    searches: &Arc<Semaphore>,
+) -> Result<Result<Bytes, ErrorReply>, HandlerError> {
+    if query.len() > MAX_QUERY_LEN {
+        return Ok(Err(ErrorReply::new(code::BAD_REQUEST, "query too long")));
+    }
+    let limit = limit.clamp(1, MAX_SEARCH_LIMIT) as usize;
+    let query = Query::parse(&query);
+    if matches!(query, Query::Id(_)) {
+        return Ok(Ok(store.search_payload(
+            &query,
+            limit,
+            now_ms() - lease_ms,
+        )?));
+    }
+    if let Some(hit) = store.cached_search(&query, limit) {
+        return Ok(Ok(hit));
+    }
+    let Ok(_permit) = searches.acquire().await else {
+        return Ok(Err(ErrorReply::new(
+            code::BUSY,
+            "the index is shutting down",
+        )));
+    };
+    // Another connection may have answered the same query while this one waited.
+    if let Some(hit) = store.cached_search(&query, limit) {
+        return Ok(Ok(hit));
+    }
+    let store = store.clone();
+    let payload = tokio::task::spawn_blocking(move || {
+        store.search_payload(&query, limit, now_ms() - lease_ms)
+    })
+    .await??;
+    Ok(Ok(payload))
 }
 
 fn unauthorized() -> Message {

@@ -3,12 +3,16 @@
 use std::path::Path;
 use std::sync::{Mutex, RwLock};
 
+use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::cache::{CacheConfig, SearchCache};
 use super::memory::{NameIndex, PeerState};
 use super::search::Query;
 use crate::content::{ContentId, Digest};
-use crate::protocol::{FileEntry, PeerList, PeerRecord, SearchResults, UpdateFiles};
+use crate::protocol::{
+    FileEntry, Message, PeerList, PeerRecord, ProtocolError, SearchResults, UpdateFiles,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,6 +61,7 @@ pub struct IndexStore {
     readers: Mutex<Vec<Connection>>,
     path: std::path::PathBuf,
     mem: RwLock<NameIndex>,
+    cache: SearchCache,
 }
 
 fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
@@ -110,7 +115,15 @@ impl IndexStore {
             readers: Mutex::new(Vec::new()),
             path: path.to_path_buf(),
             mem: RwLock::new(mem),
+            cache: SearchCache::new(CacheConfig::default()),
         })
+    }
+
+    /// Sets the lease (so heartbeats of live peers leave cached search replies valid) and the
+    /// search cache's settings.
+    pub fn configure(&mut self, lease_ms: i64, cache: CacheConfig) {
+        self.mem().set_lease_ms(lease_ms);
+        self.cache = SearchCache::new(cache);
     }
 
     fn mem(&self) -> std::sync::RwLockWriteGuard<'_, NameIndex> {
@@ -337,6 +350,40 @@ impl IndexStore {
         let mem = self.mem.read().unwrap_or_else(|p| p.into_inner());
         let (files, truncated) = mem.search(&query, limit, live_since);
         Ok(SearchResults { files, truncated })
+    }
+
+    /// The encoded `SearchResults` payload for a word query answered recently, if the index
+    /// has not changed since.
+    pub fn cached_search(&self, query: &Query, limit: usize) -> Option<Bytes> {
+        let Query::Words { whole, .. } = query else {
+            return None;
+        };
+        let generation = self
+            .mem
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation();
+        self.cache.get(whole, limit as u32, generation)
+    }
+
+    /// Searches and encodes the `SearchResults` payload; word queries are kept in the cache.
+    pub fn search_payload(
+        &self,
+        query: &Query,
+        limit: usize,
+        live_since: i64,
+    ) -> Result<Bytes, ProtocolError> {
+        let mem = self.mem.read().unwrap_or_else(|p| p.into_inner());
+        let generation = mem.generation();
+        let (files, truncated) = mem.search(query, limit, live_since);
+        drop(mem);
+        let payload =
+            Message::SearchResults(SearchResults { files, truncated }).encode_payload()?;
+        if let Query::Words { whole, .. } = query {
+            self.cache
+                .put(whole, limit as u32, generation, payload.clone());
+        }
+        Ok(payload)
     }
 
     /// Every registered peer; `live` when online and seen at or after `live_since` (ms).

@@ -95,25 +95,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Writes a message into the send buffer without flushing.
     pub async fn queue(&mut self, msg: &Message) -> Result<(), ProtocolError> {
-        let secs = self.limits.write_timeout.as_secs();
-        let write = async {
-            if let Message::Piece(p) = msg {
-                let header = Frame::header(msg.tag(), super::PIECE_HEADER_LEN + p.data.len())?;
-                self.stream.write_all(&header).await?;
-                self.stream.write_all(&p.index.to_be_bytes()).await?;
-                self.stream.write_all(&p.data).await?;
-            } else {
-                let payload = msg.encode_payload()?;
-                let header = Frame::header(msg.tag(), payload.len())?;
-                self.stream.write_all(&header).await?;
-                self.stream.write_all(&payload).await?;
+        match msg {
+            Message::Piece(p) => {
+                self.queue_parts(msg.tag(), &p.index.to_be_bytes(), &p.data)
+                    .await
             }
+            _ => {
+                self.queue_parts(msg.tag(), &msg.encode_payload()?, &[])
+                    .await
+            }
+        }
+    }
+
+    /// Writes one frame whose payload is `head` then `tail` into the send buffer.
+    async fn queue_parts(
+        &mut self,
+        tag: u8,
+        head: &[u8],
+        tail: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let secs = self.limits.write_timeout.as_secs();
+        let header = Frame::header(tag, head.len() + tail.len())?;
+        let write = async {
+            self.stream.write_all(&header).await?;
+            self.stream.write_all(head).await?;
+            self.stream.write_all(tail).await?;
             Ok::<(), ProtocolError>(())
         };
         match tokio::time::timeout(self.limits.write_timeout, write).await {
             Ok(r) => r,
             Err(_) => Err(ProtocolError::Timeout { secs }),
         }
+    }
+
+    /// Writes and flushes one frame with an already encoded payload.
+    pub async fn send_encoded(&mut self, tag: u8, payload: &[u8]) -> Result<(), ProtocolError> {
+        self.queue_parts(tag, payload, &[]).await?;
+        self.flush().await
     }
 
     pub async fn flush(&mut self) -> Result<(), ProtocolError> {

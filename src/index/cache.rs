@@ -1,0 +1,186 @@
+//! `SearchCache`: recent search replies kept encoded, valid until the index changes or their time runs out.
+//!
+//! Every change the index applies (a file added, removed or renamed, a peer coming, going or
+//! coming back) bumps the index's generation; an entry filled under another generation is
+//! never served, so a search never misses an acknowledged change. Time alone (leases running
+//! out) is covered by the entry's time to live.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// Settings of a [`SearchCache`].
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    /// Most distinct queries kept; 0 turns the cache off. Default: 4096.
+    pub max_entries: usize,
+    /// Most reply bytes kept in all. Default: 64 MiB.
+    pub max_bytes: usize,
+    /// How long a reply is served after it was computed (bounds how late a lease that ran
+    /// out shows). Default: 1 s.
+    pub ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: 4096,
+            max_bytes: 64 << 20,
+            ttl: Duration::from_secs(1),
+        }
+    }
+}
+
+struct Entry {
+    limit: u32,
+    at: Instant,
+    payload: Bytes,
+}
+
+#[derive(Default)]
+struct Inner {
+    generation: u64,
+    entries: HashMap<Box<str>, Vec<Entry>>,
+    count: usize,
+    bytes: usize,
+}
+
+impl Inner {
+    /// Drops everything if the index moved on since the entries were filled.
+    fn sync(&mut self, generation: u64) {
+        if self.generation != generation {
+            self.clear();
+            self.generation = generation;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.count = 0;
+        self.bytes = 0;
+    }
+}
+
+/// Encoded search replies keyed by normalized query and limit.
+pub struct SearchCache {
+    config: CacheConfig,
+    inner: Mutex<Inner>,
+}
+
+impl SearchCache {
+    pub fn new(config: CacheConfig) -> Self {
+        SearchCache {
+            config,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The reply stored for `query` and `limit` under `generation`, if still fresh.
+    pub fn get(&self, query: &str, limit: u32, generation: u64) -> Option<Bytes> {
+        if self.config.max_entries == 0 {
+            return None;
+        }
+        let mut inner = self.lock();
+        inner.sync(generation);
+        let e = inner
+            .entries
+            .get(query)?
+            .iter()
+            .find(|e| e.limit == limit)?;
+        (e.at.elapsed() < self.config.ttl).then(|| e.payload.clone())
+    }
+
+    /// Stores the reply computed for `query` and `limit` under `generation`.
+    pub fn put(&self, query: &str, limit: u32, generation: u64, payload: Bytes) {
+        let config = self.config;
+        if config.max_entries == 0 || payload.len() > config.max_bytes {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.sync(generation);
+        if inner.count >= config.max_entries || inner.bytes + payload.len() > config.max_bytes {
+            inner.clear();
+        }
+        let (len, at) = (payload.len(), Instant::now());
+        let list = inner.entries.entry(query.into()).or_default();
+        let old = match list.iter_mut().find(|e| e.limit == limit) {
+            Some(e) => {
+                let old = e.payload.len();
+                (e.at, e.payload) = (at, payload);
+                Some(old)
+            }
+            None => {
+                list.push(Entry { limit, at, payload });
+                None
+            }
+        };
+        match old {
+            Some(old) => inner.bytes = inner.bytes - old + len,
+            None => {
+                inner.count += 1;
+                inner.bytes += len;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(max_entries: usize, max_bytes: usize, ttl_ms: u64) -> SearchCache {
+        SearchCache::new(CacheConfig {
+            max_entries,
+            max_bytes,
+            ttl: Duration::from_millis(ttl_ms),
+        })
+    }
+
+    #[test]
+    fn serves_only_the_same_query_limit_and_generation() {
+        let c = cache(10, 1000, 60_000);
+        c.put("isaac", 100, 7, Bytes::from_static(b"a"));
+        assert_eq!(c.get("isaac", 100, 7).as_deref(), Some(&b"a"[..]));
+        assert_eq!(c.get("isaac", 10, 7), None, "other limit");
+        assert_eq!(c.get("isaa", 100, 7), None, "other query");
+        assert_eq!(c.get("isaac", 100, 8), None, "the index changed");
+        assert_eq!(
+            c.get("isaac", 100, 7),
+            None,
+            "dropped with the old generation"
+        );
+    }
+
+    #[test]
+    fn entries_expire_and_stay_within_bounds() {
+        let c = cache(10, 1000, 0);
+        c.put("a", 1, 1, Bytes::from_static(b"x"));
+        assert_eq!(c.get("a", 1, 1), None, "ttl 0 never serves");
+
+        let c = cache(2, 10, 60_000);
+        c.put("a", 1, 1, Bytes::from_static(b"1234"));
+        c.put("b", 1, 1, Bytes::from_static(b"1234"));
+        c.put("c", 1, 1, Bytes::from_static(b"1234"));
+        let inner = c.lock();
+        assert!(inner.count <= 2 && inner.bytes <= 10);
+        drop(inner);
+        assert!(c.get("c", 1, 1).is_some(), "the newest is kept");
+        c.put("big", 1, 1, Bytes::from(vec![0; 11]));
+        assert_eq!(c.get("big", 1, 1), None, "larger than the whole budget");
+        c.put("c", 1, 1, Bytes::from_static(b"12"));
+        assert_eq!(c.lock().bytes, 2, "replacing counts the new size");
+    }
+
+    #[test]
+    fn off_when_no_entries_are_allowed() {
+        let c = cache(0, 1000, 60_000);
+        c.put("a", 1, 1, Bytes::from_static(b"x"));
+        assert_eq!(c.get("a", 1, 1), None);
+    }
+}
