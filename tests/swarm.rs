@@ -533,3 +533,77 @@ async fn a_peer_serves_what_it_has_verified_while_still_downloading() {
     a.shutdown().await;
     ix.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_come_whole_and_verified_from_a_mix_of_good_and_bad_sources() {
+    use peershare::cli::{GetOptions, download_all};
+    use peershare::protocol::{FileHit, PeerHit};
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let sizes = [
+        0,
+        1,
+        10_240,
+        PIECE_SIZE as usize - 1,
+        PIECE_SIZE as usize,
+        777,
+    ];
+    let mut hits = Vec::new();
+    let mut want = Vec::new();
+    for (k, &size) in sizes.iter().enumerate() {
+        let bytes = data(size, 900 + k as u64);
+        let id = ContentId::from(blake3::hash(&bytes));
+        let name = format!("small {k}.bin");
+        let bad = Behaviour {
+            corrupt: Some(|_| true),
+            name: name.clone(),
+            ..Behaviour::default()
+        };
+        let good = Behaviour {
+            name: name.clone(),
+            ..Behaviour::default()
+        };
+        let (bad_addr, _) = fake_peer(bytes.clone(), bad).await;
+        let (good_addr, _) = fake_peer(bytes.clone(), good).await;
+        let peer = |addr: &str, peer_id| {
+            let (host, port) = addr.rsplit_once(':').unwrap();
+            PeerHit {
+                peer_id,
+                host: host.into(),
+                port: port.parse().unwrap(),
+                shared_at: 0,
+                last_seen: 0,
+                have: None,
+            }
+        };
+        // File k is first tried at source k % 2: the corrupting one for even k.
+        hits.push(FileHit {
+            name: name.clone(),
+            size: size as u64,
+            content_id: id,
+            peers: vec![peer(&bad_addr, 1), peer(&good_addr, 2)],
+        });
+        want.push((name, bytes));
+    }
+    // An earlier run's partial download of file 2 (garbage): re-checked and replaced, not trusted.
+    std::fs::create_dir_all(&out).unwrap();
+    let stale = out.join(format!(".{}.peershare-part", hits[2].content_id.to_hex()));
+    std::fs::write(&stale, vec![0xAA; 10_240]).unwrap();
+    let results = download_all(&hits, &out, &GetOptions::default(), 3).await;
+    for (k, (r, (name, bytes))) in results.iter().zip(&want).enumerate() {
+        let r = r.as_ref().expect("downloaded");
+        assert_eq!(r.path, out.join(name));
+        assert_eq!(&std::fs::read(&r.path).unwrap(), bytes, "{name}");
+        // From the honest source: one request; otherwise the full downloader took over.
+        let one_request = r.sources.len() == 1 && r.sources[0].peer_id == Some(2);
+        assert_eq!(one_request, k % 2 == 1, "{name}: {:?}", r.sources);
+    }
+    // Nothing else is left: no partial files, no extra copies.
+    assert_eq!(files_in(&out).len(), sizes.len());
+    assert!(!stale.exists());
+    // Fetching the same files again never replaces the first copies.
+    let again = download_all(&hits[..2], &out, &GetOptions::default(), 2).await;
+    let second = again[1].as_ref().expect("downloaded again");
+    assert_eq!(second.path, out.join("small 1 (1).bin"));
+    assert_eq!(files_in(&out).len(), sizes.len() + 2);
+}

@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
@@ -11,10 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Command, output};
 use crate::content::ContentId;
-use crate::download::{DownloadReport, Downloader, Progress, Source};
+use crate::download::{DownloadReport, Downloader, Progress, SmallFileFetcher, Source};
 use crate::index::{CacheConfig, IndexClient, IndexConfig, IndexServer, IndexStore};
 use crate::peer::{PartialSharing, Partials, ShareConfig, start_share};
-use crate::protocol::{FileHit, Limits};
+use crate::protocol::{FileHit, Limits, SearchResults};
 use crate::rate::RateLimiter;
 
 /// Cancelled on Ctrl-C or SIGTERM.
@@ -184,11 +184,23 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
                 None => None,
             };
             let node = super::dht::get_client(&dht)?;
+            let mut from_index = match client.as_mut() {
+                Some(c) => match lookup_many(c, &ids).await {
+                    Ok(found) => found.into_iter().map(Some).collect(),
+                    Err(e) if node.is_some() => {
+                        eprintln!("peershare: index lookup failed, using the DHT only: {e:#}");
+                        Vec::new()
+                    }
+                    Err(e) => return Err(e),
+                },
+                None => Vec::new(),
+            };
+            from_index.resize_with(ids.len(), || None);
             let mut hits = Vec::new();
-            for id in ids {
-                let from_index = match client.as_mut() {
-                    Some(c) if node.is_some() => lookup(c, id).await.ok(),
-                    Some(c) => Some(lookup(c, id).await?),
+            for (id, found) in ids.into_iter().zip(from_index) {
+                let from_index = match found {
+                    Some(r) if node.is_some() => r.ok(),
+                    Some(r) => Some(r?),
                     None => None,
                 };
                 let hit = match &node {
@@ -271,17 +283,54 @@ pub async fn download_all(
     parallel: usize,
 ) -> Vec<anyhow::Result<DownloadReport>> {
     let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let small = SmallFileFetcher::new(Downloader::default().limits, opts.rate.clone())
+        .map(Arc::new)
+        .map_err(|e| tracing::warn!("no batched writes for small files: {e}"))
+        .ok();
     let mut tasks = tokio::task::JoinSet::new();
     for (n, hit) in hits.iter().enumerate() {
-        let (hit, dir, opts, permits) = (
+        let (hit, dir, opts, permits, small) = (
             hit.clone(),
             dir.to_path_buf(),
             opts.clone(),
             permits.clone(),
+            small.clone(),
         );
         tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            (n, download_hit(&hit, &dir, &opts).await)
+            let mut permit = Some(permits.clone().acquire_owned().await);
+            let sources = sources_of(&hit, &opts);
+            if let Some(small) = small.filter(|_| SmallFileFetcher::fits(hit.size))
+                && !sources.is_empty()
+            {
+                // Spread files over their sources; one request each, connections reused. The
+                // permit covers the transfer; writes are batched after it is given back.
+                let (source, started) = (&sources[n % sources.len()], Instant::now());
+                let id = hit.content_id;
+                let name = match hit.name.as_str() {
+                    "" => id.to_hex(),
+                    name => name.to_string(),
+                };
+                let r = match small.receive(id, source, &dir).await {
+                    Ok(data) => {
+                        permit = None;
+                        small.store(id, source, &dir, &name, data, started).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(r) => return (n, Ok(r)),
+                    Err(e) if !e.worth_retrying() => return (n, Err(e.into())),
+                    Err(e) => tracing::debug!(
+                        "{id}: one-request fetch failed ({e}); using the full downloader"
+                    ),
+                }
+                if permit.is_none() {
+                    permit = Some(permits.acquire_owned().await);
+                }
+            }
+            let r = download_hit(&hit, &dir, &opts).await;
+            drop(permit);
+            (n, r)
         });
     }
     let mut results: Vec<Option<anyhow::Result<DownloadReport>>> =
@@ -313,23 +362,32 @@ fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
-/// The index's entry for `id`, with the live peers that have it.
-pub async fn lookup(client: &mut IndexClient, id: ContentId) -> anyhow::Result<FileHit> {
-    let r = client.search(&id.to_hex(), 1).await?;
+/// The index's entries for many ids, looked up over one connection with requests pipelined;
+/// the outer error is the connection's, an inner one says nobody shares that id.
+pub async fn lookup_many(
+    client: &mut IndexClient,
+    ids: &[ContentId],
+) -> anyhow::Result<Vec<anyhow::Result<FileHit>>> {
+    let queries: Vec<String> = ids.iter().map(ContentId::to_hex).collect();
+    let replies = client.search_many(&queries, 1).await?;
+    Ok(replies
+        .into_iter()
+        .zip(ids)
+        .map(|(r, &id)| hit_for(r, id))
+        .collect())
+}
+
+/// The index's entry for `id` in a reply, with the live peers that have it.
+fn hit_for(r: SearchResults, id: ContentId) -> anyhow::Result<FileHit> {
     match r.files.into_iter().find(|f| f.content_id == id) {
         Some(hit) if !hit.peers.is_empty() => Ok(hit),
         _ => bail!("no live peer shares {id}"),
     }
 }
 
-/// Downloads a search hit into `dir` from its peers (or only `opts.only_peer`), all at once.
-pub async fn download_hit(
-    hit: &FileHit,
-    dir: &Path,
-    opts: &GetOptions,
-) -> anyhow::Result<DownloadReport> {
-    let sources: Vec<Source> = hit
-        .peers
+/// The peers of a search hit to download from (only `opts.only_peer`, if set).
+fn sources_of(hit: &FileHit, opts: &GetOptions) -> Vec<Source> {
+    hit.peers
         .iter()
         .filter(|p| opts.only_peer.is_none_or(|id| id == p.peer_id))
         .map(|p| Source {
@@ -340,7 +398,16 @@ pub async fn download_hit(
                 format!("{}:{}", p.host, p.port)
             },
         })
-        .collect();
+        .collect()
+}
+
+/// Downloads a search hit into `dir` from its peers (or only `opts.only_peer`), all at once.
+pub async fn download_hit(
+    hit: &FileHit,
+    dir: &Path,
+    opts: &GetOptions,
+) -> anyhow::Result<DownloadReport> {
+    let sources = sources_of(hit, opts);
     if let (Some(id), true) = (opts.only_peer, sources.is_empty()) {
         bail!("peer {id} does not share {}", hit.content_id);
     }

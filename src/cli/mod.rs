@@ -2,6 +2,7 @@
 
 mod bench;
 mod commands;
+pub use commands::{GetOptions, download_all};
 mod dht;
 mod menu;
 mod output;

@@ -62,16 +62,25 @@ fn numbered(name: &str, n: u32) -> String {
 /// Atomically gives `temp` the name `dir/name` (or `name (1)`, `name (2)`, …, whichever is
 /// free), never replacing an existing file; then syncs the directory. Returns the final path.
 pub fn publish(temp: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+    let path = place(dir, name, |candidate| rename_noreplace(temp, candidate))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(path)
+}
+
+/// Calls `try_name` with `dir/name`, then `name (1)`, `name (2)`, … (sanitized) until one is
+/// not taken (`try_name` fails with `AlreadyExists` for a taken one). Returns the path used.
+pub fn place(
+    dir: &Path,
+    name: &str,
+    mut try_name: impl FnMut(&Path) -> io::Result<()>,
+) -> io::Result<PathBuf> {
     let name = sanitize_file_name(name);
     for n in 0..10_000 {
         let candidate = dir.join(numbered(&name, n));
-        match rename_noreplace(temp, &candidate) {
-            Ok(()) => {
-                if let Ok(d) = std::fs::File::open(dir) {
-                    let _ = d.sync_all();
-                }
-                return Ok(candidate);
-            }
+        match try_name(&candidate) {
+            Ok(()) => return Ok(candidate),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
@@ -82,7 +91,7 @@ pub fn publish(temp: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
     ))
 }
 
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     let f = CString::new(from.as_os_str().as_bytes())?;
     let t = CString::new(to.as_os_str().as_bytes())?;
     // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them as given.

@@ -11,6 +11,9 @@ use crate::protocol::{
     ProtocolError, Register, Registered, Search, SearchResults, UpdateFiles, Welcome, connect_tcp,
 };
 
+/// Requests [`IndexClient::search_many`] keeps in flight.
+pub const PIPELINE_WINDOW: usize = 64;
+
 /// How long connecting to the index may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -87,6 +90,33 @@ impl IndexClient {
             Message::SearchResults(r) => Ok(r),
             other => Err(self.unexpected("SearchResults", &other)),
         }
+    }
+
+    /// Sends many searches over this connection, up to [`PIPELINE_WINDOW`] in flight at once,
+    /// and returns their results in order (one round trip per window, not per query).
+    pub async fn search_many(
+        &mut self,
+        queries: &[String],
+        limit: u32,
+    ) -> Result<Vec<SearchResults>, IndexClientError> {
+        let mut out = Vec::with_capacity(queries.len());
+        let mut sent = 0;
+        while out.len() < queries.len() {
+            while sent < queries.len() && sent - out.len() < PIPELINE_WINDOW {
+                let msg = Message::Search(Search {
+                    query: queries[sent].clone(),
+                    limit,
+                });
+                self.conn.queue(&msg).await.map_err(|e| self.err(e))?;
+                sent += 1;
+            }
+            self.conn.flush().await.map_err(|e| self.err(e))?;
+            match self.conn.recv().await.map_err(|e| self.err(e))? {
+                Message::SearchResults(r) => out.push(r),
+                other => return Err(self.unexpected("SearchResults", &other)),
+            }
+        }
+        Ok(out)
     }
 
     /// Sends a search and returns the reply frame undecoded (for load generators, whose own

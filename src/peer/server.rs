@@ -25,6 +25,9 @@ use crate::rate::RateLimiter;
 use blake3::hazmat::ChainingValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Files one connection keeps open between requests.
+const MAX_OPEN_PER_CONNECTION: usize = 32;
+
 /// Settings of a peer's server side.
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
@@ -223,6 +226,11 @@ impl PeerServer {
                         None => match self.open(&content_id).await {
                             Some(f) => {
                                 let f = Arc::new(f);
+                                // A downloader reusing the connection for many files must not
+                                // hold a descriptor open for each of them.
+                                if open.len() >= MAX_OPEN_PER_CONNECTION {
+                                    open.clear();
+                                }
                                 open.insert(content_id, f.clone());
                                 Some(f)
                             }

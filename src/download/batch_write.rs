@@ -1,0 +1,293 @@
+//! `BatchWriter`: many small verified files made durable and named together, one sync per batch.
+//!
+//! Writing small files one by one costs a sync, a directory sync and two directory updates
+//! each, and parallel writers spin on the directory's lock. One thread here takes every file
+//! queued so far, writes each into an unnamed file in its target directory (`O_TMPFILE`; a
+//! hidden `.<id>.peershare-part` where the filesystem cannot), syncs the filesystem once, then
+//! links each under its final name (never replacing anything) and syncs each directory once.
+//! A file therefore appears under its final name only with its bytes on disk, and a crash
+//! leaves no visible trace of files not yet named.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::names::{place, rename_noreplace};
+
+/// Files taken into one batch at most.
+const MAX_BATCH: usize = 256;
+/// Files waiting for the writer at most (beyond it, submitting waits).
+const QUEUE: usize = 1024;
+
+struct Job {
+    dir: PathBuf,
+    /// The hidden name used where unnamed files are not supported.
+    temp: PathBuf,
+    name: String,
+    data: Bytes,
+    done: oneshot::Sender<io::Result<PathBuf>>,
+}
+
+/// A file written but not yet named.
+enum Staged {
+    Unnamed(File),
+    Hidden(File, PathBuf),
+}
+
+impl Staged {
+    fn file(&self) -> &File {
+        match self {
+            Staged::Unnamed(f) | Staged::Hidden(f, _) => f,
+        }
+    }
+}
+
+/// The writer thread's handle; the thread ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct BatchWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl BatchWriter {
+    pub fn spawn() -> io::Result<BatchWriter> {
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        std::thread::Builder::new()
+            .name("peershare-writer".into())
+            .spawn(move || run(rx))?;
+        Ok(BatchWriter { jobs })
+    }
+
+    /// Writes `data` durably as `dir/name` (sanitized, numbered if taken); `temp` is the hidden
+    /// name to use if the filesystem has no unnamed files. Returns the final path.
+    pub async fn write(
+        &self,
+        dir: &Path,
+        temp: PathBuf,
+        name: &str,
+        data: Bytes,
+    ) -> io::Result<PathBuf> {
+        let (done, result) = oneshot::channel();
+        let job = Job {
+            dir: dir.to_path_buf(),
+            temp,
+            name: name.to_string(),
+            data,
+            done,
+        };
+        let gone = || io::Error::other("the writer thread stopped");
+        self.jobs.send(job).await.map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
+    }
+}
+
+fn run(mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        write_batch(batch);
+    }
+}
+
+fn write_batch(batch: Vec<Job>) {
+    let mut staged: Vec<(Job, Staged)> = Vec::with_capacity(batch.len());
+    for job in batch {
+        match stage(&job) {
+            Ok(s) => staged.push((job, s)),
+            Err(e) => {
+                let _ = job.done.send(Err(e));
+            }
+        }
+    }
+    // One sync for the whole batch: every staged file's bytes are on disk before any is named.
+    let mut synced: HashSet<PathBuf> = HashSet::new();
+    let mut sync_error: Option<io::Error> = None;
+    for (job, s) in &staged {
+        if synced.insert(job.dir.clone()) {
+            // SAFETY: syncfs on a valid, open descriptor.
+            if unsafe { libc::syncfs(s.file().as_raw_fd()) } != 0 {
+                sync_error = Some(io::Error::last_os_error());
+                break;
+            }
+        }
+    }
+    let mut named_dirs: HashSet<PathBuf> = HashSet::new();
+    let mut results = Vec::with_capacity(staged.len());
+    for (job, s) in staged {
+        let r = match &sync_error {
+            Some(e) => Err(io::Error::new(e.kind(), format!("syncing: {e}"))),
+            None => name_file(&job, &s),
+        };
+        if r.is_err()
+            && let Staged::Hidden(_, temp) = &s
+        {
+            let _ = std::fs::remove_file(temp);
+        }
+        if r.is_ok() {
+            named_dirs.insert(job.dir.clone());
+        }
+        results.push((job.done, r));
+    }
+    // The new names are durable once their directories are synced.
+    let mut dir_error: Option<io::Error> = None;
+    for dir in &named_dirs {
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            dir_error = Some(e);
+        }
+    }
+    for (done, r) in results {
+        let r = match (r, &dir_error) {
+            (Ok(_), Some(e)) => Err(io::Error::new(
+                e.kind(),
+                format!("syncing the directory: {e}"),
+            )),
+            (r, _) => r,
+        };
+        let _ = done.send(r);
+    }
+}
+
+/// Writes a job's bytes into an unnamed file in its directory (or its hidden name).
+fn stage(job: &Job) -> io::Result<Staged> {
+    std::fs::create_dir_all(&job.dir)?;
+    let unnamed = OpenOptions::new()
+        .write(true)
+        .mode(0o644)
+        .custom_flags(libc::O_TMPFILE)
+        .open(&job.dir);
+    let staged = match unnamed {
+        Ok(f) => Staged::Unnamed(f),
+        // Filesystems (and kernels) without unnamed files say so in several ways.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+            ) =>
+        {
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&job.temp)?;
+            Staged::Hidden(f, job.temp.clone())
+        }
+        Err(e) => return Err(e),
+    };
+    let mut f = staged.file();
+    if let Err(e) = f.write_all(&job.data) {
+        if let Staged::Hidden(_, temp) = &staged {
+            let _ = std::fs::remove_file(temp);
+        }
+        return Err(e);
+    }
+    Ok(staged)
+}
+
+/// Gives a staged file its final name, never replacing an existing file.
+fn name_file(job: &Job, s: &Staged) -> io::Result<PathBuf> {
+    match s {
+        Staged::Hidden(_, temp) => place(&job.dir, &job.name, |to| rename_noreplace(temp, to)),
+        Staged::Unnamed(f) => place(&job.dir, &job.name, |to| link_unnamed(f, to)),
+    }
+}
+
+/// Links an `O_TMPFILE` file at `to` (fails with `AlreadyExists` if `to` exists).
+fn link_unnamed(f: &File, to: &Path) -> io::Result<()> {
+    let to = CString::new(to.as_os_str().as_bytes())?;
+    let proc_path = CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+    // SAFETY: valid NUL-terminated paths; AT_FDCWD resolves `to` as given.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_path.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOENT) {
+        return Err(err);
+    }
+    // No /proc: link the descriptor itself (needs CAP_DAC_READ_SEARCH).
+    let empty = CString::default();
+    // SAFETY: a valid descriptor and NUL-terminated paths.
+    let r = unsafe {
+        libc::linkat(
+            f.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn files_appear_whole_under_free_names() {
+        let t = tempfile::tempdir().unwrap();
+        let w = BatchWriter::spawn().unwrap();
+        std::fs::write(t.path().join("a.txt"), b"already here").unwrap();
+        let mut tasks = Vec::new();
+        for n in 0..40u8 {
+            let (w, dir) = (w.clone(), t.path().to_path_buf());
+            tasks.push(tokio::spawn(async move {
+                let temp = dir.join(format!(".{n}.peershare-part"));
+                let data = Bytes::from(vec![n; n as usize * 100]);
+                (n, w.write(&dir, temp, "a.txt", data).await)
+            }));
+        }
+        let mut names = HashSet::new();
+        for t in tasks {
+            let (n, r) = t.await.unwrap();
+            let path = r.unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), vec![n; n as usize * 100]);
+            assert!(names.insert(path));
+        }
+        assert_eq!(
+            std::fs::read(t.path().join("a.txt")).unwrap(),
+            b"already here",
+            "nothing replaced"
+        );
+        let listed = std::fs::read_dir(t.path()).unwrap().count();
+        assert_eq!(listed, 41, "40 new files, no leftovers");
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_cannot_be_made_fails_only_its_file() {
+        let t = tempfile::tempdir().unwrap();
+        let w = BatchWriter::spawn().unwrap();
+        let blocker = t.path().join("not-a-dir");
+        std::fs::write(&blocker, b"x").unwrap();
+        let sub = blocker.join("sub");
+        let bad = w.write(&sub, blocker.join(".t"), "f", Bytes::from_static(b"1"));
+        let good = w.write(t.path(), t.path().join(".u"), "f", Bytes::from_static(b"2"));
+        let (bad, good) = tokio::join!(bad, good);
+        assert!(bad.is_err());
+        assert_eq!(std::fs::read(good.unwrap()).unwrap(), b"2");
+    }
+}
