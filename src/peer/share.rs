@@ -366,6 +366,8 @@ async fn index_session(
         "registered with index {index} as peer {} at {}:{port}: {files} files",
         reg.peer_id, reg.host
     );
+    // The file list just sent (and its encoding) was the largest allocation a sharing peer makes.
+    crate::release_free_memory();
     status.send_modify(|s| {
         s.peer_id = Some(reg.peer_id);
         s.files_registered = Some(files);
