@@ -182,16 +182,17 @@ start_index() { start_index_as index "$@"; }
 
 # start_index_as TAG HOME DB LOGS [INDEX-ARGS...]: as start_index, with extra arguments (e.g.
 # --lease 3600s) and the logs in LOGS/TAG.out and LOGS/TAG.err.
+# (KEEP_DB=1: open the database as it is, instead of starting from an empty one)
 start_index_as() {
   local tag="$1" home="$2" db="$3" logs="$4"
   shift 4
   mkdir -p "$home"
-  rm -f "$db" "$db-wal" "$db-shm"
+  [ "${KEEP_DB:-0}" = 1 ] || rm -f "$db" "$db-wal" "$db-shm"
   PEERSHARE_HOME="$home" "$BIN" index --listen 127.0.0.1:0 --db "$db" "$@" \
     >"$logs/$tag.out" 2>"$logs/$tag.err" &
   INDEX_PID=$!
   PIDS+=("$INDEX_PID")
-  wait_line "$logs/$tag.out" "listening on" 30 "$INDEX_PID" || { cat "$logs/$tag.err" >&2; die "index did not start"; }
+  wait_line "$logs/$tag.out" "listening on" 300 "$INDEX_PID" || { cat "$logs/$tag.err" >&2; die "index did not start"; }
   INDEX_ADDR="$(sed -n 's/^peershare index listening on \([^ ]*\).*/\1/p' "$logs/$tag.out" | head -n 1)"
   [ -n "$INDEX_ADDR" ] || die "cannot read the index address from $logs/$tag.out"
   log "$tag on $INDEX_ADDR"

@@ -607,3 +607,59 @@ async fn small_files_come_whole_and_verified_from_a_mix_of_good_and_bad_sources(
     assert_eq!(second.path, out.join("small 1 (1).bin"));
     assert_eq!(files_in(&out).len(), sizes.len() + 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_files_from_a_peer_with_one_upload_slot() {
+    use peershare::cli::{GetOptions, download_all};
+    use peershare::protocol::{FileHit, PeerHit};
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let mut hits = Vec::new();
+    for k in 0..300u64 {
+        let bytes = data(100 + k as usize * 37, 3000 + k);
+        let name = format!("n{k:03}.dat");
+        std::fs::write(share.join(&name), &bytes).unwrap();
+        hits.push((name, bytes));
+    }
+    let mut config =
+        peershare::peer::ShareConfig::new(vec![share.clone()], None, t.path().join("p"));
+    config.peer.upload_slots = 1;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = peershare::peer::start_share(config, listener)
+        .await
+        .unwrap();
+    let port = peer.local_addr.port();
+    let files: Vec<FileHit> = hits
+        .iter()
+        .map(|(name, bytes)| FileHit {
+            name: name.clone(),
+            size: bytes.len() as u64,
+            content_id: blake3::hash(bytes).into(),
+            peers: vec![PeerHit {
+                peer_id: 7,
+                host: "127.0.0.1".into(),
+                port,
+                shared_at: 0,
+                last_seen: 0,
+                have: None,
+            }],
+        })
+        .collect();
+    // Two connections to a peer that serves one: the busy one gives its requests back to the
+    // one holding the slot instead of waiting out its retries (30 s and more).
+    let out = t.path().join("out");
+    let results = tokio::time::timeout(
+        Duration::from_secs(20),
+        download_all(&files, &out, &GetOptions::default(), 8),
+    )
+    .await
+    .expect("done well before a busy connection gives up");
+    for (r, (name, bytes)) in results.iter().zip(&hits) {
+        let r = r.as_ref().expect("downloaded");
+        assert_eq!(r.path, out.join(name));
+        assert_eq!(&std::fs::read(&r.path).unwrap(), bytes);
+    }
+    assert_eq!(files_in(&out).len(), hits.len());
+    peer.shutdown().await;
+}

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Command, output};
 use crate::content::ContentId;
-use crate::download::{DownloadReport, Downloader, Progress, SmallFileFetcher, Source};
+use crate::download::{DownloadReport, Downloader, LinkConfig, Progress, SmallFileFetcher, Source};
 use crate::index::{CacheConfig, IndexClient, IndexConfig, IndexServer, IndexStore};
 use crate::peer::{PartialSharing, Partials, ShareConfig, start_share};
 use crate::protocol::{FileHit, Limits, SearchResults};
@@ -241,11 +241,17 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
                     "downloads": reports.iter().map(|r| output::download_json(r)).collect::<Vec<_>>(),
                     "failed": failed,
                 });
-                println!("{doc:#}");
+                // Written in one piece: stdout is line-buffered, so printing it directly would
+                // cost a system call per line (tens per download).
+                let mut text = serde_json::to_vec_pretty(&doc)?;
+                text.push(b'\n');
+                std::io::stdout().lock().write_all(&text)?;
             } else {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
                 for r in &reports {
-                    println!("{}", r.path.display());
+                    writeln!(out, "{}", r.path.display())?;
                 }
+                out.flush()?;
             }
             match failed.len() {
                 0 => Ok(()),
@@ -283,7 +289,13 @@ pub async fn download_all(
     parallel: usize,
 ) -> Vec<anyhow::Result<DownloadReport>> {
     let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
-    let small = SmallFileFetcher::new(Downloader::default().limits, opts.rate.clone())
+    // Files of one piece: one pipelined request each, over at most `parallel` (up to 2)
+    // connections per source; only full downloads count against `parallel`.
+    let links = LinkConfig {
+        connections: parallel.clamp(1, 2),
+        ..LinkConfig::default()
+    };
+    let small = SmallFileFetcher::new(links, opts.rate.clone())
         .map(Arc::new)
         .map_err(|e| tracing::warn!("no batched writes for small files: {e}"))
         .ok();
@@ -297,13 +309,11 @@ pub async fn download_all(
             small.clone(),
         );
         tasks.spawn(async move {
-            let mut permit = Some(permits.clone().acquire_owned().await);
             let sources = sources_of(&hit, &opts);
             if let Some(small) = small.filter(|_| SmallFileFetcher::fits(hit.size))
                 && !sources.is_empty()
             {
-                // Spread files over their sources; one request each, connections reused. The
-                // permit covers the transfer; writes are batched after it is given back.
+                // Spread files over their sources.
                 let (source, started) = (&sources[n % sources.len()], Instant::now());
                 let id = hit.content_id;
                 let name = match hit.name.as_str() {
@@ -311,10 +321,7 @@ pub async fn download_all(
                     name => name.to_string(),
                 };
                 let r = match small.receive(id, source, &dir).await {
-                    Ok(data) => {
-                        permit = None;
-                        small.store(id, source, &dir, &name, data, started).await
-                    }
+                    Ok(data) => small.store(id, source, &dir, &name, data, started).await,
                     Err(e) => Err(e),
                 };
                 match r {
@@ -324,13 +331,9 @@ pub async fn download_all(
                         "{id}: one-request fetch failed ({e}); using the full downloader"
                     ),
                 }
-                if permit.is_none() {
-                    permit = Some(permits.acquire_owned().await);
-                }
             }
-            let r = download_hit(&hit, &dir, &opts).await;
-            drop(permit);
-            (n, r)
+            let _permit = permits.acquire_owned().await;
+            (n, download_hit(&hit, &dir, &opts).await)
         });
     }
     let mut results: Vec<Option<anyhow::Result<DownloadReport>>> =

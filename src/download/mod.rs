@@ -2,11 +2,13 @@
 
 mod batch_write;
 mod fetch;
+mod links;
 mod names;
 mod small;
 mod swarm;
 
 pub use fetch::{DownloadError, DownloadReport, Downloader, Progress, Source, SourceReport};
+pub use links::{LinkConfig, LinkError, SourceLinks};
 pub use names::{publish, sanitize_file_name};
 pub use small::{SmallFetchError, SmallFileFetcher};
 pub use swarm::PieceScheduler;

@@ -2,37 +2,30 @@
 //!
 //! A file no larger than a piece is a single BLAKE3 chunk group, so its content id is the hash
 //! of its bytes: one `GetPiece(id, 0)` answered with bytes that hash to `id` is the whole file,
-//! verified, with no `GetInfo`, `GetHashes` or bootstrap. Connections to a source are kept and
-//! reused for the next file; files are written through a [`BatchWriter`] (one sync per batch). Anything unusual (a partial download left by an earlier run, bytes
-//! that do not hash to the id, a source error) is left to the full [`Downloader`](super::Downloader),
-//! which retries other sources and resumes: the caller falls back to it on any `Err`.
+//! verified, with no `GetInfo`, `GetHashes` or bootstrap. Requests go through [`SourceLinks`]
+//! (a few pipelined connections per source) and files through a [`BatchWriter`] (one sync per
+//! batch). Anything unusual (a partial download left by an earlier run, bytes that do not hash
+//! to the id, a source error) is left to the full [`Downloader`](super::Downloader), which
+//! retries other sources and resumes: the caller falls back to it on any `Err`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::batch_write::BatchWriter;
 use super::fetch::{DownloadReport, Source, SourceReport};
+use super::links::{LinkConfig, LinkError, SourceLinks};
 use crate::content::{ContentId, PIECE_SIZE};
-use crate::peer::{PARTIAL_SUFFIX, PeerClient, PeerClientError};
-use crate::protocol::Limits;
+use crate::peer::PARTIAL_SUFFIX;
 use crate::rate::RateLimiter;
-
-/// Idle connections kept per source.
-const MAX_IDLE_PER_SOURCE: usize = 16;
 
 /// Why the one-request path did not deliver a file (the full downloader then takes over).
 #[derive(Debug, thiserror::Error)]
 pub enum SmallFetchError {
     #[error(transparent)]
-    Source(#[from] PeerClientError),
-    #[error("sent piece {received} where 0 was due")]
-    WrongPiece { received: u32 },
-    #[error("sent {len} bytes that do not hash to {id}")]
-    NotTheFile { id: ContentId, len: usize },
+    Source(#[from] LinkError),
     #[error("a partial download of {0} is already there (the full downloader resumes it)")]
     PartialExists(PathBuf),
     #[error("writing {path}: {source}")]
@@ -49,21 +42,19 @@ impl SmallFetchError {
     }
 }
 
-/// Fetches single-piece files, keeping connections to sources open between files.
+/// Fetches single-piece files over a few pipelined connections per source.
 pub struct SmallFileFetcher {
-    limits: Limits,
     rate: Option<Arc<RateLimiter>>,
-    idle: Mutex<HashMap<String, Vec<PeerClient>>>,
+    links: SourceLinks,
     writer: BatchWriter,
 }
 
 impl SmallFileFetcher {
     /// Starts the writer thread the files go through.
-    pub fn new(limits: Limits, rate: Option<Arc<RateLimiter>>) -> std::io::Result<Self> {
+    pub fn new(links: LinkConfig, rate: Option<Arc<RateLimiter>>) -> std::io::Result<Self> {
         Ok(SmallFileFetcher {
-            limits,
             rate,
-            idle: Mutex::new(HashMap::new()),
+            links: SourceLinks::new(links),
             writer: BatchWriter::spawn()?,
         })
     }
@@ -71,19 +62,6 @@ impl SmallFileFetcher {
     /// Whether a file of `size` bytes (as the index says; untrusted, only a hint) fits one piece.
     pub fn fits(size: u64) -> bool {
         size <= PIECE_SIZE
-    }
-
-    fn take_idle(&self, addr: &str) -> Option<PeerClient> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.get_mut(addr).and_then(Vec::pop)
-    }
-
-    fn put_idle(&self, addr: &str, client: PeerClient) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.entry(addr.to_string()).or_default();
-        if list.len() < MAX_IDLE_PER_SOURCE {
-            list.push(client);
-        }
     }
 
     /// Fetches `id` from `source` with one request and checks the bytes are the whole file.
@@ -97,32 +75,11 @@ impl SmallFileFetcher {
         if std::fs::symlink_metadata(&temp).is_ok() {
             return Err(SmallFetchError::PartialExists(temp));
         }
-        let mut client = match self.take_idle(&source.addr) {
-            Some(c) => c,
-            None => PeerClient::connect(&source.addr, self.limits).await?,
-        };
-        client.request_piece(id, 0).await?;
-        client.flush().await?;
-        let piece = client.next_piece().await?;
-        if piece.index != 0 {
-            return Err(SmallFetchError::WrongPiece {
-                received: piece.index,
-            });
-        }
-        // Hashing a piece takes microseconds; the bytes are the whole file only if they hash
-        // to the id as a root (a piece of a larger file does not).
-        if piece.data.len() as u64 > PIECE_SIZE || ContentId::from(blake3::hash(&piece.data)) != id
-        {
-            return Err(SmallFetchError::NotTheFile {
-                id,
-                len: piece.data.len(),
-            });
-        }
-        self.put_idle(&source.addr, client);
+        let data = self.links.fetch_whole(&source.addr, id).await?;
         if let Some(rate) = &self.rate {
-            rate.take(piece.data.len() as u64).await;
+            rate.take(data.len() as u64).await;
         }
-        Ok(piece.data)
+        Ok(data)
     }
 
     /// Writes verified bytes of `id` durably in `dir` as `name` (sanitized; " (1)" etc. added

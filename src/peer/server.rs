@@ -221,10 +221,10 @@ impl PeerServer {
                             format!("all upload slots taken; you are number {place} in the queue"),
                         ));
                     }
-                    let file = match open.get(&content_id) {
-                        Some(f) => Some(f.clone()),
-                        None => match self.open(&content_id).await {
-                            Some(f) => {
+                    let (file, prefetched) = match open.get(&content_id) {
+                        Some(f) => (Some(f.clone()), None),
+                        None => match self.open(&content_id, index).await {
+                            Some((f, prefetched)) => {
                                 let f = Arc::new(f);
                                 // A downloader reusing the connection for many files must not
                                 // hold a descriptor open for each of them.
@@ -232,9 +232,9 @@ impl PeerServer {
                                     open.clear();
                                 }
                                 open.insert(content_id, f.clone());
-                                Some(f)
+                                (Some(f), prefetched)
                             }
-                            None => None,
+                            None => (None, None),
                         },
                     };
                     match file {
@@ -251,7 +251,10 @@ impl PeerServer {
                                 format!("piece {index} of {content_id} is not verified here yet"),
                             ))
                         }
-                        Some(f) => match read_piece(f, index).await {
+                        Some(f) => match match prefetched {
+                            Some(read) => read,
+                            None => read_piece(f, index).await,
+                        } {
                             Ok(data) => {
                                 if let Some(rate) = &self.config.upload_rate {
                                     rate.take(data.len() as u64).await;
@@ -326,12 +329,21 @@ impl PeerServer {
 
     /// Opens a copy of `id` that is still inside a shared directory and still the file the
     /// catalog hashed (same size and mtime); anything else counts as not found and asks for a rescan.
-    async fn open(&self, id: &ContentId) -> Option<OpenFile> {
+    /// A complete file's piece `first` (if it has one) is read in the same blocking task, which
+    /// halves the hand-offs of serving a small file.
+    async fn open(
+        &self,
+        id: &ContentId,
+        first: u32,
+    ) -> Option<(OpenFile, Option<std::io::Result<Bytes>>)> {
         if self.snapshot().by_id(id).next().is_none() {
-            return self.partials.get(id).map(|p| OpenFile {
-                file: p.file.clone(),
-                layout: p.layout(),
-                partial: Some(p),
+            return self.partials.get(id).map(|p| {
+                let f = OpenFile {
+                    file: p.file.clone(),
+                    layout: p.layout(),
+                    partial: Some(p),
+                };
+                (f, None)
             });
         }
         let copies: Vec<SharedFile> = self.snapshot().by_id(id).cloned().collect();
@@ -354,11 +366,17 @@ impl PeerServer {
                     .duration_since(std::time::UNIX_EPOCH)
                     .ok()?
                     .as_nanos() as i64;
-                (meta.is_file() && meta.len() == f.size && mtime == f.mtime_ns).then(|| OpenFile {
+                if !(meta.is_file() && meta.len() == f.size && mtime == f.mtime_ns) {
+                    return None;
+                }
+                let open = OpenFile {
                     file: Arc::new(file),
                     layout: PieceLayout::new(f.size),
                     partial: None,
-                })
+                };
+                let piece = (u64::from(first) < open.layout.piece_count())
+                    .then(|| read_piece_now(&open, first));
+                Some((open, piece))
             })
         })
         .await
@@ -372,15 +390,18 @@ impl PeerServer {
 }
 
 async fn read_piece(f: Arc<OpenFile>, index: u32) -> std::io::Result<Bytes> {
-    tokio::task::spawn_blocking(move || {
-        let i = u64::from(index);
-        let len = f.layout.piece_len(i) as usize;
-        let mut buf = BytesMut::zeroed(len);
-        f.file.read_exact_at(&mut buf, f.layout.piece_offset(i))?;
-        Ok(buf.freeze())
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || read_piece_now(&f, index))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Reads piece `index` (in range) of an open file.
+fn read_piece_now(f: &OpenFile, index: u32) -> std::io::Result<Bytes> {
+    let i = u64::from(index);
+    let len = f.layout.piece_len(i) as usize;
+    let mut buf = BytesMut::zeroed(len);
+    f.file.read_exact_at(&mut buf, f.layout.piece_offset(i))?;
+    Ok(buf.freeze())
 }
 
 fn not_found(id: &ContentId) -> Message {
