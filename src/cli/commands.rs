@@ -237,10 +237,13 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             let reports: Vec<&DownloadReport> =
                 results.iter().filter_map(|r| r.as_ref().ok()).collect();
             if json {
-                let doc = serde_json::json!({
-                    "downloads": reports.iter().map(|r| output::download_json(r)).collect::<Vec<_>>(),
-                    "failed": failed,
-                });
+                let doc = output::GetJson {
+                    downloads: reports
+                        .iter()
+                        .map(|r| output::DownloadJson::new(r))
+                        .collect(),
+                    failed: &failed,
+                };
                 // Written in one piece: stdout is line-buffered, so printing it directly would
                 // cost a system call per line (tens per download).
                 let mut text = serde_json::to_vec_pretty(&doc)?;

@@ -207,18 +207,42 @@ pub fn peers(out: &mut impl Write, list: &PeerList, as_json: bool) -> io::Result
     Ok(())
 }
 
-pub fn download_json(r: &DownloadReport) -> serde_json::Value {
-    json!({
-        "content_id": r.content_id.to_hex(),
-        "path": r.path,
-        "size": r.size,
-        "seconds": r.seconds,
-        "bytes_fetched": r.bytes_fetched,
-        "bytes_resumed": r.bytes_resumed,
-        "sources_used": r.sources_used(),
-        "pieces_rejected": r.pieces_rejected,
-        "sources": r.sources,
-    })
+/// The `--json` document of `get`: every finished download, and why the others failed.
+#[derive(serde::Serialize)]
+pub struct GetJson<'a> {
+    pub downloads: Vec<DownloadJson<'a>>,
+    pub failed: &'a [String],
+}
+
+/// One finished download as `get --json` prints it (serialized directly: thousands of
+/// downloads print in milliseconds).
+#[derive(serde::Serialize)]
+pub struct DownloadJson<'a> {
+    content_id: String,
+    path: &'a std::path::Path,
+    size: u64,
+    seconds: f64,
+    bytes_fetched: u64,
+    bytes_resumed: u64,
+    sources_used: usize,
+    pieces_rejected: u64,
+    sources: &'a [crate::download::SourceReport],
+}
+
+impl<'a> DownloadJson<'a> {
+    pub fn new(r: &'a DownloadReport) -> Self {
+        DownloadJson {
+            content_id: r.content_id.to_hex(),
+            path: &r.path,
+            size: r.size,
+            seconds: r.seconds,
+            bytes_fetched: r.bytes_fetched,
+            bytes_resumed: r.bytes_resumed,
+            sources_used: r.sources_used(),
+            pieces_rejected: r.pieces_rejected,
+            sources: &r.sources,
+        }
+    }
 }
 
 #[cfg(test)]

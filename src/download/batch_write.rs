@@ -16,6 +16,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -57,11 +58,17 @@ pub struct BatchWriter {
 }
 
 impl BatchWriter {
-    pub fn spawn() -> io::Result<BatchWriter> {
+    /// Starts `threads` writer threads (each takes its own batches; file system work on
+    /// different files proceeds in parallel).
+    pub fn spawn(threads: usize) -> io::Result<BatchWriter> {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        std::thread::Builder::new()
-            .name("peershare-writer".into())
-            .spawn(move || run(rx))?;
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name("peershare-writer".into())
+                .spawn(move || run(&rx))?;
+        }
         Ok(BatchWriter { jobs })
     }
 
@@ -88,15 +95,22 @@ impl BatchWriter {
     }
 }
 
-fn run(mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+fn run(rx: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        let batch = {
+            let mut rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(first) = rx.blocking_recv() else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
             }
-        }
+            batch
+        };
         write_batch(batch);
     }
 }
@@ -250,7 +264,7 @@ mod tests {
     #[tokio::test]
     async fn files_appear_whole_under_free_names() {
         let t = tempfile::tempdir().unwrap();
-        let w = BatchWriter::spawn().unwrap();
+        let w = BatchWriter::spawn(2).unwrap();
         std::fs::write(t.path().join("a.txt"), b"already here").unwrap();
         let mut tasks = Vec::new();
         for n in 0..40u8 {
@@ -280,7 +294,7 @@ mod tests {
     #[tokio::test]
     async fn a_directory_that_cannot_be_made_fails_only_its_file() {
         let t = tempfile::tempdir().unwrap();
-        let w = BatchWriter::spawn().unwrap();
+        let w = BatchWriter::spawn(2).unwrap();
         let blocker = t.path().join("not-a-dir");
         std::fs::write(&blocker, b"x").unwrap();
         let sub = blocker.join("sub");

@@ -21,6 +21,9 @@ use crate::content::{ContentId, PIECE_SIZE};
 use crate::peer::PARTIAL_SUFFIX;
 use crate::rate::RateLimiter;
 
+/// Threads writing small files (file creation and writing proceed in parallel on two).
+const WRITER_THREADS: usize = 2;
+
 /// Why the one-request path did not deliver a file (the full downloader then takes over).
 #[derive(Debug, thiserror::Error)]
 pub enum SmallFetchError {
@@ -55,7 +58,7 @@ impl SmallFileFetcher {
         Ok(SmallFileFetcher {
             rate,
             links: SourceLinks::new(links),
-            writer: BatchWriter::spawn()?,
+            writer: BatchWriter::spawn(WRITER_THREADS)?,
         })
     }
 

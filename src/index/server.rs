@@ -224,8 +224,8 @@ async fn handle(
             }
         };
         let sent = match &reply {
-            Reply::Message(m) => conn.send(m).await,
-            Reply::Encoded(payload) => conn.send_encoded(tag::SEARCH_RESULTS, payload).await,
+            Reply::Message(m) => conn.reply(m).await,
+            Reply::Encoded(payload) => conn.reply_encoded(tag::SEARCH_RESULTS, payload).await,
         };
         match sent {
             Ok(()) => {}

@@ -282,7 +282,7 @@ impl PeerServer {
                     });
                 }
             };
-            conn.send(&reply).await?;
+            conn.reply(&reply).await?;
         }
     }
 

@@ -5,7 +5,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 
-use super::{ErrorReply, Frame, Hello, Message, PROTOCOL_VERSION, ProtocolError, Welcome, code};
+use super::{
+    ErrorReply, Frame, Hello, LENGTH_PREFIX_LEN, Message, PROTOCOL_VERSION, ProtocolError, Welcome,
+    code,
+};
 use crate::content::Digest;
 
 /// Time limits of one connection.
@@ -128,10 +131,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Writes and flushes one frame with an already encoded payload.
-    pub async fn send_encoded(&mut self, tag: u8, payload: &[u8]) -> Result<(), ProtocolError> {
+    /// Whether another whole request is already buffered: a client pipelining requests sent
+    /// it, so a reply may wait in the send buffer and go out with the next ones.
+    pub fn request_pending(&self) -> bool {
+        self.buf.len() >= LENGTH_PREFIX_LEN
+            && u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize
+                <= self.buf.len() - LENGTH_PREFIX_LEN
+    }
+
+    /// Sends a reply; flushed at once unless another request is already waiting (then it goes
+    /// out with that one's reply: one write for a whole pipelined batch).
+    pub async fn reply(&mut self, msg: &Message) -> Result<(), ProtocolError> {
+        self.queue(msg).await?;
+        self.flush_unless_pending().await
+    }
+
+    /// [`Connection::reply`] with an already encoded payload.
+    pub async fn reply_encoded(&mut self, tag: u8, payload: &[u8]) -> Result<(), ProtocolError> {
         self.queue_parts(tag, payload, &[]).await?;
-        self.flush().await
+        self.flush_unless_pending().await
+    }
+
+    async fn flush_unless_pending(&mut self) -> Result<(), ProtocolError> {
+        match self.request_pending() {
+            true => Ok(()),
+            false => self.flush().await,
+        }
     }
 
     pub async fn flush(&mut self) -> Result<(), ProtocolError> {
