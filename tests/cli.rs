@@ -180,6 +180,47 @@ fn share_search_get_peers_and_exit_codes() {
     );
     assert_eq!(doc["downloads"][0]["pieces_rejected"], 0);
 
+    // Several ids, one unknown: the others are downloaded, the unknown one fails the command.
+    let small = b3sum(&share.join("code/Isaac.py"));
+    let unknown = "0".repeat(64);
+    let out = run(
+        &[
+            "get",
+            &small,
+            &unknown,
+            &id,
+            "-o",
+            dl.to_str().unwrap(),
+            "--json",
+            "--index",
+            &ix,
+        ],
+        &home,
+    );
+    assert!(!out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paths: Vec<&str> = doc["downloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    let (isaac, big) = (dl.join("Isaac.py"), dl.join("big (2).bin"));
+    assert_eq!(paths, [isaac.to_str().unwrap(), big.to_str().unwrap()]);
+    assert_eq!(b3sum(&isaac), small);
+    assert_eq!(b3sum(&big), id);
+    assert!(
+        doc["failed"][0]
+            .as_str()
+            .unwrap()
+            .contains("no live peer shares")
+    );
+    assert!(
+        text(&out.stderr).contains("1 of 3 downloads failed"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = run(&["peers", "--json", "--index", &ix], &home);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["peers"][0]["files"], 2);

@@ -3,18 +3,16 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{Command, output};
-use crate::content::ContentId;
-use crate::download::{DownloadReport, Downloader, LinkConfig, Progress, SmallFileFetcher, Source};
 use crate::index::{CacheConfig, IndexClient, IndexConfig, IndexServer, IndexStore};
-use crate::peer::{PartialSharing, Partials, ShareConfig, start_share};
-use crate::protocol::{FileHit, Limits, SearchResults};
+use crate::peer::{ShareConfig, start_share};
+use crate::protocol::Limits;
 use crate::rate::RateLimiter;
 
 /// Cancelled on Ctrl-C or SIGTERM.
@@ -167,196 +165,30 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             advertise,
             json,
         } => {
-            let ids = hashes
-                .iter()
-                .map(|h| h.parse::<ContentId>())
-                .collect::<Result<Vec<_>, _>>()?;
-            let index = index.resolve(dht.dht);
-            let mut client = match &index {
-                Some(addr) if dht.dht => match connect(addr).await {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        eprintln!("peershare: index unavailable, using the DHT only: {e:#}");
-                        None
-                    }
-                },
-                Some(addr) => Some(connect(addr).await?),
-                None => None,
-            };
-            let node = super::dht::get_client(&dht)?;
-            let mut from_index = match client.as_mut() {
-                Some(c) => match lookup_many(c, &ids).await {
-                    Ok(found) => found.into_iter().map(Some).collect(),
-                    Err(e) if node.is_some() => {
-                        eprintln!("peershare: index lookup failed, using the DHT only: {e:#}");
-                        Vec::new()
-                    }
-                    Err(e) => return Err(e),
-                },
-                None => Vec::new(),
-            };
-            from_index.resize_with(ids.len(), || None);
-            let mut hits = Vec::new();
-            for (id, found) in ids.into_iter().zip(from_index) {
-                let from_index = match found {
-                    Some(r) if node.is_some() => r.ok(),
-                    Some(r) => Some(r?),
-                    None => None,
-                };
-                let hit = match &node {
-                    Some(n) => super::dht::add_dht_sources(n, id, from_index).await,
-                    None => from_index.context("no index")?,
-                };
-                if hit.peers.is_empty() {
-                    bail!("no live peer shares {id}");
-                }
-                hits.push(hit);
-            }
-            drop(client);
-            let advertise = advertise.map(|a| parse_host_port(&a)).transpose()?;
-            let sharing = match (&index, no_share) {
-                (Some(addr), false) => Some(PartialSharing::start(addr, listen, advertise).await?),
-                _ => None,
-            };
-            let opts = GetOptions {
-                only_peer: peer,
+            let args = super::get::GetArgs {
+                hashes,
+                dht,
+                index,
+                dir,
+                peer,
                 max_peers,
-                rate: max_download_rate.map(|r| Arc::new(RateLimiter::new(r))),
-                bars: (!json && std::io::stderr().is_terminal())
-                    .then(indicatif::MultiProgress::new),
-                partials: sharing.as_ref().map(|s| s.partials.clone()),
+                max_download_rate,
+                parallel,
+                no_share,
+                listen,
+                advertise,
+                json,
             };
-            let results = download_all(&hits, &dir, &opts, parallel).await;
-            if let Some(s) = sharing {
-                s.stop().await;
-            }
-            let failed: Vec<String> = results
-                .iter()
-                .filter_map(|r| r.as_ref().err().map(|e| format!("{e:#}")))
-                .collect();
-            let reports: Vec<&DownloadReport> =
-                results.iter().filter_map(|r| r.as_ref().ok()).collect();
-            if json {
-                let doc = output::GetJson {
-                    downloads: reports
-                        .iter()
-                        .map(|r| output::DownloadJson::new(r))
-                        .collect(),
-                    failed: &failed,
-                };
-                // Written in one piece: stdout is line-buffered, so printing it directly would
-                // cost a system call per line (tens per download).
-                let mut text = serde_json::to_vec_pretty(&doc)?;
-                text.push(b'\n');
-                std::io::stdout().lock().write_all(&text)?;
-            } else {
-                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                for r in &reports {
-                    writeln!(out, "{}", r.path.display())?;
-                }
-                out.flush()?;
-            }
-            match failed.len() {
-                0 => Ok(()),
-                1 if results.len() == 1 => bail!("{}", failed[0]),
-                n => {
-                    for f in &failed {
-                        eprintln!("peershare: {f}");
-                    }
-                    bail!("{n} of {} downloads failed", results.len())
-                }
-            }
+            super::get::run_get(args).await
         }
     }
-}
-
-/// How `get` downloads.
-#[derive(Default, Clone)]
-pub struct GetOptions {
-    /// Only this peer.
-    pub only_peer: Option<u64>,
-    /// Most sources per file (0: no limit).
-    pub max_peers: usize,
-    pub rate: Option<Arc<RateLimiter>>,
-    /// Progress bars, when shown.
-    pub bars: Option<indicatif::MultiProgress>,
-    /// Where downloads in progress are published to be served.
-    pub partials: Option<Partials>,
-}
-
-/// Downloads every hit, at most `parallel` at once; results in the order of `hits`.
-pub async fn download_all(
-    hits: &[FileHit],
-    dir: &Path,
-    opts: &GetOptions,
-    parallel: usize,
-) -> Vec<anyhow::Result<DownloadReport>> {
-    let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
-    // Files of one piece: one pipelined request each, over at most `parallel` (up to 2)
-    // connections per source; only full downloads count against `parallel`.
-    let links = LinkConfig {
-        connections: parallel.clamp(1, 2),
-        ..LinkConfig::default()
-    };
-    let small = SmallFileFetcher::new(links, opts.rate.clone())
-        .map(Arc::new)
-        .map_err(|e| tracing::warn!("no batched writes for small files: {e}"))
-        .ok();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (n, hit) in hits.iter().enumerate() {
-        let (hit, dir, opts, permits, small) = (
-            hit.clone(),
-            dir.to_path_buf(),
-            opts.clone(),
-            permits.clone(),
-            small.clone(),
-        );
-        tasks.spawn(async move {
-            let sources = sources_of(&hit, &opts);
-            if let Some(small) = small.filter(|_| SmallFileFetcher::fits(hit.size))
-                && !sources.is_empty()
-            {
-                // Spread files over their sources.
-                let (source, started) = (&sources[n % sources.len()], Instant::now());
-                let id = hit.content_id;
-                let name = match hit.name.as_str() {
-                    "" => id.to_hex(),
-                    name => name.to_string(),
-                };
-                let r = match small.receive(id, source, &dir).await {
-                    Ok(data) => small.store(id, source, &dir, &name, data, started).await,
-                    Err(e) => Err(e),
-                };
-                match r {
-                    Ok(r) => return (n, Ok(r)),
-                    Err(e) if !e.worth_retrying() => return (n, Err(e.into())),
-                    Err(e) => tracing::debug!(
-                        "{id}: one-request fetch failed ({e}); using the full downloader"
-                    ),
-                }
-            }
-            let _permit = permits.acquire_owned().await;
-            (n, download_hit(&hit, &dir, &opts).await)
-        });
-    }
-    let mut results: Vec<Option<anyhow::Result<DownloadReport>>> =
-        (0..hits.len()).map(|_| None).collect();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((n, r)) = joined {
-            results[n] = Some(r);
-        }
-    }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("download task failed"))))
-        .collect()
 }
 
 pub async fn connect(addr: &str) -> anyhow::Result<IndexClient> {
     Ok(IndexClient::connect(addr, Limits::default()).await?)
 }
 
-fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
+pub fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
     let (host, port) = s
         .rsplit_once(':')
         .with_context(|| format!("{s:?} is not HOST:PORT"))?;
@@ -366,95 +198,6 @@ fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
         bail!("{s:?} is not HOST:PORT");
     }
     Ok((host.to_string(), port))
-}
-
-/// The index's entries for many ids, looked up over one connection with requests pipelined;
-/// the outer error is the connection's, an inner one says nobody shares that id.
-pub async fn lookup_many(
-    client: &mut IndexClient,
-    ids: &[ContentId],
-) -> anyhow::Result<Vec<anyhow::Result<FileHit>>> {
-    let queries: Vec<String> = ids.iter().map(ContentId::to_hex).collect();
-    let replies = client.search_many(&queries, 1).await?;
-    Ok(replies
-        .into_iter()
-        .zip(ids)
-        .map(|(r, &id)| hit_for(r, id))
-        .collect())
-}
-
-/// The index's entry for `id` in a reply, with the live peers that have it.
-fn hit_for(r: SearchResults, id: ContentId) -> anyhow::Result<FileHit> {
-    match r.files.into_iter().find(|f| f.content_id == id) {
-        Some(hit) if !hit.peers.is_empty() => Ok(hit),
-        _ => bail!("no live peer shares {id}"),
-    }
-}
-
-/// The peers of a search hit to download from (only `opts.only_peer`, if set).
-fn sources_of(hit: &FileHit, opts: &GetOptions) -> Vec<Source> {
-    hit.peers
-        .iter()
-        .filter(|p| opts.only_peer.is_none_or(|id| id == p.peer_id))
-        .map(|p| Source {
-            peer_id: (p.peer_id != 0).then_some(p.peer_id),
-            addr: if p.host.contains(':') {
-                format!("[{}]:{}", p.host, p.port)
-            } else {
-                format!("{}:{}", p.host, p.port)
-            },
-        })
-        .collect()
-}
-
-/// Downloads a search hit into `dir` from its peers (or only `opts.only_peer`), all at once.
-pub async fn download_hit(
-    hit: &FileHit,
-    dir: &Path,
-    opts: &GetOptions,
-) -> anyhow::Result<DownloadReport> {
-    let sources = sources_of(hit, opts);
-    if let (Some(id), true) = (opts.only_peer, sources.is_empty()) {
-        bail!("peer {id} does not share {}", hit.content_id);
-    }
-    let mut d = Downloader {
-        rate: opts.rate.clone(),
-        partials: opts.partials.clone(),
-        ..Downloader::default()
-    };
-    if opts.max_peers > 0 {
-        d.max_sources = opts.max_peers;
-    }
-    let bar = opts.bars.as_ref().map(|m| {
-        let bar = m.add(indicatif::ProgressBar::new(hit.size));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} {bar:25} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_prefix(crate::download::sanitize_file_name(&hit.name));
-        bar
-    });
-    if let Some(bar) = bar.clone() {
-        d.progress = Some(Arc::new(move |p: Progress| {
-            bar.set_length(p.total);
-            bar.set_position(p.done);
-            bar.set_message(format!("{} sources", p.sources));
-        }));
-    }
-    let r = d
-        .download(
-            hit.content_id,
-            &sources,
-            dir,
-            (!hit.name.is_empty()).then_some(hit.name.as_str()),
-        )
-        .await;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    Ok(r?)
 }
 
 pub async fn run_index(

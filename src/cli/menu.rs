@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tokio::runtime::Runtime;
 
-use super::commands::{GetOptions, connect, download_hit, run_index, run_share};
+use super::commands::{connect, run_index, run_share};
+use super::get::{GetOptions, download_hit};
 use super::output::{size, time};
 use crate::index::IndexConfig;
 use crate::peer::ShareConfig;

@@ -2,7 +2,8 @@
 
 mod bench;
 mod commands;
-pub use commands::{GetOptions, download_all};
+mod get;
+pub use get::{GetOptions, download_all, download_stream};
 mod dht;
 mod menu;
 mod output;
