@@ -85,8 +85,17 @@ impl FromStr for ContentId {
         if !ContentId::looks_like(s) {
             return Err(err());
         }
-        let hash = blake3::Hash::from_hex(s.to_ascii_lowercase()).map_err(|_| err())?;
-        Ok(hash.into())
+        // Every byte is a hex digit (checked above): decode in place, no allocation.
+        let nibble = |b: u8| match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => b.to_ascii_lowercase().wrapping_sub(b'a').wrapping_add(10),
+        };
+        let mut bytes = [0u8; 32];
+        for (out, pair) in bytes.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+            *out = nibble(pair[0]) << 4 | nibble(pair[1]);
+        }
+        Ok(ContentId::from_bytes(bytes))
     }
 }
 
