@@ -419,3 +419,44 @@ async fn the_index_refuses_have_bitmaps_of_the_wrong_length() {
     .unwrap();
     ix.stop().await;
 }
+
+#[tokio::test]
+async fn a_search_reply_over_the_frame_limit_is_refused_and_the_connection_stays() {
+    use peershare::identity::Identity;
+    use peershare::protocol::FileEntry;
+    let t = tempfile::tempdir().unwrap();
+    let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
+    let me = Identity::load_or_create(&t.path().join("me")).unwrap();
+    let digest = peershare::content::Digest([5; 32]);
+    let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+        .await
+        .unwrap();
+    c.register(&me, "127.0.0.1", 4000, digest, 1200)
+        .await
+        .unwrap();
+    // 1,200 distinct files with names of 1,500 bytes: 1,000 hits are far over 1 MiB.
+    let entries: Vec<FileEntry> = (0..1200u32)
+        .map(|n| FileEntry {
+            path: format!("p{n}"),
+            name: format!("{n:05} {}", "long".repeat(373)),
+            size: 1,
+            content_id: blake3::hash(&n.to_le_bytes()).into(),
+            mtime: 0,
+            have: None,
+        })
+        .collect();
+    c.sync_files(true, entries, vec![], digest).await.unwrap();
+    let mut reader = IndexClient::connect(&ix.addr(), Limits::default())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let err = reader.search("long", 1000).await.unwrap_err().to_string();
+        assert!(err.contains("reply too large"), "{err}");
+    }
+    let r = reader
+        .search("00007 long", 10)
+        .await
+        .expect("same connection");
+    assert_eq!(r.files.len(), 1);
+    ix.stop().await;
+}

@@ -48,12 +48,14 @@ struct Inner {
 }
 
 impl Inner {
-    /// Drops everything if the index moved on since the entries were filled.
-    fn sync(&mut self, generation: u64) {
-        if self.generation != generation {
+    /// Drops everything if the index moved on since the entries were filled; whether the
+    /// entries are of `generation` (a caller that read an older one gets and keeps nothing).
+    fn sync(&mut self, generation: u64) -> bool {
+        if generation > self.generation {
             self.clear();
             self.generation = generation;
         }
+        generation == self.generation
     }
 
     fn clear(&mut self) {
@@ -87,7 +89,9 @@ impl SearchCache {
             return None;
         }
         let mut inner = self.lock();
-        inner.sync(generation);
+        if !inner.sync(generation) {
+            return None;
+        }
         let e = inner
             .entries
             .get(query)?
@@ -103,7 +107,9 @@ impl SearchCache {
             return;
         }
         let mut inner = self.lock();
-        inner.sync(generation);
+        if !inner.sync(generation) {
+            return; // computed before a change that newer entries already reflect
+        }
         if inner.count >= config.max_entries || inner.bytes + payload.len() > config.max_bytes {
             inner.clear();
         }
@@ -154,6 +160,17 @@ mod tests {
             c.get("isaac", 100, 7),
             None,
             "dropped with the old generation"
+        );
+        c.put("newton", 100, 8, Bytes::from_static(b"n"));
+        c.put("isaac", 100, 7, Bytes::from_static(b"late"));
+        assert_eq!(
+            c.get("isaac", 100, 7),
+            None,
+            "a late reply of an older index is not kept"
+        );
+        assert!(
+            c.get("newton", 100, 8).is_some(),
+            "nor does it push newer ones out"
         );
     }
 

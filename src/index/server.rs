@@ -323,31 +323,35 @@ async fn search(
     let limit = limit.clamp(1, MAX_SEARCH_LIMIT) as usize;
     let query = Query::parse(&query);
     if matches!(query, Query::Id(_)) {
-        return Ok(Ok(store.search_payload(
-            &query,
-            limit,
-            now_ms() - lease_ms,
-        )?));
-    }
-    if let Some(hit) = store.cached_search(&query, limit) {
+        // One hash lookup: answered here, unless a writer holds the index right now (a large
+        // batch), in which case the wait happens on the blocking pool, not on a runtime thread.
+        if let Some(r) = store.try_search_payload(&query, limit, now_ms() - lease_ms) {
+            return Ok(too_large_is_an_answer(r));
+        }
+    } else if let Some(hit) = store.cached_search(&query, limit) {
         return Ok(Ok(hit));
     }
-    let Ok(_permit) = searches.acquire().await else {
-        return Ok(Err(ErrorReply::new(
-            code::BUSY,
-            "the index is shutting down",
-        )));
-    };
+    let _permit = searches.acquire().await;
     // Another connection may have answered the same query while this one waited.
     if let Some(hit) = store.cached_search(&query, limit) {
         return Ok(Ok(hit));
     }
     let store = store.clone();
-    let payload = tokio::task::spawn_blocking(move || {
+    let r = tokio::task::spawn_blocking(move || {
         store.search_payload(&query, limit, now_ms() - lease_ms)
     })
-    .await??;
-    Ok(Ok(payload))
+    .await?;
+    Ok(too_large_is_an_answer(r))
+}
+
+/// A reply over the frame limit is answered with an error (the connection stays usable).
+fn too_large_is_an_answer(r: Result<Bytes, ProtocolError>) -> Result<Bytes, ErrorReply> {
+    r.map_err(|e| match e {
+        ProtocolError::FrameTooLarge { .. } => {
+            ErrorReply::new(code::INTERNAL, "reply too large; ask for fewer results")
+        }
+        other => ErrorReply::new(code::INTERNAL, format!("encoding the reply: {other}")),
+    })
 }
 
 fn unauthorized() -> Message {

@@ -11,7 +11,7 @@ use super::memory::{NameIndex, PeerState};
 use super::search::Query;
 use crate::content::{ContentId, Digest};
 use crate::protocol::{
-    FileEntry, Message, PeerList, PeerRecord, ProtocolError, SearchResults, UpdateFiles,
+    FileEntry, FileHit, Message, PeerList, PeerRecord, ProtocolError, SearchResults, UpdateFiles,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -374,9 +374,36 @@ impl IndexStore {
         live_since: i64,
     ) -> Result<Bytes, ProtocolError> {
         let mem = self.mem.read().unwrap_or_else(|p| p.into_inner());
-        let generation = mem.generation();
-        let (files, truncated) = mem.search(query, limit, live_since);
+        let found = (mem.generation(), mem.search(query, limit, live_since));
         drop(mem);
+        self.encode_search(query, limit, found)
+    }
+
+    /// [`IndexStore::search_payload`] if the index can be read without waiting for a writer.
+    pub fn try_search_payload(
+        &self,
+        query: &Query,
+        limit: usize,
+        live_since: i64,
+    ) -> Option<Result<Bytes, ProtocolError>> {
+        let mem = match self.mem.try_read() {
+            Ok(m) => m,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        let found = (mem.generation(), mem.search(query, limit, live_since));
+        drop(mem);
+        Some(self.encode_search(query, limit, found))
+    }
+
+    /// Encodes what a search found (under index generation `generation`) and keeps a word
+    /// query's reply in the cache.
+    fn encode_search(
+        &self,
+        query: &Query,
+        limit: usize,
+        (generation, (files, truncated)): (u64, (Vec<FileHit>, bool)),
+    ) -> Result<Bytes, ProtocolError> {
         let payload =
             Message::SearchResults(SearchResults { files, truncated }).encode_payload()?;
         if let Query::Words { whole, .. } = query {

@@ -65,7 +65,11 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
         shutdown: &CancellationToken,
     ) -> Result<Option<Message>, ProtocolError> {
         let msg = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(None),
+            _ = shutdown.cancelled() => {
+                // Replies held back for pipelined requests still go out.
+                let _ = self.flush().await;
+                return Ok(None);
+            }
             m = self.read_message() => m,
         };
         if let Err(e) = &msg {
