@@ -663,3 +663,72 @@ async fn many_small_files_from_a_peer_with_one_upload_slot() {
     assert_eq!(files_in(&out).len(), hits.len());
     peer.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_small_files_from_a_rate_limited_peer_arrive_one_by_one() {
+    use peershare::download::{LinkConfig, SourceLinks};
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let mut ids = Vec::new();
+    for k in 0..16u64 {
+        let bytes = data(2048, 7000 + k);
+        std::fs::write(share.join(format!("r{k}")), &bytes).unwrap();
+        ids.push(ContentId::from(blake3::hash(&bytes)));
+    }
+    let mut config =
+        peershare::peer::ShareConfig::new(vec![share.clone()], None, t.path().join("p"));
+    config.peer.upload_rate = Some(Arc::new(RateLimiter::new(8 * 1024)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = peershare::peer::start_share(config, listener)
+        .await
+        .unwrap();
+    // All 16 requests in flight on one connection, a reply due every 0.25 s, and a read limit
+    // of 0.5 s: replies must leave as they are ready, not once all 16 waited at the limiter.
+    let links = SourceLinks::new(LinkConfig {
+        limits: Limits {
+            read_timeout: Duration::from_millis(500),
+            write_timeout: Duration::from_secs(5),
+        },
+        connections: 1,
+        ..LinkConfig::default()
+    });
+    let addr = peer.local_addr.to_string();
+    let results = join_all(ids.iter().map(|&id| links.fetch_whole(&addr, id)).collect()).await;
+    for (r, id) in results.into_iter().zip(&ids) {
+        let bytes = r.expect("delivered within the read limit");
+        assert_eq!(ContentId::from(blake3::hash(&bytes)), *id);
+    }
+    peer.shutdown().await;
+}
+
+/// Runs futures concurrently (in this task) and collects their outputs in order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut out = Vec::new();
+    let mut pending: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut done: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (k, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        done[k] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    for d in done {
+        out.extend(d);
+    }
+    out
+}

@@ -257,6 +257,9 @@ impl PeerServer {
                         } {
                             Ok(data) => {
                                 if let Some(rate) = &self.config.upload_rate {
+                                    // Replies held back for pipelined requests leave before
+                                    // this one waits its turn at the limiter.
+                                    conn.flush().await?;
                                     rate.take(data.len() as u64).await;
                                 }
                                 Message::Piece(Piece { index, data })
