@@ -732,3 +732,79 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_of_a_source_that_is_always_busy_come_from_the_others() {
+    use peershare::cli::{GetOptions, download_all};
+    use peershare::protocol::{FileHit, PeerHit};
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let mut files = Vec::new();
+    for k in 0..20u64 {
+        let bytes = data(500 + k as usize, 8000 + k);
+        std::fs::write(share.join(format!("b{k:02}")), &bytes).unwrap();
+        files.push((format!("b{k:02}"), bytes));
+    }
+    let mut peers = Vec::new();
+    for (n, slots) in [(1, 1), (2, 8)] {
+        let mut config = peershare::peer::ShareConfig::new(
+            vec![share.clone()],
+            None,
+            t.path().join(format!("p{n}")),
+        );
+        config.peer.upload_slots = slots;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.push(
+            peershare::peer::start_share(config, listener)
+                .await
+                .unwrap(),
+        );
+    }
+    // Someone else holds peer 1's only upload slot for the whole test.
+    let busy_addr = peers[0].local_addr.to_string();
+    let mut holder = peershare::peer::PeerClient::connect(&busy_addr, Limits::default())
+        .await
+        .unwrap();
+    let first = ContentId::from(blake3::hash(&files[0].1));
+    holder.request_piece(first, 0).await.unwrap();
+    holder.flush().await.unwrap();
+    holder.next_piece().await.expect("the holder has the slot");
+    let hit = |name: &str, bytes: &[u8]| FileHit {
+        name: name.into(),
+        size: bytes.len() as u64,
+        content_id: blake3::hash(bytes).into(),
+        peers: peers
+            .iter()
+            .enumerate()
+            .map(|(k, p)| PeerHit {
+                peer_id: k as u64 + 1,
+                host: "127.0.0.1".into(),
+                port: p.local_addr.port(),
+                shared_at: 0,
+                last_seen: 0,
+                have: None,
+            })
+            .collect(),
+    };
+    let hits: Vec<FileHit> = files.iter().map(|(n, b)| hit(n, b)).collect();
+    let out = t.path().join("out");
+    // Half the files are first asked of the busy peer: it is given up after a few rounds
+    // (not after 30 BUSY answers each), and the full downloader gets them from peer 2.
+    // (Given up after 5 rounds: about 2 s here; asking each request 30 times took 15 s.)
+    let results = tokio::time::timeout(
+        Duration::from_secs(10),
+        download_all(&hits, &out, &GetOptions::default(), 4),
+    )
+    .await
+    .expect("well before each request used up its BUSY answers");
+    for (r, (name, bytes)) in results.iter().zip(&files) {
+        let r = r.as_ref().expect("downloaded");
+        assert_eq!(r.path, out.join(name));
+        assert_eq!(&std::fs::read(&r.path).unwrap(), bytes);
+    }
+    drop(holder);
+    for p in peers {
+        p.shutdown().await;
+    }
+}

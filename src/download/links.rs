@@ -5,7 +5,9 @@
 //! upload slot each. Here every source gets at most `connections` connections; each takes up
 //! to `window` queued requests at once, sends them together and hands each reply to its caller
 //! in order. A request answered `BUSY` goes back to the source's queue, where a connection that
-//! holds an upload slot takes it; the busy connection pauses before asking again.
+//! holds an upload slot takes it; the busy connection pauses before asking again. A source that
+//! delivers nothing for several rounds in a row is given up: its requests fail at once, and the
+//! caller hands them to the full downloader.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,10 @@ pub struct LinkConfig {
     pub busy_retry: Duration,
     /// `BUSY` answers one request takes before it fails. Default: 30.
     pub max_busy: u32,
+    /// Rounds in a row without a file after which a source is given up. Default: 5.
+    pub max_fruitless: u32,
+    /// How long a connection with nothing to send stays open. Default: 2 s.
+    pub idle_close: Duration,
 }
 
 impl Default for LinkConfig {
@@ -44,6 +50,8 @@ impl Default for LinkConfig {
             window: 32,
             busy_retry: Duration::from_secs(1),
             max_busy: 30,
+            max_fruitless: 5,
+            idle_close: Duration::from_secs(2),
         }
     }
 }
@@ -74,9 +82,39 @@ struct Queue {
     new: tokio::sync::Mutex<mpsc::Receiver<Job>>,
     again: Mutex<VecDeque<Job>>,
     given_back: Notify,
+    /// Rounds in a row in which the source delivered no file, and why the last one failed.
+    fruitless: Mutex<(u32, Option<String>)>,
 }
 
 impl Queue {
+    fn fruitless_state(&self) -> std::sync::MutexGuard<'_, (u32, Option<String>)> {
+        self.fruitless.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A round delivered nothing; after `max` in a row the source counts as dead.
+    fn fruitless(&self, why: &str, max: u32) {
+        let mut f = self.fruitless_state();
+        f.0 = f.0.saturating_add(1);
+        if f.0 >= max && f.1.is_none() {
+            f.1 = Some(format!(
+                "gave no file in {max} rounds in a row; last: {why}"
+            ));
+        }
+    }
+
+    fn fruitful(&self) {
+        let mut f = self.fruitless_state();
+        if f.1.is_none() {
+            f.0 = 0;
+        }
+    }
+
+    /// Why the source is given up, if it is: its requests then fail at once (and go to the
+    /// full downloader, which tries every source and handles `BUSY` with its queue place).
+    fn dead(&self) -> Option<String> {
+        self.fruitless_state().1.clone()
+    }
+
     fn again(&self) -> std::sync::MutexGuard<'_, VecDeque<Job>> {
         self.again.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -163,6 +201,7 @@ impl SourceLinks {
             new: tokio::sync::Mutex::new(rx),
             again: Mutex::new(VecDeque::new()),
             given_back: Notify::new(),
+            fruitless: Mutex::new((0, None)),
         });
         for _ in 0..self.config.connections.max(1) {
             tokio::spawn(run_link(addr.to_string(), queue.clone(), self.config));
@@ -173,26 +212,68 @@ impl SourceLinks {
 }
 
 /// One connection to `addr`, serving queued jobs in batches of up to `window` until the
-/// queue closes. A broken connection fails the jobs in flight and is reopened for the next.
+/// queue closes. A broken connection fails the jobs in flight and is reopened for the next; a
+/// reused one that fails before any reply (the peer closed it meanwhile) is reopened and the
+/// batch sent again, once. An idle connection is closed (it holds an upload slot).
 async fn run_link(addr: String, queue: Arc<Queue>, config: LinkConfig) {
+    let window = config.window.max(1);
     let mut client: Option<PeerClient> = None;
-    while let Some(batch) = queue.take(config.window.max(1)).await {
-        let c = match client.take() {
-            Some(c) => c,
-            None => match PeerClient::connect(&addr, config.limits).await {
-                Ok(c) => c,
-                Err(e) => {
-                    fail_all(batch, &e.to_string());
+    loop {
+        let batch = match client {
+            Some(_) => match tokio::time::timeout(config.idle_close, queue.take(window)).await {
+                Ok(batch) => batch,
+                Err(_) => {
+                    client = None;
                     continue;
                 }
             },
+            None => queue.take(window).await,
         };
-        let (c, busy) = exchange(c, batch, &config).await;
-        client = c;
-        if !busy.is_empty() {
-            // Another connection may hold a slot: it takes them; this one waits its turn.
-            queue.give_back(busy);
-            tokio::time::sleep(config.busy_retry).await;
+        let Some(mut batch) = batch else {
+            return;
+        };
+        if let Some(why) = queue.dead() {
+            fail_all(batch, &why);
+            continue;
+        }
+        let mut reused = client.is_some();
+        let outcome = loop {
+            let c = match client.take() {
+                Some(c) => c,
+                None => match PeerClient::connect(&addr, config.limits).await {
+                    Ok(c) => c,
+                    Err(e) => break Round::Failed(batch, e.to_string()),
+                },
+            };
+            match exchange(c, batch, &config).await {
+                Round::Failed(jobs, _) if reused => {
+                    reused = false;
+                    batch = jobs;
+                }
+                other => break other,
+            }
+        };
+        match outcome {
+            Round::Failed(jobs, why) => {
+                queue.fruitless(&why, config.max_fruitless);
+                fail_all(jobs, &why);
+            }
+            Round::Done {
+                client: c,
+                busy,
+                delivered,
+            } => {
+                client = c;
+                match delivered {
+                    0 => queue.fruitless("answered no request with a file", config.max_fruitless),
+                    _ => queue.fruitful(),
+                }
+                if !busy.is_empty() {
+                    // Another connection may hold a slot: it takes them; this one waits its turn.
+                    queue.give_back(busy);
+                    tokio::time::sleep(config.busy_retry).await;
+                }
+            }
         }
     }
 }
@@ -203,24 +284,29 @@ fn fail_all(jobs: Vec<Job>, why: &str) {
     }
 }
 
-/// Sends every job's request, then answers each in order. Returns the connection if it is
-/// still in step, and the jobs to ask again (busy).
-async fn exchange(
-    mut c: PeerClient,
-    batch: Vec<Job>,
-    config: &LinkConfig,
-) -> (Option<PeerClient>, Vec<Job>) {
+/// How one batch went.
+enum Round {
+    /// Nothing was answered: the jobs are untouched (and may be sent again).
+    Failed(Vec<Job>, String),
+    /// Every job was answered or is to be asked again (`busy`); `client` if still in step.
+    Done {
+        client: Option<PeerClient>,
+        busy: Vec<Job>,
+        delivered: usize,
+    },
+}
+
+/// Sends every job's request, then answers each in order.
+async fn exchange(mut c: PeerClient, batch: Vec<Job>, config: &LinkConfig) -> Round {
     for job in &batch {
         if let Err(e) = c.request_piece(job.id, 0).await {
-            fail_all(batch, &e.to_string());
-            return (None, Vec::new());
+            return Round::Failed(batch, e.to_string());
         }
     }
     if let Err(e) = c.flush().await {
-        fail_all(batch, &e.to_string());
-        return (None, Vec::new());
+        return Round::Failed(batch, e.to_string());
     }
-    let mut again = Vec::new();
+    let (mut busy, mut delivered, mut answered) = (Vec::new(), 0, 0);
     let mut jobs = batch.into_iter();
     while let Some(mut job) = jobs.next() {
         let answer = match c.next_piece().await {
@@ -230,24 +316,40 @@ async fn exchange(
                 if e.code == code::BUSY && job.busy < config.max_busy =>
             {
                 job.busy += 1;
-                again.push(job);
+                busy.push(job);
+                answered += 1;
                 continue;
             }
             Err(PeerClientError::Protocol(ProtocolError::Remote(e))) => Err(LinkError::Refused {
                 code: e.code,
                 message: e.message,
             }),
+            Err(e) if answered == 0 => {
+                let mut all = vec![job];
+                all.extend(jobs);
+                return Round::Failed(all, e.to_string());
+            }
             Err(e) => {
                 // Out of step or gone: this and every later job fail; the link reconnects.
                 let why = e.to_string();
                 let _ = job.reply.send(Err(LinkError::Source(why.clone())));
                 fail_all(jobs.collect(), &why);
-                return (None, again);
+                return Round::Done {
+                    client: None,
+                    busy,
+                    delivered,
+                };
             }
         };
+        answered += 1;
+        delivered += usize::from(answer.is_ok());
         let _ = job.reply.send(answer);
     }
-    (Some(c), again)
+    Round::Done {
+        client: Some(c),
+        busy,
+        delivered,
+    }
 }
 
 /// The bytes as a file of their own if they hash to `id`; copied, so the connection's read
