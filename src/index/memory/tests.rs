@@ -490,7 +490,7 @@ fn ranks_as_the_reference_grouping_does() {
     ix.set_peer(1, peer(1, 100));
     ix.set_peer(2, peer(2, 100));
     ix.set_peer(3, peer(3, 1)); // not live at 50
-    let words = ["alpha", "beta", "gam", "Delta", "ab", "x"];
+    let words = ["alpha", "beta", "gam", "Delta", "ab", "Straße"];
     // (peer, path) -> (name, content, shared_at)
     let mut truth: HashMap<(u64, String), (String, ContentId, i64)> = HashMap::new();
     let mut x: u64 = 7;
@@ -549,6 +549,9 @@ fn ranks_as_the_reference_grouping_does() {
             "x 1",
             "delta beta 3",
             "alpha beta 7",
+            "straße",
+            "SSE",
+            "aße a",
             "",
         ] {
             let query = Query::parse(q);
