@@ -1,36 +1,92 @@
 //! `NameIndex`: what searches read, in memory beside the durable store: file names by trigram, files by content id, peer liveness.
 //!
 //! The store applies every change here right after committing it to SQLite (under its writer
-//! lock), so a search sees exactly what was acknowledged. Names are found through trigram
-//! postings: the candidates of a query are the smallest posting list among its words'
-//! trigrams, each confirmed by a case-insensitive substring test. Postings are append-only;
-//! entries of removed or renamed files go stale and are skipped (the confirmation rejects
-//! them) until a rebuild drops them.
+//! lock), so a search sees exactly what was acknowledged.
+//!
+//! Files are fixed-size records in one vector, numbered by slot. A new file always takes a
+//! slot after every existing one; removed files leave a dead record behind until a rebuild
+//! renumbers the live ones. So the trigram postings ([`Postings`]) stay sorted and
+//! delta-coded, and a query's candidates are the intersection of its trigrams' lists: exact
+//! for 3-byte words, confirmed by a substring test for longer ones (postings of dead records
+//! are skipped until the rebuild drops them).
+//!
+//! No path is kept: a file is found by a keyed 128-bit hash of (peer id, path). Names live in
+//! one arena ([`Names`]); content ids and peers are interned to numbers, and the files of each
+//! content id and of each peer are doubly linked through their records.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 
+use hashbrown::HashTable;
+
+use self::rank::Ranker;
+use super::arena::{NameSpan, Names};
+use super::chunked::Chunked;
+use super::postings::{Intersection, Postings, Slot, contains_ci, lower, trigrams_into};
 use super::search::Query;
 use crate::content::ContentId;
 use crate::protocol::{FileEntry, FileHit, PeerHit};
 
-type Slot = u32;
+mod rank;
+#[cfg(test)]
+mod tests;
 
 /// Most matching files one search groups and ranks; past it the reply says `truncated`.
 pub const MAX_SEARCH_ROWS: usize = 200_000;
 
-#[derive(Debug)]
+/// No slot (ends a list), no content, no peer; as a record's peer, marks a removed file.
+const NONE: u32 = u32::MAX;
+
+/// A trigram's list joins the intersection when it is at most this many times as long as
+/// the shortest (longer ones cost more to read than confirming the candidates by name).
+const INTERSECT_RATIO: usize = 8;
+
+/// One cache line per file (aligned, so a search reading a record touches one line).
+#[derive(Debug, Clone, Copy)]
+#[repr(align(64))]
 struct FileRec {
-    peer: u64,
-    name: Box<str>,
+    /// The keyed hash of (peer id, path): see [`NameIndex::path_key`].
+    key: [u64; 2],
     size: u64,
-    content: ContentId,
     shared_at: i64,
-    /// The next file with the same content id ([`NONE`] ends the list).
-    next: Slot,
+    name: NameSpan,
+    /// The peer's number ([`NONE`]: the file was removed).
+    peer: u32,
+    content: u32,
+    /// Neighbours among the files of the same content id.
+    cprev: Slot,
+    cnext: Slot,
+    /// Neighbours among the files of the same peer.
+    pprev: Slot,
+    pnext: Slot,
 }
 
-/// No slot: the end of a content id's list.
-const NONE: Slot = Slot::MAX;
+const _: () = assert!(std::mem::size_of::<FileRec>() == 64);
+
+/// What fills unused records.
+const DEAD: FileRec = FileRec {
+    key: [0; 2],
+    size: 0,
+    shared_at: 0,
+    name: NameSpan::EMPTY,
+    peer: NONE,
+    content: NONE,
+    cprev: NONE,
+    cnext: NONE,
+    pprev: NONE,
+    pnext: NONE,
+};
+
+impl FileRec {
+    fn live(&self) -> bool {
+        self.peer != NONE
+    }
+
+    /// Whether no other file has this content id.
+    fn alone(&self) -> bool {
+        self.cprev == NONE && self.cnext == NONE
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct PeerState {
@@ -40,60 +96,98 @@ pub struct PeerState {
     pub online: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
+struct PeerRec {
+    id: u64,
+    /// `None` until registered (files may be loaded before, and stay invisible).
+    state: Option<PeerState>,
+    head: Slot,
+}
+
+#[derive(Debug)]
+struct ContentRec {
+    id: ContentId,
+    /// The first file with this content id ([`NONE`]: the number is free).
+    head: Slot,
+}
+
+#[derive(Debug)]
 pub struct NameIndex {
-    files: Vec<Option<FileRec>>,
-    free: Vec<Slot>,
-    by_peer: HashMap<u64, HashMap<Box<str>, Slot>>,
-    /// The first file of each content id; the rest follow through [`FileRec::next`].
-    by_content: HashMap<ContentId, Slot>,
+    files: Chunked<FileRec>,
+    live: usize,
+    names: Names,
+    /// The key of [`NameIndex::path_key`], drawn at random so no peer can aim for collisions.
+    path_secret: [u8; 32],
+    /// Live slots by their record's `key`.
+    by_path: HashTable<Slot>,
+    contents: Vec<ContentRec>,
+    free_contents: Vec<u32>,
+    /// Content numbers by content id (hashed with `content_hasher`: ids come from peers).
+    by_content: HashTable<u32>,
+    content_hasher: RandomState,
+    peers: Vec<PeerRec>,
+    free_peers: Vec<u32>,
+    peer_numbers: HashMap<u64, u32>,
     /// `have` bitmaps of files still downloading (few, so kept apart).
     haves: HashMap<Slot, Box<[u8]>>,
-    trigrams: HashMap<[u8; 3], Vec<Slot>>,
+    trigrams: HashMap<[u8; 3], Postings>,
     postings: usize,
+    /// Postings of removed files.
     stale: usize,
-    peers: HashMap<u64, PeerState>,
     /// Bumped by every change a search could see (see [`NameIndex::generation`]).
     generation: u64,
     /// The lease (ms): a heartbeat after a longer silence brings a peer back into results.
     lease_ms: i64,
+    scratch: Vec<[u8; 3]>,
 }
 
-/// The distinct trigrams of a lowercased string's bytes.
-fn trigrams_of(lower: &str) -> Vec<[u8; 3]> {
-    let mut t: Vec<[u8; 3]> = lower
-        .as_bytes()
-        .windows(3)
-        .map(|w| [w[0], w[1], w[2]])
-        .collect();
-    t.sort_unstable();
-    t.dedup();
-    t
-}
-
-fn lower(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase()) {
-        std::borrow::Cow::Borrowed(s)
-    } else if s.is_ascii() {
-        std::borrow::Cow::Owned(s.to_ascii_lowercase())
-    } else {
-        std::borrow::Cow::Owned(s.to_lowercase())
+impl Default for NameIndex {
+    fn default() -> NameIndex {
+        NameIndex {
+            files: Chunked::new(DEAD),
+            live: 0,
+            names: Names::default(),
+            path_secret: secret(),
+            by_path: HashTable::new(),
+            contents: Vec::new(),
+            free_contents: Vec::new(),
+            by_content: HashTable::new(),
+            content_hasher: RandomState::new(),
+            peers: Vec::new(),
+            free_peers: Vec::new(),
+            peer_numbers: HashMap::new(),
+            haves: HashMap::new(),
+            trigrams: HashMap::new(),
+            postings: 0,
+            stale: 0,
+            generation: 0,
+            lease_ms: 0,
+            scratch: Vec::new(),
+        }
     }
 }
 
-/// Whether `name` contains `needle` (already lowercase), ignoring case.
-fn contains_ci(name: &str, needle: &str) -> bool {
-    if name.is_ascii() && needle.is_ascii() {
-        let (h, n) = (name.as_bytes(), needle.as_bytes());
-        n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
-    } else {
-        name.to_lowercase().contains(needle)
-    }
+/// 32 random bytes: from the operating system, or (should that fail) from std's randomly
+/// keyed hasher.
+fn secret() -> [u8; 32] {
+    crate::identity::random_bytes().unwrap_or_else(|_| {
+        let s = RandomState::new();
+        let mut b = [0u8; 32];
+        for (i, chunk) in b.chunks_mut(8).enumerate() {
+            chunk.copy_from_slice(&s.hash_one(i).to_le_bytes());
+        }
+        b
+    })
+}
+
+/// Whether `name` contains every word (lowercase), ignoring case.
+fn all_in(name: &[u8], words: &[&str]) -> bool {
+    words.iter().all(|w| contains_ci(name, w))
 }
 
 impl NameIndex {
     pub fn files(&self) -> usize {
-        self.files.len() - self.free.len()
+        self.live
     }
 
     /// A number that changes whenever a search's answer may have changed: files added,
@@ -113,14 +207,75 @@ impl NameIndex {
         self.generation = self.generation.wrapping_add(1);
     }
 
+    fn rec(&self, slot: Slot) -> Option<&FileRec> {
+        self.files.get(slot as usize).filter(|r| r.live())
+    }
+
+    fn name(&self, slot: Slot) -> &[u8] {
+        self.rec(slot).map_or(&[], |r| self.names.get(r.name))
+    }
+
+    fn content_id(&self, slot: Slot) -> Option<ContentId> {
+        let r = self.rec(slot)?;
+        self.contents.get(r.content as usize).map(|c| c.id)
+    }
+
+    fn peer_state(&self, peer: u32) -> Option<&PeerState> {
+        self.peers.get(peer as usize)?.state.as_ref()
+    }
+
+    /// The peer's number, made on first sight.
+    fn peer_number(&mut self, id: u64) -> u32 {
+        if let Some(&n) = self.peer_numbers.get(&id) {
+            return n;
+        }
+        let rec = PeerRec {
+            id,
+            state: None,
+            head: NONE,
+        };
+        let n = match self.free_peers.pop() {
+            Some(n) => {
+                self.peers[n as usize] = rec;
+                n
+            }
+            None => {
+                self.peers.push(rec);
+                (self.peers.len() - 1) as u32
+            }
+        };
+        self.peer_numbers.insert(id, n);
+        n
+    }
+
+    /// Frees a peer's number once it has neither state nor files.
+    fn release_peer_if_unused(&mut self, id: u64) {
+        let Some(&n) = self.peer_numbers.get(&id) else {
+            return;
+        };
+        if let Some(p) = self.peers.get(n as usize)
+            && p.state.is_none()
+            && p.head == NONE
+        {
+            self.peer_numbers.remove(&id);
+            self.free_peers.push(n);
+        }
+    }
+
     pub fn set_peer(&mut self, id: u64, state: PeerState) {
-        self.peers.insert(id, state);
+        let n = self.peer_number(id);
+        self.peers[n as usize].state = Some(state);
         self.changed();
     }
 
     pub fn heartbeat(&mut self, id: u64, now: i64) {
         let lease = self.lease_ms;
-        let Some(p) = self.peers.get_mut(&id) else {
+        let Some(p) = self
+            .peer_numbers
+            .get(&id)
+            .and_then(|&n| self.peers.get_mut(n as usize))
+            .and_then(|p| p.state.as_mut())
+        else {
             return;
         };
         let was_live = p.online && lease > 0 && now - p.last_seen < lease;
@@ -132,7 +287,12 @@ impl NameIndex {
     }
 
     pub fn set_offline(&mut self, id: u64) {
-        if let Some(p) = self.peers.get_mut(&id) {
+        if let Some(p) = self
+            .peer_numbers
+            .get(&id)
+            .and_then(|&n| self.peers.get_mut(n as usize))
+            .and_then(|p| p.state.as_mut())
+        {
             p.online = false;
         }
         self.changed();
@@ -141,131 +301,287 @@ impl NameIndex {
     /// Forgets a peer and its files.
     pub fn forget_peer(&mut self, id: u64) {
         self.remove_all(id);
-        self.peers.remove(&id);
+        if let Some(p) = self
+            .peer_numbers
+            .get(&id)
+            .and_then(|&n| self.peers.get_mut(n as usize))
+        {
+            p.state = None;
+        }
+        self.release_peer_if_unused(id);
         self.changed();
     }
 
-    fn drop_slot(&mut self, slot: Slot) {
-        if let Some(rec) = self.files.get_mut(slot as usize).and_then(Option::take) {
-            // Unlink from its content id's list.
-            match self.by_content.get(&rec.content).copied() {
-                Some(head) if head == slot => {
-                    if rec.next == NONE {
-                        self.by_content.remove(&rec.content);
-                    } else {
-                        self.by_content.insert(rec.content, rec.next);
+    /// The 128-bit BLAKE3 hash of (peer id, path) keyed with this index's secret.
+    fn path_key(&self, peer: u64, path: &str) -> [u64; 2] {
+        let mut h = blake3::Hasher::new_keyed(&self.path_secret);
+        h.update(&peer.to_le_bytes());
+        h.update(path.as_bytes());
+        let b = h.finalize();
+        let b = b.as_bytes();
+        let word = |i: usize| u64::from_le_bytes(std::array::from_fn(|j| b[i * 8 + j]));
+        [word(0), word(1)]
+    }
+
+    fn find_path(&self, key: [u64; 2]) -> Option<Slot> {
+        let files = &self.files;
+        self.by_path
+            .find(key[0], |&s| {
+                files.get(s as usize).is_some_and(|r| r.key == key)
+            })
+            .copied()
+    }
+
+    fn content_hash(&self, id: &ContentId) -> u64 {
+        self.content_hasher.hash_one(id)
+    }
+
+    fn content_number(&self, id: &ContentId) -> Option<u32> {
+        let contents = &self.contents;
+        self.by_content
+            .find(self.content_hash(id), |&c| {
+                contents.get(c as usize).is_some_and(|r| r.id == *id)
+            })
+            .copied()
+    }
+
+    /// Puts `slot` at the head of its content id's list (the content interned if new).
+    fn link_content(&mut self, slot: Slot, id: ContentId) {
+        let c = match self.content_number(&id) {
+            Some(c) => c,
+            None => {
+                let rec = ContentRec { id, head: NONE };
+                let c = match self.free_contents.pop() {
+                    Some(c) => {
+                        self.contents[c as usize] = rec;
+                        c
                     }
-                }
-                Some(mut at) => {
-                    let mut guard = self.files.len();
-                    while at != NONE && guard > 0 {
-                        guard -= 1;
-                        let Some(Some(r)) = self.files.get_mut(at as usize) else {
-                            break;
-                        };
-                        if r.next == slot {
-                            r.next = rec.next;
-                            break;
-                        }
-                        at = r.next;
+                    None => {
+                        self.contents.push(rec);
+                        (self.contents.len() - 1) as u32
                     }
-                }
-                None => {}
+                };
+                let hash = self.content_hash(&id);
+                let (contents, hasher) = (&self.contents, &self.content_hasher);
+                self.by_content.insert_unique(hash, c, |&c| {
+                    contents
+                        .get(c as usize)
+                        .map_or(0, |r| hasher.hash_one(r.id))
+                });
+                c
             }
-            self.haves.remove(&slot);
-            self.stale += trigrams_of(&lower(&rec.name)).len();
-            self.free.push(slot);
-            self.changed();
+        };
+        let head = self.contents[c as usize].head;
+        if let Some(r) = self.files.get_mut(head as usize) {
+            r.cprev = slot;
         }
+        let r = &mut self.files[slot as usize];
+        r.content = c;
+        r.cprev = NONE;
+        r.cnext = head;
+        self.contents[c as usize].head = slot;
+    }
+
+    /// Takes `slot` out of its content id's list (freeing the content number when it empties).
+    fn unlink_content(&mut self, slot: Slot) {
+        let r = self.files[slot as usize];
+        if let Some(p) = self.files.get_mut(r.cprev as usize) {
+            p.cnext = r.cnext;
+        } else if let Some(c) = self.contents.get_mut(r.content as usize) {
+            c.head = r.cnext;
+        }
+        if let Some(n) = self.files.get_mut(r.cnext as usize) {
+            n.cprev = r.cprev;
+        }
+        let Some(c) = self.contents.get(r.content as usize) else {
+            return;
+        };
+        if c.head == NONE {
+            let hash = self.content_hash(&c.id);
+            let number = r.content;
+            if let Ok(e) = self.by_content.find_entry(hash, |&c| c == number) {
+                e.remove();
+            }
+            self.free_contents.push(number);
+        }
+    }
+
+    fn link_peer(&mut self, slot: Slot, peer: u32) {
+        let head = self.peers[peer as usize].head;
+        if let Some(r) = self.files.get_mut(head as usize) {
+            r.pprev = slot;
+        }
+        let r = &mut self.files[slot as usize];
+        r.peer = peer;
+        r.pprev = NONE;
+        r.pnext = head;
+        self.peers[peer as usize].head = slot;
+    }
+
+    fn unlink_peer(&mut self, slot: Slot) {
+        let r = self.files[slot as usize];
+        if let Some(p) = self.files.get_mut(r.pprev as usize) {
+            p.pnext = r.pnext;
+        } else if let Some(p) = self.peers.get_mut(r.peer as usize) {
+            p.head = r.pnext;
+        }
+        if let Some(n) = self.files.get_mut(r.pnext as usize) {
+            n.pprev = r.pprev;
+        }
+    }
+
+    fn drop_slot(&mut self, slot: Slot) {
+        let Some(&rec) = self.rec(slot) else {
+            return;
+        };
+        self.unlink_content(slot);
+        self.unlink_peer(slot);
+        if let Ok(e) = self.by_path.find_entry(rec.key[0], |&s| s == slot) {
+            e.remove();
+        }
+        self.haves.remove(&slot);
+        let mut t = std::mem::take(&mut self.scratch);
+        trigrams_into(&lower(&self.names.text(rec.name)), &mut t);
+        self.stale += t.len();
+        self.scratch = t;
+        self.names.release(rec.name);
+        self.files[slot as usize].peer = NONE;
+        self.live -= 1;
+        self.changed();
     }
 
     /// Removes every file of a peer.
     pub fn remove_all(&mut self, peer: u64) {
-        if let Some(paths) = self.by_peer.remove(&peer) {
-            for (_, slot) in paths {
-                self.drop_slot(slot);
+        if let Some(&n) = self.peer_numbers.get(&peer) {
+            let mut at = self.peers.get(n as usize).map_or(NONE, |p| p.head);
+            while let Some(r) = self.rec(at) {
+                let next = r.pnext;
+                self.drop_slot(at);
+                at = next;
             }
+            self.release_peer_if_unused(peer);
         }
         self.maybe_rebuild();
     }
 
     pub fn remove(&mut self, peer: u64, path: &str) {
-        if let Some(slot) = self.by_peer.get_mut(&peer).and_then(|m| m.remove(path)) {
+        if let Some(slot) = self.find_path(self.path_key(peer, path)) {
             self.drop_slot(slot);
+            self.release_peer_if_unused(peer);
         }
     }
 
     /// Adds or replaces a file; `shared_at` is kept when the content did not change.
     pub fn upsert(&mut self, peer: u64, f: &FileEntry, now: i64) {
-        let existing = self
-            .by_peer
-            .get(&peer)
-            .and_then(|m| m.get(f.path.as_str()))
-            .copied();
+        let key = self.path_key(peer, &f.path);
         let mut shared_at = now;
-        if let Some(slot) = existing {
-            if let Some(old) = self.files.get(slot as usize).and_then(Option::as_ref)
-                && old.content == f.content_id
-            {
+        if let Some(slot) = self.find_path(key) {
+            let old = self.files[slot as usize];
+            let same_content = self.content_id(slot) == Some(f.content_id);
+            if same_content {
                 shared_at = old.shared_at;
+            }
+            if self.names.get(old.name) == f.name.as_bytes() {
+                // Same name: the postings stand; update the record where it is.
+                if !same_content {
+                    self.unlink_content(slot);
+                    self.link_content(slot, f.content_id);
+                }
+                let r = &mut self.files[slot as usize];
+                r.size = f.size;
+                r.shared_at = shared_at;
+                match &f.have {
+                    Some(h) => self.haves.insert(slot, h.clone().into_boxed_slice()),
+                    None => self.haves.remove(&slot),
+                };
+                self.changed();
+                return;
             }
             self.drop_slot(slot);
         }
-        let rec = FileRec {
-            peer,
-            name: f.name.as_str().into(),
-            size: f.size,
-            content: f.content_id,
-            shared_at,
-            next: self.by_content.get(&f.content_id).copied().unwrap_or(NONE),
+        let Ok(slot) = Slot::try_from(self.files.len()) else {
+            return;
         };
-        let slot = match self.free.pop() {
-            Some(s) => {
-                self.files[s as usize] = Some(rec);
-                s
-            }
-            None => {
-                self.files.push(Some(rec));
-                (self.files.len() - 1) as Slot
-            }
-        };
-        for t in trigrams_of(&lower(&f.name)) {
-            self.trigrams.entry(t).or_default().push(slot);
-            self.postings += 1;
+        if slot == NONE {
+            return;
         }
-        self.by_content.insert(f.content_id, slot);
+        let peer_number = self.peer_number(peer);
+        self.files.push(FileRec {
+            key,
+            size: f.size,
+            shared_at,
+            name: self.names.push(&f.name),
+            peer: NONE,
+            content: NONE,
+            cprev: NONE,
+            cnext: NONE,
+            pprev: NONE,
+            pnext: NONE,
+        });
+        self.link_content(slot, f.content_id);
+        self.link_peer(slot, peer_number);
+        self.live += 1;
+        let files = &self.files;
+        self.by_path.insert_unique(key[0], slot, |&s| {
+            files.get(s as usize).map_or(0, |r| r.key[0])
+        });
+        self.index_name(slot);
         if let Some(h) = &f.have {
             self.haves.insert(slot, h.clone().into_boxed_slice());
         }
-        self.by_peer
-            .entry(peer)
-            .or_default()
-            .insert(f.path.as_str().into(), slot);
         self.changed();
     }
 
-    /// Every file with content id `id`.
+    /// Adds `slot`'s name to the postings of its trigrams.
+    fn index_name(&mut self, slot: Slot) {
+        let Some(&r) = self.rec(slot) else {
+            return;
+        };
+        let mut t = std::mem::take(&mut self.scratch);
+        trigrams_into(&lower(&self.names.text(r.name)), &mut t);
+        for tri in &t {
+            if self.trigrams.entry(*tri).or_default().push(slot) {
+                self.postings += 1;
+            }
+        }
+        self.scratch = t;
+    }
+
+    /// Every file with content id `id`, in slot order.
     fn same_content(&self, id: &ContentId) -> Vec<Slot> {
         let mut out = Vec::new();
-        let mut at = self.by_content.get(id).copied().unwrap_or(NONE);
-        while at != NONE && out.len() < self.files.len() {
+        let mut at = self
+            .content_number(id)
+            .and_then(|c| self.contents.get(c as usize))
+            .map_or(NONE, |c| c.head);
+        while let Some(r) = self.rec(at) {
             out.push(at);
-            at = self
-                .files
-                .get(at as usize)
-                .and_then(Option::as_ref)
-                .map_or(NONE, |r| r.next);
+            at = r.cnext;
+            if out.len() > self.files.len() {
+                break;
+            }
         }
+        out.sort_unstable();
         out
     }
 
-    /// Gives back the spare capacity of the postings (after loading or a rebuild).
+    /// Gives back spare capacity (after loading or a rebuild).
     pub fn shrink(&mut self) {
-        for v in self.trigrams.values_mut() {
-            v.shrink_to_fit();
+        for p in self.trigrams.values_mut() {
+            p.shrink();
         }
         self.trigrams.shrink_to_fit();
-        self.files.shrink_to_fit();
+        self.names.shrink();
+        self.contents.shrink_to_fit();
+        let files = &self.files;
+        self.by_path
+            .shrink_to_fit(|&s| files.get(s as usize).map_or(0, |r| r.key[0]));
+        let (contents, hasher) = (&self.contents, &self.content_hasher);
+        self.by_content.shrink_to_fit(|&c| {
+            contents
+                .get(c as usize)
+                .map_or(0, |r| hasher.hash_one(r.id))
+        });
     }
 
     /// Loads a file as stored (with its stored `shared_at`).
@@ -273,401 +589,194 @@ impl NameIndex {
         self.upsert(peer, f, shared_at);
     }
 
-    /// Drops stale postings once they are most of the postings.
+    /// Renumbers the files and rebuilds the postings once removed files hold most of them
+    /// (postings or records); otherwise compacts the names once garbage is most of them.
     pub fn maybe_rebuild(&mut self) {
-        if self.stale < 1024 || self.stale * 2 < self.postings {
-            return;
+        let dead = self.files.len() - self.live;
+        if (self.stale >= 1024 && self.stale * 2 >= self.postings)
+            || (dead >= 1024 && dead * 2 >= self.files.len())
+        {
+            self.rebuild();
+        } else if self.names.garbage() >= 1 << 16 && self.names.garbage() * 2 >= self.names.len() {
+            let in_order = Names::in_order(self.files.iter().filter(|r| r.live()).map(|r| r.name));
+            let live = self
+                .files
+                .iter_mut()
+                .filter(|r| r.live())
+                .map(|r| &mut r.name);
+            self.names.compact(live, in_order);
         }
-        self.trigrams.clear();
-        self.postings = 0;
-        for (slot, rec) in self.files.iter().enumerate() {
-            if let Some(rec) = rec {
-                for t in trigrams_of(&lower(&rec.name)) {
-                    self.trigrams.entry(t).or_default().push(slot as Slot);
-                    self.postings += 1;
-                }
-            }
-        }
-        self.shrink();
-        self.stale = 0;
     }
 
-    /// Candidate slots for a word query: the smallest posting list of any trigram of any word
-    /// of 3 bytes or more; `None` when no word is that long (every file is a candidate).
-    fn candidates(&self, words: &[String]) -> Option<&[Slot]> {
-        let mut best: Option<&[Slot]> = None;
+    /// Drops the dead records (live ones keep their order), the garbage names and the stale
+    /// postings.
+    fn rebuild(&mut self) {
+        let mut map = vec![NONE; self.files.len()];
+        let mut n: Slot = 0;
+        for (old, r) in self.files.iter().enumerate() {
+            if r.live() {
+                map[old] = n;
+                n += 1;
+            }
+        }
+        let m = |s: Slot| map.get(s as usize).copied().unwrap_or(NONE);
+        let mut w = 0;
+        for old in 0..self.files.len() {
+            let mut r = self.files[old];
+            if !r.live() {
+                continue;
+            }
+            r.cprev = m(r.cprev);
+            r.cnext = m(r.cnext);
+            r.pprev = m(r.pprev);
+            r.pnext = m(r.pnext);
+            self.files[w] = r;
+            w += 1;
+        }
+        self.files.truncate(w);
+        for c in &mut self.contents {
+            c.head = m(c.head);
+        }
+        for p in &mut self.peers {
+            p.head = m(p.head);
+        }
+        for s in self.by_path.iter_mut() {
+            *s = m(*s);
+        }
+        self.haves = std::mem::take(&mut self.haves)
+            .into_iter()
+            .map(|(s, h)| (m(s), h))
+            .collect();
+        drop(map);
+        let in_order = Names::in_order(self.files.iter().map(|r| r.name));
+        self.names
+            .compact(self.files.iter_mut().map(|r| &mut r.name), in_order);
+        self.trigrams = HashMap::new();
+        self.postings = 0;
+        self.stale = 0;
+        for slot in 0..self.files.len() as Slot {
+            self.index_name(slot);
+        }
+        self.shrink();
+    }
+
+    /// Calls `found` with each live slot whose name contains every word, in slot order,
+    /// until it returns false.
+    fn each_match(&self, words: &[String], mut found: impl FnMut(Slot) -> bool) {
+        let mut tris: Vec<[u8; 3]> = Vec::new();
+        let mut t = Vec::new();
         for w in words.iter().filter(|w| w.len() >= 3) {
-            for t in trigrams_of(w) {
-                let list = self.trigrams.get(&t).map(Vec::as_slice).unwrap_or(&[]);
-                if best.is_none_or(|b| list.len() < b.len()) {
-                    best = Some(list);
+            trigrams_into(w, &mut t);
+            tris.extend_from_slice(&t);
+        }
+        tris.sort_unstable();
+        tris.dedup();
+        if tris.is_empty() {
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            for (slot, r) in self.files.iter().enumerate() {
+                if r.live() && all_in(self.names.get(r.name), &words) && !found(slot as Slot) {
+                    return;
+                }
+            }
+            return;
+        }
+        let mut lists: Vec<(&[u8; 3], &Postings)> = Vec::with_capacity(tris.len());
+        for tri in &tris {
+            match self.trigrams.get(tri) {
+                Some(p) => lists.push((tri, p)),
+                None => return,
+            }
+        }
+        lists.sort_by_key(|(_, p)| p.len());
+        let shortest = lists[0].1.len();
+        lists.retain(|(_, p)| p.len() <= shortest.saturating_mul(INTERSECT_RATIO));
+        // A 3-byte word whose list is intersected needs no confirming.
+        let confirm: Vec<&str> = words
+            .iter()
+            .filter(|w| !(w.len() == 3 && lists.iter().any(|(t, _)| t[..] == *w.as_bytes())))
+            .map(String::as_str)
+            .collect();
+        let lists: Vec<&Postings> = lists.into_iter().map(|(_, p)| p).collect();
+        let mut candidates = Intersection::new(&lists);
+        let mut batch = [0; 32];
+        loop {
+            let mut n = 0;
+            for (b, slot) in batch.iter_mut().zip(&mut candidates) {
+                *b = slot;
+                n += 1;
+            }
+            if n == 0 {
+                return;
+            }
+            self.warm(&batch[..n]);
+            for &slot in &batch[..n] {
+                let Some(r) = self.rec(slot) else {
+                    continue;
+                };
+                if (confirm.is_empty() || all_in(self.names.get(r.name), &confirm)) && !found(slot)
+                {
+                    return;
                 }
             }
         }
-        best
+    }
+
+    /// Reads the records and names of `slots` in two tight loops, so that their cache misses
+    /// overlap instead of each waiting behind the tests of the one before.
+    fn warm(&self, slots: &[Slot]) {
+        let mut sum = 0u32;
+        for &s in slots {
+            sum = sum.wrapping_add(self.files.get(s as usize).map_or(0, |r| r.peer));
+        }
+        for &s in slots {
+            let first = self
+                .files
+                .get(s as usize)
+                .and_then(|r| self.names.get(r.name).first());
+            sum = sum.wrapping_add(first.copied().map_or(0, u32::from));
+        }
+        std::hint::black_box(sum);
     }
 
     /// Files matching `query` shared by live peers (online and seen at or after `live_since`).
     pub fn search(&self, query: &Query, limit: usize, live_since: i64) -> (Vec<FileHit>, bool) {
-        let live = |peer: u64| {
-            self.peers
-                .get(&peer)
-                .filter(|p| p.online && p.last_seen >= live_since)
+        let mut ranker = Ranker::new(self, query, limit, live_since);
+        let mut matched = 0;
+        let mut cut = false;
+        let mut take = |slot: Slot| {
+            if matched == MAX_SEARCH_ROWS {
+                cut = true;
+                return false;
+            }
+            matched += 1;
+            ranker.add(slot);
+            true
         };
-        let mut slots: Vec<Slot> = match query {
-            Query::Id(id) => self.same_content(id),
-            Query::Words { words, .. } => {
-                let test = |slot: &Slot| {
-                    self.files
-                        .get(*slot as usize)
-                        .and_then(Option::as_ref)
-                        .is_some_and(|r| words.iter().all(|w| contains_ci(&r.name, w)))
-                };
-                match self.candidates(words) {
-                    Some(list) => list.iter().copied().filter(test).collect(),
-                    None => (0..self.files.len() as Slot).filter(test).collect(),
+        match query {
+            Query::Id(id) => {
+                for slot in self.same_content(id) {
+                    if !take(slot) {
+                        break;
+                    }
                 }
             }
-        };
-        slots.sort_unstable();
-        slots.dedup();
-        let cut = slots.len() > MAX_SEARCH_ROWS;
-        slots.truncate(MAX_SEARCH_ROWS);
-        let (files, truncated) = self.rank(slots, query, limit, &live);
+            Query::Words { words, .. } => self.each_match(words, take),
+        }
+        let (files, truncated) = ranker.finish();
         (files, truncated || cut)
     }
 
-    /// Groups matching slots by content id and ranks the groups as the index does (exact name
-    /// first, then more live peers, then name), without copying anything but the `limit` kept.
-    /// One flat list of (group, peer, slot) members is sorted once; no per-group allocation.
-    fn rank<'a>(
-        &'a self,
-        slots: Vec<Slot>,
-        query: &Query,
-        limit: usize,
-        live: &dyn Fn(u64) -> Option<&'a PeerState>,
-    ) -> (Vec<FileHit>, bool) {
-        struct Group {
-            first: Slot,
-            exact: bool,
-            peers: u32,
-            start: u32,
-        }
-        let whole = match query {
-            Query::Words { whole, .. } if !whole.is_empty() => Some(whole.as_str()),
-            _ => None,
-        };
-        let is_exact = |name: &str| {
-            whole.is_some_and(|w| {
-                if name.is_ascii() && w.is_ascii() {
-                    name.eq_ignore_ascii_case(w)
-                } else {
-                    name.to_lowercase() == w
-                }
-            })
-        };
-        let rec = |s: Slot| self.files.get(s as usize).and_then(Option::as_ref);
-        let mut groups: Vec<Group> = Vec::new();
-        let mut index: HashMap<ContentId, u32> = HashMap::new();
-        let mut members: Vec<(u32, u64, Slot)> = Vec::with_capacity(slots.len());
-        for slot in slots {
-            let Some(r) = rec(slot) else { continue };
-            if live(r.peer).is_none() {
-                continue;
-            }
-            let k = *index.entry(r.content).or_insert_with(|| {
-                groups.push(Group {
-                    first: slot,
-                    exact: false,
-                    peers: 0,
-                    start: 0,
-                });
-                (groups.len() - 1) as u32
-            });
-            let g = &mut groups[k as usize];
-            if !g.exact && is_exact(&r.name) {
-                g.exact = true;
-                g.first = slot;
-            }
-            members.push((k, r.peer, slot));
-        }
-        drop(index);
-        // One member per (file, peer): the earliest time that peer shared it.
-        let shared = |s: Slot| rec(s).map_or(i64::MAX, |r| r.shared_at);
-        members.sort_unstable_by_key(|&(k, peer, s)| (k, peer, shared(s)));
-        members.dedup_by_key(|m| (m.0, m.1));
-        for (i, &(k, _, _)) in members.iter().enumerate().rev() {
-            let g = &mut groups[k as usize];
-            g.peers += 1;
-            g.start = i as u32;
-        }
-        let name = |s: Slot| rec(s).map_or("", |r| &r.name);
-        let content = |s: Slot| rec(s).map(|r| r.content);
-        let truncated = groups.len() > limit;
-        let order = |a: &Group, b: &Group| {
-            b.exact
-                .cmp(&a.exact)
-                .then(b.peers.cmp(&a.peers))
-                .then_with(|| name(a.first).cmp(name(b.first)))
-                .then_with(|| content(a.first).cmp(&content(b.first)))
-        };
-        if groups.len() > limit {
-            groups.select_nth_unstable_by(limit, order);
-            groups.truncate(limit);
-        }
-        groups.sort_by(order);
-        let files = groups
-            .into_iter()
-            .filter_map(|g| {
-                let head = rec(g.first)?;
-                let range = g.start as usize..(g.start + g.peers) as usize;
-                let peers: Vec<PeerHit> = members
-                    .get(range)?
-                    .iter()
-                    .filter_map(|&(_, peer, s)| {
-                        let r = rec(s)?;
-                        let p = live(peer)?;
-                        Some(PeerHit {
-                            peer_id: peer,
-                            host: p.host.to_string(),
-                            port: p.port,
-                            shared_at: r.shared_at,
-                            last_seen: p.last_seen,
-                            have: self.haves.get(&s).map(|h| h.to_vec()),
-                        })
-                    })
-                    .collect();
-                Some(FileHit {
-                    name: head.name.to_string(),
-                    size: head.size,
-                    content_id: head.content,
-                    peers,
-                })
-            })
-            .collect();
-        (files, truncated)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(path: &str, name: &str, id: u8) -> FileEntry {
-        FileEntry {
-            path: path.into(),
-            name: name.into(),
-            size: 1,
-            content_id: ContentId::from_bytes([id; 32]),
-            mtime: 0,
-            have: None,
-        }
-    }
-
-    /// An index with peer 1 online.
-    fn one_live_peer() -> NameIndex {
-        let mut ix = NameIndex::default();
-        let live = PeerState {
-            host: "h".into(),
-            port: 1,
-            last_seen: 0,
-            online: true,
-        };
-        ix.set_peer(1, live);
-        ix
-    }
-
-    fn names(ix: &NameIndex, q: &str) -> Vec<String> {
-        let mut v: Vec<String> = ix
-            .search(&Query::parse(q), 1000, 0)
-            .0
-            .into_iter()
-            .map(|f| f.name)
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn substring_words_ids_and_liveness() {
-        let mut ix = NameIndex::default();
-        let live = PeerState {
-            host: "h".into(),
-            port: 1,
-            last_seen: 10,
-            online: true,
-        };
-        ix.set_peer(1, live.clone());
-        ix.set_peer(
-            2,
-            PeerState {
-                last_seen: 1,
-                ..live
-            },
-        );
-        ix.upsert(1, &entry("a/Isaac.py", "Isaac.py", 1), 5);
-        ix.upsert(1, &entry("b", "Straße Ünïcode.txt", 2), 5);
-        ix.upsert(1, &entry("c", "go", 3), 5);
-        ix.upsert(2, &entry("d", "isaac old.py", 4), 5);
-        assert_eq!(names(&ix, "saac"), ["Isaac.py", "isaac old.py"]);
-        assert_eq!(names(&ix, "ISAAC py"), ["Isaac.py", "isaac old.py"]);
-        assert_eq!(names(&ix, "ünï"), ["Straße Ünïcode.txt"]);
-        assert_eq!(names(&ix, "go"), ["go"], "short words scan every name");
-        assert_eq!(names(&ix, &ContentId::from_bytes([3; 32]).to_hex()), ["go"]);
-        let (hits, _) = ix.search(&Query::parse("isaac"), 10, 5);
-        assert_eq!(hits.len(), 1, "peer 2 expired");
-        // Rename, remove, reset: stale postings never show.
-        ix.upsert(1, &entry("a/Isaac.py", "Newton.py", 1), 9);
-        assert_eq!(names(&ix, "isaac"), ["isaac old.py"]);
-        assert_eq!(
-            ix.search(&Query::parse("newton"), 1, 0).0[0].peers[0].shared_at,
-            5,
-            "same content keeps its time"
-        );
-        ix.remove(1, "c");
-        assert!(names(&ix, "go").is_empty());
-        ix.remove_all(2);
-        assert!(names(&ix, "isaac").is_empty());
-        assert_eq!(ix.files(), 2);
-    }
-
-    #[test]
-    fn generation_moves_with_every_change_a_search_could_see() {
-        let mut ix = one_live_peer();
-        ix.set_lease_ms(1000);
-        let mut g = ix.generation();
-        let mut moved = |ix: &NameIndex| {
-            let m = ix.generation() != g;
-            g = ix.generation();
-            m
-        };
-        ix.upsert(1, &entry("a", "a.txt", 1), 0);
-        assert!(moved(&ix), "added");
-        ix.heartbeat(1, 500);
-        assert!(!moved(&ix), "a live peer's heartbeat changes nothing");
-        ix.heartbeat(1, 1600);
-        assert!(moved(&ix), "heard from after its lease ran out");
-        ix.upsert(1, &entry("a", "b.txt", 1), 0);
-        assert!(moved(&ix), "renamed");
-        ix.remove(1, "a");
-        assert!(moved(&ix), "removed");
-        ix.set_offline(1);
-        assert!(moved(&ix), "offline");
-        ix.heartbeat(1, 1700);
-        assert!(moved(&ix), "back online");
-        ix.forget_peer(1);
-        assert!(moved(&ix), "forgotten");
-    }
-
-    #[test]
-    fn files_of_one_content_id_stay_linked_through_removals() {
-        let mut ix = one_live_peer();
-        for p in 2..=4 {
-            ix.set_peer(
-                p,
-                PeerState {
-                    host: "h".into(),
-                    port: p as u16,
-                    last_seen: 0,
-                    online: true,
-                },
-            );
-        }
-        let id = ContentId::from_bytes([9; 32]);
-        for p in 1..=4 {
-            ix.upsert(p, &entry(&format!("f{p}"), "same.bin", 9), 0);
-        }
-        let peers = |ix: &NameIndex| -> Vec<u64> {
-            let hits = ix.search(&Query::Id(id), 10, 0).0;
-            hits.first()
-                .map(|f| f.peers.iter().map(|p| p.peer_id).collect())
-                .unwrap_or_default()
-        };
-        assert_eq!(peers(&ix), [1, 2, 3, 4]);
-        ix.remove(3, "f3"); // middle
-        assert_eq!(peers(&ix), [1, 2, 4]);
-        ix.remove(4, "f4"); // head (the latest added)
-        assert_eq!(peers(&ix), [1, 2]);
-        ix.remove(1, "f1"); // last
-        assert_eq!(peers(&ix), [2]);
-        let mut partial = entry("f2", "same.bin", 9);
-        partial.have = Some(vec![0x80]);
-        ix.upsert(2, &partial, 0);
-        assert_eq!(
-            ix.search(&Query::Id(id), 10, 0).0[0].peers[0].have,
-            Some(vec![0x80])
-        );
-        ix.remove(2, "f2");
-        assert!(peers(&ix).is_empty());
-        assert!(ix.by_content.is_empty() && ix.haves.is_empty());
-    }
-
-    #[test]
-    fn renaming_one_file_over_and_over_keeps_postings_bounded() {
-        let mut ix = one_live_peer();
-        for n in 0..20_000 {
-            ix.upsert(
-                1,
-                &entry("same/path", &format!("a fresh name number {n}"), 1),
-                0,
-            );
-            ix.maybe_rebuild();
-        }
-        assert!(
-            ix.postings < 10_000,
-            "{} postings for one file",
-            ix.postings
-        );
-        assert_eq!(names(&ix, "number 19999"), ["a fresh name number 19999"]);
-    }
-
-    #[test]
-    fn matches_a_brute_force_search_after_churn() {
-        let words = ["alpha", "beta", "gamma", "delta", "ab", "x"];
-        let mut ix = one_live_peer();
-        let mut truth: HashMap<String, String> = HashMap::new();
-        let mut x: u64 = 42;
-        for step in 0..5000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let path = format!("p{}", x % 700);
-            if x.is_multiple_of(5) {
-                ix.remove(1, &path);
-                truth.remove(&path);
-            } else {
-                let name = format!(
-                    "{} {}{} {step}",
-                    words[(x % 6) as usize],
-                    words[(x / 6 % 6) as usize],
-                    x % 97
-                );
-                let mut e = entry(&path, &name, 0);
-                e.content_id = blake3::hash(name.as_bytes()).into();
-                ix.upsert(1, &e, 0);
-                truth.insert(path, name);
-            }
-        }
-        for q in ["alpha", "ta", "gamma delta", "x", "a", "bet 1", "zzz"] {
-            let query = Query::parse(q);
-            let Query::Words { words: qw, .. } = &query else {
-                unreachable!()
-            };
-            let mut want: Vec<String> = truth
-                .values()
-                .filter(|n| qw.iter().all(|w| n.to_lowercase().contains(w.as_str())))
-                .cloned()
-                .collect();
-            want.sort();
-            want.dedup();
-            let mut got: Vec<String> = ix
-                .search(&query, 100_000, 0)
-                .0
-                .into_iter()
-                .map(|f| f.name)
-                .collect();
-            got.sort();
-            assert_eq!(got, want, "{q}");
-        }
+    fn peer_hit(&self, slot: Slot) -> Option<PeerHit> {
+        let r = self.rec(slot)?;
+        let p = self.peers.get(r.peer as usize)?;
+        let s = p.state.as_ref()?;
+        Some(PeerHit {
+            peer_id: p.id,
+            host: s.host.to_string(),
+            port: s.port,
+            shared_at: r.shared_at,
+            last_seen: s.last_seen,
+            have: self.haves.get(&slot).map(|h| h.to_vec()),
+        })
     }
 }

@@ -1,8 +1,11 @@
 //! The indexing server: which peers share which files, durable in SQLite, searched by name or content id.
 
+mod arena;
 mod cache;
+mod chunked;
 mod client;
 mod memory;
+mod postings;
 pub mod search;
 mod server;
 mod store;
