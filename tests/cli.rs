@@ -180,12 +180,14 @@ fn share_search_get_peers_and_exit_codes() {
     );
     assert_eq!(doc["downloads"][0]["pieces_rejected"], 0);
 
-    // Several ids, one unknown: the others are downloaded, the unknown one fails the command.
+    // Several ids, one unknown, one given twice: the others are downloaded once each, the
+    // unknown one fails the command.
     let small = b3sum(&share.join("code/Isaac.py"));
     let unknown = "0".repeat(64);
     let out = run(
         &[
             "get",
+            &small,
             &small,
             &unknown,
             &id,

@@ -22,6 +22,8 @@ use crate::rate::RateLimiter;
 
 /// Ids looked up at the index per pipelined batch; downloads start after the first batch.
 const LOOKUP_BATCH: usize = 256;
+/// Small files fetched and not yet written, at most.
+const MAX_SMALL_IN_FLIGHT: usize = 512;
 
 /// What `peershare get` was asked.
 pub struct GetArgs {
@@ -42,11 +44,15 @@ pub struct GetArgs {
 /// Runs `peershare get`: every id is looked up and downloaded; downloads start while later
 /// ids are still being looked up. Exits non-zero if any failed.
 pub async fn run_get(a: GetArgs) -> anyhow::Result<()> {
-    let ids = a
+    let mut ids = a
         .hashes
         .iter()
         .map(|h| h.parse::<ContentId>())
         .collect::<Result<Vec<_>, _>>()?;
+    // An id given twice is downloaded once.
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(*id));
+    raise_open_file_limit();
     let index = a.index.resolve(a.dht.dht);
     let client = match &index {
         Some(addr) if a.dht.dht => match connect(addr).await {
@@ -74,7 +80,7 @@ pub async fn run_get(a: GetArgs) -> anyhow::Result<()> {
     };
     let count = ids.len();
     let (tx, rx) = mpsc::channel(LOOKUP_BATCH * 4);
-    let resolver = tokio::spawn(resolve(ids, client, node, tx));
+    let resolver = tokio::spawn(resolve(ids, index.clone(), client, node, tx));
     let results = download_stream(rx, count, &a.dir, &opts, a.parallel).await;
     let _ = resolver.await;
     if let Some(s) = sharing {
@@ -83,32 +89,62 @@ pub async fn run_get(a: GetArgs) -> anyhow::Result<()> {
     report(&results, a.json)
 }
 
+/// Raises the soft limit on open files to the hard limit (at most 65,536): thousands of small
+/// files in flight at once, each briefly open, must not fail for want of descriptors.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(65_536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// Looks every id up, in order, and sends each with its position: from the index in pipelined
 /// batches, then (with `--dht`) with the DHT's sources added.
 async fn resolve(
     ids: Vec<ContentId>,
+    index: Option<String>,
     mut client: Option<IndexClient>,
     node: Option<mainline::async_dht::AsyncDht>,
     tx: mpsc::Sender<(usize, anyhow::Result<FileHit>)>,
 ) {
+    // Once the index is lost (after one new connection was tried), why.
+    let mut lost: Option<String> = None;
+    let mut reconnected = false;
     for (b, batch) in ids.chunks(LOOKUP_BATCH).enumerate() {
-        let mut from_index: Vec<Option<anyhow::Result<FileHit>>> = match client.as_mut() {
-            Some(c) => match lookup_many(c, batch).await {
-                Ok(found) => found.into_iter().map(Some).collect(),
+        let mut from_index: Vec<Option<anyhow::Result<FileHit>>> = Vec::new();
+        if let Some(c) = client.as_mut() {
+            let mut found = lookup_many(c, batch).await;
+            if let (Err(_), Some(addr), false) = (&found, &index, reconnected) {
+                // The connection broke: one new connection, and this batch again.
+                reconnected = true;
+                client = None;
+                found = match connect(addr).await {
+                    Ok(mut c) => {
+                        let again = lookup_many(&mut c, batch).await;
+                        client = Some(c);
+                        again
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+            match found {
+                Ok(found) => from_index = found.into_iter().map(Some).collect(),
                 Err(e) => {
                     if node.is_some() {
                         eprintln!("peershare: index lookup failed, using the DHT only: {e:#}");
                     }
                     client = None;
-                    let why = format!("{e:#}");
-                    batch
-                        .iter()
-                        .map(|_| Some(Err(anyhow::anyhow!("{why}"))))
-                        .collect()
+                    lost = Some(format!("index lookup failed: {e:#}"));
                 }
-            },
-            None => Vec::new(),
-        };
+            }
+        }
         from_index.resize_with(batch.len(), || None);
         for (k, (&id, found)) in batch.iter().zip(from_index).enumerate() {
             let hit = match (&node, found) {
@@ -117,7 +153,7 @@ async fn resolve(
                     Ok(super::dht::add_dht_sources(n, id, known).await)
                 }
                 (None, Some(found)) => found,
-                (None, None) => Err(anyhow::anyhow!("no index")),
+                (None, None) => Err(anyhow::anyhow!("{}", lost.as_deref().unwrap_or("no index"))),
             };
             let hit = hit.and_then(|h| match h.peers.is_empty() {
                 true => bail!("no live peer shares {id}"),
@@ -220,6 +256,9 @@ pub async fn download_stream(
         .map(Arc::new)
         .map_err(|e| tracing::warn!("no batched writes for small files: {e}"))
         .ok();
+    // Bounds the small files fetched but not yet written (at most 256 KiB each), so a fast
+    // network cannot outrun a slow disk by more than this many.
+    let small_in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_SMALL_IN_FLIGHT));
     let mut results: Vec<Option<anyhow::Result<DownloadReport>>> =
         (0..count).map(|_| None).collect();
     let mut tasks = tokio::task::JoinSet::new();
@@ -233,14 +272,16 @@ pub async fn download_stream(
                 continue;
             }
         };
-        let (dir, opts, permits, small) = (
+        let (dir, opts, permits, small, in_flight) = (
             dir.to_path_buf(),
             opts.clone(),
             permits.clone(),
             small.clone(),
+            small_in_flight.clone(),
         );
         tasks.spawn(async move {
             if let Some(small) = small.filter(|_| SmallFileFetcher::fits(hit.size)) {
+                let _in_flight = in_flight.acquire_owned().await;
                 match fetch_small(&small, &hit, n, &dir, &opts).await {
                     Some(Ok(r)) => return (n, Ok(r)),
                     Some(Err(e)) if !e.worth_retrying() => return (n, Err(e.into())),
@@ -301,7 +342,10 @@ pub async fn lookup_many(
     Ok(replies
         .into_iter()
         .zip(ids)
-        .map(|(r, &id)| hit_for(r, id))
+        .map(|(r, &id)| match r {
+            Ok(r) => hit_for(r, id),
+            Err(e) => Err(anyhow::anyhow!("the index refused to look {id} up: {e}")),
+        })
         .collect())
 }
 

@@ -215,7 +215,8 @@ pub enum Command {
         /// Limit on total download bandwidth, e.g. 10MiB (per second)
         #[arg(long, value_parser = crate::rate::parse_rate, value_name = "RATE")]
         max_download_rate: Option<u64>,
-        /// Most files downloaded at once
+        /// Most files downloaded at once (files of at most 256 KiB are not counted: they go
+        /// as pipelined requests over at most 2 connections per source)
         #[arg(long, default_value_t = 3, value_name = "N")]
         parallel: usize,
         /// Do not serve the verified pieces of the downloads in progress to other peers

@@ -8,7 +8,7 @@
 //! A file therefore appears under its final name only with its bytes on disk, and a crash
 //! leaves no visible trace of files not yet named.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -16,6 +16,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -125,16 +126,30 @@ fn write_batch(batch: Vec<Job>) {
             }
         }
     }
-    // One sync for the whole batch: every staged file's bytes are on disk before any is named.
-    let mut synced: HashSet<PathBuf> = HashSet::new();
+    // Every staged file's bytes are on disk before any is named: one sync of the filesystem
+    // per directory where that is enough, else each file on its own.
+    let mut whole_fs: HashMap<PathBuf, bool> = HashMap::new();
     let mut sync_error: Option<io::Error> = None;
     for (job, s) in &staged {
-        if synced.insert(job.dir.clone()) {
-            // SAFETY: syncfs on a valid, open descriptor.
-            if unsafe { libc::syncfs(s.file().as_raw_fd()) } != 0 {
-                sync_error = Some(io::Error::last_os_error());
-                break;
+        let synced = match whole_fs.get(&job.dir) {
+            Some(true) => Ok(()),
+            Some(false) => s.file().sync_data(),
+            None if syncfs_is_enough(s.file()) => {
+                whole_fs.insert(job.dir.clone(), true);
+                // SAFETY: syncfs on a valid, open descriptor.
+                match unsafe { libc::syncfs(s.file().as_raw_fd()) } {
+                    0 => Ok(()),
+                    _ => Err(io::Error::last_os_error()),
+                }
             }
+            None => {
+                whole_fs.insert(job.dir.clone(), false);
+                s.file().sync_data()
+            }
+        };
+        if let Err(e) = synced {
+            sync_error = Some(e);
+            break;
         }
     }
     let mut named_dirs: HashSet<PathBuf> = HashSet::new();
@@ -171,6 +186,31 @@ fn write_batch(batch: Vec<Job>) {
         };
         let _ = done.send(r);
     }
+}
+
+/// Whether one `syncfs` makes a file's bytes durable and reports a failure to write them:
+/// Linux 5.8 or later (before, `syncfs` reported no write-back error) on a local filesystem
+/// whose `syncfs` writes everything back (ext4, XFS, Btrfs, F2FS). Elsewhere (FUSE, network
+/// filesystems, older kernels) each file is synced on its own.
+fn syncfs_is_enough(f: &File) -> bool {
+    const LOCAL: [i64; 4] = [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010];
+    static RECENT_KERNEL: OnceLock<bool> = OnceLock::new();
+    let recent = *RECENT_KERNEL.get_or_init(|| {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut parts = release.trim().split(['.', '-']);
+        let mut next = || {
+            parts
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        (next(), next()) >= (5, 8)
+    });
+    // SAFETY: fstatfs fills a zeroed statfs from a valid, open descriptor.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let local = unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) } == 0
+        && LOCAL.contains(&(st.f_type as i64));
+    recent && local
 }
 
 /// Writes a job's bytes into an unnamed file in its directory (or its hidden name).

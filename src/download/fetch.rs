@@ -15,11 +15,11 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn};
 
-use super::names::{publish, sanitize_file_name};
+use super::names::{partial_path, publish, sanitize_file_name};
 use super::swarm::PieceScheduler;
 use crate::content::{ContentId, PieceError, PieceVerifier};
-use crate::peer::{PARTIAL_SUFFIX, PeerClient, PeerClientError};
 use crate::peer::{PartialFile, Partials};
+use crate::peer::{PeerClient, PeerClientError};
 use crate::protocol::{Info, Limits, ProtocolError, bitmap_has, code};
 use crate::rate::RateLimiter;
 
@@ -251,7 +251,7 @@ impl Downloader {
             source,
         };
         std::fs::create_dir_all(dir).map_err(target)?;
-        let temp = dir.join(format!(".{}{PARTIAL_SUFFIX}", id.to_hex()));
+        let temp = partial_path(dir, &id);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -48,6 +48,12 @@ pub fn sanitize_file_name(raw: &str) -> String {
     name
 }
 
+/// Where a download of `id` in `dir` keeps its bytes until it is complete (hidden; a sharing
+/// peer never lists such files).
+pub fn partial_path(dir: &Path, id: &crate::content::ContentId) -> PathBuf {
+    dir.join(format!(".{}{PARTIAL_SUFFIX}", id.to_hex()))
+}
+
 /// `name`, or `name (n)` before the extension.
 fn numbered(name: &str, n: u32) -> String {
     if n == 0 {
@@ -85,10 +91,11 @@ pub fn place(
             Err(e) => return Err(e),
         }
     }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        format!("no free name for {name} in {}", dir.display()),
-    ))
+    // Not `AlreadyExists`: that is what a taken candidate says.
+    Err(io::Error::other(format!(
+        "no free name for {name} in {}",
+        dir.display()
+    )))
 }
 
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use super::batch_write::BatchWriter;
 use super::fetch::{DownloadReport, Source, SourceReport};
 use super::links::{LinkConfig, LinkError, SourceLinks};
+use super::names::partial_path;
 use crate::content::{ContentId, PIECE_SIZE};
-use crate::peer::PARTIAL_SUFFIX;
 use crate::rate::RateLimiter;
 
 /// Threads writing small files (file creation and writing proceed in parallel on two).
@@ -74,7 +74,7 @@ impl SmallFileFetcher {
         source: &Source,
         dir: &Path,
     ) -> Result<Bytes, SmallFetchError> {
-        let temp = dir.join(format!(".{}{PARTIAL_SUFFIX}", id.to_hex()));
+        let temp = partial_path(dir, &id);
         if std::fs::symlink_metadata(&temp).is_ok() {
             return Err(SmallFetchError::PartialExists(temp));
         }
@@ -96,7 +96,7 @@ impl SmallFileFetcher {
         data: Bytes,
         started: Instant,
     ) -> Result<DownloadReport, SmallFetchError> {
-        let temp = dir.join(format!(".{}{PARTIAL_SUFFIX}", id.to_hex()));
+        let temp = partial_path(dir, &id);
         let len = data.len() as u64;
         let path = match self.writer.write(dir, temp.clone(), name, data).await {
             Ok(path) => path,

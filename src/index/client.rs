@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 use crate::content::Digest;
 use crate::identity::Identity;
 use crate::protocol::{
-    Ack, Connection, FileEntry, Frame, Limits, MAX_CONTROL_PAYLOAD, Message, PeerList,
+    Ack, Connection, ErrorReply, FileEntry, Frame, Limits, MAX_CONTROL_PAYLOAD, Message, PeerList,
     ProtocolError, Register, Registered, Search, SearchResults, UpdateFiles, Welcome, connect_tcp,
 };
 
@@ -93,12 +93,13 @@ impl IndexClient {
     }
 
     /// Sends many searches over this connection, up to [`PIPELINE_WINDOW`] in flight at once,
-    /// and returns their results in order (one round trip per window, not per query).
+    /// and returns their results in order (one round trip per window, not per query); a search
+    /// the index refused (an `Error` reply) fails alone.
     pub async fn search_many(
         &mut self,
         queries: &[String],
         limit: u32,
-    ) -> Result<Vec<SearchResults>, IndexClientError> {
+    ) -> Result<Vec<Result<SearchResults, ErrorReply>>, IndexClientError> {
         let mut out = Vec::with_capacity(queries.len());
         let mut sent = 0;
         while out.len() < queries.len() {
@@ -111,9 +112,11 @@ impl IndexClient {
                 sent += 1;
             }
             self.conn.flush().await.map_err(|e| self.err(e))?;
-            match self.conn.recv().await.map_err(|e| self.err(e))? {
-                Message::SearchResults(r) => out.push(r),
-                other => return Err(self.unexpected("SearchResults", &other)),
+            match self.conn.recv().await {
+                Ok(Message::SearchResults(r)) => out.push(Ok(r)),
+                Err(ProtocolError::Remote(e)) => out.push(Err(e)),
+                Ok(other) => return Err(self.unexpected("SearchResults", &other)),
+                Err(e) => return Err(self.err(e)),
             }
         }
         Ok(out)
