@@ -252,7 +252,7 @@ pub async fn download_stream(
         connections: parallel.clamp(1, 2),
         ..LinkConfig::default()
     };
-    let small = SmallFileFetcher::new(links, opts.rate.clone())
+    let small = SmallFileFetcher::new(links, opts.rate.clone(), dir)
         .map(Arc::new)
         .map_err(|e| tracing::warn!("no batched writes for small files: {e}"))
         .ok();

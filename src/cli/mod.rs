@@ -262,9 +262,22 @@ pub fn state_dir(flag: Option<PathBuf>) -> PathBuf {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let state = state_dir(cli.state_dir);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // The load generator runs on one thread, as redis-benchmark does, leaving the other cores
+    // to the server it measures.
+    let one_thread = matches!(
+        &cli.command,
+        Some(Command::Bench {
+            command: BenchCommand::Search { .. }
+        })
+    );
+    let rt = match one_thread {
+        true => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        false => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
     match cli.command {
         None => {
             let stdin = std::io::stdin();

@@ -118,8 +118,15 @@ fn run(rx: &Mutex<mpsc::Receiver<Job>>) {
 
 fn write_batch(batch: Vec<Job>) {
     let mut staged: Vec<(Job, Staged)> = Vec::with_capacity(batch.len());
+    let mut made: HashSet<PathBuf> = HashSet::new();
     for job in batch {
-        match stage(&job) {
+        let dir_ready = match made.contains(&job.dir) {
+            true => Ok(()),
+            false => std::fs::create_dir_all(&job.dir).map(|()| {
+                made.insert(job.dir.clone());
+            }),
+        };
+        match dir_ready.and_then(|()| stage(&job)) {
             Ok(s) => staged.push((job, s)),
             Err(e) => {
                 let _ = job.done.send(Err(e));
@@ -215,7 +222,6 @@ fn syncfs_is_enough(f: &File) -> bool {
 
 /// Writes a job's bytes into an unnamed file in its directory (or its hidden name).
 fn stage(job: &Job) -> io::Result<Staged> {
-    std::fs::create_dir_all(&job.dir)?;
     let unnamed = OpenOptions::new()
         .write(true)
         .mode(0o644)

@@ -21,6 +21,14 @@ use super::names::partial_path;
 use crate::content::{ContentId, PIECE_SIZE};
 use crate::rate::RateLimiter;
 
+/// The content id of a partial download's file name (`.<hex>.peershare-part`).
+fn partial_id(name: &str) -> Option<ContentId> {
+    name.strip_prefix('.')?
+        .strip_suffix(crate::peer::PARTIAL_SUFFIX)?
+        .parse()
+        .ok()
+}
+
 /// Threads writing small files (file creation and writing proceed in parallel on two).
 const WRITER_THREADS: usize = 2;
 
@@ -50,15 +58,29 @@ pub struct SmallFileFetcher {
     rate: Option<Arc<RateLimiter>>,
     links: SourceLinks,
     writer: BatchWriter,
+    /// Ids with a partial download in the target directory when the fetcher started (listed
+    /// once instead of looked for file by file).
+    partials: std::collections::HashSet<ContentId>,
 }
 
 impl SmallFileFetcher {
-    /// Starts the writer thread the files go through.
-    pub fn new(links: LinkConfig, rate: Option<Arc<RateLimiter>>) -> std::io::Result<Self> {
+    /// Starts the writer threads the files go through; `dir` is the target directory, whose
+    /// partial downloads are left to the full downloader.
+    pub fn new(
+        links: LinkConfig,
+        rate: Option<Arc<RateLimiter>>,
+        dir: &Path,
+    ) -> std::io::Result<Self> {
+        let partials = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| partial_id(&e.ok()?.file_name().to_string_lossy()))
+            .collect();
         Ok(SmallFileFetcher {
             rate,
             links: SourceLinks::new(links),
             writer: BatchWriter::spawn(WRITER_THREADS)?,
+            partials,
         })
     }
 
@@ -74,9 +96,8 @@ impl SmallFileFetcher {
         source: &Source,
         dir: &Path,
     ) -> Result<Bytes, SmallFetchError> {
-        let temp = partial_path(dir, &id);
-        if std::fs::symlink_metadata(&temp).is_ok() {
-            return Err(SmallFetchError::PartialExists(temp));
+        if self.partials.contains(&id) {
+            return Err(SmallFetchError::PartialExists(partial_path(dir, &id)));
         }
         let data = self.links.fetch_whole(&source.addr, id).await?;
         if let Some(rate) = &self.rate {

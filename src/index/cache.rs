@@ -3,7 +3,8 @@
 //! Every change the index applies (a file added, removed or renamed, a peer coming, going or
 //! coming back) bumps the index's generation; an entry filled under another generation is
 //! never served, so a search never misses an acknowledged change. Time alone (leases running
-//! out) is covered by the entry's time to live.
+//! out) is covered by each entry's deadline: the first moment a lease of a peer live when it
+//! was filled runs out (capped by a time to live, which bounds how old `last_seen` can be).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,8 +19,8 @@ pub struct CacheConfig {
     pub max_entries: usize,
     /// Most reply bytes kept in all. Default: 64 MiB.
     pub max_bytes: usize,
-    /// How long a reply is served after it was computed (bounds how late a lease that ran
-    /// out shows). Default: 1 s.
+    /// How long a reply is served after it was computed at most (bounds how old a listed
+    /// `last_seen` can be; leases that run out end it sooner). Default: 5 s.
     pub ttl: Duration,
 }
 
@@ -28,14 +29,14 @@ impl Default for CacheConfig {
         CacheConfig {
             max_entries: 4096,
             max_bytes: 64 << 20,
-            ttl: Duration::from_secs(1),
+            ttl: Duration::from_secs(5),
         }
     }
 }
 
 struct Entry {
     limit: u32,
-    at: Instant,
+    until: Instant,
     payload: Bytes,
 }
 
@@ -97,11 +98,19 @@ impl SearchCache {
             .get(query)?
             .iter()
             .find(|e| e.limit == limit)?;
-        (e.at.elapsed() < self.config.ttl).then(|| e.payload.clone())
+        (Instant::now() < e.until).then(|| e.payload.clone())
     }
 
-    /// Stores the reply computed for `query` and `limit` under `generation`.
-    pub fn put(&self, query: &str, limit: u32, generation: u64, payload: Bytes) {
+    /// Stores the reply computed for `query` and `limit` under `generation`, to be served for
+    /// `valid_for` at most (and never longer than the time to live).
+    pub fn put(
+        &self,
+        query: &str,
+        limit: u32,
+        generation: u64,
+        valid_for: Duration,
+        payload: Bytes,
+    ) {
         let config = self.config;
         if config.max_entries == 0 || payload.len() > config.max_bytes {
             return;
@@ -113,16 +122,20 @@ impl SearchCache {
         if inner.count >= config.max_entries || inner.bytes + payload.len() > config.max_bytes {
             inner.clear();
         }
-        let (len, at) = (payload.len(), Instant::now());
+        let (len, until) = (payload.len(), Instant::now() + valid_for.min(config.ttl));
         let list = inner.entries.entry(query.into()).or_default();
         let old = match list.iter_mut().find(|e| e.limit == limit) {
             Some(e) => {
                 let old = e.payload.len();
-                (e.at, e.payload) = (at, payload);
+                (e.until, e.payload) = (until, payload);
                 Some(old)
             }
             None => {
-                list.push(Entry { limit, at, payload });
+                list.push(Entry {
+                    limit,
+                    until,
+                    payload,
+                });
                 None
             }
         };
@@ -140,6 +153,8 @@ impl SearchCache {
 mod tests {
     use super::*;
 
+    const LONG: Duration = Duration::from_secs(3600);
+
     fn cache(max_entries: usize, max_bytes: usize, ttl_ms: u64) -> SearchCache {
         SearchCache::new(CacheConfig {
             max_entries,
@@ -151,7 +166,7 @@ mod tests {
     #[test]
     fn serves_only_the_same_query_limit_and_generation() {
         let c = cache(10, 1000, 60_000);
-        c.put("isaac", 100, 7, Bytes::from_static(b"a"));
+        c.put("isaac", 100, 7, LONG, Bytes::from_static(b"a"));
         assert_eq!(c.get("isaac", 100, 7).as_deref(), Some(&b"a"[..]));
         assert_eq!(c.get("isaac", 10, 7), None, "other limit");
         assert_eq!(c.get("isaa", 100, 7), None, "other query");
@@ -161,8 +176,8 @@ mod tests {
             None,
             "dropped with the old generation"
         );
-        c.put("newton", 100, 8, Bytes::from_static(b"n"));
-        c.put("isaac", 100, 7, Bytes::from_static(b"late"));
+        c.put("newton", 100, 8, LONG, Bytes::from_static(b"n"));
+        c.put("isaac", 100, 7, LONG, Bytes::from_static(b"late"));
         assert_eq!(
             c.get("isaac", 100, 7),
             None,
@@ -177,27 +192,44 @@ mod tests {
     #[test]
     fn entries_expire_and_stay_within_bounds() {
         let c = cache(10, 1000, 0);
-        c.put("a", 1, 1, Bytes::from_static(b"x"));
+        c.put("a", 1, 1, LONG, Bytes::from_static(b"x"));
         assert_eq!(c.get("a", 1, 1), None, "ttl 0 never serves");
+        let c = cache(10, 1000, 60_000);
+        c.put("a", 1, 1, Duration::ZERO, Bytes::from_static(b"x"));
+        assert_eq!(c.get("a", 1, 1), None, "a lease ran out right away");
+        c.put(
+            "b",
+            1,
+            1,
+            Duration::from_millis(40),
+            Bytes::from_static(b"x"),
+        );
+        assert!(c.get("b", 1, 1).is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            c.get("b", 1, 1),
+            None,
+            "not past the first lease that runs out"
+        );
 
         let c = cache(2, 10, 60_000);
-        c.put("a", 1, 1, Bytes::from_static(b"1234"));
-        c.put("b", 1, 1, Bytes::from_static(b"1234"));
-        c.put("c", 1, 1, Bytes::from_static(b"1234"));
+        c.put("a", 1, 1, LONG, Bytes::from_static(b"1234"));
+        c.put("b", 1, 1, LONG, Bytes::from_static(b"1234"));
+        c.put("c", 1, 1, LONG, Bytes::from_static(b"1234"));
         let inner = c.lock();
         assert!(inner.count <= 2 && inner.bytes <= 10);
         drop(inner);
         assert!(c.get("c", 1, 1).is_some(), "the newest is kept");
-        c.put("big", 1, 1, Bytes::from(vec![0; 11]));
+        c.put("big", 1, 1, LONG, Bytes::from(vec![0; 11]));
         assert_eq!(c.get("big", 1, 1), None, "larger than the whole budget");
-        c.put("c", 1, 1, Bytes::from_static(b"12"));
+        c.put("c", 1, 1, LONG, Bytes::from_static(b"12"));
         assert_eq!(c.lock().bytes, 2, "replacing counts the new size");
     }
 
     #[test]
     fn off_when_no_entries_are_allowed() {
         let c = cache(0, 1000, 60_000);
-        c.put("a", 1, 1, Bytes::from_static(b"x"));
+        c.put("a", 1, 1, LONG, Bytes::from_static(b"x"));
         assert_eq!(c.get("a", 1, 1), None);
     }
 }

@@ -203,6 +203,17 @@ impl NameIndex {
         self.lease_ms = lease_ms;
     }
 
+    /// When the first lease of a peer live now (seen at or after `live_since`) runs out, in ms:
+    /// until then, with the generation unchanged, every search answers the same.
+    pub fn first_expiry(&self, live_since: i64) -> Option<i64> {
+        self.peers
+            .iter()
+            .filter_map(|p| p.state.as_ref())
+            .filter(|s| s.online && s.last_seen >= live_since)
+            .map(|s| s.last_seen.saturating_add(self.lease_ms))
+            .min()
+    }
+
     fn changed(&mut self) {
         self.generation = self.generation.wrapping_add(1);
     }

@@ -54,9 +54,6 @@ impl Default for IndexConfig {
     }
 }
 
-/// File changes in one batch after which the index gives freed memory back to the system.
-const RELEASE_AFTER_FILES: usize = 1000;
-
 /// The indexing server over an already-bound listener.
 pub struct IndexServer {
     store: Arc<IndexStore>,
@@ -265,16 +262,7 @@ async fn answer(
             (None, _) => unauthorized(),
             (Some(_), Err(why)) => Message::Error(ErrorReply::new(code::BAD_REQUEST, why)),
             (Some(id), Ok(())) => {
-                let files = blocking(store, move |s| {
-                    let files = s.update_files(id, &u, now_ms());
-                    // A large batch leaves its decoded list and SQLite's work behind as free
-                    // memory the allocator would otherwise keep.
-                    if u.upsert.len() + u.remove.len() >= RELEASE_AFTER_FILES {
-                        crate::release_free_memory();
-                    }
-                    files
-                })
-                .await?;
+                let files = blocking(store, move |s| s.update_files(id, &u, now_ms())).await?;
                 Message::Ack(Ack { files })
             }
         },

@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::cache::{CacheConfig, SearchCache};
 use super::memory::{NameIndex, PeerState};
+use super::now_ms;
 use super::search::Query;
 use crate::content::{ContentId, Digest};
 use crate::protocol::{
@@ -374,7 +375,7 @@ impl IndexStore {
         live_since: i64,
     ) -> Result<Bytes, ProtocolError> {
         let mem = self.mem.read().unwrap_or_else(|p| p.into_inner());
-        let found = (mem.generation(), mem.search(query, limit, live_since));
+        let found = Found::read(&mem, query, limit, live_since);
         drop(mem);
         self.encode_search(query, limit, found)
     }
@@ -391,24 +392,32 @@ impl IndexStore {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        let found = (mem.generation(), mem.search(query, limit, live_since));
+        let found = Found::read(&mem, query, limit, live_since);
         drop(mem);
         Some(self.encode_search(query, limit, found))
     }
 
-    /// Encodes what a search found (under index generation `generation`) and keeps a word
-    /// query's reply in the cache.
+    /// Encodes what a search found and keeps a word query's reply in the cache, until the
+    /// index changes or the first lease of a live peer runs out.
     fn encode_search(
         &self,
         query: &Query,
         limit: usize,
-        (generation, (files, truncated)): (u64, (Vec<FileHit>, bool)),
+        found: Found,
     ) -> Result<Bytes, ProtocolError> {
+        let Found {
+            generation,
+            first_expiry,
+            files,
+            truncated,
+        } = found;
         let payload =
             Message::SearchResults(SearchResults { files, truncated }).encode_payload()?;
         if let Query::Words { whole, .. } = query {
+            let ms = first_expiry.map_or(i64::MAX, |t| t.saturating_sub(now_ms()));
+            let valid_for = std::time::Duration::from_millis(ms.max(0) as u64);
             self.cache
-                .put(whole, limit as u32, generation, payload.clone());
+                .put(whole, limit as u32, generation, valid_for, payload.clone());
         }
         Ok(payload)
     }
@@ -437,6 +446,30 @@ impl IndexStore {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(PeerList { peers })
         })
+    }
+}
+
+/// What one search found, and what decides how long its reply stays right.
+struct Found {
+    generation: u64,
+    first_expiry: Option<i64>,
+    files: Vec<FileHit>,
+    truncated: bool,
+}
+
+impl Found {
+    fn read(mem: &NameIndex, query: &Query, limit: usize, live_since: i64) -> Found {
+        let (files, truncated) = mem.search(query, limit, live_since);
+        let first_expiry = match query {
+            Query::Words { .. } => mem.first_expiry(live_since),
+            Query::Id(_) => None,
+        };
+        Found {
+            generation: mem.generation(),
+            first_expiry,
+            files,
+            truncated,
+        }
     }
 }
 
