@@ -236,12 +236,7 @@ fn stage(job: &Job) -> io::Result<Staged> {
                 Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
             ) =>
         {
-            let f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&job.temp)?;
-            Staged::Hidden(f, job.temp.clone())
+            Staged::Hidden(create_hidden(&job.temp)?, job.temp.clone())
         }
         Err(e) => return Err(e),
     };
@@ -259,8 +254,36 @@ fn stage(job: &Job) -> io::Result<Staged> {
 fn name_file(job: &Job, s: &Staged) -> io::Result<PathBuf> {
     match s {
         Staged::Hidden(_, temp) => place(&job.dir, &job.name, |to| rename_noreplace(temp, to)),
-        Staged::Unnamed(f) => place(&job.dir, &job.name, |to| link_unnamed(f, to)),
+        Staged::Unnamed(f) => match place(&job.dir, &job.name, |to| link_unnamed(f, to)) {
+            // No /proc and no right to link a descriptor: the hidden name instead.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EPERM)) => {
+                write_hidden(job)
+            }
+            r => r,
+        },
     }
+}
+
+/// Creates the hidden partial file (never an existing one, never through a symlink).
+fn create_hidden(temp: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(temp)
+}
+
+/// Writes a job's bytes under its hidden name, syncs them, and renames them into place.
+fn write_hidden(job: &Job) -> io::Result<PathBuf> {
+    let mut f = create_hidden(&job.temp)?;
+    let r = f
+        .write_all(&job.data)
+        .and_then(|()| f.sync_data())
+        .and_then(|()| place(&job.dir, &job.name, |to| rename_noreplace(&job.temp, to)));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&job.temp);
+    }
+    r
 }
 
 /// Links an `O_TMPFILE` file at `to` (fails with `AlreadyExists` if `to` exists).
@@ -335,6 +358,30 @@ mod tests {
         );
         let listed = std::fs::read_dir(t.path()).unwrap().count();
         assert_eq!(listed, 41, "40 new files, no leftovers");
+    }
+
+    #[test]
+    fn the_hidden_name_path_never_replaces_and_leaves_nothing_behind() {
+        let t = tempfile::tempdir().unwrap();
+        let job = |data: &'static [u8]| {
+            let (done, _) = oneshot::channel();
+            Job {
+                dir: t.path().to_path_buf(),
+                temp: t.path().join(".x.peershare-part"),
+                name: "../f.txt".into(),
+                data: Bytes::from_static(data),
+                done,
+            }
+        };
+        let first = write_hidden(&job(b"one")).unwrap();
+        let second = write_hidden(&job(b"two")).unwrap();
+        assert_eq!(first, t.path().join("f.txt"), "the name is sanitized");
+        assert_eq!(second, t.path().join("f (1).txt"));
+        assert_eq!(std::fs::read(&first).unwrap(), b"one");
+        assert_eq!(std::fs::read(&second).unwrap(), b"two");
+        std::fs::write(t.path().join(".x.peershare-part"), b"someone else's").unwrap();
+        assert!(write_hidden(&job(b"three")).is_err(), "an existing partial is not taken over");
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 3);
     }
 
     #[tokio::test]
