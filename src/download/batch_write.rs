@@ -380,7 +380,10 @@ mod tests {
         assert_eq!(std::fs::read(&first).unwrap(), b"one");
         assert_eq!(std::fs::read(&second).unwrap(), b"two");
         std::fs::write(t.path().join(".x.peershare-part"), b"someone else's").unwrap();
-        assert!(write_hidden(&job(b"three")).is_err(), "an existing partial is not taken over");
+        assert!(
+            write_hidden(&job(b"three")).is_err(),
+            "an existing partial is not taken over"
+        );
         assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 3);
     }
 
