@@ -672,7 +672,7 @@ async fn pipelined_small_files_from_a_rate_limited_peer_arrive_one_by_one() {
     std::fs::create_dir_all(&share).unwrap();
     let mut ids = Vec::new();
     for k in 0..16u64 {
-        let bytes = data(2048, 7000 + k);
+        let bytes = data(1024, 7000 + k);
         std::fs::write(share.join(format!("r{k}")), &bytes).unwrap();
         ids.push(ContentId::from(blake3::hash(&bytes)));
     }
@@ -683,11 +683,11 @@ async fn pipelined_small_files_from_a_rate_limited_peer_arrive_one_by_one() {
     let peer = peershare::peer::start_share(config, listener)
         .await
         .unwrap();
-    // All 16 requests in flight on one connection, a reply due every 0.25 s, and a read limit
-    // of 0.5 s: replies must leave as they are ready, not once all 16 waited at the limiter.
+    // All 16 requests in flight on one connection, a reply due every 1/8 s, and a read limit
+    // of 1 s: replies must leave as they are ready, not once all 16 (2 s) waited at the limiter.
     let links = SourceLinks::new(LinkConfig {
         limits: Limits {
-            read_timeout: Duration::from_millis(500),
+            read_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(5),
         },
         connections: 1,
