@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     let quiet = matches!(
         cli.command,
         Some(peershare::cli::Command::Search { .. })
-            | Some(peershare::cli::Command::Get { .. })
+            | Some(peershare::cli::Command::Get(_))
             | Some(peershare::cli::Command::Peers { .. })
     );
     let default = if quiet {

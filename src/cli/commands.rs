@@ -151,36 +151,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             output::peers(&mut std::io::stdout().lock(), &list, json)?;
             Ok(())
         }
-        Command::Get {
-            hashes,
-            dht,
-            index,
-            output: dir,
-            peer,
-            max_peers,
-            max_download_rate,
-            parallel,
-            no_share,
-            listen,
-            advertise,
-            json,
-        } => {
-            let args = super::get::GetArgs {
-                hashes,
-                dht,
-                index,
-                dir,
-                peer,
-                max_peers,
-                max_download_rate,
-                parallel,
-                no_share,
-                listen,
-                advertise,
-                json,
-            };
-            super::get::run_get(args).await
-        }
+        Command::Get(args) => super::get::run_get(args).await,
     }
 }
 

@@ -26,18 +26,42 @@ const LOOKUP_BATCH: usize = 256;
 const MAX_SMALL_IN_FLIGHT: usize = 512;
 
 /// What `peershare get` was asked.
+#[derive(Debug, clap::Args)]
 pub struct GetArgs {
+    /// Content ids (64 hex characters, as `search` and `b3sum` print them)
+    #[arg(required = true, value_name = "HASH")]
     pub hashes: Vec<String>,
+    #[command(flatten)]
     pub dht: DhtArgs,
+    #[command(flatten)]
     pub index: IndexAddr,
-    pub dir: PathBuf,
+    /// Directory to download into
+    #[arg(short, long, default_value = ".", value_name = "DIR")]
+    pub output: PathBuf,
+    /// Download only from this peer
+    #[arg(long, value_name = "ID")]
     pub peer: Option<u64>,
+    /// Most peers to download one file from at once
+    #[arg(long, default_value_t = 16, value_name = "N")]
     pub max_peers: usize,
+    /// Limit on total download bandwidth, e.g. 10MiB (per second)
+    #[arg(long, value_parser = crate::rate::parse_rate, value_name = "RATE")]
     pub max_download_rate: Option<u64>,
+    /// Most files downloaded at once (files of at most 256 KiB are not counted: they go
+    /// as pipelined requests over at most 2 connections per source)
+    #[arg(long, default_value_t = 3, value_name = "N")]
     pub parallel: usize,
+    /// Do not serve the verified pieces of the downloads in progress to other peers
+    #[arg(long)]
     pub no_share: bool,
+    /// Address to serve the downloads in progress on (port 0: any free port)
+    #[arg(long, default_value = "0.0.0.0:0")]
     pub listen: SocketAddr,
+    /// Address other peers must use, when it differs from --listen (NAT, proxy)
+    #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// Print one JSON document
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -81,7 +105,7 @@ pub async fn run_get(a: GetArgs) -> anyhow::Result<()> {
     let count = ids.len();
     let (tx, rx) = mpsc::channel(LOOKUP_BATCH * 4);
     let resolver = tokio::spawn(resolve(ids, index.clone(), client, node, tx));
-    let results = download_stream(rx, count, &a.dir, &opts, a.parallel).await;
+    let results = download_stream(rx, count, &a.output, &opts, a.parallel).await;
     let _ = resolver.await;
     if let Some(s) = sharing {
         s.stop().await;

@@ -3,7 +3,7 @@
 mod bench;
 mod commands;
 mod get;
-pub use get::{GetOptions, download_all, download_stream};
+pub use get::{GetArgs, GetOptions, download_all, download_stream};
 mod dht;
 mod menu;
 mod output;
@@ -195,43 +195,7 @@ pub enum Command {
         json: bool,
     },
     /// Download files by content id, verified piece by piece
-    Get {
-        /// Content ids (64 hex characters, as `search` and `b3sum` print them)
-        #[arg(required = true, value_name = "HASH")]
-        hashes: Vec<String>,
-        #[command(flatten)]
-        dht: DhtArgs,
-        #[command(flatten)]
-        index: IndexAddr,
-        /// Directory to download into
-        #[arg(short, long, default_value = ".", value_name = "DIR")]
-        output: PathBuf,
-        /// Download only from this peer
-        #[arg(long, value_name = "ID")]
-        peer: Option<u64>,
-        /// Most peers to download one file from at once
-        #[arg(long, default_value_t = 16, value_name = "N")]
-        max_peers: usize,
-        /// Limit on total download bandwidth, e.g. 10MiB (per second)
-        #[arg(long, value_parser = crate::rate::parse_rate, value_name = "RATE")]
-        max_download_rate: Option<u64>,
-        /// Most files downloaded at once (files of at most 256 KiB are not counted: they go
-        /// as pipelined requests over at most 2 connections per source)
-        #[arg(long, default_value_t = 3, value_name = "N")]
-        parallel: usize,
-        /// Do not serve the verified pieces of the downloads in progress to other peers
-        #[arg(long)]
-        no_share: bool,
-        /// Address to serve the downloads in progress on (port 0: any free port)
-        #[arg(long, default_value = "0.0.0.0:0")]
-        listen: SocketAddr,
-        /// Address other peers must use, when it differs from --listen (NAT, proxy)
-        #[arg(long, value_name = "HOST:PORT")]
-        advertise: Option<String>,
-        /// Print one JSON document
-        #[arg(long)]
-        json: bool,
-    },
+    Get(GetArgs),
     /// The DHT: run a node
     Dht {
         #[command(subcommand)]
