@@ -39,6 +39,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             lease,
             max_connections,
             search_cache,
+            io_threads: _,
         } => {
             let db = db.unwrap_or_else(|| state.join("index.sqlite"));
             let config = IndexConfig {

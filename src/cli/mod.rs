@@ -146,6 +146,10 @@ pub enum Command {
         /// Most distinct search replies kept for repeated queries (0: no cache)
         #[arg(long, default_value_t = 4096, value_name = "N")]
         search_cache: usize,
+        /// Threads serving connections (searches that walk the index and database writes run
+        /// on threads of their own, one per CPU)
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        io_threads: usize,
     },
     /// Share directories: register them with the index, then serve them (runs until interrupted)
     Share {
@@ -228,17 +232,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let state = state_dir(cli.state_dir);
     // The load generator runs on one thread, as redis-benchmark does, leaving the other cores
     // to the server it measures.
-    let one_thread = matches!(
-        &cli.command,
+    // The index serves connections on `--io-threads` threads (one by default: its requests are
+    // short, and the work that is not runs on the blocking pool). The load generator runs on
+    // one thread, as redis-benchmark does, leaving the other cores to the server it measures.
+    let workers = match &cli.command {
         Some(Command::Bench {
-            command: BenchCommand::Search { .. }
-        })
-    );
-    let rt = match one_thread {
-        true => tokio::runtime::Builder::new_current_thread()
+            command: BenchCommand::Search { .. },
+        }) => None,
+        Some(Command::Index { io_threads, .. }) => Some((*io_threads).max(1)),
+        _ => Some(std::thread::available_parallelism().map_or(2, |n| n.get())),
+    };
+    let rt = match workers {
+        None => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
-        false => tokio::runtime::Builder::new_multi_thread()
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
             .enable_all()
             .build()?,
     };
