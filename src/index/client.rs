@@ -82,13 +82,12 @@ impl IndexClient {
         query: &str,
         limit: u32,
     ) -> Result<SearchResults, IndexClientError> {
-        let msg = Message::Search(Search {
-            query: query.to_string(),
-            limit,
-        });
-        match self.call(&msg).await? {
-            Message::SearchResults(r) => Ok(r),
-            other => Err(self.unexpected("SearchResults", &other)),
+        let frame = self.search_frame(query, limit).await?;
+        match Message::decode(frame) {
+            Ok(Message::SearchResults(r)) => Ok(r),
+            Ok(Message::Error(e)) => Err(self.err(ProtocolError::Remote(e))),
+            Ok(other) => Err(self.unexpected("SearchResults", &other)),
+            Err(e) => Err(self.err(e)),
         }
     }
 
