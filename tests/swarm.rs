@@ -537,7 +537,6 @@ async fn a_peer_serves_what_it_has_verified_while_still_downloading() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_files_come_whole_and_verified_from_a_mix_of_good_and_bad_sources() {
     use peershare::cli::{GetOptions, download_all};
-    use peershare::protocol::{FileHit, PeerHit};
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("out");
     let sizes = [
@@ -565,24 +564,9 @@ async fn small_files_come_whole_and_verified_from_a_mix_of_good_and_bad_sources(
         };
         let (bad_addr, _) = fake_peer(bytes.clone(), bad).await;
         let (good_addr, _) = fake_peer(bytes.clone(), good).await;
-        let peer = |addr: &str, peer_id| {
-            let (host, port) = addr.rsplit_once(':').unwrap();
-            PeerHit {
-                peer_id,
-                host: host.into(),
-                port: port.parse().unwrap(),
-                shared_at: 0,
-                last_seen: 0,
-                have: None,
-            }
-        };
         // File k is first tried at source k % 2: the corrupting one for even k.
-        hits.push(FileHit {
-            name: name.clone(),
-            size: size as u64,
-            content_id: id,
-            peers: vec![peer(&bad_addr, 1), peer(&good_addr, 2)],
-        });
+        hits.push(hit_at(&name, &bytes, &[(1, &bad_addr), (2, &good_addr)]));
+        assert_eq!(hits[k].content_id, id);
         want.push((name, bytes));
     }
     // An earlier run's partial download of file 2 (garbage): re-checked and replaced, not trusted.
@@ -611,7 +595,7 @@ async fn small_files_come_whole_and_verified_from_a_mix_of_good_and_bad_sources(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_small_files_from_a_peer_with_one_upload_slot() {
     use peershare::cli::{GetOptions, download_all};
-    use peershare::protocol::{FileHit, PeerHit};
+    use peershare::protocol::FileHit;
     let t = tempfile::tempdir().unwrap();
     let share = t.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
@@ -629,22 +613,10 @@ async fn many_small_files_from_a_peer_with_one_upload_slot() {
     let peer = peershare::peer::start_share(config, listener)
         .await
         .unwrap();
-    let port = peer.local_addr.port();
+    let addr = peer.local_addr.to_string();
     let files: Vec<FileHit> = hits
         .iter()
-        .map(|(name, bytes)| FileHit {
-            name: name.clone(),
-            size: bytes.len() as u64,
-            content_id: blake3::hash(bytes).into(),
-            peers: vec![PeerHit {
-                peer_id: 7,
-                host: "127.0.0.1".into(),
-                port,
-                shared_at: 0,
-                last_seen: 0,
-                have: None,
-            }],
-        })
+        .map(|(name, bytes)| hit_at(name, bytes, &[(7, &addr)]))
         .collect();
     // Two connections to a peer that serves one: the busy one gives its requests back to the
     // one holding the slot instead of waiting out its retries (30 s and more).
@@ -655,11 +627,7 @@ async fn many_small_files_from_a_peer_with_one_upload_slot() {
     )
     .await
     .expect("done well before a busy connection gives up");
-    for (r, (name, bytes)) in results.iter().zip(&hits) {
-        let r = r.as_ref().expect("downloaded");
-        assert_eq!(r.path, out.join(name));
-        assert_eq!(&std::fs::read(&r.path).unwrap(), bytes);
-    }
+    assert_downloaded(&results, &hits, &out);
     assert_eq!(files_in(&out).len(), hits.len());
     peer.shutdown().await;
 }
@@ -736,7 +704,7 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_files_of_a_source_that_is_always_busy_come_from_the_others() {
     use peershare::cli::{GetOptions, download_all};
-    use peershare::protocol::{FileHit, PeerHit};
+    use peershare::protocol::FileHit;
     let t = tempfile::tempdir().unwrap();
     let share = t.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
@@ -770,24 +738,9 @@ async fn small_files_of_a_source_that_is_always_busy_come_from_the_others() {
     holder.request_piece(first, 0).await.unwrap();
     holder.flush().await.unwrap();
     holder.next_piece().await.expect("the holder has the slot");
-    let hit = |name: &str, bytes: &[u8]| FileHit {
-        name: name.into(),
-        size: bytes.len() as u64,
-        content_id: blake3::hash(bytes).into(),
-        peers: peers
-            .iter()
-            .enumerate()
-            .map(|(k, p)| PeerHit {
-                peer_id: k as u64 + 1,
-                host: "127.0.0.1".into(),
-                port: p.local_addr.port(),
-                shared_at: 0,
-                last_seen: 0,
-                have: None,
-            })
-            .collect(),
-    };
-    let hits: Vec<FileHit> = files.iter().map(|(n, b)| hit(n, b)).collect();
+    let addrs: Vec<String> = peers.iter().map(|p| p.local_addr.to_string()).collect();
+    let sources = [(1, addrs[0].as_str()), (2, addrs[1].as_str())];
+    let hits: Vec<FileHit> = files.iter().map(|(n, b)| hit_at(n, b, &sources)).collect();
     let out = t.path().join("out");
     // Half the files are first asked of the busy peer: it is given up after a few rounds
     // (not after 30 BUSY answers each), and the full downloader gets them from peer 2.
@@ -798,13 +751,46 @@ async fn small_files_of_a_source_that_is_always_busy_come_from_the_others() {
     )
     .await
     .expect("well before each request used up its BUSY answers");
-    for (r, (name, bytes)) in results.iter().zip(&files) {
-        let r = r.as_ref().expect("downloaded");
-        assert_eq!(r.path, out.join(name));
-        assert_eq!(&std::fs::read(&r.path).unwrap(), bytes);
-    }
+    assert_downloaded(&results, &files, &out);
     drop(holder);
     for p in peers {
         p.shutdown().await;
+    }
+}
+
+/// A search hit for `bytes` named `name`, shared by the given `(peer id, "HOST:PORT")` sources.
+fn hit_at(name: &str, bytes: &[u8], sources: &[(u64, &str)]) -> peershare::protocol::FileHit {
+    peershare::protocol::FileHit {
+        name: name.into(),
+        size: bytes.len() as u64,
+        content_id: blake3::hash(bytes).into(),
+        peers: sources
+            .iter()
+            .map(|&(peer_id, addr)| {
+                let (host, port) = addr.rsplit_once(':').expect("HOST:PORT");
+                peershare::protocol::PeerHit {
+                    peer_id,
+                    host: host.into(),
+                    port: port.parse().expect("port"),
+                    shared_at: 0,
+                    last_seen: 0,
+                    have: None,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Every download succeeded, landed in `out` under its name and holds exactly its bytes.
+fn assert_downloaded(
+    results: &[anyhow::Result<peershare::download::DownloadReport>],
+    files: &[(String, Vec<u8>)],
+    out: &std::path::Path,
+) {
+    assert_eq!(results.len(), files.len());
+    for (r, (name, bytes)) in results.iter().zip(files) {
+        let r = r.as_ref().expect("downloaded");
+        assert_eq!(r.path, out.join(name));
+        assert_eq!(&std::fs::read(&r.path).unwrap(), bytes, "{name}");
     }
 }
