@@ -19,6 +19,7 @@ use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
 
+use self::order::OrderCell;
 use self::rank::Ranker;
 use super::arena::{NameSpan, Names};
 use super::chunked::Chunked;
@@ -27,9 +28,23 @@ use super::search::Query;
 use crate::content::ContentId;
 use crate::protocol::{FileEntry, FileHit, PeerHit};
 
+mod order;
 mod rank;
 #[cfg(test)]
 mod tests;
+
+/// How [`NameIndex::search_by`] finds matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// The order for broad word queries, the postings for the rest.
+    Auto,
+    /// The rank order (should the order read more than the budget, the postings).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Order,
+    /// The postings of the words' trigrams.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Postings,
+}
 
 /// Most matching files one search groups and ranks; past it the reply says `truncated`.
 pub const MAX_SEARCH_ROWS: usize = 200_000;
@@ -120,6 +135,10 @@ pub struct NameIndex {
     path_secret: [u8; 32],
     /// Live slots by their record's `key`.
     by_path: HashTable<Slot>,
+    /// Live slots by [`NameIndex::name_hash`] of their lowercased name (for exact matches).
+    by_name: HashTable<Slot>,
+    /// Files in rank order, for broad searches (see [`order`]).
+    order: OrderCell,
     contents: Vec<ContentRec>,
     free_contents: Vec<u32>,
     /// Content numbers by content id (hashed with `content_hasher`: ids come from peers).
@@ -149,6 +168,8 @@ impl Default for NameIndex {
             names: Names::default(),
             path_secret: secret(),
             by_path: HashTable::new(),
+            by_name: HashTable::new(),
+            order: OrderCell::default(),
             contents: Vec::new(),
             free_contents: Vec::new(),
             by_content: HashTable::new(),
@@ -347,6 +368,16 @@ impl NameIndex {
         self.content_hasher.hash_one(id)
     }
 
+    /// The hash of a lowercased name in [`NameIndex::by_name`].
+    fn name_hash(&self, lower: &str) -> u64 {
+        self.content_hasher.hash_one(lower)
+    }
+
+    fn slot_name_hash(&self, slot: Slot) -> u64 {
+        self.rec(slot)
+            .map_or(0, |r| self.name_hash(&lower(&self.names.text(r.name))))
+    }
+
     fn content_number(&self, id: &ContentId) -> Option<u32> {
         let contents = &self.contents;
         self.by_content
@@ -450,6 +481,12 @@ impl NameIndex {
         if let Ok(e) = self.by_path.find_entry(rec.key[0], |&s| s == slot) {
             e.remove();
         }
+        if let Ok(e) = self
+            .by_name
+            .find_entry(self.slot_name_hash(slot), |&s| s == slot)
+        {
+            e.remove();
+        }
         self.haves.remove(&slot);
         let mut t = std::mem::take(&mut self.scratch);
         trigrams_into(&lower(&self.names.text(rec.name)), &mut t);
@@ -492,12 +529,9 @@ impl NameIndex {
             if same_content {
                 shared_at = old.shared_at;
             }
-            if self.names.get(old.name) == f.name.as_bytes() {
-                // Same name: the postings stand; update the record where it is.
-                if !same_content {
-                    self.unlink_content(slot);
-                    self.link_content(slot, f.content_id);
-                }
+            if same_content && self.names.get(old.name) == f.name.as_bytes() {
+                // Same name and content: the postings and the rank order stand; update the
+                // record where it is. (A new content id takes a new slot: see [`order`].)
                 let r = &mut self.files[slot as usize];
                 r.size = f.size;
                 r.shared_at = shared_at;
@@ -536,6 +570,8 @@ impl NameIndex {
         self.by_path.insert_unique(key[0], slot, |&s| {
             files.get(s as usize).map_or(0, |r| r.key[0])
         });
+        let hash = self.slot_name_hash(slot);
+        self.insert_by_name(hash, slot);
         self.index_name(slot);
         if let Some(h) = &f.have {
             self.haves.insert(slot, h.clone().into_boxed_slice());
@@ -556,6 +592,12 @@ impl NameIndex {
             }
         }
         self.scratch = t;
+    }
+
+    fn insert_by_name(&mut self, hash: u64, slot: Slot) {
+        let mut table = std::mem::take(&mut self.by_name);
+        table.insert_unique(hash, slot, |&s| self.slot_name_hash(s));
+        self.by_name = table;
     }
 
     /// Every file with content id `id`, in slot order.
@@ -587,6 +629,9 @@ impl NameIndex {
         let files = &self.files;
         self.by_path
             .shrink_to_fit(|&s| files.get(s as usize).map_or(0, |r| r.key[0]));
+        let mut by_name = std::mem::take(&mut self.by_name);
+        by_name.shrink_to_fit(|&s| self.slot_name_hash(s));
+        self.by_name = by_name;
         let (contents, hasher) = (&self.contents, &self.content_hasher);
         self.by_content.shrink_to_fit(|&c| {
             contents
@@ -654,6 +699,10 @@ impl NameIndex {
         for s in self.by_path.iter_mut() {
             *s = m(*s);
         }
+        for s in self.by_name.iter_mut() {
+            *s = m(*s);
+        }
+        self.order = OrderCell::default();
         self.haves = std::mem::take(&mut self.haves)
             .into_iter()
             .map(|(s, h)| (m(s), h))
@@ -749,8 +798,54 @@ impl NameIndex {
         std::hint::black_box(sum);
     }
 
+    /// At most how many files can match these words: the length of the shortest postings
+    /// list of their trigrams (every file when no word has one).
+    fn most_matches(&self, words: &[String]) -> usize {
+        let mut t = Vec::new();
+        let mut most = self.live;
+        for w in words.iter().filter(|w| w.len() >= 3) {
+            trigrams_into(w, &mut t);
+            for tri in &t {
+                most = most.min(self.trigrams.get(tri).map_or(0, Postings::len));
+            }
+        }
+        most
+    }
+
     /// Files matching `query` shared by live peers (online and seen at or after `live_since`).
+    ///
+    /// A broad word query reads files in rank order and stops after the best `limit`
+    /// ([`order`]); a narrow one, or one whose matches are mostly not live, reads the
+    /// postings of its trigrams and ranks every match.
     pub fn search(&self, query: &Query, limit: usize, live_since: i64) -> (Vec<FileHit>, bool) {
+        self.search_by(query, limit, live_since, Plan::Auto)
+    }
+
+    fn search_by(
+        &self,
+        query: &Query,
+        limit: usize,
+        live_since: i64,
+        plan: Plan,
+    ) -> (Vec<FileHit>, bool) {
+        if let Query::Words { words, .. } = query
+            && plan != Plan::Postings
+        {
+            // Reading the order costs about (limit / share of files matching) signatures at
+            // a nanosecond or two each, the postings about `most` names at a hundred or so:
+            // the order wins once 64 · most² > limit · files.
+            let most = self.most_matches(words);
+            let broad = 64 * (most as u128).pow(2) > (limit as u128 + 1) * self.live as u128;
+            let budget = match plan {
+                Plan::Order => usize::MAX,
+                _ => most.max(limit),
+            };
+            if (broad || plan == Plan::Order)
+                && let Some(found) = self.search_in_order(query, limit, live_since, budget)
+            {
+                return found;
+            }
+        }
         let mut ranker = Ranker::new(self, query, limit, live_since);
         let mut matched = 0;
         let mut cut = false;
@@ -773,8 +868,7 @@ impl NameIndex {
             }
             Query::Words { words, .. } => self.each_match(words, take),
         }
-        let (files, truncated) = ranker.finish();
-        (files, truncated || cut)
+        ranker.finish(cut)
     }
 
     fn peer_hit(&self, slot: Slot) -> Option<PeerHit> {

@@ -2,13 +2,13 @@
 
 use std::cmp::Ordering;
 
-use super::{NONE, NameIndex, Slot};
+use super::{FileRec, NONE, NameIndex, Slot, all_in};
 use crate::index::postings::equals_ci;
 use crate::index::search::Query;
 use crate::protocol::{FileHit, PeerHit};
 
 /// A name's first 8 bytes as a number that orders like the name (ties need the whole name).
-fn prefix(name: &[u8]) -> u64 {
+pub(super) fn prefix(name: &[u8]) -> u64 {
     let mut k = [0u8; 8];
     let n = name.len().min(8);
     k[..n].copy_from_slice(&name[..n]);
@@ -24,7 +24,7 @@ struct Group {
     /// The file whose name stands for the group: the first exact match, else the first match.
     first: Slot,
     peers: u32,
-    /// Where the group's members start in [`Ranker::shared`] ([`NONE`]: `first` alone).
+    /// Where the group's members start in [`Ranker::members`] ([`NONE`]: `first` alone).
     start: u32,
     exact: bool,
 }
@@ -46,6 +46,8 @@ struct TopK<'a> {
     groups: Vec<Group>,
     /// The worst group kept once `groups` was cut to `limit`: worse ones are turned away.
     bound: Option<Group>,
+    /// Whether `bound` is the worst of `groups` (no group was taken since the last cut).
+    settled: bool,
 }
 
 impl TopK<'_> {
@@ -59,15 +61,32 @@ impl TopK<'_> {
             return;
         }
         self.groups.push(g);
+        self.settled = false;
         if self.groups.len() >= self.limit.saturating_mul(2).saturating_add(64) {
-            self.cut();
-            self.bound = self.groups.last().copied();
+            self.settle();
         }
+    }
+
+    fn settle(&mut self) {
+        self.cut();
+        self.bound = self.groups.last().copied();
+        self.settled = true;
+    }
+
+    /// The worst of the best `limit` groups so far, once `limit` were offered.
+    fn kth(&mut self) -> Option<Group> {
+        if self.limit == 0 || self.groups.len() < self.limit {
+            return None;
+        }
+        if !self.settled {
+            self.settle();
+        }
+        self.bound
     }
 
     /// Keeps the best `limit`, the worst of them last.
     fn cut(&mut self) {
-        if self.groups.len() > self.limit && self.limit > 0 {
+        if self.groups.len() >= self.limit && self.limit > 0 {
             let ix = self.ix;
             self.groups
                 .select_nth_unstable_by(self.limit - 1, |a, b| order(ix, a, b));
@@ -83,27 +102,38 @@ impl TopK<'_> {
     }
 }
 
-/// Groups matching files by content id and ranks the groups. A file whose content id no other
-/// file has is a group of its own at once; the others are gathered, sorted and grouped at the
-/// end, one member per (content id, peer): that peer's earliest `shared_at`.
+/// Groups matching files by content id and ranks the groups, one member per (content id,
+/// peer): that peer's earliest `shared_at`.
+///
+/// Files come one of two ways. [`Ranker::add`] takes every match in any order: a file whose
+/// content id no other file has is a group of its own at once; the others are gathered,
+/// sorted and grouped at the end. [`Ranker::add_group`] ranks a file's whole group at once,
+/// reading the other files of its content id, for searches that read files in rank order and
+/// stop early ([`Ranker::stops_before`]).
 pub struct Ranker<'a> {
     ix: &'a NameIndex,
     whole: Option<&'a str>,
+    words: &'a [String],
     live_since: i64,
     top: TopK<'a>,
     /// (content, peer, slot) of matches sharing their content id with other files.
     shared: Vec<(u32, u32, Slot)>,
+    /// The members of ranked groups of several files, each group's together.
+    members: Vec<Slot>,
 }
 
 impl<'a> Ranker<'a> {
     pub fn new(ix: &'a NameIndex, query: &'a Query, limit: usize, live_since: i64) -> Ranker<'a> {
-        let whole = match query {
-            Query::Words { whole, .. } if !whole.is_empty() => Some(whole.as_str()),
-            _ => None,
+        let (whole, words) = match query {
+            Query::Words { whole, words } => {
+                (Some(whole.as_str()).filter(|w| !w.is_empty()), &words[..])
+            }
+            Query::Id(_) => (None, &[][..]),
         };
         Ranker {
             ix,
             whole,
+            words,
             live_since,
             top: TopK {
                 ix,
@@ -111,9 +141,97 @@ impl<'a> Ranker<'a> {
                 seen: 0,
                 groups: Vec::new(),
                 bound: None,
+                settled: false,
             },
             shared: Vec::new(),
+            members: Vec::new(),
         }
+    }
+
+    fn live(&self, r: &FileRec) -> bool {
+        self.ix
+            .peer_state(r.peer)
+            .is_some_and(|p| p.online && p.last_seen >= self.live_since)
+    }
+
+    /// Ranks the whole group of `slot`'s content id: its files whose name holds every query
+    /// word, shared by live peers. Returns whether it had any (and so was offered).
+    pub fn add_group(&mut self, slot: Slot) -> bool {
+        let ix = self.ix;
+        let Some(r) = ix.rec(slot) else {
+            return false;
+        };
+        let words: Vec<&str> = self.words.iter().map(String::as_str).collect();
+        let mut m: Vec<(u64, i64, Slot)> = Vec::new();
+        let mut at = ix.contents.get(r.content as usize).map_or(NONE, |c| c.head);
+        let mut steps = 0;
+        while let Some(f) = ix.rec(at) {
+            if self.live(f) && all_in(ix.names.get(f.name), &words) {
+                let peer_id = ix.peers.get(f.peer as usize).map_or(0, |p| p.id);
+                m.push((peer_id, f.shared_at, at));
+            }
+            at = f.cnext;
+            steps += 1;
+            if steps > ix.files.len() {
+                break;
+            }
+        }
+        if m.is_empty() {
+            return false;
+        }
+        m.sort_unstable();
+        let (mut first, mut exact) = (NONE, NONE);
+        let start = self.members.len();
+        for (i, &(peer, _, s)) in m.iter().enumerate() {
+            first = first.min(s);
+            if s < exact && self.exact(ix.name(s)) {
+                exact = s;
+            }
+            if i == 0 || peer != m[i - 1].0 {
+                self.members.push(s);
+            }
+        }
+        let first = if exact != NONE { exact } else { first };
+        self.top.offer(Group {
+            key: prefix(ix.name(first)),
+            first,
+            peers: (self.members.len() - start) as u32,
+            start: start as u32,
+            exact: exact != NONE,
+        });
+        true
+    }
+
+    /// Whether every group not yet offered ranks below the best `limit` kept, given that it
+    /// is not an exact match, has at most `peers` live peers and, should it have exactly
+    /// that many, no name before `name`.
+    pub fn stops_before(&mut self, peers: u32, name: &[u8]) -> bool {
+        let Some(kth) = self.top.kth() else {
+            return false;
+        };
+        kth.exact || kth.peers > peers || (kth.peers == peers && self.ix.name(kth.first) < name)
+    }
+
+    /// Whether `slot`'s group has a matching file shared by a live peer.
+    pub fn group_is_live(&self, slot: Slot) -> bool {
+        let ix = self.ix;
+        let words: Vec<&str> = self.words.iter().map(String::as_str).collect();
+        let mut at = ix
+            .rec(slot)
+            .and_then(|r| ix.contents.get(r.content as usize))
+            .map_or(NONE, |c| c.head);
+        let mut steps = 0;
+        while let Some(f) = ix.rec(at) {
+            if self.live(f) && all_in(ix.names.get(f.name), &words) {
+                return true;
+            }
+            at = f.cnext;
+            steps += 1;
+            if steps > ix.files.len() {
+                break;
+            }
+        }
+        false
     }
 
     fn exact(&self, name: &[u8]) -> bool {
@@ -125,10 +243,7 @@ impl<'a> Ranker<'a> {
         let Some(r) = ix.rec(slot) else {
             return;
         };
-        if !ix
-            .peer_state(r.peer)
-            .is_some_and(|p| p.online && p.last_seen >= self.live_since)
-        {
+        if !self.live(r) {
             return;
         }
         if r.alone() {
@@ -146,17 +261,19 @@ impl<'a> Ranker<'a> {
         }
     }
 
-    pub fn finish(mut self) -> (Vec<FileHit>, bool) {
+    /// The best groups, best first, and whether more groups matched than were kept
+    /// (`truncated` says so of groups never offered).
+    pub fn finish(mut self, truncated: bool) -> (Vec<FileHit>, bool) {
         let ix = self.ix;
         let mut m = std::mem::take(&mut self.shared);
         let peer_id = |p: u32| ix.peers.get(p as usize).map_or(0, |p| p.id);
         let shared_at = |s: Slot| ix.rec(s).map_or(i64::MAX, |r| r.shared_at);
         m.sort_unstable_by_key(|&(c, p, s)| (c, peer_id(p), shared_at(s), s));
-        let (mut i, mut kept) = (0, 0);
+        let mut i = 0;
         while i < m.len() {
             let c = m[i].0;
             let (mut first, mut exact) = (NONE, NONE);
-            let start = kept;
+            let start = self.members.len();
             let mut j = i;
             while j < m.len() && m[j].0 == c {
                 let (_, p, s) = m[j];
@@ -165,8 +282,7 @@ impl<'a> Ranker<'a> {
                     exact = s;
                 }
                 if j == i || p != m[j - 1].1 {
-                    m[kept] = m[j];
-                    kept += 1;
+                    self.members.push(s);
                 }
                 j += 1;
             }
@@ -174,15 +290,17 @@ impl<'a> Ranker<'a> {
             let g = Group {
                 key: prefix(ix.name(first)),
                 first,
-                peers: (kept - start) as u32,
+                peers: (self.members.len() - start) as u32,
                 start: start as u32,
                 exact: exact != NONE,
             };
             self.top.offer(g);
             i = j;
         }
-        m.truncate(kept);
-        let (groups, truncated) = self.top.finish();
+        drop(m);
+        let m = std::mem::take(&mut self.members);
+        let (groups, more) = self.top.finish();
+        let truncated = truncated || more;
         let files = groups
             .into_iter()
             .filter_map(|g| {
@@ -193,7 +311,7 @@ impl<'a> Ranker<'a> {
                     let range = g.start as usize..(g.start + g.peers) as usize;
                     m.get(range)?
                         .iter()
-                        .filter_map(|&(_, _, s)| ix.peer_hit(s))
+                        .filter_map(|&s| ix.peer_hit(s))
                         .collect()
                 };
                 Some(FileHit {

@@ -286,6 +286,11 @@ fn check(ix: &NameIndex) {
     }
     assert_eq!(listed, live.len(), "every file is on its content's list");
     assert_eq!(ix.by_path.len(), live.len());
+    assert_eq!(ix.by_name.len(), live.len());
+    for &s in &live {
+        let hash = ix.slot_name_hash(s);
+        assert!(ix.by_name.iter_hash(hash).any(|&t| t == s), "{s} by name");
+    }
     for &s in &live {
         assert_eq!(ix.find_path(ix.files[s as usize].key), Some(s));
     }
@@ -574,7 +579,11 @@ fn ranks_as_the_reference_grouping_does() {
                     })
                     .collect();
                 let want = group_and_rank(rows, &query, limit);
-                assert_eq!(ix.search(&query, limit, 50), want, "{q:?} limit {limit}");
+                assert_eq!(
+                    every_plan(&ix, &query, limit, 50),
+                    want,
+                    "{q:?} limit {limit}"
+                );
             }
         }
         if offline.is_none() {
@@ -594,4 +603,158 @@ fn ranks_as_the_reference_grouping_does() {
             );
         }
     }
+}
+
+/// The answer of every search plan, checked to be the same.
+fn every_plan(
+    ix: &NameIndex,
+    query: &Query,
+    limit: usize,
+    live_since: i64,
+) -> (Vec<FileHit>, bool) {
+    let by_postings = ix.search_by(query, limit, live_since, Plan::Postings);
+    let by_order = ix.search_by(query, limit, live_since, Plan::Order);
+    let short = |r: &(Vec<FileHit>, bool)| {
+        let files: Vec<String> =
+            r.0.iter()
+                .map(|f| format!("{}/{}", f.name, f.peers.len()))
+                .collect();
+        (files, r.1)
+    };
+    assert_eq!(
+        short(&by_order),
+        short(&by_postings),
+        "names: {query:?} limit {limit}"
+    );
+    assert_eq!(
+        by_order, by_postings,
+        "rank order against postings: {query:?} limit {limit}"
+    );
+    assert_eq!(
+        ix.search(query, limit, live_since),
+        by_postings,
+        "auto: {query:?} limit {limit}"
+    );
+    by_postings
+}
+
+#[test]
+fn rank_order_answers_as_the_postings_do_through_churn() {
+    let mut ix = NameIndex::default();
+    for p in 1..=4 {
+        ix.set_peer(p, peer(p as u16, 100));
+    }
+    let words = ["alpha", "beta", "gam", "Delta", "ab"];
+    let queries = [
+        "alpha",
+        "a",
+        "beta alpha",
+        "gam",
+        "ab",
+        "alpha 3",
+        "delta",
+        "",
+        "zz",
+        "ta 1",
+    ];
+    let mut x: u64 = 99;
+    for step in 0..6000i64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let p = 1 + x % 4;
+        let path = format!("p{}", x / 4 % 700);
+        match x / 1000 % 499 {
+            0 => ix.remove_all(p),
+            1..=60 => ix.remove(p, &path),
+            _ => {
+                // Some names are a bare word (exact matches), many are shared by several
+                // peers under one content id, and some paths change content in place.
+                let y = x >> 20;
+                let name = match y % 9 {
+                    0 => words[(y / 9 % 5) as usize].to_string(),
+                    _ => format!(
+                        "{} {} {}",
+                        words[(y % 5) as usize],
+                        words[(y / 5 % 5) as usize],
+                        y / 25 % 30
+                    ),
+                };
+                let mut e = entry(&path, &name, 0);
+                e.content_id = blake3::hash(format!("{name}/{}", y % 3 / 2).as_bytes()).into();
+                ix.upsert(p, &e, step);
+            }
+        }
+        match step % 1000 {
+            400 => ix.set_offline(2),
+            800 => ix.set_peer(2, peer(2, 100)),
+            _ => {}
+        }
+        if step % 1500 == 1499 {
+            ix.maybe_rebuild();
+        }
+        // Often, so that some searches read files added since the order was built.
+        if step % 10 == 0 {
+            for q in ["alpha", "a", "ab"] {
+                for limit in [1, 7] {
+                    every_plan(&ix, &Query::parse(q), limit, 50);
+                }
+            }
+        }
+        if step % 150 == 0 {
+            check(&ix);
+            for q in queries {
+                for limit in [1, 2, 7, 1000] {
+                    every_plan(&ix, &Query::parse(q), limit, 50);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn exact_names_are_found_whatever_their_case() {
+    let mut ix = one_live_peer();
+    ix.upsert(1, &named("a", "Report"), 1);
+    ix.upsert(1, &named("b", "REPORT"), 1);
+    ix.upsert(1, &named("c", "report 2"), 1);
+    ix.upsert(1, &named("d", "Ünïcode"), 1);
+    ix.remove(1, "b");
+    assert_eq!(ix.exact_named("report").len(), 1);
+    assert_eq!(ix.exact_named("ünïcode").len(), 1);
+    assert!(ix.exact_named("report 3").is_empty());
+    ix.maybe_rebuild();
+    check(&ix);
+}
+
+#[test]
+fn a_file_given_a_new_content_id_joins_its_new_group_at_once() {
+    let mut ix = NameIndex::default();
+    for p in 1..=3 {
+        ix.set_peer(p, peer(p as u16, 100));
+    }
+    let file = |path: &str, name: &str, content: u8| entry(path, name, content);
+    ix.upsert(1, &file("p", "x y", 1), 1);
+    ix.upsert(1, &file("a", "x a", 2), 1);
+    ix.upsert(2, &file("a", "x a", 2), 1);
+    ix.upsert(2, &file("z", "x z", 3), 1);
+    ix.upsert(3, &file("z", "x z", 3), 1);
+    let q = Query::parse("x");
+    assert_eq!(every_plan(&ix, &q, 1, 50).0[0].peers.len(), 2);
+    // The same path and name, now with the content of "x z": three peers have it.
+    ix.upsert(1, &file("p", "x y", 3), 2);
+    let top = every_plan(&ix, &q, 1, 50).0;
+    assert_eq!(top[0].content_id, ContentId::from_bytes([3; 32]));
+    assert_eq!(top[0].peers.len(), 3);
+}
+
+#[test]
+fn groups_of_one_name_are_told_apart_by_content_id_when_reading_in_order() {
+    let mut ix = one_live_peer();
+    ix.upsert(1, &entry("b", "x q", 5), 1);
+    ix.upsert(1, &entry("a", "x q", 4), 1);
+    ix.upsert(1, &entry("c", "x r", 3), 1);
+    let (top, truncated) = every_plan(&ix, &Query::parse("x"), 1, 0);
+    assert_eq!(top[0].content_id, ContentId::from_bytes([4; 32]));
+    assert!(truncated);
 }
