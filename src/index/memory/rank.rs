@@ -113,7 +113,7 @@ impl TopK<'_> {
 pub struct Ranker<'a> {
     ix: &'a NameIndex,
     whole: Option<&'a str>,
-    words: &'a [String],
+    words: Vec<&'a str>,
     live_since: i64,
     top: TopK<'a>,
     /// (content, peer, slot) of matches sharing their content id with other files.
@@ -126,9 +126,10 @@ impl<'a> Ranker<'a> {
     pub fn new(ix: &'a NameIndex, query: &'a Query, limit: usize, live_since: i64) -> Ranker<'a> {
         let (whole, words) = match query {
             Query::Words { whole, words } => {
-                (Some(whole.as_str()).filter(|w| !w.is_empty()), &words[..])
+                let words = words.iter().map(String::as_str).collect();
+                (Some(whole.as_str()).filter(|w| !w.is_empty()), words)
             }
-            Query::Id(_) => (None, &[][..]),
+            Query::Id(_) => (None, Vec::new()),
         };
         Ranker {
             ix,
@@ -148,6 +149,17 @@ impl<'a> Ranker<'a> {
         }
     }
 
+    /// The group of a file no other file shares its content id with.
+    fn single(&self, slot: Slot, name: &[u8]) -> Group {
+        Group {
+            key: prefix(name),
+            first: slot,
+            peers: 1,
+            start: NONE,
+            exact: self.exact(name),
+        }
+    }
+
     fn live(&self, r: &FileRec) -> bool {
         self.ix
             .peer_state(r.peer)
@@ -161,12 +173,18 @@ impl<'a> Ranker<'a> {
         let Some(r) = ix.rec(slot) else {
             return false;
         };
-        let words: Vec<&str> = self.words.iter().map(String::as_str).collect();
+        if r.alone() {
+            if !self.live(r) || !all_in(ix.names.get(r.name), &self.words) {
+                return false;
+            }
+            self.top.offer(self.single(slot, ix.names.get(r.name)));
+            return true;
+        }
         let mut m: Vec<(u64, i64, Slot)> = Vec::new();
         let mut at = ix.contents.get(r.content as usize).map_or(NONE, |c| c.head);
         let mut steps = 0;
         while let Some(f) = ix.rec(at) {
-            if self.live(f) && all_in(ix.names.get(f.name), &words) {
+            if self.live(f) && all_in(ix.names.get(f.name), &self.words) {
                 let peer_id = ix.peers.get(f.peer as usize).map_or(0, |p| p.id);
                 m.push((peer_id, f.shared_at, at));
             }
@@ -215,14 +233,13 @@ impl<'a> Ranker<'a> {
     /// Whether `slot`'s group has a matching file shared by a live peer.
     pub fn group_is_live(&self, slot: Slot) -> bool {
         let ix = self.ix;
-        let words: Vec<&str> = self.words.iter().map(String::as_str).collect();
         let mut at = ix
             .rec(slot)
             .and_then(|r| ix.contents.get(r.content as usize))
             .map_or(NONE, |c| c.head);
         let mut steps = 0;
         while let Some(f) = ix.rec(at) {
-            if self.live(f) && all_in(ix.names.get(f.name), &words) {
+            if self.live(f) && all_in(ix.names.get(f.name), &self.words) {
                 return true;
             }
             at = f.cnext;
@@ -247,15 +264,7 @@ impl<'a> Ranker<'a> {
             return;
         }
         if r.alone() {
-            let name = ix.names.get(r.name);
-            let g = Group {
-                key: prefix(name),
-                first: slot,
-                peers: 1,
-                start: NONE,
-                exact: self.exact(name),
-            };
-            self.top.offer(g);
+            self.top.offer(self.single(slot, ix.names.get(r.name)));
         } else {
             self.shared.push((r.content, r.peer, slot));
         }
