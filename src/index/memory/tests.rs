@@ -177,9 +177,7 @@ fn matches_a_brute_force_search_after_churn() {
     let mut truth: HashMap<String, String> = HashMap::new();
     let mut x: u64 = 42;
     for step in 0..5000u64 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        xorshift(&mut x);
         let path = format!("p{}", x % 700);
         if x.is_multiple_of(5) {
             ix.remove(1, &path);
@@ -236,6 +234,13 @@ fn matches_a_brute_force_search_after_churn() {
         assert_eq!(got, want, "{q}");
     }
 }
+/// The next number of a xorshift sequence (the churn tests' reproducible dice).
+fn xorshift(x: &mut u64) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+}
+
 /// A file whose content id is the hash of its name.
 fn named(path: &str, name: &str) -> FileEntry {
     FileEntry {
@@ -500,9 +505,7 @@ fn ranks_as_the_reference_grouping_does() {
     let mut truth: HashMap<(u64, String), (String, ContentId, i64)> = HashMap::new();
     let mut x: u64 = 7;
     for step in 0..12000i64 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        xorshift(&mut x);
         let p = 1 + x % 3;
         let path = format!("p{}", x / 3 % 900);
         match x / 1000 % 997 {
@@ -659,9 +662,7 @@ fn rank_order_answers_as_the_postings_do_through_churn() {
     ];
     let mut x: u64 = 99;
     for step in 0..6000i64 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        xorshift(&mut x);
         let p = 1 + x % 4;
         let path = format!("p{}", x / 4 % 700);
         match x / 1000 % 499 {
