@@ -14,6 +14,8 @@
 //!   runs again and reads zeros, and so does every later read of that mapping. Any other SIGBUS
 //!   (not a fault, or outside our mappings) goes to the handler installed before ours (Rust's
 //!   own, which reports stack overflows) or to the default action, as if ours were not there.
+//!   (A SIGBUS handler installed later, over ours, would have to chain to ours in turn; peershare
+//!   installs no other.)
 //! - [`with_mapped`] checks the mark after the caller's closure has returned and then reports
 //!   [`MapError::Changed`] instead of the closure's result, which was computed over zeros.
 //!
@@ -42,7 +44,7 @@ pub enum MapError {
     Changed,
 }
 
-/// How many mappings can be live at once; more wait for none and are refused (read instead).
+/// How many mappings can be live at once; a mapping beyond that is refused (the caller reads).
 const SLOTS: usize = 256;
 
 /// One live mapping, as seen by the signal handler.
