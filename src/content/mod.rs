@@ -1,6 +1,7 @@
 //! Content addressing: a file is named by its BLAKE3 hash and cut into pieces that are subtrees of the BLAKE3 tree.
 
 mod id;
+mod mapped;
 mod pieces;
 
 pub use id::{ContentId, Digest, ParseContentIdError};

@@ -244,8 +244,15 @@ impl Scanner {
                 // A file that changed while being hashed waits for the next scan.
                 Ok((id, cvs)) => match fs::metadata(&c.abs_path) {
                     Ok(m) if m.len() == c.size && mtime_ns(&m) == c.mtime_ns => Some((c, id, cvs)),
-                    _ => None,
+                    _ => {
+                        debug!("{} changed while it was hashed", c.abs_path.display());
+                        None
+                    }
                 },
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    debug!("{} changed while it was hashed: {e}", c.abs_path.display());
+                    None
+                }
                 Err(e) => {
                     warn!("cannot read {}: {e}", c.abs_path.display());
                     None
