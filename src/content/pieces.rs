@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use blake3::hazmat::{
@@ -125,7 +125,18 @@ pub fn hash_file(
     size: u64,
     progress: &(dyn Fn(u64) + Sync),
 ) -> io::Result<(ContentId, Vec<ChainingValue>)> {
-    let file = File::open(path)?;
+    // Non-blocking: should the path have become a FIFO since it was listed, opening it must
+    // not wait for a writer (reads of a regular file ignore the flag).
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file any more",
+        ));
+    }
     if size >= MAP_MIN_SIZE {
         match hash_mapped(&file, size, progress) {
             Ok(hashed) => return Ok(hashed),
@@ -392,6 +403,17 @@ mod tests {
                 "size {size}"
             );
         }
+    }
+
+    #[test]
+    fn a_path_turned_into_a_fifo_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo");
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = hash_file(&path, 10, &|_| {}).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
     }
 
     #[test]
