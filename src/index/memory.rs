@@ -600,24 +600,6 @@ impl NameIndex {
         self.by_name = table;
     }
 
-    /// Every file with content id `id`, in slot order.
-    fn same_content(&self, id: &ContentId) -> Vec<Slot> {
-        let mut out = Vec::new();
-        let mut at = self
-            .content_number(id)
-            .and_then(|c| self.contents.get(c as usize))
-            .map_or(NONE, |c| c.head);
-        while let Some(r) = self.rec(at) {
-            out.push(at);
-            at = r.cnext;
-            if out.len() > self.files.len() {
-                break;
-            }
-        }
-        out.sort_unstable();
-        out
-    }
-
     /// Gives back spare capacity (after loading or a rebuild).
     pub fn shrink(&mut self) {
         for p in self.trigrams.values_mut() {
@@ -828,6 +810,17 @@ impl NameIndex {
         live_since: i64,
         plan: Plan,
     ) -> (Vec<FileHit>, bool) {
+        if let Query::Id(id) = query {
+            // One group: the files on the content id's list.
+            let mut ranker = Ranker::new(self, query, limit, live_since);
+            if let Some(c) = self
+                .content_number(id)
+                .and_then(|c| self.contents.get(c as usize))
+            {
+                ranker.add_group(c.head);
+            }
+            return ranker.finish(false);
+        }
         if let Query::Words { words, .. } = query
             && plan != Plan::Postings
         {
@@ -849,7 +842,7 @@ impl NameIndex {
         let mut ranker = Ranker::new(self, query, limit, live_since);
         let mut matched = 0;
         let mut cut = false;
-        let mut take = |slot: Slot| {
+        let take = |slot: Slot| {
             if matched == MAX_SEARCH_ROWS {
                 cut = true;
                 return false;
@@ -858,15 +851,8 @@ impl NameIndex {
             ranker.add(slot);
             true
         };
-        match query {
-            Query::Id(id) => {
-                for slot in self.same_content(id) {
-                    if !take(slot) {
-                        break;
-                    }
-                }
-            }
-            Query::Words { words, .. } => self.each_match(words, take),
+        if let Query::Words { words, .. } = query {
+            self.each_match(words, take);
         }
         ranker.finish(cut)
     }
