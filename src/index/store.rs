@@ -44,7 +44,6 @@ CREATE TABLE IF NOT EXISTS files(
   peer_id INTEGER NOT NULL REFERENCES peers(id) ON DELETE CASCADE,
   path TEXT NOT NULL,
   name TEXT NOT NULL,
-  name_lower TEXT NOT NULL,
   size INTEGER NOT NULL,
   content_id BLOB NOT NULL,
   mtime INTEGER NOT NULL,
@@ -52,7 +51,7 @@ CREATE TABLE IF NOT EXISTS files(
   have BLOB,
   PRIMARY KEY(peer_id, path)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS files_by_content ON files(content_id);
+DROP INDEX IF EXISTS files_by_content;
 ";
 
 /// The durable store. One writer connection; reads use their own connections (WAL lets them
@@ -109,6 +108,16 @@ impl IndexStore {
             if !has {
                 writer.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column}"))?;
             }
+        }
+        // Searches and lookups read the in-memory index: the lowercased names (and the index
+        // by content id, dropped in SCHEMA) of older databases were written and never read.
+        let has_lower: bool = writer.query_row(
+            "SELECT count(*) FROM pragma_table_info('files') WHERE name = 'name_lower'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_lower {
+            writer.execute_batch("ALTER TABLE files DROP COLUMN name_lower")?;
         }
         let mem = load(&writer)?;
         Ok(IndexStore {
@@ -225,10 +234,10 @@ impl IndexStore {
                     del.execute(params![peer_id, path])?;
                 }
                 let mut ins = tx.prepare_cached(
-                    "INSERT INTO files(peer_id, path, name, name_lower, size, content_id, mtime, shared_at, have)
-                     VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                    "INSERT INTO files(peer_id, path, name, size, content_id, mtime, shared_at, have)
+                     VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT(peer_id, path) DO UPDATE SET
-                       name=excluded.name, name_lower=excluded.name_lower, size=excluded.size,
+                       name=excluded.name, size=excluded.size,
                        mtime=excluded.mtime, have=excluded.have,
                        shared_at=CASE WHEN files.content_id=excluded.content_id
                                       THEN files.shared_at ELSE excluded.shared_at END,
@@ -239,7 +248,6 @@ impl IndexStore {
                         peer_id,
                         f.path,
                         f.name,
-                        f.name.to_lowercase(),
                         f.size as i64,
                         &f.content_id.as_bytes()[..],
                         f.mtime,
@@ -512,4 +520,58 @@ fn load(c: &Connection) -> Result<NameIndex, StoreError> {
     }
     mem.shrink();
     Ok(mem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written before `name_lower` was dropped (and with the index by content id)
+    /// opens, keeps its files, and loses the column and the index.
+    #[test]
+    fn an_older_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE peers(
+               id INTEGER PRIMARY KEY AUTOINCREMENT, public_key BLOB NOT NULL UNIQUE,
+               host TEXT NOT NULL, port INTEGER NOT NULL, catalog_digest BLOB,
+               online INTEGER NOT NULL DEFAULT 0, first_seen INTEGER NOT NULL,
+               last_seen INTEGER NOT NULL);
+             CREATE TABLE files(
+               peer_id INTEGER NOT NULL REFERENCES peers(id) ON DELETE CASCADE,
+               path TEXT NOT NULL, name TEXT NOT NULL, name_lower TEXT NOT NULL,
+               size INTEGER NOT NULL, content_id BLOB NOT NULL, mtime INTEGER NOT NULL,
+               shared_at INTEGER NOT NULL, PRIMARY KEY(peer_id, path)) WITHOUT ROWID;
+             CREATE INDEX files_by_content ON files(content_id);
+             INSERT INTO peers(public_key, host, port, online, first_seen, last_seen)
+               VALUES(x'01', '127.0.0.1', 4000, 1, 5, 5);
+             INSERT INTO files VALUES(1, 'a/Report.pdf', 'Report.pdf', 'report.pdf', 7,
+               zeroblob(32), 0, 5);",
+        )
+        .unwrap();
+        drop(old);
+        let store = IndexStore::open(&path).unwrap();
+        let found = store.search("report", 10, 0).unwrap();
+        assert_eq!(found.files.len(), 1);
+        assert_eq!(found.files[0].name, "Report.pdf");
+        let c = store.writer.lock().unwrap();
+        let columns: i64 = c
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('files') WHERE name = 'name_lower'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(columns, 0);
+        let indexes: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'files_by_content'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 0);
+    }
 }
