@@ -230,8 +230,6 @@ pub fn state_dir(flag: Option<PathBuf>) -> PathBuf {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let state = state_dir(cli.state_dir);
-    // The load generator runs on one thread, as redis-benchmark does, leaving the other cores
-    // to the server it measures.
     // The index serves connections on `--io-threads` threads (one by default: its requests are
     // short, and the work that is not runs on the blocking pool). The load generator runs on
     // one thread, as redis-benchmark does, leaving the other cores to the server it measures.
