@@ -324,7 +324,9 @@ pub enum Message {
 }
 
 fn encode_map<T: Serialize>(name: &'static str, v: &T) -> Result<Bytes, ProtocolError> {
-    let bytes = rmp_serde::to_vec_named(v).map_err(|e| ProtocolError::Malformed {
+    // Room for most replies at once (growing from empty took five reallocations each).
+    let mut bytes = Vec::with_capacity(512);
+    rmp_serde::encode::write_named(&mut bytes, v).map_err(|e| ProtocolError::Malformed {
         message: name,
         reason: e.to_string(),
     })?;
