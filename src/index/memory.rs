@@ -20,6 +20,7 @@ use std::hash::{BuildHasher, RandomState};
 use hashbrown::HashTable;
 
 use self::order::OrderCell;
+pub use self::order::OrderKeys;
 use self::rank::Ranker;
 use super::arena::{NameSpan, Names};
 use super::chunked::Chunked;
@@ -139,6 +140,8 @@ pub struct NameIndex {
     by_name: HashTable<Slot>,
     /// Files in rank order, for broad searches (see [`order`]).
     order: OrderCell,
+    /// Bumped by every renumbering of the slots ([`NameIndex::rebuild`]).
+    epoch: u64,
     contents: Vec<ContentRec>,
     free_contents: Vec<u32>,
     /// Content numbers by content id (hashed with `content_hasher`: ids come from peers).
@@ -170,6 +173,7 @@ impl Default for NameIndex {
             by_path: HashTable::new(),
             by_name: HashTable::new(),
             order: OrderCell::default(),
+            epoch: 0,
             contents: Vec::new(),
             free_contents: Vec::new(),
             by_content: HashTable::new(),
@@ -684,7 +688,8 @@ impl NameIndex {
         for s in self.by_name.iter_mut() {
             *s = m(*s);
         }
-        self.order = OrderCell::default();
+        self.epoch += 1;
+        self.order.forget();
         self.haves = std::mem::take(&mut self.haves)
             .into_iter()
             .map(|(s, h)| (m(s), h))
@@ -833,6 +838,9 @@ impl NameIndex {
                 Plan::Order => usize::MAX,
                 _ => most.max(limit),
             };
+            if plan == Plan::Order {
+                self.refresh_order();
+            }
             if (broad || plan == Plan::Order)
                 && let Some(found) = self.search_in_order(query, limit, live_since, budget)
             {

@@ -1,13 +1,13 @@
 //! `IndexStore`: the index's durable state in SQLite (WAL, synchronous=FULL): peers and their files.
 
 use std::path::Path;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::cache::{CacheConfig, SearchCache};
-use super::memory::{NameIndex, PeerState};
+use super::memory::{NameIndex, OrderKeys, PeerState};
 use super::now_ms;
 use super::search::Query;
 use crate::content::{ContentId, Digest};
@@ -134,6 +134,10 @@ impl IndexStore {
     pub fn configure(&mut self, lease_ms: i64, cache: CacheConfig) {
         self.mem().set_lease_ms(lease_ms);
         self.cache = SearchCache::new(cache);
+    }
+
+    fn mem_read(&self) -> std::sync::RwLockReadGuard<'_, NameIndex> {
+        self.mem.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn mem(&self) -> std::sync::RwLockWriteGuard<'_, NameIndex> {
@@ -376,16 +380,45 @@ impl IndexStore {
     }
 
     /// Searches and encodes the `SearchResults` payload; word queries are kept in the cache.
+    ///
+    /// A word query that finds the rank order of broad searches missing or behind reads what
+    /// the order is made of (under the readers' lock, ~0.1 s at 1M files), and a thread of its
+    /// own sorts it and installs it, with no lock held while it sorts.
     pub fn search_payload(
-        &self,
+        self: &Arc<Self>,
         query: &Query,
         limit: usize,
         live_since: i64,
     ) -> Result<Bytes, ProtocolError> {
         let mem = self.mem.read().unwrap_or_else(|p| p.into_inner());
         let found = Found::read(&mem, query, limit, live_since);
+        let keys = match query {
+            Query::Words { .. } => mem.order_wanted(),
+            Query::Id(_) => None,
+        };
         drop(mem);
+        if let Some(keys) = keys {
+            self.make_order(keys);
+        }
         self.encode_search(query, limit, found)
+    }
+
+    /// Sorts `keys` into the rank order on a thread of its own, then installs it.
+    fn make_order(self: &Arc<Self>, keys: OrderKeys) {
+        let store = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("rank-order".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let order = keys.into_order();
+                tracing::debug!("rank order sorted in {:?}", started.elapsed());
+                store.mem_read().install_order(Some(order));
+                crate::release_free_memory();
+            });
+        if let Err(e) = spawned {
+            tracing::debug!("no thread to sort the rank order: {e}");
+            self.mem_read().install_order(None);
+        }
     }
 
     /// [`IndexStore::search_payload`] if the index can be read without waiting for a writer.

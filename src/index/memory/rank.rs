@@ -2,13 +2,14 @@
 
 use std::cmp::Ordering;
 
+use super::order::name_key;
 use super::{FileRec, NONE, NameIndex, Slot, all_in};
 use crate::index::postings::equals_ci;
 use crate::index::search::Query;
 use crate::protocol::{FileHit, PeerHit};
 
 /// A name's first 8 bytes as a number that orders like the name (ties need the whole name).
-pub(super) fn prefix(name: &[u8]) -> u64 {
+fn prefix(name: &[u8]) -> u64 {
     let mut k = [0u8; 8];
     let n = name.len().min(8);
     k[..n].copy_from_slice(&name[..n]);
@@ -222,12 +223,14 @@ impl<'a> Ranker<'a> {
 
     /// Whether every group not yet offered ranks below the best `limit` kept, given that it
     /// is not an exact match, has at most `peers` live peers and, should it have exactly
-    /// that many, no name before `name`.
+    /// that many, no name whose first 16 bytes come before those of `name`.
     pub fn stops_before(&mut self, peers: u32, name: &[u8]) -> bool {
         let Some(kth) = self.top.kth() else {
             return false;
         };
-        kth.exact || kth.peers > peers || (kth.peers == peers && self.ix.name(kth.first) < name)
+        kth.exact
+            || kth.peers > peers
+            || (kth.peers == peers && name_key(self.ix.name(kth.first)) < name_key(name))
     }
 
     /// Whether `slot`'s group has a matching file shared by a live peer.

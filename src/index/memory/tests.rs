@@ -759,3 +759,36 @@ fn groups_of_one_name_are_told_apart_by_content_id_when_reading_in_order() {
     assert_eq!(top[0].content_id, ContentId::from_bytes([4; 32]));
     assert!(truncated);
 }
+
+#[test]
+fn names_alike_in_their_first_16_bytes_are_all_read_before_stopping() {
+    let mut ix = one_live_peer();
+    // The order sorts these by slot only (their first 16 bytes are equal): a search must not
+    // stop at "-n" because "-m" was before it.
+    ix.upsert(1, &entry("m", "0123456789abcdef-m", 1), 1);
+    ix.upsert(1, &entry("n", "0123456789abcdef-n", 2), 1);
+    ix.upsert(1, &entry("b", "0123456789abcdef-b", 3), 1);
+    let (top, truncated) = every_plan(&ix, &Query::parse("0123"), 1, 0);
+    assert_eq!(top[0].name, "0123456789abcdef-b");
+    assert!(truncated);
+}
+
+#[test]
+fn an_order_made_before_the_slots_were_renumbered_is_refused() {
+    let mut ix = one_live_peer();
+    for i in 0..3000 {
+        ix.upsert(1, &named(&format!("p{i}"), &format!("n {i}")), 1);
+    }
+    let keys = ix.order_wanted().expect("no order yet: one is wanted");
+    assert!(ix.order_wanted().is_none(), "one maker at a time");
+    for i in 0..2000 {
+        ix.remove(1, &format!("p{i}"));
+    }
+    ix.maybe_rebuild();
+    ix.install_order(Some(keys.into_order()));
+    assert!(ix.order.current().is_none(), "stale slots");
+    ix.refresh_order();
+    let order = ix.order.current().expect("a fresh order");
+    assert_eq!(order.files(), 1000);
+    check(&ix);
+}
