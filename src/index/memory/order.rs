@@ -13,8 +13,8 @@
 //! upper bound of its members there. The renumbering rebuild of [`NameIndex`] drops the order.
 //!
 //! Making it: a search that finds the order missing or behind reads its keys
-//! ([`NameIndex::order_wanted`], under the readers' lock: about 0.1 s at 1M files), and the
-//! store sorts them on a thread of its own (0.15 s at 1M) and installs the result
+//! ([`NameIndex::order_wanted`], under the readers' lock: 0.15 s at 1M files, during which
+//! writers wait), and the store sorts them on a thread of its own (0.1 s) and installs the result
 //! ([`NameIndex::install_order`]); meanwhile searches read the postings. Names are ordered by
 //! their first 16 bytes only, so sorting needs only the keys.
 
@@ -205,7 +205,14 @@ impl NameIndex {
         if fresh || self.order.building.swap(true, Ordering::Acquire) {
             return None;
         }
-        Some(OrderKeys::gather(self))
+        let started = std::time::Instant::now();
+        let keys = OrderKeys::gather(self);
+        tracing::debug!(
+            "rank order: keys of {} files read in {:?}",
+            keys.keys.len(),
+            started.elapsed()
+        );
+        Some(keys)
     }
 
     /// Takes a new rank order (`None`: making it failed), unless the files were renumbered
