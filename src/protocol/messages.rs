@@ -324,8 +324,16 @@ pub enum Message {
 }
 
 fn encode_map<T: Serialize>(name: &'static str, v: &T) -> Result<Bytes, ProtocolError> {
-    // Room for most replies at once (growing from empty took five reallocations each).
-    let mut bytes = Vec::with_capacity(512);
+    // Room for most messages at once (growing from empty took five reallocations each).
+    encode_map_sized(name, v, 512)
+}
+
+fn encode_map_sized<T: Serialize>(
+    name: &'static str,
+    v: &T,
+    room: usize,
+) -> Result<Bytes, ProtocolError> {
+    let mut bytes = Vec::with_capacity(room.min(MAX_CONTROL_PAYLOAD));
     rmp_serde::encode::write_named(&mut bytes, v).map_err(|e| ProtocolError::Malformed {
         message: name,
         reason: e.to_string(),
@@ -401,7 +409,9 @@ impl Message {
                 encode_map(n, &Empty {})
             }
             Message::Search(m) => encode_map(n, m),
-            Message::SearchResults(m) => encode_map(n, m),
+            // About 200 bytes per file with one peer: reserved at once (a reply of 100 files
+            // grew through six reallocations of up to 20 KB each).
+            Message::SearchResults(m) => encode_map_sized(n, m, 64 + 256 * m.files.len()),
             Message::PeerList(m) => encode_map(n, m),
             Message::GetInfo(m) => encode_map(n, m),
             Message::Info(m) => encode_map(n, m),

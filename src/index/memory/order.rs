@@ -261,7 +261,7 @@ impl NameIndex {
         let order = self.order.current().filter(|o| o.epoch == self.epoch)?;
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
         let mut ranker = Ranker::new(self, query, limit, live_since);
-        let mut done: HashSet<u32> = HashSet::new();
+        let mut done: HashSet<u32> = HashSet::with_capacity(limit.saturating_mul(2).min(4096));
         let take = |ranker: &mut Ranker, done: &mut HashSet<u32>, slot: Slot| {
             if let Some(r) = self.rec(slot)
                 && done.insert(r.content)

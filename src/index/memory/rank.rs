@@ -141,7 +141,7 @@ impl<'a> Ranker<'a> {
                 ix,
                 limit,
                 seen: 0,
-                groups: Vec::new(),
+                groups: Vec::with_capacity(limit.saturating_mul(2).saturating_add(64).min(4096)),
                 bound: None,
                 settled: false,
             },
@@ -168,14 +168,15 @@ impl<'a> Ranker<'a> {
     }
 
     /// Ranks the whole group of `slot`'s content id: its files whose name holds every query
-    /// word, shared by live peers. Returns whether it had any (and so was offered).
+    /// word, shared by live peers. `slot` itself must match the query (the caller has checked
+    /// its name). Returns whether the group had any such file (and so was offered).
     pub fn add_group(&mut self, slot: Slot) -> bool {
         let ix = self.ix;
         let Some(r) = ix.rec(slot) else {
             return false;
         };
         if r.alone() {
-            if !self.live(r) || !all_in(ix.names.get(r.name), &self.words) {
+            if !self.live(r) {
                 return false;
             }
             self.top.offer(self.single(slot, ix.names.get(r.name)));
