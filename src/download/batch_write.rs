@@ -23,6 +23,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::names::{place, rename_noreplace};
+use super::writeback::start_writeback;
 
 /// Files taken into one batch at most.
 const MAX_BATCH: usize = 256;
@@ -247,6 +248,7 @@ fn stage(job: &Job) -> io::Result<Staged> {
         }
         return Err(e);
     }
+    start_writeback(f, 0, job.data.len());
     Ok(staged)
 }
 

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use super::names::{partial_path, publish, sanitize_file_name};
 use super::swarm::PieceScheduler;
+use super::writeback::start_writeback;
 use crate::content::{ContentId, PieceError, PieceVerifier};
 use crate::peer::{PartialFile, Partials};
 use crate::peer::{PeerClient, PeerClientError};
@@ -188,24 +189,6 @@ impl Default for Downloader {
 
 /// Verified pieces are verified and written by at most this many blocking tasks per source.
 const MAX_PENDING_WRITES: usize = 4;
-
-/// Starts writing a piece just written out to the disk, without waiting for it, so that the
-/// disk works while later pieces arrive and the final `fsync` finds little left to write.
-/// (An optimization only: failing, it leaves the pages to the final sync.)
-fn start_writeback(file: &File, offset: u64, len: usize) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: sync_file_range on an open descriptor; it only schedules the writing of pages.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, offset, len);
-}
 
 /// The state all sources of one download share.
 struct Swarm {

@@ -6,6 +6,7 @@ mod links;
 mod names;
 mod small;
 mod swarm;
+mod writeback;
 
 pub use fetch::{DownloadError, DownloadReport, Downloader, Progress, Source, SourceReport};
 pub use links::{LinkConfig, LinkError, SourceLinks};
