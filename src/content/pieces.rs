@@ -375,18 +375,7 @@ mod tests {
     #[test]
     fn mapped_and_read_hashes_agree() {
         let dir = tempfile::tempdir().unwrap();
-        let p = PIECE_SIZE;
-        for size in [
-            0,
-            1,
-            p - 1,
-            p,
-            p + 1,
-            2 * p,
-            3 * p - 1,
-            3 * p + 5,
-            8 * p + 1,
-        ] {
+        for size in sizes() {
             let bytes = data(size as usize);
             let path = dir.path().join(format!("f{size}"));
             std::fs::write(&path, &bytes).unwrap();

@@ -590,21 +590,10 @@ mod tests {
         assert_eq!(found.files.len(), 1);
         assert_eq!(found.files[0].name, "Report.pdf");
         let c = store.writer.lock().unwrap();
-        let columns: i64 = c
-            .query_row(
-                "SELECT count(*) FROM pragma_table_info('files') WHERE name = 'name_lower'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(columns, 0);
-        let indexes: i64 = c
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name = 'files_by_content'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(indexes, 0);
+        let count = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let lower = "SELECT count(*) FROM pragma_table_info('files') WHERE name = 'name_lower'";
+        assert_eq!(count(lower), 0, "the column is gone");
+        let index = "SELECT count(*) FROM sqlite_master WHERE name = 'files_by_content'";
+        assert_eq!(count(index), 0, "the index is gone");
     }
 }
