@@ -22,7 +22,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rayon::slice::ParallelSliceMut;
+use rayon::prelude::*;
 
 use super::rank::Ranker;
 use super::{NameIndex, Slot, all_in};
@@ -110,20 +110,26 @@ impl OrderKeys {
                 *c += 1;
             }
         }
-        let mut keys = Vec::with_capacity(ix.live);
-        let mut signatures = vec![0u64; ix.files.len()];
-        for (s, r) in ix.files.iter().enumerate().filter(|(_, r)| r.live()) {
-            let name = ix.names.get(r.name);
-            let files = count.get(r.content as usize).copied().unwrap_or(1);
-            let key = name_key(name);
-            keys.push((
-                u64::from(u32::MAX - files) << 32 | (key >> 96) as u64,
-                (key >> 32) as u64,
-                key as u32,
-                s as Slot,
-            ));
-            signatures[s] = name_signature(name);
-        }
+        // On every core: the readers' lock is held meanwhile, and writers wait for it.
+        let live = |s: usize| ix.files.get(s).filter(|r| r.live());
+        let signatures: Vec<u64> = (0..ix.files.len())
+            .into_par_iter()
+            .map(|s| live(s).map_or(0, |r| name_signature(ix.names.get(r.name))))
+            .collect();
+        let keys: Vec<(u64, u64, u32, Slot)> = (0..ix.files.len())
+            .into_par_iter()
+            .filter_map(|s| {
+                let r = live(s)?;
+                let files = count.get(r.content as usize).copied().unwrap_or(1);
+                let key = name_key(ix.names.get(r.name));
+                Some((
+                    u64::from(u32::MAX - files) << 32 | (key >> 96) as u64,
+                    (key >> 32) as u64,
+                    key as u32,
+                    s as Slot,
+                ))
+            })
+            .collect();
         OrderKeys {
             epoch: ix.epoch,
             end: ix.files.len() as Slot,
