@@ -409,10 +409,22 @@ impl IndexStore {
         let spawned = std::thread::Builder::new()
             .name("rank-order".into())
             .spawn(move || {
+                // Should sorting panic, the order is given up (not left "being made" for good).
+                struct GiveUp(Option<Arc<IndexStore>>);
+                impl Drop for GiveUp {
+                    fn drop(&mut self) {
+                        if let Some(store) = self.0.take() {
+                            store.mem_read().install_order(None);
+                        }
+                    }
+                }
+                let mut guard = GiveUp(Some(store));
                 let started = std::time::Instant::now();
                 let order = keys.into_order();
                 tracing::debug!("rank order sorted in {:?}", started.elapsed());
-                store.mem_read().install_order(Some(order));
+                if let Some(store) = guard.0.take() {
+                    store.mem_read().install_order(Some(order));
+                }
                 crate::release_free_memory();
             });
         if let Err(e) = spawned {

@@ -312,6 +312,8 @@ impl NameIndex {
                     if ranker.group_is_live(slot) {
                         return Some(ranker.finish(true));
                     }
+                    // Its other files are not read again.
+                    done.insert(r.content);
                     continue;
                 }
                 take(&mut ranker, &mut done, slot);
