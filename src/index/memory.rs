@@ -19,6 +19,7 @@ use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
 
+use self::exact::{ExactNames, NameSource};
 use self::order::OrderCell;
 pub use self::order::OrderKeys;
 use self::rank::Ranker;
@@ -29,6 +30,7 @@ use super::search::Query;
 use crate::content::ContentId;
 use crate::protocol::{FileEntry, FileHit, PeerHit};
 
+mod exact;
 mod order;
 mod rank;
 #[cfg(test)]
@@ -136,8 +138,8 @@ pub struct NameIndex {
     path_secret: [u8; 32],
     /// Live slots by their record's `key`.
     by_path: HashTable<Slot>,
-    /// Live slots by [`NameIndex::name_hash`] of their lowercased name (for exact matches).
-    by_name: HashTable<Slot>,
+    /// Files by their lowercased name (for exact matches).
+    by_name: ExactNames,
     /// Files in rank order, for broad searches (see [`order`]).
     order: OrderCell,
     /// Bumped by every renumbering of the slots ([`NameIndex::rebuild`]).
@@ -171,7 +173,7 @@ impl Default for NameIndex {
             names: Names::default(),
             path_secret: secret(),
             by_path: HashTable::new(),
-            by_name: HashTable::new(),
+            by_name: ExactNames::default(),
             order: OrderCell::default(),
             epoch: 0,
             contents: Vec::new(),
@@ -485,12 +487,7 @@ impl NameIndex {
         if let Ok(e) = self.by_path.find_entry(rec.key[0], |&s| s == slot) {
             e.remove();
         }
-        if let Ok(e) = self
-            .by_name
-            .find_entry(self.slot_name_hash(slot), |&s| s == slot)
-        {
-            e.remove();
-        }
+        self.unindex_exact(slot);
         self.haves.remove(&slot);
         let mut t = std::mem::take(&mut self.scratch);
         trigrams_into(&lower(&self.names.text(rec.name)), &mut t);
@@ -574,8 +571,7 @@ impl NameIndex {
         self.by_path.insert_unique(key[0], slot, |&s| {
             files.get(s as usize).map_or(0, |r| r.key[0])
         });
-        let hash = self.slot_name_hash(slot);
-        self.insert_by_name(hash, slot);
+        self.index_exact(slot);
         self.index_name(slot);
         if let Some(h) = &f.have {
             self.haves.insert(slot, h.clone().into_boxed_slice());
@@ -598,10 +594,32 @@ impl NameIndex {
         self.scratch = t;
     }
 
-    fn insert_by_name(&mut self, hash: u64, slot: Slot) {
-        let mut table = std::mem::take(&mut self.by_name);
-        table.insert_unique(hash, slot, |&s| self.slot_name_hash(s));
-        self.by_name = table;
+    /// Adds a live slot to [`NameIndex::by_name`].
+    fn index_exact(&mut self, slot: Slot) {
+        let lowered = lower(
+            &self
+                .names
+                .text(self.rec(slot).map_or(NameSpan::EMPTY, |r| r.name)),
+        )
+        .into_owned();
+        let hash = self.name_hash(&lowered);
+        let mut by_name = std::mem::take(&mut self.by_name);
+        by_name.insert(hash, slot, &lowered, &*self);
+        self.by_name = by_name;
+    }
+
+    /// Takes a slot (still live) out of [`NameIndex::by_name`].
+    fn unindex_exact(&mut self, slot: Slot) {
+        let lowered = lower(
+            &self
+                .names
+                .text(self.rec(slot).map_or(NameSpan::EMPTY, |r| r.name)),
+        )
+        .into_owned();
+        let hash = self.name_hash(&lowered);
+        let mut by_name = std::mem::take(&mut self.by_name);
+        by_name.remove(hash, slot, &lowered, &*self);
+        self.by_name = by_name;
     }
 
     /// Gives back spare capacity (after loading or a rebuild).
@@ -616,7 +634,7 @@ impl NameIndex {
         self.by_path
             .shrink_to_fit(|&s| files.get(s as usize).map_or(0, |r| r.key[0]));
         let mut by_name = std::mem::take(&mut self.by_name);
-        by_name.shrink_to_fit(|&s| self.slot_name_hash(s));
+        by_name.shrink(&*self);
         self.by_name = by_name;
         let (contents, hasher) = (&self.contents, &self.content_hasher);
         self.by_content.shrink_to_fit(|&c| {
@@ -685,9 +703,7 @@ impl NameIndex {
         for s in self.by_path.iter_mut() {
             *s = m(*s);
         }
-        for s in self.by_name.iter_mut() {
-            *s = m(*s);
-        }
+        self.by_name = ExactNames::default();
         self.epoch += 1;
         self.order.forget();
         self.haves = std::mem::take(&mut self.haves)
@@ -703,6 +719,7 @@ impl NameIndex {
         self.stale = 0;
         for slot in 0..self.files.len() as Slot {
             self.index_name(slot);
+            self.index_exact(slot);
         }
         self.shrink();
     }
@@ -877,5 +894,15 @@ impl NameIndex {
             last_seen: s.last_seen,
             have: self.haves.get(&slot).map(|h| h.to_vec()),
         })
+    }
+}
+
+impl NameSource for NameIndex {
+    fn live_name(&self, slot: Slot) -> Option<&[u8]> {
+        self.rec(slot).map(|r| self.names.get(r.name))
+    }
+
+    fn lower_hash(&self, slot: Slot) -> u64 {
+        self.slot_name_hash(slot)
     }
 }

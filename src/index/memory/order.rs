@@ -241,8 +241,8 @@ impl NameIndex {
     pub(super) fn exact_named(&self, whole: &str) -> Vec<Slot> {
         let mut out: Vec<Slot> = self
             .by_name
-            .iter_hash(self.name_hash(whole))
-            .copied()
+            .named(self.name_hash(whole), whole, self)
+            .into_iter()
             .filter(|&s| {
                 self.rec(s)
                     .is_some_and(|r| equals_ci(self.names.get(r.name), whole))

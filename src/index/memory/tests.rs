@@ -291,10 +291,9 @@ fn check(ix: &NameIndex) {
     }
     assert_eq!(listed, live.len(), "every file is on its content's list");
     assert_eq!(ix.by_path.len(), live.len());
-    assert_eq!(ix.by_name.len(), live.len());
     for &s in &live {
-        let hash = ix.slot_name_hash(s);
-        assert!(ix.by_name.iter_hash(hash).any(|&t| t == s), "{s} by name");
+        let lowered = lower(&ix.names.text(ix.files[s as usize].name)).into_owned();
+        assert!(ix.exact_named(&lowered).contains(&s), "{s} by name");
     }
     for &s in &live {
         assert_eq!(ix.find_path(ix.files[s as usize].key), Some(s));
@@ -791,4 +790,36 @@ fn an_order_made_before_the_slots_were_renumbered_is_refused() {
     let order = ix.order.current().expect("a fresh order");
     assert_eq!(order.files(), 1000);
     check(&ix);
+}
+
+#[test]
+fn files_of_one_name_are_found_exactly_through_any_removals() {
+    let mut ix = one_live_peer();
+    let n = 300u32;
+    for i in 0..n {
+        // Names alike but for case: one entry for all of them.
+        let name = if i % 2 == 0 { "Same Name" } else { "SAME name" };
+        ix.upsert(1, &entry(&format!("p{i}"), name, (i % 7) as u8), 1);
+    }
+    ix.upsert(1, &entry("other", "same name 2", 9), 1);
+    let exact = |ix: &NameIndex| ix.exact_named("same name").len();
+    assert_eq!(exact(&ix), n as usize);
+    // The first, some in the middle, the last, then the first again (behind dead ones).
+    let mut gone = 0;
+    for i in [0, 150, 151, 299, 1, 2, 3] {
+        ix.remove(1, &format!("p{i}"));
+        gone += 1;
+        assert_eq!(exact(&ix), n as usize - gone);
+    }
+    check(&ix);
+    for i in 0..n {
+        ix.remove(1, &format!("p{i}"));
+    }
+    assert_eq!(exact(&ix), 0);
+    assert_eq!(ix.exact_named("same name 2").len(), 1);
+    ix.upsert(1, &entry("again", "same NAME", 1), 2);
+    assert_eq!(exact(&ix), 1);
+    ix.maybe_rebuild();
+    check(&ix);
+    assert_eq!(exact(&ix), 1);
 }
