@@ -371,11 +371,13 @@ impl IndexStore {
         let Query::Words { whole, .. } = query else {
             return None;
         };
-        let generation = self
-            .mem
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .generation();
+        // Called on a runtime thread: should a writer hold the index (or wait for it, behind a
+        // long reader), the search goes to the blocking pool instead of waiting here.
+        let generation = match self.mem.try_read() {
+            Ok(m) => m.generation(),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().generation(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
         self.cache.get(whole, limit as u32, generation)
     }
 
