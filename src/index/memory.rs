@@ -596,29 +596,21 @@ impl NameIndex {
 
     /// Adds a live slot to [`NameIndex::by_name`].
     fn index_exact(&mut self, slot: Slot) {
-        let lowered = lower(
-            &self
-                .names
-                .text(self.rec(slot).map_or(NameSpan::EMPTY, |r| r.name)),
-        )
-        .into_owned();
-        let hash = self.name_hash(&lowered);
         let mut by_name = std::mem::take(&mut self.by_name);
-        by_name.insert(hash, slot, &lowered, &*self);
+        let name = self.rec(slot).map_or(NameSpan::EMPTY, |r| r.name);
+        let text = self.names.text(name);
+        let lowered = lower(&text);
+        by_name.insert(self.name_hash(&lowered), slot, &lowered, &*self);
         self.by_name = by_name;
     }
 
     /// Takes a slot (still live) out of [`NameIndex::by_name`].
     fn unindex_exact(&mut self, slot: Slot) {
-        let lowered = lower(
-            &self
-                .names
-                .text(self.rec(slot).map_or(NameSpan::EMPTY, |r| r.name)),
-        )
-        .into_owned();
-        let hash = self.name_hash(&lowered);
         let mut by_name = std::mem::take(&mut self.by_name);
-        by_name.remove(hash, slot, &lowered, &*self);
+        let name = self.rec(slot).map_or(NameSpan::EMPTY, |r| r.name);
+        let text = self.names.text(name);
+        let lowered = lower(&text);
+        by_name.remove(self.name_hash(&lowered), slot, &lowered, &*self);
         self.by_name = by_name;
     }
 
