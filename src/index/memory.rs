@@ -207,6 +207,20 @@ fn secret() -> [u8; 32] {
     })
 }
 
+/// Puts `item` at a freed index of `items` if there is one, else at the end; returns its index.
+fn reuse_or_push<T>(items: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {
+    match free.pop().filter(|&i| (i as usize) < items.len()) {
+        Some(i) => {
+            items[i as usize] = item;
+            i
+        }
+        None => {
+            items.push(item);
+            (items.len() - 1) as u32
+        }
+    }
+}
+
 /// Whether `name` contains every word (lowercase), ignoring case.
 fn all_in(name: &[u8], words: &[&str]) -> bool {
     words.iter().all(|w| contains_ci(name, w))
@@ -272,16 +286,7 @@ impl NameIndex {
             state: None,
             head: NONE,
         };
-        let n = match self.free_peers.pop() {
-            Some(n) => {
-                self.peers[n as usize] = rec;
-                n
-            }
-            None => {
-                self.peers.push(rec);
-                (self.peers.len() - 1) as u32
-            }
-        };
+        let n = reuse_or_push(&mut self.peers, &mut self.free_peers, rec);
         self.peer_numbers.insert(id, n);
         n
     }
@@ -399,16 +404,7 @@ impl NameIndex {
             Some(c) => c,
             None => {
                 let rec = ContentRec { id, head: NONE };
-                let c = match self.free_contents.pop() {
-                    Some(c) => {
-                        self.contents[c as usize] = rec;
-                        c
-                    }
-                    None => {
-                        self.contents.push(rec);
-                        (self.contents.len() - 1) as u32
-                    }
-                };
+                let c = reuse_or_push(&mut self.contents, &mut self.free_contents, rec);
                 let hash = self.content_hash(&id);
                 let (contents, hasher) = (&self.contents, &self.content_hasher);
                 self.by_content.insert_unique(hash, c, |&c| {

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use hashbrown::HashTable;
 
-use super::Slot;
+use super::{Slot, reuse_or_push};
 use crate::index::postings::equals_ci;
 
 /// Marks an entry that is an index into [`ExactNames::lists`] rather than a slot.
@@ -68,16 +68,7 @@ impl ExactNames {
             }
             Some(single) => {
                 let list = VecDeque::from([single, slot]);
-                let i = match self.free_lists.pop() {
-                    Some(i) => {
-                        self.lists[i as usize] = list;
-                        i
-                    }
-                    None => {
-                        self.lists.push(list);
-                        (self.lists.len() - 1) as u32
-                    }
-                };
+                let i = reuse_or_push(&mut self.lists, &mut self.free_lists, list);
                 if let Ok(entry) = self.table.find_entry(hash, |&e| e == single) {
                     *entry.into_mut() = LIST | i;
                 }
