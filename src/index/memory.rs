@@ -17,18 +17,19 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 
+use bytes::Bytes;
 use hashbrown::HashTable;
 
 use self::exact::{ExactNames, NameSource};
 use self::order::OrderCell;
 pub use self::order::OrderKeys;
-use self::rank::Ranker;
+use self::rank::{Ranked, Ranker};
 use super::arena::{NameSpan, Names};
 use super::chunked::Chunked;
 use super::postings::{Intersection, Postings, Slot, contains_ci, lower, trigrams_into};
 use super::search::Query;
 use crate::content::ContentId;
-use crate::protocol::{FileEntry, FileHit, PeerHit};
+use crate::protocol::{FileEntry, FileHit, PeerHit, PeerHitRef, ProtocolError};
 
 mod exact;
 mod order;
@@ -810,16 +811,21 @@ impl NameIndex {
     /// ([`order`]); a narrow one, or one whose matches are mostly not live, reads the
     /// postings of its trigrams and ranks every match.
     pub fn search(&self, query: &Query, limit: usize, live_since: i64) -> (Vec<FileHit>, bool) {
-        self.search_by(query, limit, live_since, Plan::Auto)
+        self.search_by(query, limit, live_since, Plan::Auto).hits()
     }
 
-    fn search_by(
+    /// [`NameIndex::search`] as the `SearchResults` payload, written straight from the index.
+    pub fn search_encoded(
         &self,
         query: &Query,
         limit: usize,
         live_since: i64,
-        plan: Plan,
-    ) -> (Vec<FileHit>, bool) {
+    ) -> Result<Bytes, ProtocolError> {
+        self.search_by(query, limit, live_since, Plan::Auto)
+            .encode()
+    }
+
+    fn search_by(&self, query: &Query, limit: usize, live_since: i64, plan: Plan) -> Ranked<'_> {
         if let Query::Id(id) = query {
             // One group: the files on the content id's list.
             let mut ranker = Ranker::new(self, query, limit, live_since);
@@ -871,17 +877,36 @@ impl NameIndex {
     }
 
     fn peer_hit(&self, slot: Slot) -> Option<PeerHit> {
+        self.peer_hit_ref(slot).map(|p| PeerHit {
+            peer_id: p.peer_id,
+            host: p.host.to_string(),
+            port: p.port,
+            shared_at: p.shared_at,
+            last_seen: p.last_seen,
+            have: p.have.map(<[u8]>::to_vec),
+        })
+    }
+
+    /// The peer of file `slot` as a search lists it (`None`: its peer is not known).
+    fn peer_hit_ref(&self, slot: Slot) -> Option<PeerHitRef<'_>> {
         let r = self.rec(slot)?;
         let p = self.peers.get(r.peer as usize)?;
         let s = p.state.as_ref()?;
-        Some(PeerHit {
+        Some(PeerHitRef {
             peer_id: p.id,
-            host: s.host.to_string(),
+            host: &s.host,
             port: s.port,
             shared_at: r.shared_at,
             last_seen: s.last_seen,
-            have: self.haves.get(&slot).map(|h| h.to_vec()),
+            have: self.haves.get(&slot).map(|h| &h[..]),
         })
+    }
+
+    /// Whether [`NameIndex::peer_hit_ref`] lists file `slot`'s peer (without reading the rest).
+    fn lists_peer(&self, slot: Slot) -> bool {
+        self.rec(slot)
+            .and_then(|r| self.peers.get(r.peer as usize))
+            .is_some_and(|p| p.state.is_some())
     }
 }
 

@@ -11,9 +11,7 @@ use super::memory::{NameIndex, OrderKeys, PeerState};
 use super::now_ms;
 use super::search::Query;
 use crate::content::{ContentId, Digest};
-use crate::protocol::{
-    FileEntry, FileHit, Message, PeerList, PeerRecord, ProtocolError, SearchResults, UpdateFiles,
-};
+use crate::protocol::{FileEntry, PeerList, PeerRecord, ProtocolError, SearchResults, UpdateFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -402,7 +400,7 @@ impl IndexStore {
         if let Some(keys) = keys {
             self.make_order(keys);
         }
-        self.encode_search(query, limit, found)
+        self.keep_search(query, limit, found)
     }
 
     /// Sorts `keys` into the rank order on a thread of its own, then installs it.
@@ -449,12 +447,12 @@ impl IndexStore {
         };
         let found = Found::read(&mem, query, limit, live_since);
         drop(mem);
-        Some(self.encode_search(query, limit, found))
+        Some(self.keep_search(query, limit, found))
     }
 
-    /// Encodes what a search found and keeps a word query's reply in the cache, until the
-    /// index changes or the first lease of a live peer runs out.
-    fn encode_search(
+    /// The reply a search found, kept in the cache for a word query until the index changes
+    /// or the first lease of a live peer runs out.
+    fn keep_search(
         &self,
         query: &Query,
         limit: usize,
@@ -463,11 +461,9 @@ impl IndexStore {
         let Found {
             generation,
             first_expiry,
-            files,
-            truncated,
+            payload,
         } = found;
-        let payload =
-            Message::SearchResults(SearchResults { files, truncated }).encode_payload()?;
+        let payload = payload?;
         if let Query::Words { whole, .. } = query {
             let ms = first_expiry.map_or(i64::MAX, |t| t.saturating_sub(now_ms()));
             let valid_for = std::time::Duration::from_millis(ms.max(0) as u64);
@@ -508,13 +504,13 @@ impl IndexStore {
 struct Found {
     generation: u64,
     first_expiry: Option<i64>,
-    files: Vec<FileHit>,
-    truncated: bool,
+    /// The `SearchResults` payload, written under the readers' lock straight from the index.
+    payload: Result<Bytes, ProtocolError>,
 }
 
 impl Found {
     fn read(mem: &NameIndex, query: &Query, limit: usize, live_since: i64) -> Found {
-        let (files, truncated) = mem.search(query, limit, live_since);
+        let payload = mem.search_encoded(query, limit, live_since);
         let first_expiry = match query {
             Query::Words { .. } => mem.first_expiry(live_since),
             Query::Id(_) => None,
@@ -522,8 +518,7 @@ impl Found {
         Found {
             generation: mem.generation(),
             first_expiry,
-            files,
-            truncated,
+            payload,
         }
     }
 }

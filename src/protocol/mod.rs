@@ -3,11 +3,13 @@
 mod connection;
 mod frame;
 mod messages;
+mod search_reply;
 mod serve;
 
 pub use connection::{Connection, Limits};
 pub use frame::{Frame, LENGTH_PREFIX_LEN, MAX_CONTROL_PAYLOAD, MAX_FRAME_LEN, PIECE_HEADER_LEN};
 pub use messages::*;
+pub use search_reply::{PeerHitRef, SearchResultsWriter};
 pub use serve::{accept_loop, connect_tcp};
 
 /// Errors of the framing and message layer. Each closes only the connection it happened on.

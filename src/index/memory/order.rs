@@ -24,11 +24,10 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
-use super::rank::Ranker;
+use super::rank::{Ranked, Ranker};
 use super::{NameIndex, Slot, all_in};
 use crate::index::postings::{equals_ci, lower};
 use crate::index::search::Query;
-use crate::protocol::FileHit;
 
 /// Files added since the order was built that a search reads one by one before the order is
 /// rebuilt: this many, plus one per [`TAIL_PER_ORDERED`] ordered files.
@@ -260,7 +259,7 @@ impl NameIndex {
         limit: usize,
         live_since: i64,
         budget: usize,
-    ) -> Option<(Vec<FileHit>, bool)> {
+    ) -> Option<Ranked<'_>> {
         let Query::Words { words, whole } = query else {
             return None;
         };

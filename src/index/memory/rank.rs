@@ -2,11 +2,14 @@
 
 use std::cmp::Ordering;
 
+use bytes::Bytes;
+
 use super::order::name_key;
 use super::{FileRec, NONE, NameIndex, Slot, all_in};
+use crate::content::ContentId;
 use crate::index::postings::equals_ci;
 use crate::index::search::Query;
-use crate::protocol::{FileHit, PeerHit};
+use crate::protocol::{FileHit, ProtocolError, SearchResultsWriter};
 
 /// A name's first 8 bytes as a number that orders like the name (ties need the whole name).
 fn prefix(name: &[u8]) -> u64 {
@@ -111,10 +114,10 @@ impl TopK<'_> {
 /// sorted and grouped at the end. [`Ranker::add_group`] ranks a file's whole group at once,
 /// reading the other files of its content id, for searches that read files in rank order and
 /// stop early ([`Ranker::stops_before`]).
-pub struct Ranker<'a> {
+pub struct Ranker<'a, 'q> {
     ix: &'a NameIndex,
-    whole: Option<&'a str>,
-    words: Vec<&'a str>,
+    whole: Option<&'q str>,
+    words: Vec<&'q str>,
     live_since: i64,
     top: TopK<'a>,
     /// (content, peer, slot) of matches sharing their content id with other files.
@@ -123,8 +126,13 @@ pub struct Ranker<'a> {
     members: Vec<Slot>,
 }
 
-impl<'a> Ranker<'a> {
-    pub fn new(ix: &'a NameIndex, query: &'a Query, limit: usize, live_since: i64) -> Ranker<'a> {
+impl<'a, 'q> Ranker<'a, 'q> {
+    pub fn new(
+        ix: &'a NameIndex,
+        query: &'q Query,
+        limit: usize,
+        live_since: i64,
+    ) -> Ranker<'a, 'q> {
         let (whole, words) = match query {
             Query::Words { whole, words } => {
                 let words = words.iter().map(String::as_str).collect();
@@ -276,7 +284,7 @@ impl<'a> Ranker<'a> {
 
     /// The best groups, best first, and whether more groups matched than were kept
     /// (`truncated` says so of groups never offered).
-    pub fn finish(mut self, truncated: bool) -> (Vec<FileHit>, bool) {
+    pub fn finish(mut self, truncated: bool) -> Ranked<'a> {
         let ix = self.ix;
         let mut m = std::mem::take(&mut self.shared);
         let peer_id = |p: u32| ix.peers.get(p as usize).map_or(0, |p| p.id);
@@ -311,30 +319,89 @@ impl<'a> Ranker<'a> {
             i = j;
         }
         drop(m);
-        let m = std::mem::take(&mut self.members);
+        let members = std::mem::take(&mut self.members);
         let (groups, more) = self.top.finish();
-        let truncated = truncated || more;
-        let files = groups
-            .into_iter()
+        Ranked {
+            ix,
+            groups,
+            members,
+            truncated: truncated || more,
+        }
+    }
+}
+
+/// What a search found: the best groups, best first, read from the index as the reply is
+/// made (as [`FileHit`]s, or encoded straight into the reply's payload).
+pub struct Ranked<'a> {
+    ix: &'a NameIndex,
+    groups: Vec<Group>,
+    members: Vec<Slot>,
+    truncated: bool,
+}
+
+impl Ranked<'_> {
+    /// The files of a group's peers: `first` alone, or its members (`None`: not listed).
+    fn slots<'g>(&'g self, g: &'g Group) -> Option<&'g [Slot]> {
+        if g.start == NONE {
+            return Some(std::slice::from_ref(&g.first));
+        }
+        self.members
+            .get(g.start as usize..(g.start as usize).saturating_add(g.peers as usize))
+    }
+
+    /// A group as listed: its name's record, content id and peers' files.
+    fn listed<'g>(&'g self, g: &'g Group) -> Option<(&'g FileRec, ContentId, &'g [Slot])> {
+        Some((
+            self.ix.rec(g.first)?,
+            self.ix.content_id(g.first)?,
+            self.slots(g)?,
+        ))
+    }
+
+    /// The files found, and whether more matched than were kept.
+    pub fn hits(self) -> (Vec<FileHit>, bool) {
+        let ix = self.ix;
+        let files = self
+            .groups
+            .iter()
             .filter_map(|g| {
-                let head = ix.rec(g.first)?;
-                let peers: Vec<PeerHit> = if g.start == NONE {
-                    ix.peer_hit(g.first).into_iter().collect()
-                } else {
-                    let range = g.start as usize..(g.start + g.peers) as usize;
-                    m.get(range)?
-                        .iter()
-                        .filter_map(|&s| ix.peer_hit(s))
-                        .collect()
-                };
+                let (head, content_id, slots) = self.listed(g)?;
                 Some(FileHit {
                     name: ix.names.text(head.name).into_owned(),
                     size: head.size,
-                    content_id: ix.content_id(g.first)?,
-                    peers,
+                    content_id,
+                    peers: slots.iter().filter_map(|&s| ix.peer_hit(s)).collect(),
                 })
             })
             .collect();
-        (files, truncated)
+        (files, self.truncated)
+    }
+
+    /// The `SearchResults` payload of [`Ranked::hits`], written straight from the index.
+    pub fn encode(&self) -> Result<Bytes, ProtocolError> {
+        let ix = self.ix;
+        let files = self
+            .groups
+            .iter()
+            .filter(|g| self.listed(g).is_some())
+            .count();
+        // About 200 bytes per file with one peer.
+        let mut w = SearchResultsWriter::new(files as u32, 64 + 256 * files);
+        for g in &self.groups {
+            let Some((head, content_id, slots)) = self.listed(g) else {
+                continue;
+            };
+            let peers = slots.iter().filter(|&&s| ix.lists_peer(s)).count();
+            w.file(
+                &ix.names.text(head.name),
+                head.size,
+                &content_id,
+                peers as u32,
+            );
+            for p in slots.iter().filter_map(|&s| ix.peer_hit_ref(s)) {
+                w.peer(&p);
+            }
+        }
+        w.finish(self.truncated)
     }
 }

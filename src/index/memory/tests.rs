@@ -1,6 +1,7 @@
 //! Tests of [`NameIndex`](super::NameIndex): search semantics against brute force and the reference ranking, and the links, tables and compaction behind them.
 
 use super::*;
+use crate::protocol::{Message, SearchResults};
 
 fn entry(path: &str, name: &str, id: u8) -> FileEntry {
     FileEntry {
@@ -614,8 +615,29 @@ fn every_plan(
     limit: usize,
     live_since: i64,
 ) -> (Vec<FileHit>, bool) {
-    let by_postings = ix.search_by(query, limit, live_since, Plan::Postings);
-    let by_order = ix.search_by(query, limit, live_since, Plan::Order);
+    let encoded = |plan| {
+        let (files, truncated) = ix.search_by(query, limit, live_since, plan).hits();
+        let serde = Message::SearchResults(SearchResults { files, truncated }).encode_payload();
+        let direct = ix.search_by(query, limit, live_since, plan).encode();
+        assert_eq!(
+            direct.unwrap(),
+            serde.unwrap(),
+            "the payload written from the index is the message encoded: {query:?} {plan:?}"
+        );
+    };
+    encoded(Plan::Postings);
+    encoded(Plan::Order);
+    let (files, truncated) = ix.search(query, limit, live_since);
+    assert_eq!(
+        ix.search_encoded(query, limit, live_since).unwrap(),
+        Message::SearchResults(SearchResults { files, truncated })
+            .encode_payload()
+            .unwrap(),
+    );
+    let by_postings = ix
+        .search_by(query, limit, live_since, Plan::Postings)
+        .hits();
+    let by_order = ix.search_by(query, limit, live_since, Plan::Order).hits();
     let short = |r: &(Vec<FileHit>, bool)| {
         let files: Vec<String> =
             r.0.iter()
