@@ -50,6 +50,30 @@ enum Plan {
     Postings,
 }
 
+/// How much of the index a search may read before it gives up.
+#[derive(Debug, Clone, Copy)]
+pub struct Reads {
+    /// Names read (about a cache miss each): files of the rank order whose signature
+    /// matched, and files added since it was made.
+    pub names: usize,
+    /// Signatures of the rank order passed over (8 bytes each, read in order).
+    pub signatures: usize,
+}
+
+impl Reads {
+    /// No limit.
+    pub const ALL: Reads = Reads {
+        names: usize::MAX,
+        signatures: usize::MAX,
+    };
+    /// What a search answered on a connection's own thread may read: about 50 µs of work,
+    /// against the 10-20 µs it costs to hand a search to another thread and back.
+    pub const QUICK: Reads = Reads {
+        names: 512,
+        signatures: 32_768,
+    };
+}
+
 /// Most matching files one search groups and ranks; past it the reply says `truncated`.
 pub const MAX_SEARCH_ROWS: usize = 200_000;
 
@@ -825,39 +849,81 @@ impl NameIndex {
             .encode()
     }
 
-    fn search_by(&self, query: &Query, limit: usize, live_since: i64, plan: Plan) -> Ranked<'_> {
-        if let Query::Id(id) = query {
-            // One group: the files on the content id's list.
-            let mut ranker = Ranker::new(self, query, limit, live_since);
-            if let Some(c) = self
-                .content_number(id)
-                .and_then(|c| self.contents.get(c as usize))
-            {
-                ranker.add_group(c.head);
-            }
-            return ranker.finish(false);
-        }
-        if let Query::Words { words, .. } = query
-            && plan != Plan::Postings
+    /// [`NameIndex::search_encoded`] if it reads at most [`Reads::QUICK`] of the index, so
+    /// it can be answered on a connection's own thread; `None` if it would read more.
+    pub fn search_quick_encoded(
+        &self,
+        query: &Query,
+        limit: usize,
+        live_since: i64,
+    ) -> Option<Result<Bytes, ProtocolError>> {
+        let found = match self.without_postings(query, limit, live_since, Plan::Auto, Reads::QUICK)
         {
-            // Reading the order costs about (limit / share of files matching) signatures at
-            // a nanosecond or two each, the postings about `most` names at a hundred or so:
-            // the order wins once 64 · most² > limit · files.
-            let most = self.most_matches(words);
-            let broad = 64 * (most as u128).pow(2) > (limit as u128 + 1) * self.live as u128;
-            let budget = match plan {
-                Plan::Order => usize::MAX,
-                _ => most.max(limit),
-            };
-            if plan == Plan::Order {
-                self.refresh_order();
+            Ok(found) => found,
+            Err(most) if most <= Reads::QUICK.names => self.by_postings(query, limit, live_since),
+            Err(_) => return None,
+        };
+        Some(found.encode())
+    }
+
+    fn search_by(&self, query: &Query, limit: usize, live_since: i64, plan: Plan) -> Ranked<'_> {
+        match self.without_postings(query, limit, live_since, plan, Reads::ALL) {
+            Ok(found) => found,
+            Err(_) => self.by_postings(query, limit, live_since),
+        }
+    }
+
+    /// A content id's group, or a broad word query read in rank order within `reads`;
+    /// otherwise `Err(most)`: the postings answer, reading about `most` names.
+    fn without_postings(
+        &self,
+        query: &Query,
+        limit: usize,
+        live_since: i64,
+        plan: Plan,
+        reads: Reads,
+    ) -> Result<Ranked<'_>, usize> {
+        let words = match query {
+            Query::Id(id) => {
+                // One group: the files on the content id's list.
+                let mut ranker = Ranker::new(self, query, limit, live_since);
+                if let Some(c) = self
+                    .content_number(id)
+                    .and_then(|c| self.contents.get(c as usize))
+                {
+                    ranker.add_group(c.head);
+                }
+                return Ok(ranker.finish(false));
             }
-            if (broad || plan == Plan::Order)
-                && let Some(found) = self.search_in_order(query, limit, live_since, budget)
-            {
-                return found;
+            Query::Words { words, .. } => words,
+        };
+        // Reading the order costs about (limit / share of files matching) signatures at a
+        // nanosecond or two each, the postings about `most` names at a hundred or so: the
+        // order wins once 64 · most² > limit · files.
+        let most = self.most_matches(words);
+        let broad = 64 * (most as u128).pow(2) > (limit as u128 + 1) * self.live as u128;
+        let budget = match plan {
+            Plan::Order => usize::MAX,
+            Plan::Auto => most.max(limit),
+            Plan::Postings => return Err(most),
+        };
+        if plan == Plan::Order {
+            self.refresh_order();
+        }
+        if broad || plan == Plan::Order {
+            let reads = Reads {
+                names: reads.names.min(budget),
+                ..reads
+            };
+            if let Some(found) = self.search_in_order(query, limit, live_since, reads) {
+                return Ok(found);
             }
         }
+        Err(most)
+    }
+
+    /// Every match of a word query, from the postings of its trigrams, ranked.
+    fn by_postings(&self, query: &Query, limit: usize, live_since: i64) -> Ranked<'_> {
         let mut ranker = Ranker::new(self, query, limit, live_since);
         let mut matched = 0;
         let mut cut = false;

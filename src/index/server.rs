@@ -297,8 +297,8 @@ enum Reply {
 }
 
 /// Answers a search: from the cache when the same query was answered since the index last
-/// changed; a content id inline (one hash lookup); other word queries on the blocking pool,
-/// at most `searches` at a time.
+/// changed; a content id, or a word query that reads little of the index, inline; other word
+/// queries on the blocking pool, at most `searches` at a time.
 async fn search(
     store: &Arc<IndexStore>,
     Search { query, limit }: Search,
@@ -310,14 +310,14 @@ async fn search(
     }
     let limit = limit.clamp(1, MAX_SEARCH_LIMIT) as usize;
     let query = Query::parse(&query);
-    if matches!(query, Query::Id(_)) {
-        // One hash lookup: answered here, unless a writer holds the index right now (a large
-        // batch), in which case the wait happens on the blocking pool, not on a runtime thread.
-        if let Some(r) = store.try_search_payload(&query, limit, now_ms() - lease_ms) {
-            return Ok(too_large_is_an_answer(r));
-        }
-    } else if let Some(hit) = store.cached_search(&query, limit) {
+    if let Some(hit) = store.cached_search(&query, limit) {
         return Ok(Ok(hit));
+    }
+    // A content id, or a word query that reads little of the index, is answered here, on the
+    // connection's thread (handing it to another thread and back would cost more), unless a
+    // writer holds the index right now: then it waits its turn on the blocking pool.
+    if let Some(r) = store.try_search_here(&query, limit, now_ms() - lease_ms) {
+        return Ok(too_large_is_an_answer(r));
     }
     let _permit = searches.acquire().await;
     // Another connection may have answered the same query while this one waited.

@@ -433,8 +433,10 @@ impl IndexStore {
         }
     }
 
-    /// [`IndexStore::search_payload`] if the index can be read without waiting for a writer.
-    pub fn try_search_payload(
+    /// [`IndexStore::search_payload`] if it can be answered at once: the index can be read
+    /// without waiting for a writer, and the search reads little of it (a content id, or a
+    /// word query within [`Reads::QUICK`](super::memory::Reads::QUICK)). `None`: run it where a long search does no harm.
+    pub fn try_search_here(
         &self,
         query: &Query,
         limit: usize,
@@ -445,7 +447,7 @@ impl IndexStore {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        let found = Found::read(&mem, query, limit, live_since);
+        let found = Found::read_quick(&mem, query, limit, live_since)?;
         drop(mem);
         Some(self.keep_search(query, limit, found))
     }
@@ -510,7 +512,26 @@ struct Found {
 
 impl Found {
     fn read(mem: &NameIndex, query: &Query, limit: usize, live_since: i64) -> Found {
-        let payload = mem.search_encoded(query, limit, live_since);
+        Found::with(
+            mem,
+            query,
+            live_since,
+            mem.search_encoded(query, limit, live_since),
+        )
+    }
+
+    /// [`Found::read`] if the search reads at most [`Reads::QUICK`](super::memory::Reads::QUICK) of the index.
+    fn read_quick(mem: &NameIndex, query: &Query, limit: usize, live_since: i64) -> Option<Found> {
+        let payload = mem.search_quick_encoded(query, limit, live_since)?;
+        Some(Found::with(mem, query, live_since, payload))
+    }
+
+    fn with(
+        mem: &NameIndex,
+        query: &Query,
+        live_since: i64,
+        payload: Result<Bytes, ProtocolError>,
+    ) -> Found {
         let first_expiry = match query {
             Query::Words { .. } => mem.first_expiry(live_since),
             Query::Id(_) => None,

@@ -18,14 +18,14 @@
 //! ([`NameIndex::install_order`]); meanwhile searches read the postings. Names are ordered by
 //! their first 16 bytes only, so sorting needs only the keys.
 
-use std::collections::HashSet;
+use hashbrown::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
 use super::rank::{Ranked, Ranker};
-use super::{NameIndex, Slot, all_in};
+use super::{NameIndex, Reads, Slot, all_in};
 use crate::index::postings::{equals_ci, lower};
 use crate::index::search::Query;
 
@@ -252,13 +252,13 @@ impl NameIndex {
     }
 
     /// Answers a word query by reading files in rank order, or gives up (`None`) once it
-    /// has read more than `budget` files of the order.
+    /// would read more than `reads` allows.
     pub(super) fn search_in_order(
         &self,
         query: &Query,
         limit: usize,
         live_since: i64,
-        budget: usize,
+        reads: Reads,
     ) -> Option<Ranked<'_>> {
         let Query::Words { words, whole } = query else {
             return None;
@@ -279,6 +279,11 @@ impl NameIndex {
                 take(&mut ranker, &mut done, slot);
             }
         }
+        // Files added since the order was made are read one by one.
+        let tail = self.files.len().saturating_sub(order.end as usize);
+        if tail > reads.names {
+            return None;
+        }
         for slot in order.end..self.files.len() as Slot {
             if self
                 .rec(slot)
@@ -288,16 +293,20 @@ impl NameIndex {
             }
         }
         let wanted = words.iter().fold(0, |sig, w| sig | signature(w));
-        let mut read = 0;
+        let (mut read, mut passed) = (tail, 0);
         for class in &order.classes {
             let slots = order.slots.get(class.start..class.end)?;
             let signatures = order.signatures.get(class.start..class.end)?;
             for (&slot, &sig) in slots.iter().zip(signatures) {
+                passed += 1;
+                if passed > reads.signatures {
+                    return None;
+                }
                 if sig & wanted != wanted {
                     continue;
                 }
                 read += 1;
-                if read > budget {
+                if read > reads.names {
                     return None;
                 }
                 let Some(r) = self.rec(slot) else {

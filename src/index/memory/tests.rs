@@ -628,12 +628,20 @@ fn every_plan(
     encoded(Plan::Postings);
     encoded(Plan::Order);
     let (files, truncated) = ix.search(query, limit, live_since);
+    let payload = ix.search_encoded(query, limit, live_since).unwrap();
     assert_eq!(
-        ix.search_encoded(query, limit, live_since).unwrap(),
+        payload,
         Message::SearchResults(SearchResults { files, truncated })
             .encode_payload()
             .unwrap(),
     );
+    if let Some(quick) = ix.search_quick_encoded(query, limit, live_since) {
+        assert_eq!(
+            quick.unwrap(),
+            payload,
+            "answered quickly: {query:?} limit {limit}"
+        );
+    }
     let by_postings = ix
         .search_by(query, limit, live_since, Plan::Postings)
         .hits();
@@ -732,6 +740,43 @@ fn rank_order_answers_as_the_postings_do_through_churn() {
             }
         }
     }
+}
+
+#[test]
+fn a_search_that_would_read_much_of_the_index_is_not_answered_quickly() {
+    let mut ix = one_live_peer();
+    // 40,000 files: 39,000 named "common NNNNN", one in 100 of them with "some", one with
+    // "rare"; the last 1,000, named "zzz late N", come last in rank order.
+    for i in 0..40_000u32 {
+        let mut name = format!("common {i:05}");
+        if i % 100 == 0 {
+            name.push_str(" some");
+        }
+        if i == 7_777 {
+            name.push_str(" rare");
+        }
+        if i >= 39_000 {
+            name = format!("zzz late {i}");
+        }
+        let mut e = named(&format!("f{i}"), &name);
+        e.content_id = blake3::hash(&i.to_le_bytes()).into();
+        ix.upsert(1, &e, 1);
+    }
+    ix.refresh_order();
+    let quick = |q: &str, limit: usize| ix.search_quick_encoded(&Query::parse(q), limit, 0);
+    // Broad and found early in rank order ("common", "some" for 10), or few postings to read
+    // ("rare"; "some" for 500: its 390 files): answered quickly, as the full search answers.
+    for (q, limit) in [("common", 100), ("some", 10), ("some", 500), ("rare", 100)] {
+        let payload = ix.search_encoded(&Query::parse(q), limit, 0).unwrap();
+        let got = quick(q, limit).unwrap_or_else(|| panic!("{q:?} is answered quickly"));
+        assert_eq!(got.unwrap(), payload, "{q:?} for {limit}");
+    }
+    // "common" for 1,000 reads 1,000 names, and its postings list 39,000; "late" passes over
+    // 39,000 signatures of the order first, and has 1,000 postings: neither is answered
+    // quickly, and the full search still is.
+    assert!(quick("common", 1_000).is_none());
+    assert!(quick("late", 100).is_none());
+    assert_eq!(ix.search(&Query::parse("late"), 100, 0).0.len(), 100);
 }
 
 #[test]
