@@ -146,8 +146,8 @@ pub enum Command {
         /// Most distinct search replies kept for repeated queries (0: no cache)
         #[arg(long, default_value_t = 4096, value_name = "N")]
         search_cache: usize,
-        /// Threads serving connections (searches that walk the index and database writes run
-        /// on threads of their own, one per CPU)
+        /// Threads serving connections and short searches (longer searches and database
+        /// writes run on threads of their own, one per CPU)
         #[arg(long, default_value_t = 1, value_name = "N")]
         io_threads: usize,
     },
