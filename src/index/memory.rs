@@ -800,7 +800,7 @@ impl NameIndex {
 
     /// Reads the records and names of `slots` in two tight loops, so that their cache misses
     /// overlap instead of each waiting behind the tests of the one before.
-    fn warm(&self, slots: &[Slot]) {
+    pub(super) fn warm(&self, slots: &[Slot]) {
         let mut sum = 0u32;
         for &s in slots {
             sum = sum.wrapping_add(self.files.get(s as usize).map_or(0, |r| r.peer));

@@ -297,34 +297,51 @@ impl NameIndex {
         for class in &order.classes {
             let slots = order.slots.get(class.start..class.end)?;
             let signatures = order.signatures.get(class.start..class.end)?;
-            for (&slot, &sig) in slots.iter().zip(signatures) {
-                passed += 1;
-                if passed > reads.signatures {
-                    return None;
-                }
-                if sig & wanted != wanted {
-                    continue;
-                }
-                read += 1;
-                if read > reads.names {
-                    return None;
-                }
-                let Some(r) = self.rec(slot) else {
-                    continue;
-                };
-                let name = self.names.get(r.name);
-                if !all_in(name, &words) || done.contains(&r.content) {
-                    continue;
-                }
-                if ranker.stops_before(class.files, name) {
-                    if ranker.group_is_live(slot) {
-                        return Some(ranker.finish(true));
+            let mut rest = slots.iter().zip(signatures);
+            loop {
+                // The next files whose signatures match, their records and names read
+                // together (their cache misses overlap), then tested one by one.
+                let mut batch = [0 as Slot; 16];
+                let mut n = 0;
+                for (&slot, &sig) in rest.by_ref() {
+                    passed += 1;
+                    if passed > reads.signatures {
+                        return None;
                     }
-                    // Its other files are not read again.
-                    done.insert(r.content);
-                    continue;
+                    if sig & wanted == wanted {
+                        batch[n] = slot;
+                        n += 1;
+                        if n == batch.len() {
+                            break;
+                        }
+                    }
                 }
-                take(&mut ranker, &mut done, slot);
+                if n == 0 {
+                    break;
+                }
+                self.warm(&batch[..n]);
+                for &slot in &batch[..n] {
+                    read += 1;
+                    if read > reads.names {
+                        return None;
+                    }
+                    let Some(r) = self.rec(slot) else {
+                        continue;
+                    };
+                    let name = self.names.get(r.name);
+                    if !all_in(name, &words) || done.contains(&r.content) {
+                        continue;
+                    }
+                    if ranker.stops_before(class.files, name) {
+                        if ranker.group_is_live(slot) {
+                            return Some(ranker.finish(true));
+                        }
+                        // Its other files are not read again.
+                        done.insert(r.content);
+                        continue;
+                    }
+                    take(&mut ranker, &mut done, slot);
+                }
             }
         }
         Some(ranker.finish(false))
