@@ -23,7 +23,6 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::names::{place, rename_noreplace};
-use super::writeback::start_writeback;
 
 /// Files taken into one batch at most.
 const MAX_BATCH: usize = 256;
@@ -248,7 +247,10 @@ fn stage(job: &Job) -> io::Result<Staged> {
         }
         return Err(e);
     }
-    start_writeback(f, 0, job.data.len());
+    // No write-back is started file by file: the batch's one `syncfs` writes them all back
+    // together, in requests merged across files (started one by one, 10,000 files of 10 KiB
+    // took about a fifth longer and a third more system time: a request, and on a virtual
+    // disk an exit to the host, per file).
     Ok(staged)
 }
 
