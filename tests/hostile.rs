@@ -171,17 +171,123 @@ async fn raw_exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {
     got
 }
 
-fn hello_frame() -> Vec<u8> {
-    let m = Message::Hello(peershare::protocol::Hello {
-        version_min: 1,
-        version_max: 1,
-        agent: "test".into(),
-    });
+/// A message as it goes on the wire: length, tag, payload.
+fn frame(m: &Message) -> Vec<u8> {
     let p = m.encode_payload().unwrap();
     let mut v = ((p.len() + 1) as u32).to_be_bytes().to_vec();
     v.push(m.tag());
     v.extend_from_slice(&p);
     v
+}
+
+fn hello_frame() -> Vec<u8> {
+    frame(&Message::Hello(peershare::protocol::Hello {
+        version_min: 1,
+        version_max: 1,
+        agent: "test".into(),
+    }))
+}
+
+fn get_piece(content_id: ContentId, index: u32) -> Message {
+    Message::GetPiece(peershare::protocol::GetPiece { content_id, index })
+}
+
+#[tokio::test]
+async fn pipelined_requests_for_many_small_files_are_answered_in_order_whatever_they_ask() {
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let sizes = [1, 100, PIECE_SIZE as usize - 1, PIECE_SIZE as usize];
+    let files: Vec<(ContentId, Vec<u8>)> = (0..40)
+        .map(|i| {
+            let bytes = data(sizes[i % sizes.len()], i as u64);
+            std::fs::write(share.join(format!("s{i}.bin")), &bytes).unwrap();
+            (ContentId::from(blake3::hash(&bytes)), bytes)
+        })
+        .collect();
+    let big = data(PIECE_SIZE as usize + 1, 99);
+    std::fs::write(share.join("big.bin"), &big).unwrap();
+    let big_id = ContentId::from(blake3::hash(&big));
+    let peer = start_peer(&share, None, &t.path().join("state")).await;
+    let mut c = PeerClient::connect(&peer.local_addr.to_string(), Limits::default())
+        .await
+        .unwrap();
+    // One flush: the peer finds them all buffered behind the first, and opens ahead.
+    let unknown = ContentId::from(blake3::hash(b"nobody has this"));
+    let mut asked: Vec<(ContentId, u32, Result<Vec<u8>, u16>)> = Vec::new();
+    for (i, (id, bytes)) in files.iter().enumerate() {
+        asked.push((*id, 0, Ok(bytes.clone())));
+        match i {
+            10 => asked.push((unknown, 0, Err(code::NOT_FOUND))),
+            20 => asked.push((big_id, 1, Ok(big[PIECE_SIZE as usize..].to_vec()))),
+            25 => asked.push((files[3].0, 0, Ok(files[3].1.clone()))),
+            30 => asked.push((files[31].0, 1, Err(code::BAD_REQUEST))),
+            _ => {}
+        }
+    }
+    for (id, index, _) in &asked {
+        c.request_piece(*id, *index).await.unwrap();
+    }
+    c.flush().await.unwrap();
+    for (n, (id, index, want)) in asked.iter().enumerate() {
+        let got = c.next_piece().await;
+        match want {
+            Ok(bytes) => {
+                let p = got.unwrap_or_else(|e| panic!("reply {n} ({id:?} piece {index}): {e}"));
+                assert_eq!((p.index, &p.data[..]), (*index, &bytes[..]), "reply {n}");
+            }
+            Err(code) => {
+                let e = got.expect_err("an error reply").to_string();
+                assert!(e.contains(&format!("code {code}")), "reply {n}: {e}");
+            }
+        }
+    }
+    // The connection goes on as before.
+    c.request_piece(files[7].0, 0).await.unwrap();
+    c.flush().await.unwrap();
+    assert_eq!(c.next_piece().await.unwrap().data[..], files[7].1[..]);
+    peer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_malformed_request_behind_pipelined_ones_is_answered_after_them() {
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let ids: Vec<ContentId> = (0..3)
+        .map(|i| {
+            let bytes = data(1000 + i, i as u64);
+            std::fs::write(share.join(format!("f{i}")), &bytes).unwrap();
+            ContentId::from(blake3::hash(&bytes))
+        })
+        .collect();
+    let peer = start_peer(&share, None, &t.path().join("state")).await;
+    let mut bytes = hello_frame();
+    for id in &ids {
+        bytes.extend(frame(&get_piece(*id, 0)));
+    }
+    bytes.extend_from_slice(&[0, 0, 0, 3, 0x7f, 1, 2]); // unknown tag
+    let got = raw_exchange(&peer.local_addr.to_string(), &bytes).await;
+    let mut buf = bytes::BytesMut::from(&got[..]);
+    let mut replies = Vec::new();
+    while let Some(f) = peershare::protocol::Frame::parse(&mut buf).unwrap() {
+        replies.push(Message::decode(f).unwrap());
+    }
+    assert_eq!(
+        replies.len(),
+        5,
+        "Welcome, three pieces, one error: {replies:?}"
+    );
+    assert!(matches!(replies[0], Message::Welcome(_)));
+    for r in &replies[1..4] {
+        assert!(matches!(r, Message::Piece(p) if p.index == 0), "{r:?}");
+    }
+    assert!(
+        matches!(&replies[4], Message::Error(e) if e.code == code::BAD_REQUEST),
+        "{:?}",
+        replies[4]
+    );
+    peer.shutdown().await;
 }
 
 #[tokio::test]

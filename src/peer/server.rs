@@ -1,19 +1,17 @@
 //! `PeerServer`: answers other peers' requests for a file's info, piece hashes and pieces, by content id only.
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Catalog, PartialFile, Partials, SharedFile, UploadSlots};
+use self::open::{OpenFile, Opened, read_piece};
+use super::{Catalog, PartialFile, Partials, UploadSlots};
 use crate::content::{ContentId, Digest, PIECE_SIZE, PieceLayout};
 use crate::index::search::Query;
 use crate::protocol::{
@@ -25,8 +23,14 @@ use crate::rate::RateLimiter;
 use blake3::hazmat::ChainingValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod open;
+
 /// Files one connection keeps open between requests.
 const MAX_OPEN_PER_CONNECTION: usize = 32;
+
+/// Requests read ahead of the one being answered at most, and files of at most a piece opened
+/// with its file at most (as many as a downloader keeps in flight on one connection).
+const MAX_OPENED_AHEAD: usize = 32;
 
 /// Settings of a peer's server side.
 #[derive(Debug, Clone)]
@@ -63,14 +67,6 @@ pub struct PeerServer {
     slots: Arc<UploadSlots>,
     next_conn: Arc<AtomicU64>,
     partials: Partials,
-}
-
-/// A file opened for serving: a shared file checked to still be the one the catalog hashed,
-/// or a download in progress (then only its verified pieces are served).
-struct OpenFile {
-    file: Arc<File>,
-    layout: PieceLayout,
-    partial: Option<Arc<PartialFile>>,
 }
 
 /// What a peer knows of a file it serves: complete and shared, or partial.
@@ -156,9 +152,21 @@ impl PeerServer {
             return Ok(());
         }
         let mut open: HashMap<ContentId, Arc<OpenFile>> = HashMap::new();
+        // Requests read ahead of the one being answered (pipelined behind it), and the files
+        // they ask for, opened together with its own.
+        let mut ahead: VecDeque<Result<Message, ProtocolError>> = VecDeque::new();
+        let mut opened: HashMap<ContentId, Opened> = HashMap::new();
         loop {
-            let Some(msg) = conn.next_request(&shutdown).await? else {
-                return Ok(());
+            let msg = match ahead.pop_front() {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => return Err(conn.refuse(e).await),
+                None => {
+                    opened.clear();
+                    match conn.next_request(&shutdown).await? {
+                        Some(msg) => msg,
+                        None => return Ok(()),
+                    }
+                }
             };
             let reply = match msg {
                 Message::GetInfo(GetInfo { content_id }) => match self.find(&content_id) {
@@ -223,19 +231,29 @@ impl PeerServer {
                     }
                     let (file, prefetched) = match open.get(&content_id) {
                         Some(f) => (Some(f.clone()), None),
-                        None => match self.open(&content_id, index).await {
-                            Some((f, prefetched)) => {
-                                let f = Arc::new(f);
-                                // A downloader reusing the connection for many files must not
-                                // hold a descriptor open for each of them.
-                                if open.len() >= MAX_OPEN_PER_CONNECTION {
-                                    open.clear();
-                                }
-                                open.insert(content_id, f.clone());
-                                (Some(f), prefetched)
+                        None => {
+                            if !opened.contains_key(&content_id) {
+                                let wanted = self
+                                    .look_ahead(&mut conn, &mut ahead, &open, content_id, index);
+                                opened.extend(self.open_many(wanted).await);
                             }
-                            None => (None, None),
-                        },
+                            match opened.remove(&content_id) {
+                                Some((f, prefetched)) => {
+                                    let f = Arc::new(f);
+                                    // A downloader reusing the connection for many files must
+                                    // not hold a descriptor open for each of them.
+                                    if open.len() >= MAX_OPEN_PER_CONNECTION {
+                                        open.clear();
+                                    }
+                                    open.insert(content_id, f.clone());
+                                    // (Read for this request, or for an earlier one of the
+                                    // same file that was turned away.)
+                                    let read = prefetched.filter(|(i, _)| *i == index);
+                                    (Some(f), read.map(|(_, r)| r))
+                                }
+                                None => (None, None),
+                            }
+                        }
                     };
                     match file {
                         None => not_found(&content_id),
@@ -289,6 +307,44 @@ impl PeerServer {
         }
     }
 
+    /// `id`'s file, and those of the requests for small files already buffered behind its
+    /// request (read into `ahead`, to be answered in turn): the files one blocking task opens.
+    fn look_ahead<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        &self,
+        conn: &mut Connection<S>,
+        ahead: &mut VecDeque<Result<Message, ProtocolError>>,
+        open: &HashMap<ContentId, Arc<OpenFile>>,
+        id: ContentId,
+        index: u32,
+    ) -> Vec<(ContentId, u32)> {
+        let catalog = self.snapshot();
+        let small = |id: &ContentId| {
+            catalog
+                .by_id(id)
+                .next()
+                .is_some_and(|f| f.size <= PIECE_SIZE)
+        };
+        let mut wanted = vec![(id, index)];
+        while wanted.len() < MAX_OPENED_AHEAD && ahead.len() < MAX_OPENED_AHEAD {
+            let Some(next) = conn.buffered_request() else {
+                break;
+            };
+            let malformed = next.is_err();
+            if let Ok(Message::GetPiece(g)) = &next
+                && !open.contains_key(&g.content_id)
+                && !wanted.iter().any(|(w, _)| *w == g.content_id)
+                && small(&g.content_id)
+            {
+                wanted.push((g.content_id, g.index));
+            }
+            ahead.push_back(next);
+            if malformed {
+                break;
+            }
+        }
+        wanted
+    }
+
     /// The shared files matching `query`, one per content id, at most `limit` (clamped to 1..=1000).
     fn catalog_query(&self, query: &str, limit: u32) -> CatalogResults {
         let q = Query::parse(query);
@@ -329,82 +385,6 @@ impl PeerServer {
             partial: Some(p),
         })
     }
-
-    /// Opens a copy of `id` that is still inside a shared directory and still the file the
-    /// catalog hashed (same size and mtime); anything else counts as not found and asks for a rescan.
-    /// A complete file's piece `first` (if it has one) is read in the same blocking task, which
-    /// halves the hand-offs of serving a small file.
-    async fn open(
-        &self,
-        id: &ContentId,
-        first: u32,
-    ) -> Option<(OpenFile, Option<std::io::Result<Bytes>>)> {
-        if self.snapshot().by_id(id).next().is_none() {
-            return self.partials.get(id).map(|p| {
-                let f = OpenFile {
-                    file: p.file.clone(),
-                    layout: p.layout(),
-                    partial: Some(p),
-                };
-                (f, None)
-            });
-        }
-        let copies: Vec<SharedFile> = self.snapshot().by_id(id).cloned().collect();
-        let roots = self.roots.clone();
-        let opened = tokio::task::spawn_blocking(move || {
-            copies.into_iter().find_map(|f| {
-                let real = std::fs::canonicalize(&f.abs_path).ok()?;
-                if !roots.iter().any(|r| real.starts_with(r)) {
-                    return None;
-                }
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&real)
-                    .ok()?;
-                let meta = file.metadata().ok()?;
-                let mtime = meta
-                    .modified()
-                    .ok()?
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .ok()?
-                    .as_nanos() as i64;
-                if !(meta.is_file() && meta.len() == f.size && mtime == f.mtime_ns) {
-                    return None;
-                }
-                let open = OpenFile {
-                    file: Arc::new(file),
-                    layout: PieceLayout::new(f.size),
-                    partial: None,
-                };
-                let piece = (u64::from(first) < open.layout.piece_count())
-                    .then(|| read_piece_now(&open, first));
-                Some((open, piece))
-            })
-        })
-        .await
-        .ok()
-        .flatten();
-        if opened.is_none() {
-            self.stale.notify_one();
-        }
-        opened
-    }
-}
-
-async fn read_piece(f: Arc<OpenFile>, index: u32) -> std::io::Result<Bytes> {
-    tokio::task::spawn_blocking(move || read_piece_now(&f, index))
-        .await
-        .map_err(std::io::Error::other)?
-}
-
-/// Reads piece `index` (in range) of an open file.
-fn read_piece_now(f: &OpenFile, index: u32) -> std::io::Result<Bytes> {
-    let i = u64::from(index);
-    let len = f.layout.piece_len(i) as usize;
-    let mut buf = BytesMut::zeroed(len);
-    f.file.read_exact_at(&mut buf, f.layout.piece_offset(i))?;
-    Ok(buf.freeze())
 }
 
 fn not_found(id: &ContentId) -> Message {

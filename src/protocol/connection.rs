@@ -79,6 +79,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// Server side: the next request if it is already buffered whole, without reading the
+    /// stream or answering anything (a malformed one is returned as its error, for the caller
+    /// to answer in turn through [`Connection::refuse`]). Lets a server look at pipelined
+    /// requests before answering the first.
+    pub fn buffered_request(&mut self) -> Option<Result<Message, ProtocolError>> {
+        match Frame::parse(&mut self.buf) {
+            Ok(Some(frame)) => Some(Message::decode(frame)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// Reads and decodes one message; `Ok(None)` on a clean close.
     pub async fn read_message(&mut self) -> Result<Option<Message>, ProtocolError> {
         match self.read_frame().await? {

@@ -72,10 +72,17 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
             }
             m = self.read_message() => m,
         };
-        if let Err(e) = &msg {
-            self.send_error(code::BAD_REQUEST, e.to_string()).await;
+        match msg {
+            Err(e) => Err(self.refuse(e).await),
+            ok => ok,
         }
-        msg
+    }
+
+    /// Answers a malformed request with `BAD_REQUEST`; returns its error, which closes the
+    /// connection.
+    pub async fn refuse(&mut self, e: ProtocolError) -> ProtocolError {
+        self.send_error(code::BAD_REQUEST, e.to_string()).await;
+        e
     }
 }
 
