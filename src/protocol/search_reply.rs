@@ -120,25 +120,31 @@ mod tests {
         Message::SearchResults(r.clone()).encode_payload().unwrap()
     }
 
+    /// Integers at each boundary of MessagePack's widths.
+    const EDGES: [u64; 11] = [
+        0,
+        1,
+        127,
+        128,
+        255,
+        256,
+        65_535,
+        65_536,
+        u32::MAX as u64,
+        1 << 40,
+        u64::MAX,
+    ];
+
     fn peer(k: u64) -> PeerHit {
         PeerHit {
             peer_id: k,
             host: "h".repeat(k as usize % 40),
             port: (k * 977 % 65_536) as u16,
-            shared_at: [
-                0,
-                1,
-                127,
-                128,
-                255,
-                256,
-                65_535,
-                65_536,
-                1 << 40,
-                -1,
-                -33,
-                -200,
-            ][k as usize % 12],
+            // Every width, both signs.
+            shared_at: match EDGES[k as usize % EDGES.len()] as i64 {
+                e if k % 2 == 1 => e.wrapping_neg(),
+                e => e,
+            },
             last_seen: 1_764_000_000_000 + k as i64,
             have: k.is_multiple_of(3).then(|| vec![0xA5; k as usize % 70]),
         }
@@ -148,19 +154,6 @@ mod tests {
     fn writes_what_encoding_the_message_writes() {
         // Integers at every width boundary, names up to str8/str16/str32 lengths, peers with
         // and without `have`, empty lists, both `truncated` values.
-        let sizes = [
-            0u64,
-            1,
-            127,
-            128,
-            255,
-            256,
-            65_535,
-            65_536,
-            u32::MAX as u64,
-            1 << 40,
-            u64::MAX,
-        ];
         let names = [0usize, 1, 31, 32, 255, 256, 65_535, 65_536];
         for files in [0usize, 1, 2, 17] {
             for truncated in [false, true] {
@@ -168,7 +161,7 @@ mod tests {
                     files: (0..files)
                         .map(|i| FileHit {
                             name: "é".repeat(names[i % names.len()] / 2) + &"n".repeat(i % 2),
-                            size: sizes[i % sizes.len()],
+                            size: EDGES[i % EDGES.len()],
                             content_id: ContentId::from(blake3::hash(&i.to_le_bytes())),
                             peers: (0..(i as u64 * 7 % 20))
                                 .map(|k| peer(k + i as u64))
