@@ -50,13 +50,25 @@ enum Plan {
     Postings,
 }
 
+/// What answering a word query from the postings reads.
+#[derive(Debug, Clone, Copy)]
+struct PostingsReads {
+    /// At most how many files can match (names to read): the length of the shortest list of
+    /// the words' trigrams (every file when no word has one).
+    most: usize,
+    /// Entries of the lists merged to find them.
+    merged: usize,
+}
+
 /// How much of the index a search may read before it gives up.
 #[derive(Debug, Clone, Copy)]
 pub struct Reads {
-    /// Names read (about a cache miss each): files of the rank order whose signature
-    /// matched, and files added since it was made.
+    /// Files read (a cache miss or two each): in rank order, those named exactly as the
+    /// query, those added since the order was made, those whose signature matched and the
+    /// other files of their content ids; a content id's files; the names the postings give.
     pub names: usize,
-    /// Signatures of the rank order passed over (8 bytes each, read in order).
+    /// Signatures of the rank order passed over (8 bytes each, read in order), or entries of
+    /// the postings lists merged.
     pub signatures: usize,
 }
 
@@ -815,18 +827,24 @@ impl NameIndex {
         std::hint::black_box(sum);
     }
 
-    /// At most how many files can match these words: the length of the shortest postings
-    /// list of their trigrams (every file when no word has one).
-    fn most_matches(&self, words: &[String]) -> usize {
+    /// What reading the postings of these words' trigrams costs ([`NameIndex::each_match`]).
+    fn postings_reads(&self, words: &[String]) -> PostingsReads {
         let mut t = Vec::new();
-        let mut most = self.live;
+        let mut lens = Vec::new();
         for w in words.iter().filter(|w| w.len() >= 3) {
             trigrams_into(w, &mut t);
             for tri in &t {
-                most = most.min(self.trigrams.get(tri).map_or(0, Postings::len));
+                lens.push((*tri, self.trigrams.get(tri).map_or(0, Postings::len)));
             }
         }
-        most
+        lens.sort_unstable();
+        lens.dedup();
+        let most = lens.iter().map(|&(_, n)| n).min().unwrap_or(self.live);
+        let kept = |n: usize| n <= most.saturating_mul(INTERSECT_RATIO);
+        PostingsReads {
+            most,
+            merged: lens.iter().map(|&(_, n)| n).filter(|&n| kept(n)).sum(),
+        }
     }
 
     /// Files matching `query` shared by live peers (online and seen at or after `live_since`).
@@ -857,69 +875,99 @@ impl NameIndex {
         limit: usize,
         live_since: i64,
     ) -> Option<Result<Bytes, ProtocolError>> {
-        let found = match self.without_postings(query, limit, live_since, Plan::Auto, Reads::QUICK)
-        {
-            Ok(found) => found,
-            Err(most) if most <= Reads::QUICK.names => self.by_postings(query, limit, live_since),
-            Err(_) => return None,
+        let quick = Reads::QUICK;
+        let found = match query {
+            Query::Id(id) => {
+                let head = self.group_head(id);
+                if self.group_len(head, quick.names) > quick.names {
+                    return None;
+                }
+                self.by_id(query, head, limit, live_since)
+            }
+            Query::Words { words, .. } => {
+                match self.without_postings(query, words, limit, live_since, Plan::Auto, quick) {
+                    Ok(found) => found,
+                    Err(p) if p.most <= quick.names && p.merged <= quick.signatures => {
+                        self.by_postings(query, limit, live_since)
+                    }
+                    Err(_) => return None,
+                }
+            }
         };
         Some(found.encode())
     }
 
     fn search_by(&self, query: &Query, limit: usize, live_since: i64, plan: Plan) -> Ranked<'_> {
-        match self.without_postings(query, limit, live_since, plan, Reads::ALL) {
-            Ok(found) => found,
-            Err(_) => self.by_postings(query, limit, live_since),
+        match query {
+            Query::Id(id) => self.by_id(query, self.group_head(id), limit, live_since),
+            Query::Words { words, .. } => {
+                match self.without_postings(query, words, limit, live_since, plan, Reads::ALL) {
+                    Ok(found) => found,
+                    Err(_) => self.by_postings(query, limit, live_since),
+                }
+            }
         }
     }
 
-    /// A content id's group, or a broad word query read in rank order within `reads`;
-    /// otherwise `Err(most)`: the postings answer, reading about `most` names.
+    /// The first file of a content id's list ([`NONE`]: nobody has it).
+    fn group_head(&self, id: &ContentId) -> Slot {
+        self.content_number(id)
+            .and_then(|c| self.contents.get(c as usize))
+            .map_or(NONE, |c| c.head)
+    }
+
+    /// How many files are on the list starting at `head`, counting no further than `most + 1`.
+    fn group_len(&self, mut head: Slot, most: usize) -> usize {
+        let mut n = 0;
+        while let Some(f) = self.rec(head)
+            && n <= most
+        {
+            n += 1;
+            head = f.cnext;
+        }
+        n
+    }
+
+    /// A content id's group: the files on its list.
+    fn by_id(&self, query: &Query, head: Slot, limit: usize, live_since: i64) -> Ranked<'_> {
+        let mut ranker = Ranker::new(self, query, limit, live_since);
+        if head != NONE {
+            ranker.add_group(head);
+        }
+        ranker.finish(false)
+    }
+
+    /// A broad word query read in rank order, within `reads`; otherwise `Err`: what the
+    /// postings would read to answer it.
     fn without_postings(
         &self,
         query: &Query,
+        words: &[String],
         limit: usize,
         live_since: i64,
         plan: Plan,
         reads: Reads,
-    ) -> Result<Ranked<'_>, usize> {
-        let words = match query {
-            Query::Id(id) => {
-                // One group: the files on the content id's list.
-                let mut ranker = Ranker::new(self, query, limit, live_since);
-                if let Some(c) = self
-                    .content_number(id)
-                    .and_then(|c| self.contents.get(c as usize))
-                {
-                    ranker.add_group(c.head);
-                }
-                return Ok(ranker.finish(false));
-            }
-            Query::Words { words, .. } => words,
-        };
+    ) -> Result<Ranked<'_>, PostingsReads> {
         // Reading the order costs about (limit / share of files matching) signatures at a
         // nanosecond or two each, the postings about `most` names at a hundred or so: the
         // order wins once 64 · most² > limit · files.
-        let most = self.most_matches(words);
+        let postings = self.postings_reads(words);
+        let most = postings.most;
         let broad = 64 * (most as u128).pow(2) > (limit as u128 + 1) * self.live as u128;
         let budget = match plan {
             Plan::Order => usize::MAX,
             Plan::Auto => most.max(limit),
-            Plan::Postings => return Err(most),
+            Plan::Postings => return Err(postings),
         };
         if plan == Plan::Order {
             self.refresh_order();
         }
-        if broad || plan == Plan::Order {
-            let reads = Reads {
-                names: reads.names.min(budget),
-                ..reads
-            };
-            if let Some(found) = self.search_in_order(query, limit, live_since, reads) {
-                return Ok(found);
-            }
+        if (broad || plan == Plan::Order)
+            && let Some(found) = self.search_in_order(query, limit, live_since, budget, reads)
+        {
+            return Ok(found);
         }
-        Err(most)
+        Err(postings)
     }
 
     /// Every match of a word query, from the postings of its trigrams, ranked.

@@ -31,6 +31,10 @@ const MAX_OPEN_PER_CONNECTION: usize = 32;
 /// Requests read ahead of the one being answered at most, and files of at most a piece opened
 /// with its file at most (as many as a downloader keeps in flight on one connection).
 const MAX_OPENED_AHEAD: usize = 32;
+/// Bytes of the files opened ahead read along at most (so a connection holds at most this
+/// much, besides the piece it answers, and a descriptor for each of those files until they
+/// are answered).
+const MAX_BYTES_READ_AHEAD: u64 = 1024 * 1024;
 
 /// Settings of a peer's server side.
 #[derive(Debug, Clone)]
@@ -157,6 +161,10 @@ impl PeerServer {
         let mut ahead: VecDeque<Result<Message, ProtocolError>> = VecDeque::new();
         let mut opened: HashMap<ContentId, Opened> = HashMap::new();
         loop {
+            if shutdown.is_cancelled() && !ahead.is_empty() {
+                let _ = conn.flush().await;
+                return Ok(());
+            }
             let msg = match ahead.pop_front() {
                 Some(Ok(msg)) => msg,
                 Some(Err(e)) => return Err(conn.refuse(e).await),
@@ -303,7 +311,11 @@ impl PeerServer {
                     });
                 }
             };
-            conn.reply(&reply).await?;
+            // Replies to requests read ahead wait in the send buffer and leave together.
+            match ahead.is_empty() {
+                true => conn.reply(&reply).await?,
+                false => conn.queue(&reply).await?,
+            }
         }
     }
 
@@ -318,13 +330,9 @@ impl PeerServer {
         index: u32,
     ) -> Vec<(ContentId, u32)> {
         let catalog = self.snapshot();
-        let small = |id: &ContentId| {
-            catalog
-                .by_id(id)
-                .next()
-                .is_some_and(|f| f.size <= PIECE_SIZE)
-        };
+        let size = |id: &ContentId| catalog.by_id(id).next().map(|f| f.size);
         let mut wanted = vec![(id, index)];
+        let mut bytes = 0;
         while wanted.len() < MAX_OPENED_AHEAD && ahead.len() < MAX_OPENED_AHEAD {
             let Some(next) = conn.buffered_request() else {
                 break;
@@ -333,8 +341,10 @@ impl PeerServer {
             if let Ok(Message::GetPiece(g)) = &next
                 && !open.contains_key(&g.content_id)
                 && !wanted.iter().any(|(w, _)| *w == g.content_id)
-                && small(&g.content_id)
+                && let Some(len) = size(&g.content_id).filter(|&n| n <= PIECE_SIZE)
+                && bytes + len <= MAX_BYTES_READ_AHEAD
             {
+                bytes += len;
                 wanted.push((g.content_id, g.index));
             }
             ahead.push_back(next);

@@ -44,6 +44,9 @@ impl SearchResultsWriter {
 
     /// Starts a file that has `peers` peers.
     pub fn file(&mut self, name: &str, size: u64, content_id: &ContentId, peers: u32) {
+        if self.buf.len() > MAX_CONTROL_PAYLOAD {
+            return;
+        }
         let b = &mut self.buf;
         wrote(rmp::encode::write_map_len(b, 4));
         wrote(rmp::encode::write_str(b, "name"));
@@ -58,6 +61,9 @@ impl SearchResultsWriter {
 
     /// One peer of the file last started.
     pub fn peer(&mut self, p: &PeerHitRef<'_>) {
+        if self.buf.len() > MAX_CONTROL_PAYLOAD {
+            return; // Refused at the end: no need to write (and hold) more.
+        }
         let b = &mut self.buf;
         wrote(rmp::encode::write_map_len(
             b,
@@ -79,7 +85,8 @@ impl SearchResultsWriter {
         }
     }
 
-    /// Ends the reply; a payload over the frame limit is [`ProtocolError::FrameTooLarge`].
+    /// Ends the reply; a payload over the frame limit is [`ProtocolError::FrameTooLarge`]
+    /// (once past it, nothing more was written: `received` says where writing stopped).
     pub fn finish(mut self, truncated: bool) -> Result<Bytes, ProtocolError> {
         wrote(rmp::encode::write_str(&mut self.buf, "truncated"));
         wrote(rmp::encode::write_bool(&mut self.buf, truncated));
@@ -180,21 +187,32 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_over_the_frame_limit_is_refused() {
-        let mut w = SearchResultsWriter::new(1, 0);
-        w.file(
-            &"x".repeat(MAX_CONTROL_PAYLOAD),
-            1,
-            &ContentId::from(blake3::hash(b"")),
-            0,
-        );
-        assert!(matches!(
-            w.finish(false),
-            Err(ProtocolError::FrameTooLarge {
-                max: MAX_CONTROL_PAYLOAD,
-                ..
-            })
-        ));
+    fn a_reply_over_the_frame_limit_is_refused_and_stops_growing() {
+        let id = ContentId::from(blake3::hash(b""));
+        let mut w = SearchResultsWriter::new(2, 0);
+        w.file(&"x".repeat(MAX_CONTROL_PAYLOAD), 1, &id, 0);
+        w.file("more", 1, &id, 100_000);
+        let host = "h".repeat(200);
+        for k in 0..100_000 {
+            w.peer(&PeerHitRef {
+                peer_id: k,
+                host: &host,
+                port: 1,
+                shared_at: 0,
+                last_seen: 0,
+                have: None,
+            });
+        }
+        match w.finish(false) {
+            Err(ProtocolError::FrameTooLarge { max, received }) => {
+                assert_eq!(max, MAX_CONTROL_PAYLOAD);
+                assert!(
+                    received < MAX_CONTROL_PAYLOAD + 100,
+                    "{received} bytes held"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -125,6 +125,15 @@ impl ExactNames {
         }
     }
 
+    /// How many slots are named `lower` (live or not), without listing them.
+    pub fn count(&self, hash: u64, lower: &str, ix: &impl NameSource) -> usize {
+        match self.table.find(hash, |&e| self.is_named(e, lower, ix)) {
+            None => 0,
+            Some(&e) if e & LIST == 0 => 1,
+            Some(&e) => self.lists.get((e & !LIST) as usize).map_or(0, |l| l.len()),
+        }
+    }
+
     /// Gives back spare capacity.
     pub fn shrink(&mut self, ix: &impl NameSource) {
         let mut table = std::mem::take(&mut self.table);

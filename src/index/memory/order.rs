@@ -252,12 +252,15 @@ impl NameIndex {
     }
 
     /// Answers a word query by reading files in rank order, or gives up (`None`) once it
-    /// would read more than `reads` allows.
+    /// would read more than `budget` names in that order, or more than `reads` allows in all
+    /// (files named exactly as the query, files added since the order was made, names read
+    /// in order and the files of the groups they belong to; signatures passed over).
     pub(super) fn search_in_order(
         &self,
         query: &Query,
         limit: usize,
         live_since: i64,
+        budget: usize,
         reads: Reads,
     ) -> Option<Ranked<'_>> {
         let Query::Words { words, whole } = query else {
@@ -266,6 +269,7 @@ impl NameIndex {
         let order = self.order.current().filter(|o| o.epoch == self.epoch)?;
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
         let mut ranker = Ranker::new(self, query, limit, live_since);
+        ranker.limit_reads(reads.names);
         let mut done: HashSet<u32> = HashSet::with_capacity(limit.saturating_mul(2).min(4096));
         let take = |ranker: &mut Ranker, done: &mut HashSet<u32>, slot: Slot| {
             if let Some(r) = self.rec(slot)
@@ -273,27 +277,33 @@ impl NameIndex {
             {
                 ranker.add_group(slot);
             }
+            !ranker.over()
         };
         if !whole.is_empty() {
+            if !ranker.spend(self.by_name.count(self.name_hash(whole), whole, self)) {
+                return None;
+            }
             for slot in self.exact_named(whole) {
-                take(&mut ranker, &mut done, slot);
+                if !take(&mut ranker, &mut done, slot) {
+                    return None;
+                }
             }
         }
         // Files added since the order was made are read one by one.
-        let tail = self.files.len().saturating_sub(order.end as usize);
-        if tail > reads.names {
+        if !ranker.spend(self.files.len().saturating_sub(order.end as usize)) {
             return None;
         }
         for slot in order.end..self.files.len() as Slot {
             if self
                 .rec(slot)
                 .is_some_and(|r| all_in(self.names.get(r.name), &words))
+                && !take(&mut ranker, &mut done, slot)
             {
-                take(&mut ranker, &mut done, slot);
+                return None;
             }
         }
         let wanted = words.iter().fold(0, |sig, w| sig | signature(w));
-        let (mut read, mut passed) = (tail, 0);
+        let (mut read, mut passed) = (0, 0);
         for class in &order.classes {
             let slots = order.slots.get(class.start..class.end)?;
             let signatures = order.signatures.get(class.start..class.end)?;
@@ -303,10 +313,12 @@ impl NameIndex {
                 // together (their cache misses overlap), then tested one by one.
                 let mut batch = [0 as Slot; 16];
                 let mut n = 0;
+                let mut passed_all = false;
                 for (&slot, &sig) in rest.by_ref() {
                     passed += 1;
                     if passed > reads.signatures {
-                        return None;
+                        passed_all = true;
+                        break;
                     }
                     if sig & wanted == wanted {
                         batch[n] = slot;
@@ -316,13 +328,10 @@ impl NameIndex {
                         }
                     }
                 }
-                if n == 0 {
-                    break;
-                }
                 self.warm(&batch[..n]);
                 for &slot in &batch[..n] {
                     read += 1;
-                    if read > reads.names {
+                    if read > budget || !ranker.spend(1) {
                         return None;
                     }
                     let Some(r) = self.rec(slot) else {
@@ -336,11 +345,22 @@ impl NameIndex {
                         if ranker.group_is_live(slot) {
                             return Some(ranker.finish(true));
                         }
+                        if ranker.over() {
+                            return None;
+                        }
                         // Its other files are not read again.
                         done.insert(r.content);
                         continue;
                     }
-                    take(&mut ranker, &mut done, slot);
+                    if !take(&mut ranker, &mut done, slot) {
+                        return None;
+                    }
+                }
+                if passed_all {
+                    return None;
+                }
+                if n == 0 {
+                    break;
                 }
             }
         }

@@ -124,6 +124,12 @@ pub struct Ranker<'a, 'q> {
     shared: Vec<(u32, u32, Slot)>,
     /// The members of ranked groups of several files, each group's together.
     members: Vec<Slot>,
+    /// Files the search has read: its own reads ([`Ranker::spend`]) and those of walking
+    /// whole groups ([`Ranker::add_group`], [`Ranker::group_is_live`]).
+    spent: usize,
+    /// Most files it may read ([`Ranker::limit_reads`]); a group walk that would read more
+    /// stops and offers nothing, and the search is to be given up ([`Ranker::over`]).
+    allowance: usize,
 }
 
 impl<'a, 'q> Ranker<'a, 'q> {
@@ -155,7 +161,25 @@ impl<'a, 'q> Ranker<'a, 'q> {
             },
             shared: Vec::new(),
             members: Vec::new(),
+            spent: 0,
+            allowance: usize::MAX,
         }
+    }
+
+    /// Lets the search read at most `files` files (default: no limit).
+    pub fn limit_reads(&mut self, files: usize) {
+        self.allowance = files;
+    }
+
+    /// Counts `files` more files read; false once past the allowance.
+    pub fn spend(&mut self, files: usize) -> bool {
+        self.spent = self.spent.saturating_add(files);
+        !self.over()
+    }
+
+    /// Whether the search read more than it may: what it found is not the whole answer.
+    pub fn over(&self) -> bool {
+        self.spent > self.allowance
     }
 
     /// The group of a file no other file shares its content id with.
@@ -177,7 +201,8 @@ impl<'a, 'q> Ranker<'a, 'q> {
 
     /// Ranks the whole group of `slot`'s content id: its files whose name holds every query
     /// word, shared by live peers. `slot` itself must match the query (the caller has checked
-    /// its name). Returns whether the group had any such file (and so was offered).
+    /// its name). Returns whether the group had any such file (and so was offered); false
+    /// also when walking it went past the allowance ([`Ranker::over`]).
     pub fn add_group(&mut self, slot: Slot) -> bool {
         let ix = self.ix;
         let Some(r) = ix.rec(slot) else {
@@ -194,6 +219,9 @@ impl<'a, 'q> Ranker<'a, 'q> {
         let mut at = ix.contents.get(r.content as usize).map_or(NONE, |c| c.head);
         let mut steps = 0;
         while let Some(f) = ix.rec(at) {
+            if !self.spend(1) {
+                return false;
+            }
             if self.live(f) && all_in(ix.names.get(f.name), &self.words) {
                 let peer_id = ix.peers.get(f.peer as usize).map_or(0, |p| p.id);
                 m.push((peer_id, f.shared_at, at));
@@ -243,7 +271,7 @@ impl<'a, 'q> Ranker<'a, 'q> {
     }
 
     /// Whether `slot`'s group has a matching file shared by a live peer.
-    pub fn group_is_live(&self, slot: Slot) -> bool {
+    pub fn group_is_live(&mut self, slot: Slot) -> bool {
         let ix = self.ix;
         let mut at = ix
             .rec(slot)
@@ -251,6 +279,9 @@ impl<'a, 'q> Ranker<'a, 'q> {
             .map_or(NONE, |c| c.head);
         let mut steps = 0;
         while let Some(f) = ix.rec(at) {
+            if !self.spend(1) {
+                return false;
+            }
             if self.live(f) && all_in(ix.names.get(f.name), &self.words) {
                 return true;
             }

@@ -780,6 +780,50 @@ fn a_search_that_would_read_much_of_the_index_is_not_answered_quickly() {
 }
 
 #[test]
+fn a_quick_search_counts_files_named_alike_and_whole_groups() {
+    let mut ix = one_live_peer();
+    // 2,000 files named "readme.md", and one content id of two files named "old readme.md"
+    // (more copies: before them in rank order, so the walk stops there); one content id of
+    // 1,000 files of which one is named "dup special" (most copies: first in rank order);
+    // 1,000 named "other special N"; 3,000 others.
+    for i in 0..7_002u32 {
+        let (name, id) = match i {
+            0..2_000 => ("readme.md".to_string(), blake3::hash(&i.to_le_bytes())),
+            2_000 => ("dup special".to_string(), blake3::hash(b"dup")),
+            2_001..3_000 => (format!("copy {i}"), blake3::hash(b"dup")),
+            6_000..6_002 => ("old readme.md".to_string(), blake3::hash(b"old")),
+            6_002.. => (format!("other special {i}"), blake3::hash(&i.to_le_bytes())),
+            _ => (format!("other {i}"), blake3::hash(&i.to_le_bytes())),
+        };
+        let mut e = named(&format!("f{i}"), &name);
+        e.content_id = id.into();
+        ix.upsert(1, &e, 1);
+    }
+    ix.refresh_order();
+    let dup = Query::Id(blake3::hash(b"dup").into());
+    let other = Query::Id(blake3::hash(&4_000u32.to_le_bytes()).into());
+    for (q, quick) in [
+        (Query::parse("readme.md"), false),
+        (Query::parse("special"), false),
+        (dup.clone(), false),
+        (other, true),
+        (Query::parse("other 4000"), true),
+    ] {
+        let full = ix.search_encoded(&q, 10, 0).unwrap();
+        match ix.search_quick_encoded(&q, 10, 0) {
+            Some(got) => {
+                assert!(quick, "{q:?} reads more than a quick search may");
+                assert_eq!(got.unwrap(), full, "{q:?}");
+            }
+            None => assert!(!quick, "{q:?} is answered quickly"),
+        }
+    }
+    assert_eq!(ix.search(&Query::parse("readme.md"), 10, 0).0.len(), 10);
+    let (hits, _) = ix.search(&dup, 10, 0);
+    assert_eq!((hits.len(), hits[0].peers.len()), (1, 1));
+}
+
+#[test]
 fn exact_names_are_found_whatever_their_case() {
     let mut ix = one_live_peer();
     ix.upsert(1, &named("a", "Report"), 1);
