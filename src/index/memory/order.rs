@@ -18,10 +18,10 @@
 //! ([`NameIndex::install_order`]); meanwhile searches read the postings. Names are ordered by
 //! their first 16 bytes only, so sorting needs only the keys.
 
-use hashbrown::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use hashbrown::HashSet;
 use rayon::prelude::*;
 
 use super::rank::{Ranked, Ranker};
