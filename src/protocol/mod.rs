@@ -2,6 +2,7 @@
 
 mod connection;
 mod frame;
+pub mod fuzz;
 mod messages;
 mod search_reply;
 mod serve;

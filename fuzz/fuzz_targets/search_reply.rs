@@ -1,0 +1,4 @@
+//! Fuzz target: `peershare::protocol::fuzz::search_reply` over arbitrary bytes (see fuzz/README.md).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| peershare::protocol::fuzz::search_reply(data));

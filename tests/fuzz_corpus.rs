@@ -1,0 +1,307 @@
+//! The fuzz targets' properties over their seeds and over every input in `fuzz/corpus`, on stable Rust, in every test run.
+//!
+//! The seeds are one message of every kind (the wire tests' examples among them) and the
+//! hostile frames the hardening tests send. `fuzz/corpus/<target>/seed-*` must hold exactly
+//! these bytes; after a deliberate change of the wire format, write them again with
+//! `PEERSHARE_WRITE_SEEDS=1 cargo test --test fuzz_corpus`.
+
+use std::path::{Path, PathBuf};
+
+use peershare::content::{ContentId, Digest};
+use peershare::protocol::fuzz;
+use peershare::protocol::*;
+
+fn id(b: u8) -> ContentId {
+    ContentId::from_bytes([b; 32])
+}
+
+fn peer_hit(k: u64, have: Option<Vec<u8>>) -> PeerHit {
+    PeerHit {
+        peer_id: k,
+        host: "127.0.0.1".into(),
+        port: 40_000,
+        shared_at: 1_700_000_000_000,
+        last_seen: -1,
+        have,
+    }
+}
+
+/// One message of every kind, by name.
+fn samples() -> Vec<(&'static str, Message)> {
+    vec![
+        (
+            "hello",
+            Message::Hello(Hello {
+                version_min: 1,
+                version_max: 1,
+                agent: "peershare/0.1.0".into(),
+            }),
+        ),
+        (
+            "welcome",
+            Message::Welcome(Welcome {
+                version: 1,
+                agent: "peershare/0.1.0".into(),
+                nonce: Digest([7; 32]),
+            }),
+        ),
+        (
+            "error",
+            Message::Error(ErrorReply::new(
+                code::BUSY,
+                "all upload slots taken; you are number 3 in the queue",
+            )),
+        ),
+        (
+            "register",
+            Message::Register(Register {
+                public_key: Digest([1; 32]),
+                signature: vec![2; 64],
+                host: "[::1]".into(),
+                port: 50_000,
+                catalog_digest: Digest([3; 32]),
+                file_count: 70_000,
+                ephemeral: true,
+            }),
+        ),
+        (
+            "registered",
+            Message::Registered(Registered {
+                peer_id: 300,
+                in_sync: false,
+                lease_secs: 90,
+                host: "10.0.0.1".into(),
+            }),
+        ),
+        (
+            "update_files",
+            Message::UpdateFiles(UpdateFiles {
+                reset: true,
+                upsert: vec![
+                    FileEntry {
+                        path: "music/Isaac.py".into(),
+                        name: "Isaac.py".into(),
+                        size: 262_145,
+                        content_id: id(0xab),
+                        mtime: -5,
+                        have: None,
+                    },
+                    FileEntry {
+                        path: "part".into(),
+                        name: "\u{202e}gnp.exe".into(),
+                        size: 1 << 42,
+                        content_id: id(0xcd),
+                        mtime: 1_700_000_000,
+                        have: Some(vec![0xc0, 0x40]),
+                    },
+                ],
+                remove: vec!["old/file".into()],
+                digest: Some(Digest([9; 32])),
+            }),
+        ),
+        ("ack", Message::Ack(Ack { files: 65_536 })),
+        ("heartbeat", Message::Heartbeat),
+        ("unregister", Message::Unregister),
+        (
+            "search",
+            Message::Search(Search {
+                query: "isaac py".into(),
+                limit: 100,
+            }),
+        ),
+        (
+            "search_results",
+            Message::SearchResults(SearchResults {
+                files: vec![FileHit {
+                    name: "Isaac.py".into(),
+                    size: 17,
+                    content_id: id(0x11),
+                    peers: vec![peer_hit(1, None), peer_hit(u64::MAX, Some(vec![0x80]))],
+                }],
+                truncated: true,
+            }),
+        ),
+        ("list_peers", Message::ListPeers),
+        (
+            "peer_list",
+            Message::PeerList(PeerList {
+                peers: vec![PeerRecord {
+                    peer_id: 2,
+                    host: "192.0.2.1".into(),
+                    port: 1,
+                    files: 4_294_967_296,
+                    last_seen: 0,
+                    live: false,
+                }],
+            }),
+        ),
+        (
+            "get_info",
+            Message::GetInfo(GetInfo {
+                content_id: id(0xab),
+            }),
+        ),
+        (
+            "info",
+            Message::Info(Info {
+                content_id: id(0xab),
+                size: 4 << 40,
+                piece_size: 262_144,
+                name: "big.iso".into(),
+            }),
+        ),
+        (
+            "get_hashes",
+            Message::GetHashes(GetHashes {
+                content_id: id(0xab),
+                start: 0,
+                count: 16_384,
+            }),
+        ),
+        (
+            "hashes",
+            Message::Hashes(Hashes {
+                start: 32,
+                hashes: vec![5; 96],
+            }),
+        ),
+        (
+            "get_piece",
+            Message::GetPiece(GetPiece {
+                content_id: id(0x11),
+                index: 300,
+            }),
+        ),
+        (
+            "piece",
+            Message::Piece(Piece {
+                index: 2,
+                data: bytes::Bytes::from_static(b"abc"),
+            }),
+        ),
+        (
+            "get_have",
+            Message::GetHave(GetHave {
+                content_id: id(0x22),
+            }),
+        ),
+        (
+            "have",
+            Message::Have(Have {
+                content_id: id(0x22),
+                pieces: 10,
+                bitmap: vec![0xc0, 0x40],
+            }),
+        ),
+        (
+            "catalog_query",
+            Message::CatalogQuery(CatalogQuery {
+                query: "isaac".into(),
+                limit: 20,
+            }),
+        ),
+        (
+            "catalog_results",
+            Message::CatalogResults(CatalogResults {
+                files: vec![CatalogEntry {
+                    name: "Isaac.py".into(),
+                    size: 0,
+                    content_id: id(0x33),
+                }],
+                truncated: false,
+            }),
+        ),
+    ]
+}
+
+fn frame(m: &Message) -> Vec<u8> {
+    let payload = m.encode_payload().expect("samples encode");
+    let mut v = Frame::header(m.tag(), payload.len())
+        .expect("samples fit")
+        .to_vec();
+    v.extend_from_slice(&payload);
+    v
+}
+
+/// Every seed file: (target, file name, bytes).
+fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stream = Vec::new();
+    for (name, m) in samples() {
+        let f = frame(&m);
+        out.push(("message", format!("seed-{name}"), f[4..].to_vec()));
+        stream.extend_from_slice(&f);
+    }
+    out.push(("frames", "seed-every-message".into(), stream.clone()));
+    // Hostile streams: an empty frame, one just over the limit, a truncated one, an unknown
+    // tag, a payload that is not a map.
+    let over = (MAX_FRAME_LEN as u32 + 1).to_be_bytes();
+    let hostile: [(&str, Vec<u8>); 5] = [
+        ("empty-frame", vec![0, 0, 0, 0]),
+        ("oversized", over.to_vec()),
+        ("truncated", stream[..stream.len() - 3].to_vec()),
+        ("unknown-tag", vec![0, 0, 0, 2, 0x52, 0x80]),
+        ("not-a-map", vec![0, 0, 0, 3, 0x01, 0x92, 0x01]),
+    ];
+    for (name, bytes) in hostile {
+        out.push(("frames", format!("seed-{name}"), bytes));
+    }
+    let replies: [(&str, &[u8]); 3] = [
+        ("empty", &[]),
+        ("one-file", &[1, 3, b'a', b'b', b'c', 21, 0x11, 0x22]),
+        ("edges", &[8, 47, 255, 0, 1, 2, 3, 4, 5, 6, 7, 38, 39, 40, 41, 4, 9, 9]),
+    ];
+    for (name, bytes) in replies {
+        out.push(("search_reply", format!("seed-{name}"), bytes.to_vec()));
+    }
+    out
+}
+
+fn run(target: &str, data: &[u8]) {
+    match target {
+        "frames" => fuzz::frames(data),
+        "message" => fuzz::message(data),
+        "search_reply" => fuzz::search_reply(data),
+        other => panic!("no fuzz target {other}"),
+    }
+}
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
+}
+
+#[test]
+fn every_seed_keeps_the_properties_and_is_in_the_corpus() {
+    let write = std::env::var_os("PEERSHARE_WRITE_SEEDS").is_some();
+    for (target, name, bytes) in seeds() {
+        run(target, &bytes);
+        let path = corpus_dir().join(target).join(&name);
+        if write {
+            std::fs::create_dir_all(path.parent().expect("in a folder")).expect("corpus folder");
+            std::fs::write(&path, &bytes).expect("seed written");
+        } else {
+            let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
+                panic!("{}: {e} (PEERSHARE_WRITE_SEEDS=1 writes it)", path.display())
+            });
+            assert_eq!(on_disk, bytes, "{} is out of date", path.display());
+        }
+    }
+}
+
+#[test]
+fn the_whole_fuzz_corpus_replays_without_breaking_a_property() {
+    let mut replayed = 0;
+    for target in ["frames", "message", "search_reply"] {
+        let dir = corpus_dir().join(target);
+        let entries = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.expect("corpus entry").path();
+            let data = std::fs::read(&path).expect("corpus file");
+            let result = std::panic::catch_unwind(|| run(target, &data));
+            assert!(result.is_ok(), "{} breaks a property", path.display());
+            replayed += 1;
+        }
+    }
+    assert!(replayed >= seeds().len(), "only {replayed} inputs replayed");
+}
