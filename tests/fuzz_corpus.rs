@@ -249,7 +249,10 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let replies: [(&str, &[u8]); 3] = [
         ("empty", &[]),
         ("one-file", &[1, 3, b'a', b'b', b'c', 21, 0x11, 0x22]),
-        ("edges", &[8, 47, 255, 0, 1, 2, 3, 4, 5, 6, 7, 38, 39, 40, 41, 4, 9, 9]),
+        (
+            "edges",
+            &[8, 47, 255, 0, 1, 2, 3, 4, 5, 6, 7, 38, 39, 40, 41, 4, 9, 9],
+        ),
     ];
     for (name, bytes) in replies {
         out.push(("search_reply", format!("seed-{name}"), bytes.to_vec()));
@@ -281,7 +284,10 @@ fn every_seed_keeps_the_properties_and_is_in_the_corpus() {
             std::fs::write(&path, &bytes).expect("seed written");
         } else {
             let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
-                panic!("{}: {e} (PEERSHARE_WRITE_SEEDS=1 writes it)", path.display())
+                panic!(
+                    "{}: {e} (PEERSHARE_WRITE_SEEDS=1 writes it)",
+                    path.display()
+                )
             });
             assert_eq!(on_disk, bytes, "{} is out of date", path.display());
         }
@@ -293,8 +299,7 @@ fn the_whole_fuzz_corpus_replays_without_breaking_a_property() {
     let mut replayed = 0;
     for target in ["frames", "message", "search_reply"] {
         let dir = corpus_dir().join(target);
-        let entries = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         for entry in entries {
             let path = entry.expect("corpus entry").path();
             let data = std::fs::read(&path).expect("corpus file");
