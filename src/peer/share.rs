@@ -15,7 +15,7 @@ use super::{Catalog, PeerConfig, PeerServer, ScanError, ScanOptions, Scanner};
 use crate::dht::{DhtConfig, PublishConfig, run_publisher, start_node};
 use crate::identity::{Identity, IdentityError};
 use crate::index::{IndexClient, IndexClientError};
-use crate::protocol::Limits;
+use crate::protocol::{Limits, ProtocolError, code};
 
 /// Settings of a sharing peer.
 #[derive(Debug, Clone)]
@@ -307,8 +307,9 @@ async fn index_loop(
         };
         (host, local_addr.port())
     });
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = RECONNECT_MIN;
     loop {
+        let mut lease = None;
         let r = index_session(
             &index,
             &identity,
@@ -318,24 +319,77 @@ async fn index_loop(
             &mut catalog_rx,
             &status,
             &shutdown,
+            &mut lease,
         )
         .await;
-        match r {
+        let e = match r {
             Ok(()) => return,
-            Err(e) => {
-                warn!("index {index}: {e}; retrying in {backoff:?}");
-                status.send_modify(|s| {
-                    s.in_sync = false;
-                    s.last_error = Some(e.to_string());
-                });
-            }
+            Err(e) => e,
+        };
+        // A session that got as far as registering proves the index is back: the next outage
+        // starts from the shortest wait again (else every restart of the index would double it
+        // for good, up to 30 s per re-sync).
+        if lease.is_some() {
+            backoff = RECONNECT_MIN;
         }
+        let wait = match lease {
+            // Refused after registering: another process registered with this identity since
+            // (the index keeps the newest session only). Taking the registration straight back
+            // would make two such processes overwrite each other's files all the time; one lease
+            // lets a process that merely restarted elsewhere, or left, settle first.
+            Some(lease) if is_unauthorized(&e) => {
+                let lease = lease.clamp(RECONNECT_MIN, TAKEN_OVER_MAX);
+                warn!(
+                    "index {index}: this session was refused ({e}): another process may be \
+                     using this identity; registering again in {lease:?}"
+                );
+                lease
+            }
+            _ => {
+                let wait = jittered(backoff);
+                warn!("index {index}: {e}; retrying in {wait:?}");
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+                wait
+            }
+        };
+        status.send_modify(|s| {
+            s.in_sync = false;
+            s.last_error = Some(e.to_string());
+        });
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// The first wait before reconnecting to the index after a failure; it doubles with each
+/// failure in a row, up to [`RECONNECT_MAX`], and starts again here after a registration.
+pub const RECONNECT_MIN: Duration = Duration::from_millis(500);
+/// The longest wait before reconnecting to the index.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// The longest wait before registering again after the index refused a session it had
+/// registered (normally one lease).
+pub const TAKEN_OVER_MAX: Duration = Duration::from_secs(600);
+
+/// A wait drawn uniformly from `[d/2, d]`, so the peers of an index that restarts do not all
+/// come back at the same instant.
+fn jittered(d: Duration) -> Duration {
+    let mut b = [0u8; 8];
+    let r = getrandom::fill(&mut b).map_or(u64::MAX, |()| u64::from_le_bytes(b));
+    let half = d / 2;
+    half + Duration::from_nanos(r % (half.as_nanos() as u64 + 1))
+}
+
+fn is_unauthorized(e: &IndexClientError) -> bool {
+    matches!(
+        e,
+        IndexClientError::Protocol {
+            source: ProtocolError::Remote(r),
+            ..
+        } if r.code == code::UNAUTHORIZED
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -348,12 +402,15 @@ async fn index_session(
     catalog_rx: &mut watch::Receiver<Arc<Catalog>>,
     status: &watch::Sender<ShareStatus>,
     shutdown: &CancellationToken,
+    registered: &mut Option<Duration>,
 ) -> Result<(), IndexClientError> {
     let mut client = IndexClient::connect(index, config.index_limits).await?;
     let mut synced = catalog_rx.borrow_and_update().clone();
     let reg = client
         .register(identity, host, port, synced.digest(), synced.len() as u64)
         .await?;
+    let lease = Duration::from_secs(u64::from(reg.lease_secs));
+    *registered = Some(lease);
     let files = if reg.in_sync {
         synced.len() as u64
     } else {
@@ -374,8 +431,7 @@ async fn index_session(
         s.in_sync = true;
         s.last_error = None;
     });
-    let period =
-        Duration::from_millis(u64::from(reg.lease_secs) * 1000 / 3).max(Duration::from_millis(200));
+    let period = (lease / 3).max(Duration::from_millis(200));
     let mut beat = tokio::time::interval(period);
     beat.tick().await;
     loop {
