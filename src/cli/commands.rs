@@ -37,6 +37,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             listen,
             db,
             lease,
+            forget_after,
             max_connections,
             search_cache,
             io_threads: _,
@@ -44,6 +45,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             let db = db.unwrap_or_else(|| state.join("index.sqlite"));
             let config = IndexConfig {
                 lease,
+                forget_after,
                 max_connections,
                 search_cache: CacheConfig {
                     max_entries: search_cache,

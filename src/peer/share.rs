@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use super::{Catalog, PeerConfig, PeerServer, ScanError, ScanOptions, Scanner};
 use crate::dht::{DhtConfig, PublishConfig, run_publisher, start_node};
-use crate::identity::{Identity, IdentityError};
+use crate::identity::{Identity, IdentityError, StateLock};
 use crate::index::{IndexClient, IndexClientError};
 use crate::protocol::{Limits, ProtocolError, code};
 
@@ -137,6 +137,8 @@ pub async fn start_share(
     config: ShareConfig,
     listener: TcpListener,
 ) -> Result<ShareHandle, ShareError> {
+    // Before anything else: a second process on this identity must not even scan.
+    let lock = StateLock::acquire(&config.state_dir)?;
     let identity = Identity::load_or_create(&config.state_dir)?;
     let local_addr = listener.local_addr().map_err(ShareError::Listener)?;
     let scanner = Arc::new(Scanner::new(
@@ -212,8 +214,10 @@ pub async fn start_share(
             shutdown.clone(),
         ));
     }
+    // The state directory stays locked until the index has been told this peer left (or the
+    // share stops, without an index).
     if let Some(index) = config.index.clone() {
-        tasks.spawn(index_loop(
+        let session = index_loop(
             index,
             identity,
             config,
@@ -221,7 +225,17 @@ pub async fn start_share(
             catalog_rx,
             status_tx,
             shutdown.clone(),
-        ));
+        );
+        tasks.spawn(async move {
+            session.await;
+            drop(lock);
+        });
+    } else {
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            stop.cancelled().await;
+            drop(lock);
+        });
     }
     Ok(ShareHandle {
         local_addr,
