@@ -414,3 +414,56 @@ fn rusqlite_count(db: &std::path::Path, sql: &str) -> i64 {
         .unwrap();
     c.query_row(sql, [], |r| r.get(0)).unwrap()
 }
+
+/// A sharing peer whose registration another process takes over (a copy of its key) notices
+/// at its next heartbeat, says why, and registers again after one lease: the index then holds
+/// its files, and the other session is the superseded one.
+#[tokio::test]
+async fn a_share_whose_session_is_taken_over_notices_and_takes_it_back() {
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("mine.txt"), b"mine").unwrap();
+    let lease = Duration::from_secs(1);
+    let ix = start_index_with(
+        &t.path().join("ix.sqlite"),
+        "127.0.0.1:0".parse().unwrap(),
+        config(lease),
+    )
+    .await;
+    let state = t.path().join("p");
+    let mut peer = start_peer(&share, Some(ix.addr()), &state).await;
+    let copy = Identity::load_or_create(&state).unwrap();
+    let mut other = client(&ix.addr()).await;
+    other
+        .register(&copy, "127.0.0.1", 4999, Digest([9; 32]), 1)
+        .await
+        .unwrap();
+    other
+        .sync_files(
+            true,
+            vec![entry("intruder.txt", b"i")],
+            vec![],
+            Digest([9; 32]),
+        )
+        .await
+        .unwrap();
+    let s = peer
+        .wait_for(Duration::from_secs(5), |s| {
+            s.last_error
+                .as_ref()
+                .is_some_and(|e| e.contains("superseded"))
+        })
+        .await
+        .expect("the peer notices its session was superseded");
+    assert!(!s.in_sync);
+    peer.wait_for(Duration::from_secs(5), |s| s.in_sync)
+        .await
+        .expect("registered again after a lease");
+    assert_eq!(hits(&ix.addr(), "mine").await, 1);
+    assert_eq!(hits(&ix.addr(), "intruder").await, 0);
+    let (c, why) = refusal(other.heartbeat().await);
+    assert_eq!(c, code::UNAUTHORIZED, "{why}");
+    peer.shutdown().await;
+    ix.stop().await;
+}

@@ -236,7 +236,7 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
                     std::io::stdout().flush()?;
                 }
                 if let Some(e) = &s.last_error && last.last_error.as_ref() != Some(e) {
-                    eprintln!("peershare: index unreachable, retrying: {e}");
+                    eprintln!("peershare: no registration with the index, retrying: {e}");
                 }
                 last = s;
             }
