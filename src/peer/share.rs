@@ -323,7 +323,7 @@ async fn index_loop(
     });
     let mut backoff = RECONNECT_MIN;
     loop {
-        let mut lease = None;
+        let mut progress = Progress::default();
         let r = index_session(
             &index,
             &identity,
@@ -333,20 +333,21 @@ async fn index_loop(
             &mut catalog_rx,
             &status,
             &shutdown,
-            &mut lease,
+            &mut progress,
         )
         .await;
         let e = match r {
             Ok(()) => return,
             Err(e) => e,
         };
-        // A session that got as far as registering proves the index is back: the next outage
-        // starts from the shortest wait again (else every restart of the index would double it
-        // for good, up to 30 s per re-sync).
-        if lease.is_some() {
+        // A session that got as far as registering its files proves the index is back: the next
+        // outage starts from the shortest wait again (else every restart of the index would
+        // double it for good, up to 30 s per re-sync). One that failed before keeps doubling,
+        // so an index that takes registrations but fails every sync is not asked again and again.
+        if progress.in_sync {
             backoff = RECONNECT_MIN;
         }
-        let wait = match lease {
+        let wait = match progress.lease {
             // Refused after registering: another process registered with this identity since
             // (the index keeps the newest session only). Taking the registration straight back
             // would make two such processes overwrite each other's files all the time; one lease
@@ -396,6 +397,15 @@ fn jittered(d: Duration) -> Duration {
     half + Duration::from_nanos(r % (half.as_nanos() as u64 + 1))
 }
 
+/// How far one session with the index got.
+#[derive(Default)]
+struct Progress {
+    /// The lease the index gave, once registered.
+    lease: Option<Duration>,
+    /// The index acknowledged the whole catalog.
+    in_sync: bool,
+}
+
 fn is_unauthorized(e: &IndexClientError) -> bool {
     matches!(
         e,
@@ -416,7 +426,7 @@ async fn index_session(
     catalog_rx: &mut watch::Receiver<Arc<Catalog>>,
     status: &watch::Sender<ShareStatus>,
     shutdown: &CancellationToken,
-    registered: &mut Option<Duration>,
+    progress: &mut Progress,
 ) -> Result<(), IndexClientError> {
     let mut client = IndexClient::connect(index, config.index_limits).await?;
     let mut synced = catalog_rx.borrow_and_update().clone();
@@ -424,7 +434,7 @@ async fn index_session(
         .register(identity, host, port, synced.digest(), synced.len() as u64)
         .await?;
     let lease = Duration::from_secs(u64::from(reg.lease_secs));
-    *registered = Some(lease);
+    progress.lease = Some(lease);
     let files = if reg.in_sync {
         synced.len() as u64
     } else {
@@ -439,6 +449,7 @@ async fn index_session(
     );
     // The file list just sent (and its encoding) was the largest allocation a sharing peer makes.
     crate::release_free_memory();
+    progress.in_sync = true;
     status.send_modify(|s| {
         s.peer_id = Some(reg.peer_id);
         s.files_registered = Some(files);
@@ -478,5 +489,23 @@ async fn index_session(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_waits_are_spread_over_the_upper_half_of_the_step() {
+        let step = Duration::from_millis(800);
+        let waits: Vec<Duration> = (0..200).map(|_| jittered(step)).collect();
+        assert!(
+            waits.iter().all(|w| *w >= step / 2 && *w <= step),
+            "{waits:?}"
+        );
+        let (lo, hi) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+        assert!(*hi - *lo > step / 4, "spread out: {lo:?}..{hi:?}");
+        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
     }
 }
