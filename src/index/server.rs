@@ -123,15 +123,20 @@ async fn purge_loop(
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(lease.max(Duration::from_secs(1)));
-    let forget_after = forget_after.max(2 * lease).as_millis() as i64;
-    let ephemeral_after = (EPHEMERAL_PURGE_LEASES * lease).as_millis() as i64;
+    // Saturating: an absurdly long setting means "never", not a wrapped-around negative age.
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let forget_after = ms(forget_after.max(lease.saturating_mul(2)));
+    let ephemeral_after = ms(lease.saturating_mul(EPHEMERAL_PURGE_LEASES));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let now = now_ms();
-        let (ephemeral, others) = (now - ephemeral_after, now.saturating_sub(forget_after));
+        let (ephemeral, others) = (
+            now.saturating_sub(ephemeral_after),
+            now.saturating_sub(forget_after),
+        );
         match blocking(&store, move |s| s.purge(ephemeral, others)).await {
             Ok(0) => {}
             Ok(n) => info!("forgot {n} peers not heard from for long"),
