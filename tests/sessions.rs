@@ -213,12 +213,25 @@ fn a_second_share_on_one_state_directory_is_refused() {
     };
     let mut first = start();
     listening(&mut first);
-    let second = Command::new(env!("CARGO_BIN_EXE_peershare"))
+    let mut second = Command::new(env!("CARGO_BIN_EXE_peershare"))
         .args(args)
         .env("PEERSHARE_HOME", &home)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // Bounded: a second share that is not refused would run until killed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while second.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            second.kill().unwrap();
+            first.kill().unwrap();
+            panic!("a second share on the same state directory kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = second.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success(), "refused: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
