@@ -1,7 +1,9 @@
 //! A peer's Ed25519 identity, kept in its state directory; the index knows a peer by its public key.
+//! [`StateLock`] keeps a second process from using the same identity as a peer at the same time.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -11,6 +13,8 @@ use crate::content::Digest;
 use crate::protocol::REGISTER_CONTEXT;
 
 const KEY_FILE: &str = "identity.key";
+/// The file [`StateLock`] locks; it holds the pid of the process holding the lock.
+pub const LOCK_FILE: &str = "share.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -23,6 +27,62 @@ pub enum IdentityError {
     BadKey { path: PathBuf, len: usize },
     #[error("no randomness from the operating system: {0}")]
     Random(String),
+    #[error(
+        "the state directory {} is in use by another peershare process{}; stop it, or give this one its own --state-dir",
+        dir.display(),
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    InUse { dir: PathBuf, pid: Option<u32> },
+}
+
+/// An exclusive lock on a state directory, held for as long as a process uses its identity as a
+/// long-running peer (`share`). Two such processes would register the same key at the index,
+/// each taking the other's registration over. The lock is `flock(2)` on [`LOCK_FILE`], so the
+/// kernel releases it when the process ends, however it ends; dropping this releases it too.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: fs::File,
+}
+
+impl StateLock {
+    /// Locks `state_dir` (creating it if needed), or says which process holds it.
+    pub fn acquire(state_dir: &Path) -> Result<StateLock, IdentityError> {
+        let path = state_dir.join(LOCK_FILE);
+        let io = |source| IdentityError::Io {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(state_dir).map_err(io)?;
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io(e));
+            }
+            // The holder writes its pid just after locking: it may not be there yet.
+            let mut text = String::new();
+            let pid = file
+                .read_to_string(&mut text)
+                .ok()
+                .and_then(|_| text.trim().parse().ok());
+            return Err(IdentityError::InUse {
+                dir: state_dir.to_path_buf(),
+                pid,
+            });
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(StateLock { _file: file })
+    }
 }
 
 pub struct Identity {
@@ -117,6 +177,26 @@ pub fn random_bytes() -> Result<[u8; 32], IdentityError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_directory_is_locked_once_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let held = StateLock::acquire(&state).unwrap();
+        let err = StateLock::acquire(&state).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&state.display().to_string())
+                && msg.contains(&format!("(pid {})", std::process::id()))
+                && !msg.contains('\n'),
+            "{msg}"
+        );
+        // Another directory is not affected; dropping the lock frees the directory.
+        let other = StateLock::acquire(&dir.path().join("other")).unwrap();
+        drop(held);
+        let again = StateLock::acquire(&state).unwrap();
+        drop((again, other));
+    }
 
     #[test]
     fn key_is_stable_and_signatures_check() {

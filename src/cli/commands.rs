@@ -37,6 +37,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             listen,
             db,
             lease,
+            forget_after,
             max_connections,
             search_cache,
             io_threads: _,
@@ -44,6 +45,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             let db = db.unwrap_or_else(|| state.join("index.sqlite"));
             let config = IndexConfig {
                 lease,
+                forget_after,
                 max_connections,
                 search_cache: CacheConfig {
                     max_entries: search_cache,
@@ -234,7 +236,7 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
                     std::io::stdout().flush()?;
                 }
                 if let Some(e) = &s.last_error && last.last_error.as_ref() != Some(e) {
-                    eprintln!("peershare: index unreachable, retrying: {e}");
+                    eprintln!("peershare: no registration with the index, retrying: {e}");
                 }
                 last = s;
             }

@@ -140,6 +140,10 @@ pub enum Command {
         /// How long a peer stays listed without a heartbeat
         #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
         lease: Duration,
+        /// How long a peer not heard from is remembered (its files, its id) before it is
+        /// forgotten; at least two leases. Throw-away peers of `get` go after two leases
+        #[arg(long, default_value = "7days", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        forget_after: Duration,
         /// Most connections served at once
         #[arg(long, default_value_t = 1024)]
         max_connections: usize,

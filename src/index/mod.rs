@@ -12,8 +12,8 @@ mod store;
 
 pub use cache::CacheConfig;
 pub use client::{IndexClient, IndexClientError};
-pub use server::{IndexConfig, IndexServer};
-pub use store::{IndexStore, StoreError};
+pub use server::{EPHEMERAL_PURGE_LEASES, IndexConfig, IndexServer};
+pub use store::{IndexStore, Session, StoreError};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -12,7 +12,7 @@ use tracing::{debug, info};
 
 use super::cache::CacheConfig;
 use super::search::Query;
-use super::{IndexStore, StoreError, now_ms};
+use super::{IndexStore, Session, StoreError, now_ms};
 use crate::content::{Digest, MAX_FILE_SIZE, PieceLayout};
 use crate::identity::{random_bytes, verify_register};
 use crate::protocol::{
@@ -25,6 +25,10 @@ use crate::protocol::{
 pub struct IndexConfig {
     /// How long a registration stays live without a heartbeat. Default: 90 s.
     pub lease: Duration,
+    /// How long a peer that is not heard from is kept (with its files, its id reserved for its
+    /// key) before it is forgotten; at least two leases. Ephemeral peers are forgotten after
+    /// [`EPHEMERAL_PURGE_LEASES`] leases. Default: 7 days.
+    pub forget_after: Duration,
     /// Most connections served at once; further ones wait in the accept queue. Default: 1024.
     pub max_connections: usize,
     /// Per-connection time limits. Default: 120 s to receive a message, 30 s to send one.
@@ -42,6 +46,7 @@ impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig {
             lease: Duration::from_secs(90),
+            forget_after: Duration::from_secs(7 * 24 * 3600),
             max_connections: 1024,
             limits: Limits {
                 read_timeout: Duration::from_secs(120),
@@ -87,6 +92,7 @@ impl IndexServer {
         tokio::spawn(purge_loop(
             self.store.clone(),
             self.config.lease,
+            self.config.forget_after,
             shutdown.clone(),
         ));
         accept_loop(listener, max, grace, shutdown.clone(), |stream, addr| {
@@ -104,19 +110,63 @@ impl IndexServer {
     }
 }
 
-/// Every lease period, forgets ephemeral peers whose lease ran out ten periods ago.
-async fn purge_loop(store: Arc<IndexStore>, lease: Duration, shutdown: CancellationToken) {
+/// Ephemeral peers not heard from for this many leases are forgotten. One whose connection
+/// closes is forgotten at once; this catches one whose connection hangs.
+pub const EPHEMERAL_PURGE_LEASES: u32 = 2;
+
+/// Every lease period, forgets ephemeral peers whose lease ran out
+/// [`EPHEMERAL_PURGE_LEASES`] leases ago and other peers not seen for `forget_after`.
+async fn purge_loop(
+    store: Arc<IndexStore>,
+    lease: Duration,
+    forget_after: Duration,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(lease.max(Duration::from_secs(1)));
+    // Saturating: an absurdly long setting means "never", not a wrapped-around negative age.
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let forget_after = ms(forget_after.max(lease.saturating_mul(2)));
+    let ephemeral_after = ms(lease.saturating_mul(EPHEMERAL_PURGE_LEASES));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let before = now_ms() - 10 * lease.as_millis() as i64;
-        match blocking(&store, move |s| s.purge_ephemeral(before)).await {
+        let now = now_ms();
+        let (ephemeral, others) = (
+            now.saturating_sub(ephemeral_after),
+            now.saturating_sub(forget_after),
+        );
+        match blocking(&store, move |s| s.purge(ephemeral, others)).await {
             Ok(0) => {}
-            Ok(n) => debug!("forgot {n} expired ephemeral peers"),
-            Err(e) => tracing::warn!("purging expired ephemeral peers: {e}"),
+            Ok(n) => info!("forgot {n} peers not heard from for long"),
+            Err(e) => tracing::warn!("forgetting expired peers: {e}"),
+        }
+    }
+}
+
+/// The session a connection registered; when the connection ends without `Unregister`
+/// (closed, timed out, dropped at shutdown), the store is told, so an ephemeral peer is
+/// forgotten at once.
+struct Authenticated {
+    store: Arc<IndexStore>,
+    session: Option<Session>,
+}
+
+impl Drop for Authenticated {
+    fn drop(&mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let store = self.store.clone();
+        let closed = move || match store.connection_closed(&session) {
+            Ok(true) => debug!(peer_id = session.peer_id, "ephemeral peer left"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(peer_id = session.peer_id, "closing its session: {e}"),
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(closed)),
+            Err(_) => closed(),
         }
     }
 }
@@ -179,7 +229,10 @@ async fn handle(
         return Ok(());
     }
     let lease_ms = config.lease.as_millis() as i64;
-    let mut peer: Option<u64> = None;
+    let mut peer = Authenticated {
+        store: store.clone(),
+        session: None,
+    };
     loop {
         let Some(msg) = conn.next_request(&shutdown).await? else {
             return Ok(());
@@ -191,9 +244,17 @@ async fn handle(
                 Ok(Err(e)) => Ok(Some(Reply::Message(Message::Error(e)))),
                 Err(e) => Err(e),
             },
-            msg => answer(msg, &store, &mut peer, &nonce, addr, config, lease_ms)
-                .await
-                .map(|m| m.map(Reply::Message)),
+            msg => answer(
+                msg,
+                &store,
+                &mut peer.session,
+                &nonce,
+                addr,
+                config,
+                lease_ms,
+            )
+            .await
+            .map(|m| m.map(Reply::Message)),
         };
         let reply = match reply {
             Ok(Some(m)) => m,
@@ -211,10 +272,19 @@ async fn handle(
             }
             Err(HandlerError::Store(StoreError::UnknownPeer(id))) => {
                 // Forgotten (an expired ephemeral peer): it must register again.
-                peer = None;
+                peer.session = None;
                 Reply::Message(Message::Error(ErrorReply::new(
                     code::UNAUTHORIZED,
                     format!("peer {id} is not registered any more; register again"),
+                )))
+            }
+            Err(HandlerError::Store(StoreError::Superseded(id))) => {
+                // Its key registered on another connection since: the newest session wins.
+                peer.session = None;
+                info!(peer_id = id, %addr, "superseded session refused");
+                Reply::Message(Message::Error(ErrorReply::new(
+                    code::UNAUTHORIZED,
+                    format!("superseded by a newer session of peer {id}"),
                 )))
             }
             Err(e) => {
@@ -243,7 +313,7 @@ async fn handle(
 async fn answer(
     msg: Message,
     store: &Arc<IndexStore>,
-    peer: &mut Option<u64>,
+    peer: &mut Option<Session>,
     nonce: &Digest,
     addr: SocketAddr,
     config: &IndexConfig,
@@ -251,9 +321,10 @@ async fn answer(
 ) -> Result<Option<Message>, HandlerError> {
     let reply = match msg {
         Message::Register(r) => match register(store, &r, nonce, addr.ip(), config).await? {
-            Ok((id, reg)) => {
-                info!(peer_id = id, host = %reg.host, port = r.port, "peer registered");
-                *peer = Some(id);
+            Ok((session, reg)) => {
+                info!(peer_id = session.peer_id, host = %reg.host, port = r.port, "peer registered");
+                // A session this connection held before is superseded by this one.
+                *peer = Some(session);
                 Message::Registered(reg)
             }
             Err(e) => Message::Error(e),
@@ -261,23 +332,25 @@ async fn answer(
         Message::UpdateFiles(u) => match (*peer, check_update(&u)) {
             (None, _) => unauthorized(),
             (Some(_), Err(why)) => Message::Error(ErrorReply::new(code::BAD_REQUEST, why)),
-            (Some(id), Ok(())) => {
-                let files = blocking(store, move |s| s.update_files(id, &u, now_ms())).await?;
+            (Some(session), Ok(())) => {
+                let files =
+                    blocking(store, move |s| s.update_files(&session, &u, now_ms())).await?;
                 Message::Ack(Ack { files })
             }
         },
         Message::Heartbeat => match *peer {
             None => unauthorized(),
-            Some(id) => {
-                blocking(store, move |s| s.heartbeat(id, now_ms())).await?;
+            Some(session) => {
+                blocking(store, move |s| s.heartbeat(&session, now_ms())).await?;
                 Message::Ack(Ack { files: 0 })
             }
         },
-        Message::Unregister => match peer.take() {
+        Message::Unregister => match *peer {
             None => unauthorized(),
-            Some(id) => {
-                blocking(store, move |s| s.unregister(id)).await?;
-                info!(peer_id = id, "peer unregistered");
+            Some(session) => {
+                blocking(store, move |s| s.unregister(&session)).await?;
+                *peer = None;
+                info!(peer_id = session.peer_id, "peer unregistered");
                 Message::Ack(Ack { files: 0 })
             }
         },
@@ -352,7 +425,7 @@ async fn register(
     nonce: &Digest,
     seen_ip: IpAddr,
     config: &IndexConfig,
-) -> Result<Result<(u64, Registered), ErrorReply>, HandlerError> {
+) -> Result<Result<(Session, Registered), ErrorReply>, HandlerError> {
     if !verify_register(&r.public_key, nonce, &r.signature) {
         return Ok(Err(ErrorReply::new(code::UNAUTHORIZED, "bad signature")));
     }
@@ -374,14 +447,14 @@ async fn register(
         host.clone(),
         r.ephemeral,
     );
-    let (id, in_sync) = blocking(store, move |s| {
+    let (session, in_sync) = blocking(store, move |s| {
         s.register(&key, &h, port, &digest, eph, now_ms())
     })
     .await?;
     Ok(Ok((
-        id,
+        session,
         Registered {
-            peer_id: id,
+            peer_id: session.peer_id,
             in_sync,
             lease_secs: config.lease.as_secs().max(1) as u32,
             host,

@@ -24,6 +24,27 @@ pub enum StoreError {
     },
     #[error("unknown peer id {0}")]
     UnknownPeer(u64),
+    #[error("peer {0} registered again on another connection; this session is superseded")]
+    Superseded(u64),
+}
+
+/// One `Register` of a peer: the session a connection holds until it unregisters or closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    pub peer_id: u64,
+    /// Numbers the store's registrations (since it was opened); the newest of a peer wins.
+    pub number: u64,
+    pub ephemeral: bool,
+}
+
+/// The newest session of each peer registered since the store was opened. A new `Register` of
+/// a key supersedes the older session: two connections of one key (a stale connection, or a
+/// copied key) must never undo each other's files. Kept in memory only: every connection, and
+/// so every session, ends when the index stops.
+#[derive(Default)]
+struct Sessions {
+    last: u64,
+    newest: std::collections::HashMap<u64, u64>,
 }
 
 const SCHEMA: &str = "
@@ -60,6 +81,8 @@ pub struct IndexStore {
     path: std::path::PathBuf,
     mem: RwLock<NameIndex>,
     cache: SearchCache,
+    /// Locked only with `writer` held, so a session's check and its write are one step.
+    sessions: Mutex<Sessions>,
 }
 
 fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
@@ -117,6 +140,9 @@ impl IndexStore {
         if has_lower {
             writer.execute_batch("ALTER TABLE files DROP COLUMN name_lower")?;
         }
+        // An ephemeral peer lives only as long as its connection (§7.7): none survived the
+        // index's last stop. It is forgotten by the purge; until then it is not live.
+        writer.execute("UPDATE peers SET online=0 WHERE ephemeral=1", [])?;
         let mem = load(&writer)?;
         Ok(IndexStore {
             writer: Mutex::new(writer),
@@ -124,6 +150,7 @@ impl IndexStore {
             path: path.to_path_buf(),
             mem: RwLock::new(mem),
             cache: SearchCache::new(CacheConfig::default()),
+            sessions: Mutex::new(Sessions::default()),
         })
     }
 
@@ -145,6 +172,26 @@ impl IndexStore {
     /// Files held in memory for searching.
     pub fn files_in_memory(&self) -> usize {
         self.mem.read().unwrap_or_else(|p| p.into_inner()).files()
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `session` is still its peer's newest; call with the writer held.
+    fn check(&self, session: &Session) -> Result<(), StoreError> {
+        match self.sessions().newest.get(&session.peer_id) {
+            Some(&n) if n == session.number => Ok(()),
+            Some(_) => Err(StoreError::Superseded(session.peer_id)),
+            None => Err(StoreError::UnknownPeer(session.peer_id)),
+        }
+    }
+
+    fn forget_sessions(&self, ids: &[i64]) {
+        let mut s = self.sessions();
+        for id in ids {
+            s.newest.remove(&(*id as u64));
+        }
     }
 
     fn write<T>(
@@ -172,8 +219,9 @@ impl IndexStore {
         r
     }
 
-    /// Records a peer (by public key) as online at `host:port`; returns its id and whether the
-    /// stored file list already has `digest`.
+    /// Records a peer (by public key) as online at `host:port`; returns its new session (which
+    /// supersedes any older one of the peer) and whether the stored file list already has
+    /// `digest`.
     pub fn register(
         &self,
         public_key: &Digest,
@@ -182,7 +230,7 @@ impl IndexStore {
         digest: &Digest,
         ephemeral: bool,
         now: i64,
-    ) -> Result<(u64, bool), StoreError> {
+    ) -> Result<(Session, bool), StoreError> {
         self.write(|c| {
             let tx = c.transaction()?;
             let existing: Option<(i64, Option<Vec<u8>>)> = tx
@@ -214,13 +262,24 @@ impl IndexStore {
                 id as u64,
                 PeerState { host: host.into(), port, last_seen: now, online: true },
             );
-            Ok((id as u64, in_sync))
+            let mut sessions = self.sessions();
+            sessions.last += 1;
+            let number = sessions.last;
+            sessions.newest.insert(id as u64, number);
+            Ok((Session { peer_id: id as u64, number, ephemeral }, in_sync))
         })
     }
 
     /// Applies one batch of file changes in one transaction; returns the peer's file count.
-    pub fn update_files(&self, peer_id: u64, u: &UpdateFiles, now: i64) -> Result<u64, StoreError> {
+    pub fn update_files(
+        &self,
+        session: &Session,
+        u: &UpdateFiles,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let peer_id = session.peer_id;
         self.write(|c| {
+            self.check(session)?;
             let tx = c.transaction()?;
             let known: i64 =
                 tx.query_row("SELECT count(*) FROM peers WHERE id=?1", params![peer_id], |r| r.get(0))?;
@@ -288,8 +347,10 @@ impl IndexStore {
     }
 
     /// Renews a peer's lease.
-    pub fn heartbeat(&self, peer_id: u64, now: i64) -> Result<(), StoreError> {
+    pub fn heartbeat(&self, session: &Session, now: i64) -> Result<(), StoreError> {
+        let peer_id = session.peer_id;
         self.write(|c| {
+            self.check(session)?;
             let n = c.execute(
                 "UPDATE peers SET last_seen=?2, online=1 WHERE id=?1",
                 params![peer_id, now],
@@ -303,45 +364,88 @@ impl IndexStore {
     }
 
     /// Removes a peer's files and marks it offline (its id stays reserved for its key);
-    /// an ephemeral peer is forgotten altogether.
-    pub fn unregister(&self, peer_id: u64) -> Result<(), StoreError> {
+    /// an ephemeral peer is forgotten altogether. Ends the session.
+    pub fn unregister(&self, session: &Session) -> Result<(), StoreError> {
         self.write(|c| {
-            let tx = c.transaction()?;
-            tx.execute("DELETE FROM files WHERE peer_id=?1", params![peer_id])?;
-            let forgotten = tx.execute(
-                "DELETE FROM peers WHERE id=?1 AND ephemeral=1",
-                params![peer_id],
-            )?;
-            tx.execute(
-                "UPDATE peers SET online=0, catalog_digest=NULL WHERE id=?1",
-                params![peer_id],
-            )?;
-            tx.commit()?;
-            let mut mem = self.mem();
-            if forgotten > 0 {
-                mem.forget_peer(peer_id);
-            } else {
-                mem.remove_all(peer_id);
-                mem.set_offline(peer_id);
-            }
-            Ok(())
+            self.check(session)?;
+            self.unregister_locked(c, session.peer_id)
         })
+    }
+
+    /// The connection of `session` closed without `Unregister`. An ephemeral peer lives only
+    /// as long as its connection: it is forgotten at once (unless a newer session of its key
+    /// took over). Any other peer stays live until its lease runs out, as it may come back.
+    /// Returns whether it forgot the peer.
+    pub fn connection_closed(&self, session: &Session) -> Result<bool, StoreError> {
+        self.write(|c| {
+            if self.check(session).is_err() {
+                return Ok(false);
+            }
+            if !session.ephemeral {
+                self.sessions().newest.remove(&session.peer_id);
+                return Ok(false);
+            }
+            self.unregister_locked(c, session.peer_id)?;
+            Ok(true)
+        })
+    }
+
+    fn unregister_locked(&self, c: &mut Connection, peer_id: u64) -> Result<(), StoreError> {
+        let tx = c.transaction()?;
+        tx.execute("DELETE FROM files WHERE peer_id=?1", params![peer_id])?;
+        let forgotten = tx.execute(
+            "DELETE FROM peers WHERE id=?1 AND ephemeral=1",
+            params![peer_id],
+        )?;
+        tx.execute(
+            "UPDATE peers SET online=0, catalog_digest=NULL WHERE id=?1",
+            params![peer_id],
+        )?;
+        tx.commit()?;
+        self.sessions().newest.remove(&peer_id);
+        let mut mem = self.mem();
+        if forgotten > 0 {
+            mem.forget_peer(peer_id);
+        } else {
+            mem.remove_all(peer_id);
+            mem.set_offline(peer_id);
+        }
+        Ok(())
     }
 
     /// Forgets ephemeral peers (and their files) not seen since `before` (ms); returns how many.
     pub fn purge_ephemeral(&self, before: i64) -> Result<usize, StoreError> {
+        self.purge(before, i64::MIN)
+    }
+
+    /// Forgets (with their files) ephemeral peers not seen since `ephemeral_before` and other
+    /// peers not seen since `others_before` (ms); returns how many. A forgotten peer's key gets
+    /// a new id if it registers again; a connection still authenticated as it is told to
+    /// register again.
+    pub fn purge(&self, ephemeral_before: i64, others_before: i64) -> Result<usize, StoreError> {
+        const EXPIRED: &str =
+            "(ephemeral=1 AND last_seen < ?1) OR (ephemeral=0 AND last_seen < ?2)";
         self.write(|c| {
             let tx = c.transaction()?;
             let ids: Vec<i64> = tx
-                .prepare("SELECT id FROM peers WHERE ephemeral=1 AND last_seen < ?1")?
-                .query_map(params![before], |r| r.get(0))?
+                .prepare(&format!("SELECT id FROM peers WHERE {EXPIRED}"))?
+                .query_map(params![ephemeral_before, others_before], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
+            if ids.is_empty() {
+                return Ok(0);
+            }
             tx.execute(
-                "DELETE FROM files WHERE peer_id IN (SELECT id FROM peers WHERE ephemeral=1 AND last_seen < ?1)",
-                params![before],
+                &format!(
+                    "DELETE FROM files WHERE peer_id IN (SELECT id FROM peers WHERE {EXPIRED})"
+                ),
+                params![ephemeral_before, others_before],
             )?;
-            let n = tx.execute("DELETE FROM peers WHERE ephemeral=1 AND last_seen < ?1", params![before])?;
+            let n = tx.execute(
+                &format!("DELETE FROM peers WHERE {EXPIRED}"),
+                params![ephemeral_before, others_before],
+            )?;
             tx.commit()?;
+            self.forget_sessions(&ids);
             let mut mem = self.mem();
             for id in ids {
                 mem.forget_peer(id as u64);
@@ -475,13 +579,14 @@ impl IndexStore {
         Ok(payload)
     }
 
-    /// Every registered peer; `live` when online and seen at or after `live_since` (ms).
+    /// Every registered peer except ephemeral ones (throw-away identities of downloads in
+    /// progress); `live` when online and seen at or after `live_since` (ms).
     pub fn peers(&self, live_since: i64) -> Result<PeerList, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT p.id, p.host, p.port, p.last_seen, p.online,
                         (SELECT count(*) FROM files f WHERE f.peer_id = p.id)
-                 FROM peers p ORDER BY p.id",
+                 FROM peers p WHERE p.ephemeral = 0 ORDER BY p.id",
             )?;
             let peers = stmt
                 .query_map([], |r| {

@@ -216,3 +216,18 @@ pub async fn fake_peer(
     });
     (addr, sent)
 }
+
+/// An index server like [`start_index`], listening on `addr` (e.g. the address of one just
+/// stopped, to restart it where its peers look for it) and configured by `config`.
+pub async fn start_index_with(db: &Path, addr: SocketAddr, config: IndexConfig) -> TestIndex {
+    let store = IndexStore::open(db).expect("open store");
+    let listener = TcpListener::bind(addr).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(IndexServer::new(store, config).run(listener, shutdown.clone()));
+    TestIndex {
+        addr,
+        shutdown,
+        task,
+    }
+}
