@@ -1,7 +1,10 @@
 //! `Scanner`: walks the shared directories, hashes new or changed files in parallel, caches ids by (path, size, mtime).
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,10 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use blake3::hazmat::ChainingValue;
 use rayon::prelude::*;
 use rusqlite::{Connection, params};
+use rustix::fs::FileType;
 use tracing::{debug, info, warn};
 
-use super::{Catalog, SharedFile};
-use crate::content::{ContentId, hash_file};
+use super::beneath::{meta_mtime_ns, open_subdir, stat_entry};
+use super::{Catalog, ShareRoot, SharedFile};
+use crate::content::{ContentId, hash_open_file};
 
 /// Suffix of partial downloads; never shared.
 pub const PARTIAL_SUFFIX: &str = ".peershare-part";
@@ -38,60 +43,74 @@ pub struct ScanOptions {
     pub progress: bool,
 }
 
-/// Scans a fixed set of shared directories.
+/// Scans a fixed set of shared directories, each through a handle opened once (see
+/// [`ShareRoot`]): nothing outside them is listed or read, whatever is renamed meanwhile.
 pub struct Scanner {
-    roots: Vec<(PathBuf, String)>,
+    roots: Vec<(Arc<ShareRoot>, String)>,
     options: ScanOptions,
     cache_path: PathBuf,
 }
 
 struct Candidate {
     rel_path: String,
-    abs_path: PathBuf,
+    /// Index in `Scanner::roots` of the directory the bytes are in.
+    root: usize,
+    /// Where beneath it.
+    beneath: PathBuf,
     size: u64,
     mtime_ns: i64,
 }
 
-type Cached = (u64, i64, ContentId, Arc<Vec<ChainingValue>>);
-
-fn mtime_ns(meta: &fs::Metadata) -> i64 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+/// A directory to list: opened beneath `root` at `beneath`, listed as `rel` in the catalog.
+struct ToList {
+    dir: fs::File,
+    root: usize,
+    beneath: PathBuf,
+    rel: String,
+    /// The directories (device, inode) it is in on the way from its shared directory: a
+    /// symlink back to one of them is a loop, not followed.
+    ancestors: Vec<(u64, u64)>,
 }
 
+type Cached = (u64, i64, ContentId, Arc<Vec<ChainingValue>>);
+
 impl Scanner {
-    /// `roots` must be existing directories; they are canonicalized here.
+    /// `roots` must be existing directories; they are canonicalized and opened here, and only
+    /// those directories (not what their paths name later) are scanned from then on.
     pub fn new(
         roots: &[PathBuf],
         state_dir: &Path,
         options: ScanOptions,
     ) -> Result<Self, ScanError> {
-        let mut canon = Vec::new();
+        let mut opened = Vec::new();
         for r in roots {
-            let c = fs::canonicalize(r).map_err(|source| ScanError::Root {
-                path: r.clone(),
-                source,
+            let root = ShareRoot::open(r).map_err(|source| {
+                if source.raw_os_error() == Some(libc::ENOTDIR) {
+                    ScanError::NotADirectory { path: r.clone() }
+                } else {
+                    ScanError::Root {
+                        path: r.clone(),
+                        source,
+                    }
+                }
             })?;
-            if !c.is_dir() {
-                return Err(ScanError::NotADirectory { path: r.clone() });
-            }
             let prefix = if roots.len() > 1 {
-                let name = c.file_name().map(|n| n.to_string_lossy().into_owned());
+                let name = root
+                    .path()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned());
                 format!("{}/", name.unwrap_or_else(|| "root".into()))
             } else {
                 String::new()
             };
-            canon.push((c, prefix));
+            opened.push((Arc::new(root), prefix));
         }
         fs::create_dir_all(state_dir).map_err(|source| ScanError::Root {
             path: state_dir.to_path_buf(),
             source,
         })?;
         let scanner = Scanner {
-            roots: canon,
+            roots: opened,
             options,
             cache_path: state_dir.join("hash-cache.sqlite"),
         };
@@ -99,9 +118,12 @@ impl Scanner {
         Ok(scanner)
     }
 
-    /// The canonical shared directories.
+    /// The canonical shared directories (their paths when sharing started).
     pub fn roots(&self) -> Vec<PathBuf> {
-        self.roots.iter().map(|(r, _)| r.clone()).collect()
+        self.roots
+            .iter()
+            .map(|(r, _)| r.path().to_path_buf())
+            .collect()
     }
 
     fn open_cache(&self) -> Result<Connection, rusqlite::Error> {
@@ -115,67 +137,156 @@ impl Scanner {
         Ok(c)
     }
 
-    fn inside_roots(&self, p: &Path) -> bool {
-        self.roots.iter().any(|(r, _)| p.starts_with(r))
+    /// Where a symlink's target is: the shared directory it is in (the innermost, if they
+    /// nest) and the path beneath it, or `None` if it is outside them all. The path is only
+    /// resolved here; what is read is then opened beneath that directory's handle, where a
+    /// symlink exchanged in meanwhile makes the open fail.
+    fn symlink_target(&self, link: &Path) -> Option<(usize, PathBuf)> {
+        let target = fs::canonicalize(link).ok()?;
+        self.roots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (r, _))| Some((i, r.relative(&target)?.to_path_buf())))
+            .min_by_key(|(_, rel)| rel.components().count())
     }
 
     fn walk(&self) -> Vec<Candidate> {
         let mut out = Vec::new();
-        for (root, prefix) in &self.roots {
-            let mut stack = vec![(root.clone(), String::new())];
-            while let Some((dir, rel)) = stack.pop() {
-                let entries = match fs::read_dir(&dir) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        warn!("skipping {}: {e}", dir.display());
-                        continue;
-                    }
-                };
-                for entry in entries.flatten() {
-                    let name = entry.file_name();
-                    let Some(name) = name.to_str() else {
-                        debug!("skipping non-UTF-8 name in {}", dir.display());
-                        continue;
-                    };
-                    if (name.starts_with('.') && !self.options.include_hidden)
-                        || name.ends_with(PARTIAL_SUFFIX)
-                    {
-                        continue;
-                    }
-                    let path = entry.path();
-                    let rel_path = format!("{rel}{name}");
-                    let Ok(meta) = fs::symlink_metadata(&path) else {
-                        continue;
-                    };
-                    let (abs_path, meta) = if meta.file_type().is_symlink() {
-                        // Shared only if it resolves to a regular file inside a shared directory.
-                        match fs::canonicalize(&path) {
-                            Ok(t) if self.inside_roots(&t) => match fs::metadata(&t) {
-                                Ok(m) if m.is_file() => (t, m),
-                                _ => continue,
-                            },
-                            _ => {
-                                debug!("not sharing symlink {} (points outside)", path.display());
-                                continue;
-                            }
-                        }
-                    } else {
-                        (path, meta)
-                    };
-                    if meta.is_dir() {
-                        stack.push((abs_path, format!("{rel_path}/")));
-                    } else if meta.is_file() {
-                        out.push(Candidate {
-                            rel_path: format!("{prefix}{rel_path}"),
-                            abs_path,
-                            size: meta.len(),
-                            mtime_ns: mtime_ns(&meta),
-                        });
-                    }
+        for (i, (root, prefix)) in self.roots.iter().enumerate() {
+            let dir = match root.open_dir(Path::new("")) {
+                Ok(d) => fs::File::from(d),
+                Err(e) => {
+                    warn!("skipping {}: {e}", root.path().display());
+                    continue;
                 }
+            };
+            let Ok(meta) = dir.metadata() else { continue };
+            let mut stack = vec![ToList {
+                dir,
+                root: i,
+                beneath: PathBuf::new(),
+                rel: String::new(),
+                ancestors: vec![(meta.dev(), meta.ino())],
+            }];
+            while let Some(d) = stack.pop() {
+                self.list(d, prefix, &mut stack, &mut out);
             }
         }
         out
+    }
+
+    /// Lists one directory: its files into `out`, its sub-directories onto `stack`.
+    fn list(&self, d: ToList, prefix: &str, stack: &mut Vec<ToList>, out: &mut Vec<Candidate>) {
+        let shown = || self.roots[d.root].0.path().join(&d.beneath);
+        // A second handle of the directory for the listing (a `Dir` owns the one it reads);
+        // the entries are looked up and opened through `d.dir`.
+        let listed = d
+            .dir
+            .try_clone()
+            .and_then(|fd| Ok(rustix::fs::Dir::new(fd)?));
+        let mut entries = match listed {
+            Ok(entries) => entries,
+            Err(e) => {
+                warn!("skipping {}: {e}", shown().display());
+                return;
+            }
+        };
+        while let Some(entry) = entries.read() {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!("listing {}: {e}", shown().display());
+                    break;
+                }
+            };
+            let Ok(name) = entry.file_name().to_str() else {
+                debug!("skipping non-UTF-8 name in {}", shown().display());
+                continue;
+            };
+            if name == "." || name == ".." {
+                continue;
+            }
+            if (name.starts_with('.') && !self.options.include_hidden)
+                || name.ends_with(PARTIAL_SUFFIX)
+            {
+                continue;
+            }
+            let rel_path = format!("{}{name}", d.rel);
+            let Ok(st) = stat_entry(d.dir.as_fd(), OsStr::new(name)) else {
+                continue;
+            };
+            let (root, beneath, dir, kind, size, mtime_ns) = match st.kind {
+                FileType::RegularFile => (
+                    d.root,
+                    d.beneath.join(name),
+                    None,
+                    st.kind,
+                    st.size,
+                    st.mtime_ns,
+                ),
+                FileType::Directory => match open_subdir(d.dir.as_fd(), OsStr::new(name)) {
+                    Ok(sub) => (
+                        d.root,
+                        d.beneath.join(name),
+                        Some(fs::File::from(sub)),
+                        st.kind,
+                        0,
+                        0,
+                    ),
+                    Err(e) => {
+                        debug!("skipping {}/{name}: {e}", shown().display());
+                        continue;
+                    }
+                },
+                FileType::Symlink => {
+                    // Shared only if it resolves to a regular file or a directory inside a
+                    // shared directory, opened beneath it.
+                    let link = shown().join(name);
+                    let Some((root, beneath)) = self.symlink_target(&link) else {
+                        debug!("not sharing symlink {} (points outside)", link.display());
+                        continue;
+                    };
+                    let Ok(f) = self.roots[root].0.open_entry(&beneath) else {
+                        continue;
+                    };
+                    let Ok(m) = f.metadata() else { continue };
+                    if m.is_dir() {
+                        (root, beneath, Some(f), FileType::Directory, 0, 0)
+                    } else if m.is_file() {
+                        let mtime = meta_mtime_ns(&m);
+                        (root, beneath, None, FileType::RegularFile, m.len(), mtime)
+                    } else {
+                        continue;
+                    }
+                }
+                _ => continue,
+            };
+            if let Some(dir) = dir {
+                let Ok(m) = dir.metadata() else { continue };
+                let id = (m.dev(), m.ino());
+                if d.ancestors.contains(&id) {
+                    debug!("not following {rel_path}: a loop back to a directory above it");
+                    continue;
+                }
+                let mut ancestors = d.ancestors.clone();
+                ancestors.push(id);
+                stack.push(ToList {
+                    dir,
+                    root,
+                    beneath,
+                    rel: format!("{rel_path}/"),
+                    ancestors,
+                });
+            } else if kind == FileType::RegularFile {
+                out.push(Candidate {
+                    rel_path: format!("{prefix}{rel_path}"),
+                    root,
+                    beneath,
+                    size,
+                    mtime_ns,
+                });
+            }
+        }
     }
 
     /// Walks the shared directories and returns the catalog, hashing only what the cache lacks.
@@ -208,7 +319,8 @@ impl Scanner {
                 );
             }
         }
-        let key = |c: &Candidate| c.abs_path.to_string_lossy().into_owned();
+        let abs = |c: &Candidate| self.roots[c.root].0.path().join(&c.beneath);
+        let key = |c: &Candidate| abs(c).to_string_lossy().into_owned();
         let (hit, miss): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|c| {
             matches!(cached.get(&key(c)), Some((s, m, _, _)) if *s == c.size && *m == c.mtime_ns)
         });
@@ -240,22 +352,31 @@ impl Scanner {
         };
         let hashed: Vec<(Candidate, ContentId, Vec<ChainingValue>)> = miss
             .into_par_iter()
-            .filter_map(|c| match hash_file(&c.abs_path, c.size, &progress) {
-                // A file that changed while being hashed waits for the next scan.
-                Ok((id, cvs)) => match fs::metadata(&c.abs_path) {
-                    Ok(m) if m.len() == c.size && mtime_ns(&m) == c.mtime_ns => Some((c, id, cvs)),
-                    _ => {
-                        debug!("{} changed while it was hashed", c.abs_path.display());
+            .filter_map(|c| {
+                // Opened beneath its shared directory's handle: a directory on the way
+                // exchanged for a symlink makes the open fail instead of reading elsewhere.
+                let hashed = self.roots[c.root].0.open_file(&c.beneath).and_then(|f| {
+                    let h = hash_open_file(&f, c.size, &progress)?;
+                    Ok((h, f.metadata()?))
+                });
+                match hashed {
+                    // A file that changed while being hashed waits for the next scan.
+                    Ok(((id, cvs), m)) => {
+                        if m.len() == c.size && meta_mtime_ns(&m) == c.mtime_ns {
+                            Some((c, id, cvs))
+                        } else {
+                            debug!("{} changed while it was hashed", abs(&c).display());
+                            None
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        debug!("{} changed while it was hashed: {e}", abs(&c).display());
                         None
                     }
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    debug!("{} changed while it was hashed: {e}", c.abs_path.display());
-                    None
-                }
-                Err(e) => {
-                    warn!("cannot read {}: {e}", c.abs_path.display());
-                    None
+                    Err(e) => {
+                        warn!("cannot read {}: {e}", abs(&c).display());
+                        None
+                    }
                 }
             })
             .collect();
@@ -276,39 +397,43 @@ impl Scanner {
                     &id.as_bytes()[..],
                     flat
                 ])?;
-                files.push(shared(c, id, Arc::new(cvs)));
+                files.push(self.shared(c, id, Arc::new(cvs)));
             }
         }
         tx.commit()?;
         for c in hit {
             if let Some((_, _, id, cvs)) = cached.get(&key(&c)) {
                 let (id, cvs) = (*id, cvs.clone());
-                files.push(shared(c, id, cvs));
+                files.push(self.shared(c, id, cvs));
             }
         }
         Ok(Catalog::new(files))
     }
 }
 
-fn shared(
-    c: Candidate,
-    content_id: ContentId,
-    piece_hashes: Arc<Vec<ChainingValue>>,
-) -> SharedFile {
-    let name = c
-        .rel_path
-        .rsplit('/')
-        .next()
-        .unwrap_or(&c.rel_path)
-        .to_string();
-    SharedFile {
-        rel_path: c.rel_path,
-        abs_path: c.abs_path,
-        name,
-        size: c.size,
-        mtime_ns: c.mtime_ns,
-        content_id,
-        piece_hashes,
+impl Scanner {
+    fn shared(
+        &self,
+        c: Candidate,
+        content_id: ContentId,
+        piece_hashes: Arc<Vec<ChainingValue>>,
+    ) -> SharedFile {
+        let name = c
+            .rel_path
+            .rsplit('/')
+            .next()
+            .unwrap_or(&c.rel_path)
+            .to_string();
+        SharedFile {
+            rel_path: c.rel_path,
+            root: self.roots[c.root].0.clone(),
+            beneath: c.beneath,
+            name,
+            size: c.size,
+            mtime_ns: c.mtime_ns,
+            content_id,
+            piece_hashes,
+        }
     }
 }
 
