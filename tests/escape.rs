@@ -230,3 +230,76 @@ async fn a_directory_exchanged_with_a_symlink_out_never_serves_outside_bytes() {
     }
     peershare::peer::force_component_walk(false);
 }
+
+/// The scanner under the same race: what it lists and hashes is only ever inside the share (a
+/// listing through the exchanged path would list and hash the outside directory's files).
+#[test]
+fn a_scan_racing_the_same_exchange_never_lists_outside_files() {
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    let outside = t.path().join("outside");
+    std::fs::create_dir_all(share.join("sub")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(share.join("sub/f.bin"), b"inside").unwrap();
+    std::fs::write(outside.join("f.bin"), b"outsid").unwrap();
+    std::fs::write(outside.join("secret.txt"), b"outside only").unwrap();
+    let outside_ids = [
+        ContentId::from(blake3::hash(b"outsid")),
+        ContentId::from(blake3::hash(b"outside only")),
+    ];
+    let link = t.path().join("link");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    let sub = share.join("sub");
+    if let Err(e) = renameat_with(CWD, &sub, CWD, &link, RenameFlags::EXCHANGE)
+        .and_then(|()| renameat_with(CWD, &sub, CWD, &link, RenameFlags::EXCHANGE))
+    {
+        eprintln!("skipped: this filesystem cannot exchange two names (renameat2): {e}");
+        return;
+    }
+    let scanner = peershare::peer::Scanner::new(
+        std::slice::from_ref(&share),
+        &t.path().join("state"),
+        peershare::peer::ScanOptions::default(),
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                renameat_with(CWD, &sub, CWD, &link, RenameFlags::EXCHANGE).unwrap();
+                n += 1;
+            }
+            if n % 2 == 1 {
+                renameat_with(CWD, &sub, CWD, &link, RenameFlags::EXCHANGE).unwrap();
+            }
+        })
+    };
+    let deadline = Instant::now() + race_time() / 2;
+    let (mut scans, mut listed_inside, mut leaked) = (0u64, 0u64, Vec::new());
+    while Instant::now() < deadline {
+        let catalog = scanner.scan().unwrap();
+        scans += 1;
+        for f in catalog.files() {
+            if f.name != "f.bin" || outside_ids.contains(&f.content_id) {
+                leaked.push(format!("{} {}", f.rel_path, f.content_id));
+            } else {
+                listed_inside += 1;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    eprintln!(
+        "{scans} scans: f.bin listed in {listed_inside}; outside files listed {} times",
+        leaked.len()
+    );
+    assert!(
+        leaked.is_empty(),
+        "outside files listed {} times, first {:?}",
+        leaked.len(),
+        &leaked[..leaked.len().min(3)]
+    );
+    assert!(listed_inside > 0, "the shared file was never listed");
+}

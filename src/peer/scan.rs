@@ -486,4 +486,67 @@ mod tests {
         .unwrap();
         assert_eq!(hidden.scan().unwrap().len(), 3);
     }
+
+    fn paths(cat: &Catalog) -> Vec<String> {
+        let mut paths: Vec<_> = cat.files().map(|f| f.rel_path.clone()).collect();
+        paths.sort();
+        paths
+    }
+
+    #[test]
+    fn directory_symlinks_inside_are_followed_out_or_in_loops_not() {
+        let t = tempfile::tempdir().unwrap();
+        let share = t.path().join("share");
+        let outside = t.path().join("outside");
+        fs::create_dir_all(share.join("sub/deep")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(share.join("sub/deep/a.txt"), b"a").unwrap();
+        fs::write(outside.join("secret.txt"), b"secret").unwrap();
+        let link = |to: &Path, at: &str| std::os::unix::fs::symlink(to, share.join(at)).unwrap();
+        link(&outside, "out");
+        link(&share.join("sub"), "alias");
+        // Loops: back to the shared directory, and to a directory above the link.
+        link(&share, "sub/top");
+        link(Path::new(".."), "sub/deep/up");
+        let s = Scanner::new(
+            &[share.clone()],
+            &t.path().join("state"),
+            ScanOptions::default(),
+        )
+        .unwrap();
+        let cat = s.scan().unwrap();
+        assert_eq!(paths(&cat), ["alias/deep/a.txt", "sub/deep/a.txt"]);
+        // Both name the same bytes, opened beneath the share where the target really is.
+        for f in cat.files() {
+            assert_eq!(f.beneath, Path::new("sub/deep/a.txt"));
+            assert_eq!(f.abs_path(), share.join("sub/deep/a.txt"));
+        }
+    }
+
+    #[test]
+    fn a_shared_directory_replaced_after_start_is_still_the_one_scanned() {
+        let t = tempfile::tempdir().unwrap();
+        let share = t.path().join("share");
+        fs::create_dir_all(&share).unwrap();
+        fs::write(share.join("mine.txt"), b"mine").unwrap();
+        let s = Scanner::new(
+            &[share.clone()],
+            &t.path().join("state"),
+            ScanOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(paths(&s.scan().unwrap()), ["mine.txt"]);
+        // The path now names another directory (here a symlink to one holding other files).
+        fs::rename(&share, t.path().join("moved")).unwrap();
+        let other = t.path().join("other");
+        fs::create_dir_all(&other).unwrap();
+        fs::write(other.join("theirs.txt"), b"theirs").unwrap();
+        std::os::unix::fs::symlink(&other, &share).unwrap();
+        let cat = s.scan().unwrap();
+        assert_eq!(paths(&cat), ["mine.txt"]);
+        let f = cat.files().next().unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut f.root.open_file(&f.beneath).unwrap(), &mut bytes).unwrap();
+        assert_eq!(bytes, b"mine");
+    }
 }
