@@ -67,8 +67,9 @@ struct ToList {
     root: usize,
     beneath: PathBuf,
     rel: String,
-    /// The directories (device, inode) it is in on the way from its shared directory: a
-    /// symlink back to one of them is a loop, not followed.
+    /// The directories (device, inode) it is in on the way from its shared directory: one
+    /// met again below itself (a bind mount of a directory inside itself) is a loop, not
+    /// walked.
     ancestors: Vec<(u64, u64)>,
 }
 
@@ -215,78 +216,76 @@ impl Scanner {
             let Ok(st) = stat_entry(d.dir.as_fd(), OsStr::new(name)) else {
                 continue;
             };
-            let (root, beneath, dir, kind, size, mtime_ns) = match st.kind {
-                FileType::RegularFile => (
-                    d.root,
-                    d.beneath.join(name),
-                    None,
-                    st.kind,
-                    st.size,
-                    st.mtime_ns,
-                ),
-                FileType::Directory => match open_subdir(d.dir.as_fd(), OsStr::new(name)) {
-                    Ok(sub) => (
-                        d.root,
-                        d.beneath.join(name),
-                        Some(fs::File::from(sub)),
-                        st.kind,
-                        0,
-                        0,
-                    ),
-                    Err(e) => {
-                        debug!("skipping {}/{name}: {e}", shown().display());
-                        continue;
-                    }
-                },
-                FileType::Symlink => {
-                    // Shared only if it resolves to a regular file or a directory inside a
-                    // shared directory, opened beneath it.
-                    let link = shown().join(name);
-                    let Some((root, beneath)) = self.symlink_target(&link) else {
-                        debug!("not sharing symlink {} (points outside)", link.display());
-                        continue;
-                    };
-                    let Ok(f) = self.roots[root].0.open_entry(&beneath) else {
-                        continue;
-                    };
-                    let Ok(m) = f.metadata() else { continue };
-                    if m.is_dir() {
-                        (root, beneath, Some(f), FileType::Directory, 0, 0)
-                    } else if m.is_file() {
-                        let mtime = meta_mtime_ns(&m);
-                        (root, beneath, None, FileType::RegularFile, m.len(), mtime)
-                    } else {
-                        continue;
-                    }
-                }
-                _ => continue,
-            };
-            if let Some(dir) = dir {
-                let Ok(m) = dir.metadata() else { continue };
-                let id = (m.dev(), m.ino());
-                if d.ancestors.contains(&id) {
-                    debug!("not following {rel_path}: a loop back to a directory above it");
-                    continue;
-                }
-                let mut ancestors = d.ancestors.clone();
-                ancestors.push(id);
-                stack.push(ToList {
-                    dir,
-                    root,
-                    beneath,
-                    rel: format!("{rel_path}/"),
-                    ancestors,
-                });
-            } else if kind == FileType::RegularFile {
-                out.push(Candidate {
+            let beneath = d.beneath.join(name);
+            match st.kind {
+                FileType::RegularFile => out.push(Candidate {
                     rel_path: format!("{prefix}{rel_path}"),
-                    root,
+                    root: d.root,
                     beneath,
-                    size,
-                    mtime_ns,
-                });
+                    size: st.size,
+                    mtime_ns: st.mtime_ns,
+                }),
+                FileType::Directory => {
+                    // Opened without following: if it became a symlink since it was listed,
+                    // this fails instead of walking wherever it points.
+                    let dir = match open_subdir(d.dir.as_fd(), OsStr::new(name)) {
+                        Ok(sub) => fs::File::from(sub),
+                        Err(e) => {
+                            debug!("skipping {}/{name}: {e}", shown().display());
+                            continue;
+                        }
+                    };
+                    let Ok(m) = dir.metadata() else { continue };
+                    let id = (m.dev(), m.ino());
+                    if d.ancestors.contains(&id) {
+                        debug!("not walking {rel_path}: a loop back to a directory above it");
+                        continue;
+                    }
+                    let mut ancestors = d.ancestors.clone();
+                    ancestors.push(id);
+                    stack.push(ToList {
+                        dir,
+                        root: d.root,
+                        beneath,
+                        rel: format!("{rel_path}/"),
+                        ancestors,
+                    });
+                }
+                FileType::Symlink => {
+                    let link = shown().join(name);
+                    if let Some(c) = self.symlinked_file(&link, format!("{prefix}{rel_path}")) {
+                        out.push(c);
+                    }
+                }
+                _ => {}
             }
         }
+    }
+
+    /// The file a symlink shares: only a regular file inside a shared directory, read there,
+    /// beneath that directory's handle. (Symlinks to directories are not followed.)
+    fn symlinked_file(&self, link: &Path, rel_path: String) -> Option<Candidate> {
+        let Some((root, beneath)) = self.symlink_target(link) else {
+            debug!("not sharing symlink {} (points outside)", link.display());
+            return None;
+        };
+        let m = self.roots[root]
+            .0
+            .open_entry(&beneath)
+            .ok()?
+            .metadata()
+            .ok()?;
+        if !m.is_file() {
+            debug!("not sharing symlink {} (not to a file)", link.display());
+            return None;
+        }
+        Some(Candidate {
+            rel_path,
+            root,
+            beneath,
+            size: m.len(),
+            mtime_ns: meta_mtime_ns(&m),
+        })
     }
 
     /// Walks the shared directories and returns the catalog, hashing only what the cache lacks.
@@ -494,7 +493,7 @@ mod tests {
     }
 
     #[test]
-    fn directory_symlinks_inside_are_followed_out_or_in_loops_not() {
+    fn symlinks_to_directories_are_not_followed_and_file_symlinks_read_their_target() {
         let t = tempfile::tempdir().unwrap();
         let share = t.path().join("share");
         let outside = t.path().join("outside");
@@ -505,17 +504,17 @@ mod tests {
         let link = |to: &Path, at: &str| std::os::unix::fs::symlink(to, share.join(at)).unwrap();
         link(&outside, "out");
         link(&share.join("sub"), "alias");
-        // Loops: back to the shared directory, and to a directory above the link.
         link(&share, "sub/top");
         link(Path::new(".."), "sub/deep/up");
+        link(Path::new("deep/a.txt"), "sub/a-link");
         let s = Scanner::new(
-            &[share.clone()],
+            std::slice::from_ref(&share),
             &t.path().join("state"),
             ScanOptions::default(),
         )
         .unwrap();
         let cat = s.scan().unwrap();
-        assert_eq!(paths(&cat), ["alias/deep/a.txt", "sub/deep/a.txt"]);
+        assert_eq!(paths(&cat), ["sub/a-link", "sub/deep/a.txt"]);
         // Both name the same bytes, opened beneath the share where the target really is.
         for f in cat.files() {
             assert_eq!(f.beneath, Path::new("sub/deep/a.txt"));
@@ -530,7 +529,7 @@ mod tests {
         fs::create_dir_all(&share).unwrap();
         fs::write(share.join("mine.txt"), b"mine").unwrap();
         let s = Scanner::new(
-            &[share.clone()],
+            std::slice::from_ref(&share),
             &t.path().join("state"),
             ScanOptions::default(),
         )
