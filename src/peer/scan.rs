@@ -61,16 +61,21 @@ struct Candidate {
     mtime_ns: i64,
 }
 
-/// A directory to list: opened beneath `root` at `beneath`, listed as `rel` in the catalog.
+/// A directory to list: the entry `name` of the directory `parent` (or `parent` itself), at
+/// `beneath` in shared directory `root`, listed as `rel` in the catalog. Opened only when its
+/// turn comes, so that the walk holds a handle of each directory on its way down, not of every
+/// directory waiting to be listed (a directory of 100,000 sub-directories would take as many
+/// descriptors).
 struct ToList {
-    dir: fs::File,
+    parent: Arc<fs::File>,
+    name: Option<String>,
     root: usize,
     beneath: PathBuf,
     rel: String,
-    /// The directories (device, inode) it is in on the way from its shared directory: one
+    /// The directories (device, inode) above it on the way from its shared directory: one
     /// met again below itself (a bind mount of a directory inside itself) is a loop, not
     /// walked.
-    ancestors: Vec<(u64, u64)>,
+    ancestors: Arc<Vec<(u64, u64)>>,
 }
 
 type Cached = (u64, i64, ContentId, Arc<Vec<ChainingValue>>);
@@ -161,13 +166,13 @@ impl Scanner {
                     continue;
                 }
             };
-            let Ok(meta) = dir.metadata() else { continue };
             let mut stack = vec![ToList {
-                dir,
+                parent: Arc::new(dir),
+                name: None,
                 root: i,
                 beneath: PathBuf::new(),
                 rel: String::new(),
-                ancestors: vec![(meta.dev(), meta.ino())],
+                ancestors: Arc::new(Vec::new()),
             }];
             while let Some(d) = stack.pop() {
                 self.list(d, prefix, &mut stack, &mut out);
@@ -179,12 +184,31 @@ impl Scanner {
     /// Lists one directory: its files into `out`, its sub-directories onto `stack`.
     fn list(&self, d: ToList, prefix: &str, stack: &mut Vec<ToList>, out: &mut Vec<Candidate>) {
         let shown = || self.roots[d.root].0.path().join(&d.beneath);
+        let dir = match &d.name {
+            None => d.parent.clone(),
+            // Opened without following: if it became a symlink since it was listed, this
+            // fails instead of walking wherever it points.
+            Some(name) => match open_subdir(d.parent.as_fd(), OsStr::new(name)) {
+                Ok(sub) => Arc::new(fs::File::from(sub)),
+                Err(e) => {
+                    debug!("skipping {}: {e}", shown().display());
+                    return;
+                }
+            },
+        };
+        drop(d.parent);
+        let Ok(m) = dir.metadata() else { return };
+        let id = (m.dev(), m.ino());
+        if d.ancestors.contains(&id) {
+            debug!("not walking {}: a loop back to a directory above it", d.rel);
+            return;
+        }
+        let mut ancestors = Vec::clone(&d.ancestors);
+        ancestors.push(id);
+        let ancestors = Arc::new(ancestors);
         // A second handle of the directory for the listing (a `Dir` owns the one it reads);
-        // the entries are looked up and opened through `d.dir`.
-        let listed = d
-            .dir
-            .try_clone()
-            .and_then(|fd| Ok(rustix::fs::Dir::new(fd)?));
+        // the entries are looked up and opened through `dir`.
+        let listed = dir.try_clone().and_then(|fd| Ok(rustix::fs::Dir::new(fd)?));
         let mut entries = match listed {
             Ok(entries) => entries,
             Err(e) => {
@@ -213,7 +237,7 @@ impl Scanner {
                 continue;
             }
             let rel_path = format!("{}{name}", d.rel);
-            let Ok(st) = stat_entry(d.dir.as_fd(), OsStr::new(name)) else {
+            let Ok(st) = stat_entry(dir.as_fd(), OsStr::new(name)) else {
                 continue;
             };
             let beneath = d.beneath.join(name);
@@ -225,32 +249,14 @@ impl Scanner {
                     size: st.size,
                     mtime_ns: st.mtime_ns,
                 }),
-                FileType::Directory => {
-                    // Opened without following: if it became a symlink since it was listed,
-                    // this fails instead of walking wherever it points.
-                    let dir = match open_subdir(d.dir.as_fd(), OsStr::new(name)) {
-                        Ok(sub) => fs::File::from(sub),
-                        Err(e) => {
-                            debug!("skipping {}/{name}: {e}", shown().display());
-                            continue;
-                        }
-                    };
-                    let Ok(m) = dir.metadata() else { continue };
-                    let id = (m.dev(), m.ino());
-                    if d.ancestors.contains(&id) {
-                        debug!("not walking {rel_path}: a loop back to a directory above it");
-                        continue;
-                    }
-                    let mut ancestors = d.ancestors.clone();
-                    ancestors.push(id);
-                    stack.push(ToList {
-                        dir,
-                        root: d.root,
-                        beneath,
-                        rel: format!("{rel_path}/"),
-                        ancestors,
-                    });
-                }
+                FileType::Directory => stack.push(ToList {
+                    parent: dir.clone(),
+                    name: Some(name.to_string()),
+                    root: d.root,
+                    beneath,
+                    rel: format!("{rel_path}/"),
+                    ancestors: ancestors.clone(),
+                }),
                 FileType::Symlink => {
                     let link = shown().join(name);
                     if let Some(c) = self.symlinked_file(&link, format!("{prefix}{rel_path}")) {
@@ -547,5 +553,44 @@ mod tests {
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut f.root.open_file(&f.beneath).unwrap(), &mut bytes).unwrap();
         assert_eq!(bytes, b"mine");
+    }
+
+    /// A directory of many sub-directories scans with few descriptors (one per directory on
+    /// the way down, not one per directory waiting its turn): in a child process of this test
+    /// binary whose descriptor limit is 64.
+    #[test]
+    fn many_sub_directories_scan_within_a_small_descriptor_limit() {
+        const DIRS: usize = 300;
+        if std::env::var_os("PEERSHARE_SCAN_FD_CHILD").is_some() {
+            let t = tempfile::tempdir().unwrap();
+            let share = t.path().join("share");
+            for i in 0..DIRS {
+                fs::create_dir_all(share.join(format!("d{i}/e"))).unwrap();
+                fs::write(share.join(format!("d{i}/e/f.txt")), i.to_string()).unwrap();
+            }
+            let s = Scanner::new(
+                std::slice::from_ref(&share),
+                &t.path().join("state"),
+                ScanOptions::default(),
+            )
+            .unwrap();
+            assert_eq!(s.scan().unwrap().len(), DIRS);
+            return;
+        }
+        let name = "peer::scan::tests::many_sub_directories_scan_within_a_small_descriptor_limit";
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -n 64 && exec \"$0\" --exact \"$1\" --test-threads 1")
+            .arg(std::env::current_exe().unwrap())
+            .arg(name)
+            .env("PEERSHARE_SCAN_FD_CHILD", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
