@@ -32,6 +32,11 @@ pub fn force_component_walk(on: bool) {
     WALK_ONLY.store(on, Ordering::Relaxed);
 }
 
+/// Tries of `openat2` that the kernel answers `EAGAIN` (a rename raced the lookup) before the
+/// open fails.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const OPENAT2_TRIES: usize = 3;
+
 /// How a path is resolved beneath a directory handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resolve {
@@ -218,22 +223,28 @@ fn open_beneath(
         let resolve =
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
         // EAGAIN: the kernel saw a rename race it could not rule out; it asks for a retry.
-        for _ in 0..3 {
+        for _ in 0..OPENAT2_TRIES {
             match rustix::fs::openat2(dir, &clean, flags, Mode::empty(), resolve) {
                 Err(rustix::io::Errno::AGAIN) => continue,
-                Err(rustix::io::Errno::NOSYS) => {
-                    WALK_ONLY.store(true, Ordering::Relaxed);
-                    break;
+                // A kernel before 5.6; or a seccomp filter that does not know the call (some
+                // container runtimes answer EPERM): the walk does the same job.
+                Err(e @ (rustix::io::Errno::NOSYS | rustix::io::Errno::PERM)) => {
+                    let walked = walk(dir, &parts, flags)?;
+                    if !WALK_ONLY.swap(true, Ordering::Relaxed) {
+                        tracing::info!(
+                            "openat2 is not available ({e}): shared files are opened one path \
+                             component at a time"
+                        );
+                    }
+                    return Ok(walked);
                 }
                 r => return Ok(r?),
             }
         }
-        if !WALK_ONLY.load(Ordering::Relaxed) {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "openat2 kept asking for a retry (renames racing)",
-            ));
-        }
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "openat2 kept asking for a retry (renames racing)",
+        ));
     }
     let _ = how;
     walk(dir, &parts, flags)
