@@ -214,7 +214,8 @@ fn assert_nothing_leaked(tally: &Tally) {
 
 /// Both ways a peer opens files beneath a shared directory: `openat2` (where the kernel has
 /// it), then the component-by-component walk that kernels without it use. One after the other
-/// in one test: the switch to the walk is process-wide.
+/// in one test: the switch to the walk is process-wide (the scanner test below, running
+/// meanwhile, meets either; both must hold).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_exchanged_with_a_symlink_out_never_serves_outside_bytes() {
     for walk in [false, true] {
