@@ -131,6 +131,16 @@ pub fn hash_file(
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
+    hash_open_file(&file, size, progress)
+}
+
+/// [`hash_file`] of a file already open (a sharing peer opens what it hashes beneath its
+/// shared directory's handle, never by path).
+pub fn hash_open_file(
+    file: &File,
+    size: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> io::Result<(ContentId, Vec<ChainingValue>)> {
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -138,15 +148,15 @@ pub fn hash_file(
         ));
     }
     if size >= MAP_MIN_SIZE {
-        match hash_mapped(&file, size, progress) {
+        match hash_mapped(file, size, progress) {
             Ok(hashed) => return Ok(hashed),
             Err(MapError::Changed) => return Err(shrank()),
             Err(MapError::Unavailable(e)) => {
-                debug!("reading {} instead of mapping it: {e}", path.display());
+                debug!("reading a file of {size} bytes instead of mapping it: {e}");
             }
         }
     }
-    hash_read(&file, size, progress)
+    hash_read(file, size, progress)
 }
 
 /// The error of a file found shorter than the size it was to be hashed at.

@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::ShareRoot;
+
 use blake3::hazmat::ChainingValue;
 
 use crate::content::{ContentId, Digest};
@@ -14,8 +16,12 @@ use crate::protocol::FileEntry;
 pub struct SharedFile {
     /// Path relative to its shared directory, `/`-separated (prefixed by the directory's name when several are shared).
     pub rel_path: String,
-    /// Where the bytes are on disk (a symlink's resolved target, always inside a shared directory).
-    pub abs_path: PathBuf,
+    /// The shared directory the bytes are in (a symlink's target may be in another one than
+    /// the symlink).
+    pub root: Arc<ShareRoot>,
+    /// Where the bytes are beneath `root`: a path of real directories and a regular file (a
+    /// symlink's resolved target), opened beneath the root's handle only, never by its path.
+    pub beneath: PathBuf,
     pub name: String,
     pub size: u64,
     /// Modification time in nanoseconds since the Unix epoch.
@@ -26,6 +32,11 @@ pub struct SharedFile {
 }
 
 impl SharedFile {
+    /// Where the bytes were on disk when scanned (for messages and the hash cache).
+    pub fn abs_path(&self) -> PathBuf {
+        self.root.path().join(&self.beneath)
+    }
+
     pub fn entry(&self) -> FileEntry {
         FileEntry {
             path: self.rel_path.clone(),
@@ -120,7 +131,8 @@ mod tests {
     fn file(path: &str, id: u8) -> SharedFile {
         SharedFile {
             rel_path: path.into(),
-            abs_path: PathBuf::from("/x").join(path),
+            root: Arc::new(ShareRoot::open(&std::env::temp_dir()).unwrap()),
+            beneath: PathBuf::from(path),
             name: path.rsplit('/').next().unwrap_or(path).into(),
             size: 3,
             mtime_ns: 1_500_000_000,

@@ -1,5 +1,6 @@
 //! The sharing peer: scans and hashes its shared directories, serves pieces, keeps the index up to date.
 
+mod beneath;
 mod catalog;
 mod client;
 mod downloading;
@@ -10,6 +11,7 @@ mod share;
 mod slots;
 mod watch;
 
+pub use beneath::{ShareRoot, force_component_walk};
 pub use catalog::{Catalog, SharedFile};
 pub use client::{PeerClient, PeerClientError};
 pub use downloading::{PartialSharing, PartialSharingError};

@@ -1,14 +1,15 @@
-//! Opening shared files for serving: each checked to be inside a shared directory and still the file the catalog hashed; the files of several pipelined requests in one blocking task.
+//! Opening shared files for serving: each beneath the handle of its shared directory (never by path) and checked to still be the file the catalog hashed; the files of several pipelined requests in one blocking task.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use super::PeerServer;
 use crate::content::{ContentId, PieceLayout};
+use crate::peer::beneath::meta_mtime_ns;
 use crate::peer::{PartialFile, SharedFile};
 
 /// A file opened for serving: a shared file checked to still be the one the catalog hashed,
@@ -75,26 +76,16 @@ impl PeerServer {
     }
 }
 
-/// Opens a shared file if it is still inside one of `roots` (symlinks resolved) and still the
-/// file the catalog hashed: same size and mtime.
+/// Opens a shared file beneath the handle of its shared directory (one of `roots`), so that no
+/// symlink or `..` on the way can lead out of it whatever is renamed meanwhile, if it is still
+/// the file the catalog hashed: a regular file of the same size and mtime.
 fn open_checked(f: &SharedFile, roots: &[std::path::PathBuf]) -> Option<OpenFile> {
-    let real = std::fs::canonicalize(&f.abs_path).ok()?;
-    if !roots.iter().any(|r| real.starts_with(r)) {
+    if !roots.iter().any(|r| r == f.root.path()) {
         return None;
     }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&real)
-        .ok()?;
+    let file = f.root.open_file(&f.beneath).ok()?;
     let meta = file.metadata().ok()?;
-    let mtime = meta
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_nanos() as i64;
-    if !(meta.is_file() && meta.len() == f.size && mtime == f.mtime_ns) {
+    if !(meta.is_file() && meta.len() == f.size && meta_mtime_ns(&meta) == f.mtime_ns) {
         return None;
     }
     Some(OpenFile {
