@@ -959,8 +959,10 @@ impl Downloader {
                             }
                             // One pause per round of answers: the `BUSY`s to requests sent
                             // together do not each double it.
+                            // The last probe goes out when the wait runs out.
                             if pause_until.is_none() {
-                                pause_until = Some(now + spell.retry);
+                                let give_up = spell.since + self.max_queue_wait;
+                                pause_until = Some((now + spell.retry).min(give_up));
                                 spell.retry = (spell.retry * 2).min(BUSY_RETRY_MAX);
                             }
                             swarm.set_state(k, SourceState::Busy { position, since: spell.since });
