@@ -824,3 +824,91 @@ async fn a_not_found_in_the_middle_of_the_window_keeps_the_partial_source_in_ste
         rep.sources
     );
 }
+
+/// The figure for issue 12 (run by hand: `cargo test --test hostile -- --ignored --nocapture
+/// rss`; `PEERSHARE_BIN` picks another build): the peak RSS of a real `peershare get` whose
+/// sources, listed at an index, include ones claiming a 4 TiB file and streaming 16 Mi piece
+/// hashes. Three cases: one liar alone; a liar listed before an honest source; three ids with
+/// a liar each at `--parallel 3`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, streams 512 MiB per liar; run by hand"]
+async fn rss_of_a_real_get_against_sources_claiming_4_tib() {
+    use peershare::content::MAX_FILE_SIZE;
+    use peershare::identity::Identity;
+    use peershare::protocol::FileEntry;
+    let t = tempfile::tempdir().unwrap();
+    let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
+    // Registers `addr` at the index as sharing `id`.
+    let list = |addr: String, id: ContentId, n: usize, size: u64| {
+        let (ix, dir) = (ix.addr(), t.path().join(format!("id{n}")));
+        async move {
+            let me = Identity::load_or_create(&dir).unwrap();
+            let mut c = IndexClient::connect(&ix, Limits::default()).await.unwrap();
+            let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+            c.register(&me, "127.0.0.1", port, Default::default(), 1)
+                .await
+                .unwrap();
+            let entry = FileEntry {
+                path: "f.bin".into(),
+                name: "f.bin".into(),
+                size,
+                content_id: id,
+                mtime: 0,
+                have: None,
+            };
+            c.sync_files(true, vec![entry], vec![], Default::default())
+                .await
+                .unwrap();
+            c
+        }
+    };
+    let liar = || Behaviour {
+        lie_size: Some(MAX_FILE_SIZE),
+        junk_hashes: true,
+        ..how("huge.bin", None)
+    };
+    let mut keep = Vec::new();
+    let mut ids = Vec::new();
+    for n in 0..3u64 {
+        let bytes = data(3 * PIECE_SIZE as usize + 7, 90 + n);
+        let id = ContentId::from(blake3::hash(&bytes));
+        let (l, _) = fake_peer(bytes.clone(), liar()).await;
+        keep.push(list(l, id, 2 * n as usize, MAX_FILE_SIZE).await);
+        ids.push((id, bytes));
+    }
+    let bin = std::env::var("PEERSHARE_BIN").unwrap_or(env!("CARGO_BIN_EXE_peershare").into());
+    let run = |ids: Vec<String>, parallel: &str| {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.arg("get")
+            .args(&ids)
+            .args(["-o", t.path().join("out").to_str().unwrap()])
+            .args(["--index", &ix.addr(), "--no-share", "--parallel", parallel])
+            .args(["--stall-timeout", "900s"])
+            .env("PEERSHARE_HOME", t.path().join("client"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(t.path().join("stderr")).unwrap());
+        // Reaped by wait4 below, which also gives its peak RSS.
+        #[allow(clippy::zombie_processes)]
+        let child = cmd.spawn().unwrap();
+        let started = std::time::Instant::now();
+        let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+        // SAFETY: waits for our own child, with valid pointers.
+        let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+        assert_eq!(r, child.id() as i32);
+        let err = std::fs::read_to_string(t.path().join("stderr")).unwrap_or_default();
+        let last = err.lines().last().unwrap_or("").to_string();
+        (usage.ru_maxrss / 1024, started.elapsed(), last)
+    };
+    let (rss, took, status) = run(vec![ids[0].0.to_hex()], "1");
+    eprintln!("one liar alone: peak RSS {rss} MiB, {took:?}, {status}");
+    // An honest source for the first id, listed after the liar (peer ids in order).
+    let (honest, _) = fake_peer(ids[0].1.clone(), how("f.bin", None)).await;
+    keep.push(list(honest, ids[0].0, 1, ids[0].1.len() as u64).await);
+    let _ = std::fs::remove_dir_all(t.path().join("out"));
+    let (rss, took, status) = run(vec![ids[0].0.to_hex()], "1");
+    eprintln!("liar + honest: peak RSS {rss} MiB, {took:?}, {status}");
+    let _ = std::fs::remove_dir_all(t.path().join("out"));
+    let all = ids.iter().map(|(id, _)| id.to_hex()).collect();
+    let (rss, took, status) = run(all, "3");
+    eprintln!("three ids, a liar each, --parallel 3: peak RSS {rss} MiB, {took:?}, {status}");
+}
