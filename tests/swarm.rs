@@ -835,3 +835,39 @@ async fn a_silent_source_delays_neither_the_start_nor_the_end() {
         assert!(took < Duration::from_secs(5), "{took:?}");
     }
 }
+
+/// Issue 12: a one-piece file whose only source answers every request with BUSY kept `get`
+/// running for good. The one-request path gives the source up after a few rounds, and the
+/// full downloader after `--max-queue-wait`; the error names the source's queue place.
+#[tokio::test]
+async fn a_small_file_whose_only_source_is_always_busy_fails_after_a_bounded_wait() {
+    use peershare::cli::{GetOptions, download_all};
+    let bytes = data(1000, 71);
+    let busy = named(Behaviour {
+        busy: true,
+        ..Default::default()
+    });
+    let requests = busy.piece_requests.clone();
+    let (addr, _) = fake_peer(bytes.clone(), busy).await;
+    let hits = [hit_at("s.bin", &bytes, &[(1, &addr)])];
+    let out = tempfile::tempdir().unwrap();
+    let opts = GetOptions {
+        max_queue_wait: Some(Duration::from_secs(1)),
+        ..GetOptions::default()
+    };
+    let started = Instant::now();
+    let results = tokio::time::timeout(
+        Duration::from_secs(30),
+        download_all(&hits, out.path(), &opts, 1),
+    )
+    .await
+    .expect("get ends");
+    let err = format!("{:#}", results[0].as_ref().unwrap_err());
+    assert!(err.contains("busy (queue position 3) for 1 s"), "{err}");
+    let n = requests.load(Ordering::SeqCst);
+    eprintln!("gave up after {:?} and {n} requests", started.elapsed());
+    // Five rounds of one request on the one-request path, then bootstrap's request, one, and
+    // the probes of one second.
+    assert!(n <= 5 + 1 + 1 + 3, "{n} requests");
+    assert!(files_in(out.path()).is_empty());
+}

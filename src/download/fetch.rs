@@ -822,6 +822,8 @@ impl Downloader {
         // first: replies are in request order).
         let mut have_due = false;
         let mut last_new_piece = Instant::now();
+        // Whether `SourceState::Fetching` is what the others see for this source.
+        let mut shown_fetching = true;
         loop {
             if pause_until.is_some_and(|t| Instant::now() >= t) {
                 pause_until = None;
@@ -875,6 +877,7 @@ impl Downloader {
                 }
                 if w.have.is_some() {
                     // A partial source: wait for it to verify more pieces, unless it stopped.
+                    shown_fetching = false;
                     swarm.set_state(
                         k,
                         SourceState::PartialIdle {
@@ -916,10 +919,14 @@ impl Downloader {
                                 swarm.sched().release(expected);
                                 return Err(SourceFailure::OutOfOrder { expected, received: piece.index });
                             }
-                            if busy.take().is_some() || unsent > 0 {
-                                unsent = 0;
+                            let was_busy = busy.take().is_some();
+                            unsent = 0;
+                            if !shown_fetching {
+                                shown_fetching = true;
                                 swarm.set_state(k, SourceState::Fetching { since: Instant::now() });
-                                self.report_progress(swarm);
+                                if was_busy {
+                                    self.report_progress(swarm);
+                                }
                             }
                             if swarm.sched().is_done(expected) {
                                 swarm.sched().complete(expected); // an endgame copy arrived second
@@ -965,6 +972,7 @@ impl Downloader {
                                 pause_until = Some((now + spell.retry).min(give_up));
                                 spell.retry = (spell.retry * 2).min(BUSY_RETRY_MAX);
                             }
+                            shown_fetching = false;
                             swarm.set_state(k, SourceState::Busy { position, since: spell.since });
                             self.report_progress(swarm);
                         }
@@ -977,6 +985,7 @@ impl Downloader {
                             swarm.sched().release(expected);
                             swarm.changed.notify_waiters();
                             unsent += 1;
+                            shown_fetching = false;
                             swarm.set_state(k, SourceState::Unsent { piece: expected, times: unsent });
                             if unsent >= MAX_UNSENT {
                                 return Err(SourceFailure::Unsent { piece: expected, times: unsent });
@@ -1174,4 +1183,20 @@ async fn recheck(
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_place_is_read_from_busy_messages_for_display_only() {
+        let m = "all upload slots taken; you are number 3 in the queue";
+        assert_eq!(queue_position(m), Some(3));
+        assert_eq!(queue_position("number 12"), Some(12));
+        assert_eq!(queue_position("busy"), None);
+        assert_eq!(queue_position("number x"), None);
+        assert_eq!(queue_position("number 99999999999999999999"), None);
+        assert_eq!(queue_place(None), "queue position unknown");
+    }
 }
