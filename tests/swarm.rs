@@ -834,6 +834,26 @@ async fn a_silent_source_delays_neither_the_start_nor_the_end() {
         );
         assert!(took < Duration::from_secs(5), "{took:?}");
     }
+    // Alone, it ends the download after the stall limit, not the read limit, and is named.
+    let out = tempfile::tempdir().unwrap();
+    let d = Downloader {
+        stall_timeout: Duration::from_secs(1),
+        ..Downloader::default()
+    };
+    let started = Instant::now();
+    let err = d
+        .download(id, &[src(&silent, 1)], out.path(), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        err.starts_with(&format!("no progress on {id} for 1 s"))
+            && err.contains("peer 1 (127.0.0.1:")
+            && err.contains("sent no block of piece hashes for 1 s"),
+        "{err}"
+    );
+    assert!(files_in(out.path()).is_empty());
 }
 
 /// Issue 12: a one-piece file whose only source answers every request with BUSY kept `get`

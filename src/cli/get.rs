@@ -60,8 +60,8 @@ pub struct GetArgs {
     /// Address other peers must use, when it differs from --listen (NAT, proxy)
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
-    /// Give up on a file when no source has sent a verified piece for this long (nor, before
-    /// the first, passed the checks of its piece hashes)
+    /// Give up on a file when no source has sent a verified piece for this long (before the
+    /// first piece can be asked for: no block of 16384 piece hashes)
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub stall_timeout: std::time::Duration,
     /// Give up on a source that keeps answering that all its upload slots are taken for this long

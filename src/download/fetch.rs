@@ -152,7 +152,7 @@ enum SourceFailure {
         "claimed piece {piece} in its Have but answered NOT_FOUND for it {times} times in a row"
     )]
     Unsent { piece: u32, times: u32 },
-    #[error("no verified piece hashes within {0} s")]
+    #[error("sent no block of piece hashes for {0} s")]
     SlowBootstrap(u64),
     #[error(transparent)]
     Local(DownloadError),
@@ -183,8 +183,9 @@ pub struct Downloader {
     /// How long a source may answer only `BUSY` before it is given up (`get --max-queue-wait`).
     /// Default: 60 s.
     pub max_queue_wait: Duration,
-    /// How long a download may go without a verified piece from any source (or, before that,
-    /// without any source passing bootstrap) before it fails (`get --stall-timeout`). Default: 60 s.
+    /// How long a download may go without a verified piece from any source (before the first
+    /// source passes bootstrap: without a block of piece hashes received) before it fails
+    /// (`get --stall-timeout`). Default: 60 s.
     pub stall_timeout: Duration,
     /// Shared limit on download bandwidth. Default: none.
     pub rate: Option<Arc<RateLimiter>>,
@@ -629,7 +630,8 @@ impl Downloader {
     /// Bootstraps from the sources in order, asking the next one as well whenever those asked
     /// so far have neither passed nor failed within [`BOOTSTRAP_STAGGER`], or one fails; the
     /// first to pass wins and the others are cancelled (they are still used as sources).
-    /// Gives up after `stall_timeout`. Failures are recorded in `live`.
+    /// Gives up when none has received a block of piece hashes for `stall_timeout`. Failures
+    /// are recorded in `live`.
     async fn bootstrap_any(
         &self,
         sources: &[Source],
@@ -637,7 +639,9 @@ impl Downloader {
         file: &Arc<File>,
         live: &Mutex<Vec<SourceLive>>,
     ) -> Option<(usize, Bootstrap)> {
-        let deadline = tokio::time::Instant::now() + self.stall_timeout;
+        // When a bootstrap last received a whole block of piece hashes (or the start).
+        let progress = Arc::new(Mutex::new(Instant::now()));
+        let last_progress = || *progress.lock().unwrap_or_else(|p| p.into_inner());
         let mut tries = JoinSet::new();
         let mut next = 0;
         let mut next_at = tokio::time::Instant::now();
@@ -645,14 +649,15 @@ impl Downloader {
             let now = tokio::time::Instant::now();
             if next < sources.len() && (tries.is_empty() || now >= next_at) {
                 let (this, s, file) = (self.clone(), sources[next].clone(), file.clone());
-                let k = next;
-                tries.spawn(async move { (k, this.bootstrap(&s, id, &file).await) });
+                let (k, progress) = (next, progress.clone());
+                tries.spawn(async move { (k, this.bootstrap(&s, id, &file, &progress).await) });
                 next += 1;
                 next_at = now + BOOTSTRAP_STAGGER;
             }
             if tries.is_empty() {
                 return None;
             }
+            let deadline = tokio::time::Instant::from_std(last_progress() + self.stall_timeout);
             tokio::select! {
                 joined = tries.join_next() => match joined {
                     Some(Ok((k, Ok(b)))) => return Some((k, b)),
@@ -670,6 +675,9 @@ impl Downloader {
                 },
                 () = tokio::time::sleep_until(next_at), if next < sources.len() => {}
                 () = tokio::time::sleep_until(deadline) => {
+                    if last_progress().elapsed() < self.stall_timeout {
+                        continue;
+                    }
                     let secs = self.stall_timeout.as_secs();
                     let mut l = lock_live(live);
                     for s in l.iter_mut().take(next).filter(|s| s.error.is_none()) {
@@ -687,6 +695,7 @@ impl Downloader {
         s: &Source,
         id: ContentId,
         file: &Arc<File>,
+        progress: &Mutex<Instant>,
     ) -> Result<Bootstrap, SourceFailure> {
         let mut client = PeerClient::connect(&s.addr, self.limits).await?;
         let info = client.info(id).await?;
@@ -700,6 +709,10 @@ impl Downloader {
             );
             let hashes = client.hashes(id, start, count).await?;
             fetch.receive(&hashes)?;
+            if fetch.unchecked_len() == 0 {
+                // A whole block arrived: progress, as far as the stall limit is concerned.
+                *progress.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            }
         }
         let verifier = Arc::new(fetch.finish()?);
         // The last piece's hash covers its length, so checking it proves the size before
