@@ -419,7 +419,7 @@ impl Downloader {
         ));
 
         // The first source that answers with piece hashes adding up to `id` sets the layout.
-        let Some((
+        let (
             first_k,
             Bootstrap {
                 client,
@@ -427,10 +427,11 @@ impl Downloader {
                 verifier,
                 last_piece,
             },
-        )) = self.bootstrap_any(sources, id, &file, &live).await
-        else {
-            let stalled = started.elapsed() >= self.stall_timeout;
-            return Err(self.fail(id, &temp, None, earlier_run, sources, &live, stalled));
+        ) = match self.bootstrap_any(sources, id, &file, &live).await {
+            Ok(first) => first,
+            Err(stalled) => {
+                return Err(self.fail(id, &temp, None, earlier_run, sources, &live, stalled));
+            }
         };
         let write_err = |source| DownloadError::Write {
             path: temp.clone(),
@@ -630,15 +631,15 @@ impl Downloader {
     /// Bootstraps from the sources in order, asking the next one as well whenever those asked
     /// so far have neither passed nor failed within [`BOOTSTRAP_STAGGER`], or one fails; the
     /// first to pass wins and the others are cancelled (they are still used as sources).
-    /// Gives up when none has received a block of piece hashes for `stall_timeout`. Failures
-    /// are recorded in `live`.
+    /// Gives up when none has received a block of piece hashes for `stall_timeout` (`Err(true)`)
+    /// or all have failed (`Err(false)`). Failures are recorded in `live`.
     async fn bootstrap_any(
         &self,
         sources: &[Source],
         id: ContentId,
         file: &Arc<File>,
         live: &Mutex<Vec<SourceLive>>,
-    ) -> Option<(usize, Bootstrap)> {
+    ) -> Result<(usize, Bootstrap), bool> {
         // When a bootstrap last received a whole block of piece hashes (or the start).
         let progress = Arc::new(Mutex::new(Instant::now()));
         let last_progress = || *progress.lock().unwrap_or_else(|p| p.into_inner());
@@ -655,12 +656,12 @@ impl Downloader {
                 next_at = now + BOOTSTRAP_STAGGER;
             }
             if tries.is_empty() {
-                return None;
+                return Err(false);
             }
             let deadline = tokio::time::Instant::from_std(last_progress() + self.stall_timeout);
             tokio::select! {
                 joined = tries.join_next() => match joined {
-                    Some(Ok((k, Ok(b)))) => return Some((k, b)),
+                    Some(Ok((k, Ok(b)))) => return Ok((k, b)),
                     Some(Ok((k, Err(e)))) => {
                         warn!("{}: {e}", sources[k].label());
                         let mut l = lock_live(live);
@@ -683,7 +684,7 @@ impl Downloader {
                     for s in l.iter_mut().take(next).filter(|s| s.error.is_none()) {
                         s.error = Some(SourceFailure::SlowBootstrap(secs).to_string());
                     }
-                    return None;
+                    return Err(true);
                 }
             }
         }
