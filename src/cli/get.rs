@@ -60,6 +60,13 @@ pub struct GetArgs {
     /// Address other peers must use, when it differs from --listen (NAT, proxy)
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// Give up on a file when no source has sent a verified piece for this long (before the
+    /// first piece can be asked for: no block of 16384 piece hashes)
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "TIME")]
+    pub stall_timeout: std::time::Duration,
+    /// Give up on a source that keeps answering that all its upload slots are taken for this long
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "TIME")]
+    pub max_queue_wait: std::time::Duration,
     /// Print one JSON document
     #[arg(long)]
     pub json: bool,
@@ -101,6 +108,8 @@ pub async fn run_get(a: GetArgs) -> anyhow::Result<()> {
         rate: a.max_download_rate.map(|r| Arc::new(RateLimiter::new(r))),
         bars: (!a.json && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new),
         partials: sharing.as_ref().map(|s| s.partials.clone()),
+        stall_timeout: Some(a.stall_timeout),
+        max_queue_wait: Some(a.max_queue_wait),
     };
     let count = ids.len();
     let (tx, rx) = mpsc::channel(LOOKUP_BATCH * 4);
@@ -242,6 +251,10 @@ pub struct GetOptions {
     pub bars: Option<indicatif::MultiProgress>,
     /// Where downloads in progress are published to be served.
     pub partials: Option<Partials>,
+    /// `--stall-timeout` (default: the downloader's, 60 s).
+    pub stall_timeout: Option<std::time::Duration>,
+    /// `--max-queue-wait` (default: the downloader's, 60 s).
+    pub max_queue_wait: Option<std::time::Duration>,
 }
 
 /// Downloads every hit, at most `parallel` at once; results in the order of `hits`.
@@ -415,6 +428,12 @@ pub async fn download_hit(
     if opts.max_peers > 0 {
         d.max_sources = opts.max_peers;
     }
+    if let Some(t) = opts.stall_timeout {
+        d.stall_timeout = t;
+    }
+    if let Some(t) = opts.max_queue_wait {
+        d.max_queue_wait = t;
+    }
     let bar = opts.bars.as_ref().map(|m| {
         let bar = m.add(indicatif::ProgressBar::new(hit.size));
         bar.set_style(
@@ -430,7 +449,11 @@ pub async fn download_hit(
         d.progress = Some(Arc::new(move |p: Progress| {
             bar.set_length(p.total);
             bar.set_position(p.done);
-            bar.set_message(format!("{} sources", p.sources));
+            bar.set_message(match p.queued {
+                Some(0) => format!("{} sources, waiting for an upload slot", p.sources),
+                Some(n) => format!("{} sources, number {n} in a queue", p.sources),
+                None => format!("{} sources", p.sources),
+            });
         }));
     }
     let r = d

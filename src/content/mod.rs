@@ -6,8 +6,8 @@ mod pieces;
 
 pub use id::{ContentId, Digest, ParseContentIdError};
 pub use pieces::{
-    PieceError, PieceLayout, PieceVerifier, hash_file, hash_open_file, hash_piece,
-    root_from_piece_hashes,
+    HASH_BLOCK, HashFetch, PieceError, PieceLayout, PieceVerifier, hash_file, hash_open_file,
+    hash_piece, root_from_piece_hashes,
 };
 
 /// Bytes in a piece: 256 chunks of 1 KiB, a complete BLAKE3 subtree. Protocol version 1 fixes it.

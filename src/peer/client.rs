@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::content::{ContentId, MAX_FILE_SIZE, PIECE_HASH_LEN, PIECE_SIZE, PieceLayout};
+use crate::content::{ContentId, MAX_FILE_SIZE, PIECE_HASH_LEN, PIECE_SIZE};
 use crate::protocol::{
     CatalogQuery, CatalogResults, Connection, GetHashes, GetHave, GetInfo, GetPiece, Have, Info,
     Limits, MAX_HASHES_PER_REPLY, Message, Piece, ProtocolError, connect_tcp,
@@ -88,49 +88,37 @@ impl PeerClient {
         }
     }
 
-    /// All piece hashes of a file of `size` bytes, concatenated (unverified: check them with
-    /// [`crate::content::PieceVerifier::new`]).
-    pub async fn piece_hashes(
+    /// One `GetHashes` reply: up to `count` piece hashes from `start`, concatenated and
+    /// unverified (check them with [`crate::content::HashFetch`]). Fails unless the reply
+    /// starts at `start` and holds 1 to `count` whole hashes.
+    pub async fn hashes(
         &mut self,
         id: ContentId,
-        size: u64,
+        start: u32,
+        count: u32,
     ) -> Result<Vec<u8>, PeerClientError> {
-        if size > MAX_FILE_SIZE {
-            return Err(PeerClientError::TooLarge {
-                max: MAX_FILE_SIZE,
-                received: size,
-            });
-        }
-        let total = PieceLayout::new(size).hash_count();
-        let mut out = Vec::with_capacity((total.min(1 << 15) as usize) * PIECE_HASH_LEN);
-        while ((out.len() / PIECE_HASH_LEN) as u64) < total {
-            let start = (out.len() / PIECE_HASH_LEN) as u32;
-            let count = (total - u64::from(start)).min(u64::from(MAX_HASHES_PER_REPLY)) as u32;
-            let req = Message::GetHashes(GetHashes {
-                content_id: id,
-                start,
-                count,
-            });
-            match self.conn.request(&req).await? {
-                Message::Hashes(h)
-                    if h.start == start
-                        && !h.hashes.is_empty()
-                        && h.hashes.len().is_multiple_of(PIECE_HASH_LEN)
-                        && h.hashes.len() <= count as usize * PIECE_HASH_LEN =>
-                {
-                    out.extend_from_slice(&h.hashes)
-                }
-                Message::Hashes(h) => {
-                    return Err(PeerClientError::BadHashes {
-                        start,
-                        expected: count as usize * PIECE_HASH_LEN,
-                        received: h.hashes.len(),
-                    });
-                }
-                other => return Err(Self::unexpected("Hashes", &other)),
+        let count = count.min(MAX_HASHES_PER_REPLY);
+        let req = Message::GetHashes(GetHashes {
+            content_id: id,
+            start,
+            count,
+        });
+        match self.conn.request(&req).await? {
+            Message::Hashes(h)
+                if h.start == start
+                    && !h.hashes.is_empty()
+                    && h.hashes.len().is_multiple_of(PIECE_HASH_LEN)
+                    && h.hashes.len() <= count as usize * PIECE_HASH_LEN =>
+            {
+                Ok(h.hashes)
             }
+            Message::Hashes(h) => Err(PeerClientError::BadHashes {
+                start,
+                expected: count as usize * PIECE_HASH_LEN,
+                received: h.hashes.len(),
+            }),
+            other => Err(Self::unexpected("Hashes", &other)),
         }
-        Ok(out)
     }
 
     /// Which pieces the peer can send now (all of them, unless it is still downloading).

@@ -129,6 +129,21 @@ pub struct Behaviour {
     pub name: String,
     /// Claim this size instead of the real one (and cut pieces by it).
     pub lie_size: Option<u64>,
+    /// Answer every `GetPiece` with BUSY, "… you are number 3 in the queue".
+    pub busy: bool,
+    /// Say in `Have` that it has only these pieces (a partial source).
+    pub have: Option<fn(u32) -> bool>,
+    /// Answer `GetPiece` for these pieces with NOT_FOUND.
+    pub not_found: Option<fn(u32) -> bool>,
+    /// Accept connections and never send a byte.
+    pub silent: bool,
+    /// Answer `GetHashes` with as many made-up hashes as asked for (up to 16384).
+    pub junk_hashes: bool,
+    /// Counts the `GetPiece` requests received, over all connections.
+    pub piece_requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Counts the piece hashes sent, and the largest `count` asked for in one `GetHashes`.
+    pub hashes_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub largest_hash_request: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A peer speaking the real protocol from memory, misbehaving as told; returns its address
@@ -157,6 +172,11 @@ pub async fn fake_peer(
             let (bytes, hashes, counter, how) =
                 (bytes.clone(), hashes.clone(), counter.clone(), how.clone());
             tokio::spawn(async move {
+                if how.silent {
+                    let _held = s;
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return;
+                }
                 let mut c = Connection::new(s, Limits::default());
                 if c.server_handshake(Digest::default()).await.is_err() {
                     return;
@@ -175,14 +195,49 @@ pub async fn fake_peer(
                             content_id: g.content_id,
                             pieces: layout.piece_count() as u32,
                             bitmap: peershare::protocol::bitmap_from(
-                                (0..layout.piece_count()).map(|_| true),
+                                (0..layout.piece_count())
+                                    .map(|i| how.have.is_none_or(|f| f(i as u32))),
                             ),
                         }),
+                        Message::GetHashes(g) if how.junk_hashes => {
+                            let total = layout.hash_count();
+                            let n = u64::from(g.count.min(16384))
+                                .min(total.saturating_sub(u64::from(g.start)));
+                            how.largest_hash_request
+                                .fetch_max(u64::from(g.count), Ordering::SeqCst);
+                            how.hashes_sent.fetch_add(n, Ordering::SeqCst);
+                            let hashes = (u64::from(g.start)..u64::from(g.start) + n)
+                                .flat_map(|i| {
+                                    let mut h = [0x5a; 32];
+                                    h[..8].copy_from_slice(&i.to_le_bytes());
+                                    h
+                                })
+                                .collect();
+                            Message::Hashes(Hashes {
+                                start: g.start,
+                                hashes,
+                            })
+                        }
                         Message::GetHashes(g) => Message::Hashes(Hashes {
                             start: g.start,
                             hashes: hashes.get(g.start as usize * 32..).unwrap_or(&[]).to_vec(),
                         }),
+                        Message::GetPiece(_) if how.busy => {
+                            how.piece_requests.fetch_add(1, Ordering::SeqCst);
+                            Message::Error(ErrorReply::new(
+                                code::BUSY,
+                                "all upload slots taken; you are number 3 in the queue",
+                            ))
+                        }
+                        Message::GetPiece(g) if how.not_found.is_some_and(|f| f(g.index)) => {
+                            how.piece_requests.fetch_add(1, Ordering::SeqCst);
+                            Message::Error(ErrorReply::new(
+                                code::NOT_FOUND,
+                                "not verified here yet",
+                            ))
+                        }
                         Message::GetPiece(g) => {
+                            how.piece_requests.fetch_add(1, Ordering::SeqCst);
                             let n = counter.load(Ordering::SeqCst);
                             if how.die_after.is_some_and(|d| n >= d) {
                                 return;
