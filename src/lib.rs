@@ -11,6 +11,7 @@ pub mod index;
 pub mod peer;
 pub mod protocol;
 pub mod rate;
+pub mod text;
 
 /// Gives memory freed by the allocator back to the system (glibc keeps freed memory of large
 /// short-lived structures otherwise). Cheap enough to call after each large batch of work.

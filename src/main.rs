@@ -21,14 +21,18 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Log lines carry names, hosts and messages from the network: escaped, without colours
+        // (the escaping would show colour codes as text).
+        .with_writer(|| peershare::text::EscapingWriter(std::io::stderr()))
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(false)
         .init();
     match peershare::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("peershare: {e:#}");
+            // The error may quote a peer or the index: one escaped line.
+            let line = format!("{e:#}");
+            eprintln!("peershare: {}", peershare::text::Escaped(&line));
             ExitCode::FAILURE
         }
     }

@@ -517,3 +517,76 @@ fn serverless_share_search_and_get_through_a_private_dht() {
     );
     assert_eq!(b3sum(&dl.join("Serverless Notes.txt")), id);
 }
+
+#[test]
+fn a_peer_on_ipv6_loopback_is_found_and_downloaded_from() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6 loopback on this machine ([::1] cannot be bound)");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("six.txt"), b"over ipv6").unwrap();
+    let mut index = Running::start(&["index", "--listen", "[::1]:0"], &t.path().join("ix"));
+    let line = index.wait_line("listening on");
+    let ix = line
+        .split_whitespace()
+        .find(|w| w.starts_with("[::1]:"))
+        .expect("address in line")
+        .to_string();
+    // Registered from ::1, the peer is recorded at the address the index sees: "::1", which
+    // once came back bracketed twice ("[[::1]]:PORT") and could not be reached.
+    let mut peer = Running::start(
+        &[
+            "share",
+            share.to_str().unwrap(),
+            "--index",
+            &ix,
+            "--listen",
+            "[::1]:0",
+        ],
+        &t.path().join("p1"),
+    );
+    peer.wait_line("registered with index");
+    // A client that writes the host bracketed is recorded in the same plain form.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let me = peershare::identity::Identity::load_or_create(&t.path().join("other")).unwrap();
+        let mut c = peershare::index::IndexClient::connect(&ix, Default::default())
+            .await
+            .unwrap();
+        let r = c
+            .register(&me, "[::1]", 9, Default::default(), 0)
+            .await
+            .unwrap();
+        assert_eq!(r.host, "::1");
+        let refused = c
+            .register(&me, "evil.example", 9, Default::default(), 0)
+            .await;
+        assert!(refused.is_err(), "a name is refused: {refused:?}");
+    });
+    let out = run(
+        &["search", "six", "--index", &ix, "--json"],
+        &t.path().join("c"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["files"][0]["peers"][0]["host"], "::1", "{doc:#}");
+    let id = blake3::hash(b"over ipv6").to_hex().to_string();
+    let dl = t.path().join("dl");
+    let out = run(
+        &[
+            "get",
+            &id,
+            "-o",
+            dl.to_str().unwrap(),
+            "--index",
+            &ix,
+            "--no-share",
+        ],
+        &t.path().join("c"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(dl.join("six.txt")).unwrap(), b"over ipv6");
+}

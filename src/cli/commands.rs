@@ -162,16 +162,26 @@ pub async fn connect(addr: &str) -> anyhow::Result<IndexClient> {
     Ok(IndexClient::connect(addr, Limits::default()).await?)
 }
 
+/// `--advertise HOST:PORT`: the IP address and port to register. A name is looked up here,
+/// once (the user typed it), since the index records and hands out IP addresses only.
 pub fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
     let (host, port) = s
         .rsplit_once(':')
         .with_context(|| format!("{s:?} is not HOST:PORT"))?;
     let port: u16 = port.parse().with_context(|| format!("bad port in {s:?}"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port == 0 {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.is_empty() || port == 0 {
         bail!("{s:?} is not HOST:PORT");
     }
-    Ok((host.to_string(), port))
+    if let Some(ip) = crate::protocol::host::parse_ip(bare) {
+        return Ok((ip.to_string(), port));
+    }
+    let ip = std::net::ToSocketAddrs::to_socket_addrs(&(bare, port))
+        .with_context(|| format!("cannot resolve {bare:?}"))?
+        .next()
+        .with_context(|| format!("{bare:?} has no address"))?
+        .ip();
+    Ok((ip.to_string(), port))
 }
 
 pub async fn run_index(
@@ -236,7 +246,11 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
                     std::io::stdout().flush()?;
                 }
                 if let Some(e) = &s.last_error && last.last_error.as_ref() != Some(e) {
-                    eprintln!("peershare: no registration with the index, retrying: {e}");
+                    let e = e.to_string();
+                    eprintln!(
+                        "peershare: no registration with the index, retrying: {}",
+                        crate::text::Escaped(&e)
+                    );
                 }
                 last = s;
             }

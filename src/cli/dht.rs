@@ -64,7 +64,11 @@ pub async fn search(
             {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    eprintln!("peershare: index unavailable, searching the DHT only: {e:#}");
+                    let e = format!("{e:#}");
+                    eprintln!(
+                        "peershare: index unavailable, searching the DHT only: {}",
+                        crate::text::Escaped(&e)
+                    );
                     None
                 }
             }

@@ -89,7 +89,11 @@ pub async fn run_get(a: GetArgs) -> anyhow::Result<()> {
         Some(addr) if a.dht.dht => match connect(addr).await {
             Ok(c) => Some(c),
             Err(e) => {
-                eprintln!("peershare: index unavailable, using the DHT only: {e:#}");
+                let e = format!("{e:#}");
+                eprintln!(
+                    "peershare: index unavailable, using the DHT only: {}",
+                    crate::text::Escaped(&e)
+                );
                 None
             }
         },
@@ -171,7 +175,11 @@ async fn resolve(
                 Ok(found) => from_index = found.into_iter().map(Some).collect(),
                 Err(e) => {
                     if node.is_some() {
-                        eprintln!("peershare: index lookup failed, using the DHT only: {e:#}");
+                        let e = format!("{e:#}");
+                        eprintln!(
+                            "peershare: index lookup failed, using the DHT only: {}",
+                            crate::text::Escaped(&e)
+                        );
                     }
                     client = None;
                     lost = Some(format!("index lookup failed: {e:#}"));
@@ -217,9 +225,10 @@ fn report(results: &[anyhow::Result<DownloadReport>], json: bool) -> anyhow::Res
         };
         // Written in one piece: stdout is line-buffered, so printing it directly would cost
         // a system call per line (tens per download).
-        let mut text = serde_json::to_vec_pretty(&doc)?;
-        text.push(b'\n');
-        std::io::stdout().lock().write_all(&text)?;
+        let text = serde_json::to_string_pretty(&doc)?;
+        let mut text = crate::text::json_safe(&text).into_owned();
+        text.push('\n');
+        std::io::stdout().lock().write_all(text.as_bytes())?;
     } else {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         for r in &reports {
@@ -232,7 +241,7 @@ fn report(results: &[anyhow::Result<DownloadReport>], json: bool) -> anyhow::Res
         1 if results.len() == 1 => bail!("{}", failed[0]),
         n => {
             for f in &failed {
-                eprintln!("peershare: {f}");
+                eprintln!("peershare: {}", crate::text::Escaped(f));
             }
             bail!("{n} of {} downloads failed", results.len())
         }
@@ -394,19 +403,25 @@ fn hit_for(r: SearchResults, id: ContentId) -> anyhow::Result<FileHit> {
     }
 }
 
-/// The peers of a search hit to download from (only `opts.only_peer`, if set).
+/// The peers of a search hit to download from (only `opts.only_peer`, if set). A peer whose
+/// host is not an IP address is left out with a warning: a name from the network is never
+/// looked up.
 fn sources_of(hit: &FileHit, opts: &GetOptions) -> Vec<Source> {
     hit.peers
         .iter()
         .filter(|p| opts.only_peer.is_none_or(|id| id == p.peer_id))
-        .map(|p| Source {
-            peer_id: (p.peer_id != 0).then_some(p.peer_id),
-            addr: if p.host.contains(':') {
-                format!("[{}]:{}", p.host, p.port)
-            } else {
-                format!("{}:{}", p.host, p.port)
+        .filter_map(
+            |p| match crate::protocol::host::socket_addr(&p.host, p.port) {
+                Ok(addr) => Some(Source {
+                    peer_id: (p.peer_id != 0).then_some(p.peer_id),
+                    addr: addr.to_string(),
+                }),
+                Err(e) => {
+                    tracing::warn!("peer {} left out: {e}", p.peer_id);
+                    None
+                }
             },
-        })
+        )
         .collect()
 }
 

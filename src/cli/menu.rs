@@ -23,7 +23,8 @@ struct Prompter<'a, R, W> {
 
 impl<R: BufRead, W: Write> Prompter<'_, R, W> {
     fn say(&mut self, text: &str) {
-        let _ = writeln!(self.out, "{text}");
+        // Lines quote names, hosts and errors from the network: escaped whole.
+        let _ = writeln!(self.out, "{}", crate::text::Escaped(text));
         let _ = self.out.flush();
     }
 
@@ -171,7 +172,7 @@ fn menu<R: BufRead, W: Write>(
             p.say(&format!(
                 "File {}: {} ({}, content id {})",
                 n + 1,
-                super::output::shown(&f.name),
+                f.name,
                 size(f.size),
                 f.content_id
             ));

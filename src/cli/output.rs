@@ -16,20 +16,8 @@ pub fn time(ms: i64) -> String {
 }
 
 /// A name from the network made safe to print: control characters (terminal escapes) shown escaped.
-pub fn shown(name: &str) -> String {
-    if name.chars().any(char::is_control) {
-        name.chars()
-            .flat_map(|c| -> Box<dyn Iterator<Item = char>> {
-                if c.is_control() {
-                    Box::new(c.escape_default())
-                } else {
-                    Box::new(std::iter::once(c))
-                }
-            })
-            .collect()
-    } else {
-        name.to_string()
-    }
+pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    crate::text::escape(name)
 }
 
 /// A file's heading line in search results: content id, size, name.
@@ -99,7 +87,7 @@ pub fn search(
             "truncated": r.truncated,
             "files": r.files.iter().map(file_json).collect::<Vec<_>>(),
         });
-        return writeln!(out, "{doc:#}");
+        return writeln!(out, "{}", crate::text::json_safe(&format!("{doc:#}")));
     }
     for f in &r.files {
         file_line(out, &f.content_id, f.size, &f.name)?;
@@ -113,7 +101,7 @@ pub fn search(
                 out,
                 "    peer {:<5} {}:{}  shared {}  last seen {}{partial}",
                 p.peer_id,
-                p.host,
+                shown(&p.host),
                 p.port,
                 time(p.shared_at),
                 time(p.last_seen)
@@ -143,7 +131,7 @@ pub fn search_merged(
             "truncated": truncated,
             "files": super::dht::merged_json(files),
         });
-        return writeln!(out, "{doc:#}");
+        return writeln!(out, "{}", crate::text::json_safe(&format!("{doc:#}")));
     }
     for f in files {
         file_line(out, &f.content_id, f.size, &f.name)?;
@@ -161,7 +149,8 @@ pub fn search_merged(
             writeln!(
                 out,
                 "    peer {id:<5} {}:{}  via {via}",
-                p.peer.host, p.peer.port
+                shown(&p.peer.host),
+                p.peer.port
             )?;
         }
     }
@@ -186,7 +175,7 @@ pub fn peers(out: &mut impl Write, list: &PeerList, as_json: bool) -> io::Result
                 "live": p.live,
             })).collect::<Vec<_>>(),
         });
-        return writeln!(out, "{doc:#}");
+        return writeln!(out, "{}", crate::text::json_safe(&format!("{doc:#}")));
     }
     writeln!(
         out,
@@ -198,7 +187,7 @@ pub fn peers(out: &mut impl Write, list: &PeerList, as_json: bool) -> io::Result
             out,
             "{:<6} {:<28} {:>8}  {:<21} {}",
             p.peer_id,
-            format!("{}:{}", p.host, p.port),
+            format!("{}:{}", shown(&p.host), p.port),
             p.files,
             time(p.last_seen),
             if p.live { "live" } else { "expired" }

@@ -16,12 +16,16 @@ const RESERVED: &[&str] = &[
 ];
 
 /// Turns a name from the index or a peer into a single safe file name: no directories, no
-/// `..`, no control characters or NUL, no leading dots, no reserved device names, bounded length.
+/// `..`, no control or invisible formatting characters (so `\u{202e}gnp.exe` cannot pose as
+/// "exe.png"), no leading dots, no reserved device names, bounded length. The rules, in order,
+/// are those of docs/PROTOCOL.md §8.5 step 11.
 pub fn sanitize_file_name(raw: &str) -> String {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = last
         .chars()
-        .filter(|c| !c.is_control() && !matches!(c, ':' | '*' | '?' | '"' | '<' | '>' | '|'))
+        .filter(|&c| {
+            !crate::text::is_hidden(c) && !matches!(c, ':' | '*' | '?' | '"' | '<' | '>' | '|')
+        })
         .collect();
     let trimmed = cleaned
         .trim()
@@ -83,10 +87,25 @@ pub fn place(
     mut try_name: impl FnMut(&Path) -> io::Result<()>,
 ) -> io::Result<PathBuf> {
     let name = sanitize_file_name(name);
-    for n in 0..10_000 {
+    // Thousands of files of one name (changelog.gz from every package) would each probe every
+    // number taken before them: the process remembers where the last one landed and goes on
+    // from there. The filesystem stays the judge: a taken name still says `AlreadyExists`.
+    let key = (dir.to_path_buf(), name.clone());
+    let start = next_numbers()
+        .lock()
+        .map_or(0, |m| m.get(&key).copied().unwrap_or(0));
+    for n in start..=u32::MAX {
         let candidate = dir.join(numbered(&name, n));
         match try_name(&candidate) {
-            Ok(()) => return Ok(candidate),
+            Ok(()) => {
+                if let Ok(mut m) = next_numbers().lock() {
+                    if m.len() >= MAX_REMEMBERED_NAMES {
+                        m.clear();
+                    }
+                    m.insert(key, n.saturating_add(1));
+                }
+                return Ok(candidate);
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
@@ -96,6 +115,18 @@ pub fn place(
         "no free name for {name} in {}",
         dir.display()
     )))
+}
+
+/// Names whose next free number is remembered; past this the memory starts again (a cost in
+/// probes, never a wrong name).
+const MAX_REMEMBERED_NAMES: usize = 65_536;
+
+/// For each (directory, sanitized name) published to in this process, the number to try next.
+fn next_numbers() -> &'static std::sync::Mutex<std::collections::HashMap<(PathBuf, String), u32>> {
+    static NEXT: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<(PathBuf, String), u32>>,
+    > = std::sync::OnceLock::new();
+    NEXT.get_or_init(Default::default)
 }
 
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
@@ -142,6 +173,14 @@ mod tests {
             ("", "download"),
             ("  spaced .  ", "spaced"),
             ("Isaac.py", "Isaac.py"),
+            // Invisible formatting characters go: nothing can make a name read backwards.
+            ("\u{202e}gnp.exe", "gnp.exe"),
+            ("a\u{2066}b\u{2069}\u{200b}c\u{feff}.txt", "abc.txt"),
+            ("\u{200f}\u{061c}x\u{180e}\u{2060}.pdf\u{200e}", "x.pdf"),
+            ("c1\u{9b}31m.txt", "c131m.txt"),
+            ("\u{202e}\u{202d}", "download"),
+            ("\u{202e}.bashrc", "bashrc"),
+            ("名前 Ünïcödé.mp3", "名前 Ünïcödé.mp3"),
         ] {
             assert_eq!(sanitize_file_name(raw), want, "{raw:?}");
         }
@@ -160,5 +199,34 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("a.txt")).unwrap(), b"old");
         assert_eq!(std::fs::read(p).unwrap(), b"new");
         assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn thousands_of_one_name_each_land_under_a_name_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        // The file system is the judge: a name taken by someone else meanwhile is skipped.
+        std::fs::write(dir.path().join("changelog (7).gz"), b"theirs").unwrap();
+        let mut probes = 0u64;
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..12_000u32 {
+            let p = place(dir.path(), "changelog.gz", |c| {
+                probes += 1;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(c)
+                    .map(|_| ())
+            })
+            .unwrap_or_else(|e| panic!("file {i}: {e}"));
+            assert!(seen.insert(p), "file {i} got a name already given");
+        }
+        // Past the 10,000 numbers the old code tried, and in about one probe per file (it made
+        // 72 million for these).
+        assert!(dir.path().join("changelog (11999).gz").exists());
+        assert_eq!(
+            std::fs::read(dir.path().join("changelog (7).gz")).unwrap(),
+            b"theirs"
+        );
+        assert!(probes < 12_100, "{probes} probes for 12,000 files");
     }
 }

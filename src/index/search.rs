@@ -79,9 +79,10 @@ pub fn group_and_rank(rows: Vec<Row>, query: &Query, limit: usize) -> (Vec<FileH
                 false,
             )
         });
-        if is_exact && !*any_exact {
+        // The group's name: of its exact matches, else of all, the least in byte order.
+        if (is_exact && !*any_exact) || (is_exact == *any_exact && row.name < hit.name) {
             hit.name = row.name.clone();
-            *any_exact = true;
+            *any_exact |= is_exact;
         }
         match hit.peers.iter_mut().find(|p| p.peer_id == row.peer.peer_id) {
             Some(p) => p.shared_at = p.shared_at.min(row.peer.shared_at),

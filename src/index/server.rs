@@ -208,13 +208,6 @@ fn check_update(u: &UpdateFiles) -> Result<(), String> {
     Ok(())
 }
 
-fn check_host(host: &str) -> bool {
-    host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:_[]%".contains(&b))
-}
-
 async fn handle(
     stream: TcpStream,
     addr: SocketAddr,
@@ -429,16 +422,24 @@ async fn register(
     if !verify_register(&r.public_key, nonce, &r.signature) {
         return Ok(Err(ErrorReply::new(code::UNAUTHORIZED, "bad signature")));
     }
-    if r.port == 0 || !check_host(&r.host) {
-        return Ok(Err(ErrorReply::new(
-            code::BAD_REQUEST,
-            "invalid host or port",
-        )));
+    if r.port == 0 {
+        return Ok(Err(ErrorReply::new(code::BAD_REQUEST, "invalid port 0")));
     }
-    let host = match r.host.parse::<IpAddr>() {
-        Ok(ip) if ip.is_unspecified() => seen_ip.to_string(),
-        Err(_) if r.host.is_empty() => seen_ip.to_string(),
-        _ => r.host.clone(),
+    // Clients connect only to IP literals (they never resolve a name from the network), so
+    // the index records nothing else, in one canonical form.
+    let host = if r.host.is_empty() {
+        seen_ip.to_string()
+    } else {
+        match crate::protocol::host::parse_ip(&r.host) {
+            Some(ip) if ip.is_unspecified() => seen_ip.to_string(),
+            Some(ip) => ip.to_string(),
+            None => {
+                return Ok(Err(ErrorReply::new(
+                    code::BAD_REQUEST,
+                    "invalid host: an IP address, or empty",
+                )));
+            }
+        }
     };
     let (key, digest, port, h, eph) = (
         r.public_key,

@@ -15,7 +15,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerClientError {
-    #[error("cannot reach peer {addr}: {source}")]
+    #[error("cannot reach peer {}: {source}", crate::text::Escaped(.addr))]
     Connect {
         addr: String,
         source: std::io::Error,
@@ -49,7 +49,17 @@ impl PeerClient {
             addr: addr.to_string(),
             source,
         };
-        let stream = connect_tcp(addr, CONNECT_TIMEOUT).await.map_err(err)?;
+        // Peers' addresses come from the network: an IP literal and a port, never a name for
+        // the system resolver to look up.
+        let ip: std::net::SocketAddr = addr.parse().map_err(|_| {
+            err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not an IP address and port",
+            ))
+        })?;
+        let stream = connect_tcp(&ip.to_string(), CONNECT_TIMEOUT)
+            .await
+            .map_err(err)?;
         let mut conn = Connection::new(stream, limits);
         conn.client_handshake().await?;
         Ok(PeerClient { conn })

@@ -3,6 +3,7 @@
 mod connection;
 mod frame;
 pub mod fuzz;
+pub mod host;
 mod messages;
 mod search_reply;
 mod serve;

@@ -25,7 +25,8 @@ fn prefix(name: &[u8]) -> u64 {
 struct Group {
     /// [`prefix`] of the name.
     key: u64,
-    /// The file whose name stands for the group: the first exact match, else the first match.
+    /// The file whose name stands for the group: of its exact matches, else of its matches,
+    /// the one whose name is least in byte order.
     first: Slot,
     peers: u32,
     /// Where the group's members start in [`Ranker::members`] ([`NONE`]: `first` alone).
@@ -239,8 +240,10 @@ impl<'a, 'q> Ranker<'a, 'q> {
         let (mut first, mut exact) = (NONE, NONE);
         let start = self.members.len();
         for (i, &(peer, _, s)) in m.iter().enumerate() {
-            first = first.min(s);
-            if s < exact && self.exact(ix.name(s)) {
+            if self.names_first(s, first) {
+                first = s;
+            }
+            if self.names_first(s, exact) && self.exact(ix.name(s)) {
                 exact = s;
             }
             if i == 0 || peer != m[i - 1].0 {
@@ -294,6 +297,13 @@ impl<'a, 'q> Ranker<'a, 'q> {
         false
     }
 
+    /// Whether `a` stands for its group before `b` ([`NONE`]: none yet): the smaller name in
+    /// byte order, so the name a content id is shown (and downloaded) under does not depend
+    /// on where the index happens to keep its files (PROTOCOL §7.5).
+    fn names_first(&self, a: Slot, b: Slot) -> bool {
+        b == NONE || (self.ix.name(a), a) < (self.ix.name(b), b)
+    }
+
     fn exact(&self, name: &[u8]) -> bool {
         self.whole.is_some_and(|w| equals_ci(name, w))
     }
@@ -329,8 +339,10 @@ impl<'a, 'q> Ranker<'a, 'q> {
             let mut j = i;
             while j < m.len() && m[j].0 == c {
                 let (_, p, s) = m[j];
-                first = first.min(s);
-                if s < exact && self.exact(ix.name(s)) {
+                if self.names_first(s, first) {
+                    first = s;
+                }
+                if self.names_first(s, exact) && self.exact(ix.name(s)) {
                     exact = s;
                 }
                 if j == i || p != m[j - 1].1 {
