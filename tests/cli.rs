@@ -105,13 +105,7 @@ fn share_registered(dir: &Path, ix: &str, home: &Path) -> Running {
 }
 
 fn run(args: &[&str], home: &Path) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env("PEERSHARE_HOME", home)
-        .env_remove("PEERSHARE_INDEX")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run peershare")
+    run_peershare(args, home)
 }
 
 fn text(b: &[u8]) -> String {
@@ -375,20 +369,7 @@ fn the_original_menu_works_on_piped_input() {
         "2\nabc\n{port}\n0\n1\nisaac\nmaybe\nY\n42\n1\n/no/such/dir\n{}\n",
         dl.display()
     );
-    let mut child = Command::new(BIN)
-        .env("PEERSHARE_HOME", t.path().join("menu"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_menu(&t.path().join("menu"), &script);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     for needle in [

@@ -1,16 +1,16 @@
 //! Text from a hostile index reaches the terminal escaped: no ESC sequence, no forged line, no name looked up, in search, peers, get and the menu.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod common;
+
 use std::time::Duration;
+
+use common::{run_menu, run_peershare};
 
 use peershare::content::{ContentId, Digest};
 use peershare::protocol::{
     Connection, FileHit, Limits, Message, PeerHit, PeerList, PeerRecord, SearchResults,
 };
 use tokio::net::TcpListener;
-
-const BIN: &str = env!("CARGO_BIN_EXE_peershare");
 
 const NAME: &str = "red\x1b[31m\nFORGED NAME\u{202e}gnp.exe";
 const HOST: &str = "10.0.0.1\x1b]0;pwned\x07\nFORGED HOST";
@@ -98,23 +98,13 @@ fn assert_clean(what: &str, out: &[u8]) {
     );
 }
 
-fn run(args: &[&str], home: &std::path::Path) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env("PEERSHARE_HOME", home)
-        .env_remove("PEERSHARE_INDEX")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run peershare")
-}
-
 #[test]
 fn search_peers_and_get_print_hostile_text_escaped_and_never_resolve_a_name() {
     let ix = hostile_index();
     let t = tempfile::tempdir().unwrap();
     let home = t.path().join("home");
 
-    let out = run(&["search", "anything", "--index", &ix], &home);
+    let out = run_peershare(&["search", "anything", "--index", &ix], &home);
     assert!(
         out.status.success(),
         "{}",
@@ -133,13 +123,13 @@ fn search_peers_and_get_print_hostile_text_escaped_and_never_resolve_a_name() {
     );
 
     // JSON needs nothing more: serde_json escapes control characters itself.
-    let out = run(&["search", "anything", "--index", &ix, "--json"], &home);
+    let out = run_peershare(&["search", "anything", "--index", &ix, "--json"], &home);
     assert_clean("search --json", &out.stdout);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(doc["files"][0]["name"], NAME);
 
-    let out = run(&["peers", "--index", &ix], &home);
+    let out = run_peershare(&["peers", "--index", &ix], &home);
     assert!(
         out.status.success(),
         "{}",
@@ -152,7 +142,7 @@ fn search_peers_and_get_print_hostile_text_escaped_and_never_resolve_a_name() {
     let dl = t.path().join("dl");
     let id = ContentId::from_bytes(ID).to_hex();
     let started = std::time::Instant::now();
-    let out = run(
+    let out = run_peershare(
         &[
             "get",
             &id,
@@ -182,21 +172,7 @@ fn the_menu_prints_hostile_text_escaped() {
     let ix = hostile_index();
     let port = ix.rsplit(':').next().unwrap().to_string();
     let t = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .env("PEERSHARE_HOME", t.path())
-        .env_remove("PEERSHARE_INDEX")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("2\n{port}\n0\n1\nanything\nN\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_menu(t.path(), &format!("2\n{port}\n0\n1\nanything\nN\n"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("FORGED NAME"),

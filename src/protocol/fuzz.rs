@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{
     FileHit, Frame, LENGTH_PREFIX_LEN, MAX_CONTROL_PAYLOAD, MAX_FRAME_LEN, Message, PeerHit,
-    PeerHitRef, ProtocolError, SearchResults, SearchResultsWriter, tag,
+    ProtocolError, SearchResults, SearchResultsWriter, tag,
 };
 use crate::content::ContentId;
 
@@ -276,21 +276,7 @@ pub fn search_reply(data: &[u8]) {
         files,
         truncated: d.byte() & 1 == 1,
     };
-    let mut w = SearchResultsWriter::new(reply.files.len() as u32, 0);
-    for f in &reply.files {
-        w.file(&f.name, f.size, &f.content_id, f.peers.len() as u32);
-        for p in &f.peers {
-            w.peer(&PeerHitRef {
-                peer_id: p.peer_id,
-                host: &p.host,
-                port: p.port,
-                shared_at: p.shared_at,
-                last_seen: p.last_seen,
-                have: p.have.as_deref(),
-            });
-        }
-    }
-    let written = match w.finish(reply.truncated) {
+    let written = match SearchResultsWriter::write_built(&reply) {
         Ok(b) => b,
         Err(e) => panic!("a small reply was refused: {e}"),
     };

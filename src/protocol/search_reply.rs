@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 
-use super::{MAX_CONTROL_PAYLOAD, ProtocolError};
+use super::{MAX_CONTROL_PAYLOAD, ProtocolError, SearchResults};
 use crate::content::ContentId;
 
 /// One peer of a file in a search reply, borrowed from wherever the index keeps it.
@@ -85,6 +85,26 @@ impl SearchResultsWriter {
         }
     }
 
+    /// Writes a reply already built as a message, through the writer (what the tests and the
+    /// fuzz target compare with the message's own encoding).
+    pub fn write_built(r: &SearchResults) -> Result<Bytes, ProtocolError> {
+        let mut w = SearchResultsWriter::new(r.files.len() as u32, 0);
+        for f in &r.files {
+            w.file(&f.name, f.size, &f.content_id, f.peers.len() as u32);
+            for p in &f.peers {
+                w.peer(&PeerHitRef {
+                    peer_id: p.peer_id,
+                    host: &p.host,
+                    port: p.port,
+                    shared_at: p.shared_at,
+                    last_seen: p.last_seen,
+                    have: p.have.as_deref(),
+                });
+            }
+        }
+        w.finish(r.truncated)
+    }
+
     /// Ends the reply; a payload over the frame limit is [`ProtocolError::FrameTooLarge`]
     /// (once past it, nothing more was written: `received` says where writing stopped).
     pub fn finish(mut self, truncated: bool) -> Result<Bytes, ProtocolError> {
@@ -103,24 +123,10 @@ impl SearchResultsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{FileHit, Message, PeerHit, SearchResults};
+    use crate::protocol::{FileHit, Message, PeerHit};
 
     fn written(r: &SearchResults) -> Bytes {
-        let mut w = SearchResultsWriter::new(r.files.len() as u32, 0);
-        for f in &r.files {
-            w.file(&f.name, f.size, &f.content_id, f.peers.len() as u32);
-            for p in &f.peers {
-                w.peer(&PeerHitRef {
-                    peer_id: p.peer_id,
-                    host: &p.host,
-                    port: p.port,
-                    shared_at: p.shared_at,
-                    last_seen: p.last_seen,
-                    have: p.have.as_deref(),
-                });
-            }
-        }
-        w.finish(r.truncated).unwrap()
+        SearchResultsWriter::write_built(r).unwrap()
     }
 
     fn serde(r: &SearchResults) -> Bytes {

@@ -286,3 +286,35 @@ pub async fn start_index_with(db: &Path, addr: SocketAddr, config: IndexConfig) 
         task,
     }
 }
+
+/// Runs the `peershare` binary to the end with `args`, `home` as its state directory and no
+/// index from the environment, stdin empty.
+pub fn run_peershare(args: &[&str], home: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_peershare"))
+        .args(args)
+        .env("PEERSHARE_HOME", home)
+        .env_remove("PEERSHARE_INDEX")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run peershare")
+}
+
+/// Runs the `peershare` menu (no arguments) to the end with `script` as its input.
+pub fn run_menu(home: &Path, script: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_peershare"))
+        .env("PEERSHARE_HOME", home)
+        .env_remove("PEERSHARE_INDEX")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn peershare");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write the script");
+    child.wait_with_output().expect("menu output")
+}
