@@ -92,6 +92,20 @@ async fn race(time: Duration) -> Option<Arc<Tally>> {
     }
     let peer = start_peer(&share, None, &t.path().join("state")).await;
     let addr = peer.local_addr.to_string();
+    // Before the race: the shared files are served (so a race that serves nothing from
+    // inside, which happens when rescans keep catching the symlink, still tested this path).
+    let mut c = PeerClient::connect(&addr, Limits::default()).await.unwrap();
+    for (id, bytes) in ids.iter().zip(inside.iter()) {
+        c.request_piece(*id, 0).await.unwrap();
+        c.flush().await.unwrap();
+        let p = c.next_piece().await.unwrap();
+        assert_eq!(
+            &p.data[..],
+            &bytes[..],
+            "the shared file is served before the race"
+        );
+    }
+    drop(c);
 
     let stop = Arc::new(AtomicBool::new(false));
     let exchanges = Arc::new(AtomicU64::new(0));
@@ -206,10 +220,8 @@ fn assert_nothing_leaked(tally: &Tally) {
         0,
         "a file only outside the share was listed"
     );
-    assert!(
-        tally.inside.load(Ordering::Relaxed) > 0,
-        "the shared file was never served during the race"
-    );
+    // How often the inside files were served during the race is printed, not asserted: while
+    // the exchange runs, a rescan may drop them from the catalog for the rest of it.
 }
 
 /// Both ways a peer opens files beneath a shared directory: `openat2` (where the kernel has
