@@ -48,9 +48,7 @@ pub struct MemoryBudget {
 impl MemoryBudget {
     /// A budget of `limit` bytes, raised to at least one largest frame.
     pub fn new(limit: usize) -> Self {
-        let limit = limit
-            .max(LENGTH_PREFIX_LEN + MAX_FRAME_LEN)
-            .min(Semaphore::MAX_PERMITS);
+        let limit = limit.clamp(LENGTH_PREFIX_LEN + MAX_FRAME_LEN, Semaphore::MAX_PERMITS);
         MemoryBudget {
             bytes: Arc::new(Semaphore::new(limit)),
             limit,
@@ -97,7 +95,8 @@ pub struct Connection<S> {
     stream: BufWriter<S>,
     buf: BytesMut,
     limits: Limits,
-    server: Option<ServerSide>,
+    // Boxed: clients (most connections) carry only the pointer.
+    server: Option<Box<ServerSide>>,
     /// The budget taken for the large frame being read (or last read).
     held: Option<OwnedSemaphorePermit>,
     /// When the first byte of the frame being read arrived.
@@ -125,7 +124,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             stream: BufWriter::with_capacity(64 * 1024, stream),
             buf: BytesMut::with_capacity(SERVER_READ_BUF),
             limits,
-            server: Some(side),
+            server: Some(Box::new(side)),
             held: None,
             frame_started: None,
         }
@@ -244,18 +243,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let need = Frame::pending_len(&self.buf, self.max_frame())?.map(|n| LENGTH_PREFIX_LEN + n);
         let budget = self.server.as_ref().and_then(|s| s.budget.clone());
         match (need, budget) {
-            (Some(need), Some(budget)) if need > SMALL_FRAME_LEN => {
-                if self.held.is_none() {
-                    let Ok(permit) = tokio::time::timeout_at(deadline, budget.take(need)).await
-                    else {
-                        return Err(ProtocolError::NoMemory { bytes: need, secs });
-                    };
-                    self.held = Some(permit);
-                    let mut own = BytesMut::with_capacity(need);
-                    own.extend_from_slice(&self.buf);
-                    self.buf = own;
-                }
+            (Some(need), Some(budget)) if need > SMALL_FRAME_LEN && self.held.is_none() => {
+                let Ok(permit) = tokio::time::timeout_at(deadline, budget.take(need)).await else {
+                    return Err(ProtocolError::NoMemory { bytes: need, secs });
+                };
+                self.held = Some(permit);
+                let mut own = BytesMut::with_capacity(need);
+                own.extend_from_slice(&self.buf);
+                self.buf = own;
             }
+            // Already taken from the budget: the buffer has the room.
+            (Some(need), Some(_)) if need > SMALL_FRAME_LEN => {}
             (Some(need), _) if self.buf.capacity() < need => {
                 self.buf.reserve(need - self.buf.len());
             }
