@@ -16,8 +16,9 @@ use super::{IndexStore, Session, StoreError, now_ms};
 use crate::content::{Digest, MAX_FILE_SIZE, PieceLayout};
 use crate::identity::{random_bytes, verify_register};
 use crate::protocol::{
-    Ack, Connection, ErrorReply, Limits, MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message,
-    ProtocolError, Register, Registered, Search, UpdateFiles, accept_loop, code, tag,
+    Ack, Admission, Connection, Connections, ErrorReply, HANDSHAKE_TIMEOUT, Limits, MAX_FRAME_LEN,
+    MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, MemoryBudget, Message, ProtocolError, Register,
+    Registered, Search, ServeLimits, ServerSide, UpdateFiles, accept_loop, code, tag,
 };
 
 /// Settings of an index server.
@@ -29,10 +30,20 @@ pub struct IndexConfig {
     /// key) before it is forgotten; at least two leases. Ephemeral peers are forgotten after
     /// [`EPHEMERAL_PURGE_LEASES`] leases. Default: 7 days.
     pub forget_after: Duration,
-    /// Most connections served at once; further ones wait in the accept queue. Default: 1024.
+    /// Most connections open at once; a new one beyond it closes the connection waiting
+    /// longest for a request (see [`ServeLimits`]). Default: 1024.
     pub max_connections: usize,
+    /// Most connections from one address once half of `max_connections` are open. Default: 64.
+    pub max_connections_per_ip: usize,
+    /// Longest wait for a new connection's `Hello`. Default: [`HANDSHAKE_TIMEOUT`] (5 s).
+    pub handshake_timeout: Duration,
     /// Per-connection time limits. Default: 120 s to receive a message, 30 s to send one.
     pub limits: Limits,
+    /// Longest time from a request's first byte to its last. Default: 30 s.
+    pub frame_timeout: Duration,
+    /// Bytes all connections may hold together in requests above 16 KiB as they arrive
+    /// (see [`MemoryBudget`]). Default: 64 MiB.
+    pub request_memory: usize,
     /// How long shutdown waits for open connections. Default: 5 s.
     pub shutdown_grace: Duration,
     /// Recent search replies kept for repeated queries. Default: [`CacheConfig::default`].
@@ -48,10 +59,14 @@ impl Default for IndexConfig {
             lease: Duration::from_secs(90),
             forget_after: Duration::from_secs(7 * 24 * 3600),
             max_connections: 1024,
+            max_connections_per_ip: 64,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
             limits: Limits {
                 read_timeout: Duration::from_secs(120),
                 write_timeout: Duration::from_secs(30),
             },
+            frame_timeout: Duration::from_secs(30),
+            request_memory: 64 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(5),
             search_cache: CacheConfig::default(),
             search_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -64,6 +79,8 @@ pub struct IndexServer {
     store: Arc<IndexStore>,
     config: IndexConfig,
     searches: Arc<Semaphore>,
+    connections: Connections,
+    budget: MemoryBudget,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,30 +99,62 @@ impl IndexServer {
         IndexServer {
             store: Arc::new(store),
             searches: Arc::new(Semaphore::new(config.search_threads.max(1))),
+            connections: Connections::new(ServeLimits {
+                max_connections: config.max_connections,
+                max_per_ip: config.max_connections_per_ip,
+                handshake_timeout: config.handshake_timeout,
+                grace: config.shutdown_grace,
+            }),
+            budget: MemoryBudget::new(config.request_memory),
             config,
         }
     }
 
+    /// The open connections (for their counts).
+    pub fn connections(&self) -> Connections {
+        self.connections.clone()
+    }
+
+    /// The memory all connections share for large requests.
+    pub fn memory_budget(&self) -> MemoryBudget {
+        self.budget.clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then waits up to the grace period for connections.
     pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
-        let (max, grace) = (self.config.max_connections, self.config.shutdown_grace);
         tokio::spawn(purge_loop(
             self.store.clone(),
             self.config.lease,
             self.config.forget_after,
             shutdown.clone(),
         ));
-        accept_loop(listener, max, grace, shutdown.clone(), |stream, addr| {
-            let (store, config, shutdown) =
-                (self.store.clone(), self.config.clone(), shutdown.clone());
-            let searches = self.searches.clone();
-            async move {
-                match handle(stream, addr, store, &config, &searches, shutdown).await {
-                    Ok(()) => debug!(%addr, "connection closed"),
-                    Err(e) => info!(%addr, "connection closed: {e}"),
+        let connections = self.connections.clone();
+        accept_loop(
+            listener,
+            connections,
+            shutdown.clone(),
+            |stream, addr, admission| {
+                let (store, config, shutdown) =
+                    (self.store.clone(), self.config.clone(), shutdown.clone());
+                let searches = self.searches.clone();
+                let conn = Connection::server(
+                    stream,
+                    config.limits,
+                    ServerSide {
+                        admission: Some(admission),
+                        budget: Some(self.budget.clone()),
+                        max_frame: MAX_FRAME_LEN,
+                        frame_timeout: config.frame_timeout,
+                    },
+                );
+                async move {
+                    match handle(conn, addr, store, &config, &searches, shutdown).await {
+                        Ok(()) => debug!(%addr, "connection closed"),
+                        Err(e) => info!(%addr, "connection closed: {e}"),
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
     }
 }
@@ -209,14 +258,13 @@ fn check_update(u: &UpdateFiles) -> Result<(), String> {
 }
 
 async fn handle(
-    stream: TcpStream,
+    mut conn: Connection<TcpStream>,
     addr: SocketAddr,
     store: Arc<IndexStore>,
     config: &IndexConfig,
     searches: &Arc<Semaphore>,
     shutdown: CancellationToken,
 ) -> Result<(), HandlerError> {
-    let mut conn = Connection::new(stream, config.limits);
     let nonce = Digest(random_bytes().map_err(|e| ProtocolError::Io(std::io::Error::other(e)))?);
     if conn.server_handshake(nonce).await?.is_none() {
         return Ok(());
@@ -249,6 +297,10 @@ async fn handle(
             .await
             .map(|m| m.map(Reply::Message)),
         };
+        if peer.session.is_some() {
+            // Registered: closed to make room only after every unregistered connection.
+            conn.admission().map(Admission::trusted);
+        }
         let reply = match reply {
             Ok(Some(m)) => m,
             Ok(None) => {

@@ -1,6 +1,7 @@
 //! `PeerServer`: answers other peers' requests for a file's info, piece hashes and pieces, by content id only.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -11,13 +12,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::open::{OpenFile, Opened, read_piece};
+use super::slots::SlotPolicy;
 use super::{Catalog, PartialFile, Partials, UploadSlots};
 use crate::content::{ContentId, Digest, PIECE_SIZE, PieceLayout};
 use crate::index::search::Query;
 use crate::protocol::{
-    CatalogEntry, CatalogQuery, CatalogResults, Connection, GetHashes, GetHave, GetInfo, GetPiece,
-    Hashes, Have, Info, Limits, MAX_HASHES_PER_REPLY, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message,
-    Piece, ProtocolError, accept_loop, bitmap_from, code,
+    CatalogEntry, CatalogQuery, CatalogResults, Connection, Connections, GetHashes, GetHave,
+    GetInfo, GetPiece, HANDSHAKE_TIMEOUT, Hashes, Have, Info, LENGTH_PREFIX_LEN, Limits,
+    MAX_HASHES_PER_REPLY, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message, Piece, ProtocolError,
+    SMALL_FRAME_LEN, ServeLimits, ServerSide, accept_loop, bitmap_from, code,
 };
 use crate::rate::RateLimiter;
 use blake3::hazmat::ChainingValue;
@@ -36,15 +39,29 @@ const MAX_OPENED_AHEAD: usize = 32;
 /// are answered).
 const MAX_BYTES_READ_AHEAD: u64 = 1024 * 1024;
 
+/// Largest request frame (`length` field) a peer accepts: every request it answers is a few
+/// dozen bytes (a query at most [`MAX_QUERY_LEN`]), so this fits a connection's own small
+/// buffer and no request needs memory shared with other connections.
+pub const MAX_REQUEST_FRAME_LEN: usize = SMALL_FRAME_LEN - LENGTH_PREFIX_LEN;
+
 /// Settings of a peer's server side.
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
-    /// Most peers served at once. Default: 64.
+    /// Most connections open at once; a new one beyond it closes the connection waiting
+    /// longest for a request. Default: 256.
     pub max_connections: usize,
+    /// Most connections from one address once half of `max_connections` are open. Default: 16.
+    pub max_connections_per_ip: usize,
+    /// Longest wait for a new connection's `Hello`. Default: [`HANDSHAKE_TIMEOUT`] (5 s).
+    pub handshake_timeout: Duration,
     /// Per-connection time limits. Default: 60 s to receive a request, 60 s to send a reply.
     pub limits: Limits,
+    /// Longest time from a request's first byte to its last. Default: 10 s.
+    pub frame_timeout: Duration,
     /// Peers sent pieces at once; the others are answered `BUSY` with their queue place. Default: 8.
     pub upload_slots: usize,
+    /// Upload slots one address keeps while others wait. Default: [`super::slots::SLOTS_PER_IP`] (2).
+    pub upload_slots_per_ip: usize,
     /// Shared limit on upload bandwidth. Default: none.
     pub upload_rate: Option<Arc<RateLimiter>>,
 }
@@ -52,9 +69,13 @@ pub struct PeerConfig {
 impl Default for PeerConfig {
     fn default() -> Self {
         PeerConfig {
-            max_connections: 64,
+            max_connections: 256,
+            max_connections_per_ip: 16,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
             limits: Limits::default(),
+            frame_timeout: Duration::from_secs(10),
             upload_slots: 8,
+            upload_slots_per_ip: super::slots::SLOTS_PER_IP,
             upload_rate: None,
         }
     }
@@ -71,6 +92,7 @@ pub struct PeerServer {
     slots: Arc<UploadSlots>,
     next_conn: Arc<AtomicU64>,
     partials: Partials,
+    connections: Connections,
 }
 
 /// What a peer knows of a file it serves: complete and shared, or partial.
@@ -92,7 +114,16 @@ impl PeerServer {
         PeerServer {
             catalog,
             roots: Arc::new(roots),
-            slots: Arc::new(UploadSlots::new(config.upload_slots)),
+            slots: Arc::new(UploadSlots::with_policy(SlotPolicy {
+                per_ip: config.upload_slots_per_ip,
+                ..SlotPolicy::new(config.upload_slots)
+            })),
+            connections: Connections::new(ServeLimits {
+                max_connections: config.max_connections,
+                max_per_ip: config.max_connections_per_ip,
+                handshake_timeout: config.handshake_timeout,
+                grace: Duration::from_secs(5),
+            }),
             config,
             stale,
             next_conn: Arc::new(AtomicU64::new(1)),
@@ -113,18 +144,32 @@ impl PeerServer {
             .clone()
     }
 
+    /// The open connections (for their counts).
+    pub fn connections(&self) -> Connections {
+        self.connections.clone()
+    }
+
     /// Serves until `shutdown` is cancelled.
     pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
-        let max = self.config.max_connections;
         accept_loop(
             listener,
-            max,
-            Duration::from_secs(5),
+            self.connections.clone(),
             shutdown.clone(),
-            |stream, addr| {
+            |stream, addr, admission| {
                 let (server, shutdown) = (self.clone(), shutdown.clone());
+                let conn = Connection::server(
+                    stream,
+                    self.config.limits,
+                    ServerSide {
+                        admission: Some(admission),
+                        budget: None,
+                        max_frame: MAX_REQUEST_FRAME_LEN,
+                        frame_timeout: self.config.frame_timeout,
+                    },
+                );
+                let ip = addr.ip();
                 async move {
-                    match server.handle(stream, shutdown).await {
+                    match server.handle(conn, ip, shutdown).await {
                         Ok(()) => debug!(%addr, "peer connection closed"),
                         Err(e) => info!(%addr, "peer connection closed: {e}"),
                     }
@@ -136,22 +181,23 @@ impl PeerServer {
 
     async fn handle(
         &self,
-        stream: TcpStream,
+        conn: Connection<TcpStream>,
+        ip: IpAddr,
         shutdown: CancellationToken,
     ) -> Result<(), ProtocolError> {
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let r = self.serve(stream, conn_id, shutdown).await;
+        let r = self.serve(conn, conn_id, ip, shutdown).await;
         self.slots.release(conn_id);
         r
     }
 
     async fn serve(
         &self,
-        stream: TcpStream,
+        mut conn: Connection<TcpStream>,
         conn_id: u64,
+        ip: IpAddr,
         shutdown: CancellationToken,
     ) -> Result<(), ProtocolError> {
-        let mut conn = Connection::new(stream, self.config.limits);
         if conn.server_handshake(Digest::default()).await?.is_none() {
             return Ok(());
         }
@@ -176,6 +222,7 @@ impl PeerServer {
                     }
                 }
             };
+            let is_piece = matches!(msg, Message::GetPiece(_));
             let reply = match msg {
                 Message::GetInfo(GetInfo { content_id }) => match self.find(&content_id) {
                     Some(f) => Message::Info(Info {
@@ -231,7 +278,7 @@ impl PeerServer {
                     None => not_found(&content_id),
                 },
                 Message::GetPiece(GetPiece { content_id, index }) => 'piece: {
-                    if let Err(place) = self.slots.acquire(conn_id) {
+                    if let Err(place) = self.slots.acquire(conn_id, ip) {
                         break 'piece Message::Error(crate::protocol::ErrorReply::new(
                             code::BUSY,
                             format!("all upload slots taken; you are number {place} in the queue"),
@@ -315,6 +362,9 @@ impl PeerServer {
             match ahead.is_empty() {
                 true => conn.reply(&reply).await?,
                 false => conn.queue(&reply).await?,
+            }
+            if is_piece {
+                self.slots.sent(conn_id);
             }
         }
     }

@@ -1,13 +1,17 @@
 //! `Connection`: reads and writes framed messages over any byte stream, with time limits.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
+use super::serve::Admission;
 use super::{
-    ErrorReply, Frame, Hello, LENGTH_PREFIX_LEN, Message, PROTOCOL_VERSION, ProtocolError, Welcome,
-    code,
+    ErrorReply, Frame, Hello, LENGTH_PREFIX_LEN, MAX_FRAME_LEN, Message, PROTOCOL_VERSION,
+    ProtocolError, SMALL_FRAME_LEN, Welcome, code,
 };
 use crate::content::Digest;
 
@@ -30,11 +34,73 @@ impl Default for Limits {
     }
 }
 
+/// Bytes all of a server's connections may hold together in frames larger than
+/// [`SMALL_FRAME_LEN`] while they arrive. A connection takes a frame's size from it once the
+/// length prefix is in, before making room for the body, and gives it back when it reads its
+/// next request; while the budget is used up it waits (within its read limits), leaving the
+/// bytes in the kernel, so the sender is slowed down by TCP.
+#[derive(Debug, Clone)]
+pub struct MemoryBudget {
+    bytes: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes, raised to at least one largest frame.
+    pub fn new(limit: usize) -> Self {
+        let limit = limit.clamp(LENGTH_PREFIX_LEN + MAX_FRAME_LEN, Semaphore::MAX_PERMITS);
+        MemoryBudget {
+            bytes: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes taken right now.
+    pub fn in_use(&self) -> usize {
+        self.limit - self.bytes.available_permits()
+    }
+
+    async fn take(&self, bytes: usize) -> OwnedSemaphorePermit {
+        match self.bytes.clone().acquire_many_owned(bytes as u32).await {
+            Ok(p) => p,
+            // The semaphore is never closed.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// What a server's end of a connection is held to, besides its [`Limits`].
+#[derive(Debug)]
+pub struct ServerSide {
+    /// Its place in the server's table of connections (evicted when the server needs room).
+    pub admission: Option<Admission>,
+    /// Shared memory for large frames; `None`: every frame must fit [`SMALL_FRAME_LEN`]
+    /// or `max_frame`, whichever is less.
+    pub budget: Option<MemoryBudget>,
+    /// Largest `length` field accepted (at most [`MAX_FRAME_LEN`]).
+    pub max_frame: usize,
+    /// Longest time from a frame's first byte to its last.
+    pub frame_timeout: Duration,
+}
+
+/// Capacity of a server connection's own read buffer.
+const SERVER_READ_BUF: usize = SMALL_FRAME_LEN;
+
 /// A framed, buffered connection. Reads are cancel-safe: a partly read frame stays buffered.
 pub struct Connection<S> {
     stream: BufWriter<S>,
     buf: BytesMut,
     limits: Limits,
+    // Boxed: clients (most connections) carry only the pointer.
+    server: Option<Box<ServerSide>>,
+    /// The budget taken for the large frame being read (or last read).
+    held: Option<OwnedSemaphorePermit>,
+    /// When the first byte of the frame being read arrived.
+    frame_started: Option<Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -43,6 +109,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             stream: BufWriter::with_capacity(64 * 1024, stream),
             buf: BytesMut::with_capacity(64 * 1024),
             limits,
+            server: None,
+            held: None,
+            frame_started: None,
+        }
+    }
+
+    /// A server's end of a connection: frames above [`SMALL_FRAME_LEN`] need room in
+    /// `side.budget`, each frame must arrive within `side.frame_timeout` of its first byte,
+    /// `Hello` within the admission's handshake limit, and the connection can be evicted
+    /// while it waits for a request.
+    pub fn server(stream: S, limits: Limits, side: ServerSide) -> Self {
+        Connection {
+            stream: BufWriter::with_capacity(64 * 1024, stream),
+            buf: BytesMut::with_capacity(SERVER_READ_BUF),
+            limits,
+            server: Some(Box::new(side)),
+            held: None,
+            frame_started: None,
         }
     }
 
@@ -50,33 +134,139 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.stream.get_ref()
     }
 
-    /// Reads one frame; `Ok(None)` when the peer closed the stream cleanly between frames.
-    pub async fn read_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
-        let secs = self.limits.read_timeout.as_secs();
-        match tokio::time::timeout(self.limits.read_timeout, self.read_frame_inner()).await {
-            Ok(r) => r,
-            Err(_) => Err(ProtocolError::Timeout { secs }),
+    /// The server's record of this connection, if it is a server's end.
+    pub fn admission(&self) -> Option<&Admission> {
+        self.server.as_ref().and_then(|s| s.admission.as_ref())
+    }
+
+    fn max_frame(&self) -> usize {
+        match &self.server {
+            None => MAX_FRAME_LEN,
+            Some(s) if s.budget.is_none() => s.max_frame.min(SMALL_FRAME_LEN - LENGTH_PREFIX_LEN),
+            Some(s) => s.max_frame,
         }
     }
 
-    async fn read_frame_inner(&mut self) -> Result<Option<Frame>, ProtocolError> {
-        loop {
-            if let Some(frame) = Frame::parse(&mut self.buf)? {
-                return Ok(Some(frame));
-            }
-            if self.buf.capacity() - self.buf.len() < 8 * 1024 {
-                self.buf.reserve(64 * 1024);
-            }
-            if self.stream.get_mut().read_buf(&mut self.buf).await? == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ProtocolError::TruncatedFrame {
-                        buffered: self.buf.len(),
-                    })
-                };
+    /// The next whole frame already buffered, if any.
+    fn parse_buffered(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        let max = self.max_frame();
+        let frame = Frame::parse_max(&mut self.buf, max)?;
+        if frame.is_some() {
+            self.frame_started = None;
+            // A large frame had a buffer of its own, exactly its size: the next ones go back
+            // to a small one (its memory is freed once the frame is handled).
+            if self.held.is_some() && self.buf.capacity() == self.buf.len() {
+                let rest =
+                    std::mem::replace(&mut self.buf, BytesMut::with_capacity(SERVER_READ_BUF));
+                self.buf.extend_from_slice(&rest);
             }
         }
+        Ok(frame)
+    }
+
+    /// Reads one frame; `Ok(None)` when the peer closed the stream cleanly between frames.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        // The previous frame has been handled: its memory goes back to the budget.
+        self.held = None;
+        let r = match self.parse_buffered()? {
+            Some(frame) => Ok(Some(frame)),
+            None => {
+                let idle_until = Instant::now() + self.limits.read_timeout;
+                match self.admission().map(|a| a.evicted().clone()) {
+                    None => self.read_frame_inner(idle_until).await,
+                    Some(evicted) => {
+                        if let Some(a) = self.admission() {
+                            a.waiting();
+                        }
+                        tokio::select! {
+                            biased;
+                            _ = evicted.cancelled() => Err(ProtocolError::Evicted),
+                            r = self.read_frame_inner(idle_until) => r,
+                        }
+                    }
+                }
+            }
+        };
+        if let Ok(Some(_)) = &r
+            && self.admission().is_some_and(|a| !a.serving())
+        {
+            return Err(ProtocolError::Evicted);
+        }
+        r
+    }
+
+    /// Reads until a whole frame is buffered, the stream closes, or a limit is reached:
+    /// `idle_until` for the whole frame, the frame timeout from its first byte.
+    async fn read_frame_inner(
+        &mut self,
+        idle_until: Instant,
+    ) -> Result<Option<Frame>, ProtocolError> {
+        let secs = |d: Duration| d.as_secs();
+        loop {
+            if let Some(frame) = self.parse_buffered()? {
+                return Ok(Some(frame));
+            }
+            let (deadline, limit) = match (&self.server, self.buf.is_empty()) {
+                (Some(side), false) => {
+                    let started = *self.frame_started.get_or_insert_with(Instant::now);
+                    let frame_until = started + side.frame_timeout;
+                    match frame_until < idle_until {
+                        true => (frame_until, side.frame_timeout),
+                        false => (idle_until, self.limits.read_timeout),
+                    }
+                }
+                _ => (idle_until, self.limits.read_timeout),
+            };
+            self.make_room(deadline, secs(limit)).await?;
+            let read =
+                tokio::time::timeout_at(deadline, self.stream.get_mut().read_buf(&mut self.buf));
+            match read.await {
+                Err(_) => return Err(ProtocolError::Timeout { secs: secs(limit) }),
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(0)) => {
+                    return if self.buf.is_empty() {
+                        Ok(None)
+                    } else {
+                        Err(ProtocolError::TruncatedFrame {
+                            buffered: self.buf.len(),
+                        })
+                    };
+                }
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Makes room in the read buffer for the frame being read: its whole length once the
+    /// prefix is in, taken from the budget first for a large frame on a server.
+    async fn make_room(&mut self, deadline: Instant, secs: u64) -> Result<(), ProtocolError> {
+        let need = Frame::pending_len(&self.buf, self.max_frame())?.map(|n| LENGTH_PREFIX_LEN + n);
+        let budget = self.server.as_ref().and_then(|s| s.budget.clone());
+        match (need, budget) {
+            (Some(need), Some(budget)) if need > SMALL_FRAME_LEN && self.held.is_none() => {
+                let Ok(permit) = tokio::time::timeout_at(deadline, budget.take(need)).await else {
+                    return Err(ProtocolError::NoMemory { bytes: need, secs });
+                };
+                self.held = Some(permit);
+                let mut own = BytesMut::with_capacity(need);
+                own.extend_from_slice(&self.buf);
+                self.buf = own;
+            }
+            // Already taken from the budget: the buffer has the room.
+            (Some(need), Some(_)) if need > SMALL_FRAME_LEN => {}
+            (Some(need), _) if self.buf.capacity() < need => {
+                self.buf.reserve(need - self.buf.len());
+            }
+            _ => {}
+        }
+        let spare = self.buf.capacity() - self.buf.len();
+        match self.server.is_some() {
+            // Room for a few pipelined requests; a frame being read has all it needs.
+            true if spare == 0 => self.buf.reserve(SERVER_READ_BUF),
+            false if spare < 8 * 1024 => self.buf.reserve(64 * 1024),
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Server side: the next request if it is already buffered whole, without reading the
@@ -84,7 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// to answer in turn through [`Connection::refuse`]). Lets a server look at pipelined
     /// requests before answering the first.
     pub fn buffered_request(&mut self) -> Option<Result<Message, ProtocolError>> {
-        match Frame::parse(&mut self.buf) {
+        match self.parse_buffered() {
             Ok(Some(frame)) => Some(Message::decode(frame)),
             Ok(None) => None,
             Err(e) => Some(Err(e)),
@@ -226,7 +416,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         &mut self,
         nonce: Digest,
     ) -> Result<Option<Hello>, ProtocolError> {
-        let hello = match self.read_message().await? {
+        let first = match self.admission().map(|a| a.handshake_timeout()) {
+            None => self.read_message().await,
+            Some(limit) => match tokio::time::timeout(limit, self.read_message()).await {
+                Ok(r) => r,
+                Err(_) => Err(ProtocolError::Handshake {
+                    millis: limit.as_millis() as u64,
+                }),
+            },
+        };
+        let hello = match first? {
             None => return Ok(None),
             Some(Message::Hello(h)) => h,
             Some(other) => {
@@ -250,6 +449,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 theirs_min: hello.version_min,
                 theirs_max: hello.version_max,
             });
+        }
+        if let Some(a) = self.admission() {
+            a.greeted();
         }
         self.send(&Message::Welcome(Welcome {
             version: PROTOCOL_VERSION,

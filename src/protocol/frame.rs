@@ -20,6 +20,10 @@ pub const PIECE_HEADER_LEN: usize = 4;
 /// Largest `length` field accepted: the tag plus the largest payload the protocol defines.
 pub const MAX_FRAME_LEN: usize =
     1 + max(MAX_CONTROL_PAYLOAD, PIECE_HEADER_LEN + PIECE_SIZE as usize);
+/// Largest frame (prefix included) a server buffers in a connection's own small buffer;
+/// a larger one first takes its size from the server's shared
+/// [`MemoryBudget`](super::MemoryBudget).
+pub const SMALL_FRAME_LEN: usize = 16 * 1024;
 
 const fn max(a: usize, b: usize) -> usize {
     if a > b { a } else { b }
@@ -35,24 +39,19 @@ pub struct Frame {
 impl Frame {
     /// Checks whether `buf` starts with a whole frame; if so removes and returns it.
     ///
-    /// `Ok(None)` means "incomplete, read more". A length of zero or above [`MAX_FRAME_LEN`]
-    /// is an error, detected from the prefix alone, before any buffer grows to hold it.
+    /// `Ok(None)` means "incomplete, read more" (the caller makes room: nothing is allocated
+    /// here). A length of zero or above [`MAX_FRAME_LEN`] is an error, detected from the
+    /// prefix alone.
     pub fn parse(buf: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
-        if buf.len() < LENGTH_PREFIX_LEN {
+        Self::parse_max(buf, MAX_FRAME_LEN)
+    }
+
+    /// [`Frame::parse`] with a lower limit than [`MAX_FRAME_LEN`] on the `length` field.
+    pub fn parse_max(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, ProtocolError> {
+        let Some(len) = Self::pending_len(buf, max_len)? else {
             return Ok(None);
-        }
-        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if len == 0 {
-            return Err(ProtocolError::EmptyFrame);
-        }
-        if len > MAX_FRAME_LEN {
-            return Err(ProtocolError::FrameTooLarge {
-                max: MAX_FRAME_LEN,
-                received: len,
-            });
-        }
+        };
         if buf.len() < LENGTH_PREFIX_LEN + len {
-            buf.reserve(LENGTH_PREFIX_LEN + len - buf.len());
             return Ok(None);
         }
         buf.advance(LENGTH_PREFIX_LEN);
@@ -63,6 +62,23 @@ impl Frame {
             tag,
             payload: body.freeze(),
         }))
+    }
+
+    /// The `length` field of the frame `buf` starts with, once its prefix is in, checked
+    /// against `max_len` (at most [`MAX_FRAME_LEN`]).
+    pub fn pending_len(buf: &[u8], max_len: usize) -> Result<Option<usize>, ProtocolError> {
+        if buf.len() < LENGTH_PREFIX_LEN {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len == 0 {
+            return Err(ProtocolError::EmptyFrame);
+        }
+        let max = max_len.min(MAX_FRAME_LEN);
+        if len > max {
+            return Err(ProtocolError::FrameTooLarge { max, received: len });
+        }
+        Ok(Some(len))
     }
 
     /// The frame's header (length prefix and tag) for a payload of `payload_len` bytes.

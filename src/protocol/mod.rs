@@ -8,11 +8,15 @@ mod messages;
 mod search_reply;
 mod serve;
 
-pub use connection::{Connection, Limits};
-pub use frame::{Frame, LENGTH_PREFIX_LEN, MAX_CONTROL_PAYLOAD, MAX_FRAME_LEN, PIECE_HEADER_LEN};
+pub use connection::{Connection, Limits, MemoryBudget, ServerSide};
+pub use frame::{
+    Frame, LENGTH_PREFIX_LEN, MAX_CONTROL_PAYLOAD, MAX_FRAME_LEN, PIECE_HEADER_LEN, SMALL_FRAME_LEN,
+};
 pub use messages::*;
 pub use search_reply::{PeerHitRef, SearchResultsWriter};
-pub use serve::{accept_loop, connect_tcp};
+pub use serve::{
+    Admission, Connections, HANDSHAKE_TIMEOUT, ServeLimits, ServeStats, accept_loop, connect_tcp,
+};
 
 /// Errors of the framing and message layer. Each closes only the connection it happened on.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,14 @@ pub enum ProtocolError {
     },
     #[error("connection closed by the remote side")]
     Closed,
+    #[error("no Hello within {millis} ms")]
+    Handshake { millis: u64 },
+    #[error("closed to make room for another connection (the server is at its connection limit)")]
+    Evicted,
+    #[error(
+        "no memory to receive a frame of {bytes} bytes within {secs} s: the server's memory for requests is in use"
+    )]
+    NoMemory { bytes: usize, secs: u64 },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

@@ -1,0 +1,252 @@
+//! Floods from raw sockets: idle and slow connections past the limits, upload-slot hogs, almost-complete large frames; real clients must still be served.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use peershare::content::ContentId;
+use peershare::download::{Downloader, Source};
+use peershare::index::{IndexClient, IndexConfig, IndexServer, IndexStore};
+use peershare::protocol::{Frame, GetPiece, Hello, Limits, Message};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+fn frame(m: &Message) -> Vec<u8> {
+    let payload = m.encode_payload().unwrap();
+    let mut v = Frame::header(m.tag(), payload.len()).unwrap().to_vec();
+    v.extend_from_slice(&payload);
+    v
+}
+
+fn hello() -> Vec<u8> {
+    frame(&Message::Hello(Hello {
+        version_min: 1,
+        version_max: 1,
+        agent: "hog".into(),
+    }))
+}
+
+/// A connection to `to` from `from` (any address of 127.0.0.0/8).
+async fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpSocket::new_v4()?;
+    s.bind(SocketAddr::from((from, 0)))?;
+    s.connect(to).await
+}
+
+/// `n` connections that say nothing (every third sends half a `Hello` and stops), held open
+/// by the returned sockets.
+async fn idle_sockets(to: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let half = hello()[..10].to_vec();
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        // Spread over a few addresses, as a botnet would be; several per address.
+        let from = [127, 0, 1, (i % 8) as u8 + 1];
+        let Ok(mut s) = connect_from(from, to).await else {
+            continue;
+        };
+        if i % 3 == 0 {
+            let _ = s.write_all(&half).await;
+        }
+        held.push(s);
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_greeted_sockets_past_the_limit_keep_no_client_out() {
+    let t = tempfile::tempdir().unwrap();
+    let store = IndexStore::open(&t.path().join("ix.sqlite")).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let config = IndexConfig {
+        max_connections: 32,
+        ..IndexConfig::default()
+    };
+    let server = IndexServer::new(store, config);
+    tokio::spawn(server.run(listener, stop.clone()));
+    // Four times the limit, all held open.
+    let _held = idle_sockets(addr, 128).await;
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let started = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut c = IndexClient::connect(&addr.to_string(), Limits::default()).await?;
+            c.search("anything", 10).await
+        })
+        .await;
+        assert!(
+            matches!(r, Ok(Ok(_))),
+            "search {i} failed behind 128 idle sockets: {r:?}"
+        );
+        worst = worst.max(started.elapsed());
+        // More idle sockets keep coming between the searches.
+        let _more = idle_sockets(addr, 8).await;
+    }
+    eprintln!("20 searches behind 128+ idle sockets (limit 32): slowest {worst:?}");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharing_peer_flooded_with_idle_sockets_still_serves_a_download() {
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let bytes = data(100_000, 7);
+    std::fs::write(share.join("small.bin"), &bytes).unwrap();
+    let peer = start_peer(&share, None, &t.path().join("state")).await;
+    // Past the peer's connection limit (256) by half again.
+    let _held = idle_sockets(peer.local_addr, 400).await;
+    let id = ContentId::from(blake3::hash(&bytes));
+    let out = t.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        Downloader::default().download(
+            id,
+            &[Source {
+                peer_id: Some(1),
+                addr: peer.local_addr.to_string(),
+            }],
+            &out,
+            None,
+        ),
+    )
+    .await;
+    assert!(
+        matches!(r, Ok(Ok(_))),
+        "download behind 400 idle sockets: {r:?}"
+    );
+    assert_eq!(std::fs::read(out.join("small.bin")).unwrap(), bytes);
+    eprintln!("download behind 400 idle sockets: {:?}", started.elapsed());
+    peer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_connections_hogging_the_upload_slots_do_not_stall_a_download() {
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let hogged = data(300_000, 1);
+    let wanted = data(2_000_000, 2);
+    std::fs::write(share.join("hogged.bin"), &hogged).unwrap();
+    std::fs::write(share.join("wanted.bin"), &wanted).unwrap();
+    let peer = start_peer(&share, None, &t.path().join("state")).await;
+    let hog_id = ContentId::from(blake3::hash(&hogged));
+    // Eight hogs, from two addresses, each take a slot with one GetPiece and then ask again
+    // only every 10 s: every slot of the peer (8) is held.
+    let ask = frame(&Message::GetPiece(GetPiece {
+        content_id: hog_id,
+        index: 0,
+    }));
+    let mut hogs = Vec::new();
+    for i in 0..8u8 {
+        let mut s = connect_from([127, 0, 2, 1 + i % 2], peer.local_addr)
+            .await
+            .unwrap();
+        s.write_all(&hello()).await.unwrap();
+        s.write_all(&ask).await.unwrap();
+        hogs.push(s);
+    }
+    let asking = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            for s in &mut hogs {
+                let _ = s.write_all(&ask).await;
+            }
+        }
+    });
+    // Let the hogs take their slots.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = ContentId::from(blake3::hash(&wanted));
+    let out = t.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        Downloader::default().download(
+            id,
+            &[Source {
+                peer_id: Some(1),
+                addr: peer.local_addr.to_string(),
+            }],
+            &out,
+            None,
+        ),
+    )
+    .await;
+    let took = started.elapsed();
+    asking.abort();
+    assert!(matches!(r, Ok(Ok(_))), "download behind 8 slot hogs: {r:?}");
+    assert_eq!(std::fs::read(out.join("wanted.bin")).unwrap(), wanted);
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    eprintln!("download of 2 MB behind 8 slot hogs: {took:?}");
+    peer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn almost_complete_large_frames_stay_within_the_memory_budget() {
+    let budget_bytes = 8 * 1024 * 1024;
+    let t = tempfile::tempdir().unwrap();
+    let store = IndexStore::open(&t.path().join("ix.sqlite")).unwrap();
+    let server = IndexServer::new(
+        store,
+        IndexConfig {
+            request_memory: budget_bytes,
+            ..IndexConfig::default()
+        },
+    );
+    let budget = server.memory_budget();
+    let stop = CancellationToken::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server.run(listener, stop.clone()));
+    // 60 connections each announce a 1 MiB frame and send all of it but the last 100 bytes:
+    // together they would hold 60 MiB.
+    let len: u32 = 1024 * 1024;
+    let mut head = hello();
+    head.extend_from_slice(&len.to_be_bytes());
+    head.push(0x20); // Search
+    let body = vec![0x41u8; len as usize - 101];
+    let mut held = Vec::new();
+    for i in 0..60u8 {
+        let Ok(mut s) = connect_from([127, 0, 3, 1 + i % 4], addr).await else {
+            continue;
+        };
+        let (head, body) = (head.clone(), body.clone());
+        held.push(tokio::spawn(async move {
+            let _ = s.write_all(&head).await;
+            let _ = s.write_all(&body).await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(s);
+        }));
+    }
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        most = most.max(budget.in_use());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        most <= budget.limit(),
+        "{most} bytes held, budget {}",
+        budget.limit()
+    );
+    assert!(most > 0, "the large frames were read into the budget");
+    // A real client is still answered.
+    let r = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut c = IndexClient::connect(&addr.to_string(), Limits::default()).await?;
+        c.search("anything", 10).await
+    })
+    .await;
+    assert!(matches!(r, Ok(Ok(_))), "search during the flood: {r:?}");
+    eprintln!("60 almost complete 1 MiB frames: at most {most} bytes held (budget {budget_bytes})");
+    for h in held {
+        h.abort();
+    }
+    stop.cancel();
+}
