@@ -62,16 +62,23 @@ async fn idle_and_half_greeted_sockets_past_the_limit_keep_no_client_out() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let config = IndexConfig {
-        max_connections: 32,
-        ..IndexConfig::default()
+    // `PEERSHARE_DOS_SOCKETS=2000` measures the figure at the default limits (1024).
+    let (sockets, config) = match std::env::var("PEERSHARE_DOS_SOCKETS") {
+        Ok(n) => (n.parse().unwrap(), IndexConfig::default()),
+        Err(_) => (
+            128,
+            IndexConfig {
+                max_connections: 32,
+                ..IndexConfig::default()
+            },
+        ),
     };
     let server = IndexServer::new(store, config);
     tokio::spawn(server.run(listener, stop.clone()));
-    // Four times the limit, all held open.
-    let _held = idle_sockets(addr, 128).await;
-    let mut worst = Duration::ZERO;
-    for i in 0..20 {
+    let _held = idle_sockets(addr, sockets).await;
+    let mut times = Vec::new();
+    let mut more = Vec::new();
+    for i in 0..50 {
         let started = Instant::now();
         let r = tokio::time::timeout(Duration::from_secs(10), async {
             let mut c = IndexClient::connect(&addr.to_string(), Limits::default()).await?;
@@ -80,13 +87,20 @@ async fn idle_and_half_greeted_sockets_past_the_limit_keep_no_client_out() {
         .await;
         assert!(
             matches!(r, Ok(Ok(_))),
-            "search {i} failed behind 128 idle sockets: {r:?}"
+            "search {i} failed behind {sockets} idle sockets: {r:?}"
         );
-        worst = worst.max(started.elapsed());
-        // More idle sockets keep coming between the searches.
-        let _more = idle_sockets(addr, 8).await;
+        times.push(started.elapsed());
+        // More idle sockets keep coming between the searches, and stay.
+        more.extend(idle_sockets(addr, 8).await);
     }
-    eprintln!("20 searches behind 128+ idle sockets (limit 32): slowest {worst:?}");
+    times.sort();
+    let worst = times[times.len() - 1];
+    eprintln!(
+        "50 searches behind {sockets} (+400) idle sockets: p50 {:?}, p99 {:?}",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100]
+    );
+    assert!(worst < Duration::from_secs(10));
     stop.cancel();
 }
 
@@ -99,7 +113,8 @@ async fn a_sharing_peer_flooded_with_idle_sockets_still_serves_a_download() {
     std::fs::write(share.join("small.bin"), &bytes).unwrap();
     let peer = start_peer(&share, None, &t.path().join("state")).await;
     // Past the peer's connection limit (256) by half again.
-    let _held = idle_sockets(peer.local_addr, 400).await;
+    let sockets = std::env::var("PEERSHARE_DOS_SOCKETS").map_or(400, |n| n.parse().unwrap());
+    let _held = idle_sockets(peer.local_addr, sockets).await;
     let id = ContentId::from(blake3::hash(&bytes));
     let out = t.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
@@ -122,7 +137,10 @@ async fn a_sharing_peer_flooded_with_idle_sockets_still_serves_a_download() {
         "download behind 400 idle sockets: {r:?}"
     );
     assert_eq!(std::fs::read(out.join("small.bin")).unwrap(), bytes);
-    eprintln!("download behind 400 idle sockets: {:?}", started.elapsed());
+    eprintln!(
+        "download behind {sockets} idle sockets: {:?}",
+        started.elapsed()
+    );
     peer.shutdown().await;
 }
 
