@@ -12,11 +12,11 @@ pub struct NotAnIp {
 /// The IP address a host string stands for: IPv4 dotted quad, or IPv6 with or without one
 /// pair of brackets (`::1`, `[::1]`). Names, zone ids (`fe80::1%eth0`) and anything else: `None`.
 pub fn parse_ip(host: &str) -> Option<IpAddr> {
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    bare.parse().ok()
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        // Brackets are for IPv6 only: `[127.0.0.1]` is refused.
+        Some(inner) => inner.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6),
+        None => host.parse().ok(),
+    }
 }
 
 /// Where to connect for a `host` and `port` received from the network.
@@ -44,6 +44,7 @@ mod tests {
             "",
             "[[::1]]",
             "[127.0.0.1",
+            "[127.0.0.1]",
             "fe80::1%eth0",
             "1.2.3.4:80",
             "1.2.3.4\n",
