@@ -144,7 +144,8 @@ pub enum Command {
         /// forgotten; at least two leases. Throw-away peers of `get` go after two leases
         #[arg(long, default_value = "7days", value_parser = humantime::parse_duration, value_name = "DURATION")]
         forget_after: Duration,
-        /// Most connections served at once
+        /// Most connections open at once; past it, the one waiting longest for a request is
+        /// closed to make room (at most 64 from one address once half are open)
         #[arg(long, default_value_t = 1024)]
         max_connections: usize,
         /// Most distinct search replies kept for repeated queries (0: no cache)
@@ -179,7 +180,8 @@ pub enum Command {
         /// Serve only; do not register with an index
         #[arg(long)]
         no_index: bool,
-        /// Peers served at once; others wait in a queue
+        /// Peers sent pieces at once; others wait in a queue (a holder idle for 3 s loses its
+        /// slot, one address keeps at most 2 while others wait)
         #[arg(long, default_value_t = 8, value_name = "N")]
         upload_slots: usize,
         /// Limit on total upload bandwidth, e.g. 10MiB (per second)
