@@ -55,6 +55,27 @@ async fn idle_sockets(to: SocketAddr, n: usize) -> Vec<TcpStream> {
     held
 }
 
+/// Downloads `id` from the peer at `from` into `out`, given at most `limit`.
+async fn download_within(
+    limit: Duration,
+    from: SocketAddr,
+    id: ContentId,
+    out: &std::path::Path,
+) -> Result<
+    Result<peershare::download::DownloadReport, peershare::download::DownloadError>,
+    tokio::time::error::Elapsed,
+> {
+    let source = Source {
+        peer_id: Some(1),
+        addr: from.to_string(),
+    };
+    tokio::time::timeout(
+        limit,
+        Downloader::default().download(id, &[source], out, None),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_half_greeted_sockets_past_the_limit_keep_no_client_out() {
     let t = tempfile::tempdir().unwrap();
@@ -119,19 +140,7 @@ async fn a_sharing_peer_flooded_with_idle_sockets_still_serves_a_download() {
     let out = t.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     let started = Instant::now();
-    let r = tokio::time::timeout(
-        Duration::from_secs(20),
-        Downloader::default().download(
-            id,
-            &[Source {
-                peer_id: Some(1),
-                addr: peer.local_addr.to_string(),
-            }],
-            &out,
-            None,
-        ),
-    )
-    .await;
+    let r = download_within(Duration::from_secs(20), peer.local_addr, id, &out).await;
     assert!(
         matches!(r, Ok(Ok(_))),
         "download behind 400 idle sockets: {r:?}"
@@ -184,19 +193,7 @@ async fn eight_connections_hogging_the_upload_slots_do_not_stall_a_download() {
     let out = t.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     let started = Instant::now();
-    let r = tokio::time::timeout(
-        Duration::from_secs(30),
-        Downloader::default().download(
-            id,
-            &[Source {
-                peer_id: Some(1),
-                addr: peer.local_addr.to_string(),
-            }],
-            &out,
-            None,
-        ),
-    )
-    .await;
+    let r = download_within(Duration::from_secs(30), peer.local_addr, id, &out).await;
     let took = started.elapsed();
     asking.abort();
     assert!(matches!(r, Ok(Ok(_))), "download behind 8 slot hogs: {r:?}");

@@ -83,7 +83,7 @@ pub async fn run_get(a: GetArgs) -> anyhow::Result<()> {
     // An id given twice is downloaded once.
     let mut seen = std::collections::HashSet::new();
     ids.retain(|id| seen.insert(*id));
-    raise_open_file_limit();
+    crate::protocol::raise_open_file_limit();
     let index = a.index.resolve(a.dht.dht);
     let client = match &index {
         Some(addr) if a.dht.dht => match connect(addr).await {
@@ -124,22 +124,6 @@ pub async fn run_get(a: GetArgs) -> anyhow::Result<()> {
         s.stop().await;
     }
     report(&results, a.json)
-}
-
-/// Raises the soft limit on open files to the hard limit (at most 65,536): thousands of small
-/// files in flight at once, each briefly open, must not fail for want of descriptors.
-fn raise_open_file_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max.min(65_536);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }
 
 /// Looks every id up, in order, and sends each with its position: from the index in pipelined

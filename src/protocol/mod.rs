@@ -16,6 +16,7 @@ pub use messages::*;
 pub use search_reply::{PeerHitRef, SearchResultsWriter};
 pub use serve::{
     Admission, Connections, HANDSHAKE_TIMEOUT, ServeLimits, ServeStats, accept_loop, connect_tcp,
+    raise_open_file_limit,
 };
 
 /// Errors of the framing and message layer. Each closes only the connection it happened on.
