@@ -403,7 +403,6 @@ async fn peers_not_heard_from_for_long_are_forgotten() {
         .await
         .unwrap();
     assert!(!again.in_sync && again.peer_id != rg.peer_id, "{again:?}");
-    // The hung ephemeral peer was forgotten within two leases (and some): told to register.
     // The hung ephemeral peer was forgotten within two leases (and a purge period).
     let db = t.path().join("ix.sqlite");
     let purged = eventually(Duration::from_secs(5), || async {
