@@ -21,7 +21,8 @@ use peershare::content::ContentId;
 use peershare::dht::{
     DhtConfig, content_key, find_sources, keyword_key, keywords, search, start_node,
 };
-use peershare::peer::{PeerClient, ShareConfig, ShareHandle, start_share};
+use peershare::node::{ShareConfig, ShareHandle, start_share};
+use peershare::peer::PeerClient;
 use peershare::protocol::Limits;
 use serde_json::{Value, json};
 

@@ -2,12 +2,12 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod cli;
 pub mod content;
 pub mod dht;
 pub mod download;
 pub mod identity;
 pub mod index;
+pub mod node;
 pub mod peer;
 pub mod protocol;
 pub mod rate;

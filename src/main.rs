@@ -1,17 +1,19 @@
 //! The `peershare` binary: parses the command line, sets up logging, reports errors in one line.
 
+mod cli;
+
 use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = peershare::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     let quiet = matches!(
         cli.command,
-        Some(peershare::cli::Command::Search { .. })
-            | Some(peershare::cli::Command::Get(_))
-            | Some(peershare::cli::Command::Peers { .. })
+        Some(cli::Command::Search { .. })
+            | Some(cli::Command::Get(_))
+            | Some(cli::Command::Peers { .. })
     );
     let default = if quiet {
         "peershare=warn"
@@ -27,7 +29,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(false)
         .init();
-    match peershare::cli::run(cli) {
+    match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The error may quote a peer or the index: one escaped line.

@@ -12,7 +12,7 @@ use mainline::Testnet;
 use peershare::content::{ContentId, PIECE_SIZE};
 use peershare::dht::{DhtConfig, find_sources, merge_results, search, start_node};
 use peershare::download::{Downloader, Source};
-use peershare::peer::{ShareConfig, ShareHandle, start_share};
+use peershare::node::{ShareConfig, ShareHandle, start_share};
 
 fn dht_config(testnet: &Testnet, server: bool) -> DhtConfig {
     DhtConfig {

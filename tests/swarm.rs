@@ -206,10 +206,10 @@ async fn upload_and_download_rate_limits_hold() {
     let id = ContentId::from(blake3::hash(&data(size, 14)));
     let rate = 2 * 1024 * 1024u64;
     let mut config =
-        peershare::peer::ShareConfig::new(vec![share.clone()], None, t.path().join("p"));
+        peershare::node::ShareConfig::new(vec![share.clone()], None, t.path().join("p"));
     config.peer.upload_rate = Some(Arc::new(RateLimiter::new(rate)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer = peershare::peer::start_share(config, listener)
+    let peer = peershare::node::start_share(config, listener)
         .await
         .unwrap();
     let addr = peer.local_addr.to_string();
@@ -255,11 +255,11 @@ async fn peers_beyond_the_upload_slots_wait_their_turn() {
     std::fs::write(share.join("s.bin"), &bytes).unwrap();
     let id = ContentId::from(blake3::hash(&bytes));
     let mut config =
-        peershare::peer::ShareConfig::new(vec![share.clone()], None, t.path().join("p"));
+        peershare::node::ShareConfig::new(vec![share.clone()], None, t.path().join("p"));
     config.peer.upload_slots = 1;
     config.peer.upload_rate = Some(Arc::new(RateLimiter::new(8 * 1024 * 1024)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer = peershare::peer::start_share(config, listener)
+    let peer = peershare::node::start_share(config, listener)
         .await
         .unwrap();
     let addr = peer.local_addr.to_string();
@@ -460,10 +460,10 @@ async fn a_peer_serves_what_it_has_verified_while_still_downloading() {
     let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
     // A: the only complete copy, slow to upload.
     let mut config =
-        peershare::peer::ShareConfig::new(vec![seed_dir], Some(ix.addr()), t.path().join("a"));
+        peershare::node::ShareConfig::new(vec![seed_dir], Some(ix.addr()), t.path().join("a"));
     config.peer.upload_rate = Some(Arc::new(RateLimiter::new(1024 * 1024)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut a = peershare::peer::start_share(config, listener)
+    let mut a = peershare::node::start_share(config, listener)
         .await
         .unwrap();
     a.wait_for(Duration::from_secs(20), |s| s.in_sync)
@@ -544,7 +544,7 @@ async fn a_peer_serves_what_it_has_verified_while_still_downloading() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_files_come_whole_and_verified_from_a_mix_of_good_and_bad_sources() {
-    use peershare::cli::{GetOptions, download_all};
+    use peershare::node::{GetOptions, download_all};
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("out");
     let sizes = [
@@ -602,7 +602,7 @@ async fn small_files_come_whole_and_verified_from_a_mix_of_good_and_bad_sources(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_small_files_from_a_peer_with_one_upload_slot() {
-    use peershare::cli::{GetOptions, download_all};
+    use peershare::node::{GetOptions, download_all};
     use peershare::protocol::FileHit;
     let t = tempfile::tempdir().unwrap();
     let share = t.path().join("share");
@@ -615,10 +615,10 @@ async fn many_small_files_from_a_peer_with_one_upload_slot() {
         hits.push((name, bytes));
     }
     let mut config =
-        peershare::peer::ShareConfig::new(vec![share.clone()], None, t.path().join("p"));
+        peershare::node::ShareConfig::new(vec![share.clone()], None, t.path().join("p"));
     config.peer.upload_slots = 1;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer = peershare::peer::start_share(config, listener)
+    let peer = peershare::node::start_share(config, listener)
         .await
         .unwrap();
     let addr = peer.local_addr.to_string();
@@ -653,10 +653,10 @@ async fn pipelined_small_files_from_a_rate_limited_peer_arrive_one_by_one() {
         ids.push(ContentId::from(blake3::hash(&bytes)));
     }
     let mut config =
-        peershare::peer::ShareConfig::new(vec![share.clone()], None, t.path().join("p"));
+        peershare::node::ShareConfig::new(vec![share.clone()], None, t.path().join("p"));
     config.peer.upload_rate = Some(Arc::new(RateLimiter::new(8 * 1024)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer = peershare::peer::start_share(config, listener)
+    let peer = peershare::node::start_share(config, listener)
         .await
         .unwrap();
     // All 16 requests in flight on one connection, a reply due every 1/8 s, and a read limit
@@ -711,7 +711,7 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_files_of_a_source_that_is_always_busy_come_from_the_others() {
-    use peershare::cli::{GetOptions, download_all};
+    use peershare::node::{GetOptions, download_all};
     use peershare::protocol::FileHit;
     let t = tempfile::tempdir().unwrap();
     let share = t.path().join("share");
@@ -724,7 +724,7 @@ async fn small_files_of_a_source_that_is_always_busy_come_from_the_others() {
     }
     let mut peers = Vec::new();
     for (n, slots) in [(1, 1), (2, 8)] {
-        let mut config = peershare::peer::ShareConfig::new(
+        let mut config = peershare::node::ShareConfig::new(
             vec![share.clone()],
             None,
             t.path().join(format!("p{n}")),
@@ -732,7 +732,7 @@ async fn small_files_of_a_source_that_is_always_busy_come_from_the_others() {
         config.peer.upload_slots = slots;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         peers.push(
-            peershare::peer::start_share(config, listener)
+            peershare::node::start_share(config, listener)
                 .await
                 .unwrap(),
         );
@@ -791,7 +791,7 @@ fn hit_at(name: &str, bytes: &[u8], sources: &[(u64, &str)]) -> peershare::proto
 
 /// Every download succeeded, landed in `out` under its name and holds exactly its bytes.
 fn assert_downloaded(
-    results: &[anyhow::Result<peershare::download::DownloadReport>],
+    results: &[Result<peershare::download::DownloadReport, peershare::node::GetError>],
     files: &[(String, Vec<u8>)],
     out: &std::path::Path,
 ) {
@@ -861,7 +861,7 @@ async fn a_silent_source_delays_neither_the_start_nor_the_end() {
 /// full downloader after `--max-queue-wait`; the error names the source's queue place.
 #[tokio::test]
 async fn a_small_file_whose_only_source_is_always_busy_fails_after_a_bounded_wait() {
-    use peershare::cli::{GetOptions, download_all};
+    use peershare::node::{GetOptions, download_all};
     let bytes = data(1000, 71);
     let busy = named(Behaviour {
         busy: true,

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::commands::connect;
-use crate::content::{ContentId, Digest};
-use crate::identity::Identity;
-use crate::protocol::{FileEntry, Frame, Message, tag};
+use super::connect;
+use peershare::content::{ContentId, Digest};
+use peershare::identity::Identity;
+use peershare::protocol::{FileEntry, Frame, Message, tag};
 
 /// Words synthetic file names are made of (so one-word queries hit a spread of files).
 const WORDS: &[&str] = &[
@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn the_cheap_check_agrees_with_decoding() {
-        use crate::protocol::{FileHit, SearchResults};
+        use peershare::protocol::{FileHit, SearchResults};
         let frame = |files: Vec<FileHit>| {
             let m = Message::SearchResults(SearchResults {
                 files,
@@ -219,7 +219,7 @@ mod tests {
         for full in [false, true] {
             assert!(found_something(frame(vec![hit.clone()]), full));
             assert!(!found_something(frame(Vec::new()), full));
-            let err = Message::Error(crate::protocol::ErrorReply::new(1, "no"));
+            let err = Message::Error(peershare::protocol::ErrorReply::new(1, "no"));
             let err = Frame {
                 tag: err.tag(),
                 payload: err.encode_payload().unwrap(),

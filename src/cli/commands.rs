@@ -7,30 +7,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use super::{Command, output};
-use crate::index::{CacheConfig, IndexClient, IndexConfig, IndexServer, IndexStore};
-use crate::peer::{ShareConfig, start_share};
-use crate::protocol::Limits;
-use crate::rate::RateLimiter;
+use super::{Command, connect, interrupt_token, output, parse_host_port};
+use peershare::index::{CacheConfig, IndexConfig, IndexServer, IndexStore};
+use peershare::node::{ShareConfig, start_share};
+use peershare::rate::RateLimiter;
 
-/// Cancelled on Ctrl-C or SIGTERM.
-pub fn interrupt_token() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
-        }
-        t.cancel();
-    });
-    token
-}
-
+/// Runs one subcommand.
 pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
     match cmd {
         Command::Index {
@@ -158,32 +141,6 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
     }
 }
 
-pub async fn connect(addr: &str) -> anyhow::Result<IndexClient> {
-    Ok(IndexClient::connect(addr, Limits::default()).await?)
-}
-
-/// `--advertise HOST:PORT`: the IP address and port to register. A name is looked up here,
-/// once (the user typed it), since the index records and hands out IP addresses only.
-pub fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .with_context(|| format!("{s:?} is not HOST:PORT"))?;
-    let port: u16 = port.parse().with_context(|| format!("bad port in {s:?}"))?;
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if bare.is_empty() || port == 0 {
-        bail!("{s:?} is not HOST:PORT");
-    }
-    if let Some(ip) = crate::protocol::host::parse_ip(bare) {
-        return Ok((ip.to_string(), port));
-    }
-    let ip = std::net::ToSocketAddrs::to_socket_addrs(&(bare, port))
-        .with_context(|| format!("cannot resolve {bare:?}"))?
-        .next()
-        .with_context(|| format!("{bare:?} has no address"))?
-        .ip();
-    Ok((ip.to_string(), port))
-}
-
 pub async fn run_index(
     listen: std::net::SocketAddr,
     db: &Path,
@@ -249,7 +206,7 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
                     let e = e.to_string();
                     eprintln!(
                         "peershare: no registration with the index, retrying: {}",
-                        crate::text::Escaped(&e)
+                        peershare::text::Escaped(&e)
                     );
                 }
                 last = s;

@@ -5,11 +5,10 @@ use std::net::SocketAddrV4;
 
 use anyhow::{Context, bail};
 
-use super::commands::{connect, interrupt_token};
 use super::{DhtArgs, output};
-use crate::content::ContentId;
-use crate::dht::{self, DhtConfig, DhtFile};
-use crate::protocol::{FileHit, PeerHit, SearchResults};
+use super::{connect, interrupt_token};
+use peershare::dht::{self, DhtConfig, DhtFile};
+use peershare::protocol::SearchResults;
 
 /// `peershare dht node`: a server-mode DHT node until interrupted.
 pub async fn run_node(
@@ -67,7 +66,7 @@ pub async fn search(
                     let e = format!("{e:#}");
                     eprintln!(
                         "peershare: index unavailable, searching the DHT only: {}",
-                        crate::text::Escaped(&e)
+                        peershare::text::Escaped(&e)
                     );
                     None
                 }
@@ -90,34 +89,6 @@ pub async fn search(
         bail!("no file matches {query:?}");
     }
     Ok(())
-}
-
-/// Adds the live sources of `id` found through the DHT to `hit` (an index hit, or an empty one).
-pub async fn add_dht_sources(
-    node: &mainline::async_dht::AsyncDht,
-    id: ContentId,
-    hit: Option<FileHit>,
-) -> FileHit {
-    let mut hit = hit.unwrap_or(FileHit {
-        name: String::new(),
-        size: 0,
-        content_id: id,
-        peers: Vec::new(),
-    });
-    for addr in dht::find_sources(node, id).await {
-        let (host, port) = (addr.ip().to_string(), addr.port());
-        if !hit.peers.iter().any(|p| p.host == host && p.port == port) {
-            hit.peers.push(PeerHit {
-                peer_id: 0,
-                host,
-                port,
-                shared_at: 0,
-                last_seen: 0,
-                have: None,
-            });
-        }
-    }
-    hit
 }
 
 /// A DHT client for `get --dht`.

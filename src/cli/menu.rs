@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tokio::runtime::Runtime;
 
-use super::commands::{connect, run_index, run_share};
-use super::get::{GetOptions, download_hit};
+use super::commands::{run_index, run_share};
+use super::connect;
 use super::output::{size, time};
-use crate::index::IndexConfig;
-use crate::peer::ShareConfig;
+use peershare::index::IndexConfig;
+use peershare::node::ShareConfig;
+use peershare::node::{GetOptions, download_hit};
 
 /// End of input: the menu stops quietly.
 struct Eof;
@@ -24,7 +25,7 @@ struct Prompter<'a, R, W> {
 impl<R: BufRead, W: Write> Prompter<'_, R, W> {
     fn say(&mut self, text: &str) {
         // Lines quote names, hosts and errors from the network: escaped whole.
-        let _ = writeln!(self.out, "{}", crate::text::Escaped(text));
+        let _ = writeln!(self.out, "{}", peershare::text::Escaped(text));
         let _ = self.out.flush();
     }
 
@@ -220,6 +221,7 @@ fn menu<R: BufRead, W: Write>(
         match rt
             .block_on(download_hit(
                 file,
+                0,
                 &dir,
                 &GetOptions {
                     only_peer: Some(peer),

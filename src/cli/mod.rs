@@ -3,7 +3,7 @@
 mod bench;
 mod commands;
 mod get;
-pub use get::{GetArgs, GetOptions, download_all, download_stream};
+pub use get::GetArgs;
 mod dht;
 mod menu;
 mod output;
@@ -12,7 +12,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use peershare::index::IndexClient;
+use peershare::protocol::Limits;
+use tokio_util::sync::CancellationToken;
 
 pub use menu::run_menu;
 
@@ -66,8 +70,8 @@ pub struct DhtArgs {
 
 impl DhtArgs {
     /// The DHT settings, when --dht is on; `server` for long-running peers.
-    pub fn config(&self, server: bool) -> Option<crate::dht::DhtConfig> {
-        self.dht.then(|| crate::dht::DhtConfig {
+    pub fn config(&self, server: bool) -> Option<peershare::dht::DhtConfig> {
+        self.dht.then(|| peershare::dht::DhtConfig {
             bootstrap: self.bootstrap.clone(),
             port: self.dht_port,
             server,
@@ -185,7 +189,7 @@ pub enum Command {
         #[arg(long, default_value_t = 8, value_name = "N")]
         upload_slots: usize,
         /// Limit on total upload bandwidth, e.g. 10MiB (per second)
-        #[arg(long, value_parser = crate::rate::parse_rate, value_name = "RATE")]
+        #[arg(long, value_parser = peershare::rate::parse_rate, value_name = "RATE")]
         max_upload_rate: Option<u64>,
     },
     /// Search the index: files whose name contains every word (or a content id)
@@ -262,4 +266,47 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(cmd) => rt.block_on(commands::run(cmd, state)),
     }
+}
+
+/// Cancelled on Ctrl-C or SIGTERM.
+pub fn interrupt_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        }
+        t.cancel();
+    });
+    token
+}
+
+/// A connection to the index at `addr`, with the default limits.
+pub async fn connect(addr: &str) -> anyhow::Result<IndexClient> {
+    Ok(IndexClient::connect(addr, Limits::default()).await?)
+}
+
+/// `--advertise HOST:PORT`: the IP address and port to register. A name is looked up here,
+/// once (the user typed it), since the index records and hands out IP addresses only.
+pub fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .with_context(|| format!("{s:?} is not HOST:PORT"))?;
+    let port: u16 = port.parse().with_context(|| format!("bad port in {s:?}"))?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.is_empty() || port == 0 {
+        bail!("{s:?} is not HOST:PORT");
+    }
+    if let Some(ip) = peershare::protocol::host::parse_ip(bare) {
+        return Ok((ip.to_string(), port));
+    }
+    let ip = std::net::ToSocketAddrs::to_socket_addrs(&(bare, port))
+        .with_context(|| format!("cannot resolve {bare:?}"))?
+        .next()
+        .with_context(|| format!("{bare:?} has no address"))?
+        .ip();
+    Ok((ip.to_string(), port))
 }

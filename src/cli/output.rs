@@ -5,9 +5,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
 
-use crate::content::{ContentId, PieceLayout};
-use crate::download::DownloadReport;
-use crate::protocol::{FileHit, PeerHit, PeerList, SearchResults};
+use peershare::content::{ContentId, PieceLayout};
+use peershare::download::DownloadReport;
+use peershare::protocol::{FileHit, PeerHit, PeerList, SearchResults};
 
 /// RFC 3339 UTC time, to the second, from milliseconds since the Unix epoch.
 pub fn time(ms: i64) -> String {
@@ -17,7 +17,7 @@ pub fn time(ms: i64) -> String {
 
 /// A name from the network made safe to print: control characters (terminal escapes) shown escaped.
 pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
-    crate::text::escape(name)
+    peershare::text::escape(name)
 }
 
 /// A file's heading line in search results: content id, size, name.
@@ -87,7 +87,7 @@ pub fn search(
             "truncated": r.truncated,
             "files": r.files.iter().map(file_json).collect::<Vec<_>>(),
         });
-        return writeln!(out, "{}", crate::text::json_safe(&format!("{doc:#}")));
+        return writeln!(out, "{}", peershare::text::json_safe(&format!("{doc:#}")));
     }
     for f in &r.files {
         file_line(out, &f.content_id, f.size, &f.name)?;
@@ -121,7 +121,7 @@ pub fn search(
 pub fn search_merged(
     out: &mut impl Write,
     query: &str,
-    files: &[crate::dht::DhtFile],
+    files: &[peershare::dht::DhtFile],
     truncated: bool,
     as_json: bool,
 ) -> io::Result<()> {
@@ -131,7 +131,7 @@ pub fn search_merged(
             "truncated": truncated,
             "files": super::dht::merged_json(files),
         });
-        return writeln!(out, "{}", crate::text::json_safe(&format!("{doc:#}")));
+        return writeln!(out, "{}", peershare::text::json_safe(&format!("{doc:#}")));
     }
     for f in files {
         file_line(out, &f.content_id, f.size, &f.name)?;
@@ -175,7 +175,7 @@ pub fn peers(out: &mut impl Write, list: &PeerList, as_json: bool) -> io::Result
                 "live": p.live,
             })).collect::<Vec<_>>(),
         });
-        return writeln!(out, "{}", crate::text::json_safe(&format!("{doc:#}")));
+        return writeln!(out, "{}", peershare::text::json_safe(&format!("{doc:#}")));
     }
     writeln!(
         out,
@@ -215,7 +215,7 @@ pub struct DownloadJson<'a> {
     bytes_resumed: u64,
     sources_used: usize,
     pieces_rejected: u64,
-    sources: &'a [crate::download::SourceReport],
+    sources: &'a [peershare::download::SourceReport],
 }
 
 impl<'a> DownloadJson<'a> {

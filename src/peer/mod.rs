@@ -7,7 +7,6 @@ mod downloading;
 mod partial;
 mod scan;
 mod server;
-mod share;
 mod slots;
 mod watch;
 
@@ -18,5 +17,5 @@ pub use downloading::{PartialSharing, PartialSharingError};
 pub use partial::{PartialFile, Partials};
 pub use scan::{PARTIAL_SUFFIX, ScanError, ScanOptions, Scanner};
 pub use server::{PeerConfig, PeerServer};
-pub use share::{ShareConfig, ShareHandle, ShareStatus, start_share};
 pub use slots::UploadSlots;
+pub use watch::watch_roots;

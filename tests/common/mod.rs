@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use peershare::index::{IndexConfig, IndexServer, IndexStore};
-use peershare::peer::{ShareConfig, ShareHandle, start_share};
+use peershare::node::{ShareConfig, ShareHandle, start_share};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -1,4 +1,4 @@
-//! `start_share`: the long-running peer: scan, serve, register with the index, heartbeat, follow changes.
+//! `start_share`: a sharing node: scan, serve, keep the index and the DHT told, follow changes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,11 +11,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::{Catalog, PeerConfig, PeerServer, ScanError, ScanOptions, Scanner};
+use super::register::Registration;
 use crate::dht::{DhtConfig, PublishConfig, run_publisher, start_node};
 use crate::identity::{Identity, IdentityError, StateLock};
-use crate::index::{IndexClient, IndexClientError};
-use crate::protocol::{Limits, ProtocolError, code};
+use crate::peer::{Catalog, PeerConfig, PeerServer, ScanError, ScanOptions, Scanner, watch_roots};
+use crate::protocol::Limits;
 
 /// Settings of a sharing peer.
 #[derive(Debug, Clone)]
@@ -217,15 +217,16 @@ pub async fn start_share(
     // The state directory stays locked until the index has been told this peer left (or the
     // share stops, without an index).
     if let Some(index) = config.index.clone() {
-        let session = index_loop(
+        let session = Registration {
             index,
             identity,
             config,
             local_addr,
-            catalog_rx,
-            status_tx,
-            shutdown.clone(),
-        );
+            catalog: catalog_rx,
+            status: status_tx,
+            shutdown: shutdown.clone(),
+        }
+        .run();
         tasks.spawn(async move {
             session.await;
             drop(lock);
@@ -255,7 +256,7 @@ async fn rescan_loop(
     stale: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let (_watcher, mut events) = match super::watch::watch_roots(&scanner.roots()) {
+    let (_watcher, mut events) = match watch_roots(&scanner.roots()) {
         Ok((w, rx)) => (Some(w), rx),
         Err(e) => {
             warn!(
@@ -300,212 +301,5 @@ async fn rescan_loop(
             *shared.write().unwrap_or_else(|p| p.into_inner()) = catalog.clone();
             let _ = catalog_tx.send(catalog);
         }
-    }
-}
-
-async fn index_loop(
-    index: String,
-    identity: Identity,
-    config: ShareConfig,
-    local_addr: SocketAddr,
-    mut catalog_rx: watch::Receiver<Arc<Catalog>>,
-    status: Arc<watch::Sender<ShareStatus>>,
-    shutdown: CancellationToken,
-) {
-    let (host, port) = config.advertise.clone().unwrap_or_else(|| {
-        let ip = local_addr.ip();
-        let host = if ip.is_unspecified() {
-            String::new()
-        } else {
-            ip.to_string()
-        };
-        (host, local_addr.port())
-    });
-    let mut backoff = RECONNECT_MIN;
-    loop {
-        let mut progress = Progress::default();
-        let r = index_session(
-            &index,
-            &identity,
-            &config,
-            &host,
-            port,
-            &mut catalog_rx,
-            &status,
-            &shutdown,
-            &mut progress,
-        )
-        .await;
-        let e = match r {
-            Ok(()) => return,
-            Err(e) => e,
-        };
-        // A session that got as far as registering its files proves the index is back: the next
-        // outage starts from the shortest wait again (else every restart of the index would
-        // double it for good, up to 30 s per re-sync). One that failed before keeps doubling,
-        // so an index that takes registrations but fails every sync is not asked again and again.
-        if progress.in_sync {
-            backoff = RECONNECT_MIN;
-        }
-        let wait = match progress.lease {
-            // Refused after registering: another process registered with this identity since
-            // (the index keeps the newest session only). Taking the registration straight back
-            // would make two such processes overwrite each other's files all the time; one lease
-            // lets a process that merely restarted elsewhere, or left, settle first.
-            Some(lease) if is_unauthorized(&e) => {
-                let lease = lease.clamp(RECONNECT_MIN, TAKEN_OVER_MAX);
-                warn!(
-                    "index {index}: this session was refused ({e}): another process may be \
-                     using this identity; registering again in {lease:?}"
-                );
-                lease
-            }
-            _ => {
-                let wait = jittered(backoff);
-                warn!("index {index}: {e}; retrying in {wait:?}");
-                backoff = (backoff * 2).min(RECONNECT_MAX);
-                wait
-            }
-        };
-        status.send_modify(|s| {
-            s.in_sync = false;
-            s.last_error = Some(e.to_string());
-        });
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
-}
-
-/// The first wait before reconnecting to the index after a failure; it doubles with each
-/// failure in a row, up to [`RECONNECT_MAX`], and starts again here after a registration.
-pub const RECONNECT_MIN: Duration = Duration::from_millis(500);
-/// The longest wait before reconnecting to the index.
-pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
-
-/// The longest wait before registering again after the index refused a session it had
-/// registered (normally one lease).
-pub const TAKEN_OVER_MAX: Duration = Duration::from_secs(600);
-
-/// A wait drawn uniformly from `[d/2, d]`, so the peers of an index that restarts do not all
-/// come back at the same instant.
-fn jittered(d: Duration) -> Duration {
-    let mut b = [0u8; 8];
-    let r = getrandom::fill(&mut b).map_or(u64::MAX, |()| u64::from_le_bytes(b));
-    let half = d / 2;
-    half + Duration::from_nanos(r % (half.as_nanos() as u64 + 1))
-}
-
-/// How far one session with the index got.
-#[derive(Default)]
-struct Progress {
-    /// The lease the index gave, once registered.
-    lease: Option<Duration>,
-    /// The index acknowledged the whole catalog.
-    in_sync: bool,
-}
-
-fn is_unauthorized(e: &IndexClientError) -> bool {
-    matches!(
-        e,
-        IndexClientError::Protocol {
-            source: ProtocolError::Remote(r),
-            ..
-        } if r.code == code::UNAUTHORIZED
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn index_session(
-    index: &str,
-    identity: &Identity,
-    config: &ShareConfig,
-    host: &str,
-    port: u16,
-    catalog_rx: &mut watch::Receiver<Arc<Catalog>>,
-    status: &watch::Sender<ShareStatus>,
-    shutdown: &CancellationToken,
-    progress: &mut Progress,
-) -> Result<(), IndexClientError> {
-    let mut client = IndexClient::connect(index, config.index_limits).await?;
-    let mut synced = catalog_rx.borrow_and_update().clone();
-    let reg = client
-        .register(identity, host, port, synced.digest(), synced.len() as u64)
-        .await?;
-    let lease = Duration::from_secs(u64::from(reg.lease_secs));
-    progress.lease = Some(lease);
-    let files = if reg.in_sync {
-        synced.len() as u64
-    } else {
-        let entries = synced.files().map(|f| f.entry()).collect();
-        client
-            .sync_files(true, entries, Vec::new(), synced.digest())
-            .await?
-    };
-    info!(
-        "registered with index {index} as peer {} at {}:{port}: {files} files",
-        reg.peer_id, reg.host
-    );
-    // The file list just sent (and its encoding) was the largest allocation a sharing peer makes.
-    crate::release_free_memory();
-    progress.in_sync = true;
-    status.send_modify(|s| {
-        s.peer_id = Some(reg.peer_id);
-        s.files_registered = Some(files);
-        s.in_sync = true;
-        s.last_error = None;
-    });
-    let period = (lease / 3).max(Duration::from_millis(200));
-    let mut beat = tokio::time::interval(period);
-    beat.tick().await;
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => {
-                match tokio::time::timeout(Duration::from_secs(3), client.unregister()).await {
-                    Ok(Ok(())) => info!("unregistered from index {index}"),
-                    _ => warn!("could not unregister from index {index}"),
-                }
-                return Ok(());
-            }
-            _ = beat.tick() => client.heartbeat().await?,
-            r = catalog_rx.changed() => {
-                if r.is_err() {
-                    // The scanner stopped: only shutdown does that. Unregister on the next turn.
-                    shutdown.cancelled().await;
-                    continue;
-                }
-                let next = catalog_rx.borrow_and_update().clone();
-                let (upsert, remove) = next.diff(&synced);
-                let (nu, nr) = (upsert.len(), remove.len());
-                status.send_modify(|s| s.in_sync = false);
-                let files = client.sync_files(false, upsert, remove, next.digest()).await?;
-                info!("index updated: {nu} added or changed, {nr} removed, {files} files");
-                synced = next;
-                status.send_modify(|s| {
-                    s.files_registered = Some(files);
-                    s.in_sync = true;
-                });
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reconnect_waits_are_spread_over_the_upper_half_of_the_step() {
-        let step = Duration::from_millis(800);
-        let waits: Vec<Duration> = (0..200).map(|_| jittered(step)).collect();
-        assert!(
-            waits.iter().all(|w| *w >= step / 2 && *w <= step),
-            "{waits:?}"
-        );
-        let (lo, hi) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
-        assert!(*hi - *lo > step / 4, "spread out: {lo:?}..{hi:?}");
-        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
     }
 }

@@ -1,0 +1,62 @@
+//! A sharing node: the parts below it (peer server, index session, DHT publisher, downloader)
+//! put together into what a user runs: [`start_share`] shares directories, [`download_all`]
+//! and [`Lookup`] find and fetch files.
+//!
+//! This is the layer a command-line tool, a daemon or an HTTP API builds on; nothing here
+//! prints or parses arguments.
+
+mod get;
+mod lookup;
+mod register;
+mod share;
+
+pub use get::{
+    EventSink, GetEvent, GetOptions, MAX_SMALL_IN_FLIGHT, download_all, download_hit,
+    download_stream, sources_of,
+};
+pub use lookup::{LOOKUP_BATCH, Lookup, add_dht_sources, lookup_many};
+pub use register::{RECONNECT_MAX, RECONNECT_MIN, TAKEN_OVER_MAX};
+pub use share::{ShareConfig, ShareError, ShareHandle, ShareStatus, start_share};
+
+use crate::content::ContentId;
+use crate::download::{DownloadError, SmallFetchError};
+use crate::protocol::ErrorReply;
+
+/// Why one file of a download list was not downloaded.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    /// Neither the index nor the DHT knows a live peer with the file.
+    #[error("no live peer shares {0}")]
+    NoSource(ContentId),
+    /// `only_peer` was set, and that peer does not have the file.
+    #[error("peer {peer} does not share {id}")]
+    NotOnPeer {
+        /// The peer asked for.
+        peer: u64,
+        /// The file.
+        id: ContentId,
+    },
+    /// The index answered the lookup with an error.
+    #[error("the index refused to look {id} up: {reply}")]
+    Refused {
+        /// The file.
+        id: ContentId,
+        /// The index's answer.
+        reply: ErrorReply,
+    },
+    /// The index connection broke and could not be opened again.
+    #[error("{0}")]
+    IndexLost(String),
+    /// Neither an index nor the DHT was given.
+    #[error("no index")]
+    NoIndex,
+    /// The download itself failed.
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    /// The one-request fetch of a small file failed in a way another source would not fix.
+    #[error(transparent)]
+    Small(#[from] SmallFetchError),
+    /// The task downloading the file panicked or was cancelled.
+    #[error("download task failed")]
+    TaskFailed,
+}
