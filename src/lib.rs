@@ -1,4 +1,67 @@
 //! peershare: peer-to-peer file sharing with an indexing server and BLAKE3-verified downloads.
+//!
+//! The crate is layered; each layer uses only the ones below it:
+//!
+//! - [`node`]: what a user runs: a sharing node ([`node::start_share`]: scan, serve, register
+//!   with an index, publish on the DHT) and the download pipeline ([`node::download_all`],
+//!   [`node::Lookup`]). A command-line tool, a daemon or an HTTP API builds on this.
+//! - [`index`] (the indexing server and its client), [`peer`] (scanning, serving pieces, the
+//!   peer client), [`download`] (one file from many sources, verified piece by piece) and
+//!   [`dht`] (the Mainline DHT as a serverless index).
+//! - [`protocol`] (frames, messages, connections, serving limits), [`content`] (content ids
+//!   and pieces), [`query`] (the search rules), [`identity`], [`rate`], [`text`].
+//!
+//! The `peershare` binary is a thin command line over [`node`].
+//!
+//! # Example
+//!
+//! An index, a peer sharing a directory through it, and a search and download by name:
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use peershare::index::{IndexClient, IndexConfig, IndexServer, IndexStore};
+//! use peershare::node::{GetOptions, ShareConfig, download_all, start_share};
+//! use peershare::protocol::Limits;
+//! use tokio::net::TcpListener;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let tmp = tempfile::tempdir()?;
+//!
+//! // An indexing server on a free port, its database in a file.
+//! let store = IndexStore::open(&tmp.path().join("index.sqlite"))?;
+//! let listener = TcpListener::bind("127.0.0.1:0").await?;
+//! let index = listener.local_addr()?.to_string();
+//! let stop = CancellationToken::new();
+//! tokio::spawn(IndexServer::new(store, IndexConfig::default()).run(listener, stop.clone()));
+//!
+//! // A peer sharing a directory, registered with the index.
+//! let shared = tmp.path().join("shared");
+//! std::fs::create_dir(&shared)?;
+//! std::fs::write(shared.join("hello.txt"), "hello, peers")?;
+//! let config = ShareConfig::new(vec![shared], Some(index.clone()), tmp.path().join("state"));
+//! let mut share = start_share(config, TcpListener::bind("127.0.0.1:0").await?).await?;
+//! share
+//!     .wait_for(Duration::from_secs(10), |status| status.in_sync)
+//!     .await
+//!     .map_err(|status| format!("not registered: {status:?}"))?;
+//!
+//! // Another peer searches by name and downloads what it found, verified piece by piece.
+//! let mut client = IndexClient::connect(&index, Limits::default()).await?;
+//! let found = client.search("hello", 10).await?;
+//! let downloads = tmp.path().join("downloads");
+//! let results = download_all(&found.files, &downloads, &GetOptions::default(), 1).await;
+//! let report = results.into_iter().next().ok_or("nothing found")??;
+//! assert_eq!(report.path, downloads.join("hello.txt"));
+//! assert_eq!(std::fs::read_to_string(&report.path)?, "hello, peers");
+//!
+//! share.shutdown().await;
+//! stop.cancel();
+//! # Ok(())
+//! # }
+//! ```
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
