@@ -16,23 +16,40 @@ const KEY_FILE: &str = "identity.key";
 /// The file [`StateLock`] locks; it holds the pid of the process holding the lock.
 pub const LOCK_FILE: &str = "share.lock";
 
+/// Why the identity key or the state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
+    /// The key file (or the lock file) cannot be read or written.
     #[error("cannot read or write the identity key {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The key file does not hold a 32-byte Ed25519 secret key.
     #[error("identity key {path} is {len} bytes, expected 32")]
-    BadKey { path: PathBuf, len: usize },
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// Its length.
+        len: usize,
+    },
+    /// The operating system gave no random bytes.
     #[error("no randomness from the operating system: {0}")]
     Random(String),
+    /// Another process holds the state directory's [`StateLock`].
     #[error(
         "the state directory {} is in use by another peershare process{}; stop it, or give this one its own --state-dir",
         dir.display(),
         pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
     )]
-    InUse { dir: PathBuf, pid: Option<u32> },
+    InUse {
+        /// The state directory.
+        dir: PathBuf,
+        /// The process holding it, when the lock file names one.
+        pid: Option<u32>,
+    },
 }
 
 /// An exclusive lock on a state directory, held for as long as a process uses its identity as a
@@ -85,6 +102,8 @@ impl StateLock {
     }
 }
 
+/// A peer's Ed25519 signing key: the index knows a peer by its public key, and a peer proves it
+/// by signing the index's nonce.
 pub struct Identity {
     key: SigningKey,
 }
@@ -142,6 +161,7 @@ impl Identity {
         })
     }
 
+    /// The public key, as the index records it.
     pub fn public_key(&self) -> Digest {
         Digest(self.key.verifying_key().to_bytes())
     }

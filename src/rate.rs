@@ -25,6 +25,7 @@ impl RateLimiter {
         }
     }
 
+    /// The limit, in bytes per second.
     pub fn bytes_per_sec(&self) -> u64 {
         self.rate as u64
     }

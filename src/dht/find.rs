@@ -118,17 +118,24 @@ pub async fn search(dht: &AsyncDht, query: &str, limit: u32) -> Vec<(SocketAddr,
 /// A peer in merged results, with where it was found.
 #[derive(Debug, Clone, Serialize)]
 pub struct DhtPeer {
+    /// The peer, as the index or the DHT told it.
     pub peer: PeerHit,
+    /// The index listed it.
     pub via_index: bool,
+    /// The DHT listed it (and it answered).
     pub via_dht: bool,
 }
 
 /// A file in merged results.
 #[derive(Debug, Clone, Serialize)]
 pub struct DhtFile {
+    /// The file's name (from the index, else from a peer's catalog).
     pub name: String,
+    /// Its size in bytes.
     pub size: u64,
+    /// Its content id.
     pub content_id: ContentId,
+    /// Where it is, from either source.
     pub peers: Vec<DhtPeer>,
 }
 

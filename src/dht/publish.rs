@@ -26,6 +26,7 @@ pub struct PublishConfig {
 }
 
 impl PublishConfig {
+    /// Publishing the peer serving on `port`, with the defaults above.
     pub fn new(port: u16) -> Self {
         PublishConfig {
             port,

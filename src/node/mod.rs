@@ -16,7 +16,10 @@ pub use get::{
 };
 pub use lookup::{LOOKUP_BATCH, Lookup, add_dht_sources, lookup_many};
 pub use register::{RECONNECT_MAX, RECONNECT_MIN, TAKEN_OVER_MAX};
-pub use share::{ShareConfig, ShareError, ShareHandle, ShareStatus, start_share};
+pub use share::{
+    DEBOUNCE, DHT_REFRESH, RESCAN_INTERVAL, SHUTDOWN_WAIT, ShareConfig, ShareError, ShareHandle,
+    ShareStatus, start_share,
+};
 
 use crate::content::ContentId;
 use crate::download::{DownloadError, SmallFetchError};

@@ -17,6 +17,15 @@ use crate::identity::{Identity, IdentityError, StateLock};
 use crate::peer::{Catalog, PeerConfig, PeerServer, ScanError, ScanOptions, Scanner, watch_roots};
 use crate::protocol::Limits;
 
+/// How often a share rescans its directories without filesystem events.
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a share waits after a filesystem event for more before rescanning.
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
+/// How often DHT announcements are renewed (DHT nodes forget them after about 30 minutes).
+pub const DHT_REFRESH: Duration = Duration::from_secs(15 * 60);
+/// Longest wait in [`ShareHandle::shutdown`] for the tasks (unregistering included) to end.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
 /// Settings of a sharing peer.
 #[derive(Debug, Clone)]
 pub struct ShareConfig {
@@ -29,21 +38,25 @@ pub struct ShareConfig {
     pub advertise: Option<(String, u16)>,
     /// Where the identity key and hash cache live.
     pub state_dir: PathBuf,
+    /// What the scanner shares (hidden files or not). Default: [`ScanOptions::default`].
     pub scan: ScanOptions,
-    /// Rescan this often even without filesystem events. Default: 60 s.
+    /// Rescan this often even without filesystem events. Default: [`RESCAN_INTERVAL`].
     pub rescan_interval: Duration,
-    /// Wait this long after a filesystem event for more before rescanning. Default: 300 ms.
+    /// Wait this long after a filesystem event for more before rescanning. Default: [`DEBOUNCE`].
     pub debounce: Duration,
+    /// How pieces are served (upload slots, rate). Default: [`PeerConfig::default`].
     pub peer: PeerConfig,
     /// Time limits of the connection to the index. Default: [`Limits::default`].
     pub index_limits: Limits,
     /// Also publish on the DHT, joined as a server node. Default: none.
     pub dht: Option<DhtConfig>,
-    /// How often DHT announcements are renewed. Default: 15 min.
+    /// How often DHT announcements are renewed. Default: [`DHT_REFRESH`].
     pub dht_refresh: Duration,
 }
 
 impl ShareConfig {
+    /// Sharing `roots`, registered with `index` when given, with every other setting at its
+    /// default.
     pub fn new(roots: Vec<PathBuf>, index: Option<String>, state_dir: PathBuf) -> Self {
         ShareConfig {
             roots,
@@ -51,26 +64,32 @@ impl ShareConfig {
             advertise: None,
             state_dir,
             scan: ScanOptions::default(),
-            rescan_interval: Duration::from_secs(60),
-            debounce: Duration::from_millis(300),
+            rescan_interval: RESCAN_INTERVAL,
+            debounce: DEBOUNCE,
             peer: PeerConfig::default(),
             index_limits: Limits::default(),
             dht: None,
-            dht_refresh: Duration::from_secs(15 * 60),
+            dht_refresh: DHT_REFRESH,
         }
     }
 }
 
+/// Why a share could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ShareError {
+    /// The identity key or the state directory (in use by another process, say).
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The first scan of the shared directories.
     #[error(transparent)]
     Scan(#[from] ScanError),
+    /// The first scan's task panicked.
     #[error("scanner task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The listener has no local address.
     #[error("cannot read the listening address: {0}")]
     Listener(std::io::Error),
+    /// The DHT node could not start.
     #[error("cannot join the DHT: {0}")]
     Dht(std::io::Error),
 }
@@ -100,20 +119,23 @@ pub struct ShareStatus {
 
 /// A running share; dropping it does not stop it: call [`ShareHandle::shutdown`].
 pub struct ShareHandle {
+    /// The address pieces are served on.
     pub local_addr: SocketAddr,
     /// The DHT node's UDP address, when publishing on the DHT.
     pub dht_addr: Option<std::net::SocketAddrV4>,
+    /// What the share is doing; changes whenever the status does.
     pub status: watch::Receiver<ShareStatus>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
 
 impl ShareHandle {
-    /// Stops serving, unregisters from the index (bounded wait) and waits for the tasks.
+    /// Stops serving, unregisters from the index and waits for the tasks, at most
+    /// [`SHUTDOWN_WAIT`].
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.tasks.close();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
+        let _ = tokio::time::timeout(SHUTDOWN_WAIT, self.tasks.wait()).await;
     }
 
     /// Waits until `pred` holds for the status, or `timeout` passes; returns the last status.
