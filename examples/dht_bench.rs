@@ -1,6 +1,6 @@
 //! DHT lookup benchmark: a private Mainline DHT on 127.0.0.1 (mainline's Testnet), P sharing
 //! peers publishing small files on it, and a separate read-only client node timing keyword
-//! searches (`peershare::dht::search`) and source lookups (`peershare::dht::find_sources`)
+//! searches (`peershare::dht::find_files`) and source lookups (`peershare::dht::find_sources`)
 //! and checking whether each found every live source. See bench/README.md ("DHT").
 //!
 //! Run with `cargo run --release --example dht_bench -- [OPTIONS]` or `bench/dht [OPTIONS]`.
@@ -19,7 +19,7 @@ use mainline::async_dht::AsyncDht;
 use mainline::{Id, Testnet};
 use peershare::content::ContentId;
 use peershare::dht::{
-    DhtConfig, content_key, find_sources, keyword_key, keywords, search, start_node,
+    DhtConfig, content_key, find_files, find_sources, keyword_key, keywords, start_node,
 };
 use peershare::node::{ShareConfig, ShareHandle, start_share};
 use peershare::peer::PeerClient;
@@ -52,7 +52,7 @@ const MAX_NODES: usize = 500;
 const MAX_PEERS: usize = 100;
 const MAX_FILES: usize = 50;
 const MAX_LOOKUPS: usize = 10_000;
-/// Result limit passed to `search`.
+/// Result limit passed to `find_files`.
 const SEARCH_LIMIT: u32 = 100;
 
 #[derive(Debug, Clone)]
@@ -683,9 +683,11 @@ async fn run(args: Args) -> Result<Value> {
                 let word = words[rng.below(words.len())].clone();
                 let expected = by_word.get(&word).cloned().unwrap_or_default();
                 let t = Instant::now();
-                let res =
-                    tokio::time::timeout(args.lookup_timeout, search(&node, &word, SEARCH_LIMIT))
-                        .await;
+                let res = tokio::time::timeout(
+                    args.lookup_timeout,
+                    find_files(&node, &word, SEARCH_LIMIT),
+                )
+                .await;
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 let (timed_out, found) = match res {
                     Ok(v) => (

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use mainline::Testnet;
 use peershare::content::{ContentId, PIECE_SIZE};
-use peershare::dht::{DhtConfig, find_sources, merge_results, search, start_node};
+use peershare::dht::{DhtConfig, find_files, find_sources, merge_results, start_node};
 use peershare::download::{Downloader, Source};
 use peershare::node::{ShareConfig, ShareHandle, start_share};
 
@@ -68,14 +68,14 @@ async fn three_peers_publish_a_fourth_searches_and_downloads_from_all() {
     let me = start_node(&dht_config(&net, false)).unwrap();
 
     // Search by keyword: each peer answers with its matching files.
-    let found = search(&me, "isaac", 100).await;
+    let found = find_files(&me, "isaac", 100).await;
     let (files, _) = merge_results(None, &found, "isaac", 100);
     let mut names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
     names.sort();
     assert_eq!(names, ["Isaac-0.py", "Isaac-1.py", "Isaac-2.py"]);
     let (files, _) = merge_results(
         None,
-        &search(&me, "album flac", 100).await,
+        &find_files(&me, "album flac", 100).await,
         "album flac",
         100,
     );
@@ -117,7 +117,7 @@ async fn three_peers_publish_a_fourth_searches_and_downloads_from_all() {
     let sources = find_sources(&me, id).await;
     assert_eq!(sources.len(), 2, "{sources:?}");
     assert!(!sources.contains(&gone_addr));
-    let (files, _) = merge_results(None, &search(&me, "isaac", 100).await, "isaac", 100);
+    let (files, _) = merge_results(None, &find_files(&me, "isaac", 100).await, "isaac", 100);
     assert_eq!(files.len(), 2);
     for p in peers {
         p.shutdown().await;
@@ -143,7 +143,7 @@ async fn a_restarted_peer_is_found_again() {
         vec![again.local_addr],
         "only the restarted peer is alive"
     );
-    let (files, _) = merge_results(None, &search(&me, "phoenix", 10).await, "phoenix", 10);
+    let (files, _) = merge_results(None, &find_files(&me, "phoenix", 10).await, "phoenix", 10);
     assert_eq!(files.len(), 1);
     again.shutdown().await;
 }

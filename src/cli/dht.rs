@@ -75,7 +75,7 @@ pub async fn search(
         None => None,
     };
     let node = client(args)?;
-    let from_dht = dht::search(&node, query, limit).await;
+    let from_dht = dht::find_files(&node, query, limit).await;
     let (files, truncated) =
         dht::merge_results(from_index.as_ref(), &from_dht, query, limit as usize);
     output::search_merged(

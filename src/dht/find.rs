@@ -89,7 +89,11 @@ pub async fn find_sources(dht: &AsyncDht, id: ContentId) -> Vec<SocketAddr> {
 
 /// Asks the DHT for peers announcing the query's keywords (a content id: its sources), then
 /// asks those peers directly which of their files match. Peers that do not answer are left out.
-pub async fn search(dht: &AsyncDht, query: &str, limit: u32) -> Vec<(SocketAddr, CatalogResults)> {
+pub async fn find_files(
+    dht: &AsyncDht,
+    query: &str,
+    limit: u32,
+) -> Vec<(SocketAddr, CatalogResults)> {
     let candidates: HashSet<SocketAddrV4> = match Query::parse(query) {
         Query::Id(id) => peers_under(dht, content_key(&id)).await,
         Query::Words { .. } => {

@@ -5,7 +5,7 @@ mod keys;
 mod node;
 mod publish;
 
-pub use find::{DhtFile, DhtPeer, find_sources, merge_results, search};
+pub use find::{DhtFile, DhtPeer, find_files, find_sources, merge_results};
 pub use keys::{content_key, keyword_key, keywords};
 pub use node::{DhtConfig, start_node};
 pub use publish::{PublishConfig, run_publisher};
