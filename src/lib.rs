@@ -73,6 +73,7 @@ pub mod index;
 pub mod node;
 pub mod peer;
 pub mod protocol;
+pub mod query;
 pub mod rate;
 pub mod text;
 

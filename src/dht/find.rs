@@ -11,10 +11,10 @@ use serde::Serialize;
 
 use super::keys::{content_key, keyword_key, keywords};
 use crate::content::ContentId;
-use crate::index::now_ms;
-use crate::index::search::{Query, Row, group_and_rank};
 use crate::peer::PeerClient;
 use crate::protocol::{CatalogResults, FileHit, Limits, PeerHit, SearchResults};
+use crate::query::now_ms;
+use crate::query::{Query, Row, group_and_rank};
 
 /// Longest a DHT lookup may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -26,12 +26,14 @@ pub use self::order::OrderKeys;
 use self::rank::{Ranked, Ranker};
 use super::arena::{NameSpan, Names};
 use super::chunked::Chunked;
-use super::postings::{Intersection, Postings, Slot, contains_ci, lower, trigrams_into};
-use super::search::Query;
+use super::postings::{Intersection, Postings, Slot, trigrams_into};
 use crate::content::ContentId;
 use crate::protocol::{FileEntry, FileHit, PeerHit, PeerHitRef, ProtocolError};
+use crate::query::Query;
+use crate::query::{contains_ci, lower};
 
 mod exact;
+mod keys;
 mod order;
 mod rank;
 #[cfg(test)]

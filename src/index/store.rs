@@ -8,10 +8,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::cache::{CacheConfig, SearchCache};
 use super::memory::{NameIndex, OrderKeys, PeerState};
-use super::now_ms;
-use super::search::Query;
 use crate::content::{ContentId, Digest};
 use crate::protocol::{FileEntry, PeerList, PeerRecord, ProtocolError, SearchResults, UpdateFiles};
+use crate::query::Query;
+use crate::query::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -495,7 +495,7 @@ fn words_need_every_trigram_and_then_the_substring() {
 
 #[test]
 fn ranks_as_the_reference_grouping_does() {
-    use crate::index::search::{Row, group_and_rank};
+    use crate::query::{Row, group_and_rank};
     let mut ix = NameIndex::default();
     ix.set_peer(1, peer(1, 100));
     ix.set_peer(2, peer(2, 100));

@@ -1,9 +1,21 @@
-//! Search semantics: query words, matching, grouping rows by content id, and ranking.
+//! The search rules: what a query is, which names match it, and how matching files are grouped and ranked. The index, peers and the DHT all apply these.
+
+mod case;
+
+pub use case::{contains_ci, equals_ci, lower};
 
 use std::collections::HashMap;
 
 use crate::content::ContentId;
 use crate::protocol::{FileHit, PeerHit};
+
+/// Milliseconds since the Unix epoch (the time of `shared_at`, `last_seen` and leases).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 /// Most words of a query that are matched; the rest are ignored.
 pub const MAX_QUERY_WORDS: usize = 16;
