@@ -59,7 +59,9 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             config.dht = dht.config(true);
             config.advertise = advertise.map(|a| parse_host_port(&a)).transpose()?;
             config.scan.include_hidden = hidden;
-            config.scan.progress = std::io::stderr().is_terminal();
+            if std::io::stderr().is_terminal() {
+                config.scan.progress = Some(hashing_bar());
+            }
             config.rescan_interval = rescan;
             config.peer.upload_slots = upload_slots.max(1);
             config.peer.upload_rate = max_upload_rate.map(|r| Arc::new(RateLimiter::new(r)));
@@ -217,4 +219,34 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
     tokio::time::sleep(Duration::from_millis(10)).await;
     println!("peershare share stopped");
     Ok(())
+}
+
+/// Hashing of more than this many bytes shows a progress bar.
+const HASHING_BAR_MIN: u64 = 64 * 1024 * 1024;
+
+/// A progress bar on stderr while a scan hashes more than [`HASHING_BAR_MIN`] bytes.
+fn hashing_bar() -> peershare::peer::HashProgress {
+    let bar: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::default();
+    Arc::new(move |done, total| {
+        let mut bar = bar.lock().unwrap_or_else(|p| p.into_inner());
+        if total <= HASHING_BAR_MIN {
+            return;
+        }
+        let b = bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "hashing {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        b.set_length(total);
+        b.set_position(done);
+        if done >= total {
+            b.finish_and_clear();
+            *bar = None;
+        }
+    })
 }

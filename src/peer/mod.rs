@@ -15,7 +15,7 @@ pub use catalog::{Catalog, SharedFile};
 pub use client::{PeerClient, PeerClientError};
 pub use downloading::{PartialSharing, PartialSharingError};
 pub use partial::{PartialFile, Partials};
-pub use scan::{PARTIAL_SUFFIX, ScanError, ScanOptions, Scanner};
+pub use scan::{HASH_PROGRESS_STEP, HashProgress, PARTIAL_SUFFIX, ScanError, ScanOptions, Scanner};
 pub use server::{PeerConfig, PeerServer};
 pub use slots::UploadSlots;
 pub use watch::watch_roots;

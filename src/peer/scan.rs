@@ -35,12 +35,29 @@ pub enum ScanError {
     Cache(#[from] rusqlite::Error),
 }
 
-#[derive(Debug, Clone, Default)]
+/// Told while a scan hashes files: bytes hashed so far, and bytes to hash in all. Called from
+/// the hashing threads (every [`HASH_PROGRESS_STEP`] bytes and once at the end), so it must be quick.
+pub type HashProgress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// How often (in bytes hashed) [`ScanOptions::progress`] is told.
+pub const HASH_PROGRESS_STEP: u64 = 16 * 1024 * 1024;
+
+/// What a scan shares and whom it tells.
+#[derive(Clone, Default)]
 pub struct ScanOptions {
     /// Share dot-files and dot-directories too. Default: false.
     pub include_hidden: bool,
-    /// Show a progress bar while hashing (only when stderr is a terminal). Default: false.
-    pub progress: bool,
+    /// Told how hashing goes, when files need hashing. Default: nobody.
+    pub progress: Option<HashProgress>,
+}
+
+impl std::fmt::Debug for ScanOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanOptions")
+            .field("include_hidden", &self.include_hidden)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 /// Scans a fixed set of shared directories, each through a handle opened once (see
@@ -330,29 +347,21 @@ impl Scanner {
             matches!(cached.get(&key(c)), Some((s, m, _, _)) if *s == c.size && *m == c.mtime_ns)
         });
         let total: u64 = miss.iter().map(|c| c.size).sum();
-        if !miss.is_empty() {
+        let miss_empty = miss.is_empty();
+        if !miss_empty {
             info!(
                 "hashing {} files ({} MiB)",
                 miss.len(),
                 total / (1024 * 1024)
             );
         }
-        let bar = if self.options.progress && total > 64 * 1024 * 1024 {
-            indicatif::ProgressBar::new(total)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "hashing {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
         let done = AtomicU64::new(0);
         let progress = |n: u64| {
             let d = done.fetch_add(n, Ordering::Relaxed) + n;
-            if d % (16 * 1024 * 1024) < n {
-                bar.set_position(d);
+            if d % HASH_PROGRESS_STEP < n
+                && let Some(tell) = &self.options.progress
+            {
+                tell(d, total);
             }
         };
         let hashed: Vec<(Candidate, ContentId, Vec<ChainingValue>)> = miss
@@ -385,7 +394,9 @@ impl Scanner {
                 }
             })
             .collect();
-        bar.finish_and_clear();
+        if let (Some(tell), false) = (&self.options.progress, miss_empty) {
+            tell(total, total);
+        }
 
         let mut files = Vec::with_capacity(hit.len() + hashed.len());
         let tx = cache.transaction()?;
@@ -485,11 +496,42 @@ mod tests {
             state.path(),
             ScanOptions {
                 include_hidden: true,
-                progress: false,
+                progress: None,
             },
         )
         .unwrap();
         assert_eq!(hidden.scan().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn hashing_progress_is_told_in_steps_and_once_complete() {
+        let t = tempfile::tempdir().unwrap();
+        let share = t.path().join("share");
+        fs::create_dir_all(&share).unwrap();
+        let big = HASH_PROGRESS_STEP as usize * 2 + 5;
+        fs::write(share.join("big.bin"), vec![7u8; big]).unwrap();
+        fs::write(share.join("small.txt"), b"x").unwrap();
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = told.clone();
+        let options = ScanOptions {
+            include_hidden: false,
+            progress: Some(Arc::new(move |done, total| {
+                sink.lock().unwrap().push((done, total))
+            })),
+        };
+        let state = t.path().join("state");
+        let s = Scanner::new(std::slice::from_ref(&share), &state, options.clone()).unwrap();
+        assert_eq!(s.scan().unwrap().len(), 2);
+        let total = big as u64 + 1;
+        let seen = told.lock().unwrap().clone();
+        assert_eq!(seen.last(), Some(&(total, total)), "{seen:?}");
+        assert!(seen.len() >= 3, "two steps and the end: {seen:?}");
+        assert!(seen.iter().all(|&(d, t)| t == total && d <= total));
+        // Nothing to hash the second time (the ids are cached): nothing told.
+        told.lock().unwrap().clear();
+        let again = Scanner::new(std::slice::from_ref(&share), &state, options).unwrap();
+        assert_eq!(again.scan().unwrap().len(), 2);
+        assert!(told.lock().unwrap().is_empty());
     }
 
     fn paths(cat: &Catalog) -> Vec<String> {
