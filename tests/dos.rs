@@ -26,6 +26,7 @@ fn hello() -> Vec<u8> {
         version_min: 1,
         version_max: 1,
         agent: "hog".into(),
+        features: vec![],
     }))
 }
 

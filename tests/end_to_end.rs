@@ -8,7 +8,7 @@ use common::*;
 use peershare::content::{ContentId, PIECE_SIZE};
 use peershare::identity::Identity;
 use peershare::index::IndexClient;
-use peershare::protocol::{FileEntry, Limits, code};
+use peershare::protocol::{ErrorCode, FileEntry, Limits};
 
 async fn client(ix: &TestIndex) -> IndexClient {
     IndexClient::connect(&ix.addr(), Limits::default())
@@ -211,7 +211,7 @@ async fn only_the_key_holder_changes_its_entries() {
         .unwrap_err();
     assert!(
         err.to_string()
-            .contains(&format!("code {}", code::UNAUTHORIZED)),
+            .contains(&format!("code {}", ErrorCode::Unauthorized)),
         "{err}"
     );
     let alice = Identity::load_or_create(&t.path().join("alice")).unwrap();

@@ -35,6 +35,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 version_min: 1,
                 version_max: 1,
                 agent: "peershare/0.1.0".into(),
+                features: vec![],
             }),
         ),
         (
@@ -43,12 +44,13 @@ fn samples() -> Vec<(&'static str, Message)> {
                 version: 1,
                 agent: "peershare/0.1.0".into(),
                 nonce: Digest([7; 32]),
+                features: vec![],
             }),
         ),
         (
             "error",
             Message::Error(ErrorReply::new(
-                code::BUSY,
+                ErrorCode::Busy,
                 "all upload slots taken; you are number 3 in the queue",
             )),
         ),

@@ -10,7 +10,7 @@ use peershare::content::{ContentId, PIECE_SIZE};
 use peershare::download::{DownloadError, Downloader, Source};
 use peershare::index::IndexClient;
 use peershare::peer::PeerClient;
-use peershare::protocol::{Connection, Limits, Message, ProtocolError, code};
+use peershare::protocol::{Connection, ErrorCode, Hello, Limits, Message, ProtocolError, Welcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -145,7 +145,7 @@ async fn symlinks_out_of_the_share_are_never_served() {
     let err = c.info(secret).await.unwrap_err();
     assert!(
         err.to_string()
-            .contains(&format!("code {}", code::NOT_FOUND)),
+            .contains(&format!("code {}", ErrorCode::NotFound)),
         "{err}"
     );
     // A shared file swapped for a symlink after the scan is not served either.
@@ -185,6 +185,7 @@ fn hello_frame() -> Vec<u8> {
         version_min: 1,
         version_max: 1,
         agent: "test".into(),
+        features: vec![],
     }))
 }
 
@@ -218,10 +219,10 @@ async fn pipelined_requests_for_many_small_files_are_answered_in_order_whatever_
     for (i, (id, bytes)) in files.iter().enumerate() {
         asked.push((*id, 0, Ok(bytes.clone())));
         match i {
-            10 => asked.push((unknown, 0, Err(code::NOT_FOUND))),
+            10 => asked.push((unknown, 0, Err(ErrorCode::NotFound.number()))),
             20 => asked.push((big_id, 1, Ok(big[PIECE_SIZE as usize..].to_vec()))),
             25 => asked.push((files[3].0, 0, Ok(files[3].1.clone()))),
-            30 => asked.push((files[31].0, 1, Err(code::BAD_REQUEST))),
+            30 => asked.push((files[31].0, 1, Err(ErrorCode::BadRequest.number()))),
             _ => {}
         }
     }
@@ -283,7 +284,7 @@ async fn a_malformed_request_behind_pipelined_ones_is_answered_after_them() {
         assert!(matches!(r, Message::Piece(p) if p.index == 0), "{r:?}");
     }
     assert!(
-        matches!(&replies[4], Message::Error(e) if e.code == code::BAD_REQUEST),
+        matches!(&replies[4], Message::Error(e) if e.code == ErrorCode::BadRequest),
         "{:?}",
         replies[4]
     );
@@ -412,7 +413,7 @@ async fn a_forgotten_peer_is_told_to_register_again_and_keeps_its_connection() {
     let err = c.heartbeat().await.unwrap_err();
     assert!(
         err.to_string()
-            .contains(&format!("code {}", code::UNAUTHORIZED)),
+            .contains(&format!("code {}", ErrorCode::Unauthorized)),
         "{err}"
     );
     assert!(
@@ -911,4 +912,78 @@ async fn rss_of_a_real_get_against_sources_claiming_4_tib() {
     let all = ids.iter().map(|(id, _)| id.to_hex()).collect();
     let (rss, took, status) = run(all, "3");
     eprintln!("three ids, a liar each, --parallel 3: peak RSS {rss} MiB, {took:?}, {status}");
+}
+
+/// Sends `hello`, returns the `Welcome` (parsed as a client written from the spec would).
+async fn welcome_for(addr: &str, hello: Hello) -> Welcome {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&frame(&Message::Hello(hello))).await.unwrap();
+    let mut len = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).await.unwrap();
+    assert_eq!(body[0], peershare::protocol::tag::WELCOME);
+    rmp_serde::from_slice(&body[1..]).unwrap()
+}
+
+#[tokio::test]
+async fn features_are_agreed_as_asked_and_never_more() {
+    let t = tempfile::tempdir().unwrap();
+    let share = t.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let peer = start_peer(&share, None, &t.path().join("p")).await;
+    let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
+    let hello = |features: &[&str]| Hello {
+        version_min: 1,
+        version_max: 1,
+        agent: "spec-client".into(),
+        features: features.iter().map(|f| f.to_string()).collect(),
+    };
+    let peer_addr = peer.local_addr.to_string();
+    // A peer agrees to what it knows of what was asked, in its own order, each once.
+    let w = welcome_for(&peer_addr, hello(&["catalog", "bogus", "have", "have"])).await;
+    assert_eq!(w.features, ["have", "catalog"]);
+    let w = welcome_for(&peer_addr, hello(&["catalog"])).await;
+    assert_eq!(w.features, ["catalog"]);
+    // Asking nothing (a client from before features) gets nothing, in the old encoding.
+    let w = welcome_for(&peer_addr, hello(&[])).await;
+    assert!(w.features.is_empty());
+    // A long list of long names agrees to nothing it does not know; names past the first
+    // MAX_FEATURES are not even looked at.
+    let mut junk: Vec<String> = (0..200).map(|i| format!("{i:0>60}")).collect();
+    junk.push("have".into());
+    let w = welcome_for(
+        &peer_addr,
+        Hello {
+            features: junk.clone(),
+            ..hello(&[])
+        },
+    )
+    .await;
+    assert!(w.features.is_empty(), "{:?}", w.features);
+    junk.truncate(peershare::protocol::MAX_FEATURES - 1);
+    junk.push("have".into());
+    let w = welcome_for(
+        &peer_addr,
+        Hello {
+            features: junk,
+            ..hello(&[])
+        },
+    )
+    .await;
+    assert_eq!(w.features, ["have"]);
+    // The index has no optional features yet.
+    let w = welcome_for(&ix.addr(), hello(&["have", "catalog"])).await;
+    assert!(w.features.is_empty());
+    // Our client asks for every feature and gets them from our peer.
+    let c = PeerClient::connect(&peer_addr, Limits::default())
+        .await
+        .unwrap();
+    assert!(c.supports(peershare::protocol::feature::HAVE));
+    assert!(c.supports(peershare::protocol::feature::CATALOG));
+    peer.shutdown().await;
+    ix.stop().await;
 }

@@ -9,7 +9,7 @@ use common::*;
 use peershare::content::Digest;
 use peershare::identity::Identity;
 use peershare::index::{IndexClient, IndexClientError, IndexConfig};
-use peershare::protocol::{FileEntry, Limits, ProtocolError, code};
+use peershare::protocol::{ErrorCode, FileEntry, Limits, ProtocolError};
 
 fn config(lease: Duration) -> IndexConfig {
     IndexConfig {
@@ -131,7 +131,7 @@ async fn a_second_session_of_one_key_never_undoes_the_first() {
         .unwrap();
     // Everything the older session asks to change is refused, and says why.
     let (c, why) = refusal(a.heartbeat().await);
-    assert_eq!(c, code::UNAUTHORIZED);
+    assert_eq!(c, ErrorCode::Unauthorized);
     assert!(why.contains("superseded"), "{why}");
     let (c, _) = refusal(
         a.sync_files(
@@ -142,9 +142,9 @@ async fn a_second_session_of_one_key_never_undoes_the_first() {
         )
         .await,
     );
-    assert_eq!(c, code::UNAUTHORIZED);
+    assert_eq!(c, ErrorCode::Unauthorized);
     let (c, _) = refusal(a.unregister().await);
-    assert_eq!(c, code::UNAUTHORIZED);
+    assert_eq!(c, ErrorCode::Unauthorized);
     // The older connection is still usable, for searches at least.
     let found = a.search("beta", 10).await.unwrap();
     assert_eq!(found.files.len(), 1);
@@ -414,7 +414,7 @@ async fn peers_not_heard_from_for_long_are_forgotten() {
     let told = refusal(hung.heartbeat().await);
     assert_eq!(
         told.0,
-        code::UNAUTHORIZED,
+        ErrorCode::Unauthorized,
         "told to register again: {told:?}"
     );
     ix.stop().await;
@@ -475,7 +475,7 @@ async fn a_share_whose_session_is_taken_over_notices_and_takes_it_back() {
     assert_eq!(hits(&ix.addr(), "mine").await, 1);
     assert_eq!(hits(&ix.addr(), "intruder").await, 0);
     let (c, why) = refusal(other.heartbeat().await);
-    assert_eq!(c, code::UNAUTHORIZED, "{why}");
+    assert_eq!(c, ErrorCode::Unauthorized, "{why}");
     peer.shutdown().await;
     ix.stop().await;
 }

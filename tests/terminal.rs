@@ -40,7 +40,10 @@ fn hostile_index() -> String {
             while let Ok((s, _)) = listener.accept().await {
                 tokio::spawn(async move {
                     let mut c = Connection::new(s, Limits::default());
-                    if c.server_handshake(Digest::default()).await.is_err() {
+                    if c.server_handshake(Digest::default(), &peershare::protocol::feature::ALL)
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     while let Ok(Some(m)) = c.read_message().await {

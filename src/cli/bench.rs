@@ -219,7 +219,10 @@ mod tests {
         for full in [false, true] {
             assert!(found_something(frame(vec![hit.clone()]), full));
             assert!(!found_something(frame(Vec::new()), full));
-            let err = Message::Error(peershare::protocol::ErrorReply::new(1, "no"));
+            let err = Message::Error(peershare::protocol::ErrorReply::new(
+                peershare::protocol::ErrorCode::BadRequest,
+                "no",
+            ));
             let err = Frame {
                 tag: err.tag(),
                 payload: err.encode_payload().unwrap(),

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::keys::{content_key, keyword_key, keywords};
 use crate::content::ContentId;
 use crate::peer::PeerClient;
-use crate::protocol::{CatalogResults, FileHit, Limits, PeerHit, SearchResults};
+use crate::protocol::{CatalogResults, FileHit, Limits, PeerHit, SearchResults, feature};
 use crate::query::now_ms;
 use crate::query::{Query, Row, group_and_rank};
 
@@ -77,7 +77,11 @@ pub async fn find_sources(dht: &AsyncDht, id: ContentId) -> Vec<SocketAddr> {
         .collect();
     let mut alive: Vec<SocketAddr> = probe_all(candidates, move |addr| async move {
         let mut c = PeerClient::connect(&addr, probe_limits()).await.ok()?;
-        c.have(id).await.ok().map(|_| ())
+        match c.supports(feature::HAVE) {
+            true => c.have(id).await.ok().map(|_| ()),
+            // An older peer: it has the file if it can tell about it.
+            false => c.info(id).await.ok().map(|_| ()),
+        }
     })
     .await
     .into_iter()

@@ -21,7 +21,7 @@ use super::writeback::start_writeback;
 use crate::content::{ContentId, HashFetch, PieceError, PieceVerifier};
 use crate::peer::{PartialFile, Partials};
 use crate::peer::{PeerClient, PeerClientError};
-use crate::protocol::{Info, Limits, ProtocolError, bitmap_has, code};
+use crate::protocol::{ErrorCode, Info, Limits, ProtocolError, bitmap_has};
 use crate::rate::RateLimiter;
 
 /// A peer that has the file.
@@ -750,7 +750,7 @@ impl Downloader {
                 });
             }
             Err(PeerClientError::Protocol(ProtocolError::Remote(e)))
-                if e.code == code::NOT_FOUND || e.code == code::BUSY =>
+                if e.code == ErrorCode::NotFound || e.code == ErrorCode::Busy =>
             {
                 None
             }
@@ -959,7 +959,7 @@ impl Downloader {
                                 Ok(())
                             })));
                         }
-                        Err(PeerClientError::Protocol(ProtocolError::Remote(e))) if e.code == code::BUSY => {
+                        Err(PeerClientError::Protocol(ProtocolError::Remote(e))) if e.code == ErrorCode::Busy => {
                             w.mine.pop_front();
                             swarm.sched().release(expected);
                             swarm.changed.notify_waiters();
@@ -991,7 +991,7 @@ impl Downloader {
                             self.report_progress(swarm);
                         }
                         Err(PeerClientError::Protocol(ProtocolError::Remote(e)))
-                            if e.code == code::NOT_FOUND && w.have.is_some() =>
+                            if e.code == ErrorCode::NotFound && w.have.is_some() =>
                         {
                             // A partial source does not send a piece it claimed: ask others,
                             // ask it again after a pause, drop it if it goes on.
@@ -1130,6 +1130,11 @@ impl WorkerState {
         id: ContentId,
         pieces: u32,
     ) -> Result<bool, SourceFailure> {
+        // A peer without the feature serves complete files only.
+        if !client.supports(crate::protocol::feature::HAVE) {
+            self.have = None;
+            return Ok(true);
+        }
         let h = client.have(id).await?;
         let count = |b: &[u8]| (0..pieces).filter(|i| bitmap_has(b, *i)).count();
         let now = count(&h.bitmap);

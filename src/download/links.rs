@@ -18,7 +18,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::content::{ContentId, PIECE_SIZE};
 use crate::peer::{PeerClient, PeerClientError};
-use crate::protocol::{Limits, ProtocolError, code};
+use crate::protocol::{ErrorCode, Limits, ProtocolError};
 
 /// How the links to sources behave.
 #[derive(Debug, Clone, Copy)]
@@ -313,7 +313,7 @@ async fn exchange(mut c: PeerClient, batch: Vec<Job>, config: &LinkConfig) -> Ro
             Ok(p) if p.index != 0 => Err(LinkError::WrongPiece { received: p.index }),
             Ok(p) => whole_file(job.id, &p.data),
             Err(PeerClientError::Protocol(ProtocolError::Remote(e)))
-                if e.code == code::BUSY && job.busy < config.max_busy =>
+                if e.code == ErrorCode::Busy && job.busy < config.max_busy =>
             {
                 job.busy += 1;
                 busy.push(job);

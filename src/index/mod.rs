@@ -4,6 +4,7 @@ mod arena;
 mod cache;
 mod chunked;
 mod client;
+mod handler;
 mod memory;
 mod postings;
 mod server;

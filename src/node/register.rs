@@ -12,7 +12,7 @@ use super::{ShareConfig, ShareStatus};
 use crate::identity::Identity;
 use crate::index::{IndexClient, IndexClientError};
 use crate::peer::Catalog;
-use crate::protocol::{ProtocolError, code};
+use crate::protocol::{ErrorCode, ProtocolError};
 
 /// One peer's registration with one index, kept up for as long as the share runs.
 pub(super) struct Registration {
@@ -121,7 +121,7 @@ fn is_unauthorized(e: &IndexClientError) -> bool {
         IndexClientError::Protocol {
             source: ProtocolError::Remote(r),
             ..
-        } if r.code == code::UNAUTHORIZED
+        } if r.code == ErrorCode::Unauthorized
     )
 }
 

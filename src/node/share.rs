@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -183,7 +183,6 @@ pub async fn start_share(
             .join(", ")
     );
     let first = Arc::new(first);
-    let shared = Arc::new(RwLock::new(first.clone()));
     let (catalog_tx, catalog_rx) = watch::channel(first.clone());
     let (status_tx, status_rx) = watch::channel(ShareStatus {
         files_shared: first.len(),
@@ -196,7 +195,7 @@ pub async fn start_share(
     let stale = Arc::new(Notify::new());
 
     let server = PeerServer::new(
-        shared.clone(),
+        catalog_rx.clone(),
         scanner.roots(),
         config.peer.clone(),
         stale.clone(),
@@ -205,7 +204,6 @@ pub async fn start_share(
     tasks.spawn(rescan_loop(
         scanner,
         config.clone(),
-        shared,
         catalog_tx,
         status_tx.clone(),
         stale,
@@ -272,7 +270,6 @@ pub async fn start_share(
 async fn rescan_loop(
     scanner: Arc<Scanner>,
     config: ShareConfig,
-    shared: Arc<RwLock<Arc<Catalog>>>,
     catalog_tx: watch::Sender<Arc<Catalog>>,
     status: Arc<watch::Sender<ShareStatus>>,
     stale: Arc<Notify>,
@@ -320,7 +317,6 @@ async fn rescan_loop(
         });
         if changed {
             info!("shared files changed: now {} files", catalog.len());
-            *shared.write().unwrap_or_else(|p| p.into_inner()) = catalog.clone();
             let _ = catalog_tx.send(catalog);
         }
     }

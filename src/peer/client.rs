@@ -7,40 +7,73 @@ use tokio::net::TcpStream;
 use crate::content::{ContentId, MAX_FILE_SIZE, PIECE_HASH_LEN, PIECE_SIZE};
 use crate::protocol::{
     CatalogQuery, CatalogResults, Connection, GetHashes, GetHave, GetInfo, GetPiece, Have, Info,
-    Limits, MAX_HASHES_PER_REPLY, Message, Piece, ProtocolError, connect_tcp,
+    Limits, MAX_HASHES_PER_REPLY, Message, Piece, ProtocolError, connect_tcp, feature,
 };
 
 /// How long connecting to a peer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a request to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerClientError {
+    /// No connection.
     #[error("cannot reach peer {}: {source}", crate::text::Escaped(.addr))]
     Connect {
+        /// The address tried.
         addr: String,
+        /// Why.
         source: std::io::Error,
     },
+    /// The connection failed, or the peer answered with an error.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
+    /// The peer answered about another file.
     #[error("peer sent info for {received}, asked for {expected}")]
     WrongFile {
+        /// The file asked about.
         expected: ContentId,
+        /// The file answered about.
         received: ContentId,
     },
+    /// The peer offers a file over [`MAX_FILE_SIZE`].
     #[error("peer offers a file of {received} bytes; the limit is {max}")]
-    TooLarge { max: u64, received: u64 },
+    TooLarge {
+        /// The limit.
+        max: u64,
+        /// The size offered.
+        received: u64,
+    },
+    /// The peer uses another piece size than [`PIECE_SIZE`].
     #[error("peer uses pieces of {received} bytes; this version needs {expected}")]
-    PieceSize { expected: u64, received: u64 },
+    PieceSize {
+        /// [`PIECE_SIZE`].
+        expected: u64,
+        /// The peer's.
+        received: u64,
+    },
+    /// The peer sent more piece hashes than asked for.
     #[error("peer sent {received} bytes of piece hashes from {start}, expected at most {expected}")]
     BadHashes {
+        /// The first piece asked for.
         start: u32,
+        /// Bytes expected at most.
         expected: usize,
+        /// Bytes received.
         received: usize,
+    },
+    /// The peer did not agree to the feature this request needs (an older peer).
+    #[error("the peer does not support {feature:?}")]
+    Unsupported {
+        /// The feature ([`crate::protocol::feature`]).
+        feature: &'static str,
     },
 }
 
+/// A connection to a peer, after the handshake.
 pub struct PeerClient {
     conn: Connection<TcpStream>,
+    /// The features the peer agreed to in its `Welcome`.
+    features: Vec<String>,
 }
 
 impl PeerClient {
@@ -61,8 +94,23 @@ impl PeerClient {
             .await
             .map_err(err)?;
         let mut conn = Connection::new(stream, limits);
-        conn.client_handshake().await?;
-        Ok(PeerClient { conn })
+        let welcome = conn.client_handshake().await?;
+        Ok(PeerClient {
+            conn,
+            features: welcome.features,
+        })
+    }
+
+    /// Whether the peer agreed to use `feature` ([`crate::protocol::feature`]) on this connection.
+    pub fn supports(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
+
+    fn require(&self, feature: &'static str) -> Result<(), PeerClientError> {
+        match self.supports(feature) {
+            true => Ok(()),
+            false => Err(PeerClientError::Unsupported { feature }),
+        }
     }
 
     fn unexpected(expected: &'static str, got: &Message) -> PeerClientError {
@@ -132,7 +180,9 @@ impl PeerClient {
     }
 
     /// Which pieces the peer can send now (all of them, unless it is still downloading).
+    /// [`PeerClientError::Unsupported`] if the peer did not agree to [`feature::HAVE`].
     pub async fn have(&mut self, id: ContentId) -> Result<Have, PeerClientError> {
+        self.require(feature::HAVE)?;
         match self
             .conn
             .request(&Message::GetHave(GetHave { content_id: id }))
@@ -147,12 +197,14 @@ impl PeerClient {
         }
     }
 
-    /// The peer's shared files that match `query`.
+    /// The peer's shared files that match `query`; [`PeerClientError::Unsupported`] if the peer
+    /// did not agree to [`feature::CATALOG`].
     pub async fn catalog_query(
         &mut self,
         query: &str,
         limit: u32,
     ) -> Result<CatalogResults, PeerClientError> {
+        self.require(feature::CATALOG)?;
         let q = Message::CatalogQuery(CatalogQuery {
             query: query.to_string(),
             limit,

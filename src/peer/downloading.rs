@@ -1,7 +1,7 @@
 //! `PartialSharing`: while a process downloads, it serves the verified pieces and lists them at the index.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -59,7 +59,8 @@ impl PartialSharing {
                 source,
             })?;
         let partials = Partials::default();
-        let nothing_shared = Arc::new(RwLock::new(Arc::new(Catalog::default())));
+        // Nothing shared: the catalog stays empty (the sender is dropped at once).
+        let (_, nothing_shared) = tokio::sync::watch::channel(Arc::new(Catalog::default()));
         let server = PeerServer::new(
             nothing_shared,
             Vec::new(),

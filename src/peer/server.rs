@@ -1,43 +1,31 @@
 //! `PeerServer`: answers other peers' requests for a file's info, piece hashes and pieces, by content id only.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use blake3::hazmat::ChainingValue;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use self::open::{OpenFile, Opened, read_piece};
 use super::slots::SlotPolicy;
 use super::{Catalog, PartialFile, Partials, UploadSlots};
-use crate::content::{ContentId, Digest, PIECE_SIZE, PieceLayout};
+use crate::content::ContentId;
 use crate::protocol::{
-    CatalogEntry, CatalogQuery, CatalogResults, Connection, Connections, GetHashes, GetHave,
-    GetInfo, GetPiece, HANDSHAKE_TIMEOUT, Hashes, Have, Info, LENGTH_PREFIX_LEN, Limits,
-    MAX_HASHES_PER_REPLY, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message, Piece, ProtocolError,
-    SMALL_FRAME_LEN, ServeLimits, ServerSide, accept_loop, bitmap_from, code,
+    CatalogEntry, CatalogResults, Connection, Connections, HANDSHAKE_TIMEOUT, LENGTH_PREFIX_LEN,
+    Limits, MAX_SEARCH_LIMIT, ProtocolError, SMALL_FRAME_LEN, ServeLimits, ServerSide, accept_loop,
 };
 use crate::query::Query;
 use crate::rate::RateLimiter;
-use blake3::hazmat::ChainingValue;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+mod handler;
 mod open;
 
-/// Files one connection keeps open between requests.
-const MAX_OPEN_PER_CONNECTION: usize = 32;
-
-/// Requests read ahead of the one being answered at most, and files of at most a piece opened
-/// with its file at most (as many as a downloader keeps in flight on one connection).
-const MAX_OPENED_AHEAD: usize = 32;
-/// Bytes of the files opened ahead read along at most (so a connection holds at most this
-/// much, besides the piece it answers, and a descriptor for each of those files until they
-/// are answered).
-const MAX_BYTES_READ_AHEAD: u64 = 1024 * 1024;
+use self::handler::Handler;
 
 /// Largest request frame (`length` field) a peer accepts: every request it answers is a few
 /// dozen bytes (a query at most [`MAX_QUERY_LEN`]), so this fits a connection's own small
@@ -84,7 +72,7 @@ impl Default for PeerConfig {
 /// Serves the catalog's files to other peers.
 #[derive(Clone)]
 pub struct PeerServer {
-    catalog: Arc<RwLock<Arc<Catalog>>>,
+    catalog: watch::Receiver<Arc<Catalog>>,
     roots: Arc<Vec<PathBuf>>,
     config: PeerConfig,
     /// Woken when a file on disk no longer matches the catalog, so the owner rescans.
@@ -96,17 +84,17 @@ pub struct PeerServer {
 }
 
 /// What a peer knows of a file it serves: complete and shared, or partial.
-struct Served {
-    size: u64,
-    name: String,
-    piece_hashes: Arc<Vec<ChainingValue>>,
-    partial: Option<Arc<PartialFile>>,
+pub(super) struct Served {
+    pub size: u64,
+    pub name: String,
+    pub piece_hashes: Arc<Vec<ChainingValue>>,
+    pub partial: Option<Arc<PartialFile>>,
 }
 
 impl PeerServer {
     /// `roots` are the canonical shared directories: nothing outside them is ever read.
     pub fn new(
-        catalog: Arc<RwLock<Arc<Catalog>>>,
+        catalog: watch::Receiver<Arc<Catalog>>,
         roots: Vec<PathBuf>,
         config: PeerConfig,
         stale: Arc<Notify>,
@@ -137,11 +125,9 @@ impl PeerServer {
         self
     }
 
-    fn snapshot(&self) -> Arc<Catalog> {
-        self.catalog
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// The catalog as it is now.
+    pub(super) fn snapshot(&self) -> Arc<Catalog> {
+        self.catalog.borrow().clone()
     }
 
     /// The open connections (for their counts).
@@ -186,227 +172,13 @@ impl PeerServer {
         shutdown: CancellationToken,
     ) -> Result<(), ProtocolError> {
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let r = self.serve(conn, conn_id, ip, shutdown).await;
+        let r = Handler::new(self, conn, conn_id, ip).run(shutdown).await;
         self.slots.release(conn_id);
         r
     }
 
-    async fn serve(
-        &self,
-        mut conn: Connection<TcpStream>,
-        conn_id: u64,
-        ip: IpAddr,
-        shutdown: CancellationToken,
-    ) -> Result<(), ProtocolError> {
-        if conn.server_handshake(Digest::default()).await?.is_none() {
-            return Ok(());
-        }
-        let mut open: HashMap<ContentId, Arc<OpenFile>> = HashMap::new();
-        // Requests read ahead of the one being answered (pipelined behind it), and the files
-        // they ask for, opened together with its own.
-        let mut ahead: VecDeque<Result<Message, ProtocolError>> = VecDeque::new();
-        let mut opened: HashMap<ContentId, Opened> = HashMap::new();
-        loop {
-            if shutdown.is_cancelled() && !ahead.is_empty() {
-                let _ = conn.flush().await;
-                return Ok(());
-            }
-            let msg = match ahead.pop_front() {
-                Some(Ok(msg)) => msg,
-                Some(Err(e)) => return Err(conn.refuse(e).await),
-                None => {
-                    opened.clear();
-                    match conn.next_request(&shutdown).await? {
-                        Some(msg) => msg,
-                        None => return Ok(()),
-                    }
-                }
-            };
-            let is_piece = matches!(msg, Message::GetPiece(_));
-            let reply = match msg {
-                Message::GetInfo(GetInfo { content_id }) => match self.find(&content_id) {
-                    Some(f) => Message::Info(Info {
-                        content_id,
-                        size: f.size,
-                        piece_size: PIECE_SIZE as u32,
-                        name: f.name,
-                    }),
-                    None => not_found(&content_id),
-                },
-                Message::CatalogQuery(CatalogQuery { query, limit }) => {
-                    if query.len() > MAX_QUERY_LEN {
-                        bad_request("query too long".into())
-                    } else {
-                        Message::CatalogResults(self.catalog_query(&query, limit))
-                    }
-                }
-                Message::GetHave(GetHave { content_id }) => match self.find(&content_id) {
-                    Some(f) => {
-                        let layout = PieceLayout::new(f.size);
-                        let bitmap = match &f.partial {
-                            Some(p) => p.bitmap(),
-                            None => bitmap_from((0..layout.piece_count()).map(|_| true)),
-                        };
-                        Message::Have(Have {
-                            content_id,
-                            pieces: layout.piece_count() as u32,
-                            bitmap,
-                        })
-                    }
-                    None => not_found(&content_id),
-                },
-                Message::GetHashes(GetHashes {
-                    content_id,
-                    start,
-                    count,
-                }) => match self.find(&content_id) {
-                    Some(f) => {
-                        let (start_us, total) = (start as usize, f.piece_hashes.len());
-                        let count = count.min(MAX_HASHES_PER_REPLY) as usize;
-                        if start_us > total {
-                            bad_request(format!("start {start} beyond {total} piece hashes"))
-                        } else {
-                            let end = (start_us + count).min(total);
-                            let hashes = f.piece_hashes[start_us..end]
-                                .iter()
-                                .flatten()
-                                .copied()
-                                .collect();
-                            Message::Hashes(Hashes { start, hashes })
-                        }
-                    }
-                    None => not_found(&content_id),
-                },
-                Message::GetPiece(GetPiece { content_id, index }) => 'piece: {
-                    if let Err(place) = self.slots.acquire(conn_id, ip) {
-                        break 'piece Message::Error(crate::protocol::ErrorReply::new(
-                            code::BUSY,
-                            format!("all upload slots taken; you are number {place} in the queue"),
-                        ));
-                    }
-                    let (file, prefetched) = match open.get(&content_id) {
-                        Some(f) => (Some(f.clone()), None),
-                        None => {
-                            if !opened.contains_key(&content_id) {
-                                let wanted = self
-                                    .look_ahead(&mut conn, &mut ahead, &open, content_id, index);
-                                opened.extend(self.open_many(wanted).await);
-                            }
-                            match opened.remove(&content_id) {
-                                Some((f, prefetched)) => {
-                                    let f = Arc::new(f);
-                                    // A downloader reusing the connection for many files must
-                                    // not hold a descriptor open for each of them.
-                                    if open.len() >= MAX_OPEN_PER_CONNECTION {
-                                        open.clear();
-                                    }
-                                    open.insert(content_id, f.clone());
-                                    // (Read for this request, or for an earlier one of the
-                                    // same file that was turned away.)
-                                    let read = prefetched.filter(|(i, _)| *i == index);
-                                    (Some(f), read.map(|(_, r)| r))
-                                }
-                                None => (None, None),
-                            }
-                        }
-                    };
-                    match file {
-                        None => not_found(&content_id),
-                        Some(f) if u64::from(index) >= f.layout.piece_count() => {
-                            bad_request(format!(
-                                "piece {index} out of range ({} pieces)",
-                                f.layout.piece_count()
-                            ))
-                        }
-                        Some(f) if f.partial.as_ref().is_some_and(|p| !p.has(index)) => {
-                            Message::Error(crate::protocol::ErrorReply::new(
-                                code::NOT_FOUND,
-                                format!("piece {index} of {content_id} is not verified here yet"),
-                            ))
-                        }
-                        Some(f) => match match prefetched {
-                            Some(read) => read,
-                            None => read_piece(f, index).await,
-                        } {
-                            Ok(data) => {
-                                if let Some(rate) = &self.config.upload_rate {
-                                    // Replies held back for pipelined requests leave before
-                                    // this one waits its turn at the limiter.
-                                    conn.flush().await?;
-                                    rate.take(data.len() as u64).await;
-                                }
-                                Message::Piece(Piece { index, data })
-                            }
-                            Err(e) => {
-                                warn!("reading piece {index} of {content_id}: {e}");
-                                open.remove(&content_id);
-                                self.stale.notify_one();
-                                not_found(&content_id)
-                            }
-                        },
-                    }
-                }
-                other => {
-                    conn.send_error(
-                        code::BAD_REQUEST,
-                        format!("{} is not a request a peer answers", other.name()),
-                    )
-                    .await;
-                    return Err(ProtocolError::Unexpected {
-                        expected: "a peer request",
-                        received: other.name(),
-                    });
-                }
-            };
-            // Replies to requests read ahead wait in the send buffer and leave together.
-            match ahead.is_empty() {
-                true => conn.reply(&reply).await?,
-                false => conn.queue(&reply).await?,
-            }
-            if is_piece {
-                self.slots.sent(conn_id);
-            }
-        }
-    }
-
-    /// `id`'s file, and those of the requests for small files already buffered behind its
-    /// request (read into `ahead`, to be answered in turn): the files one blocking task opens.
-    fn look_ahead<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-        &self,
-        conn: &mut Connection<S>,
-        ahead: &mut VecDeque<Result<Message, ProtocolError>>,
-        open: &HashMap<ContentId, Arc<OpenFile>>,
-        id: ContentId,
-        index: u32,
-    ) -> Vec<(ContentId, u32)> {
-        let catalog = self.snapshot();
-        let size = |id: &ContentId| catalog.by_id(id).next().map(|f| f.size);
-        let mut wanted = vec![(id, index)];
-        let mut bytes = 0;
-        while wanted.len() < MAX_OPENED_AHEAD && ahead.len() < MAX_OPENED_AHEAD {
-            let Some(next) = conn.buffered_request() else {
-                break;
-            };
-            let malformed = next.is_err();
-            if let Ok(Message::GetPiece(g)) = &next
-                && !open.contains_key(&g.content_id)
-                && !wanted.iter().any(|(w, _)| *w == g.content_id)
-                && let Some(len) = size(&g.content_id).filter(|&n| n <= PIECE_SIZE)
-                && bytes + len <= MAX_BYTES_READ_AHEAD
-            {
-                bytes += len;
-                wanted.push((g.content_id, g.index));
-            }
-            ahead.push_back(next);
-            if malformed {
-                break;
-            }
-        }
-        wanted
-    }
-
     /// The shared files matching `query`, one per content id, at most `limit` (clamped to 1..=1000).
-    fn catalog_query(&self, query: &str, limit: u32) -> CatalogResults {
+    pub(super) fn catalog_query(&self, query: &str, limit: u32) -> CatalogResults {
         let q = Query::parse(query);
         let limit = limit.clamp(1, MAX_SEARCH_LIMIT) as usize;
         let catalog = self.snapshot();
@@ -429,7 +201,8 @@ impl PeerServer {
         CatalogResults { files, truncated }
     }
 
-    fn find(&self, id: &ContentId) -> Option<Served> {
+    /// The file with this content id, shared or downloading.
+    pub(super) fn find(&self, id: &ContentId) -> Option<Served> {
         if let Some(f) = self.snapshot().by_id(id).next() {
             return Some(Served {
                 size: f.size,
@@ -445,15 +218,4 @@ impl PeerServer {
             partial: Some(p),
         })
     }
-}
-
-fn not_found(id: &ContentId) -> Message {
-    Message::Error(crate::protocol::ErrorReply::new(
-        code::NOT_FOUND,
-        format!("this peer does not share {id}"),
-    ))
-}
-
-fn bad_request(why: String) -> Message {
-    Message::Error(crate::protocol::ErrorReply::new(code::BAD_REQUEST, why))
 }

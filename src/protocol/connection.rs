@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use super::serve::Admission;
 use super::{
-    ErrorReply, Frame, Hello, LENGTH_PREFIX_LEN, MAX_FRAME_LEN, Message, PROTOCOL_VERSION,
-    ProtocolError, SMALL_FRAME_LEN, Welcome, code,
+    ErrorCode, ErrorReply, Frame, Hello, LENGTH_PREFIX_LEN, MAX_FRAME_LEN, Message,
+    PROTOCOL_VERSION, ProtocolError, SMALL_FRAME_LEN, Welcome, feature,
 };
 use crate::content::Digest;
 
@@ -382,18 +382,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Sends an error reply (best effort: the connection is usually closed next).
-    pub async fn send_error(&mut self, code: u16, message: impl Into<String>) {
+    pub async fn send_error(&mut self, code: ErrorCode, message: impl Into<String>) {
         let _ = self
             .send(&Message::Error(ErrorReply::new(code, message)))
             .await;
     }
 
-    /// Client side of the opening exchange: `Hello`, then the server's `Welcome`.
+    /// Client side of the opening exchange: `Hello` asking for every feature this build knows,
+    /// then the server's `Welcome`, whose `features` are the ones agreed.
     pub async fn client_handshake(&mut self) -> Result<Welcome, ProtocolError> {
         let hello = Message::Hello(Hello {
             version_min: PROTOCOL_VERSION,
             version_max: PROTOCOL_VERSION,
             agent: agent(),
+            features: feature::ALL.iter().map(|f| f.to_string()).collect(),
         });
         match self.request(&hello).await? {
             Message::Welcome(w) if w.version == PROTOCOL_VERSION => Ok(w),
@@ -410,11 +412,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Server side of the opening exchange: waits for `Hello`, answers `Welcome` with `nonce`.
-    /// `Ok(None)` if the client closed before saying anything.
+    /// Server side of the opening exchange: waits for `Hello`, answers `Welcome` with `nonce`
+    /// and the features of the `Hello` that are in `supported`. `Ok(None)` if the client closed
+    /// before saying anything.
     pub async fn server_handshake(
         &mut self,
         nonce: Digest,
+        supported: &[&str],
     ) -> Result<Option<Hello>, ProtocolError> {
         let first = match self.admission().map(|a| a.handshake_timeout()) {
             None => self.read_message().await,
@@ -429,7 +433,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             None => return Ok(None),
             Some(Message::Hello(h)) => h,
             Some(other) => {
-                self.send_error(code::BAD_REQUEST, "the first message must be Hello")
+                self.send_error(ErrorCode::BadRequest, "the first message must be Hello")
                     .await;
                 return Err(ProtocolError::Unexpected {
                     expected: "Hello",
@@ -439,7 +443,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         };
         if hello.version_min > PROTOCOL_VERSION || hello.version_max < PROTOCOL_VERSION {
             self.send_error(
-                code::UNSUPPORTED_VERSION,
+                ErrorCode::UnsupportedVersion,
                 format!("this server speaks protocol version {PROTOCOL_VERSION}"),
             )
             .await;
@@ -453,15 +457,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if let Some(a) = self.admission() {
             a.greeted();
         }
+        let features = agreed(&hello.features, supported);
         self.send(&Message::Welcome(Welcome {
             version: PROTOCOL_VERSION,
             agent: agent(),
             nonce,
+            features,
         }))
         .await?;
         Ok(Some(hello))
     }
 }
+
+/// The features of a `Hello` that the server supports, each once, in the server's order (a
+/// client may list at most [`MAX_FEATURES`] features of at most [`MAX_FEATURE_LEN`] bytes that
+/// matter; the rest are ignored, so a long list cannot cost the server anything).
+fn agreed(asked: &[String], supported: &[&str]) -> Vec<String> {
+    let asked = &asked[..asked.len().min(MAX_FEATURES)];
+    supported
+        .iter()
+        .filter(|f| asked.iter().any(|a| a.len() <= MAX_FEATURE_LEN && a == *f))
+        .map(|f| f.to_string())
+        .collect()
+}
+
+/// Features of a `Hello` a server looks at; later ones are ignored.
+pub const MAX_FEATURES: usize = 32;
+/// Longest feature name a server looks at.
+pub const MAX_FEATURE_LEN: usize = 64;
 
 /// This build's agent string, e.g. `peershare/0.1.0`.
 pub fn agent() -> String {

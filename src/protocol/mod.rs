@@ -5,14 +5,19 @@ mod frame;
 pub mod fuzz;
 pub mod host;
 mod messages;
+mod payloads;
 mod search_reply;
 mod serve;
 
-pub use connection::{Connection, Limits, MemoryBudget, ServerSide};
+pub use connection::{Connection, Limits, MAX_FEATURE_LEN, MAX_FEATURES, MemoryBudget, ServerSide};
 pub use frame::{
     Frame, LENGTH_PREFIX_LEN, MAX_CONTROL_PAYLOAD, MAX_FRAME_LEN, PIECE_HEADER_LEN, SMALL_FRAME_LEN,
 };
-pub use messages::*;
+pub use messages::{
+    IndexReply, IndexRequest, MESSAGES, Message, PROTOCOL_VERSION, PeerReply, PeerRequest, feature,
+    tag, tag_name,
+};
+pub use payloads::*;
 pub use search_reply::{PeerHitRef, SearchResultsWriter};
 pub use serve::{
     Admission, Connections, HANDSHAKE_TIMEOUT, ServeLimits, ServeStats, accept_loop, connect_tcp,

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::{Connection, ErrorReply, Message, ProtocolError, code};
+use super::{Connection, ErrorCode, ErrorReply, Message, ProtocolError};
 
 /// Longest wait for a new connection's `Hello` (§4): a connection that says nothing, or
 /// dribbles its `Hello` in byte by byte, holds its place no longer than this.
@@ -321,7 +321,7 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 /// buffer takes a small frame at once), then closes it.
 fn refuse_full(stream: &TcpStream) {
     let msg = Message::Error(ErrorReply::new(
-        code::BUSY,
+        ErrorCode::Busy,
         "server at its connection limit; try again later",
     ));
     if let Ok(payload) = msg.encode_payload()
@@ -369,7 +369,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
             // Closed to make room: nothing to say (the client was between requests).
             Err(ProtocolError::Evicted) => Err(ProtocolError::Evicted),
             Err(e @ ProtocolError::NoMemory { .. }) => {
-                self.send_error(code::BUSY, e.to_string()).await;
+                self.send_error(ErrorCode::Busy, e.to_string()).await;
                 Err(e)
             }
             Err(e) => Err(self.refuse(e).await),
@@ -380,7 +380,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
     /// Answers a malformed request with `BAD_REQUEST`; returns its error, which closes the
     /// connection.
     pub async fn refuse(&mut self, e: ProtocolError) -> ProtocolError {
-        self.send_error(code::BAD_REQUEST, e.to_string()).await;
+        self.send_error(ErrorCode::BadRequest, e.to_string()).await;
         e
     }
 }

@@ -153,7 +153,9 @@ pub async fn fake_peer(
     how: Behaviour,
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
     use peershare::content::{Digest, PIECE_SIZE, PieceLayout};
-    use peershare::protocol::{Connection, ErrorReply, Hashes, Info, Limits, Message, Piece, code};
+    use peershare::protocol::{
+        Connection, ErrorCode, ErrorReply, Hashes, Info, Limits, Message, Piece,
+    };
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     let dir = tempfile::tempdir().expect("tempdir");
@@ -178,7 +180,10 @@ pub async fn fake_peer(
                     return;
                 }
                 let mut c = Connection::new(s, Limits::default());
-                if c.server_handshake(Digest::default()).await.is_err() {
+                if c.server_handshake(Digest::default(), &peershare::protocol::feature::ALL)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 let claimed = how.lie_size.unwrap_or(bytes.len() as u64);
@@ -225,14 +230,14 @@ pub async fn fake_peer(
                         Message::GetPiece(_) if how.busy => {
                             how.piece_requests.fetch_add(1, Ordering::SeqCst);
                             Message::Error(ErrorReply::new(
-                                code::BUSY,
+                                ErrorCode::Busy,
                                 "all upload slots taken; you are number 3 in the queue",
                             ))
                         }
                         Message::GetPiece(g) if how.not_found.is_some_and(|f| f(g.index)) => {
                             how.piece_requests.fetch_add(1, Ordering::SeqCst);
                             Message::Error(ErrorReply::new(
-                                code::NOT_FOUND,
+                                ErrorCode::NotFound,
                                 "not verified here yet",
                             ))
                         }
@@ -260,7 +265,7 @@ pub async fn fake_peer(
                                 data: data.into(),
                             })
                         }
-                        _ => Message::Error(ErrorReply::new(code::BAD_REQUEST, "no")),
+                        _ => Message::Error(ErrorReply::new(ErrorCode::BadRequest, "no")),
                     };
                     if c.send(&reply).await.is_err() {
                         return;

@@ -1,0 +1,400 @@
+//! One client connection of the index: the handshake, then each request answered by its own method.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::{IndexConfig, IndexStore, Session, StoreError};
+use crate::content::{Digest, MAX_FILE_SIZE, PieceLayout};
+use crate::identity::{random_bytes, verify_register};
+use crate::protocol::{
+    Ack, Admission, Connection, ErrorCode, ErrorReply, IndexRequest, MAX_PATH_LEN, MAX_QUERY_LEN,
+    MAX_SEARCH_LIMIT, Message, ProtocolError, Register, Registered, Search, UpdateFiles, tag,
+};
+use crate::query::{Query, now_ms};
+
+/// Why a request was not answered as asked.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RequestError {
+    /// The client gets an error reply with this code; the connection goes on.
+    #[error("{1}")]
+    Refused(ErrorCode, String),
+    /// The connection failed; it closes.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The store failed (or forgot the session: see [`RequestError::code`]).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A task on the blocking pool failed.
+    #[error("background task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl RequestError {
+    /// The code the client is told.
+    pub(super) fn code(&self) -> ErrorCode {
+        match self {
+            RequestError::Refused(code, _) => *code,
+            RequestError::Store(StoreError::UnknownPeer(_) | StoreError::Superseded(_)) => {
+                ErrorCode::Unauthorized
+            }
+            RequestError::Protocol(_) | RequestError::Store(_) | RequestError::Join(_) => {
+                ErrorCode::Internal
+            }
+        }
+    }
+
+    fn refused(code: ErrorCode, why: impl Into<String>) -> RequestError {
+        RequestError::Refused(code, why.into())
+    }
+}
+
+/// What the index sends back: a message, or a `SearchResults` payload already encoded.
+enum Reply {
+    Message(Message),
+    Encoded(Bytes),
+}
+
+/// A connection's state: its stream, the session it registered, and the index's shared parts.
+pub(super) struct Handler {
+    conn: Connection<TcpStream>,
+    addr: SocketAddr,
+    store: Arc<IndexStore>,
+    config: IndexConfig,
+    /// Word searches computed at once, across connections.
+    searches: Arc<Semaphore>,
+    /// What a peer signs to register on this connection.
+    nonce: Digest,
+    peer: Authenticated,
+}
+
+impl Handler {
+    pub(super) fn new(
+        conn: Connection<TcpStream>,
+        addr: SocketAddr,
+        store: Arc<IndexStore>,
+        config: IndexConfig,
+        searches: Arc<Semaphore>,
+    ) -> Handler {
+        Handler {
+            conn,
+            addr,
+            peer: Authenticated {
+                store: store.clone(),
+                session: None,
+            },
+            store,
+            config,
+            searches,
+            nonce: Digest::default(),
+        }
+    }
+
+    /// Serves the connection until the client leaves, an error closes it, or shutdown.
+    pub(super) async fn run(mut self, shutdown: CancellationToken) -> Result<(), RequestError> {
+        self.nonce =
+            Digest(random_bytes().map_err(|e| ProtocolError::Io(std::io::Error::other(e)))?);
+        if self.conn.server_handshake(self.nonce, &[]).await?.is_none() {
+            return Ok(());
+        }
+        loop {
+            let Some(msg) = self.conn.next_request(&shutdown).await? else {
+                return Ok(());
+            };
+            let request = match IndexRequest::try_from(msg) {
+                // Hello comes once, first: later it is as out of place as a peer request.
+                Ok(IndexRequest::Hello(_)) => Err(ProtocolError::Unexpected {
+                    expected: IndexRequest::WHAT,
+                    received: "Hello",
+                }),
+                other => other,
+            };
+            let request = match request {
+                Ok(r) => r,
+                Err(e @ ProtocolError::Unexpected { received, .. }) => {
+                    let why = format!("{received} is not a request the index answers");
+                    self.conn.send_error(ErrorCode::BadRequest, why).await;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let reply = match self.answer(request).await {
+                Ok(reply) => reply,
+                Err(e @ RequestError::Refused(..)) => refusal(&e),
+                Err(RequestError::Store(StoreError::UnknownPeer(id))) => {
+                    // Forgotten (an expired ephemeral peer): it must register again.
+                    self.peer.session = None;
+                    refusal(&RequestError::refused(
+                        ErrorCode::Unauthorized,
+                        format!("peer {id} is not registered any more; register again"),
+                    ))
+                }
+                Err(RequestError::Store(StoreError::Superseded(id))) => {
+                    // Its key registered on another connection since: the newest session wins.
+                    self.peer.session = None;
+                    info!(peer_id = id, addr = %self.addr, "superseded session refused");
+                    refusal(&RequestError::refused(
+                        ErrorCode::Unauthorized,
+                        format!("superseded by a newer session of peer {id}"),
+                    ))
+                }
+                Err(e) => {
+                    self.conn
+                        .send_error(e.code(), format!("index failure: {e}"))
+                        .await;
+                    return Err(e);
+                }
+            };
+            if self.peer.session.is_some() {
+                // Registered: closed to make room only after every unregistered connection.
+                self.conn.admission().map(Admission::trusted);
+            }
+            let sent = match &reply {
+                Reply::Message(m) => self.conn.reply(m).await,
+                Reply::Encoded(payload) => {
+                    self.conn.reply_encoded(tag::SEARCH_RESULTS, payload).await
+                }
+            };
+            match sent {
+                Ok(()) => {}
+                Err(ProtocolError::FrameTooLarge { .. }) => {
+                    self.conn
+                        .send_error(
+                            ErrorCode::Internal,
+                            "reply too large; ask for fewer results",
+                        )
+                        .await;
+                }
+                // A reply cut off midway leaves the stream out of step: close it.
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn answer(&mut self, request: IndexRequest) -> Result<Reply, RequestError> {
+        let reply = match request {
+            IndexRequest::Hello(_) => {
+                return Err(RequestError::refused(
+                    ErrorCode::BadRequest,
+                    "Hello comes once, first",
+                ));
+            }
+            IndexRequest::Search(s) => return self.search(s).await.map(Reply::Encoded),
+            IndexRequest::Register(r) => Message::Registered(self.register(r).await?),
+            IndexRequest::UpdateFiles(u) => Message::Ack(self.update_files(u).await?),
+            IndexRequest::Heartbeat => Message::Ack(self.heartbeat().await?),
+            IndexRequest::Unregister => Message::Ack(self.unregister().await?),
+            IndexRequest::ListPeers => {
+                let since = now_ms() - self.lease_ms();
+                Message::PeerList(self.blocking(move |s| s.peers(since)).await?)
+            }
+        };
+        Ok(Reply::Message(reply))
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.config.lease.as_millis() as i64
+    }
+
+    fn session(&self) -> Result<Session, RequestError> {
+        self.peer
+            .session
+            .ok_or_else(|| RequestError::refused(ErrorCode::Unauthorized, "register first"))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&IndexStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, RequestError> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&store)).await??)
+    }
+
+    async fn register(&mut self, r: Register) -> Result<Registered, RequestError> {
+        if !verify_register(&r.public_key, &self.nonce, &r.signature) {
+            return Err(RequestError::refused(
+                ErrorCode::Unauthorized,
+                "bad signature",
+            ));
+        }
+        if r.port == 0 {
+            return Err(RequestError::refused(
+                ErrorCode::BadRequest,
+                "invalid port 0",
+            ));
+        }
+        let seen_ip = self.addr.ip();
+        // Clients connect only to IP literals (they never resolve a name from the network), so
+        // the index records nothing else, in one canonical form.
+        let host = if r.host.is_empty() {
+            seen_ip.to_string()
+        } else {
+            match crate::protocol::host::parse_ip(&r.host) {
+                Some(ip) if ip.is_unspecified() => seen_ip.to_string(),
+                Some(ip) => ip.to_string(),
+                None => {
+                    return Err(RequestError::refused(
+                        ErrorCode::BadRequest,
+                        "invalid host: an IP address, or empty",
+                    ));
+                }
+            }
+        };
+        let (key, digest, port, h, eph) = (
+            r.public_key,
+            r.catalog_digest,
+            r.port,
+            host.clone(),
+            r.ephemeral,
+        );
+        let (session, in_sync) = self
+            .blocking(move |s| s.register(&key, &h, port, &digest, eph, now_ms()))
+            .await?;
+        info!(peer_id = session.peer_id, host = %host, port = r.port, "peer registered");
+        // A session this connection held before is superseded by this one.
+        self.peer.session = Some(session);
+        Ok(Registered {
+            peer_id: session.peer_id,
+            in_sync,
+            lease_secs: self.config.lease.as_secs().max(1) as u32,
+            host,
+        })
+    }
+
+    async fn update_files(&mut self, u: UpdateFiles) -> Result<Ack, RequestError> {
+        let session = self.session()?;
+        check_update(&u).map_err(|why| RequestError::refused(ErrorCode::BadRequest, why))?;
+        let files = self
+            .blocking(move |s| s.update_files(&session, &u, now_ms()))
+            .await?;
+        Ok(Ack { files })
+    }
+
+    async fn heartbeat(&mut self) -> Result<Ack, RequestError> {
+        let session = self.session()?;
+        self.blocking(move |s| s.heartbeat(&session, now_ms()))
+            .await?;
+        Ok(Ack { files: 0 })
+    }
+
+    async fn unregister(&mut self) -> Result<Ack, RequestError> {
+        let session = self.session()?;
+        self.blocking(move |s| s.unregister(&session)).await?;
+        self.peer.session = None;
+        info!(peer_id = session.peer_id, "peer unregistered");
+        Ok(Ack { files: 0 })
+    }
+
+    /// Answers a search: from the cache when the same query was answered since the index last
+    /// changed; a content id, or a word query that reads little of the index, inline; other
+    /// word queries on the blocking pool, at most `searches` at a time.
+    async fn search(&self, Search { query, limit }: Search) -> Result<Bytes, RequestError> {
+        if query.len() > MAX_QUERY_LEN {
+            return Err(RequestError::refused(
+                ErrorCode::BadRequest,
+                "query too long",
+            ));
+        }
+        let limit = limit.clamp(1, MAX_SEARCH_LIMIT) as usize;
+        let query = Query::parse(&query);
+        let store = &self.store;
+        if let Some(hit) = store.cached_search(&query, limit) {
+            return Ok(hit);
+        }
+        let lease_ms = self.lease_ms();
+        // A content id, or a word query that reads little of the index, is answered here, on
+        // the connection's thread (handing it to another thread and back would cost more),
+        // unless a writer holds the index right now: then it waits its turn on the blocking pool.
+        if let Some(r) = store.try_search_here(&query, limit, now_ms() - lease_ms) {
+            return too_large_is_refused(r);
+        }
+        let _permit = self.searches.acquire().await;
+        // Another connection may have answered the same query while this one waited.
+        if let Some(hit) = store.cached_search(&query, limit) {
+            return Ok(hit);
+        }
+        let store = store.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            store.search_payload(&query, limit, now_ms() - lease_ms)
+        })
+        .await?;
+        too_large_is_refused(r)
+    }
+}
+
+/// The error reply for a refused request.
+fn refusal(e: &RequestError) -> Reply {
+    Reply::Message(Message::Error(ErrorReply::new(e.code(), e.to_string())))
+}
+
+/// A reply over the frame limit is answered with an error (the connection stays usable).
+fn too_large_is_refused(r: Result<Bytes, ProtocolError>) -> Result<Bytes, RequestError> {
+    r.map_err(|e| match e {
+        ProtocolError::FrameTooLarge { .. } => RequestError::refused(
+            ErrorCode::Internal,
+            "reply too large; ask for fewer results",
+        ),
+        other => RequestError::refused(ErrorCode::Internal, format!("encoding the reply: {other}")),
+    })
+}
+
+/// Checks a batch of file-list changes against the limits of PROTOCOL §4.
+fn check_update(u: &UpdateFiles) -> Result<(), String> {
+    let bad = |s: &str| s.is_empty() || s.len() > MAX_PATH_LEN || s.contains('\0');
+    for f in &u.upsert {
+        if bad(&f.path) || bad(&f.name) {
+            return Err(format!("invalid path or name {:?}", f.path));
+        }
+        if f.size > MAX_FILE_SIZE {
+            return Err(format!(
+                "{:?}: {} bytes is over the limit of {MAX_FILE_SIZE}",
+                f.path, f.size
+            ));
+        }
+        let want = PieceLayout::new(f.size).piece_count().div_ceil(8) as usize;
+        if let Some(h) = &f.have
+            && h.len() != want
+        {
+            return Err(format!(
+                "{:?}: have bitmap of {} bytes, expected {want}",
+                f.path,
+                h.len()
+            ));
+        }
+    }
+    if u.remove.iter().any(|p| bad(p)) {
+        return Err("invalid path in remove".into());
+    }
+    Ok(())
+}
+
+/// The session a connection registered; when the connection ends without `Unregister`
+/// (closed, timed out, dropped at shutdown), the store is told, so an ephemeral peer is
+/// forgotten at once.
+struct Authenticated {
+    store: Arc<IndexStore>,
+    session: Option<Session>,
+}
+
+impl Drop for Authenticated {
+    fn drop(&mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let store = self.store.clone();
+        let closed = move || match store.connection_closed(&session) {
+            Ok(true) => debug!(peer_id = session.peer_id, "ephemeral peer left"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(peer_id = session.peer_id, "closing its session: {e}"),
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(closed)),
+            Err(_) => closed(),
+        }
+    }
+}

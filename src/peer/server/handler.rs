@@ -1,0 +1,307 @@
+//! One connection a peer serves: the handshake, then each request answered by its own method (pieces of small files read ahead together).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::PeerServer;
+use super::open::{OpenFile, Opened, read_piece};
+use crate::content::{ContentId, Digest, PIECE_SIZE, PieceLayout};
+use crate::protocol::{
+    CatalogQuery, Connection, ErrorCode, ErrorReply, GetHashes, GetHave, GetInfo, GetPiece, Hashes,
+    Have, Info, MAX_HASHES_PER_REPLY, MAX_QUERY_LEN, Message, PeerRequest, Piece, ProtocolError,
+    bitmap_from, feature,
+};
+
+/// Files one connection keeps open between requests.
+const MAX_OPEN_PER_CONNECTION: usize = 32;
+
+/// Requests read ahead of the one being answered at most, and files of at most a piece opened
+/// with its file at most (as many as a downloader keeps in flight on one connection).
+const MAX_OPENED_AHEAD: usize = 32;
+/// Bytes of the files opened ahead read along at most (so a connection holds at most this
+/// much, besides the piece it answers, and a descriptor for each of those files until they
+/// are answered).
+const MAX_BYTES_READ_AHEAD: u64 = 1024 * 1024;
+
+/// A connection's state: the files it has open, and the requests read ahead of the one being
+/// answered (pipelined behind it) with the files they ask for, opened together with its own.
+pub(super) struct Handler<'a> {
+    server: &'a PeerServer,
+    conn: Connection<TcpStream>,
+    conn_id: u64,
+    ip: IpAddr,
+    open: HashMap<ContentId, Arc<OpenFile>>,
+    ahead: VecDeque<Result<Message, ProtocolError>>,
+    opened: HashMap<ContentId, Opened>,
+}
+
+impl<'a> Handler<'a> {
+    pub(super) fn new(
+        server: &'a PeerServer,
+        conn: Connection<TcpStream>,
+        conn_id: u64,
+        ip: IpAddr,
+    ) -> Handler<'a> {
+        Handler {
+            server,
+            conn,
+            conn_id,
+            ip,
+            open: HashMap::new(),
+            ahead: VecDeque::new(),
+            opened: HashMap::new(),
+        }
+    }
+
+    /// Serves the connection until the client leaves, an error closes it, or shutdown.
+    pub(super) async fn run(mut self, shutdown: CancellationToken) -> Result<(), ProtocolError> {
+        if self
+            .conn
+            .server_handshake(Digest::default(), &feature::ALL)
+            .await?
+            .is_none()
+        {
+            return Ok(());
+        }
+        loop {
+            if shutdown.is_cancelled() && !self.ahead.is_empty() {
+                let _ = self.conn.flush().await;
+                return Ok(());
+            }
+            let msg = match self.ahead.pop_front() {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => return Err(self.conn.refuse(e).await),
+                None => {
+                    self.opened.clear();
+                    match self.conn.next_request(&shutdown).await? {
+                        Some(msg) => msg,
+                        None => return Ok(()),
+                    }
+                }
+            };
+            let request = match PeerRequest::try_from(msg) {
+                // Hello comes once, first: later it is as out of place as an index request.
+                Ok(PeerRequest::Hello(_)) => Err(ProtocolError::Unexpected {
+                    expected: PeerRequest::WHAT,
+                    received: "Hello",
+                }),
+                other => other,
+            };
+            let request = match request {
+                Ok(r) => r,
+                Err(e @ ProtocolError::Unexpected { received, .. }) => {
+                    let why = format!("{received} is not a request a peer answers");
+                    self.conn.send_error(ErrorCode::BadRequest, why).await;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            let is_piece = matches!(request, PeerRequest::GetPiece(_));
+            let reply = match request {
+                PeerRequest::Hello(_) => Err(bad_request("Hello comes once, first".into())),
+                PeerRequest::GetInfo(r) => self.info(r),
+                PeerRequest::CatalogQuery(q) => self.catalog(q),
+                PeerRequest::GetHave(r) => self.have(r),
+                PeerRequest::GetHashes(r) => self.hashes(r),
+                PeerRequest::GetPiece(r) => self.piece(r).await?,
+            };
+            let reply = reply.unwrap_or_else(Message::Error);
+            // Replies to requests read ahead wait in the send buffer and leave together.
+            match self.ahead.is_empty() {
+                true => self.conn.reply(&reply).await?,
+                false => self.conn.queue(&reply).await?,
+            }
+            if is_piece {
+                self.server.slots.sent(self.conn_id);
+            }
+        }
+    }
+
+    fn info(&self, GetInfo { content_id }: GetInfo) -> Result<Message, ErrorReply> {
+        let f = self
+            .server
+            .find(&content_id)
+            .ok_or_else(|| not_found(&content_id))?;
+        Ok(Message::Info(Info {
+            content_id,
+            size: f.size,
+            piece_size: PIECE_SIZE as u32,
+            name: f.name,
+        }))
+    }
+
+    fn catalog(&self, CatalogQuery { query, limit }: CatalogQuery) -> Result<Message, ErrorReply> {
+        if query.len() > MAX_QUERY_LEN {
+            return Err(bad_request("query too long".into()));
+        }
+        Ok(Message::CatalogResults(
+            self.server.catalog_query(&query, limit),
+        ))
+    }
+
+    fn have(&self, GetHave { content_id }: GetHave) -> Result<Message, ErrorReply> {
+        let f = self
+            .server
+            .find(&content_id)
+            .ok_or_else(|| not_found(&content_id))?;
+        let layout = PieceLayout::new(f.size);
+        let bitmap = match &f.partial {
+            Some(p) => p.bitmap(),
+            None => bitmap_from((0..layout.piece_count()).map(|_| true)),
+        };
+        Ok(Message::Have(Have {
+            content_id,
+            pieces: layout.piece_count() as u32,
+            bitmap,
+        }))
+    }
+
+    fn hashes(
+        &self,
+        GetHashes {
+            content_id,
+            start,
+            count,
+        }: GetHashes,
+    ) -> Result<Message, ErrorReply> {
+        let f = self
+            .server
+            .find(&content_id)
+            .ok_or_else(|| not_found(&content_id))?;
+        let (start_us, total) = (start as usize, f.piece_hashes.len());
+        let count = count.min(MAX_HASHES_PER_REPLY) as usize;
+        if start_us > total {
+            return Err(bad_request(format!(
+                "start {start} beyond {total} piece hashes"
+            )));
+        }
+        let end = (start_us + count).min(total);
+        let hashes = f.piece_hashes[start_us..end]
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        Ok(Message::Hashes(Hashes { start, hashes }))
+    }
+
+    /// A piece, if an upload slot is free: from a file this connection has open, else opened
+    /// together with those of the requests for small files buffered behind it.
+    async fn piece(
+        &mut self,
+        GetPiece { content_id, index }: GetPiece,
+    ) -> Result<Result<Message, ErrorReply>, ProtocolError> {
+        if let Err(place) = self.server.slots.acquire(self.conn_id, self.ip) {
+            return Ok(Err(ErrorReply::new(
+                ErrorCode::Busy,
+                format!("all upload slots taken; you are number {place} in the queue"),
+            )));
+        }
+        let (file, prefetched) = match self.open.get(&content_id) {
+            Some(f) => (Some(f.clone()), None),
+            None => {
+                if !self.opened.contains_key(&content_id) {
+                    let wanted = self.look_ahead(content_id, index);
+                    let opened = self.server.open_many(wanted).await;
+                    self.opened.extend(opened);
+                }
+                match self.opened.remove(&content_id) {
+                    Some((f, prefetched)) => {
+                        let f = Arc::new(f);
+                        // A downloader reusing the connection for many files must not hold a
+                        // descriptor open for each of them.
+                        if self.open.len() >= MAX_OPEN_PER_CONNECTION {
+                            self.open.clear();
+                        }
+                        self.open.insert(content_id, f.clone());
+                        // (Read for this request, or for an earlier one of the same file that
+                        // was turned away.)
+                        let read = prefetched.filter(|(i, _)| *i == index);
+                        (Some(f), read.map(|(_, r)| r))
+                    }
+                    None => (None, None),
+                }
+            }
+        };
+        let Some(f) = file else {
+            return Ok(Err(not_found(&content_id)));
+        };
+        if u64::from(index) >= f.layout.piece_count() {
+            return Ok(Err(bad_request(format!(
+                "piece {index} out of range ({} pieces)",
+                f.layout.piece_count()
+            ))));
+        }
+        if f.partial.as_ref().is_some_and(|p| !p.has(index)) {
+            return Ok(Err(ErrorReply::new(
+                ErrorCode::NotFound,
+                format!("piece {index} of {content_id} is not verified here yet"),
+            )));
+        }
+        let read = match prefetched {
+            Some(read) => read,
+            None => read_piece(f, index).await,
+        };
+        match read {
+            Ok(data) => {
+                if let Some(rate) = &self.server.config.upload_rate {
+                    // Replies held back for pipelined requests leave before this one waits
+                    // its turn at the limiter.
+                    self.conn.flush().await?;
+                    rate.take(data.len() as u64).await;
+                }
+                Ok(Ok(Message::Piece(Piece { index, data })))
+            }
+            Err(e) => {
+                warn!("reading piece {index} of {content_id}: {e}");
+                self.open.remove(&content_id);
+                self.server.stale.notify_one();
+                Ok(Err(not_found(&content_id)))
+            }
+        }
+    }
+
+    /// `id`'s file, and those of the requests for small files already buffered behind its
+    /// request (read into `ahead`, to be answered in turn): the files one blocking task opens.
+    fn look_ahead(&mut self, id: ContentId, index: u32) -> Vec<(ContentId, u32)> {
+        let catalog = self.server.snapshot();
+        let size = |id: &ContentId| catalog.by_id(id).next().map(|f| f.size);
+        let mut wanted = vec![(id, index)];
+        let mut bytes = 0;
+        while wanted.len() < MAX_OPENED_AHEAD && self.ahead.len() < MAX_OPENED_AHEAD {
+            let Some(next) = self.conn.buffered_request() else {
+                break;
+            };
+            let malformed = next.is_err();
+            if let Ok(Message::GetPiece(g)) = &next
+                && !self.open.contains_key(&g.content_id)
+                && !wanted.iter().any(|(w, _)| *w == g.content_id)
+                && let Some(len) = size(&g.content_id).filter(|&n| n <= PIECE_SIZE)
+                && bytes + len <= MAX_BYTES_READ_AHEAD
+            {
+                bytes += len;
+                wanted.push((g.content_id, g.index));
+            }
+            self.ahead.push_back(next);
+            if malformed {
+                break;
+            }
+        }
+        wanted
+    }
+}
+
+fn not_found(id: &ContentId) -> ErrorReply {
+    ErrorReply::new(
+        ErrorCode::NotFound,
+        format!("this peer does not share {id}"),
+    )
+}
+
+fn bad_request(why: String) -> ErrorReply {
+    ErrorReply::new(ErrorCode::BadRequest, why)
+}

@@ -1,0 +1,412 @@
+//! The payload of every message: what each field means, with the limits a receiver checks.
+//!
+//! Payloads are MessagePack maps keyed by field name (unknown fields are ignored, so a field
+//! can be added without a new version), except [`Piece`]'s, which is raw: see
+//! [`super::messages`].
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::content::{ContentId, Digest};
+
+/// Most piece hashes in one `Hashes` reply (512 KiB of hashes).
+pub const MAX_HASHES_PER_REPLY: u32 = 16 * 1024;
+/// Longest search query, in bytes.
+pub const MAX_QUERY_LEN: usize = 1024;
+/// Most results a search may ask for.
+pub const MAX_SEARCH_LIMIT: u32 = 1000;
+/// Longest relative path of a shared file, in bytes.
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// The client's first message: the protocol versions it speaks and the features it wants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Lowest protocol version the client speaks.
+    pub version_min: u32,
+    /// Highest protocol version the client speaks.
+    pub version_max: u32,
+    /// Software name and version, for logs (e.g. `peershare/0.1.0`).
+    pub agent: String,
+    /// Optional features the client can use ([`feature`](super::feature)); absent means none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+}
+
+/// The server's answer to [`Hello`]: the version chosen and the features agreed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version of the rest of the connection.
+    pub version: u32,
+    /// Software name and version, for logs.
+    pub agent: String,
+    /// Fresh random bytes a peer signs to register (index only; zeros from a peer).
+    pub nonce: Digest,
+    /// The features of the client's [`Hello`] this server supports too: only these may be
+    /// used on the connection. Absent means none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+}
+
+/// An error answer to a request: a code ([`ErrorCode`], kept as a number since a newer peer
+/// may send one this build does not know) and a line for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message} (code {code})")]
+pub struct ErrorReply {
+    /// The [`ErrorCode`] number.
+    pub code: u16,
+    /// What went wrong, in one line.
+    pub message: String,
+}
+
+/// A peer registers with the index, proving its key by signing the index's nonce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Register {
+    /// Ed25519 public key of the peer.
+    pub public_key: Digest,
+    /// Ed25519 signature of `REGISTER_CONTEXT || nonce`.
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+    /// Host other peers reach this peer at; empty or unspecified: the address the index sees.
+    pub host: String,
+    /// Port other peers reach this peer at.
+    pub port: u16,
+    /// Digest of the peer's whole file list ([`crate::peer::Catalog::digest`]).
+    pub catalog_digest: Digest,
+    /// Files in that list.
+    pub file_count: u64,
+    /// A short-lived peer (a downloader sharing what it has so far): the index forgets it
+    /// when it unregisters or long after its lease ran out. Absent means false.
+    #[serde(default)]
+    pub ephemeral: bool,
+}
+
+/// What a peer signs to register: this context string, then the index's nonce.
+pub const REGISTER_CONTEXT: &[u8] = b"peershare register v1\0";
+
+/// The index's answer to [`Register`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    /// The peer's id at this index (stable for its key).
+    pub peer_id: u64,
+    /// The index already holds exactly this file list: no need to send it.
+    pub in_sync: bool,
+    /// Seconds a registration stays live without a heartbeat.
+    pub lease_secs: u32,
+    /// The host the index recorded for the peer.
+    pub host: String,
+}
+
+/// One shared file, as a peer tells the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the shared directory, `/`-separated; unique per peer.
+    pub path: String,
+    /// The file's name (the last component of `path`).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// BLAKE3 of the whole file.
+    pub content_id: ContentId,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: i64,
+    /// For a file still downloading: which pieces the peer has verified (see [`Have`]).
+    /// Absent for a complete file.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub have: Option<Vec<u8>>,
+}
+
+/// A batch of changes to a peer's file list at the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateFiles {
+    /// Remove every file of the peer before applying this batch.
+    pub reset: bool,
+    /// Files added or changed.
+    pub upsert: Vec<FileEntry>,
+    /// Paths of files removed.
+    pub remove: Vec<String>,
+    /// Catalog digest once this batch is applied; `None` while more batches follow.
+    pub digest: Option<Digest>,
+}
+
+/// The index's answer to [`UpdateFiles`], `Heartbeat` and `Unregister`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Files the index now holds for the peer.
+    pub files: u64,
+}
+
+/// The payload of messages that carry nothing (an empty map).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// Asks the index for files matching a query (words, or a content id in hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Search {
+    /// The query, at most [`MAX_QUERY_LEN`] bytes.
+    pub query: String,
+    /// Most files wanted, at most [`MAX_SEARCH_LIMIT`].
+    pub limit: u32,
+}
+
+/// A peer that has a file, in search results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHit {
+    /// The peer's id at the index (0: found elsewhere, e.g. through the DHT).
+    pub peer_id: u64,
+    /// Its IP address (never a name).
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// When the index first received the file from this peer, ms since the Unix epoch.
+    pub shared_at: i64,
+    /// When the index last heard from this peer, ms since the Unix epoch.
+    pub last_seen: i64,
+    /// Set when the peer is still downloading the file: its verified pieces (see [`Have`]).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub have: Option<Vec<u8>>,
+}
+
+/// A distinct file (one content id) in search results, with the live peers that have it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileHit {
+    /// A name it is shared under (see PROTOCOL §5 for which).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// BLAKE3 of the whole file.
+    pub content_id: ContentId,
+    /// Who has it.
+    pub peers: Vec<PeerHit>,
+}
+
+/// The index's answer to [`Search`], best first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchResults {
+    /// The files.
+    pub files: Vec<FileHit>,
+    /// More files matched than were returned.
+    pub truncated: bool,
+}
+
+/// A registered peer, in the index's [`PeerList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    /// Its id.
+    pub peer_id: u64,
+    /// Its IP address.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// Files it shares.
+    pub files: u64,
+    /// When the index last heard from it, ms since the Unix epoch.
+    pub last_seen: i64,
+    /// Its lease has not run out.
+    pub live: bool,
+}
+
+/// The index's answer to `ListPeers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerList {
+    /// The peers.
+    pub peers: Vec<PeerRecord>,
+}
+
+/// Asks a peer about a file it shares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetInfo {
+    /// The file.
+    pub content_id: ContentId,
+}
+
+/// A peer's answer to [`GetInfo`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    /// The file.
+    pub content_id: ContentId,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Bytes per piece ([`crate::content::PIECE_SIZE`]).
+    pub piece_size: u32,
+    /// The name the peer shares it under.
+    pub name: String,
+}
+
+/// Asks a peer for a run of a file's piece hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetHashes {
+    /// The file.
+    pub content_id: ContentId,
+    /// First piece.
+    pub start: u32,
+    /// Pieces, at most [`MAX_HASHES_PER_REPLY`].
+    pub count: u32,
+}
+
+/// A peer's answer to [`GetHashes`]: 32 bytes per piece.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hashes {
+    /// First piece.
+    pub start: u32,
+    /// The hashes, concatenated.
+    #[serde(with = "serde_bytes")]
+    pub hashes: Vec<u8>,
+}
+
+/// Asks a peer for one piece of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetPiece {
+    /// The file.
+    pub content_id: ContentId,
+    /// The piece.
+    pub index: u32,
+}
+
+/// Asks a peer which pieces of a file it has (feature [`HAVE`](super::feature::HAVE)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetHave {
+    /// The file.
+    pub content_id: ContentId,
+}
+
+/// Which pieces a peer can send: bit `i % 8` (most significant first) of byte `i / 8` is
+/// set when piece `i` is verified. A complete file has every bit of its pieces set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Have {
+    /// The file.
+    pub content_id: ContentId,
+    /// Pieces in the file.
+    pub pieces: u32,
+    /// The bitmap, `pieces.div_ceil(8)` bytes.
+    #[serde(with = "serde_bytes")]
+    pub bitmap: Vec<u8>,
+}
+
+/// Asks a peer which of its shared files match `query` (the index's matching rule; feature
+/// [`CATALOG`](super::feature::CATALOG)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogQuery {
+    /// The query, at most [`MAX_QUERY_LEN`] bytes.
+    pub query: String,
+    /// Most files wanted, at most [`MAX_SEARCH_LIMIT`].
+    pub limit: u32,
+}
+
+/// A file in [`CatalogResults`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    /// The name the peer shares it under.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// BLAKE3 of the whole file.
+    pub content_id: ContentId,
+}
+
+/// One entry per distinct matching file the peer shares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogResults {
+    /// The files.
+    pub files: Vec<CatalogEntry>,
+    /// More matched than were sent.
+    pub truncated: bool,
+}
+
+/// Whether bit `i` of a [`Have`] bitmap is set.
+pub fn bitmap_has(bitmap: &[u8], i: u32) -> bool {
+    bitmap
+        .get((i / 8) as usize)
+        .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
+}
+
+/// A [`Have`] bitmap from a per-piece flag list.
+pub fn bitmap_from(flags: impl IntoIterator<Item = bool>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, f) in flags.into_iter().enumerate() {
+        if i % 8 == 0 {
+            out.push(0);
+        }
+        if f && let Some(last) = out.last_mut() {
+            *last |= 0x80 >> (i % 8);
+        }
+    }
+    out
+}
+
+/// A piece's bytes. Encoded raw: index (u32 BE) then data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// Which piece.
+    pub index: u32,
+    /// Its bytes.
+    pub data: Bytes,
+}
+
+/// What an [`ErrorReply`] says went wrong. The numbers are fixed; a new code takes a new number.
+#[repr(u16)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The request is malformed or breaks a limit.
+    BadRequest = 1,
+    /// The file (or the peer) is unknown.
+    NotFound = 2,
+    /// Register first, or the session was superseded or forgotten.
+    Unauthorized = 3,
+    /// No protocol version in common.
+    UnsupportedVersion = 4,
+    /// All upload slots are taken: try again later.
+    Busy = 5,
+    /// The server failed.
+    Internal = 6,
+}
+
+impl ErrorCode {
+    /// Every code, in number order.
+    pub const ALL: [ErrorCode; 6] = [
+        ErrorCode::BadRequest,
+        ErrorCode::NotFound,
+        ErrorCode::Unauthorized,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::Busy,
+        ErrorCode::Internal,
+    ];
+
+    /// The code's number on the wire.
+    pub const fn number(self) -> u16 {
+        self as u16
+    }
+
+    /// The code with this number, if this build knows it.
+    pub fn from_number(n: u16) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.number() == n)
+    }
+}
+
+/// The number, as error lines show it ("... (code 3)").
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.number())
+    }
+}
+
+/// So that `reply.code == ErrorCode::Busy` reads as it means.
+impl PartialEq<ErrorCode> for u16 {
+    fn eq(&self, code: &ErrorCode) -> bool {
+        *self == code.number()
+    }
+}
+
+impl ErrorReply {
+    /// An error reply with a code and a line for people.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorReply {
+            code: code.number(),
+            message: message.into(),
+        }
+    }
+
+    /// The code, when this build knows it.
+    pub fn kind(&self) -> Option<ErrorCode> {
+        ErrorCode::from_number(self.code)
+    }
+}
