@@ -70,13 +70,6 @@ impl IndexClient {
         self.conn.request(msg).await.map_err(|e| self.err(e))
     }
 
-    fn unexpected(&self, expected: &'static str, got: &Message) -> IndexClientError {
-        self.err(ProtocolError::Unexpected {
-            expected,
-            received: got.name(),
-        })
-    }
-
     pub async fn search(
         &mut self,
         query: &str,
@@ -86,7 +79,7 @@ impl IndexClient {
         match Message::decode(frame) {
             Ok(Message::SearchResults(r)) => Ok(r),
             Ok(Message::Error(e)) => Err(self.err(ProtocolError::Remote(e))),
-            Ok(other) => Err(self.unexpected("SearchResults", &other)),
+            Ok(other) => Err(self.err(ProtocolError::unexpected("SearchResults", &other))),
             Err(e) => Err(self.err(e)),
         }
     }
@@ -114,7 +107,9 @@ impl IndexClient {
             match self.conn.recv().await {
                 Ok(Message::SearchResults(r)) => out.push(Ok(r)),
                 Err(ProtocolError::Remote(e)) => out.push(Err(e)),
-                Ok(other) => return Err(self.unexpected("SearchResults", &other)),
+                Ok(other) => {
+                    return Err(self.err(ProtocolError::unexpected("SearchResults", &other)));
+                }
                 Err(e) => return Err(self.err(e)),
             }
         }
@@ -143,7 +138,7 @@ impl IndexClient {
     pub async fn list_peers(&mut self) -> Result<PeerList, IndexClientError> {
         match self.call(&Message::ListPeers).await? {
             Message::PeerList(r) => Ok(r),
-            other => Err(self.unexpected("PeerList", &other)),
+            other => Err(self.err(ProtocolError::unexpected("PeerList", &other))),
         }
     }
 
@@ -181,14 +176,14 @@ impl IndexClient {
         });
         match self.call(&msg).await? {
             Message::Registered(r) => Ok(r),
-            other => Err(self.unexpected("Registered", &other)),
+            other => Err(self.err(ProtocolError::unexpected("Registered", &other))),
         }
     }
 
     async fn update(&mut self, u: UpdateFiles) -> Result<Ack, IndexClientError> {
         match self.call(&Message::UpdateFiles(u)).await? {
             Message::Ack(a) => Ok(a),
-            other => Err(self.unexpected("Ack", &other)),
+            other => Err(self.err(ProtocolError::unexpected("Ack", &other))),
         }
     }
 
@@ -238,14 +233,14 @@ impl IndexClient {
     pub async fn heartbeat(&mut self) -> Result<(), IndexClientError> {
         match self.call(&Message::Heartbeat).await? {
             Message::Ack(_) => Ok(()),
-            other => Err(self.unexpected("Ack", &other)),
+            other => Err(self.err(ProtocolError::unexpected("Ack", &other))),
         }
     }
 
     pub async fn unregister(&mut self) -> Result<(), IndexClientError> {
         match self.call(&Message::Unregister).await? {
             Message::Ack(_) => Ok(()),
-            other => Err(self.unexpected("Ack", &other)),
+            other => Err(self.err(ProtocolError::unexpected("Ack", &other))),
         }
     }
 }

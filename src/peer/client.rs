@@ -113,14 +113,6 @@ impl PeerClient {
         }
     }
 
-    fn unexpected(expected: &'static str, got: &Message) -> PeerClientError {
-        ProtocolError::Unexpected {
-            expected,
-            received: got.name(),
-        }
-        .into()
-    }
-
     pub async fn info(&mut self, id: ContentId) -> Result<Info, PeerClientError> {
         match self
             .conn
@@ -142,7 +134,7 @@ impl PeerClient {
                 received: i.size,
             }),
             Message::Info(i) => Ok(i),
-            other => Err(Self::unexpected("Info", &other)),
+            other => Err(ProtocolError::unexpected("Info", &other).into()),
         }
     }
 
@@ -175,7 +167,7 @@ impl PeerClient {
                 expected: count as usize * PIECE_HASH_LEN,
                 received: h.hashes.len(),
             }),
-            other => Err(Self::unexpected("Hashes", &other)),
+            other => Err(ProtocolError::unexpected("Hashes", &other).into()),
         }
     }
 
@@ -193,7 +185,7 @@ impl PeerClient {
                 expected: id,
                 received: h.content_id,
             }),
-            other => Err(Self::unexpected("Have", &other)),
+            other => Err(ProtocolError::unexpected("Have", &other).into()),
         }
     }
 
@@ -211,7 +203,7 @@ impl PeerClient {
         });
         match self.conn.request(&q).await? {
             Message::CatalogResults(r) => Ok(r),
-            other => Err(Self::unexpected("CatalogResults", &other)),
+            other => Err(ProtocolError::unexpected("CatalogResults", &other).into()),
         }
     }
 
@@ -236,7 +228,7 @@ impl PeerClient {
     pub async fn next_piece(&mut self) -> Result<Piece, PeerClientError> {
         match self.conn.recv().await? {
             Message::Piece(p) => Ok(p),
-            other => Err(Self::unexpected("Piece", &other)),
+            other => Err(ProtocolError::unexpected("Piece", &other).into()),
         }
     }
 }

@@ -71,3 +71,13 @@ pub enum ProtocolError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
+
+impl ProtocolError {
+    /// A reply other than the one expected (a client's view: `expected` names the message).
+    pub fn unexpected(expected: &'static str, got: &Message) -> ProtocolError {
+        ProtocolError::Unexpected {
+            expected,
+            received: got.name(),
+        }
+    }
+}
