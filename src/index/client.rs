@@ -18,16 +18,27 @@ pub const PIPELINE_WINDOW: usize = 64;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
+/// Why a request to the index failed.
 pub enum IndexClientError {
     #[error("cannot reach the index at {addr}: {source}")]
+    /// No connection.
     Connect {
+        /// The index's address.
         addr: String,
+        /// Why.
         source: std::io::Error,
     },
     #[error("index at {addr}: {source}")]
-    Protocol { addr: String, source: ProtocolError },
+    /// The connection failed, or the index answered with an error.
+    Protocol {
+        /// The index's address.
+        addr: String,
+        /// What failed.
+        source: ProtocolError,
+    },
 }
 
+/// A connection to an index, after the handshake.
 pub struct IndexClient {
     conn: Connection<TcpStream>,
     welcome: Welcome,
@@ -70,6 +81,7 @@ impl IndexClient {
         self.conn.request(msg).await.map_err(|e| self.err(e))
     }
 
+    /// The files matching `query`, at most `limit`.
     pub async fn search(
         &mut self,
         query: &str,
@@ -135,6 +147,7 @@ impl IndexClient {
         }
     }
 
+    /// The peers registered (live or not).
     pub async fn list_peers(&mut self) -> Result<PeerList, IndexClientError> {
         match self.call(&Message::ListPeers).await? {
             Message::PeerList(r) => Ok(r),
@@ -230,6 +243,7 @@ impl IndexClient {
         Ok(self.update(batch).await?.files)
     }
 
+    /// Renews this session's lease.
     pub async fn heartbeat(&mut self) -> Result<(), IndexClientError> {
         match self.call(&Message::Heartbeat).await? {
             Message::Ack(_) => Ok(()),
@@ -237,6 +251,7 @@ impl IndexClient {
         }
     }
 
+    /// Ends this session: the index drops the peer from results.
     pub async fn unregister(&mut self) -> Result<(), IndexClientError> {
         match self.call(&Message::Unregister).await? {
             Message::Ack(_) => Ok(()),

@@ -80,6 +80,7 @@ pub struct IndexServer {
 }
 
 impl IndexServer {
+    /// A server over `store` (opened by the caller), with these settings.
     pub fn new(mut store: IndexStore, config: IndexConfig) -> Self {
         store.configure(config.lease.as_millis() as i64, config.search_cache);
         IndexServer {

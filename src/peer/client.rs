@@ -77,6 +77,7 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
+    /// Connects to a peer at `addr` (an IP address and port) and says `Hello`.
     pub async fn connect(addr: &str, limits: Limits) -> Result<PeerClient, PeerClientError> {
         let err = |source| PeerClientError::Connect {
             addr: addr.to_string(),
@@ -113,6 +114,7 @@ impl PeerClient {
         }
     }
 
+    /// What the peer says of a file: size, piece size, name (checked against our limits).
     pub async fn info(&mut self, id: ContentId) -> Result<Info, PeerClientError> {
         match self
             .conn
@@ -220,6 +222,7 @@ impl PeerClient {
         Ok(self.conn.queue(&req).await?)
     }
 
+    /// Sends the queued piece requests.
     pub async fn flush(&mut self) -> Result<(), PeerClientError> {
         Ok(self.conn.flush().await?)
     }

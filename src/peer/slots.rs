@@ -104,6 +104,7 @@ impl SlotState {
 }
 
 impl UploadSlots {
+    /// `max` slots with the default policy.
     pub fn new(max: usize) -> Self {
         Self::with_policy(SlotPolicy::new(max))
     }
@@ -116,6 +117,7 @@ impl UploadSlots {
         })
     }
 
+    /// Slots under `policy`.
     pub fn with_policy(policy: SlotPolicy) -> Self {
         UploadSlots {
             policy: SlotPolicy {

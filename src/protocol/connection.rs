@@ -55,6 +55,7 @@ impl MemoryBudget {
         }
     }
 
+    /// The budget's size in bytes.
     pub fn limit(&self) -> usize {
         self.limit
     }
@@ -104,6 +105,7 @@ pub struct Connection<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// A client's connection over `stream`.
     pub fn new(stream: S, limits: Limits) -> Self {
         Connection {
             stream: BufWriter::with_capacity(64 * 1024, stream),
@@ -130,6 +132,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// The stream.
     pub fn get_ref(&self) -> &S {
         self.stream.get_ref()
     }
@@ -361,6 +364,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// Sends what [`Connection::queue`] held back.
     pub async fn flush(&mut self) -> Result<(), ProtocolError> {
         let secs = self.limits.write_timeout.as_secs();
         match tokio::time::timeout(self.limits.write_timeout, self.stream.flush()).await {

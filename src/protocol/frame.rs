@@ -32,7 +32,9 @@ const fn max(a: usize, b: usize) -> usize {
 /// One frame as read off the wire: its tag and its payload, not yet decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
+    /// Which message ([`super::tag`]).
     pub tag: u8,
+    /// The bytes after the tag.
     pub payload: Bytes,
 }
 

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("host \"{}\" is not an IP address", crate::text::Escaped(.host))]
 pub struct NotAnIp {
+    /// The host as received.
     pub host: String,
 }
 

@@ -27,47 +27,91 @@ pub use serve::{
 /// Errors of the framing and message layer. Each closes only the connection it happened on.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
+    /// A frame longer than the limit (checked before anything is allocated).
     #[error("frame of {received} bytes exceeds the limit of {max}")]
-    FrameTooLarge { max: usize, received: usize },
+    FrameTooLarge {
+        /// The limit.
+        max: usize,
+        /// The length announced.
+        received: usize,
+    },
+    /// A frame of length zero.
     #[error("frame of length zero (no tag)")]
     EmptyFrame,
+    /// A tag no message has.
     #[error("unknown message tag {tag:#04x}")]
-    UnknownTag { tag: u8 },
+    UnknownTag {
+        /// The tag.
+        tag: u8,
+    },
+    /// A payload that does not decode as its message.
     #[error("malformed {message} payload: {reason}")]
     Malformed {
+        /// The message's name.
         message: &'static str,
+        /// What the decoder said.
         reason: String,
     },
+    /// The stream ended inside a frame.
     #[error("connection closed in the middle of a frame ({buffered} bytes buffered)")]
-    TruncatedFrame { buffered: usize },
+    TruncatedFrame {
+        /// Bytes of the frame received.
+        buffered: usize,
+    },
+    /// Nothing complete arrived in time.
     #[error("no complete message within {secs} s")]
-    Timeout { secs: u64 },
+    Timeout {
+        /// The limit, in seconds.
+        secs: u64,
+    },
+    /// A message other than the one (or the kind) expected.
     #[error("expected {expected}, received {received}")]
     Unexpected {
+        /// What was expected.
         expected: &'static str,
+        /// The name of what came.
         received: &'static str,
     },
+    /// The other side answered with an error.
     #[error("the remote side answered with an error: {0}")]
     Remote(ErrorReply),
     #[error(
         "no protocol version in common: we speak {ours_min}..={ours_max}, they {theirs_min}..={theirs_max}"
     )]
+    /// No protocol version in common.
     Version {
+        /// Our lowest.
         ours_min: u32,
+        /// Our highest.
         ours_max: u32,
+        /// Their lowest.
         theirs_min: u32,
+        /// Their highest.
         theirs_max: u32,
     },
+    /// The other side closed the connection.
     #[error("connection closed by the remote side")]
     Closed,
+    /// No `Hello` within the handshake deadline.
     #[error("no Hello within {millis} ms")]
-    Handshake { millis: u64 },
+    Handshake {
+        /// The deadline, in ms.
+        millis: u64,
+    },
+    /// Closed by the server to make room for another connection.
     #[error("closed to make room for another connection (the server is at its connection limit)")]
     Evicted,
+    /// The server's memory for large requests stayed in use too long.
     #[error(
         "no memory to receive a frame of {bytes} bytes within {secs} s: the server's memory for requests is in use"
     )]
-    NoMemory { bytes: usize, secs: u64 },
+    NoMemory {
+        /// The frame's length.
+        bytes: usize,
+        /// How long it waited.
+        secs: u64,
+    },
+    /// The socket failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

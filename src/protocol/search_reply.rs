@@ -14,11 +14,17 @@ use crate::content::ContentId;
 /// One peer of a file in a search reply, borrowed from wherever the index keeps it.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerHitRef<'a> {
+    /// [`super::PeerHit::peer_id`].
     pub peer_id: u64,
+    /// [`super::PeerHit::host`].
     pub host: &'a str,
+    /// [`super::PeerHit::port`].
     pub port: u16,
+    /// [`super::PeerHit::shared_at`].
     pub shared_at: i64,
+    /// [`super::PeerHit::last_seen`].
     pub last_seen: i64,
+    /// [`super::PeerHit::have`].
     pub have: Option<&'a [u8]>,
 }
 

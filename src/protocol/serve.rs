@@ -228,8 +228,11 @@ impl Drop for Admission {
 /// Counts of a server's connections, for tests and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServeStats {
+    /// Connections open now.
     pub open: usize,
+    /// Connections closed to make room, in all.
     pub evicted: u64,
+    /// Connections refused (no room, or too many from one address), in all.
     pub refused: u64,
 }
 
@@ -239,6 +242,7 @@ pub struct ServeStats {
 pub struct Connections(Arc<Table>);
 
 impl Connections {
+    /// An empty table with these limits.
     pub fn new(limits: ServeLimits) -> Self {
         Connections(Arc::new(Table {
             limits,
@@ -246,6 +250,7 @@ impl Connections {
         }))
     }
 
+    /// The counts now.
     pub fn stats(&self) -> ServeStats {
         let s = self.0.lock();
         ServeStats {

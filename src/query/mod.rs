@@ -26,10 +26,16 @@ pub enum Query {
     /// Exactly the file with this content id.
     Id(ContentId),
     /// Files whose lowercased name contains every word.
-    Words { words: Vec<String>, whole: String },
+    Words {
+        /// The distinct words, lowercased, at most [`MAX_QUERY_WORDS`].
+        words: Vec<String>,
+        /// The whole query lowercased, words joined by one space (for exact-name matches).
+        whole: String,
+    },
 }
 
 impl Query {
+    /// A content id in hex is an id query; anything else is words.
     pub fn parse(q: &str) -> Query {
         let trimmed = q.trim();
         if let Ok(id) = trimmed.parse::<ContentId>() {
@@ -61,9 +67,13 @@ impl Query {
 /// One matching (file, peer) row as read from the store.
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// The file's content id.
     pub content_id: ContentId,
+    /// Its name at this peer.
     pub name: String,
+    /// Its size.
     pub size: u64,
+    /// The peer.
     pub peer: PeerHit,
 }
 
