@@ -417,13 +417,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Server side of the opening exchange: waits for `Hello`, answers `Welcome` with `nonce`
-    /// and the features of the `Hello` that are in `supported`. `Ok(None)` if the client closed
-    /// before saying anything.
+    /// and the features of the `Hello` that are in `supported`; returns that `Welcome`.
+    /// `Ok(None)` if the client closed before saying anything.
     pub async fn server_handshake(
         &mut self,
         nonce: Digest,
         supported: &[&str],
-    ) -> Result<Option<Hello>, ProtocolError> {
+    ) -> Result<Option<Welcome>, ProtocolError> {
         let first = match self.admission().map(|a| a.handshake_timeout()) {
             None => self.read_message().await,
             Some(limit) => match tokio::time::timeout(limit, self.read_message()).await {
@@ -461,15 +461,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if let Some(a) = self.admission() {
             a.greeted();
         }
-        let features = agreed(&hello.features, supported);
-        self.send(&Message::Welcome(Welcome {
+        let welcome = Welcome {
             version: PROTOCOL_VERSION,
             agent: agent(),
             nonce,
-            features,
-        }))
-        .await?;
-        Ok(Some(hello))
+            features: agreed(&hello.features, supported),
+        };
+        self.send(&Message::Welcome(welcome.clone())).await?;
+        Ok(Some(welcome))
     }
 }
 

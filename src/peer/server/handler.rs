@@ -38,6 +38,8 @@ pub(super) struct Handler<'a> {
     open: HashMap<ContentId, Arc<OpenFile>>,
     ahead: VecDeque<Result<Message, ProtocolError>>,
     opened: HashMap<ContentId, Opened>,
+    /// The features agreed in the handshake: messages of others are refused.
+    features: Vec<String>,
 }
 
 impl<'a> Handler<'a> {
@@ -55,18 +57,19 @@ impl<'a> Handler<'a> {
             open: HashMap::new(),
             ahead: VecDeque::new(),
             opened: HashMap::new(),
+            features: Vec::new(),
         }
     }
 
     /// Serves the connection until the client leaves, an error closes it, or shutdown.
     pub(super) async fn run(mut self, shutdown: CancellationToken) -> Result<(), ProtocolError> {
-        if self
+        match self
             .conn
             .server_handshake(Digest::default(), &feature::ALL)
             .await?
-            .is_none()
         {
-            return Ok(());
+            Some(welcome) => self.features = welcome.features,
+            None => return Ok(()),
         }
         loop {
             if shutdown.is_cancelled() && !self.ahead.is_empty() {
@@ -105,8 +108,12 @@ impl<'a> Handler<'a> {
             let reply = match request {
                 PeerRequest::Hello(_) => Err(bad_request("Hello comes once, first".into())),
                 PeerRequest::GetInfo(r) => self.info(r),
-                PeerRequest::CatalogQuery(q) => self.catalog(q),
-                PeerRequest::GetHave(r) => self.have(r),
+                PeerRequest::CatalogQuery(q) => self
+                    .agreed("CatalogQuery", feature::CATALOG)
+                    .and_then(|()| self.catalog(q)),
+                PeerRequest::GetHave(r) => self
+                    .agreed("GetHave", feature::HAVE)
+                    .and_then(|()| self.have(r)),
                 PeerRequest::GetHashes(r) => self.hashes(r),
                 PeerRequest::GetPiece(r) => self.piece(r).await?,
             };
@@ -119,6 +126,16 @@ impl<'a> Handler<'a> {
             if is_piece {
                 self.server.slots.sent(self.conn_id);
             }
+        }
+    }
+
+    /// Whether `feature` was agreed on this connection; the refusal of `message` if not.
+    fn agreed(&self, message: &str, feature: &str) -> Result<(), ErrorReply> {
+        match self.features.iter().any(|f| f == feature) {
+            true => Ok(()),
+            false => Err(bad_request(format!(
+                "{message} needs the feature \"{feature}\", which was not agreed in Hello/Welcome"
+            ))),
         }
     }
 
