@@ -15,9 +15,9 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::batch_write::BatchWriter;
-use super::fetch::{DownloadReport, Source, SourceReport};
 use super::links::{LinkConfig, LinkError, SourceLinks};
 use super::names::partial_path;
+use super::report::{DownloadReport, Source, SourceReport};
 use crate::content::{ContentId, PIECE_SIZE};
 use crate::rate::RateLimiter;
 
