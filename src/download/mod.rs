@@ -1,7 +1,7 @@
 //! Downloading a file by content id from all its sources at once: every piece verified before it is written, published under its final name only when complete, resumable.
 //!
 //! The full path is [`Downloader`]: its phases live in `open`, `bootstrap`, `resume`, `worker`
-//! (over the [`Swarm`](swarm) and its [`PieceScheduler`]) and `downloader` (which runs them and
+//! (over the shared `Swarm` and its [`PieceScheduler`]) and `downloader` (which runs them and
 //! publishes). Files of one piece take the short path, [`SmallFileFetcher`] over
 //! [`SourceLinks`]. Both use [`SourceTiming`] for how long to wait on a source.
 
