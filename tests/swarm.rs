@@ -761,7 +761,8 @@ async fn small_files_of_a_source_that_is_always_busy_come_from_the_others() {
     let out = t.path().join("out");
     // Half the files are first asked of the busy peer: it is given up after a few rounds
     // (not after 30 BUSY answers each), and the full downloader gets them from peer 2.
-    // (Given up after 5 rounds: about 2 s here; asking each request 30 times took 15 s.)
+    // (Five rounds take about 2 s; 30 `BUSY` answers a request, 1 s apart, would overrun the
+    // 10 s bound below.)
     let results = tokio::time::timeout(
         Duration::from_secs(10),
         download_all(&hits, &out, &GetOptions::default(), 4),

@@ -41,6 +41,7 @@ pub struct HashFetch {
 }
 
 impl HashFetch {
+    /// Starts receiving the piece hashes of `id`, a file of `size` bytes as the source claims.
     pub fn new(id: ContentId, size: u64) -> Self {
         let layout = PieceLayout::new(size);
         HashFetch {

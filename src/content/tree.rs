@@ -16,10 +16,12 @@ use super::{ContentId, PIECE_SIZE};
 /// How a file of a given size is cut into pieces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PieceLayout {
+    /// The file's size in bytes.
     pub size: u64,
 }
 
 impl PieceLayout {
+    /// The layout of a file of `size` bytes.
     pub fn new(size: u64) -> Self {
         PieceLayout { size }
     }
@@ -35,10 +37,12 @@ impl PieceLayout {
         if n == 1 { 0 } else { n }
     }
 
+    /// Where piece `index` starts in the file.
     pub fn piece_offset(&self, index: u64) -> u64 {
         index * PIECE_SIZE
     }
 
+    /// How many bytes piece `index` holds (the last may be short; 0 past the end).
     pub fn piece_len(&self, index: u64) -> u64 {
         let start = self.piece_offset(index);
         self.size.saturating_sub(start).min(PIECE_SIZE)

@@ -5,26 +5,49 @@ use blake3::hazmat::ChainingValue;
 use super::tree::{PieceLayout, hash_piece, root_from_piece_hashes};
 use super::{ContentId, PIECE_HASH_LEN};
 
+/// Why piece hashes or a piece were refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PieceError {
     #[error("expected {expected} piece hashes for a file of {size} bytes, received {received}")]
+    /// Not as many piece hashes as the size needs.
     HashCount {
+        /// The file's size.
         size: u64,
+        /// Hashes it needs.
         expected: u64,
+        /// Hashes received.
         received: u64,
     },
     #[error("the piece hashes do not add up to content id {expected}")]
-    HashesMismatch { expected: ContentId },
+    /// The piece hashes do not hash up to the content id.
+    HashesMismatch {
+        /// The content id.
+        expected: ContentId,
+    },
     #[error("piece {index} is out of range: the file has {count} pieces")]
-    OutOfRange { index: u64, count: u64 },
-    #[error("piece {index} should be {expected} bytes, received {received}")]
-    Length {
+    /// A piece index past the last piece.
+    OutOfRange {
+        /// The index.
         index: u64,
+        /// Pieces in the file.
+        count: u64,
+    },
+    #[error("piece {index} should be {expected} bytes, received {received}")]
+    /// A piece of the wrong length.
+    Length {
+        /// The piece.
+        index: u64,
+        /// Its length in the layout.
         expected: u64,
+        /// Bytes received.
         received: u64,
     },
     #[error("piece {index} does not match its hash")]
-    Corrupt { index: u64 },
+    /// A piece whose bytes do not match its hash.
+    Corrupt {
+        /// The piece.
+        index: u64,
+    },
 }
 
 /// Checks pieces of one file as they arrive, against piece hashes already checked against the content id.
@@ -71,10 +94,12 @@ impl PieceVerifier {
         Ok(PieceVerifier { id, layout, hashes })
     }
 
+    /// How the file is cut into pieces.
     pub fn layout(&self) -> PieceLayout {
         self.layout
     }
 
+    /// The file's content id.
     pub fn content_id(&self) -> ContentId {
         self.id
     }

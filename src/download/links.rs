@@ -70,14 +70,32 @@ impl Default for LinkConfig {
 /// Why a source did not deliver a whole small file.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LinkError {
+    /// The source failed (connection, protocol) or was given up.
     #[error("{0}")]
     Source(String),
     #[error("answered {code}: {message}")]
-    Refused { code: u16, message: String },
+    /// The source answered with an error.
+    Refused {
+        /// The error code.
+        code: u16,
+        /// Its message.
+        message: String,
+    },
     #[error("sent piece {received} where 0 was due")]
-    WrongPiece { received: u32 },
+    /// The source sent another piece than piece 0.
+    WrongPiece {
+        /// The piece it sent.
+        received: u32,
+    },
     #[error("sent {len} bytes that do not hash to {id}")]
-    NotTheFile { id: ContentId, len: usize },
+    /// The bytes are not the whole file (a larger file, or wrong bytes).
+    NotTheFile {
+        /// The file asked for.
+        id: ContentId,
+        /// Bytes received.
+        len: usize,
+    },
+    /// The link was shut down before the request was answered.
     #[error("the link to the source was closed")]
     Closed,
 }
@@ -185,6 +203,7 @@ pub struct SourceLinks {
 }
 
 impl SourceLinks {
+    /// No links yet; each source gets its connections when it is first asked.
     pub fn new(config: LinkConfig) -> Self {
         SourceLinks {
             config,

@@ -10,6 +10,7 @@ use std::collections::{HashSet, VecDeque};
 /// Most sources fetching the same piece at once in endgame.
 const MAX_COPIES: u8 = 2;
 
+/// Which piece each source of one download fetches next; see the module notes.
 #[derive(Debug)]
 pub struct PieceScheduler {
     done: Vec<bool>,
@@ -36,10 +37,12 @@ impl PieceScheduler {
         }
     }
 
+    /// Pieces not verified yet.
     pub fn remaining(&self) -> u64 {
         self.remaining
     }
 
+    /// Whether piece `piece` is verified (an index past the end counts as done).
     pub fn is_done(&self, piece: u32) -> bool {
         self.done.get(piece as usize).copied().unwrap_or(true)
     }

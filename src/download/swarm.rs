@@ -128,20 +128,24 @@ pub(super) struct Swarm {
 }
 
 impl Swarm {
+    /// Locks the scheduler (never across an `.await`).
     pub(super) fn sched(&self) -> std::sync::MutexGuard<'_, PieceScheduler> {
         self.sched.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How many bytes piece `i` holds.
     pub(super) fn piece_len(&self, i: u32) -> u64 {
         self.verifier.layout().piece_len(u64::from(i))
     }
 
+    /// Records what source `k` is doing now.
     pub(super) fn set_state(&self, k: usize, state: SourceState) {
         if let Some(s) = lock_live(&self.live).get_mut(k) {
             s.state = state;
         }
     }
 
+    /// When a piece was last verified.
     pub(super) fn last_progress(&self) -> Instant {
         *self.last_progress.lock().unwrap_or_else(|p| p.into_inner())
     }

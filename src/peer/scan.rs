@@ -18,19 +18,29 @@ use crate::content::{ContentId, hash_open_file};
 /// Suffix of partial downloads; never shared.
 pub const PARTIAL_SUFFIX: &str = ".peershare-part";
 
+/// Why a scanner could not be set up or a scan could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
+    /// A shared directory (or the state directory) could not be opened or made.
     #[error("shared directory {path}: {source}")]
     Root {
+        /// The directory.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// A path given to share is not a directory.
     #[error("{path} is not a directory")]
-    NotADirectory { path: PathBuf },
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The hash cache database failed.
     #[error("hash cache: {0}")]
     Cache(#[from] rusqlite::Error),
 }
 
+/// What a scan shares and shows.
 #[derive(Debug, Clone, Default)]
 pub struct ScanOptions {
     /// Share dot-files and dot-directories too. Default: false.

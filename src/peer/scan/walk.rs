@@ -13,13 +13,17 @@ use tracing::{debug, warn};
 use super::super::beneath::{meta_mtime_ns, open_subdir, stat_entry};
 use super::{PARTIAL_SUFFIX, Scanner};
 
+/// A regular file the walk found, to be hashed unless the cache knows it unchanged.
 pub(super) struct Candidate {
+    /// Its path in the catalog.
     pub(super) rel_path: String,
     /// Index in `Scanner::roots` of the directory the bytes are in.
     pub(super) root: usize,
     /// Where beneath it.
     pub(super) beneath: PathBuf,
+    /// Size in bytes when listed.
     pub(super) size: u64,
+    /// Modification time in nanoseconds when listed.
     pub(super) mtime_ns: i64,
 }
 
