@@ -2,16 +2,25 @@
 //!
 //! # Locks
 //!
-//! Each lock below guards one thing, is taken for a few statements, and is never held across
-//! an `.await` (all are `std::sync` locks; none is held while another is taken, so there is no
-//! order to keep):
+//! Each lock below guards one thing and is taken for a few statements. All are `std::sync`
+//! locks, none is held across an `.await`, and none is held while another is taken, so there
+//! is no order to keep; a new code path that needs two at once must take them in the order
+//! listed and say so here.
 //!
-//! - [`Swarm::sched`] (`Mutex<PieceScheduler>`): which pieces are verified, queued, and being
-//!   fetched by which source. A worker claims, completes, releases or rejects a piece under it.
-//! - [`Swarm::live`] (`Mutex<Vec<SourceLive>>`): what each source did and is doing, for
-//!   progress, the report and the error of a download that fails. Outlives the workers.
-//! - [`Swarm::last_progress`] (`Mutex<Instant>`): when a piece was last verified, read by the
-//!   stall check.
+//! 1. [`Swarm::sched`] (`Mutex<PieceScheduler>`): which pieces are verified, queued, and being
+//!    fetched by which source. A worker claims, completes, releases or rejects a piece under
+//!    it; the download's supervising loop reads how many remain.
+//! 2. [`Swarm::live`] (`Mutex<Vec<SourceLive>>`, shared with the bootstrap and resume phases
+//!    before the swarm exists): what each source did and is doing, for progress, the report
+//!    and the error of a download that fails. Outlives the workers, so a cancelled worker's
+//!    record stays.
+//! 3. [`Swarm::last_progress`] (`Mutex<Instant>`): when a piece was last verified, read by the
+//!    stall check. (Bootstrap keeps its own `Mutex<Instant>` for the same purpose, when a
+//!    block of piece hashes last arrived.)
+//!
+//! Counters ([`Swarm::done_bytes`], [`Swarm::active`]) are relaxed atomics read for display
+//! only. Waking is by `Notify` ([`Swarm::changed`], [`Swarm::finished`]), never by holding a lock.
+//! Progress callbacks run with no lock held.
 //!
 //! The partial file itself takes no lock: a piece is written with one positional write
 //! (`pwrite`) by the blocking task that verified it, at the piece's own offset, so writes of
@@ -20,8 +29,8 @@
 //! after its write returned. Across processes the file is held with an exclusive `flock`
 //! taken when it is opened and released when the last handle to it closes. The
 //! [`PartialFile`] other peers read is told of a piece with [`PartialFile::mark`] (an atomic
-//! flag) after its write, before the scheduler, so it never offers a piece not yet on disk.
-//! Progress callbacks run with no lock held.
+//! flag) after its write and before the scheduler, so it never offers a piece not yet on disk
+//! (its own notes are in `peer/partial.rs`).
 
 use std::fs::File;
 use std::path::PathBuf;

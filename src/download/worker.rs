@@ -1,4 +1,4 @@
-//! The workers phase of a download: one worker per source fetches the pieces the scheduler gives it, each verified and written by a blocking task.
+//! One source's worker: fetches the pieces the scheduler gives it, each verified and written by a blocking task, and backs off a busy source.
 
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
