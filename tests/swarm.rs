@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use peershare::content::{ContentId, PIECE_SIZE};
-use peershare::download::{Downloader, Source};
+use peershare::download::{Downloader, Source, SourceTiming};
 use peershare::identity::Identity;
 use peershare::index::IndexClient;
 use peershare::protocol::{FileEntry, Limits};
@@ -115,9 +115,12 @@ async fn sources_that_die_or_stall_cost_only_their_pieces_in_flight() {
     .await;
     let out = tempfile::tempdir().unwrap();
     let d = Downloader {
-        limits: Limits {
-            read_timeout: Duration::from_secs(1),
-            write_timeout: Duration::from_secs(5),
+        timing: SourceTiming {
+            limits: Limits {
+                read_timeout: Duration::from_secs(1),
+                write_timeout: Duration::from_secs(5),
+            },
+            ..SourceTiming::default()
         },
         ..Downloader::default()
     };
@@ -264,7 +267,10 @@ async fn peers_beyond_the_upload_slots_wait_their_turn() {
         .unwrap();
     let addr = peer.local_addr.to_string();
     let d = Downloader {
-        busy_retry: Duration::from_millis(50),
+        timing: SourceTiming {
+            busy_retry: Duration::from_millis(50),
+            ..SourceTiming::default()
+        },
         ..Downloader::default()
     };
     let mut tasks = tokio::task::JoinSet::new();
@@ -662,9 +668,12 @@ async fn pipelined_small_files_from_a_rate_limited_peer_arrive_one_by_one() {
     // All 16 requests in flight on one connection, a reply due every 1/8 s, and a read limit
     // of 1 s: replies must leave as they are ready, not once all 16 (2 s) waited at the limiter.
     let links = SourceLinks::new(LinkConfig {
-        limits: Limits {
-            read_timeout: Duration::from_secs(1),
-            write_timeout: Duration::from_secs(5),
+        timing: SourceTiming {
+            limits: Limits {
+                read_timeout: Duration::from_secs(1),
+                write_timeout: Duration::from_secs(5),
+            },
+            ..LinkConfig::default().timing
         },
         connections: 1,
         ..LinkConfig::default()
@@ -752,7 +761,8 @@ async fn small_files_of_a_source_that_is_always_busy_come_from_the_others() {
     let out = t.path().join("out");
     // Half the files are first asked of the busy peer: it is given up after a few rounds
     // (not after 30 BUSY answers each), and the full downloader gets them from peer 2.
-    // (Given up after 5 rounds: about 2 s here; asking each request 30 times took 15 s.)
+    // (Five rounds take about 2 s; 30 `BUSY` answers a request, 1 s apart, would overrun the
+    // 10 s bound below.)
     let results = tokio::time::timeout(
         Duration::from_secs(10),
         download_all(&hits, &out, &GetOptions::default(), 4),

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Digest(pub [u8; 32]);
 
 impl Digest {
+    /// The 64 lowercase hex digits of the digest.
     pub fn to_hex(&self) -> String {
         let mut s = String::with_capacity(64);
         for b in self.0 {
@@ -44,21 +45,26 @@ impl<'de> Deserialize<'de> for Digest {
 #[serde(transparent)]
 pub struct ContentId(pub Digest);
 
+/// A string that is not a content id.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("a content id is 64 hex characters, got {received:?}")]
 pub struct ParseContentIdError {
+    /// The string given.
     pub received: String,
 }
 
 impl ContentId {
+    /// The content id whose BLAKE3 hash bytes are `bytes`.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         ContentId(Digest(bytes))
     }
 
+    /// The hash bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0.0
     }
 
+    /// The 64 lowercase hex digits `b3sum` prints.
     pub fn to_hex(&self) -> String {
         self.0.to_hex()
     }

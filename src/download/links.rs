@@ -16,42 +16,53 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::settings::{LINK_BUSY_RETRY, SourceTiming};
 use crate::content::{ContentId, PIECE_SIZE};
 use crate::peer::{PeerClient, PeerClientError};
-use crate::protocol::{ErrorCode, Limits, ProtocolError};
+use crate::protocol::{ErrorCode, ProtocolError};
+
+/// Default of [`LinkConfig::connections`].
+pub const LINK_CONNECTIONS: usize = 2;
+/// Default of [`LinkConfig::window`].
+pub const LINK_WINDOW: usize = 32;
+/// Default of [`LinkConfig::max_busy`].
+pub const LINK_MAX_BUSY: u32 = 30;
+/// Default of [`LinkConfig::max_fruitless`].
+pub const LINK_MAX_FRUITLESS: u32 = 5;
+/// Default of [`LinkConfig::idle_close`].
+pub const LINK_IDLE_CLOSE: Duration = Duration::from_secs(2);
 
 /// How the links to sources behave.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkConfig {
-    /// Connection time limits. Default: 15 s to receive a reply, 30 s to send.
-    pub limits: Limits,
-    /// Connections per source. Default: 2.
+    /// Connection time limits and the pause before asking a busy source again. Default:
+    /// [`SourceTiming::default`] with [`LINK_BUSY_RETRY`] as the pause.
+    pub timing: SourceTiming,
+    /// Connections per source. Default: [`LINK_CONNECTIONS`].
     pub connections: usize,
-    /// Requests in flight per connection. Default: 32.
+    /// Requests in flight per connection. Default: [`LINK_WINDOW`].
     pub window: usize,
-    /// Pause before asking a busy source again. Default: 1 s.
-    pub busy_retry: Duration,
-    /// `BUSY` answers one request takes before it fails. Default: 30.
+    /// `BUSY` answers one request takes before it fails. Default: [`LINK_MAX_BUSY`].
     pub max_busy: u32,
-    /// Rounds in a row without a file after which a source is given up. Default: 5.
+    /// Rounds in a row without a file after which a source is given up. Default:
+    /// [`LINK_MAX_FRUITLESS`].
     pub max_fruitless: u32,
-    /// How long a connection with nothing to send stays open. Default: 2 s.
+    /// How long a connection with nothing to send stays open. Default: [`LINK_IDLE_CLOSE`].
     pub idle_close: Duration,
 }
 
 impl Default for LinkConfig {
     fn default() -> Self {
         LinkConfig {
-            limits: Limits {
-                read_timeout: Duration::from_secs(15),
-                write_timeout: Duration::from_secs(30),
+            timing: SourceTiming {
+                busy_retry: LINK_BUSY_RETRY,
+                ..SourceTiming::default()
             },
-            connections: 2,
-            window: 32,
-            busy_retry: Duration::from_secs(1),
-            max_busy: 30,
-            max_fruitless: 5,
-            idle_close: Duration::from_secs(2),
+            connections: LINK_CONNECTIONS,
+            window: LINK_WINDOW,
+            max_busy: LINK_MAX_BUSY,
+            max_fruitless: LINK_MAX_FRUITLESS,
+            idle_close: LINK_IDLE_CLOSE,
         }
     }
 }
@@ -59,14 +70,32 @@ impl Default for LinkConfig {
 /// Why a source did not deliver a whole small file.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LinkError {
+    /// The source failed (connection, protocol) or was given up.
     #[error("{0}")]
     Source(String),
     #[error("answered {code}: {message}")]
-    Refused { code: u16, message: String },
+    /// The source answered with an error.
+    Refused {
+        /// The error code.
+        code: u16,
+        /// Its message.
+        message: String,
+    },
     #[error("sent piece {received} where 0 was due")]
-    WrongPiece { received: u32 },
+    /// The source sent another piece than piece 0.
+    WrongPiece {
+        /// The piece it sent.
+        received: u32,
+    },
     #[error("sent {len} bytes that do not hash to {id}")]
-    NotTheFile { id: ContentId, len: usize },
+    /// The bytes are not the whole file (a larger file, or wrong bytes).
+    NotTheFile {
+        /// The file asked for.
+        id: ContentId,
+        /// Bytes received.
+        len: usize,
+    },
+    /// The link was shut down before the request was answered.
     #[error("the link to the source was closed")]
     Closed,
 }
@@ -174,6 +203,7 @@ pub struct SourceLinks {
 }
 
 impl SourceLinks {
+    /// No links yet; each source gets its connections when it is first asked.
     pub fn new(config: LinkConfig) -> Self {
         SourceLinks {
             config,
@@ -240,7 +270,7 @@ async fn run_link(addr: String, queue: Arc<Queue>, config: LinkConfig) {
         let outcome = loop {
             let c = match client.take() {
                 Some(c) => c,
-                None => match PeerClient::connect(&addr, config.limits).await {
+                None => match PeerClient::connect(&addr, config.timing.limits).await {
                     Ok(c) => c,
                     Err(e) => break Round::Failed(batch, e.to_string()),
                 },
@@ -271,7 +301,7 @@ async fn run_link(addr: String, queue: Arc<Queue>, config: LinkConfig) {
                 if !busy.is_empty() {
                     // Another connection may hold a slot: it takes them; this one waits its turn.
                     queue.give_back(busy);
-                    tokio::time::sleep(config.busy_retry).await;
+                    tokio::time::sleep(config.timing.busy_retry).await;
                 }
             }
         }

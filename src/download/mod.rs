@@ -1,15 +1,36 @@
 //! Downloading a file by content id from all its sources at once: every piece verified before it is written, published under its final name only when complete, resumable.
+//!
+//! The full path is [`Downloader`]: its phases live in `open`, `bootstrap`, `resume`, `worker`
+//! (over the shared `Swarm` and its [`PieceScheduler`]) and `downloader` (which runs them and
+//! publishes). Files of one piece take the short path, [`SmallFileFetcher`] over
+//! [`SourceLinks`]. Both use [`SourceTiming`] for how long to wait on a source.
 
 mod batch_write;
-mod fetch;
+mod bootstrap;
+mod downloader;
+mod error;
 mod links;
 mod names;
+mod open;
+mod report;
+mod resume;
+mod scheduler;
+mod settings;
 mod small;
 mod swarm;
+mod worker;
 mod writeback;
 
-pub use fetch::{DownloadError, DownloadReport, Downloader, Progress, Source, SourceReport};
-pub use links::{LinkConfig, LinkError, SourceLinks};
+pub use downloader::{
+    BUSY_RETRY_MAX, Downloader, MAX_BAD_PIECES, MAX_QUEUE_WAIT, MAX_SOURCES, STALL_TIMEOUT, WINDOW,
+};
+pub use error::DownloadError;
+pub use links::{
+    LINK_CONNECTIONS, LINK_IDLE_CLOSE, LINK_MAX_BUSY, LINK_MAX_FRUITLESS, LINK_WINDOW, LinkConfig,
+    LinkError, SourceLinks,
+};
 pub use names::{publish, sanitize_file_name};
+pub use report::{DownloadReport, Progress, Source, SourceReport};
+pub use scheduler::PieceScheduler;
+pub use settings::{BUSY_RETRY, LINK_BUSY_RETRY, READ_TIMEOUT, SourceTiming, WRITE_TIMEOUT};
 pub use small::{SmallFetchError, SmallFileFetcher};
-pub use swarm::PieceScheduler;

@@ -129,6 +129,8 @@ fn next_numbers() -> &'static std::sync::Mutex<std::collections::HashMap<(PathBu
     NEXT.get_or_init(Default::default)
 }
 
+/// Renames `from` to `to` unless `to` exists (`renameat2` with `RENAME_NOREPLACE`): an
+/// existing file is never replaced.
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     let f = CString::new(from.as_os_str().as_bytes())?;
     let t = CString::new(to.as_os_str().as_bytes())?;

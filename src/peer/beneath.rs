@@ -153,8 +153,11 @@ pub fn open_subdir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
 /// What a directory entry is, as the catalog needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct EntryStat {
+    /// File, directory, symlink, ...
     pub kind: rustix::fs::FileType,
+    /// Size in bytes.
     pub size: u64,
+    /// Modification time in nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
 }
 

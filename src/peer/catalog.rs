@@ -22,10 +22,13 @@ pub struct SharedFile {
     /// Where the bytes are beneath `root`: a path of real directories and a regular file (a
     /// symlink's resolved target), opened beneath the root's handle only, never by its path.
     pub beneath: PathBuf,
+    /// The file's name (the last part of its path).
     pub name: String,
+    /// Its size in bytes.
     pub size: u64,
     /// Modification time in nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
+    /// BLAKE3 of its bytes.
     pub content_id: ContentId,
     /// Piece hashes (empty for single-piece files).
     pub piece_hashes: Arc<Vec<ChainingValue>>,
@@ -37,6 +40,7 @@ impl SharedFile {
         self.root.path().join(&self.beneath)
     }
 
+    /// The file as listed at the index.
     pub fn entry(&self) -> FileEntry {
         FileEntry {
             path: self.rel_path.clone(),
@@ -57,6 +61,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// A catalog of `files`, by path and by content id.
     pub fn new(files: impl IntoIterator<Item = SharedFile>) -> Self {
         let mut c = Catalog::default();
         for f in files {
@@ -69,14 +74,17 @@ impl Catalog {
         c
     }
 
+    /// Files in the catalog.
     pub fn len(&self) -> usize {
         self.by_path.len()
     }
 
+    /// Whether nothing is shared.
     pub fn is_empty(&self) -> bool {
         self.by_path.is_empty()
     }
 
+    /// Every file, in path order.
     pub fn files(&self) -> impl Iterator<Item = &SharedFile> {
         self.by_path.values()
     }

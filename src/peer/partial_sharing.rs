@@ -14,15 +14,21 @@ use crate::identity::{Identity, IdentityError};
 use crate::index::{IndexClient, IndexClientError};
 use crate::protocol::{FileEntry, Limits};
 
+/// Why sharing downloads in progress could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PartialSharingError {
+    /// The listening address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The address.
         addr: SocketAddr,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// No short-lived identity could be made.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The index refused or could not be reached.
     #[error(transparent)]
     Index(#[from] IndexClientError),
 }
@@ -31,7 +37,9 @@ pub enum PartialSharingError {
 /// told which pieces of which files this process has, under a short-lived identity (so it
 /// never touches the entries of a `share` running with the user's own key).
 pub struct PartialSharing {
+    /// The downloads in progress served; a download registers itself here.
     pub partials: Partials,
+    /// Where the server listens.
     pub local_addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: TaskTracker,
