@@ -3,10 +3,9 @@
 //!
 //! Payloads are MessagePack maps keyed by field name ([`super::payloads`]), except `Piece`,
 //! whose payload is a 4-byte big-endian piece index followed by the raw piece bytes. Tags never
-//! change meaning and are never reused. Tags are grouped by protocol, with room left in each
-//! group: 0x01-0x0f both protocols (handshake, errors), 0x10-0x1f index sessions, 0x20-0x2f
-//! index queries, 0x30-0x3f reserved, 0x40-0x4f peer transfers, 0x50-0x5f peer queries,
-//! 0x60-0xff reserved for later versions and features.
+//! change meaning and are never reused. Ranges (docs/PROTOCOL.md §5): 0x00 reserved; 0x01-0x0f
+//! both protocols; 0x10-0x3f the index protocol; 0x40-0x7f the peer protocol (0x52-0x5f kept
+//! for catalog and DHT messages); 0x80-0xff reserved for later layers (an encrypted transport).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
