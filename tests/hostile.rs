@@ -978,6 +978,44 @@ async fn features_are_agreed_as_asked_and_never_more() {
     // The index has no optional features yet.
     let w = welcome_for(&ix.addr(), hello(&["have", "catalog"])).await;
     assert!(w.features.is_empty());
+    // A feature's message on a connection that did not agree it is refused, and the
+    // connection stays.
+    let mut s = TcpStream::connect(&peer_addr).await.unwrap();
+    let id = ContentId::from_bytes([5; 32]);
+    let mut bytes = frame(&Message::Hello(hello(&["catalog"])));
+    bytes.extend(frame(&Message::GetHave(peershare::protocol::GetHave {
+        content_id: id,
+    })));
+    bytes.extend(frame(&Message::GetInfo(peershare::protocol::GetInfo {
+        content_id: id,
+    })));
+    s.write_all(&bytes).await.unwrap();
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        let mut len = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).await.unwrap();
+        replies.push(body);
+    }
+    let error = |b: &[u8]| -> peershare::protocol::ErrorReply {
+        assert_eq!(b[0], peershare::protocol::tag::ERROR);
+        rmp_serde::from_slice(&b[1..]).unwrap()
+    };
+    let refused = error(&replies[1]);
+    assert_eq!(refused.code, ErrorCode::BadRequest);
+    assert_eq!(
+        refused.message,
+        "GetHave needs the feature \"have\", which was not agreed in Hello/Welcome"
+    );
+    assert_eq!(
+        error(&replies[2]).code,
+        ErrorCode::NotFound,
+        "still answering"
+    );
     // Our client asks for every feature and gets them from our peer.
     let c = PeerClient::connect(&peer_addr, Limits::default())
         .await
