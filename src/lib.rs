@@ -10,6 +10,7 @@ pub mod identity;
 pub mod index;
 pub mod peer;
 pub mod protocol;
+pub mod query;
 pub mod rate;
 pub mod text;
 

@@ -11,10 +11,9 @@ use serde::Serialize;
 
 use super::keys::{content_key, keyword_key, keywords};
 use crate::content::ContentId;
-use crate::index::now_ms;
-use crate::index::search::{Query, Row, group_and_rank};
 use crate::peer::PeerClient;
 use crate::protocol::{CatalogResults, FileHit, Limits, PeerHit, SearchResults};
+use crate::query::{Query, Row, group_and_rank, now_ms};
 
 /// Longest a DHT lookup may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -143,7 +142,7 @@ pub fn merge_results(
 ) -> (Vec<DhtFile>, bool) {
     let q = Query::parse(query);
     let now = now_ms();
-    let mut rows: Vec<Row> = Vec::new();
+    let mut rows: Vec<Row<ContentId, PeerHit>> = Vec::new();
     let mut via: HashMap<(ContentId, String), (bool, bool)> = HashMap::new();
     let addr_of = |host: &str, port: u16| format!("{host}:{port}");
     if let Some(r) = index {

@@ -26,10 +26,10 @@ pub use self::order::OrderKeys;
 use self::rank::{Ranked, Ranker};
 use super::arena::{NameSpan, Names};
 use super::chunked::Chunked;
-use super::postings::{Intersection, Postings, Slot, contains_ci, lower, trigrams_into};
-use super::search::Query;
+use super::postings::{Intersection, Postings, Slot, trigrams_into};
 use crate::content::ContentId;
 use crate::protocol::{FileEntry, FileHit, PeerHit, PeerHitRef, ProtocolError};
+use crate::query::{Query, contains_ci, lower};
 
 mod exact;
 mod order;
@@ -852,14 +852,19 @@ impl NameIndex {
     /// A broad word query reads files in rank order and stops after the best `limit`
     /// ([`order`]); a narrow one, or one whose matches are mostly not live, reads the
     /// postings of its trigrams and ranks every match.
-    pub fn search(&self, query: &Query, limit: usize, live_since: i64) -> (Vec<FileHit>, bool) {
+    pub fn search(
+        &self,
+        query: &Query<ContentId>,
+        limit: usize,
+        live_since: i64,
+    ) -> (Vec<FileHit>, bool) {
         self.search_by(query, limit, live_since, Plan::Auto).hits()
     }
 
     /// [`NameIndex::search`] as the `SearchResults` payload, written straight from the index.
     pub fn search_encoded(
         &self,
-        query: &Query,
+        query: &Query<ContentId>,
         limit: usize,
         live_since: i64,
     ) -> Result<Bytes, ProtocolError> {
@@ -871,7 +876,7 @@ impl NameIndex {
     /// it can be answered on a connection's own thread; `None` if it would read more.
     pub fn search_quick_encoded(
         &self,
-        query: &Query,
+        query: &Query<ContentId>,
         limit: usize,
         live_since: i64,
     ) -> Option<Result<Bytes, ProtocolError>> {
@@ -897,7 +902,13 @@ impl NameIndex {
         Some(found.encode())
     }
 
-    fn search_by(&self, query: &Query, limit: usize, live_since: i64, plan: Plan) -> Ranked<'_> {
+    fn search_by(
+        &self,
+        query: &Query<ContentId>,
+        limit: usize,
+        live_since: i64,
+        plan: Plan,
+    ) -> Ranked<'_> {
         match query {
             Query::Id(id) => self.by_id(query, self.group_head(id), limit, live_since),
             Query::Words { words, .. } => {
@@ -929,7 +940,13 @@ impl NameIndex {
     }
 
     /// A content id's group: the files on its list.
-    fn by_id(&self, query: &Query, head: Slot, limit: usize, live_since: i64) -> Ranked<'_> {
+    fn by_id(
+        &self,
+        query: &Query<ContentId>,
+        head: Slot,
+        limit: usize,
+        live_since: i64,
+    ) -> Ranked<'_> {
         let mut ranker = Ranker::new(self, query, limit, live_since);
         if head != NONE {
             ranker.add_group(head);
@@ -941,7 +958,7 @@ impl NameIndex {
     /// postings would read to answer it.
     fn without_postings(
         &self,
-        query: &Query,
+        query: &Query<ContentId>,
         words: &[String],
         limit: usize,
         live_since: i64,
@@ -971,7 +988,7 @@ impl NameIndex {
     }
 
     /// Every match of a word query, from the postings of its trigrams, ranked.
-    fn by_postings(&self, query: &Query, limit: usize, live_since: i64) -> Ranked<'_> {
+    fn by_postings(&self, query: &Query<ContentId>, limit: usize, live_since: i64) -> Ranked<'_> {
         let mut ranker = Ranker::new(self, query, limit, live_since);
         let mut matched = 0;
         let mut cut = false;

@@ -4,8 +4,6 @@
 //! after all existing ones and renumbers only when it rebuilds every list), so a list is
 //! sorted, has no duplicates, and costs about one byte per entry for common trigrams.
 
-use std::borrow::Cow;
-
 /// A file's number in the index.
 pub type Slot = u32;
 
@@ -135,60 +133,12 @@ impl Iterator for Intersection<'_> {
     }
 }
 
-/// Lowercases a name the way queries are lowercased (borrowing when nothing changes).
-pub fn lower(s: &str) -> Cow<'_, str> {
-    if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Borrowed(s)
-    } else if s.is_ascii() {
-        Cow::Owned(s.to_ascii_lowercase())
-    } else {
-        Cow::Owned(s.to_lowercase())
-    }
-}
-
 /// Puts the distinct trigrams of `lower`'s bytes (sorted) into `out`.
 pub fn trigrams_into(lower: &str, out: &mut Vec<[u8; 3]>) {
     out.clear();
     out.extend(lower.as_bytes().windows(3).map(|w| [w[0], w[1], w[2]]));
     out.sort_unstable();
     out.dedup();
-}
-
-/// Whether `name` contains `needle` (already lowercase), ignoring case. Allocates only for
-/// names that are not ASCII.
-pub fn contains_ci(name: &[u8], needle: &str) -> bool {
-    if !name.is_ascii() {
-        return String::from_utf8_lossy(name)
-            .to_lowercase()
-            .contains(needle);
-    }
-    let n = needle.as_bytes();
-    let Some((&first, rest)) = n.split_first() else {
-        return true;
-    };
-    // An ASCII name lowercases to ASCII, which holds no other character.
-    if !needle.is_ascii() || name.len() < n.len() {
-        return false;
-    }
-    // `a | fold(b) == b`: `a` is `b` or, when `b` is a lowercase letter, its capital.
-    let fold = |b: u8| if b.is_ascii_lowercase() { 0x20 } else { 0 };
-    let first_fold = fold(first);
-    (0..=name.len() - n.len()).any(|i| {
-        (name[i] | first_fold) == first
-            && name[i + 1..i + n.len()]
-                .iter()
-                .zip(rest)
-                .all(|(&a, &b)| (a | fold(b)) == b)
-    })
-}
-
-/// Whether `name` lowercased is `whole`.
-pub fn equals_ci(name: &[u8], whole: &str) -> bool {
-    if name.is_ascii() {
-        name.len() == whole.len() && name.eq_ignore_ascii_case(whole.as_bytes())
-    } else {
-        String::from_utf8_lossy(name).to_lowercase() == whole
-    }
 }
 
 #[cfg(test)]
@@ -243,19 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn case_insensitive_tests() {
-        assert!(contains_ci(b"Isaac.PY", "saac.py"));
-        assert!(!contains_ci(b"Isaac", "isaacs"));
-        assert!(contains_ci(b"abc", ""));
-        assert!(!contains_ci(b"strasse", "straße"));
-        assert!(contains_ci(b"a[B]@c", "[b]@"));
-        assert!(!contains_ci(b"a{b}`c", "[b]@"), "only letters fold");
-        assert!(!contains_ci(b"ab", "abc"));
-        assert!(contains_ci("STRASSE ÜBER".as_bytes(), "über"));
-        assert!(equals_ci(b"Isaac.py", "isaac.py"));
-        assert!(equals_ci("ÜBER".as_bytes(), "über"));
-        assert!(!equals_ci(b"isaac", "isaac.py"));
-        assert!(!equals_ci(b"strasse", "straße"));
+    fn trigrams_are_distinct_and_sorted() {
         let mut t = Vec::new();
         trigrams_into("abcabc", &mut t);
         assert_eq!(t, [*b"abc", *b"bca", *b"cab"]);

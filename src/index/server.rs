@@ -11,8 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::cache::CacheConfig;
-use super::search::Query;
-use super::{IndexStore, Session, StoreError, now_ms};
+use super::{IndexStore, Session, StoreError};
 use crate::content::{Digest, MAX_FILE_SIZE, PieceLayout};
 use crate::identity::{random_bytes, verify_register};
 use crate::protocol::{
@@ -20,6 +19,7 @@ use crate::protocol::{
     MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, MemoryBudget, Message, ProtocolError, Register,
     Registered, Search, ServeLimits, ServerSide, UpdateFiles, accept_loop, code, tag,
 };
+use crate::query::{Query, now_ms};
 
 /// Settings of an index server.
 #[derive(Debug, Clone)]

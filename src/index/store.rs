@@ -8,10 +8,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::cache::{CacheConfig, SearchCache};
 use super::memory::{NameIndex, OrderKeys, PeerState};
-use super::now_ms;
-use super::search::Query;
 use crate::content::{ContentId, Digest};
 use crate::protocol::{FileEntry, PeerList, PeerRecord, ProtocolError, SearchResults, UpdateFiles};
+use crate::query::{Query, now_ms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -469,7 +468,7 @@ impl IndexStore {
 
     /// The encoded `SearchResults` payload for a word query answered recently, if the index
     /// has not changed since.
-    pub fn cached_search(&self, query: &Query, limit: usize) -> Option<Bytes> {
+    pub fn cached_search(&self, query: &Query<ContentId>, limit: usize) -> Option<Bytes> {
         let Query::Words { whole, .. } = query else {
             return None;
         };
@@ -490,7 +489,7 @@ impl IndexStore {
     /// own sorts it and installs it, with no lock held while it sorts.
     pub fn search_payload(
         self: &Arc<Self>,
-        query: &Query,
+        query: &Query<ContentId>,
         limit: usize,
         live_since: i64,
     ) -> Result<Bytes, ProtocolError> {
@@ -542,7 +541,7 @@ impl IndexStore {
     /// word query within [`Reads::QUICK`](super::memory::Reads::QUICK)). `None`: run it where a long search does no harm.
     pub fn try_search_here(
         &self,
-        query: &Query,
+        query: &Query<ContentId>,
         limit: usize,
         live_since: i64,
     ) -> Option<Result<Bytes, ProtocolError>> {
@@ -560,7 +559,7 @@ impl IndexStore {
     /// or the first lease of a live peer runs out.
     fn keep_search(
         &self,
-        query: &Query,
+        query: &Query<ContentId>,
         limit: usize,
         found: Found,
     ) -> Result<Bytes, ProtocolError> {
@@ -616,7 +615,7 @@ struct Found {
 }
 
 impl Found {
-    fn read(mem: &NameIndex, query: &Query, limit: usize, live_since: i64) -> Found {
+    fn read(mem: &NameIndex, query: &Query<ContentId>, limit: usize, live_since: i64) -> Found {
         Found::with(
             mem,
             query,
@@ -626,14 +625,19 @@ impl Found {
     }
 
     /// [`Found::read`] if the search reads at most [`Reads::QUICK`](super::memory::Reads::QUICK) of the index.
-    fn read_quick(mem: &NameIndex, query: &Query, limit: usize, live_since: i64) -> Option<Found> {
+    fn read_quick(
+        mem: &NameIndex,
+        query: &Query<ContentId>,
+        limit: usize,
+        live_since: i64,
+    ) -> Option<Found> {
         let payload = mem.search_quick_encoded(query, limit, live_since)?;
         Some(Found::with(mem, query, live_since, payload))
     }
 
     fn with(
         mem: &NameIndex,
-        query: &Query,
+        query: &Query<ContentId>,
         live_since: i64,
         payload: Result<Bytes, ProtocolError>,
     ) -> Found {

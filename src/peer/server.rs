@@ -15,13 +15,13 @@ use self::open::{OpenFile, Opened, read_piece};
 use super::slots::SlotPolicy;
 use super::{Catalog, PartialFile, Partials, UploadSlots};
 use crate::content::{ContentId, Digest, PIECE_SIZE, PieceLayout};
-use crate::index::search::Query;
 use crate::protocol::{
     CatalogEntry, CatalogQuery, CatalogResults, Connection, Connections, GetHashes, GetHave,
     GetInfo, GetPiece, HANDSHAKE_TIMEOUT, Hashes, Have, Info, LENGTH_PREFIX_LEN, Limits,
     MAX_HASHES_PER_REPLY, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message, Piece, ProtocolError,
     SMALL_FRAME_LEN, ServeLimits, ServerSide, accept_loop, bitmap_from, code,
 };
+use crate::query::Query;
 use crate::rate::RateLimiter;
 use blake3::hazmat::ChainingValue;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -5,6 +5,7 @@ mod frame;
 pub mod fuzz;
 pub mod host;
 mod messages;
+mod ranked;
 mod search_reply;
 mod serve;
 

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use hashbrown::HashTable;
 
 use super::{Slot, reuse_or_push};
-use crate::index::postings::equals_ci;
+use crate::query::equals_ci;
 
 /// Marks an entry that is an index into [`ExactNames::lists`] rather than a slot.
 const LIST: u32 = 1 << 31;

@@ -26,8 +26,8 @@ use rayon::prelude::*;
 
 use super::rank::{Ranked, Ranker};
 use super::{NameIndex, Reads, Slot, all_in};
-use crate::index::postings::{equals_ci, lower};
-use crate::index::search::Query;
+use crate::content::ContentId;
+use crate::query::{Query, equals_ci, lower};
 
 /// Files added since the order was built that a search reads one by one before the order is
 /// rebuilt: this many, plus one per [`TAIL_PER_ORDERED`] ordered files.
@@ -257,7 +257,7 @@ impl NameIndex {
     /// in order and the files of the groups they belong to; signatures passed over).
     pub(super) fn search_in_order(
         &self,
-        query: &Query,
+        query: &Query<ContentId>,
         limit: usize,
         live_since: i64,
         budget: usize,

@@ -7,9 +7,9 @@ use bytes::Bytes;
 use super::order::name_key;
 use super::{FileRec, NONE, NameIndex, Slot, all_in};
 use crate::content::ContentId;
-use crate::index::postings::equals_ci;
-use crate::index::search::Query;
 use crate::protocol::{FileHit, ProtocolError, SearchResultsWriter};
+use crate::query::Query;
+use crate::query::equals_ci;
 
 /// A name's first 8 bytes as a number that orders like the name (ties need the whole name).
 fn prefix(name: &[u8]) -> u64 {
@@ -136,7 +136,7 @@ pub struct Ranker<'a, 'q> {
 impl<'a, 'q> Ranker<'a, 'q> {
     pub fn new(
         ix: &'a NameIndex,
-        query: &'q Query,
+        query: &'q Query<ContentId>,
         limit: usize,
         live_since: i64,
     ) -> Ranker<'a, 'q> {

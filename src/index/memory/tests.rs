@@ -495,7 +495,7 @@ fn words_need_every_trigram_and_then_the_substring() {
 
 #[test]
 fn ranks_as_the_reference_grouping_does() {
-    use crate::index::search::{Row, group_and_rank};
+    use crate::query::{Row, group_and_rank};
     let mut ix = NameIndex::default();
     ix.set_peer(1, peer(1, 100));
     ix.set_peer(2, peer(2, 100));
@@ -566,7 +566,7 @@ fn ranks_as_the_reference_grouping_does() {
         ] {
             let query = Query::parse(q);
             for limit in [1, 3, 100, 1000] {
-                let rows: Vec<Row> = truth
+                let rows: Vec<Row<ContentId, PeerHit>> = truth
                     .iter()
                     .filter(|((p, _), (name, id, _))| live(*p) && query.matches(name, id))
                     .map(|((p, _), (name, id, at))| Row {
@@ -583,7 +583,7 @@ fn ranks_as_the_reference_grouping_does() {
                         },
                     })
                     .collect();
-                let want = group_and_rank(rows, &query, limit);
+                let want: (Vec<FileHit>, bool) = group_and_rank(rows, &query, limit);
                 assert_eq!(
                     every_plan(&ix, &query, limit, 50),
                     want,
@@ -613,7 +613,7 @@ fn ranks_as_the_reference_grouping_does() {
 /// The answer of every search plan, checked to be the same.
 fn every_plan(
     ix: &NameIndex,
-    query: &Query,
+    query: &Query<ContentId>,
     limit: usize,
     live_since: i64,
 ) -> (Vec<FileHit>, bool) {
