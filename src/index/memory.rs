@@ -24,14 +24,15 @@ use self::exact::{ExactNames, NameSource};
 use self::order::OrderCell;
 pub use self::order::OrderKeys;
 use self::rank::{Ranked, Ranker};
-use super::arena::{NameSpan, Names};
 use super::chunked::Chunked;
+use super::names::{NameSpan, Names};
 use super::postings::{Intersection, Postings, Slot, trigrams_into};
 use crate::content::ContentId;
 use crate::protocol::{FileEntry, FileHit, PeerHit, PeerHitRef, ProtocolError};
 use crate::query::{Query, contains_ci, lower};
 
 mod exact;
+mod name_keys;
 mod order;
 mod rank;
 #[cfg(test)]

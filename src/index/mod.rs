@@ -1,10 +1,10 @@
 //! The indexing server: which peers share which files, durable in SQLite, searched by name or content id.
 
-mod arena;
 mod cache;
 mod chunked;
 mod client;
 mod memory;
+mod names;
 mod postings;
 mod server;
 mod store;

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use hashbrown::HashSet;
 use rayon::prelude::*;
 
+use super::name_keys::name_key;
 use super::rank::{Ranked, Ranker};
 use super::{NameIndex, Reads, Slot, all_in};
 use crate::content::ContentId;
@@ -94,11 +95,6 @@ pub struct OrderKeys {
 pub(super) struct OrderCell {
     current: Mutex<Option<Arc<RankOrder>>>,
     building: AtomicBool,
-}
-
-/// The first 16 bytes of a name (zeros past its end) as a number that orders as they do.
-pub(super) fn name_key(name: &[u8]) -> u128 {
-    u128::from_be_bytes(std::array::from_fn(|i| name.get(i).copied().unwrap_or(0)))
 }
 
 impl OrderKeys {

@@ -4,20 +4,12 @@ use std::cmp::Ordering;
 
 use bytes::Bytes;
 
-use super::order::name_key;
+use super::name_keys::{name_key, prefix};
 use super::{FileRec, NONE, NameIndex, Slot, all_in};
 use crate::content::ContentId;
 use crate::protocol::{FileHit, ProtocolError, SearchResultsWriter};
 use crate::query::Query;
 use crate::query::equals_ci;
-
-/// A name's first 8 bytes as a number that orders like the name (ties need the whole name).
-fn prefix(name: &[u8]) -> u64 {
-    let mut k = [0u8; 8];
-    let n = name.len().min(8);
-    k[..n].copy_from_slice(&name[..n]);
-    u64::from_be_bytes(k)
-}
 
 /// A matching content id as ranked: exact whole-name match first, then more live peers, then
 /// name (of `first`), then content id.
