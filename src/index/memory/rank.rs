@@ -209,14 +209,14 @@ impl<'a, 'q> Ranker<'a, 'q> {
             return true;
         }
         let mut m: Vec<(u64, i64, Slot)> = Vec::new();
-        let mut at = ix.contents.get(r.content as usize).map_or(NONE, |c| c.head);
+        let mut at = ix.contents.get(r.content).map_or(NONE, |c| c.head);
         let mut steps = 0;
         while let Some(f) = ix.rec(at) {
             if !self.spend(1) {
                 return false;
             }
             if self.live(f) && all_in(ix.names.get(f.name), &self.words) {
-                let peer_id = ix.peers.get(f.peer as usize).map_or(0, |p| p.id);
+                let peer_id = ix.peers.get(f.peer).map_or(0, |p| p.id);
                 m.push((peer_id, f.shared_at, at));
             }
             at = f.cnext;
@@ -270,7 +270,7 @@ impl<'a, 'q> Ranker<'a, 'q> {
         let ix = self.ix;
         let mut at = ix
             .rec(slot)
-            .and_then(|r| ix.contents.get(r.content as usize))
+            .and_then(|r| ix.contents.get(r.content))
             .map_or(NONE, |c| c.head);
         let mut steps = 0;
         while let Some(f) = ix.rec(at) {
@@ -320,7 +320,7 @@ impl<'a, 'q> Ranker<'a, 'q> {
     pub fn finish(mut self, truncated: bool) -> Ranked<'a> {
         let ix = self.ix;
         let mut m = std::mem::take(&mut self.shared);
-        let peer_id = |p: u32| ix.peers.get(p as usize).map_or(0, |p| p.id);
+        let peer_id = |p: u32| ix.peers.get(p).map_or(0, |p| p.id);
         let shared_at = |s: Slot| ix.rec(s).map_or(i64::MAX, |r| r.shared_at);
         m.sort_unstable_by_key(|&(c, p, s)| (c, peer_id(p), shared_at(s), s));
         let mut i = 0;
