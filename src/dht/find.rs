@@ -13,8 +13,7 @@ use super::keys::{content_key, keyword_key, keywords};
 use crate::content::ContentId;
 use crate::peer::PeerClient;
 use crate::protocol::{CatalogResults, FileHit, Limits, PeerHit, SearchResults, feature};
-use crate::query::now_ms;
-use crate::query::{Query, Row, group_and_rank};
+use crate::query::{Query, Row, group_and_rank, now_ms};
 
 /// Longest a DHT lookup may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -158,7 +157,7 @@ pub fn merge_results(
 ) -> (Vec<DhtFile>, bool) {
     let q = Query::parse(query);
     let now = now_ms();
-    let mut rows: Vec<Row> = Vec::new();
+    let mut rows: Vec<Row<ContentId, PeerHit>> = Vec::new();
     let mut via: HashMap<(ContentId, String), (bool, bool)> = HashMap::new();
     let addr_of = |host: &str, port: u16| format!("{host}:{port}");
     if let Some(r) = index {

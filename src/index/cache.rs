@@ -1,4 +1,4 @@
-//! `SearchCache`: recent search replies kept encoded, valid until the index changes or their time runs out.
+//! `ReplyCache`: recent search replies kept encoded, valid until the index changes or their time runs out.
 //!
 //! Every change the index applies (a file added, removed or renamed, a peer coming, going or
 //! coming back) bumps the index's generation; an entry filled under another generation is
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-/// Settings of a [`SearchCache`].
+/// Settings of a [`ReplyCache`].
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
     /// Most distinct queries kept; 0 turns the cache off. Default: 4096.
@@ -67,14 +67,14 @@ impl Inner {
 }
 
 /// Encoded search replies keyed by normalized query and limit.
-pub struct SearchCache {
+pub struct ReplyCache {
     config: CacheConfig,
     inner: Mutex<Inner>,
 }
 
-impl SearchCache {
+impl ReplyCache {
     pub fn new(config: CacheConfig) -> Self {
-        SearchCache {
+        ReplyCache {
             config,
             inner: Mutex::new(Inner::default()),
         }
@@ -155,8 +155,8 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(3600);
 
-    fn cache(max_entries: usize, max_bytes: usize, ttl_ms: u64) -> SearchCache {
-        SearchCache::new(CacheConfig {
+    fn cache(max_entries: usize, max_bytes: usize, ttl_ms: u64) -> ReplyCache {
+        ReplyCache::new(CacheConfig {
             max_entries,
             max_bytes,
             ttl: Duration::from_millis(ttl_ms),

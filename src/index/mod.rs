@@ -1,11 +1,11 @@
 //! The indexing server: which peers share which files, durable in SQLite, searched by name or content id.
 
-mod arena;
 mod cache;
 mod chunked;
 mod client;
 mod handler;
 mod memory;
+mod names;
 mod postings;
 mod server;
 mod store;

@@ -6,6 +6,7 @@ pub mod fuzz;
 pub mod host;
 mod messages;
 mod payloads;
+mod ranked;
 mod search_reply;
 mod serve;
 

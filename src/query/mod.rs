@@ -1,44 +1,40 @@
-//! The search rules: what a query is, which names match it, and how matching files are grouped and ranked. The index, peers and the DHT all apply these.
+//! Query rules shared by the index, the peers' catalogs and the DHT: how a query string is read,
+//! which names match it, and how matching files are grouped and ranked.
+//!
+//! This module depends on nothing else in the crate, so every layer can apply the same rules.
+//! The content id is a type parameter (the crate uses `ContentId`), and the ranking works on any
+//! peer type that says who it is and when it shared the file ([`RankedPeer`]).
 
-mod case;
+mod fold;
+mod rank;
 
-pub use case::{contains_ci, equals_ci, lower};
+pub use fold::{contains_ci, equals_ci, lower};
+pub use rank::{FileGroup, RankedPeer, Row, group_and_rank};
 
-use std::collections::HashMap;
-
-use crate::content::ContentId;
-use crate::protocol::{FileHit, PeerHit};
-
-/// Milliseconds since the Unix epoch (the time of `shared_at`, `last_seen` and leases).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use std::str::FromStr;
 
 /// Most words of a query that are matched; the rest are ignored.
 pub const MAX_QUERY_WORDS: usize = 16;
 
-/// A parsed query.
+/// A parsed query over files identified by `Id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Query {
+pub enum Query<Id> {
     /// Exactly the file with this content id.
-    Id(ContentId),
+    Id(Id),
     /// Files whose lowercased name contains every word.
     Words {
-        /// The distinct words, lowercased, at most [`MAX_QUERY_WORDS`].
+        /// The distinct lowercased words, at most [`MAX_QUERY_WORDS`], in query order.
         words: Vec<String>,
-        /// The whole query lowercased, words joined by one space (for exact-name matches).
+        /// The whole lowercased query with single spaces: a name equal to it is an exact match.
         whole: String,
     },
 }
 
-impl Query {
-    /// A content id in hex is an id query; anything else is words.
-    pub fn parse(q: &str) -> Query {
+impl<Id: FromStr> Query<Id> {
+    /// Reads a query: a string that parses as an id asks for that file; anything else is words.
+    pub fn parse(q: &str) -> Self {
         let trimmed = q.trim();
-        if let Ok(id) = trimmed.parse::<ContentId>() {
+        if let Ok(id) = trimmed.parse::<Id>() {
             return Query::Id(id);
         }
         let lower = trimmed.to_lowercase();
@@ -51,9 +47,11 @@ impl Query {
         let whole = lower.split_whitespace().collect::<Vec<_>>().join(" ");
         Query::Words { words, whole }
     }
+}
 
+impl<Id: PartialEq> Query<Id> {
     /// Whether a file with this name and content id matches (the index's rule, applied by peers too).
-    pub fn matches(&self, name: &str, id: &ContentId) -> bool {
+    pub fn matches(&self, name: &str, id: &Id) -> bool {
         match self {
             Query::Id(q) => q == id,
             Query::Words { words, .. } => {
@@ -62,129 +60,97 @@ impl Query {
             }
         }
     }
-}
 
-/// One matching (file, peer) row as read from the store.
-#[derive(Debug, Clone)]
-pub struct Row {
-    /// The file's content id.
-    pub content_id: ContentId,
-    /// Its name at this peer.
-    pub name: String,
-    /// Its size.
-    pub size: u64,
-    /// The peer.
-    pub peer: PeerHit,
-}
-
-/// Groups rows by content id (one entry per distinct file, one peer entry per peer), ranks
-/// exact-name matches first, then files with more peers, then by name; keeps `limit`.
-/// Returns the files and whether more matched than were kept.
-pub fn group_and_rank(rows: Vec<Row>, query: &Query, limit: usize) -> (Vec<FileHit>, bool) {
-    let exact = |name: &str| match query {
-        Query::Words { whole, .. } => !whole.is_empty() && name.to_lowercase() == *whole,
-        Query::Id(_) => false,
-    };
-    let mut order: Vec<ContentId> = Vec::new();
-    let mut groups: HashMap<ContentId, (FileHit, bool)> = HashMap::new();
-    for row in rows {
-        let is_exact = exact(&row.name);
-        let (hit, any_exact) = groups.entry(row.content_id).or_insert_with(|| {
-            order.push(row.content_id);
-            (
-                FileHit {
-                    name: row.name.clone(),
-                    size: row.size,
-                    content_id: row.content_id,
-                    peers: Vec::new(),
-                },
-                false,
-            )
-        });
-        // The group's name: of its exact matches, else of all, the least in byte order.
-        if (is_exact && !*any_exact) || (is_exact == *any_exact && row.name < hit.name) {
-            hit.name = row.name.clone();
-            *any_exact |= is_exact;
-        }
-        match hit.peers.iter_mut().find(|p| p.peer_id == row.peer.peer_id) {
-            Some(p) => p.shared_at = p.shared_at.min(row.peer.shared_at),
-            None => hit.peers.push(row.peer),
+    /// Whether `name` is an exact match: lowercased, it equals the whole (non-empty) query.
+    /// Exact matches rank first.
+    pub fn is_exact_name(&self, name: &str) -> bool {
+        match self {
+            Query::Words { whole, .. } => !whole.is_empty() && name.to_lowercase() == *whole,
+            Query::Id(_) => false,
         }
     }
-    let mut files: Vec<(FileHit, bool)> = order
-        .into_iter()
-        .filter_map(|id| groups.remove(&id))
-        .collect();
-    files.sort_by(|(a, ea), (b, eb)| {
-        eb.cmp(ea)
-            .then(b.peers.len().cmp(&a.peers.len()))
-            .then_with(|| a.name.cmp(&b.name))
-            .then(a.content_id.cmp(&b.content_id))
-    });
-    let truncated = files.len() > limit;
-    files.truncate(limit);
-    let files = files
-        .into_iter()
-        .map(|(mut f, _)| {
-            f.peers.sort_by_key(|p| p.peer_id);
-            f
-        })
-        .collect();
-    (files, truncated)
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it): the time base of
+/// `shared_at`, `last_seen` and liveness.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn row(id: u8, name: &str, peer: u64) -> Row {
-        Row {
-            content_id: ContentId::from_bytes([id; 32]),
-            name: name.into(),
-            size: 10,
-            peer: PeerHit {
-                peer_id: peer,
-                host: "127.0.0.1".into(),
-                port: 1,
-                shared_at: 5,
-                last_seen: 6,
-                have: None,
-            },
+    /// A stand-in for a content id: 64 hex characters of one repeated byte.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Id(u8);
+
+    impl FromStr for Id {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let b = s
+                .get(..2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or(())?;
+            (s.len() == 64 && s == format!("{b:02x}").repeat(32))
+                .then_some(Id(b))
+                .ok_or(())
         }
     }
 
     #[test]
     fn parse_words_and_ids() {
         assert_eq!(
-            Query::parse("  Isaac  PY isaac "),
+            Query::<Id>::parse("  Isaac  PY isaac "),
             Query::Words {
                 words: vec!["isaac".into(), "py".into()],
                 whole: "isaac py isaac".into()
             }
         );
-        let id = ContentId::from_bytes([0xab; 32]);
-        assert_eq!(Query::parse(&id.to_hex()), Query::Id(id));
+        assert_eq!(Query::parse(&"ab".repeat(32)), Query::Id(Id(0xab)));
+        assert_eq!(
+            Query::parse(&format!(" {} ", "ab".repeat(32))),
+            Query::Id(Id(0xab))
+        );
     }
 
     #[test]
-    fn exact_first_then_more_peers_and_limit() {
-        let q = Query::parse("isaac.py");
-        let rows = vec![
-            row(1, "isaac.py.bak", 1),
-            row(1, "isaac.py.bak", 2),
-            row(1, "isaac.py.bak", 2),
-            row(2, "old isaac.py", 3),
-            row(3, "Isaac.py", 4),
-            row(4, "isaac.py.txt", 1),
-        ];
-        let (files, truncated) = group_and_rank(rows.clone(), &q, 10);
-        assert!(!truncated);
-        assert_eq!(files[0].name, "Isaac.py");
-        assert_eq!(files[1].name, "isaac.py.bak");
-        assert_eq!(files[1].peers.len(), 2, "one entry per peer");
-        assert_eq!(files.len(), 4);
-        let (files, truncated) = group_and_rank(rows, &q, 2);
-        assert!(truncated);
-        assert_eq!(files.len(), 2);
+    fn words_are_capped_and_deduplicated() {
+        let q: String = (0..40).map(|i| format!("w{i} w{i} ")).collect();
+        let Query::<Id>::Words { words, whole } = Query::parse(&q) else {
+            panic!("words expected");
+        };
+        assert_eq!(words.len(), MAX_QUERY_WORDS);
+        assert_eq!(words[0], "w0");
+        assert_eq!(whole.split(' ').count(), 80, "the whole query is kept");
+    }
+
+    #[test]
+    fn matching_ignores_case_and_needs_every_word() {
+        let q = Query::parse("PY isaac");
+        assert!(q.matches("Old ISAAC.py", &Id(1)));
+        assert!(!q.matches("isaac.rs", &Id(1)));
+        assert!(Query::<Id>::parse("").matches("anything", &Id(1)));
+        assert!(Query::parse("über").matches("ÜBER.txt", &Id(1)));
+        let by_id = Query::Id(Id(7));
+        assert!(by_id.matches("whatever", &Id(7)));
+        assert!(!by_id.matches("whatever", &Id(8)));
+    }
+
+    #[test]
+    fn exact_names() {
+        let q = Query::<Id>::parse(" Isaac   PY ");
+        assert!(q.is_exact_name("ISAAC py"));
+        assert!(!q.is_exact_name("isaac  py"));
+        assert!(!Query::<Id>::parse("").is_exact_name(""));
+        assert!(!Query::Id(Id(1)).is_exact_name("x"));
+    }
+
+    #[test]
+    fn the_clock_is_past_2020() {
+        assert!(now_ms() > 1_577_836_800_000);
     }
 }

@@ -4,20 +4,12 @@ use std::cmp::Ordering;
 
 use bytes::Bytes;
 
-use super::keys::name_key;
+use super::name_keys::{name_key, prefix};
 use super::{FileRec, NONE, NameIndex, Slot, all_in};
 use crate::content::ContentId;
 use crate::protocol::{FileHit, ProtocolError, SearchResultsWriter};
 use crate::query::Query;
 use crate::query::equals_ci;
-
-/// A name's first 8 bytes as a number that orders like the name (ties need the whole name).
-fn prefix(name: &[u8]) -> u64 {
-    let mut k = [0u8; 8];
-    let n = name.len().min(8);
-    k[..n].copy_from_slice(&name[..n]);
-    u64::from_be_bytes(k)
-}
 
 /// A matching content id as ranked: exact whole-name match first, then more live peers, then
 /// name (of `first`), then content id.
@@ -136,7 +128,7 @@ pub struct Ranker<'a, 'q> {
 impl<'a, 'q> Ranker<'a, 'q> {
     pub fn new(
         ix: &'a NameIndex,
-        query: &'q Query,
+        query: &'q Query<ContentId>,
         limit: usize,
         live_since: i64,
     ) -> Ranker<'a, 'q> {
@@ -217,14 +209,14 @@ impl<'a, 'q> Ranker<'a, 'q> {
             return true;
         }
         let mut m: Vec<(u64, i64, Slot)> = Vec::new();
-        let mut at = ix.contents.get(r.content as usize).map_or(NONE, |c| c.head);
+        let mut at = ix.contents.get(r.content).map_or(NONE, |c| c.head);
         let mut steps = 0;
         while let Some(f) = ix.rec(at) {
             if !self.spend(1) {
                 return false;
             }
             if self.live(f) && all_in(ix.names.get(f.name), &self.words) {
-                let peer_id = ix.peers.get(f.peer as usize).map_or(0, |p| p.id);
+                let peer_id = ix.peers.get(f.peer).map_or(0, |p| p.id);
                 m.push((peer_id, f.shared_at, at));
             }
             at = f.cnext;
@@ -278,7 +270,7 @@ impl<'a, 'q> Ranker<'a, 'q> {
         let ix = self.ix;
         let mut at = ix
             .rec(slot)
-            .and_then(|r| ix.contents.get(r.content as usize))
+            .and_then(|r| ix.contents.get(r.content))
             .map_or(NONE, |c| c.head);
         let mut steps = 0;
         while let Some(f) = ix.rec(at) {
@@ -328,7 +320,7 @@ impl<'a, 'q> Ranker<'a, 'q> {
     pub fn finish(mut self, truncated: bool) -> Ranked<'a> {
         let ix = self.ix;
         let mut m = std::mem::take(&mut self.shared);
-        let peer_id = |p: u32| ix.peers.get(p as usize).map_or(0, |p| p.id);
+        let peer_id = |p: u32| ix.peers.get(p).map_or(0, |p| p.id);
         let shared_at = |s: Slot| ix.rec(s).map_or(i64::MAX, |r| r.shared_at);
         m.sort_unstable_by_key(|&(c, p, s)| (c, peer_id(p), shared_at(s), s));
         let mut i = 0;

@@ -1,8 +1,10 @@
-//! Case-insensitive matching the way queries match: lowercase words against names lowercased alike, without allocating for ASCII names.
+//! Case-insensitive name comparison: the lowercasing every query and name goes through, and
+//! allocation-free tests of it for the index's hot loops.
 
 use std::borrow::Cow;
 
 /// Lowercases a name the way queries are lowercased (borrowing when nothing changes).
+#[inline]
 pub fn lower(s: &str) -> Cow<'_, str> {
     if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Borrowed(s)
@@ -15,6 +17,7 @@ pub fn lower(s: &str) -> Cow<'_, str> {
 
 /// Whether `name` contains `needle` (already lowercase), ignoring case. Allocates only for
 /// names that are not ASCII.
+#[inline]
 pub fn contains_ci(name: &[u8], needle: &str) -> bool {
     if !name.is_ascii() {
         return String::from_utf8_lossy(name)
@@ -42,6 +45,7 @@ pub fn contains_ci(name: &[u8], needle: &str) -> bool {
 }
 
 /// Whether `name` lowercased is `whole`.
+#[inline]
 pub fn equals_ci(name: &[u8], whole: &str) -> bool {
     if name.is_ascii() {
         name.len() == whole.len() && name.eq_ignore_ascii_case(whole.as_bytes())
@@ -68,5 +72,12 @@ mod tests {
         assert!(equals_ci("ÜBER".as_bytes(), "über"));
         assert!(!equals_ci(b"isaac", "isaac.py"));
         assert!(!equals_ci(b"strasse", "straße"));
+    }
+
+    #[test]
+    fn lower_borrows_when_nothing_changes() {
+        assert!(matches!(lower("abc.py"), Cow::Borrowed("abc.py")));
+        assert_eq!(lower("AbC"), "abc");
+        assert_eq!(lower("ÜBER"), "über");
     }
 }

@@ -1,0 +1,194 @@
+//! Tests of [`NameIndex`](super::NameIndex): search semantics against brute force and the reference ranking, and the links, tables and compaction behind them; with the helpers they share.
+
+use super::*;
+use crate::protocol::{FileHit, Message, PeerHit, SearchResults};
+use crate::query::Query;
+
+mod matching;
+mod ranking;
+mod tables;
+
+fn entry(path: &str, name: &str, id: u8) -> FileEntry {
+    FileEntry {
+        path: path.into(),
+        name: name.into(),
+        size: 1,
+        content_id: ContentId::from_bytes([id; 32]),
+        mtime: 0,
+        have: None,
+    }
+}
+
+/// An index with peer 1 online.
+fn one_live_peer() -> NameIndex {
+    let mut ix = NameIndex::default();
+    let live = PeerState {
+        host: "h".into(),
+        port: 1,
+        last_seen: 0,
+        online: true,
+    };
+    ix.set_peer(1, live);
+    ix
+}
+
+fn names(ix: &NameIndex, q: &str) -> Vec<String> {
+    let mut v: Vec<String> = ix
+        .search(&Query::parse(q), 1000, 0)
+        .0
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    v.sort();
+    v
+}
+
+/// The next number of a xorshift sequence (the churn tests' reproducible dice).
+fn xorshift(x: &mut u64) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+}
+
+/// A file whose content id is the hash of its name.
+fn named(path: &str, name: &str) -> FileEntry {
+    FileEntry {
+        content_id: blake3::hash(name.as_bytes()).into(),
+        ..entry(path, name, 0)
+    }
+}
+
+/// Checks the links and tables against the records: each peer's and each content id's
+/// list holds exactly its live files, every live file is found by its path key, and every
+/// postings list is increasing.
+fn check(ix: &NameIndex) {
+    let live: Vec<Slot> = (0..ix.files.len() as Slot)
+        .filter(|&s| ix.rec(s).is_some())
+        .collect();
+    assert_eq!(live.len(), ix.files());
+    let walk = |head: Slot, next: &dyn Fn(&FileRec) -> (Slot, Slot)| {
+        let (mut at, mut prev, mut out) = (head, NONE, Vec::new());
+        while at != NONE {
+            let r = ix.rec(at).expect("a listed file is live");
+            assert_eq!(next(r).0, prev, "back link of {at}");
+            out.push(at);
+            (prev, at) = (at, next(r).1);
+        }
+        out.sort_unstable();
+        out
+    };
+    let mut listed = 0;
+    for (id, n) in ix.peers.numbers() {
+        let p = ix.peers.get(n).expect("a number in use has a record");
+        assert_eq!(p.id, id);
+        let files = walk(p.head, &|r| (r.pprev, r.pnext));
+        let want: Vec<Slot> = live
+            .iter()
+            .copied()
+            .filter(|&s| ix.files[s as usize].peer == n)
+            .collect();
+        assert_eq!(files, want, "files of peer {id}");
+        listed += files.len();
+    }
+    assert_eq!(listed, live.len(), "every file is on its peer's list");
+    listed = 0;
+    for c in ix.contents.numbers() {
+        let head = ix
+            .contents
+            .get(c)
+            .expect("a number in use has a record")
+            .head;
+        let files = walk(head, &|r| (r.cprev, r.cnext));
+        assert!(!files.is_empty(), "content {c} is in use");
+        assert!(files.iter().all(|&s| ix.files[s as usize].content == c));
+        listed += files.len();
+    }
+    assert_eq!(listed, live.len(), "every file is on its content's list");
+    assert_eq!(ix.by_path.len(), live.len());
+    for &s in &live {
+        let lowered = lower(&ix.names.text(ix.files[s as usize].name)).into_owned();
+        assert!(ix.exact_named(&lowered).contains(&s), "{s} by name");
+    }
+    for &s in &live {
+        assert_eq!(ix.find_path(ix.files[s as usize].key), Some(s));
+    }
+    let mut postings = 0;
+    for p in ix.trigrams.lists() {
+        let v: Vec<Slot> = p.iter().collect();
+        assert!(v.windows(2).all(|w| w[0] < w[1]), "increasing");
+        assert!(v.iter().all(|&s| (s as usize) < ix.files.len()));
+        postings += v.len();
+    }
+    assert_eq!(postings, ix.trigrams.postings());
+}
+
+fn peer(port: u16, last_seen: i64) -> PeerState {
+    PeerState {
+        host: "h".into(),
+        port,
+        last_seen,
+        online: true,
+    }
+}
+
+/// The answer of every search plan, checked to be the same.
+fn every_plan(
+    ix: &NameIndex,
+    query: &Query<ContentId>,
+    limit: usize,
+    live_since: i64,
+) -> (Vec<FileHit>, bool) {
+    let encoded = |plan| {
+        let (files, truncated) = ix.search_by(query, limit, live_since, plan).hits();
+        let serde = Message::SearchResults(SearchResults { files, truncated }).encode_payload();
+        let direct = ix.search_by(query, limit, live_since, plan).encode();
+        assert_eq!(
+            direct.unwrap(),
+            serde.unwrap(),
+            "the payload written from the index is the message encoded: {query:?} {plan:?}"
+        );
+    };
+    encoded(Plan::Postings);
+    encoded(Plan::Order);
+    let (files, truncated) = ix.search(query, limit, live_since);
+    let payload = ix.search_encoded(query, limit, live_since).unwrap();
+    assert_eq!(
+        payload,
+        Message::SearchResults(SearchResults { files, truncated })
+            .encode_payload()
+            .unwrap(),
+    );
+    if let Some(quick) = ix.search_quick_encoded(query, limit, live_since) {
+        assert_eq!(
+            quick.unwrap(),
+            payload,
+            "answered quickly: {query:?} limit {limit}"
+        );
+    }
+    let by_postings = ix
+        .search_by(query, limit, live_since, Plan::Postings)
+        .hits();
+    let by_order = ix.search_by(query, limit, live_since, Plan::Order).hits();
+    let short = |r: &(Vec<FileHit>, bool)| {
+        let files: Vec<String> =
+            r.0.iter()
+                .map(|f| format!("{}/{}", f.name, f.peers.len()))
+                .collect();
+        (files, r.1)
+    };
+    assert_eq!(
+        short(&by_order),
+        short(&by_postings),
+        "names: {query:?} limit {limit}"
+    );
+    assert_eq!(
+        by_order, by_postings,
+        "rank order against postings: {query:?} limit {limit}"
+    );
+    assert_eq!(
+        ix.search(query, limit, live_since),
+        by_postings,
+        "auto: {query:?} limit {limit}"
+    );
+    by_postings
+}

@@ -1,0 +1,139 @@
+//! `IndexStore`: the index's durable state in SQLite (WAL, synchronous=FULL): peers and their files.
+//!
+//! The in-memory [`NameIndex`] answers every search; SQLite is what survives a restart. Every
+//! write commits to SQLite first and then applies the same change to the name index, so a search
+//! never sees a change that was not acknowledged, and one that was is seen by the next search.
+//!
+//! # Locks
+//!
+//! | lock | guards | taken by |
+//! |---|---|---|
+//! | `writer: Mutex<Connection>` | the one SQLite connection that writes; makes writes one at a time | registration, updates, heartbeats, unregistering, the purge |
+//! | `sessions: Mutex<Sessions>` | the newest session of each peer | only with `writer` held, so a session's check and its write are one step |
+//! | `mem: RwLock<NameIndex>` | the name index | writers (with `writer` held) for each change; searches read it |
+//! | the rank order's cell (a `Mutex` inside the name index) | the current rank order | under `mem` (read or write), for a moment |
+//! | `cache`'s `Mutex` (the reply cache) | encoded search replies | alone, for a moment |
+//! | `readers: Mutex<Vec<Connection>>` | idle reading connections | alone, to take or give back one |
+//!
+//! Order: `writer`, then `sessions` or `mem` (never both at once: each is taken and let go in
+//! turn), then the rank order's cell. The reply cache and the reader pool are taken with no other
+//! lock held. A reading connection, once taken from the pool, is used with no lock held.
+//!
+//! Nothing here is async and no guard is held across an `.await`: the server calls the blocking
+//! methods on tokio's blocking pool. Two methods run on the runtime's own threads and never wait
+//! for the name index: [`IndexStore::cached_search`] and [`IndexStore::try_search_here`] only
+//! `try_read` it and give up (the caller then uses the blocking pool) if a writer holds it. The
+//! thread that sorts a new rank order holds no lock while it sorts; it installs the result under
+//! a read lock of `mem`.
+
+use std::path::Path;
+use std::sync::{Mutex, RwLock};
+
+use rusqlite::Connection;
+
+use self::schema::{load, open_conn};
+pub use self::sessions::Session;
+use self::sessions::Sessions;
+use super::cache::{CacheConfig, ReplyCache};
+use super::memory::NameIndex;
+
+mod lookup;
+mod purge;
+mod schema;
+mod sessions;
+#[cfg(test)]
+mod tests;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("index database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create the directory of the index database {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("unknown peer id {0}")]
+    UnknownPeer(u64),
+    #[error("peer {0} registered again on another connection; this session is superseded")]
+    Superseded(u64),
+}
+
+/// The durable store. One writer connection; reads use their own connections (WAL lets them
+/// run beside writes). Searches read [`NameIndex`], which every write updates after its commit.
+pub struct IndexStore {
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    path: std::path::PathBuf,
+    mem: RwLock<NameIndex>,
+    cache: ReplyCache,
+    /// Locked only with `writer` held, so a session's check and its write are one step.
+    sessions: Mutex<Sessions>,
+}
+
+impl IndexStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<IndexStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let writer = open_conn(path)?;
+        schema::migrate(&writer)?;
+        let mem = load(&writer)?;
+        Ok(IndexStore {
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            path: path.to_path_buf(),
+            mem: RwLock::new(mem),
+            cache: ReplyCache::new(CacheConfig::default()),
+            sessions: Mutex::new(Sessions::default()),
+        })
+    }
+
+    /// Sets the lease (so heartbeats of live peers leave cached search replies valid) and the
+    /// search cache's settings.
+    pub fn configure(&mut self, lease_ms: i64, cache: CacheConfig) {
+        self.mem().set_lease_ms(lease_ms);
+        self.cache = ReplyCache::new(cache);
+    }
+
+    fn mem_read(&self) -> std::sync::RwLockReadGuard<'_, NameIndex> {
+        self.mem.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mem(&self) -> std::sync::RwLockWriteGuard<'_, NameIndex> {
+        self.mem.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Files held in memory for searching.
+    pub fn files_in_memory(&self) -> usize {
+        self.mem.read().unwrap_or_else(|p| p.into_inner()).files()
+    }
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_conn(&self.path)?,
+        };
+        let r = f(&conn);
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        r
+    }
+}
