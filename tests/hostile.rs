@@ -1016,6 +1016,26 @@ async fn features_are_agreed_as_asked_and_never_more() {
         ErrorCode::NotFound,
         "still answering"
     );
+    // A client from before features (no list at all) is answered as version 1 was.
+    let mut s = TcpStream::connect(&peer_addr).await.unwrap();
+    let mut bytes = frame(&Message::Hello(hello(&[])));
+    bytes.extend(frame(&Message::GetHave(peershare::protocol::GetHave {
+        content_id: id,
+    })));
+    s.write_all(&bytes).await.unwrap();
+    for k in 0..2 {
+        let mut len = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).await.unwrap();
+        if k == 1 {
+            let e = error(&body);
+            assert_eq!(e.code, ErrorCode::NotFound, "answered, not refused: {e}");
+        }
+    }
     // Our client asks for every feature and gets them from our peer.
     let c = PeerClient::connect(&peer_addr, Limits::default())
         .await

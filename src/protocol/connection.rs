@@ -417,13 +417,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Server side of the opening exchange: waits for `Hello`, answers `Welcome` with `nonce`
-    /// and the features of the `Hello` that are in `supported`; returns that `Welcome`.
-    /// `Ok(None)` if the client closed before saying anything.
+    /// and the features of the `Hello` that are in `supported`; returns the `Hello` and the
+    /// `Welcome`. `Ok(None)` if the client closed before saying anything.
     pub async fn server_handshake(
         &mut self,
         nonce: Digest,
         supported: &[&str],
-    ) -> Result<Option<Welcome>, ProtocolError> {
+    ) -> Result<Option<(Hello, Welcome)>, ProtocolError> {
         let first = match self.admission().map(|a| a.handshake_timeout()) {
             None => self.read_message().await,
             Some(limit) => match tokio::time::timeout(limit, self.read_message()).await {
@@ -468,7 +468,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             features: agreed(&hello.features, supported),
         };
         self.send(&Message::Welcome(welcome.clone())).await?;
-        Ok(Some(welcome))
+        Ok(Some((hello, welcome)))
     }
 }
 

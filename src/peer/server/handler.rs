@@ -68,7 +68,12 @@ impl<'a> Handler<'a> {
             .server_handshake(Digest::default(), &feature::ALL)
             .await?
         {
-            Some(welcome) => self.features = welcome.features,
+            // A client that lists no features at all was written before features, when these
+            // messages were simply part of version 1: it is answered as before.
+            Some((hello, _)) if hello.features.is_empty() => {
+                self.features = feature::ALL.iter().map(|f| f.to_string()).collect();
+            }
+            Some((_, welcome)) => self.features = welcome.features,
             None => return Ok(()),
         }
         loop {
