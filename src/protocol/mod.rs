@@ -3,6 +3,7 @@
 mod connection;
 mod frame;
 pub mod fuzz;
+mod handshake;
 pub mod host;
 mod messages;
 mod payloads;
@@ -10,10 +11,11 @@ mod ranked;
 mod search_reply;
 mod serve;
 
-pub use connection::{Connection, Limits, MAX_FEATURE_LEN, MAX_FEATURES, MemoryBudget, ServerSide};
+pub use connection::{Connection, Limits, MemoryBudget, ServerSide};
 pub use frame::{
     Frame, LENGTH_PREFIX_LEN, MAX_CONTROL_PAYLOAD, MAX_FRAME_LEN, PIECE_HEADER_LEN, SMALL_FRAME_LEN,
 };
+pub use handshake::{MAX_FEATURE_LEN, MAX_FEATURES, agent};
 pub use messages::{
     IndexReply, IndexRequest, MESSAGES, Message, PROTOCOL_VERSION, PeerReply, PeerRequest, feature,
     tag, tag_name,

@@ -1,0 +1,111 @@
+//! The opening exchange of every connection: `Hello`, `Welcome`, and the features agreed.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{
+    Connection, ErrorCode, Hello, Message, PROTOCOL_VERSION, ProtocolError, Welcome, feature,
+};
+use crate::content::Digest;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Client side of the opening exchange: `Hello` asking for every feature this build knows,
+    /// then the server's `Welcome`, whose `features` are the ones agreed.
+    pub async fn client_handshake(&mut self) -> Result<Welcome, ProtocolError> {
+        let hello = Message::Hello(Hello {
+            version_min: PROTOCOL_VERSION,
+            version_max: PROTOCOL_VERSION,
+            agent: agent(),
+            features: feature::ALL.iter().map(|f| f.to_string()).collect(),
+        });
+        match self.request(&hello).await? {
+            Message::Welcome(w) if w.version == PROTOCOL_VERSION => Ok(w),
+            Message::Welcome(w) => Err(ProtocolError::Version {
+                ours_min: PROTOCOL_VERSION,
+                ours_max: PROTOCOL_VERSION,
+                theirs_min: w.version,
+                theirs_max: w.version,
+            }),
+            other => Err(ProtocolError::Unexpected {
+                expected: "Welcome",
+                received: other.name(),
+            }),
+        }
+    }
+
+    /// Server side of the opening exchange: waits for `Hello`, answers `Welcome` with `nonce`
+    /// and the features of the `Hello` that are in `supported`; returns the `Hello` and the
+    /// `Welcome`. `Ok(None)` if the client closed before saying anything.
+    pub async fn server_handshake(
+        &mut self,
+        nonce: Digest,
+        supported: &[&str],
+    ) -> Result<Option<(Hello, Welcome)>, ProtocolError> {
+        let first = match self.admission().map(|a| a.handshake_timeout()) {
+            None => self.read_message().await,
+            Some(limit) => match tokio::time::timeout(limit, self.read_message()).await {
+                Ok(r) => r,
+                Err(_) => Err(ProtocolError::Handshake {
+                    millis: limit.as_millis() as u64,
+                }),
+            },
+        };
+        let hello = match first? {
+            None => return Ok(None),
+            Some(Message::Hello(h)) => h,
+            Some(other) => {
+                self.send_error(ErrorCode::BadRequest, "the first message must be Hello")
+                    .await;
+                return Err(ProtocolError::Unexpected {
+                    expected: "Hello",
+                    received: other.name(),
+                });
+            }
+        };
+        if hello.version_min > PROTOCOL_VERSION || hello.version_max < PROTOCOL_VERSION {
+            self.send_error(
+                ErrorCode::UnsupportedVersion,
+                format!("this server speaks protocol version {PROTOCOL_VERSION}"),
+            )
+            .await;
+            return Err(ProtocolError::Version {
+                ours_min: PROTOCOL_VERSION,
+                ours_max: PROTOCOL_VERSION,
+                theirs_min: hello.version_min,
+                theirs_max: hello.version_max,
+            });
+        }
+        if let Some(a) = self.admission() {
+            a.greeted();
+        }
+        let welcome = Welcome {
+            version: PROTOCOL_VERSION,
+            agent: agent(),
+            nonce,
+            features: agreed(&hello.features, supported),
+        };
+        self.send(&Message::Welcome(welcome.clone())).await?;
+        Ok(Some((hello, welcome)))
+    }
+}
+
+/// The features of a `Hello` that the server supports, each once, in the server's order (a
+/// client may list at most [`MAX_FEATURES`] features of at most [`MAX_FEATURE_LEN`] bytes that
+/// matter; the rest are ignored, so a long list cannot cost the server anything).
+fn agreed(asked: &[String], supported: &[&str]) -> Vec<String> {
+    let asked = &asked[..asked.len().min(MAX_FEATURES)];
+    supported
+        .iter()
+        .filter(|f| asked.iter().any(|a| a.len() <= MAX_FEATURE_LEN && a == *f))
+        .map(|f| f.to_string())
+        .collect()
+}
+
+/// Features of a `Hello` a server looks at; later ones are ignored.
+pub const MAX_FEATURES: usize = 32;
+/// Longest feature name a server looks at.
+pub const MAX_FEATURE_LEN: usize = 64;
+
+/// This build's agent string, e.g. `peershare/0.1.0`.
+pub fn agent() -> String {
+    format!("peershare/{}", env!("CARGO_PKG_VERSION"))
+}
