@@ -63,6 +63,7 @@
 //! # }
 //! ```
 #![deny(clippy::unwrap_used)]
+#![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod content;

@@ -44,17 +44,24 @@ mod sessions;
 #[cfg(test)]
 mod tests;
 
+/// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// SQLite failed.
     #[error("index database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database's directory cannot be created.
     #[error("cannot create the directory of the index database {path}: {source}")]
     Dir {
+        /// The directory.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
+    /// The session's peer was forgotten meanwhile (it must register again).
     #[error("unknown peer id {0}")]
     UnknownPeer(u64),
+    /// The session's key registered again on another connection (the newest session wins).
     #[error("peer {0} registered again on another connection; this session is superseded")]
     Superseded(u64),
 }

@@ -14,9 +14,11 @@ use crate::protocol::{PeerList, PeerRecord, UpdateFiles};
 /// One `Register` of a peer: the session a connection holds until it unregisters or closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Session {
+    /// The peer's id.
     pub peer_id: u64,
     /// Numbers the store's registrations (since it was opened); the newest of a peer wins.
     pub number: u64,
+    /// Registered as ephemeral (forgotten when its connection closes).
     pub ephemeral: bool,
 }
 
