@@ -42,8 +42,9 @@ impl Reads {
         names: usize::MAX,
         signatures: usize::MAX,
     };
-    /// What a search answered on a connection's own thread may read: about 50 µs of work,
-    /// against the 10-20 µs it costs to hand a search to another thread and back.
+    /// What a search answered on a connection's own thread may read: little enough that
+    /// handing it to another thread and back would cost more than answering it here (the
+    /// figures are in bench/README.md).
     pub const QUICK: Reads = Reads {
         names: 512,
         signatures: 32_768,

@@ -44,7 +44,7 @@ impl IndexStore {
     /// Searches and encodes the `SearchResults` payload; word queries are kept in the cache.
     ///
     /// A word query that finds the rank order of broad searches missing or behind reads what
-    /// the order is made of (under the readers' lock, 0.15 s at 1M files), and a thread of its
+    /// the order is made of (under the readers' lock), and a thread of its
     /// own sorts it and installs it, with no lock held while it sorts.
     pub fn search_payload(
         self: &Arc<Self>,
