@@ -106,23 +106,7 @@ impl Handler {
             let Some(msg) = self.conn.next_request(&shutdown).await? else {
                 return Ok(());
             };
-            let request = match IndexRequest::try_from(msg) {
-                // Hello comes once, first: later it is as out of place as a peer request.
-                Ok(IndexRequest::Hello(_)) => Err(ProtocolError::Unexpected {
-                    expected: IndexRequest::WHAT,
-                    received: "Hello",
-                }),
-                other => other,
-            };
-            let request = match request {
-                Ok(r) => r,
-                Err(e @ ProtocolError::Unexpected { received, .. }) => {
-                    let why = format!("{received} is not a request the index answers");
-                    self.conn.send_error(ErrorCode::BadRequest, why).await;
-                    return Err(e.into());
-                }
-                Err(e) => return Err(e.into()),
-            };
+            let request: IndexRequest = self.conn.request_of(msg, "the index").await?;
             let reply = match self.answer(request).await {
                 Ok(reply) => reply,
                 Err(e @ RequestError::Refused(..)) => refusal(&e),

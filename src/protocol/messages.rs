@@ -195,6 +195,10 @@ macro_rules! message_set {
             )*
         }
 
+        impl MessageSet for $set {
+            const WHAT: &'static str = $what;
+        }
+
         impl $set {
             /// What the set is, in errors: "expected an index request, received ...".
             pub const WHAT: &'static str = $what;
@@ -235,6 +239,12 @@ macro_rules! message_set {
             }
         }
     };
+}
+
+/// A protocol's requests or replies ([`IndexRequest`], [`PeerRequest`], ...).
+pub trait MessageSet: TryFrom<Message, Error = ProtocolError> {
+    /// What the set is, in errors: "an index request".
+    const WHAT: &'static str;
 }
 
 message_set! {

@@ -17,7 +17,7 @@ pub use frame::{
 };
 pub use handshake::{MAX_FEATURE_LEN, MAX_FEATURES, agent};
 pub use messages::{
-    IndexReply, IndexRequest, MESSAGES, Message, PROTOCOL_VERSION, PeerReply, PeerRequest, feature,
+    IndexReply, IndexRequest, MESSAGES, Message, MessageSet, PROTOCOL_VERSION, PeerReply, PeerRequest, feature,
     tag, tag_name,
 };
 pub use payloads::*;

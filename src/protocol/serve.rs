@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::{Connection, ErrorCode, ErrorReply, Message, ProtocolError};
+use super::{Connection, ErrorCode, ErrorReply, Message, MessageSet, ProtocolError};
 
 /// Longest wait for a new connection's `Hello` (§4): a connection that says nothing, or
 /// dribbles its `Hello` in byte by byte, holds its place no longer than this.
@@ -380,6 +380,29 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Connection<S> {
             Err(e) => Err(self.refuse(e).await),
             ok => ok,
         }
+    }
+
+    /// `msg` as a request of the server's protocol `R`. Anything else (a second `Hello`
+    /// included) is answered `BAD_REQUEST` ("`<Name>` is not a request `answerer` answers") and
+    /// returned as the error that closes the connection.
+    pub async fn request_of<R: MessageSet>(
+        &mut self,
+        msg: Message,
+        answerer: &str,
+    ) -> Result<R, ProtocolError> {
+        let received = msg.name();
+        let r = match msg {
+            Message::Hello(_) => Err(ProtocolError::Unexpected {
+                expected: R::WHAT,
+                received,
+            }),
+            msg => R::try_from(msg),
+        };
+        if let Err(ProtocolError::Unexpected { .. }) = &r {
+            let why = format!("{received} is not a request {answerer} answers");
+            self.send_error(ErrorCode::BadRequest, why).await;
+        }
+        r
     }
 
     /// Answers a malformed request with `BAD_REQUEST`; returns its error, which closes the

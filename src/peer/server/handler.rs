@@ -92,23 +92,7 @@ impl<'a> Handler<'a> {
                     }
                 }
             };
-            let request = match PeerRequest::try_from(msg) {
-                // Hello comes once, first: later it is as out of place as an index request.
-                Ok(PeerRequest::Hello(_)) => Err(ProtocolError::Unexpected {
-                    expected: PeerRequest::WHAT,
-                    received: "Hello",
-                }),
-                other => other,
-            };
-            let request = match request {
-                Ok(r) => r,
-                Err(e @ ProtocolError::Unexpected { received, .. }) => {
-                    let why = format!("{received} is not a request a peer answers");
-                    self.conn.send_error(ErrorCode::BadRequest, why).await;
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
-            };
+            let request: PeerRequest = self.conn.request_of(msg, "a peer").await?;
             let is_piece = matches!(request, PeerRequest::GetPiece(_));
             let reply = match request {
                 PeerRequest::Hello(_) => Err(bad_request("Hello comes once, first".into())),
