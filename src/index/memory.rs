@@ -5,7 +5,7 @@
 //!
 //! Files are fixed-size records in one vector, numbered by slot. A new file always takes a
 //! slot after every existing one; removed files leave a dead record behind until a rebuild
-//! renumbers the live ones. So the trigram postings ([`Postings`]) stay sorted and
+//! renumbers the live ones. So the trigram postings ([`Postings`](super::postings::Postings)) stay sorted and
 //! delta-coded, and a query's candidates are the intersection of its trigrams' lists: exact
 //! for 3-byte words, confirmed by a substring test for longer ones (postings of dead records
 //! are skipped until the rebuild drops them).
@@ -13,6 +13,13 @@
 //! No path is kept: a file is found by a keyed 128-bit hash of (peer id, path). Names live in
 //! one arena ([`Names`]); content ids and peers are interned to numbers, and the files of each
 //! content id and of each peer are doubly linked through their records.
+//!
+//! `NameIndex` composes parts that each keep their own invariants (and tests):
+//! [`records`] (the file records and their links), [`peers`] (the peer table), [`contents`]
+//! (the content-id interner), [`trigrams`] (the trigram index), [`exact`] (the exact-name
+//! table), [`order`] (the rank order); [`lookup`] answers queries from them, [`rank`] ranks the
+//! matches, [`rebuild`] renumbers and compacts. This file adds, replaces and removes files,
+//! keeping the parts in step.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -53,6 +60,7 @@ mod trigrams;
 /// No slot (ends a list), no content, no peer; as a record's peer, marks a removed file.
 const NONE: u32 = u32::MAX;
 
+/// What searches read, composed of the parts in this module's files: see the module doc.
 #[derive(Debug)]
 pub struct NameIndex {
     files: Chunked<FileRec>,
@@ -136,6 +144,7 @@ fn all_in(name: &[u8], words: &[&str]) -> bool {
 }
 
 impl NameIndex {
+    /// How many files the index holds (of every peer, live or not).
     pub fn files(&self) -> usize {
         self.live
     }
@@ -282,6 +291,7 @@ impl NameIndex {
         self.maybe_rebuild();
     }
 
+    /// Removes the file at `path` of `peer`, if there is one.
     pub fn remove(&mut self, peer: u64, path: &str) {
         if let Some(slot) = self.find_path(self.path_key(peer, path)) {
             self.drop_slot(slot);
