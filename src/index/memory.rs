@@ -63,8 +63,11 @@ const NONE: u32 = u32::MAX;
 /// What searches read, composed of the parts in this module's files: see the module doc.
 #[derive(Debug)]
 pub struct NameIndex {
+    /// The file records by slot ([`records`]).
     files: Chunked<FileRec>,
+    /// Live records among them.
     live: usize,
+    /// The records' names.
     names: Names,
     /// The key of [`NameIndex::path_key`], drawn at random so no peer can aim for collisions.
     path_secret: [u8; 32],
@@ -78,10 +81,13 @@ pub struct NameIndex {
     name_hasher: RandomState,
     /// Bumped by every renumbering of the slots ([`NameIndex::rebuild`]).
     epoch: u64,
+    /// Content ids interned, with the heads of their files' lists ([`contents`]).
     contents: ContentIds,
+    /// Peers interned, with their state and the heads of their files' lists ([`peers`]).
     peers: PeerTable,
     /// `have` bitmaps of files still downloading (few, so kept apart).
     haves: HashMap<Slot, Box<[u8]>>,
+    /// The postings of the names' trigrams ([`trigrams`]).
     trigrams: TrigramIndex,
     /// Bumped by every change a search could see (see [`NameIndex::generation`]).
     generation: u64,
