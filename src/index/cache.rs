@@ -12,24 +12,31 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-/// Settings of a [`ReplyCache`].
+/// Default of [`CacheConfig::max_entries`]: distinct queries kept.
+pub const DEFAULT_CACHE_ENTRIES: usize = 4096;
+/// Default of [`CacheConfig::max_bytes`]: 64 MiB of replies.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+/// Default of [`CacheConfig::ttl`]: how long a reply is served at most.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Settings of the reply cache (recent search replies kept encoded).
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
-    /// Most distinct queries kept; 0 turns the cache off. Default: 4096.
+    /// Most distinct queries kept; 0 turns the cache off. Default: [`DEFAULT_CACHE_ENTRIES`].
     pub max_entries: usize,
-    /// Most reply bytes kept in all. Default: 64 MiB.
+    /// Most reply bytes kept in all. Default: [`DEFAULT_CACHE_BYTES`].
     pub max_bytes: usize,
     /// How long a reply is served after it was computed at most (bounds how old a listed
-    /// `last_seen` can be; leases that run out end it sooner). Default: 5 s.
+    /// `last_seen` can be; leases that run out end it sooner). Default: [`DEFAULT_CACHE_TTL`].
     pub ttl: Duration,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
-            max_entries: 4096,
-            max_bytes: 64 << 20,
-            ttl: Duration::from_secs(5),
+            max_entries: DEFAULT_CACHE_ENTRIES,
+            max_bytes: DEFAULT_CACHE_BYTES,
+            ttl: DEFAULT_CACHE_TTL,
         }
     }
 }
@@ -73,6 +80,7 @@ pub struct ReplyCache {
 }
 
 impl ReplyCache {
+    /// An empty cache with these settings.
     pub fn new(config: CacheConfig) -> Self {
         ReplyCache {
             config,

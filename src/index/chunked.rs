@@ -10,6 +10,8 @@ use std::ops::{Index, IndexMut};
 /// Elements per chunk.
 const CHUNK: usize = 1024;
 
+/// A vector of `Copy` records kept in chunks of [`CHUNK`] elements: growing it never moves
+/// what it already holds.
 #[derive(Debug)]
 pub struct Chunked<T> {
     chunks: Vec<Box<[T]>>,
@@ -19,6 +21,7 @@ pub struct Chunked<T> {
 }
 
 impl<T: Copy> Chunked<T> {
+    /// An empty vector whose unused slots hold `fill`.
     pub fn new(fill: T) -> Chunked<T> {
         Chunked {
             chunks: Vec::new(),
@@ -27,10 +30,12 @@ impl<T: Copy> Chunked<T> {
         }
     }
 
+    /// How many elements were pushed (and not truncated).
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Element `i`, if below [`Chunked::len`].
     pub fn get(&self, i: usize) -> Option<&T> {
         if i >= self.len {
             return None;
@@ -38,6 +43,7 @@ impl<T: Copy> Chunked<T> {
         self.chunks.get(i / CHUNK)?.get(i % CHUNK)
     }
 
+    /// Element `i` to change, if below [`Chunked::len`].
     pub fn get_mut(&mut self, i: usize) -> Option<&mut T> {
         if i >= self.len {
             return None;
@@ -45,6 +51,7 @@ impl<T: Copy> Chunked<T> {
         self.chunks.get_mut(i / CHUNK)?.get_mut(i % CHUNK)
     }
 
+    /// Appends an element.
     pub fn push(&mut self, v: T) {
         if self.len == self.chunks.len() * CHUNK {
             self.chunks.push(vec![self.fill; CHUNK].into_boxed_slice());
@@ -66,10 +73,12 @@ impl<T: Copy> Chunked<T> {
         self.chunks.shrink_to_fit();
     }
 
+    /// The elements in order.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
     }
 
+    /// The elements in order, to change.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
         self.chunks
             .iter_mut()

@@ -5,7 +5,7 @@
 //!
 //! Files are fixed-size records in one vector, numbered by slot. A new file always takes a
 //! slot after every existing one; removed files leave a dead record behind until a rebuild
-//! renumbers the live ones. So the trigram postings ([`Postings`]) stay sorted and
+//! renumbers the live ones. So the trigram postings ([`Postings`](super::postings::Postings)) stay sorted and
 //! delta-coded, and a query's candidates are the intersection of its trigrams' lists: exact
 //! for 3-byte words, confirmed by a substring test for longer ones (postings of dead records
 //! are skipped until the rebuild drops them).
@@ -13,11 +13,16 @@
 //! No path is kept: a file is found by a keyed 128-bit hash of (peer id, path). Names live in
 //! one arena ([`Names`]); content ids and peers are interned to numbers, and the files of each
 //! content id and of each peer are doubly linked through their records.
+//!
+//! `NameIndex` composes parts that each keep their own invariants (and tests):
+//! [`records`] (the file records and their links), [`paths`] (the path table), [`peers`] (the
+//! peer table), [`contents`] (the content-id interner), [`trigrams`] (the trigram index),
+//! [`exact`] (the exact-name table), [`order`] (the rank order); [`lookup`] answers queries
+//! from them, [`rank`] ranks the matches, [`rebuild`] renumbers and compacts. This file adds, replaces and removes files,
+//! keeping the parts in step.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-
-use hashbrown::HashTable;
 
 use self::contents::ContentIds;
 use self::exact::{ExactNames, NameSource};
@@ -26,6 +31,7 @@ use self::lookup::Plan;
 pub use self::lookup::Reads;
 use self::order::OrderCell;
 pub use self::order::OrderKeys;
+use self::paths::PathTable;
 pub use self::peers::PeerState;
 use self::peers::PeerTable;
 use self::records::{DEAD, FileRec};
@@ -42,6 +48,7 @@ mod exact;
 mod lookup;
 mod name_keys;
 mod order;
+mod paths;
 mod peers;
 mod rank;
 mod rebuild;
@@ -53,15 +60,17 @@ mod trigrams;
 /// No slot (ends a list), no content, no peer; as a record's peer, marks a removed file.
 const NONE: u32 = u32::MAX;
 
+/// What searches read, composed of the parts in this module's files: see the module doc.
 #[derive(Debug)]
 pub struct NameIndex {
+    /// The file records by slot ([`records`]).
     files: Chunked<FileRec>,
+    /// Live records among them.
     live: usize,
+    /// The records' names.
     names: Names,
-    /// The key of [`NameIndex::path_key`], drawn at random so no peer can aim for collisions.
-    path_secret: [u8; 32],
-    /// Live slots by their record's `key`.
-    by_path: HashTable<Slot>,
+    /// Live slots by the keyed hash of (peer id, path) ([`paths`]).
+    paths: PathTable,
     /// Files by their lowercased name (for exact matches).
     by_name: ExactNames,
     /// Files in rank order, for broad searches (see [`order`]).
@@ -70,10 +79,13 @@ pub struct NameIndex {
     name_hasher: RandomState,
     /// Bumped by every renumbering of the slots ([`NameIndex::rebuild`]).
     epoch: u64,
+    /// Content ids interned, with the heads of their files' lists ([`contents`]).
     contents: ContentIds,
+    /// Peers interned, with their state and the heads of their files' lists ([`peers`]).
     peers: PeerTable,
     /// `have` bitmaps of files still downloading (few, so kept apart).
     haves: HashMap<Slot, Box<[u8]>>,
+    /// The postings of the names' trigrams ([`trigrams`]).
     trigrams: TrigramIndex,
     /// Bumped by every change a search could see (see [`NameIndex::generation`]).
     generation: u64,
@@ -87,8 +99,7 @@ impl Default for NameIndex {
             files: Chunked::new(DEAD),
             live: 0,
             names: Names::default(),
-            path_secret: secret(),
-            by_path: HashTable::new(),
+            paths: PathTable::default(),
             by_name: ExactNames::default(),
             order: OrderCell::default(),
             name_hasher: RandomState::new(),
@@ -101,19 +112,6 @@ impl Default for NameIndex {
             lease_ms: 0,
         }
     }
-}
-
-/// 32 random bytes: from the operating system, or (should that fail) from std's randomly
-/// keyed hasher.
-fn secret() -> [u8; 32] {
-    crate::identity::random_bytes().unwrap_or_else(|_| {
-        let s = RandomState::new();
-        let mut b = [0u8; 32];
-        for (i, chunk) in b.chunks_mut(8).enumerate() {
-            chunk.copy_from_slice(&s.hash_one(i).to_le_bytes());
-        }
-        b
-    })
 }
 
 /// Puts `item` at a freed index of `items` if there is one, else at the end; returns its index.
@@ -136,6 +134,7 @@ fn all_in(name: &[u8], words: &[&str]) -> bool {
 }
 
 impl NameIndex {
+    /// How many files the index holds (of every peer, live or not).
     pub fn files(&self) -> usize {
         self.live
     }
@@ -221,23 +220,15 @@ impl NameIndex {
     }
 
     /// The 128-bit BLAKE3 hash of (peer id, path) keyed with this index's secret.
+    #[inline]
     fn path_key(&self, peer: u64, path: &str) -> [u64; 2] {
-        let mut h = blake3::Hasher::new_keyed(&self.path_secret);
-        h.update(&peer.to_le_bytes());
-        h.update(path.as_bytes());
-        let b = h.finalize();
-        let b = b.as_bytes();
-        let word = |i: usize| u64::from_le_bytes(std::array::from_fn(|j| b[i * 8 + j]));
-        [word(0), word(1)]
+        self.paths.key(peer, path)
     }
 
+    /// The live slot whose record has this key.
+    #[inline]
     fn find_path(&self, key: [u64; 2]) -> Option<Slot> {
-        let files = &self.files;
-        self.by_path
-            .find(key[0], |&s| {
-                files.get(s as usize).is_some_and(|r| r.key == key)
-            })
-            .copied()
+        self.paths.find(key, &self.files)
     }
 
     /// The hash of a lowercased name in [`NameIndex::by_name`].
@@ -256,9 +247,7 @@ impl NameIndex {
         };
         self.unlink_content(slot);
         self.unlink_peer(slot);
-        if let Ok(e) = self.by_path.find_entry(rec.key[0], |&s| s == slot) {
-            e.remove();
-        }
+        self.paths.remove(rec.key, slot);
         self.unindex_exact(slot);
         self.haves.remove(&slot);
         self.trigrams.removed(&lower(&self.names.text(rec.name)));
@@ -282,6 +271,7 @@ impl NameIndex {
         self.maybe_rebuild();
     }
 
+    /// Removes the file at `path` of `peer`, if there is one.
     pub fn remove(&mut self, peer: u64, path: &str) {
         if let Some(slot) = self.find_path(self.path_key(peer, path)) {
             self.drop_slot(slot);
@@ -336,10 +326,7 @@ impl NameIndex {
         self.link_content(slot, f.content_id);
         self.link_peer(slot, peer_number);
         self.live += 1;
-        let files = &self.files;
-        self.by_path.insert_unique(key[0], slot, |&s| {
-            files.get(s as usize).map_or(0, |r| r.key[0])
-        });
+        self.paths.insert(key, slot, &self.files);
         self.index_exact(slot);
         self.index_name(slot);
         if let Some(h) = &f.have {

@@ -1,4 +1,16 @@
 //! The indexing server: which peers share which files, durable in SQLite, searched by name or content id.
+//!
+//! - `server`, `client`: the index protocol's two ends.
+//! - `store`: [`IndexStore`], the durable state in SQLite and the in-memory name index beside
+//!   it. Its module doc is the lock note: which lock guards what, and in which order they are
+//!   taken.
+//! - `memory`: the name index, the in-memory *name lookup* every search reads.
+//! - `cache`: the *reply cache*, encoded search replies kept until the index changes.
+//! - `names` (the name arena), `postings` (trigram postings lists), `chunked` (the records'
+//!   vector): the name index's building blocks.
+//!
+//! The *query rules* (how a query is read, what matches it, how matches rank) are not here but
+//! in [`crate::query`], shared with the peers' catalogs and the DHT.
 
 mod cache;
 mod chunked;
@@ -10,7 +22,7 @@ mod postings;
 mod server;
 mod store;
 
-pub use cache::CacheConfig;
+pub use cache::{CacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TTL};
 pub use client::{IndexClient, IndexClientError};
 pub use server::{EPHEMERAL_PURGE_LEASES, IndexConfig, IndexServer};
 pub use store::{IndexStore, Session, StoreError};

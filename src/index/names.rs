@@ -14,6 +14,7 @@ pub struct NameSpan {
 }
 
 impl NameSpan {
+    /// The span of the empty name.
     pub const EMPTY: NameSpan = NameSpan {
         lo: 0,
         hi: 0,
@@ -32,6 +33,7 @@ impl NameSpan {
         ((self.hi as usize) << 32) | self.lo as usize
     }
 
+    /// The name's length in bytes.
     pub fn len(self) -> usize {
         self.len as usize
     }
@@ -41,6 +43,7 @@ impl NameSpan {
     }
 }
 
+/// The names of the in-memory index, back to back, with a count of the bytes of removed ones.
 #[derive(Debug, Default)]
 pub struct Names {
     bytes: Vec<u8>,
@@ -52,6 +55,7 @@ impl Names {
     /// a character boundary.
     pub const MAX_LEN: usize = u16::MAX as usize;
 
+    /// Appends a name (cut to [`Names::MAX_LEN`] bytes) and returns where it lies.
     pub fn push(&mut self, name: &str) -> NameSpan {
         let mut len = name.len().min(Self::MAX_LEN);
         while !name.is_char_boundary(len) {
@@ -82,6 +86,7 @@ impl Names {
         self.bytes.len()
     }
 
+    /// Bytes of names released since the last compaction.
     pub fn garbage(&self) -> usize {
         self.garbage
     }
@@ -120,6 +125,7 @@ impl Names {
         self.garbage = 0;
     }
 
+    /// Gives back spare capacity.
     pub fn shrink(&mut self) {
         self.bytes.shrink_to_fit();
     }

@@ -18,6 +18,7 @@ pub struct Postings {
 }
 
 impl Postings {
+    /// How many slots the list holds.
     pub fn len(&self) -> usize {
         self.len as usize
     }
@@ -44,6 +45,7 @@ impl Postings {
         true
     }
 
+    /// The slots in increasing order.
     pub fn iter(&self) -> Cursor<'_> {
         Cursor {
             bytes: &self.bytes,

@@ -42,9 +42,8 @@ impl Reads {
         names: usize::MAX,
         signatures: usize::MAX,
     };
-    /// What a search answered on a connection's own thread may read: little enough that
-    /// handing it to another thread and back would cost more than answering it here (the
-    /// figures are in bench/README.md).
+    /// What a search answered on a connection's own thread may read: work of the same order as
+    /// handing a search to another thread and back, so answering it there costs no more.
     pub const QUICK: Reads = Reads {
         names: 512,
         signatures: 32_768,
@@ -141,7 +140,7 @@ impl NameIndex {
     /// Files matching `query` shared by live peers (online and seen at or after `live_since`).
     ///
     /// A broad word query reads files in rank order and stops after the best `limit`
-    /// ([`order`]); a narrow one, or one whose matches are mostly not live, reads the
+    /// ([`order`](super::order)); a narrow one, or one whose matches are mostly not live, reads the
     /// postings of its trigrams and ranks every match.
     pub fn search(
         &self,
@@ -193,6 +192,7 @@ impl NameIndex {
         Some(found.encode())
     }
 
+    /// Answers `query` the way `plan` says (tests compare the plans).
     pub(super) fn search_by(
         &self,
         query: &Query<ContentId>,
@@ -257,9 +257,9 @@ impl NameIndex {
         plan: Plan,
         reads: Reads,
     ) -> Result<Ranked<'_>, PostingsReads> {
-        // Reading the order costs about (limit / share of files matching) signatures at a
-        // nanosecond or two each, the postings about `most` names at a hundred or so: the
-        // order wins once 64 · most² > limit · files.
+        // Reading the order costs about (limit / share of files matching) signatures, read in
+        // sequence; the postings about `most` names, a cache miss or two each, some fifty to a
+        // hundred times dearer: the order wins once 64 · most² > limit · files.
         let postings = self.postings_reads(words);
         let most = postings.most;
         let broad = 64 * (most as u128).pow(2) > (limit as u128 + 1) * self.live as u128;
@@ -304,6 +304,7 @@ impl NameIndex {
         ranker.finish(cut)
     }
 
+    /// [`NameIndex::peer_hit_ref`], owned.
     pub(super) fn peer_hit(&self, slot: Slot) -> Option<PeerHit> {
         self.peer_hit_ref(slot).map(|p| PeerHit {
             peer_id: p.peer_id,

@@ -13,8 +13,8 @@
 //! upper bound of its members there. The renumbering rebuild of [`NameIndex`] drops the order.
 //!
 //! Making it: a search that finds the order missing or behind reads its keys
-//! ([`NameIndex::order_wanted`], under the readers' lock, during which writers wait), and the
-//! store sorts them on a thread of its own and installs the result
+//! ([`NameIndex::order_wanted`], under the readers' lock, in one pass over the records, during
+//! which writers wait), and the store sorts them on a thread of its own and installs the result
 //! ([`NameIndex::install_order`]); meanwhile searches read the postings. Names are ordered by
 //! their first 16 bytes only, so sorting needs only the keys.
 
@@ -188,6 +188,7 @@ impl OrderCell {
         *self.current.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// The order last installed, if any.
     pub(super) fn current(&self) -> Option<Arc<RankOrder>> {
         self.current
             .lock()

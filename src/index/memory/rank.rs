@@ -126,6 +126,8 @@ pub struct Ranker<'a, 'q> {
 }
 
 impl<'a, 'q> Ranker<'a, 'q> {
+    /// A ranker keeping the best `limit` groups of files matching `query` shared by peers live
+    /// since `live_since`.
     pub fn new(
         ix: &'a NameIndex,
         query: &'q Query<ContentId>,
@@ -300,6 +302,7 @@ impl<'a, 'q> Ranker<'a, 'q> {
         self.whole.is_some_and(|w| equals_ci(name, w))
     }
 
+    /// Offers file `slot` (a match), with the other files of its content id.
     pub fn add(&mut self, slot: Slot) {
         let ix = self.ix;
         let Some(r) = ix.rec(slot) else {

@@ -11,9 +11,7 @@ impl NameIndex {
         self.trigrams.shrink();
         self.names.shrink();
         self.contents.shrink();
-        let files = &self.files;
-        self.by_path
-            .shrink_to_fit(|&s| files.get(s as usize).map_or(0, |r| r.key[0]));
+        self.paths.shrink(&self.files);
         let mut by_name = std::mem::take(&mut self.by_name);
         by_name.shrink(&*self);
         self.by_name = by_name;
@@ -64,9 +62,7 @@ impl NameIndex {
         self.files.truncate(w);
         self.contents.renumber_heads(m);
         self.peers.renumber_heads(m);
-        for s in self.by_path.iter_mut() {
-            *s = m(*s);
-        }
+        self.paths.renumber(m);
         self.by_name = ExactNames::default();
         self.epoch += 1;
         self.order.forget();

@@ -51,6 +51,7 @@ pub(super) const DEAD: FileRec = FileRec {
 };
 
 impl FileRec {
+    /// Whether the record holds a file (not removed).
     pub(super) fn live(&self) -> bool {
         self.peer != NONE
     }

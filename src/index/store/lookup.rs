@@ -44,7 +44,7 @@ impl IndexStore {
     /// Searches and encodes the `SearchResults` payload; word queries are kept in the cache.
     ///
     /// A word query that finds the rank order of broad searches missing or behind reads what
-    /// the order is made of (under the readers' lock), and a thread of its
+    /// the order is made of (under the readers' lock, in time linear in the files), and a thread of its
     /// own sorts it and installs it, with no lock held while it sorts.
     pub fn search_payload(
         self: &Arc<Self>,
@@ -97,7 +97,7 @@ impl IndexStore {
 
     /// [`IndexStore::search_payload`] if it can be answered at once: the index can be read
     /// without waiting for a writer, and the search reads little of it (a content id, or a
-    /// word query within [`Reads::QUICK`](super::memory::Reads::QUICK)). `None`: run it where a long search does no harm.
+    /// word query within the name index's quick budget, `Reads::QUICK`). `None`: run it where a long search does no harm.
     pub fn try_search_here(
         &self,
         query: &Query<ContentId>,
@@ -156,7 +156,7 @@ impl Found {
         )
     }
 
-    /// [`Found::read`] if the search reads at most [`Reads::QUICK`](super::memory::Reads::QUICK) of the index.
+    /// [`Found::read`] if the search reads at most [`Reads::QUICK`](crate::index::memory::Reads::QUICK) of the index.
     fn read_quick(
         mem: &NameIndex,
         query: &Query<ContentId>,

@@ -44,30 +44,30 @@ mod sessions;
 #[cfg(test)]
 mod tests;
 
-/// Why the store could not do what was asked.
+/// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// SQLite failed.
     #[error("index database: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// The database's directory cannot be created.
+    /// The database's directory could not be created.
     #[error("cannot create the directory of the index database {path}: {source}")]
     Dir {
         /// The directory.
         path: String,
-        /// Why.
+        /// Why not.
         source: std::io::Error,
     },
-    /// The session's peer was forgotten meanwhile (it must register again).
+    /// No peer has this id (never registered, or forgotten).
     #[error("unknown peer id {0}")]
     UnknownPeer(u64),
-    /// The session's key registered again on another connection (the newest session wins).
+    /// A newer `Register` of the same peer took over; this session may no longer change it.
     #[error("peer {0} registered again on another connection; this session is superseded")]
     Superseded(u64),
 }
 
 /// The durable store. One writer connection; reads use their own connections (WAL lets them
-/// run beside writes). Searches read [`NameIndex`], which every write updates after its commit.
+/// run beside writes). Searches read the in-memory name index, which every write updates after its commit.
 pub struct IndexStore {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS files(
 DROP INDEX IF EXISTS files_by_content;
 ";
 
+/// Opens a connection to the database in WAL mode with full syncs and foreign keys.
 pub(super) fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -45,6 +46,7 @@ pub(super) fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
     Ok(conn)
 }
 
+/// A stored 32-byte digest (`None` if missing or of another length).
 pub(super) fn digest_from(blob: Option<Vec<u8>>) -> Option<Digest> {
     let b: [u8; 32] = blob?.try_into().ok()?;
     Some(Digest(b))

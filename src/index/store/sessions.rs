@@ -14,11 +14,11 @@ use crate::protocol::{PeerList, PeerRecord, UpdateFiles};
 /// One `Register` of a peer: the session a connection holds until it unregisters or closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Session {
-    /// The peer's id.
+    /// The peer's id in the store.
     pub peer_id: u64,
     /// Numbers the store's registrations (since it was opened); the newest of a peer wins.
     pub number: u64,
-    /// Registered as ephemeral (forgotten when its connection closes).
+    /// Whether the peer registered as ephemeral: forgotten when its connection closes.
     pub ephemeral: bool,
 }
 
@@ -33,6 +33,7 @@ pub(super) struct Sessions {
 }
 
 impl IndexStore {
+    /// The session table (take it only with the writer held: see the lock note in [`super`]).
     pub(super) fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -46,6 +47,7 @@ impl IndexStore {
         }
     }
 
+    /// Ends the sessions of these (forgotten) peers.
     pub(super) fn forget_sessions(&self, ids: &[i64]) {
         let mut s = self.sessions();
         for id in ids {

@@ -104,7 +104,7 @@ fn check(ix: &NameIndex) {
         listed += files.len();
     }
     assert_eq!(listed, live.len(), "every file is on its content's list");
-    assert_eq!(ix.by_path.len(), live.len());
+    assert_eq!(ix.paths.len(), live.len());
     for &s in &live {
         let lowered = lower(&ix.names.text(ix.files[s as usize].name)).into_owned();
         assert!(ix.exact_named(&lowered).contains(&s), "{s} by name");
