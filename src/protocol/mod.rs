@@ -17,8 +17,8 @@ pub use frame::{
 };
 pub use handshake::{MAX_FEATURE_LEN, MAX_FEATURES, agent};
 pub use messages::{
-    IndexReply, IndexRequest, MESSAGES, Message, MessageSet, PROTOCOL_VERSION, PeerReply, PeerRequest, feature,
-    tag, tag_name,
+    IndexReply, IndexRequest, MESSAGES, Message, MessageSet, PROTOCOL_VERSION, PeerReply,
+    PeerRequest, feature, tag, tag_name,
 };
 pub use payloads::*;
 pub use search_reply::{PeerHitRef, SearchResultsWriter};
