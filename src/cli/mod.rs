@@ -150,7 +150,7 @@ pub enum Command {
         forget_after: Duration,
         /// Most connections open at once; past it, the one waiting longest for a request is
         /// closed to make room (at most 64 from one address once half are open)
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = peershare::index::MAX_CONNECTIONS)]
         max_connections: usize,
         /// Most distinct search replies kept for repeated queries (0: no cache)
         #[arg(long, default_value_t = 4096, value_name = "N")]
@@ -186,7 +186,7 @@ pub enum Command {
         no_index: bool,
         /// Peers sent pieces at once; others wait in a queue (a holder idle for 3 s loses its
         /// slot, one address keeps at most 2 while others wait)
-        #[arg(long, default_value_t = 8, value_name = "N")]
+        #[arg(long, default_value_t = peershare::peer::UPLOAD_SLOTS, value_name = "N")]
         upload_slots: usize,
         /// Limit on total upload bandwidth, e.g. 10MiB (per second)
         #[arg(long, value_parser = peershare::rate::parse_rate, value_name = "RATE")]

@@ -17,30 +17,51 @@ use crate::protocol::{
 };
 use crate::query::now_ms;
 
+/// Default of [`IndexConfig::lease`].
+pub const LEASE: Duration = Duration::from_secs(90);
+/// Default of [`IndexConfig::forget_after`].
+pub const FORGET_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default of [`IndexConfig::max_connections`].
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Default of [`IndexConfig::max_connections_per_ip`].
+pub const MAX_CONNECTIONS_PER_IP: usize = 64;
+/// Default of [`IndexConfig::limits`]: longest wait for a client's next message.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default of [`IndexConfig::limits`]: longest time to send one reply.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`IndexConfig::frame_timeout`].
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`IndexConfig::request_memory`].
+pub const REQUEST_MEMORY: usize = 64 * 1024 * 1024;
+/// Default of [`IndexConfig::shutdown_grace`].
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Settings of an index server.
 #[derive(Debug, Clone)]
 pub struct IndexConfig {
-    /// How long a registration stays live without a heartbeat. Default: 90 s.
+    /// How long a registration stays live without a heartbeat. Default: [`LEASE`].
     pub lease: Duration,
     /// How long a peer that is not heard from is kept (with its files, its id reserved for its
     /// key) before it is forgotten; at least two leases. Ephemeral peers are forgotten after
-    /// [`EPHEMERAL_PURGE_LEASES`] leases. Default: 7 days.
+    /// [`EPHEMERAL_PURGE_LEASES`] leases. Default: [`FORGET_AFTER`].
     pub forget_after: Duration,
     /// Most connections open at once; a new one beyond it closes the connection waiting
-    /// longest for a request (see [`ServeLimits`]). Default: 1024.
+    /// longest for a request (see [`ServeLimits`]). Default: [`MAX_CONNECTIONS`].
     pub max_connections: usize,
-    /// Most connections from one address once half of `max_connections` are open. Default: 64.
+    /// Most connections from one address once half of `max_connections` are open.
+    /// Default: [`MAX_CONNECTIONS_PER_IP`].
     pub max_connections_per_ip: usize,
     /// Longest wait for a new connection's `Hello`. Default: [`HANDSHAKE_TIMEOUT`] (5 s).
     pub handshake_timeout: Duration,
-    /// Per-connection time limits. Default: 120 s to receive a message, 30 s to send one.
+    /// Per-connection time limits. Default: [`READ_TIMEOUT`] to receive a message,
+    /// [`WRITE_TIMEOUT`] to send one.
     pub limits: Limits,
-    /// Longest time from a request's first byte to its last. Default: 30 s.
+    /// Longest time from a request's first byte to its last. Default: [`FRAME_TIMEOUT`].
     pub frame_timeout: Duration,
     /// Bytes all connections may hold together in requests above 16 KiB as they arrive
-    /// (see [`MemoryBudget`]). Default: 64 MiB.
+    /// (see [`MemoryBudget`]). Default: [`REQUEST_MEMORY`].
     pub request_memory: usize,
-    /// How long shutdown waits for open connections. Default: 5 s.
+    /// How long shutdown waits for open connections. Default: [`SHUTDOWN_GRACE`].
     pub shutdown_grace: Duration,
     /// Recent search replies kept for repeated queries. Default: [`CacheConfig::default`].
     pub search_cache: CacheConfig,
@@ -52,18 +73,18 @@ pub struct IndexConfig {
 impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig {
-            lease: Duration::from_secs(90),
-            forget_after: Duration::from_secs(7 * 24 * 3600),
-            max_connections: 1024,
-            max_connections_per_ip: 64,
+            lease: LEASE,
+            forget_after: FORGET_AFTER,
+            max_connections: MAX_CONNECTIONS,
+            max_connections_per_ip: MAX_CONNECTIONS_PER_IP,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             limits: Limits {
-                read_timeout: Duration::from_secs(120),
-                write_timeout: Duration::from_secs(30),
+                read_timeout: READ_TIMEOUT,
+                write_timeout: WRITE_TIMEOUT,
             },
-            frame_timeout: Duration::from_secs(30),
-            request_memory: 64 * 1024 * 1024,
-            shutdown_grace: Duration::from_secs(5),
+            frame_timeout: FRAME_TIMEOUT,
+            request_memory: REQUEST_MEMORY,
+            shutdown_grace: SHUTDOWN_GRACE,
             search_cache: CacheConfig::default(),
             search_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }

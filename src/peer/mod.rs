@@ -16,6 +16,8 @@ pub use client::{PeerClient, PeerClientError};
 pub use partial::{PartialFile, Partials};
 pub use partial_sharing::{PartialSharing, PartialSharingError};
 pub use scan::{HASH_PROGRESS_STEP, HashProgress, PARTIAL_SUFFIX, ScanError, ScanOptions, Scanner};
-pub use server::{PeerConfig, PeerServer};
+pub use server::{
+    FRAME_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, PeerConfig, PeerServer, UPLOAD_SLOTS,
+};
 pub use slots::UploadSlots;
 pub use watch::watch_roots;

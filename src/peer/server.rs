@@ -32,21 +32,32 @@ use self::handler::Handler;
 /// buffer and no request needs memory shared with other connections.
 pub const MAX_REQUEST_FRAME_LEN: usize = SMALL_FRAME_LEN - LENGTH_PREFIX_LEN;
 
+/// Default of [`PeerConfig::max_connections`].
+pub const MAX_CONNECTIONS: usize = 256;
+/// Default of [`PeerConfig::max_connections_per_ip`].
+pub const MAX_CONNECTIONS_PER_IP: usize = 16;
+/// Default of [`PeerConfig::frame_timeout`].
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`PeerConfig::upload_slots`].
+pub const UPLOAD_SLOTS: usize = 8;
+
 /// Settings of a peer's server side.
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
     /// Most connections open at once; a new one beyond it closes the connection waiting
-    /// longest for a request. Default: 256.
+    /// longest for a request. Default: [`MAX_CONNECTIONS`].
     pub max_connections: usize,
-    /// Most connections from one address once half of `max_connections` are open. Default: 16.
+    /// Most connections from one address once half of `max_connections` are open.
+    /// Default: [`MAX_CONNECTIONS_PER_IP`].
     pub max_connections_per_ip: usize,
     /// Longest wait for a new connection's `Hello`. Default: [`HANDSHAKE_TIMEOUT`] (5 s).
     pub handshake_timeout: Duration,
-    /// Per-connection time limits. Default: 60 s to receive a request, 60 s to send a reply.
+    /// Per-connection time limits. Default: [`Limits::default`].
     pub limits: Limits,
-    /// Longest time from a request's first byte to its last. Default: 10 s.
+    /// Longest time from a request's first byte to its last. Default: [`FRAME_TIMEOUT`].
     pub frame_timeout: Duration,
-    /// Peers sent pieces at once; the others are answered `BUSY` with their queue place. Default: 8.
+    /// Peers sent pieces at once; the others are answered `BUSY` with their queue place.
+    /// Default: [`UPLOAD_SLOTS`].
     pub upload_slots: usize,
     /// Upload slots one address keeps while others wait. Default: [`super::slots::SLOTS_PER_IP`] (2).
     pub upload_slots_per_ip: usize,
@@ -57,12 +68,12 @@ pub struct PeerConfig {
 impl Default for PeerConfig {
     fn default() -> Self {
         PeerConfig {
-            max_connections: 256,
-            max_connections_per_ip: 16,
+            max_connections: MAX_CONNECTIONS,
+            max_connections_per_ip: MAX_CONNECTIONS_PER_IP,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             limits: Limits::default(),
-            frame_timeout: Duration::from_secs(10),
-            upload_slots: 8,
+            frame_timeout: FRAME_TIMEOUT,
+            upload_slots: UPLOAD_SLOTS,
             upload_slots_per_ip: super::slots::SLOTS_PER_IP,
             upload_rate: None,
         }
