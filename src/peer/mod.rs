@@ -19,5 +19,5 @@ pub use scan::{HASH_PROGRESS_STEP, HashProgress, PARTIAL_SUFFIX, ScanError, Scan
 pub use server::{
     FRAME_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, PeerConfig, PeerServer, UPLOAD_SLOTS,
 };
-pub use slots::UploadSlots;
+pub use slots::{QUEUE_STALE, SLOT_IDLE, SLOT_TURN, SLOTS_PER_IP, SlotPolicy, UploadSlots};
 pub use watch::watch_roots;

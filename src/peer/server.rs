@@ -59,7 +59,7 @@ pub struct PeerConfig {
     /// Peers sent pieces at once; the others are answered `BUSY` with their queue place.
     /// Default: [`UPLOAD_SLOTS`].
     pub upload_slots: usize,
-    /// Upload slots one address keeps while others wait. Default: [`super::slots::SLOTS_PER_IP`] (2).
+    /// Upload slots one address keeps while others wait. Default: [`SLOTS_PER_IP`](super::SLOTS_PER_IP) (2).
     pub upload_slots_per_ip: usize,
     /// Shared limit on upload bandwidth. Default: none.
     pub upload_rate: Option<Arc<RateLimiter>>,
