@@ -7,8 +7,9 @@ use tokio::net::TcpStream;
 use crate::content::Digest;
 use crate::identity::Identity;
 use crate::protocol::{
-    Ack, Connection, ErrorReply, FileEntry, Frame, Limits, MAX_CONTROL_PAYLOAD, Message, PeerList,
-    ProtocolError, Register, Registered, Search, SearchResults, UpdateFiles, Welcome, connect_tcp,
+    Ack, Connection, ErrorReply, FileEntry, Frame, IndexReply, Limits, MAX_CONTROL_PAYLOAD,
+    Message, PeerList, ProtocolError, Register, Registered, Search, SearchResults, UpdateFiles,
+    Welcome, connect_tcp,
 };
 
 /// Requests [`IndexClient::search_many`] keeps in flight.
@@ -77,8 +78,11 @@ impl IndexClient {
         }
     }
 
-    async fn call(&mut self, msg: &Message) -> Result<Message, IndexClientError> {
-        self.conn.request(msg).await.map_err(|e| self.err(e))
+    /// Sends a request and reads its reply, which must be an index reply (an `Error` is
+    /// [`ProtocolError::Remote`]).
+    async fn call(&mut self, msg: &Message) -> Result<IndexReply, IndexClientError> {
+        let reply = self.conn.request(msg).await.map_err(|e| self.err(e))?;
+        IndexReply::try_from(reply).map_err(|e| self.err(e))
     }
 
     /// The files matching `query`, at most `limit`.
@@ -91,7 +95,7 @@ impl IndexClient {
         match Message::decode(frame) {
             Ok(Message::SearchResults(r)) => Ok(r),
             Ok(Message::Error(e)) => Err(self.err(ProtocolError::Remote(e))),
-            Ok(other) => Err(self.err(ProtocolError::unexpected("SearchResults", &other))),
+            Ok(other) => Err(self.err(ProtocolError::unexpected("SearchResults", other.name()))),
             Err(e) => Err(self.err(e)),
         }
     }
@@ -120,7 +124,7 @@ impl IndexClient {
                 Ok(Message::SearchResults(r)) => out.push(Ok(r)),
                 Err(ProtocolError::Remote(e)) => out.push(Err(e)),
                 Ok(other) => {
-                    return Err(self.err(ProtocolError::unexpected("SearchResults", &other)));
+                    return Err(self.err(ProtocolError::unexpected("SearchResults", other.name())));
                 }
                 Err(e) => return Err(self.err(e)),
             }
@@ -150,8 +154,8 @@ impl IndexClient {
     /// The peers registered (live or not).
     pub async fn list_peers(&mut self) -> Result<PeerList, IndexClientError> {
         match self.call(&Message::ListPeers).await? {
-            Message::PeerList(r) => Ok(r),
-            other => Err(self.err(ProtocolError::unexpected("PeerList", &other))),
+            IndexReply::PeerList(r) => Ok(r),
+            other => Err(self.err(ProtocolError::unexpected("PeerList", other.name()))),
         }
     }
 
@@ -188,15 +192,15 @@ impl IndexClient {
             ephemeral,
         });
         match self.call(&msg).await? {
-            Message::Registered(r) => Ok(r),
-            other => Err(self.err(ProtocolError::unexpected("Registered", &other))),
+            IndexReply::Registered(r) => Ok(r),
+            other => Err(self.err(ProtocolError::unexpected("Registered", other.name()))),
         }
     }
 
     async fn update(&mut self, u: UpdateFiles) -> Result<Ack, IndexClientError> {
         match self.call(&Message::UpdateFiles(u)).await? {
-            Message::Ack(a) => Ok(a),
-            other => Err(self.err(ProtocolError::unexpected("Ack", &other))),
+            IndexReply::Ack(a) => Ok(a),
+            other => Err(self.err(ProtocolError::unexpected("Ack", other.name()))),
         }
     }
 
@@ -246,16 +250,16 @@ impl IndexClient {
     /// Renews this session's lease.
     pub async fn heartbeat(&mut self) -> Result<(), IndexClientError> {
         match self.call(&Message::Heartbeat).await? {
-            Message::Ack(_) => Ok(()),
-            other => Err(self.err(ProtocolError::unexpected("Ack", &other))),
+            IndexReply::Ack(_) => Ok(()),
+            other => Err(self.err(ProtocolError::unexpected("Ack", other.name()))),
         }
     }
 
     /// Ends this session: the index drops the peer from results.
     pub async fn unregister(&mut self) -> Result<(), IndexClientError> {
         match self.call(&Message::Unregister).await? {
-            Message::Ack(_) => Ok(()),
-            other => Err(self.err(ProtocolError::unexpected("Ack", &other))),
+            IndexReply::Ack(_) => Ok(()),
+            other => Err(self.err(ProtocolError::unexpected("Ack", other.name()))),
         }
     }
 }

@@ -13,8 +13,9 @@ use super::{IndexConfig, IndexStore, Session, StoreError};
 use crate::content::{Digest, MAX_FILE_SIZE, PieceLayout};
 use crate::identity::{random_bytes, verify_register};
 use crate::protocol::{
-    Ack, Admission, Connection, ErrorCode, ErrorReply, IndexRequest, MAX_PATH_LEN, MAX_QUERY_LEN,
-    MAX_SEARCH_LIMIT, Message, ProtocolError, Register, Registered, Search, UpdateFiles, tag,
+    Ack, Admission, Connection, ErrorCode, ErrorReply, IndexReply, IndexRequest, MAX_PATH_LEN,
+    MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message, ProtocolError, Register, Registered, Search,
+    UpdateFiles, tag,
 };
 use crate::query::{Query, now_ms};
 
@@ -54,9 +55,9 @@ impl RequestError {
     }
 }
 
-/// What the index sends back: a message, or a `SearchResults` payload already encoded.
+/// What the index sends back: a reply, or a `SearchResults` payload already encoded.
 enum Reply {
-    Message(Message),
+    Message(IndexReply),
     Encoded(Bytes),
 }
 
@@ -138,10 +139,10 @@ impl Handler {
                 // Registered: closed to make room only after every unregistered connection.
                 self.conn.admission().map(Admission::trusted);
             }
-            let sent = match &reply {
-                Reply::Message(m) => self.conn.reply(m).await,
+            let sent = match reply {
+                Reply::Message(m) => self.conn.reply(&Message::from(m)).await,
                 Reply::Encoded(payload) => {
-                    self.conn.reply_encoded(tag::SEARCH_RESULTS, payload).await
+                    self.conn.reply_encoded(tag::SEARCH_RESULTS, &payload).await
                 }
             };
             match sent {
@@ -169,13 +170,13 @@ impl Handler {
                 ));
             }
             IndexRequest::Search(s) => return self.search(s).await.map(Reply::Encoded),
-            IndexRequest::Register(r) => Message::Registered(self.register(r).await?),
-            IndexRequest::UpdateFiles(u) => Message::Ack(self.update_files(u).await?),
-            IndexRequest::Heartbeat => Message::Ack(self.heartbeat().await?),
-            IndexRequest::Unregister => Message::Ack(self.unregister().await?),
+            IndexRequest::Register(r) => IndexReply::Registered(self.register(r).await?),
+            IndexRequest::UpdateFiles(u) => IndexReply::Ack(self.update_files(u).await?),
+            IndexRequest::Heartbeat => IndexReply::Ack(self.heartbeat().await?),
+            IndexRequest::Unregister => IndexReply::Ack(self.unregister().await?),
             IndexRequest::ListPeers => {
                 let since = now_ms() - self.lease_ms();
-                Message::PeerList(self.blocking(move |s| s.peers(since)).await?)
+                IndexReply::PeerList(self.blocking(move |s| s.peers(since)).await?)
             }
         };
         Ok(Reply::Message(reply))
@@ -313,7 +314,7 @@ impl Handler {
 
 /// The error reply for a refused request.
 fn refusal(e: &RequestError) -> Reply {
-    Reply::Message(Message::Error(ErrorReply::new(e.code(), e.to_string())))
+    Reply::Message(IndexReply::Error(ErrorReply::new(e.code(), e.to_string())))
 }
 
 /// A reply over the frame limit is answered with an error (the connection stays usable).

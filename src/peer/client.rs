@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 use crate::content::{ContentId, MAX_FILE_SIZE, PIECE_HASH_LEN, PIECE_SIZE};
 use crate::protocol::{
     CatalogQuery, CatalogResults, Connection, GetHashes, GetHave, GetInfo, GetPiece, Have, Info,
-    Limits, MAX_HASHES_PER_REPLY, Message, Piece, ProtocolError, connect_tcp, feature,
+    Limits, MAX_HASHES_PER_REPLY, Message, PeerReply, Piece, ProtocolError, connect_tcp, feature,
 };
 
 /// How long connecting to a peer may take.
@@ -114,29 +114,34 @@ impl PeerClient {
         }
     }
 
+    /// Sends a request and reads its reply, which must be a peer reply (an `Error` is
+    /// [`ProtocolError::Remote`]).
+    async fn ask(&mut self, request: &Message) -> Result<PeerReply, PeerClientError> {
+        Ok(PeerReply::try_from(self.conn.request(request).await?)?)
+    }
+
     /// What the peer says of a file: size, piece size, name (checked against our limits).
     pub async fn info(&mut self, id: ContentId) -> Result<Info, PeerClientError> {
         match self
-            .conn
-            .request(&Message::GetInfo(GetInfo { content_id: id }))
+            .ask(&Message::GetInfo(GetInfo { content_id: id }))
             .await?
         {
-            Message::Info(i) if i.content_id != id => Err(PeerClientError::WrongFile {
+            PeerReply::Info(i) if i.content_id != id => Err(PeerClientError::WrongFile {
                 expected: id,
                 received: i.content_id,
             }),
-            Message::Info(i) if u64::from(i.piece_size) != PIECE_SIZE => {
+            PeerReply::Info(i) if u64::from(i.piece_size) != PIECE_SIZE => {
                 Err(PeerClientError::PieceSize {
                     expected: PIECE_SIZE,
                     received: u64::from(i.piece_size),
                 })
             }
-            Message::Info(i) if i.size > MAX_FILE_SIZE => Err(PeerClientError::TooLarge {
+            PeerReply::Info(i) if i.size > MAX_FILE_SIZE => Err(PeerClientError::TooLarge {
                 max: MAX_FILE_SIZE,
                 received: i.size,
             }),
-            Message::Info(i) => Ok(i),
-            other => Err(ProtocolError::unexpected("Info", &other).into()),
+            PeerReply::Info(i) => Ok(i),
+            other => Err(ProtocolError::unexpected("Info", other.name()).into()),
         }
     }
 
@@ -155,8 +160,8 @@ impl PeerClient {
             start,
             count,
         });
-        match self.conn.request(&req).await? {
-            Message::Hashes(h)
+        match self.ask(&req).await? {
+            PeerReply::Hashes(h)
                 if h.start == start
                     && !h.hashes.is_empty()
                     && h.hashes.len().is_multiple_of(PIECE_HASH_LEN)
@@ -164,12 +169,12 @@ impl PeerClient {
             {
                 Ok(h.hashes)
             }
-            Message::Hashes(h) => Err(PeerClientError::BadHashes {
+            PeerReply::Hashes(h) => Err(PeerClientError::BadHashes {
                 start,
                 expected: count as usize * PIECE_HASH_LEN,
                 received: h.hashes.len(),
             }),
-            other => Err(ProtocolError::unexpected("Hashes", &other).into()),
+            other => Err(ProtocolError::unexpected("Hashes", other.name()).into()),
         }
     }
 
@@ -178,16 +183,15 @@ impl PeerClient {
     pub async fn have(&mut self, id: ContentId) -> Result<Have, PeerClientError> {
         self.require(feature::HAVE)?;
         match self
-            .conn
-            .request(&Message::GetHave(GetHave { content_id: id }))
+            .ask(&Message::GetHave(GetHave { content_id: id }))
             .await?
         {
-            Message::Have(h) if h.content_id == id => Ok(h),
-            Message::Have(h) => Err(PeerClientError::WrongFile {
+            PeerReply::Have(h) if h.content_id == id => Ok(h),
+            PeerReply::Have(h) => Err(PeerClientError::WrongFile {
                 expected: id,
                 received: h.content_id,
             }),
-            other => Err(ProtocolError::unexpected("Have", &other).into()),
+            other => Err(ProtocolError::unexpected("Have", other.name()).into()),
         }
     }
 
@@ -203,9 +207,9 @@ impl PeerClient {
             query: query.to_string(),
             limit,
         });
-        match self.conn.request(&q).await? {
-            Message::CatalogResults(r) => Ok(r),
-            other => Err(ProtocolError::unexpected("CatalogResults", &other).into()),
+        match self.ask(&q).await? {
+            PeerReply::CatalogResults(r) => Ok(r),
+            other => Err(ProtocolError::unexpected("CatalogResults", other.name()).into()),
         }
     }
 
@@ -229,9 +233,9 @@ impl PeerClient {
 
     /// The next piece reply. Cancel-safe.
     pub async fn next_piece(&mut self) -> Result<Piece, PeerClientError> {
-        match self.conn.recv().await? {
-            Message::Piece(p) => Ok(p),
-            other => Err(ProtocolError::unexpected("Piece", &other).into()),
+        match PeerReply::try_from(self.conn.recv().await?)? {
+            PeerReply::Piece(p) => Ok(p),
+            other => Err(ProtocolError::unexpected("Piece", other.name()).into()),
         }
     }
 }

@@ -120,11 +120,9 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    /// A reply other than the one expected (a client's view: `expected` names the message).
-    pub fn unexpected(expected: &'static str, got: &Message) -> ProtocolError {
-        ProtocolError::Unexpected {
-            expected,
-            received: got.name(),
-        }
+    /// A reply other than the one expected (a client's view: `expected` names the message,
+    /// `received` the one that came).
+    pub fn unexpected(expected: &'static str, received: &'static str) -> ProtocolError {
+        ProtocolError::Unexpected { expected, received }
     }
 }

@@ -13,8 +13,8 @@ use super::open::{OpenFile, Opened, read_piece};
 use crate::content::{ContentId, Digest, PIECE_SIZE, PieceLayout};
 use crate::protocol::{
     CatalogQuery, Connection, ErrorCode, ErrorReply, GetHashes, GetHave, GetInfo, GetPiece, Hashes,
-    Have, Info, MAX_HASHES_PER_REPLY, MAX_QUERY_LEN, Message, PeerRequest, Piece, ProtocolError,
-    bitmap_from, feature,
+    Have, Info, MAX_HASHES_PER_REPLY, MAX_QUERY_LEN, Message, PeerReply, PeerRequest, Piece,
+    ProtocolError, bitmap_from, feature,
 };
 
 /// Files one connection keeps open between requests.
@@ -106,7 +106,7 @@ impl<'a> Handler<'a> {
                 PeerRequest::GetHashes(r) => self.hashes(r),
                 PeerRequest::GetPiece(r) => self.piece(r).await?,
             };
-            let reply = reply.unwrap_or_else(Message::Error);
+            let reply = reply.map_or_else(Message::Error, Message::from);
             // Replies to requests read ahead wait in the send buffer and leave together.
             match self.ahead.is_empty() {
                 true => self.conn.reply(&reply).await?,
@@ -128,12 +128,12 @@ impl<'a> Handler<'a> {
         }
     }
 
-    fn info(&self, GetInfo { content_id }: GetInfo) -> Result<Message, ErrorReply> {
+    fn info(&self, GetInfo { content_id }: GetInfo) -> Result<PeerReply, ErrorReply> {
         let f = self
             .server
             .find(&content_id)
             .ok_or_else(|| not_found(&content_id))?;
-        Ok(Message::Info(Info {
+        Ok(PeerReply::Info(Info {
             content_id,
             size: f.size,
             piece_size: PIECE_SIZE as u32,
@@ -141,16 +141,19 @@ impl<'a> Handler<'a> {
         }))
     }
 
-    fn catalog(&self, CatalogQuery { query, limit }: CatalogQuery) -> Result<Message, ErrorReply> {
+    fn catalog(
+        &self,
+        CatalogQuery { query, limit }: CatalogQuery,
+    ) -> Result<PeerReply, ErrorReply> {
         if query.len() > MAX_QUERY_LEN {
             return Err(bad_request("query too long".into()));
         }
-        Ok(Message::CatalogResults(
+        Ok(PeerReply::CatalogResults(
             self.server.catalog_query(&query, limit),
         ))
     }
 
-    fn have(&self, GetHave { content_id }: GetHave) -> Result<Message, ErrorReply> {
+    fn have(&self, GetHave { content_id }: GetHave) -> Result<PeerReply, ErrorReply> {
         let f = self
             .server
             .find(&content_id)
@@ -160,7 +163,7 @@ impl<'a> Handler<'a> {
             Some(p) => p.bitmap(),
             None => bitmap_from((0..layout.piece_count()).map(|_| true)),
         };
-        Ok(Message::Have(Have {
+        Ok(PeerReply::Have(Have {
             content_id,
             pieces: layout.piece_count() as u32,
             bitmap,
@@ -174,7 +177,7 @@ impl<'a> Handler<'a> {
             start,
             count,
         }: GetHashes,
-    ) -> Result<Message, ErrorReply> {
+    ) -> Result<PeerReply, ErrorReply> {
         let f = self
             .server
             .find(&content_id)
@@ -192,7 +195,7 @@ impl<'a> Handler<'a> {
             .flatten()
             .copied()
             .collect();
-        Ok(Message::Hashes(Hashes { start, hashes }))
+        Ok(PeerReply::Hashes(Hashes { start, hashes }))
     }
 
     /// A piece, if an upload slot is free: from a file this connection has open, else opened
@@ -200,7 +203,7 @@ impl<'a> Handler<'a> {
     async fn piece(
         &mut self,
         GetPiece { content_id, index }: GetPiece,
-    ) -> Result<Result<Message, ErrorReply>, ProtocolError> {
+    ) -> Result<Result<PeerReply, ErrorReply>, ProtocolError> {
         if let Err(place) = self.server.slots.acquire(self.conn_id, self.ip) {
             return Ok(Err(ErrorReply::new(
                 ErrorCode::Busy,
@@ -260,7 +263,7 @@ impl<'a> Handler<'a> {
                     self.conn.flush().await?;
                     rate.take(data.len() as u64).await;
                 }
-                Ok(Ok(Message::Piece(Piece { index, data })))
+                Ok(Ok(PeerReply::Piece(Piece { index, data })))
             }
             Err(e) => {
                 warn!("reading piece {index} of {content_id}: {e}");
