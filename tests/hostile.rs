@@ -1045,3 +1045,29 @@ async fn features_are_agreed_as_asked_and_never_more() {
     peer.shutdown().await;
     ix.stop().await;
 }
+
+#[tokio::test]
+async fn a_source_from_before_features_is_never_asked_what_it_has() {
+    let t = tempfile::tempdir().unwrap();
+    let bytes = data(3 * PIECE_SIZE as usize + 100, 61);
+    let want = ContentId::from(blake3::hash(&bytes));
+    for (features, asked) in [(None, true), (Some(&[][..]), false)] {
+        let old = Behaviour {
+            name: "f.bin".into(),
+            features,
+            ..Behaviour::default()
+        };
+        let have_requests = old.have_requests.clone();
+        let (addr, sent) = fake_peer(bytes.clone(), old).await;
+        let out = t.path().join(format!("out-{asked}"));
+        let r = Downloader::default()
+            .download(want, &[src(&addr, 1)], &out, Some("f.bin"))
+            .await
+            .expect("downloaded from it all the same");
+        assert_eq!(std::fs::read(&r.path).unwrap(), bytes);
+        assert_eq!(sent.load(Ordering::SeqCst), 4, "every piece from it");
+        // With the feature agreed the downloader asks; without it, it never sends GetHave
+        // (the peer would refuse it) and takes the source as complete.
+        assert_eq!(have_requests.load(Ordering::SeqCst) > 0, asked);
+    }
+}

@@ -144,6 +144,10 @@ pub struct Behaviour {
     /// Counts the piece hashes sent, and the largest `count` asked for in one `GetHashes`.
     pub hashes_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub largest_hash_request: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Offer only these features in `Welcome` (`Some(&[])`: a build from before features).
+    pub features: Option<&'static [&'static str]>,
+    /// Counts the `GetHave` requests received, over all connections.
+    pub have_requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A peer speaking the real protocol from memory, misbehaving as told; returns its address
@@ -180,7 +184,8 @@ pub async fn fake_peer(
                     return;
                 }
                 let mut c = Connection::new(s, Limits::default());
-                if c.server_handshake(Digest::default(), &peershare::protocol::feature::ALL)
+                let offered = how.features.unwrap_or(&peershare::protocol::feature::ALL);
+                if c.server_handshake(Digest::default(), offered)
                     .await
                     .is_err()
                 {
@@ -196,14 +201,17 @@ pub async fn fake_peer(
                             piece_size: PIECE_SIZE as u32,
                             name: how.name.clone(),
                         }),
-                        Message::GetHave(g) => Message::Have(peershare::protocol::Have {
-                            content_id: g.content_id,
-                            pieces: layout.piece_count() as u32,
-                            bitmap: peershare::protocol::bitmap_from(
-                                (0..layout.piece_count())
-                                    .map(|i| how.have.is_none_or(|f| f(i as u32))),
-                            ),
-                        }),
+                        Message::GetHave(g) => {
+                            how.have_requests.fetch_add(1, Ordering::SeqCst);
+                            Message::Have(peershare::protocol::Have {
+                                content_id: g.content_id,
+                                pieces: layout.piece_count() as u32,
+                                bitmap: peershare::protocol::bitmap_from(
+                                    (0..layout.piece_count())
+                                        .map(|i| how.have.is_none_or(|f| f(i as u32))),
+                                ),
+                            })
+                        }
                         Message::GetHashes(g) if how.junk_hashes => {
                             let total = layout.hash_count();
                             let n = u64::from(g.count.min(16384))
