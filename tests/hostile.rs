@@ -1047,11 +1047,15 @@ async fn features_are_agreed_as_asked_and_never_more() {
 }
 
 #[tokio::test]
-async fn a_source_from_before_features_is_never_asked_what_it_has() {
+async fn a_source_that_did_not_agree_have_is_never_asked_what_it_has() {
     let t = tempfile::tempdir().unwrap();
     let bytes = data(3 * PIECE_SIZE as usize + 100, 61);
     let want = ContentId::from(blake3::hash(&bytes));
-    for (features, asked) in [(None, true), (Some(&[][..]), false)] {
+    // Every feature; none at all (a build from before features: `have` was plain version 1);
+    // features without `have`.
+    let offers: [(Option<&'static [&'static str]>, bool); 3] =
+        [(None, true), (Some(&[]), true), (Some(&["catalog"]), false)];
+    for (k, (features, asked)) in offers.into_iter().enumerate() {
         let old = Behaviour {
             name: "f.bin".into(),
             features,
@@ -1059,15 +1063,15 @@ async fn a_source_from_before_features_is_never_asked_what_it_has() {
         };
         let have_requests = old.have_requests.clone();
         let (addr, sent) = fake_peer(bytes.clone(), old).await;
-        let out = t.path().join(format!("out-{asked}"));
+        let out = t.path().join(format!("out-{k}"));
         let r = Downloader::default()
             .download(want, &[src(&addr, 1)], &out, Some("f.bin"))
             .await
             .expect("downloaded from it all the same");
         assert_eq!(std::fs::read(&r.path).unwrap(), bytes);
         assert_eq!(sent.load(Ordering::SeqCst), 4, "every piece from it");
-        // With the feature agreed the downloader asks; without it, it never sends GetHave
-        // (the peer would refuse it) and takes the source as complete.
-        assert_eq!(have_requests.load(Ordering::SeqCst) > 0, asked);
+        // With `have` usable the downloader asks; without it, it never sends GetHave (the
+        // peer would refuse it) and takes the source as complete.
+        assert_eq!(have_requests.load(Ordering::SeqCst) > 0, asked, "offer {k}");
     }
 }

@@ -407,6 +407,53 @@ fn hello_and_welcome_with_features_hexdump() {
 }
 
 #[test]
+fn a_features_list_is_decoded_only_as_far_as_it_can_matter() {
+    // A Hello whose features are 200,000 empty names (about 200 KB on the wire).
+    let mut payload = vec![0x84];
+    for (k, v) in [("version_min", 1u8), ("version_max", 1)] {
+        payload.push(0xa0 | k.len() as u8);
+        payload.extend(k.as_bytes());
+        payload.push(v);
+    }
+    payload.extend([0xa5]);
+    payload.extend(b"agent");
+    payload.extend([0xa1, b'x', 0xa8]);
+    payload.extend(b"features");
+    let n: u32 = 200_000;
+    payload.push(0xdd);
+    payload.extend(n.to_be_bytes());
+    payload.extend(std::iter::repeat_n(0xa0, n as usize - 2));
+    payload.extend([0xa4]);
+    payload.extend(b"have");
+    payload.extend([0xa4]);
+    payload.extend(b"have");
+    let frame = Frame {
+        tag: tag::HELLO,
+        payload: bytes::Bytes::from(payload),
+    };
+    let Message::Hello(h) = Message::decode(frame).unwrap() else {
+        panic!("not a Hello")
+    };
+    // The first MAX_FEATURES names are kept, the rest skipped: "have" at the end is not seen.
+    assert_eq!(h.features.len(), MAX_FEATURES);
+    assert!(h.features.iter().all(String::is_empty));
+    // Names longer than MAX_FEATURE_LEN are dropped; short ones around them kept.
+    let long = "x".repeat(MAX_FEATURE_LEN + 1);
+    let m = Message::Hello(Hello {
+        version_min: 1,
+        version_max: 1,
+        agent: "x".into(),
+        features: vec!["have".into(), long, "catalog".into()],
+    });
+    let mut buf = BytesMut::from(&frame_bytes(&m)[..]);
+    let Message::Hello(h) = Message::decode(Frame::parse(&mut buf).unwrap().unwrap()).unwrap()
+    else {
+        panic!("not a Hello")
+    };
+    assert_eq!(h.features, ["have", "catalog"]);
+}
+
+#[test]
 fn error_codes_keep_their_numbers_and_unknown_ones_survive() {
     let spec = [
         (ErrorCode::BadRequest, 1),

@@ -132,7 +132,7 @@ pub async fn run_get(a: GetArgs) -> anyhow::Result<()> {
 fn report(results: &[Result<DownloadReport, GetError>], json: bool) -> anyhow::Result<()> {
     let failed: Vec<String> = results
         .iter()
-        .filter_map(|r| r.as_ref().err().map(chain))
+        .filter_map(|r| r.as_ref().err().map(|e| peershare::text::error_chain(e)))
         .collect();
     let reports: Vec<&DownloadReport> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     if json {
@@ -206,18 +206,6 @@ fn events(bars: Option<MultiProgress>) -> EventSink {
             }
         }
     })
-}
-
-/// An error and its causes on one line, as `{:#}` prints an `anyhow::Error`.
-fn chain(e: &GetError) -> String {
-    let mut line = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        line.push_str(": ");
-        line.push_str(&c.to_string());
-        cause = c.source();
-    }
-    line
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

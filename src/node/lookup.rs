@@ -56,7 +56,7 @@ impl Lookup {
                 match found {
                     Ok(found) => from_index = found.into_iter().map(Some).collect(),
                     Err(e) => {
-                        let reason = e.to_string();
+                        let reason = crate::text::error_chain(&e);
                         if self.dht.is_some() {
                             opts.tell(GetEvent::IndexLost { reason: &reason });
                         }

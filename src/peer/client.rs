@@ -72,8 +72,8 @@ pub enum PeerClientError {
 /// A connection to a peer, after the handshake.
 pub struct PeerClient {
     conn: Connection<TcpStream>,
-    /// The features the peer agreed to in its `Welcome`.
-    features: Vec<String>,
+    /// The features usable on this connection (see [`PeerClient::connect`]).
+    features: Vec<&'static str>,
 }
 
 impl PeerClient {
@@ -96,15 +96,22 @@ impl PeerClient {
             .map_err(err)?;
         let mut conn = Connection::new(stream, limits);
         let welcome = conn.client_handshake().await?;
-        Ok(PeerClient {
-            conn,
-            features: welcome.features,
-        })
+        // A `Welcome` with no features comes from a build made before them, when `GetHave`
+        // and `CatalogQuery` were plain version 1 messages (a current peer agrees to every
+        // feature we ask for). Names we did not ask for are ignored.
+        let features = match welcome.features.is_empty() {
+            true => feature::ALL.to_vec(),
+            false => feature::ALL
+                .into_iter()
+                .filter(|f| welcome.features.iter().any(|w| w == f))
+                .collect(),
+        };
+        Ok(PeerClient { conn, features })
     }
 
     /// Whether the peer agreed to use `feature` ([`crate::protocol::feature`]) on this connection.
     pub fn supports(&self, feature: &str) -> bool {
-        self.features.iter().any(|f| f == feature)
+        self.features.contains(&feature)
     }
 
     fn require(&self, feature: &'static str) -> Result<(), PeerClientError> {

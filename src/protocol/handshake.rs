@@ -88,16 +88,63 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-/// The features of a `Hello` that the server supports, each once, in the server's order (a
-/// client may list at most [`MAX_FEATURES`] features of at most [`MAX_FEATURE_LEN`] bytes that
-/// matter; the rest are ignored, so a long list cannot cost the server anything).
+/// The features of a `Hello` that the server supports, each once, in the server's order.
+/// (`asked` was decoded by [`bounded_features`]: at most [`MAX_FEATURES`] short names.)
 fn agreed(asked: &[String], supported: &[&str]) -> Vec<String> {
-    let asked = &asked[..asked.len().min(MAX_FEATURES)];
     supported
         .iter()
-        .filter(|f| asked.iter().any(|a| a.len() <= MAX_FEATURE_LEN && a == *f))
+        .filter(|f| asked.iter().any(|a| a == *f))
         .map(|f| f.to_string())
         .collect()
+}
+
+/// Decodes a `features` list from the network keeping only what can matter: of the first
+/// [`MAX_FEATURES`] names, those of at most [`MAX_FEATURE_LEN`] bytes. The rest are skipped
+/// without being copied, so a frame full of names costs no more memory than its own bytes.
+pub(super) fn bounded_features<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
+    use serde::de::{IgnoredAny, SeqAccess, Visitor};
+
+    /// One name: kept if short, else dropped (read without a copy).
+    struct Name(Option<String>);
+    impl<'de> serde::Deserialize<'de> for Name {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Name, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Name;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a feature name")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Name, E> {
+                    Ok(Name((v.len() <= MAX_FEATURE_LEN).then(|| v.to_string())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    struct List;
+    impl<'de> Visitor<'de> for List {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of feature names")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut kept = Vec::new();
+            let mut read = 0;
+            while read < MAX_FEATURES {
+                match seq.next_element::<Name>()? {
+                    Some(Name(name)) => kept.extend(name),
+                    None => return Ok(kept),
+                }
+                read += 1;
+            }
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(kept)
+        }
+    }
+    d.deserialize_seq(List)
 }
 
 /// Features of a `Hello` a server looks at; later ones are ignored.

@@ -28,7 +28,12 @@ pub struct Hello {
     /// Software name and version, for logs (e.g. `peershare/0.1.0`).
     pub agent: String,
     /// Optional features the client can use ([`feature`](super::feature)); absent means none.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Decoding keeps at most [`MAX_FEATURES`](super::MAX_FEATURES) names.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "super::handshake::bounded_features"
+    )]
     pub features: Vec<String>,
 }
 
@@ -42,8 +47,13 @@ pub struct Welcome {
     /// Fresh random bytes a peer signs to register (index only; zeros from a peer).
     pub nonce: Digest,
     /// The features of the client's [`Hello`] this server supports too: only these may be
-    /// used on the connection. Absent means none.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// used on the connection. Absent means none. Decoding keeps at most
+    /// [`MAX_FEATURES`](super::MAX_FEATURES) names.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "super::handshake::bounded_features"
+    )]
     pub features: Vec<String>,
 }
 
