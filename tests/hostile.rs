@@ -914,17 +914,23 @@ async fn rss_of_a_real_get_against_sources_claiming_4_tib() {
     eprintln!("three ids, a liar each, --parallel 3: peak RSS {rss} MiB, {took:?}, {status}");
 }
 
+/// One frame's tag and payload, read within 10 s.
+async fn read_frame(s: &mut TcpStream) -> Vec<u8> {
+    let mut len = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len))
+        .await
+        .expect("a reply within 10 s")
+        .unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).await.unwrap();
+    body
+}
+
 /// Sends `hello`, returns the `Welcome` (parsed as a client written from the spec would).
 async fn welcome_for(addr: &str, hello: Hello) -> Welcome {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(&frame(&Message::Hello(hello))).await.unwrap();
-    let mut len = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len))
-        .await
-        .unwrap()
-        .unwrap();
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).await.unwrap();
+    let body = read_frame(&mut s).await;
     assert_eq!(body[0], peershare::protocol::tag::WELCOME);
     rmp_serde::from_slice(&body[1..]).unwrap()
 }
@@ -992,14 +998,7 @@ async fn features_are_agreed_as_asked_and_never_more() {
     s.write_all(&bytes).await.unwrap();
     let mut replies = Vec::new();
     for _ in 0..3 {
-        let mut len = [0u8; 4];
-        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len))
-            .await
-            .unwrap()
-            .unwrap();
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut body).await.unwrap();
-        replies.push(body);
+        replies.push(read_frame(&mut s).await);
     }
     let error = |b: &[u8]| -> peershare::protocol::ErrorReply {
         assert_eq!(b[0], peershare::protocol::tag::ERROR);
@@ -1023,19 +1022,9 @@ async fn features_are_agreed_as_asked_and_never_more() {
         content_id: id,
     })));
     s.write_all(&bytes).await.unwrap();
-    for k in 0..2 {
-        let mut len = [0u8; 4];
-        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len))
-            .await
-            .unwrap()
-            .unwrap();
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut body).await.unwrap();
-        if k == 1 {
-            let e = error(&body);
-            assert_eq!(e.code, ErrorCode::NotFound, "answered, not refused: {e}");
-        }
-    }
+    read_frame(&mut s).await;
+    let e = error(&read_frame(&mut s).await);
+    assert_eq!(e.code, ErrorCode::NotFound, "answered, not refused: {e}");
     // Our client asks for every feature and gets them from our peer.
     let c = PeerClient::connect(&peer_addr, Limits::default())
         .await

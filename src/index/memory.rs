@@ -316,12 +316,8 @@ impl NameIndex {
             size: f.size,
             shared_at,
             name: self.names.push(&f.name),
-            peer: NONE,
-            content: NONE,
-            cprev: NONE,
-            cnext: NONE,
-            pprev: NONE,
-            pnext: NONE,
+            // Unlinked until the two calls below link it.
+            ..DEAD
         });
         self.link_content(slot, f.content_id);
         self.link_peer(slot, peer_number);
