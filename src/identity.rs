@@ -166,11 +166,79 @@ impl Identity {
         Digest(self.key.verifying_key().to_bytes())
     }
 
+    /// This key's fingerprint, as users see and type it.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint(self.public_key())
+    }
+
+    /// The signing key, for the TLS certificate and for signatures made under a context of
+    /// their own (membership certificates).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// An identity from a fixed secret, for test vectors.
+    pub fn from_secret(secret: [u8; 32]) -> Identity {
+        Identity {
+            key: SigningKey::from_bytes(&secret),
+        }
+    }
+
     /// Signs the index's registration nonce.
     pub fn sign_register(&self, nonce: &Digest) -> Vec<u8> {
         let mut msg = REGISTER_CONTEXT.to_vec();
         msg.extend_from_slice(&nonce.0);
         self.key.sign(&msg).to_bytes().to_vec()
+    }
+}
+
+/// An Ed25519 public key as users see and type it: the 52 characters of its 32 bytes in
+/// lowercase base32 (RFC 4648 alphabet, no padding), e.g. in `HOST:PORT#FINGERPRINT`. It is the
+/// whole key, not a hash of it, so checking a fingerprint is comparing keys.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint(pub Digest);
+
+/// Characters in a [`Fingerprint`].
+pub const FINGERPRINT_LEN: usize = 52;
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&data_encoding::BASE32_NOPAD.encode(&self.0.0).to_ascii_lowercase())
+    }
+}
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// A string that is not a [`Fingerprint`].
+#[derive(Debug, thiserror::Error)]
+#[error("not a key fingerprint (expected {FINGERPRINT_LEN} characters a-z and 2-7): {0:?}")]
+pub struct BadFingerprint(pub String);
+
+impl std::str::FromStr for Fingerprint {
+    type Err = BadFingerprint;
+    fn from_str(s: &str) -> Result<Fingerprint, BadFingerprint> {
+        let bad = || BadFingerprint(s.chars().take(80).collect());
+        if s.len() != FINGERPRINT_LEN {
+            return Err(bad());
+        }
+        let bytes = data_encoding::BASE32_NOPAD
+            .decode(s.to_ascii_uppercase().as_bytes())
+            .map_err(|_| bad())?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
+        Ok(Fingerprint(Digest(key)))
+    }
+}
+
+/// Splits an index address as users write it, `HOST:PORT` or `HOST:PORT#FINGERPRINT`, into the
+/// `HOST:PORT` part (not checked further here) and the key it must hold, if given.
+pub fn split_address(s: &str) -> Result<(&str, Option<Fingerprint>), BadFingerprint> {
+    match s.split_once('#') {
+        None => Ok((s, None)),
+        Some((addr, fp)) => Ok((addr, Some(fp.parse()?))),
     }
 }
 
@@ -216,6 +284,18 @@ mod tests {
         drop(held);
         let again = StateLock::acquire(&state).unwrap();
         drop((again, other));
+    }
+
+    #[test]
+    fn fingerprints_round_trip_and_refuse_junk() {
+        let id = Identity::from_secret([1; 32]);
+        let text = id.fingerprint().to_string();
+        assert_eq!(text.len(), FINGERPRINT_LEN);
+        assert_eq!(text.parse::<Fingerprint>().unwrap(), id.fingerprint());
+        assert_eq!(text.to_uppercase().parse::<Fingerprint>().unwrap(), id.fingerprint());
+        for bad in ["", "abc", &text[1..], &format!("{text}a"), &text.replace(|_| true, "1")] {
+            assert!(bad.parse::<Fingerprint>().is_err(), "{bad}");
+        }
     }
 
     #[test]
