@@ -77,6 +77,7 @@ pub mod protocol;
 pub mod query;
 pub mod rate;
 pub mod text;
+pub mod tls;
 
 /// Gives memory freed by the allocator back to the system (glibc keeps freed memory of large
 /// short-lived structures otherwise). Cheap enough to call after each large batch of work.
