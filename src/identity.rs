@@ -203,7 +203,11 @@ pub const FINGERPRINT_LEN: usize = 52;
 
 impl std::fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&data_encoding::BASE32_NOPAD.encode(&self.0.0).to_ascii_lowercase())
+        f.write_str(
+            &data_encoding::BASE32_NOPAD
+                .encode(&self.0.0)
+                .to_ascii_lowercase(),
+        )
     }
 }
 
@@ -292,8 +296,17 @@ mod tests {
         let text = id.fingerprint().to_string();
         assert_eq!(text.len(), FINGERPRINT_LEN);
         assert_eq!(text.parse::<Fingerprint>().unwrap(), id.fingerprint());
-        assert_eq!(text.to_uppercase().parse::<Fingerprint>().unwrap(), id.fingerprint());
-        for bad in ["", "abc", &text[1..], &format!("{text}a"), &text.replace(|_| true, "1")] {
+        assert_eq!(
+            text.to_uppercase().parse::<Fingerprint>().unwrap(),
+            id.fingerprint()
+        );
+        for bad in [
+            "",
+            "abc",
+            &text[1..],
+            &format!("{text}a"),
+            &text.replace(|_| true, "1"),
+        ] {
             assert!(bad.parse::<Fingerprint>().is_err(), "{bad}");
         }
     }

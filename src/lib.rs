@@ -9,7 +9,8 @@
 //!   peer client), [`download`] (one file from many sources, verified piece by piece) and
 //!   [`dht`] (the Mainline DHT as a serverless index).
 //! - [`protocol`] (frames, messages, connections, serving limits), [`content`] (content ids
-//!   and pieces), [`query`] (the search rules), [`identity`], [`rate`], [`text`].
+//!   and pieces), [`query`] (the search rules), [`identity`], [`group`] (private groups'
+//!   certificates, invites and share links), [`rate`], [`text`].
 //!
 //! The `peershare` binary is a thin command line over [`node`].
 //!
@@ -69,6 +70,7 @@
 pub mod content;
 pub mod dht;
 pub mod download;
+pub mod group;
 pub mod identity;
 pub mod index;
 pub mod node;

@@ -9,7 +9,9 @@ use anyhow::Context;
 use super::connect;
 use peershare::content::{ContentId, Digest};
 use peershare::identity::Identity;
-use peershare::protocol::{FileEntry, Frame, Message, tag};
+use peershare::index::IndexClient;
+use peershare::protocol::{FileEntry, Frame, Limits, Message, tag};
+use peershare::tls::Tls;
 
 /// Words synthetic file names are made of (so one-word queries hit a spread of files).
 const WORDS: &[&str] = &[
@@ -74,17 +76,30 @@ pub async fn populate(index: &str, files: u64, peers: u64) -> anyhow::Result<()>
     let peers = peers.max(1);
     let per_peer = files.div_ceil(peers);
     let started = Instant::now();
+    let (addr, _) = peershare::identity::split_address(index)?;
+    let index_key = connect(index).await?.server_key();
     for p in 0..peers {
         let me = Identity::ephemeral()?;
-        let mut c = connect(index).await?;
-        c.register(
-            &me,
-            "127.0.0.1",
-            40_000 + p as u16,
-            Digest::default(),
-            per_peer,
-        )
-        .await?;
+        let tls = Tls::new(&me)?;
+        // The index checks that the peer answers at the address it registers, with its key:
+        // a listener that completes the TLS handshakes, while it registers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let prover = tokio::spawn({
+            let tls = tls.clone();
+            async move {
+                while let Ok((s, _)) = listener.accept().await {
+                    let _ = tls.accept(s, Duration::from_secs(5), b"").await;
+                }
+            }
+        });
+        let mut c = IndexClient::connect(addr, Some(&tls), Some(index_key), Limits::default())
+            .await?;
+        let registered = c
+            .register(&me, "127.0.0.1", port, Digest::default(), per_peer)
+            .await;
+        prover.abort();
+        registered?;
         let first = p * per_peer;
         let entries: Vec<FileEntry> = (first..(first + per_peer).min(files))
             .map(synthetic_file)

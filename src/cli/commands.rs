@@ -9,7 +9,9 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 
 use super::{Command, connect, interrupt_token, output, parse_host_port};
+use peershare::identity::Identity;
 use peershare::index::{CacheConfig, IndexConfig, IndexServer, IndexStore};
+use peershare::tls::Tls;
 use peershare::node::{ShareConfig, start_share};
 use peershare::rate::RateLimiter;
 
@@ -55,7 +57,23 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             } else {
                 index.resolve(dht.dht)
             };
+            // The index's key: given with its address, else pinned (by a first connection now
+            // if need be; if the index is not up yet, the share's first connection sets it for
+            // this run). The share requires it on every connection after.
+            let (index, index_key) = match index {
+                Some(spec) => {
+                    let (addr, given) = peershare::identity::split_address(&spec)?;
+                    let known = &super::client_context()?.known;
+                    let key = match given.or(known.pinned(addr)?) {
+                        Some(k) => Some(k.0),
+                        None => connect(&spec).await.ok().map(|c| c.server_key()),
+                    };
+                    (Some(addr.to_string()), key)
+                }
+                None => (None, None),
+            };
             let mut config = ShareConfig::new(dirs, index, state);
+            config.index_key = index_key;
             config.dht = dht.config(true);
             config.advertise = advertise.map(|a| parse_host_port(&a)).transpose()?;
             config.scan.include_hidden = hidden;
@@ -158,13 +176,21 @@ pub async fn run_index(
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let lease = config.lease;
+    // The index's key lives in its database: `--db` carries its identity.
+    let identity = Identity::from_secret(store.index_secret()?);
+    let tls = Tls::new(&identity)?;
     println!(
         "peershare index listening on {addr} (store {}, lease {})",
         db.display(),
         humantime::format_duration(lease)
     );
+    println!(
+        "index key {}: clients connect with --index {addr}#{}",
+        identity.fingerprint(),
+        identity.fingerprint()
+    );
     std::io::stdout().flush()?;
-    IndexServer::new(store, config)
+    IndexServer::new(store, config, tls)
         .run(listener, interrupt_token())
         .await;
     println!("peershare index stopped");

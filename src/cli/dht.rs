@@ -75,7 +75,8 @@ pub async fn search(
         None => None,
     };
     let node = client(args)?;
-    let from_dht = dht::find_files(&node, query, limit).await;
+    let tls = &super::client_context()?.tls;
+    let from_dht = dht::find_files(&node, query, limit, Some(tls)).await;
     let (files, truncated) =
         dht::merge_results(from_index.as_ref(), &from_dht, query, limit as usize);
     output::search_merged(

@@ -95,7 +95,11 @@ pub async fn run_get(a: GetArgs) -> anyhow::Result<()> {
     let node = super::dht::get_client(&a.dht)?;
     let advertise = a.advertise.map(|s| parse_host_port(&s)).transpose()?;
     let sharing = match (&index, a.no_share) {
-        (Some(addr), false) => Some(PartialSharing::start(addr, a.listen, advertise).await?),
+        (Some(spec), false) => {
+            let (addr, _) = peershare::identity::split_address(spec)?;
+            let key = client.as_ref().map(|c| c.server_key());
+            Some(PartialSharing::start(addr, key, a.listen, advertise).await?)
+        }
         _ => None,
     };
     let bars = (!a.json && std::io::stderr().is_terminal()).then(MultiProgress::new);
@@ -107,11 +111,15 @@ pub async fn run_get(a: GetArgs) -> anyhow::Result<()> {
         stall_timeout: Some(a.stall_timeout),
         max_queue_wait: Some(a.max_queue_wait),
         events: Some(events(bars)),
+        tls: Some(super::client_context()?.tls.clone()),
     };
     let count = ids.len();
     let (tx, rx) = mpsc::channel(LOOKUP_BATCH * 4);
     let lookup = Lookup {
-        index: index.clone(),
+        index: match &index {
+            Some(spec) => Some(peershare::identity::split_address(spec)?.0.to_string()),
+            None => None,
+        },
         client,
         dht: node,
     };

@@ -14,7 +14,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use std::sync::OnceLock;
+
+use peershare::identity::Identity;
 use peershare::index::IndexClient;
+use peershare::node::KnownIndexes;
+use peershare::tls::Tls;
 use peershare::protocol::Limits;
 use tokio_util::sync::CancellationToken;
 
@@ -39,8 +44,9 @@ pub struct Cli {
 
 #[derive(Debug, Args, Clone)]
 pub struct IndexAddr {
-    /// Index server address [default: 127.0.0.1:50000, or none with --dht]
-    #[arg(long = "index", env = "PEERSHARE_INDEX", value_name = "HOST:PORT")]
+    /// Index server address, with its key fingerprint to require it (else the key seen first
+    /// is pinned) [default: 127.0.0.1:50000, or none with --dht]
+    #[arg(long = "index", env = "PEERSHARE_INDEX", value_name = "HOST:PORT[#KEY]")]
     pub addr: Option<String>,
 }
 
@@ -240,6 +246,7 @@ pub fn state_dir(flag: Option<PathBuf>) -> PathBuf {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let state = state_dir(cli.state_dir);
+    let _ = STATE_DIR.set(state.clone());
     // The index serves connections on `--io-threads` threads (one by default: its requests are
     // short, and the work that is not runs on the blocking pool). The load generator runs on
     // one thread, as redis-benchmark does, leaving the other cores to the server it measures.
@@ -284,9 +291,41 @@ pub fn interrupt_token() -> CancellationToken {
     token
 }
 
-/// A connection to the index at `addr`, with the default limits.
-pub async fn connect(addr: &str) -> anyhow::Result<IndexClient> {
-    Ok(IndexClient::connect(addr, Limits::default()).await?)
+/// What client commands connect as: the state directory's identity (a member's key in a
+/// private group), and the index keys pinned there.
+pub struct ClientContext {
+    /// The identity's TLS setup.
+    pub tls: Tls,
+    /// The keys of the indexes this user connected to.
+    pub known: KnownIndexes,
+}
+
+static STATE_DIR: OnceLock<PathBuf> = OnceLock::new();
+static CLIENT: OnceLock<ClientContext> = OnceLock::new();
+
+/// The client context of this process's state directory (its identity made on first use).
+pub fn client_context() -> anyhow::Result<&'static ClientContext> {
+    if let Some(c) = CLIENT.get() {
+        return Ok(c);
+    }
+    let state = STATE_DIR
+        .get()
+        .cloned()
+        .unwrap_or_else(|| state_dir(None));
+    let identity = Identity::load_or_create(&state)?;
+    let ctx = ClientContext {
+        tls: Tls::new(&identity)?,
+        known: KnownIndexes::new(&state),
+    };
+    let _ = CLIENT.set(ctx);
+    CLIENT.get().context("client context")
+}
+
+/// A connection to the index at `spec` (`HOST:PORT`, or `HOST:PORT#FINGERPRINT` to require
+/// that key), with the default limits; its key is pinned on first use.
+pub async fn connect(spec: &str) -> anyhow::Result<IndexClient> {
+    let ctx = client_context()?;
+    Ok(ctx.known.connect(spec, Some(&ctx.tls), Limits::default()).await?)
 }
 
 /// `--advertise HOST:PORT`: the IP address and port to register. A name is looked up here,

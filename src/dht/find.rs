@@ -10,7 +10,8 @@ use mainline::async_dht::AsyncDht;
 use serde::Serialize;
 
 use super::keys::{content_key, keyword_key, keywords};
-use crate::content::ContentId;
+use crate::content::{ContentId, Digest};
+use crate::tls::Tls;
 use crate::peer::PeerClient;
 use crate::protocol::{CatalogResults, FileHit, Limits, PeerHit, SearchResults, feature};
 use crate::query::{Query, Row, group_and_rank, now_ms};
@@ -68,24 +69,32 @@ where
     }
 }
 
-/// The peers announced for `id` that answer the peer protocol and have the file, each once.
-pub async fn find_sources(dht: &AsyncDht, id: ContentId) -> Vec<SocketAddr> {
+/// The peers announced for `id` that answer the peer protocol and have the file, each once,
+/// with the key each proved (connecting as `tls`, or as fresh anonymous keys).
+pub async fn find_sources(
+    dht: &AsyncDht,
+    id: ContentId,
+    tls: Option<&Tls>,
+) -> Vec<(SocketAddr, Digest)> {
+    let tls = tls.cloned();
     let candidates: Vec<SocketAddrV4> = peers_under(dht, content_key(&id))
         .await
         .into_iter()
         .collect();
-    let mut alive: Vec<SocketAddr> = probe_all(candidates, move |addr| async move {
-        let mut c = PeerClient::connect(&addr, probe_limits()).await.ok()?;
-        match c.supports(feature::HAVE) {
-            true => c.have(id).await.ok().map(|_| ()),
-            // An older peer: it has the file if it can tell about it.
-            false => c.info(id).await.ok().map(|_| ()),
+    let mut alive: Vec<(SocketAddr, Digest)> = probe_all(candidates, move |addr| {
+        let tls = tls.clone();
+        async move {
+            let mut c = PeerClient::connect(&addr, tls.as_ref(), None, probe_limits())
+                .await
+                .ok()?;
+            match c.supports(feature::HAVE) {
+                true => c.have(id).await.ok().map(|_| c.key()),
+                // An older peer: it has the file if it can tell about it.
+                false => c.info(id).await.ok().map(|_| c.key()),
+            }
         }
     })
-    .await
-    .into_iter()
-    .map(|(a, ())| a)
-    .collect();
+    .await;
     alive.sort();
     alive
 }
@@ -96,7 +105,9 @@ pub async fn find_files(
     dht: &AsyncDht,
     query: &str,
     limit: u32,
-) -> Vec<(SocketAddr, CatalogResults)> {
+    tls: Option<&Tls>,
+) -> Vec<(SocketAddr, (Digest, CatalogResults))> {
+    let tls = tls.cloned();
     let candidates: HashSet<SocketAddrV4> = match Query::parse(query) {
         Query::Id(id) => peers_under(dht, content_key(&id)).await,
         Query::Words { .. } => {
@@ -113,10 +124,13 @@ pub async fn find_files(
     };
     let q = query.to_string();
     probe_all(candidates.into_iter().collect(), move |addr| {
-        let q = q.clone();
+        let (q, tls) = (q.clone(), tls.clone());
         async move {
-            let mut c = PeerClient::connect(&addr, probe_limits()).await.ok()?;
-            c.catalog_query(&q, limit).await.ok()
+            let mut c = PeerClient::connect(&addr, tls.as_ref(), None, probe_limits())
+                .await
+                .ok()?;
+            let found = c.catalog_query(&q, limit).await.ok()?;
+            Some((c.key(), found))
         }
     })
     .await
@@ -151,7 +165,7 @@ pub struct DhtFile {
 /// peer id), ranked as the index ranks. DHT-only peers have peer id 0.
 pub fn merge_results(
     index: Option<&SearchResults>,
-    dht: &[(SocketAddr, CatalogResults)],
+    dht: &[(SocketAddr, (Digest, CatalogResults))],
     query: &str,
     limit: usize,
 ) -> (Vec<DhtFile>, bool) {
@@ -175,7 +189,7 @@ pub fn merge_results(
             }
         }
     }
-    for (addr, res) in dht {
+    for (addr, (peer_key, res)) in dht {
         for e in &res.files {
             let key = (e.content_id, addr_of(&addr.ip().to_string(), addr.port()));
             let seen = via.entry(key).or_default();
@@ -191,6 +205,7 @@ pub fn merge_results(
                     peer_id: 0,
                     host: addr.ip().to_string(),
                     port: addr.port(),
+                    key: Some(*peer_key),
                     shared_at: now,
                     last_seen: now,
                     have: None,
@@ -209,7 +224,7 @@ pub fn merge_results(
     }
     let (files, cut): (Vec<FileHit>, bool) = group_and_rank(rows, &q, limit);
     let truncated =
-        cut || index.is_some_and(|r| r.truncated) || dht.iter().any(|(_, r)| r.truncated);
+        cut || index.is_some_and(|r| r.truncated) || dht.iter().any(|(_, (_, r))| r.truncated);
     let files = files
         .into_iter()
         .map(|f| DhtFile {

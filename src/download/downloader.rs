@@ -27,6 +27,7 @@ use super::swarm::{SourceState, Swarm, lock_live, source_reports};
 use crate::content::ContentId;
 use crate::peer::{Partials, PeerClient};
 use crate::rate::RateLimiter;
+use crate::tls::Tls;
 
 type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
@@ -71,6 +72,9 @@ pub struct Downloader {
     pub progress: Option<ProgressFn>,
     /// Where to publish the download in progress so this peer serves its verified pieces. Default: none.
     pub partials: Option<Partials>,
+    /// The key sources see: a member's in a private group. Default: none, a fresh anonymous
+    /// key per connection.
+    pub tls: Option<Tls>,
 }
 
 impl Default for Downloader {
@@ -85,6 +89,7 @@ impl Default for Downloader {
             rate: None,
             progress: None,
             partials: None,
+            tls: None,
         }
     }
 }

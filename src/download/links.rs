@@ -17,7 +17,9 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::settings::{LINK_BUSY_RETRY, SourceTiming};
-use crate::content::{ContentId, PIECE_SIZE};
+use super::Source;
+use crate::content::{ContentId, Digest, PIECE_SIZE};
+use crate::tls::Tls;
 use crate::peer::{PeerClient, PeerClientError};
 use crate::protocol::{ErrorCode, ProtocolError};
 
@@ -199,31 +201,35 @@ fn fill(batch: &mut Vec<Job>, rx: &mut mpsc::Receiver<Job>, window: usize) {
 /// The links to every source asked so far; dropping it closes them once their queues drain.
 pub struct SourceLinks {
     config: LinkConfig,
-    queues: Mutex<HashMap<String, mpsc::Sender<Job>>>,
+    tls: Option<Tls>,
+    queues: Mutex<HashMap<(String, Option<Digest>), mpsc::Sender<Job>>>,
 }
 
 impl SourceLinks {
-    /// No links yet; each source gets its connections when it is first asked.
-    pub fn new(config: LinkConfig) -> Self {
+    /// No links yet; each source gets its connections when it is first asked. Sources see the
+    /// key of `tls` (a fresh anonymous one per connection if `None`).
+    pub fn new(config: LinkConfig, tls: Option<Tls>) -> Self {
         SourceLinks {
             config,
+            tls,
             queues: Mutex::new(HashMap::new()),
         }
     }
 
     /// Fetches piece 0 of `id` from `addr` and returns it if it is the whole file `id` (its
     /// bytes hash to `id` as a root, which a piece of a larger file never does).
-    pub async fn fetch_whole(&self, addr: &str, id: ContentId) -> Result<Bytes, LinkError> {
-        let queue = self.queue(addr);
+    pub async fn fetch_whole(&self, source: &Source, id: ContentId) -> Result<Bytes, LinkError> {
+        let queue = self.queue(source);
         let (reply, answer) = oneshot::channel();
         let job = Job { id, busy: 0, reply };
         queue.send(job).await.map_err(|_| LinkError::Closed)?;
         answer.await.map_err(|_| LinkError::Closed)?
     }
 
-    fn queue(&self, addr: &str) -> mpsc::Sender<Job> {
+    fn queue(&self, source: &Source) -> mpsc::Sender<Job> {
+        let target = (source.addr.clone(), source.key);
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(q) = queues.get(addr) {
+        if let Some(q) = queues.get(&target) {
             return q.clone();
         }
         let (tx, rx) = mpsc::channel(self.config.window * self.config.connections.max(1) * 4);
@@ -234,18 +240,30 @@ impl SourceLinks {
             fruitless: Mutex::new((0, None)),
         });
         for _ in 0..self.config.connections.max(1) {
-            tokio::spawn(run_link(addr.to_string(), queue.clone(), self.config));
+            let link = Link {
+                addr: source.addr.clone(),
+                key: source.key,
+                tls: self.tls.clone(),
+            };
+            tokio::spawn(run_link(link, queue.clone(), self.config));
         }
-        queues.insert(addr.to_string(), tx.clone());
+        queues.insert(target, tx.clone());
         tx
     }
 }
 
-/// One connection to `addr`, serving queued jobs in batches of up to `window` until the
+/// One connection to the link's address, serving queued jobs in batches of up to `window` until the
 /// queue closes. A broken connection fails the jobs in flight and is reopened for the next; a
 /// reused one that fails before any reply (the peer closed it meanwhile) is reopened and the
 /// batch sent again, once. An idle connection is closed (it holds an upload slot).
-async fn run_link(addr: String, queue: Arc<Queue>, config: LinkConfig) {
+/// Whom a link connects to, and as whom.
+struct Link {
+    addr: String,
+    key: Option<Digest>,
+    tls: Option<Tls>,
+}
+
+async fn run_link(link: Link, queue: Arc<Queue>, config: LinkConfig) {
     let window = config.window.max(1);
     let mut client: Option<PeerClient> = None;
     loop {
@@ -270,7 +288,14 @@ async fn run_link(addr: String, queue: Arc<Queue>, config: LinkConfig) {
         let outcome = loop {
             let c = match client.take() {
                 Some(c) => c,
-                None => match PeerClient::connect(&addr, config.timing.limits).await {
+                None => match PeerClient::connect(
+                    &link.addr,
+                    link.tls.as_ref(),
+                    link.key,
+                    config.timing.limits,
+                )
+                .await
+                {
                     Ok(c) => c,
                     Err(e) => break Round::Failed(batch, e.to_string()),
                 },

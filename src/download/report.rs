@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::content::ContentId;
+use crate::content::{ContentId, Digest};
 
 /// A peer that has the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -13,6 +13,9 @@ pub struct Source {
     pub peer_id: Option<u64>,
     /// `HOST:PORT` of the peer.
     pub addr: String,
+    /// The key the peer must prove it holds (as the index listed it); `None`: any key.
+    #[serde(skip)]
+    pub key: Option<Digest>,
 }
 
 impl Source {

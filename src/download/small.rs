@@ -20,6 +20,7 @@ use super::names::partial_path;
 use super::report::{DownloadReport, Source, SourceReport};
 use crate::content::{ContentId, PIECE_SIZE};
 use crate::rate::RateLimiter;
+use crate::tls::Tls;
 
 /// The content id of a partial download's file name (`.<hex>.peershare-part`).
 fn partial_id(name: &str) -> Option<ContentId> {
@@ -74,6 +75,7 @@ impl SmallFileFetcher {
     /// partial downloads are left to the full downloader.
     pub fn new(
         links: LinkConfig,
+        tls: Option<Tls>,
         rate: Option<Arc<RateLimiter>>,
         dir: &Path,
     ) -> std::io::Result<Self> {
@@ -84,7 +86,7 @@ impl SmallFileFetcher {
             .collect();
         Ok(SmallFileFetcher {
             rate,
-            links: SourceLinks::new(links),
+            links: SourceLinks::new(links, tls),
             writer: BatchWriter::spawn(WRITER_THREADS)?,
             partials,
         })
@@ -105,7 +107,7 @@ impl SmallFileFetcher {
         if self.partials.contains(&id) {
             return Err(SmallFetchError::PartialExists(partial_path(dir, &id)));
         }
-        let data = self.links.fetch_whole(&source.addr, id).await?;
+        let data = self.links.fetch_whole(source, id).await?;
         if let Some(rate) = &self.rate {
             rate.take(data.len() as u64).await;
         }

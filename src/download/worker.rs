@@ -47,7 +47,12 @@ impl Downloader {
         let mut client = match client {
             Some(c) => c,
             None => {
-                let mut c = PeerClient::connect(&source.addr, self.timing.limits).await?;
+                let mut c = PeerClient::connect(
+                    &source.addr,
+                    self.tls.as_ref(),
+                    source.key,
+                    self.timing.limits,
+                ).await?;
                 let info = c.info(swarm.id).await?;
                 let expected = swarm.verifier.layout().size;
                 if info.size != expected {

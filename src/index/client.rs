@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
 use crate::content::Digest;
+use crate::tls::{SecureStream, Tls, TlsError};
 use crate::identity::Identity;
 use crate::protocol::{
     Ack, Connection, ErrorReply, FileEntry, Frame, IndexReply, Limits, MAX_CONTROL_PAYLOAD,
@@ -29,6 +28,14 @@ pub enum IndexClientError {
         /// Why.
         source: std::io::Error,
     },
+    /// The secure channel could not be set up, or the index holds another key than expected.
+    #[error("index at {addr}: {source}")]
+    Secure {
+        /// The index's address.
+        addr: String,
+        /// Why.
+        source: TlsError,
+    },
     #[error("index at {addr}: {source}")]
     /// The connection failed, or the index answered with an error.
     Protocol {
@@ -41,14 +48,21 @@ pub enum IndexClientError {
 
 /// A connection to an index, after the handshake.
 pub struct IndexClient {
-    conn: Connection<TcpStream>,
+    conn: Connection<SecureStream>,
     welcome: Welcome,
     addr: String,
+    key: Digest,
 }
 
 impl IndexClient {
-    /// Connects to `addr` (`HOST:PORT`) and performs the opening exchange.
-    pub async fn connect(addr: &str, limits: Limits) -> Result<IndexClient, IndexClientError> {
+    /// Connects to `addr` (`HOST:PORT`) as `tls`'s key (a fresh anonymous key if `None`), secures the connection, requiring the
+    /// index to hold `expect` when given, and performs the opening exchange.
+    pub async fn connect(
+        addr: &str,
+        tls: Option<&Tls>,
+        expect: Option<Digest>,
+        limits: Limits,
+    ) -> Result<IndexClient, IndexClientError> {
         let connect_err = |source| IndexClientError::Connect {
             addr: addr.to_string(),
             source,
@@ -56,7 +70,14 @@ impl IndexClient {
         let stream = connect_tcp(addr, CONNECT_TIMEOUT)
             .await
             .map_err(connect_err)?;
-        let mut conn = Connection::new(stream, limits);
+        let secured = async { Tls::or_ephemeral(tls)?.connect(stream, expect, CONNECT_TIMEOUT).await }
+            .await
+            .map_err(|source| IndexClientError::Secure {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let key = secured.remote_key;
+        let mut conn = Connection::new(secured.stream, limits);
         let welcome =
             conn.client_handshake()
                 .await
@@ -68,7 +89,18 @@ impl IndexClient {
             conn,
             welcome,
             addr: addr.to_string(),
+            key,
         })
+    }
+
+    /// The key the index proved it holds.
+    pub fn server_key(&self) -> Digest {
+        self.key
+    }
+
+    /// The cipher suite of the connection, e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub fn cipher_suite(&self) -> &'static str {
+        crate::tls::suite_of(self.conn.get_ref())
     }
 
     fn err(&self, source: ProtocolError) -> IndexClientError {

@@ -4,20 +4,27 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::server::ADDRESS_CHECK_TIMEOUT;
 use super::{IndexConfig, IndexStore, Session, StoreError};
 use crate::content::{Digest, MAX_FILE_SIZE, PieceLayout};
 use crate::identity::{random_bytes, verify_register};
 use crate::protocol::{
     Ack, Admission, Connection, ErrorCode, ErrorReply, IndexReply, IndexRequest, MAX_PATH_LEN,
     MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message, ProtocolError, Register, Registered, Search,
-    UpdateFiles, tag,
+    UpdateFiles, connect_tcp, tag,
 };
 use crate::query::{Query, now_ms};
+use crate::tls::{SecureStream, Tls, TlsError};
+
+/// Who is at the other end of a connection: where from, and the key it proved.
+pub(super) struct Remote {
+    pub(super) addr: SocketAddr,
+    pub(super) key: Digest,
+}
 
 /// Why a request was not answered as asked.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +70,12 @@ enum Reply {
 
 /// A connection's state: its stream, the session it registered, and the index's shared parts.
 pub(super) struct Handler {
-    conn: Connection<TcpStream>,
+    conn: Connection<SecureStream>,
     addr: SocketAddr,
+    /// The key the client proved in the TLS handshake.
+    key: Digest,
+    tls: Tls,
+    checks: Arc<Semaphore>,
     store: Arc<IndexStore>,
     config: IndexConfig,
     /// Word searches computed at once, across connections.
@@ -76,15 +87,20 @@ pub(super) struct Handler {
 
 impl Handler {
     pub(super) fn new(
-        conn: Connection<TcpStream>,
-        addr: SocketAddr,
+        conn: Connection<SecureStream>,
+        remote: Remote,
         store: Arc<IndexStore>,
         config: IndexConfig,
         searches: Arc<Semaphore>,
+        tls: Tls,
+        checks: Arc<Semaphore>,
     ) -> Handler {
         Handler {
             conn,
-            addr,
+            addr: remote.addr,
+            key: remote.key,
+            tls,
+            checks,
             peer: Authenticated {
                 store: store.clone(),
                 session: None,
@@ -201,6 +217,12 @@ impl Handler {
     }
 
     async fn register(&mut self, r: Register) -> Result<Registered, RequestError> {
+        if r.public_key != self.key {
+            return Err(RequestError::refused(
+                ErrorCode::Unauthorized,
+                "Register's key is not the key this connection proved in its TLS handshake",
+            ));
+        }
         if !verify_register(&r.public_key, &self.nonce, &r.signature) {
             return Err(RequestError::refused(
                 ErrorCode::Unauthorized,
@@ -230,6 +252,7 @@ impl Handler {
                 }
             }
         };
+        self.check_address(&host, r.port).await?;
         let (key, digest, port, h, eph) = (
             r.public_key,
             r.catalog_digest,
@@ -249,6 +272,44 @@ impl Handler {
             lease_secs: self.config.lease.as_secs().max(1) as u32,
             host,
         })
+    }
+
+    /// Connects to `host:port` and checks that the peer there holds this connection's key, so
+    /// that no one can list someone else's address. `UNREACHABLE` if it does not.
+    async fn check_address(&self, host: &str, port: u16) -> Result<(), RequestError> {
+        let target = crate::protocol::host::socket_addr(host, port)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| format!("{host}:{port}"));
+        let unreachable = |why: String| {
+            RequestError::refused(
+                ErrorCode::Unreachable,
+                format!(
+                    "the index could not reach this peer at {target}: {why}; \
+                     the address must reach this peer's own port (see --advertise)"
+                ),
+            )
+        };
+        let _turn = self.checks.acquire().await;
+        let tcp = connect_tcp(&target, ADDRESS_CHECK_TIMEOUT)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut secured = self
+            .tls
+            .connect(tcp, Some(self.key), ADDRESS_CHECK_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                TlsError::WrongKey { found, .. } => {
+                    unreachable(format!("another key ({found}) answers there"))
+                }
+                e => unreachable(e.to_string()),
+            })?;
+        // Seen: close cleanly (close_notify), without waiting on the peer.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            tokio::io::AsyncWriteExt::shutdown(&mut secured.stream),
+        )
+        .await;
+        Ok(())
     }
 
     async fn update_files(&mut self, u: UpdateFiles) -> Result<Ack, RequestError> {

@@ -29,4 +29,4 @@ pub use server::{
     MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, READ_TIMEOUT, REQUEST_MEMORY, SHUTDOWN_GRACE,
     WRITE_TIMEOUT,
 };
-pub use store::{IndexStore, Session, StoreError};
+pub use store::{GroupStore, IndexStore, MemberRow, RedeemError, Session, StoreError};

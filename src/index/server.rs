@@ -10,7 +10,8 @@ use tracing::{debug, info};
 
 use super::IndexStore;
 use super::cache::CacheConfig;
-use super::handler::Handler;
+use super::handler::{Handler, Remote};
+use crate::tls::{Tls, secure_admitted};
 use crate::protocol::{
     Connection, Connections, HANDSHAKE_TIMEOUT, Limits, MAX_FRAME_LEN, MemoryBudget, ServeLimits,
     ServerSide, accept_loop,
@@ -35,6 +36,11 @@ pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 pub const REQUEST_MEMORY: usize = 64 * 1024 * 1024;
 /// Default of [`IndexConfig::shutdown_grace`].
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Registrations whose address the index checks at once (each is one outgoing connection and
+/// TLS handshake of at most [`ADDRESS_CHECK_TIMEOUT`]); more wait their turn.
+pub const MAX_ADDRESS_CHECKS: usize = 64;
+/// Longest time to connect to a registering peer's address and see its key.
+pub const ADDRESS_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Settings of an index server.
 #[derive(Debug, Clone)]
@@ -94,6 +100,9 @@ impl Default for IndexConfig {
 /// The indexing server over an already-bound listener.
 pub struct IndexServer {
     store: Arc<IndexStore>,
+    tls: Tls,
+    /// Address checks of registering peers under way at once (see [`MAX_ADDRESS_CHECKS`]).
+    checks: Arc<Semaphore>,
     config: IndexConfig,
     searches: Arc<Semaphore>,
     connections: Connections,
@@ -101,11 +110,14 @@ pub struct IndexServer {
 }
 
 impl IndexServer {
-    /// A server over `store` (opened by the caller), with these settings.
-    pub fn new(mut store: IndexStore, config: IndexConfig) -> Self {
+    /// A server over `store` (opened by the caller), with these settings, proving the key of
+    /// `tls` to its clients.
+    pub fn new(mut store: IndexStore, config: IndexConfig, tls: Tls) -> Self {
         store.configure(config.lease.as_millis() as i64, config.search_cache);
         IndexServer {
             store: Arc::new(store),
+            tls,
+            checks: Arc::new(Semaphore::new(MAX_ADDRESS_CHECKS)),
             searches: Arc::new(Semaphore::new(config.search_threads.max(1))),
             connections: Connections::new(ServeLimits {
                 max_connections: config.max_connections,
@@ -145,18 +157,27 @@ impl IndexServer {
                 let (store, config, shutdown) =
                     (self.store.clone(), self.config.clone(), shutdown.clone());
                 let searches = self.searches.clone();
-                let conn = Connection::server(
-                    stream,
-                    config.limits,
-                    ServerSide {
-                        admission: Some(admission),
-                        budget: Some(self.budget.clone()),
-                        max_frame: MAX_FRAME_LEN,
-                        frame_timeout: config.frame_timeout,
-                    },
-                );
+                let (tls, checks, budget) =
+                    (self.tls.clone(), self.checks.clone(), self.budget.clone());
                 async move {
-                    match Handler::new(conn, addr, store, config, searches)
+                    let Some(secured) = secure_admitted(&tls, stream, &admission).await else {
+                        return;
+                    };
+                    let conn = Connection::server(
+                        secured.stream,
+                        config.limits,
+                        ServerSide {
+                            admission: Some(admission),
+                            budget: Some(budget),
+                            max_frame: MAX_FRAME_LEN,
+                            frame_timeout: config.frame_timeout,
+                        },
+                    );
+                    let remote = Remote {
+                        addr,
+                        key: secured.remote_key,
+                    };
+                    match Handler::new(conn, remote, store, config, searches, tls, checks)
                         .run(shutdown)
                         .await
                     {

@@ -14,6 +14,7 @@ use crate::download::{
 use crate::peer::Partials;
 use crate::protocol::FileHit;
 use crate::rate::RateLimiter;
+use crate::tls::Tls;
 
 /// Small files fetched and not yet written, at most: a fast network cannot outrun a slow disk
 /// by more than this many files of at most one piece.
@@ -70,6 +71,9 @@ pub struct GetOptions {
     pub max_queue_wait: Option<Duration>,
     /// Where progress goes.
     pub events: Option<EventSink>,
+    /// The key the index and sources see: a member's in a private group (`None`: fresh
+    /// anonymous keys).
+    pub tls: Option<Tls>,
 }
 
 impl GetOptions {
@@ -113,7 +117,7 @@ pub async fn download_stream(
         connections: parallel.clamp(1, 2),
         ..LinkConfig::default()
     };
-    let small = SmallFileFetcher::new(links, opts.rate.clone(), dir)
+    let small = SmallFileFetcher::new(links, opts.tls.clone(), opts.rate.clone(), dir)
         .map(Arc::new)
         .map_err(|e| tracing::warn!("no batched writes for small files: {e}"))
         .ok();
@@ -201,6 +205,7 @@ pub fn sources_of(hit: &FileHit, only_peer: Option<u64>) -> Vec<Source> {
                 Ok(addr) => Some(Source {
                     peer_id: (p.peer_id != 0).then_some(p.peer_id),
                     addr: addr.to_string(),
+                    key: p.key,
                 }),
                 Err(e) => {
                     tracing::warn!("peer {} left out: {e}", p.peer_id);
@@ -229,6 +234,7 @@ pub async fn download_hit(
     let mut d = Downloader {
         rate: opts.rate.clone(),
         partials: opts.partials.clone(),
+        tls: opts.tls.clone(),
         ..Downloader::default()
     };
     if opts.max_peers > 0 {

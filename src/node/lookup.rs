@@ -7,6 +7,7 @@ use super::{GetError, GetEvent, GetOptions};
 use crate::content::ContentId;
 use crate::index::{IndexClient, IndexClientError};
 use crate::protocol::{FileHit, Limits, PeerHit, SearchResults};
+use crate::tls::Tls;
 
 /// Ids looked up at the index per pipelined batch; downloads start after the first batch.
 pub const LOOKUP_BATCH: usize = 256;
@@ -43,8 +44,16 @@ impl Lookup {
                 if let (Err(_), Some(addr), false) = (&found, &self.index, reconnected) {
                     // The connection broke: one new connection, and this batch again.
                     reconnected = true;
-                    self.client = None;
-                    found = match IndexClient::connect(addr, Limits::default()).await {
+                    // The same index: the key it proved the first time.
+                    let key = self.client.take().map(|c| c.server_key());
+                    found = match IndexClient::connect(
+                        addr,
+                        opts.tls.as_ref(),
+                        key,
+                        Limits::default(),
+                    )
+                    .await
+                    {
                         Ok(mut c) => {
                             let again = lookup_many(&mut c, batch).await;
                             self.client = Some(c);
@@ -70,7 +79,7 @@ impl Lookup {
                 let hit = match (&self.dht, found) {
                     (Some(n), found) => {
                         let known = found.and_then(Result::ok);
-                        Ok(add_dht_sources(n, id, known).await)
+                        Ok(add_dht_sources(n, id, known, opts.tls.as_ref()).await)
                     }
                     (None, Some(found)) => found,
                     (None, None) => Err(match &lost {
@@ -116,21 +125,28 @@ fn hit_for(r: SearchResults, id: ContentId) -> Result<FileHit, GetError> {
     }
 }
 
-/// Adds the live sources of `id` found through the DHT to `hit` (an index hit, or an empty one).
-pub async fn add_dht_sources(node: &AsyncDht, id: ContentId, hit: Option<FileHit>) -> FileHit {
+/// Adds the live sources of `id` found through the DHT to `hit` (an index hit, or an empty one),
+/// asking them as `tls` (fresh anonymous keys if `None`).
+pub async fn add_dht_sources(
+    node: &AsyncDht,
+    id: ContentId,
+    hit: Option<FileHit>,
+    tls: Option<&Tls>,
+) -> FileHit {
     let mut hit = hit.unwrap_or(FileHit {
         name: String::new(),
         size: 0,
         content_id: id,
         peers: Vec::new(),
     });
-    for addr in crate::dht::find_sources(node, id).await {
+    for (addr, key) in crate::dht::find_sources(node, id, tls).await {
         let (host, port) = (addr.ip().to_string(), addr.port());
         if !hit.peers.iter().any(|p| p.host == host && p.port == port) {
             hit.peers.push(PeerHit {
                 peer_id: 0,
                 host,
                 port,
+                key: Some(key),
                 shared_at: 0,
                 last_seen: 0,
                 have: None,

@@ -9,6 +9,7 @@ mod get;
 mod lookup;
 mod register;
 mod share;
+mod trust;
 
 pub use get::{
     EventSink, GetEvent, GetOptions, MAX_SMALL_IN_FLIGHT, download_all, download_hit,
@@ -20,6 +21,8 @@ pub use share::{
     DEBOUNCE, DHT_REFRESH, RESCAN_INTERVAL, SHUTDOWN_WAIT, ShareConfig, ShareError, ShareHandle,
     ShareStatus, start_share,
 };
+
+pub use trust::{KNOWN_INDEXES, KnownIndexes, TrustError};
 
 use crate::content::ContentId;
 use crate::download::{DownloadError, SmallFetchError};

@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{ShareConfig, ShareStatus};
+use crate::content::Digest;
 use crate::identity::Identity;
+use crate::tls::Tls;
 use crate::index::{IndexClient, IndexClientError};
 use crate::peer::Catalog;
 use crate::protocol::{ErrorCode, ProtocolError};
@@ -18,7 +20,11 @@ use crate::protocol::{ErrorCode, ProtocolError};
 pub(super) struct Registration {
     /// The index's `HOST:PORT`.
     pub index: String,
+    /// The key the index must hold: as configured, else the one it showed first.
+    pub index_key: Option<Digest>,
     pub identity: Identity,
+    /// The identity's TLS setup: the index checks that `Register` comes from its key.
+    pub tls: Tls,
     pub config: ShareConfig,
     /// The address the peer serves on (registered unless `config.advertise` says otherwise).
     pub local_addr: SocketAddr,
@@ -142,7 +148,14 @@ impl Registration {
             &self.shutdown,
         );
         let catalog_rx = &mut self.catalog;
-        let mut client = IndexClient::connect(index, config.index_limits).await?;
+        let mut client = IndexClient::connect(
+            index,
+            Some(&self.tls),
+            self.index_key,
+            config.index_limits,
+        )
+        .await?;
+        self.index_key = Some(client.server_key());
         let mut synced = catalog_rx.borrow_and_update().clone();
         let reg = client
             .register(identity, host, port, synced.digest(), synced.len() as u64)

@@ -15,7 +15,9 @@ use super::register::Registration;
 use crate::dht::{DhtConfig, PublishConfig, run_publisher, start_node};
 use crate::identity::{Identity, IdentityError, StateLock};
 use crate::peer::{Catalog, PeerConfig, PeerServer, ScanError, ScanOptions, Scanner, watch_roots};
+use crate::content::Digest;
 use crate::protocol::Limits;
+use crate::tls::{Tls, TlsError};
 
 /// How often a share rescans its directories without filesystem events.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(60);
@@ -33,6 +35,9 @@ pub struct ShareConfig {
     pub roots: Vec<PathBuf>,
     /// Index server `HOST:PORT`; `None` serves without registering.
     pub index: Option<String>,
+    /// The key the index must hold. Default: none, the key it shows on the first connection
+    /// (then required on every later one).
+    pub index_key: Option<Digest>,
     /// `HOST:PORT` other peers must use, when it differs from the listening address.
     /// Default: the listening port, at the address the index sees the peer connect from.
     pub advertise: Option<(String, u16)>,
@@ -61,6 +66,7 @@ impl ShareConfig {
         ShareConfig {
             roots,
             index,
+            index_key: None,
             advertise: None,
             state_dir,
             scan: ScanOptions::default(),
@@ -80,6 +86,9 @@ pub enum ShareError {
     /// The identity key or the state directory (in use by another process, say).
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The identity key cannot be used for TLS.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The first scan of the shared directories.
     #[error(transparent)]
     Scan(#[from] ScanError),
@@ -162,6 +171,7 @@ pub async fn start_share(
     // Before anything else: a second process on this identity must not even scan.
     let lock = StateLock::acquire(&config.state_dir)?;
     let identity = Identity::load_or_create(&config.state_dir)?;
+    let tls = Tls::new(&identity)?;
     let local_addr = listener.local_addr().map_err(ShareError::Listener)?;
     let scanner = Arc::new(Scanner::new(
         &config.roots,
@@ -199,6 +209,7 @@ pub async fn start_share(
         scanner.roots(),
         config.peer.clone(),
         stale.clone(),
+        tls.clone(),
     );
     tasks.spawn(server.run(listener, shutdown.clone()));
     tasks.spawn(rescan_loop(
@@ -239,7 +250,9 @@ pub async fn start_share(
     if let Some(index) = config.index.clone() {
         let session = Registration {
             index,
+            index_key: config.index_key,
             identity,
+            tls,
             config,
             local_addr,
             catalog: catalog_rx,

@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
-use crate::content::{ContentId, MAX_FILE_SIZE, PIECE_HASH_LEN, PIECE_SIZE};
+use crate::content::{ContentId, Digest, MAX_FILE_SIZE, PIECE_HASH_LEN, PIECE_SIZE};
+use crate::tls::{SecureStream, Tls, TlsError};
 use crate::protocol::{
     CatalogQuery, CatalogResults, Connection, GetHashes, GetHave, GetInfo, GetPiece, Have, Info,
     Limits, MAX_HASHES_PER_REPLY, Message, PeerReply, Piece, ProtocolError, connect_tcp, feature,
@@ -23,6 +22,14 @@ pub enum PeerClientError {
         addr: String,
         /// Why.
         source: std::io::Error,
+    },
+    /// The secure channel could not be set up, or the peer holds another key than expected.
+    #[error("peer {}: {source}", crate::text::Escaped(.addr))]
+    Secure {
+        /// The address tried.
+        addr: String,
+        /// Why.
+        source: TlsError,
     },
     /// The connection failed, or the peer answered with an error.
     #[error(transparent)]
@@ -71,14 +78,22 @@ pub enum PeerClientError {
 
 /// A connection to a peer, after the handshake.
 pub struct PeerClient {
-    conn: Connection<TcpStream>,
+    conn: Connection<SecureStream>,
     /// The features usable on this connection (see [`PeerClient::connect`]).
     features: Vec<&'static str>,
+    /// The key the peer proved it holds.
+    key: Digest,
 }
 
 impl PeerClient {
-    /// Connects to a peer at `addr` (an IP address and port) and says `Hello`.
-    pub async fn connect(addr: &str, limits: Limits) -> Result<PeerClient, PeerClientError> {
+    /// Connects to a peer at `addr` (an IP address and port) as `tls`'s key (a fresh anonymous key if `None`), secures the
+    /// connection, requiring the peer to hold `expect` when given, and says `Hello`.
+    pub async fn connect(
+        addr: &str,
+        tls: Option<&Tls>,
+        expect: Option<Digest>,
+        limits: Limits,
+    ) -> Result<PeerClient, PeerClientError> {
         let err = |source| PeerClientError::Connect {
             addr: addr.to_string(),
             source,
@@ -94,7 +109,14 @@ impl PeerClient {
         let stream = connect_tcp(&ip.to_string(), CONNECT_TIMEOUT)
             .await
             .map_err(err)?;
-        let mut conn = Connection::new(stream, limits);
+        let secured = async { Tls::or_ephemeral(tls)?.connect(stream, expect, CONNECT_TIMEOUT).await }
+            .await
+            .map_err(|source| PeerClientError::Secure {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let key = secured.remote_key;
+        let mut conn = Connection::new(secured.stream, limits);
         let welcome = conn.client_handshake().await?;
         // A `Welcome` with no features comes from a build made before them, when `GetHave`
         // and `CatalogQuery` were plain version 1 messages (a current peer agrees to every
@@ -106,7 +128,16 @@ impl PeerClient {
                 .filter(|f| welcome.features.iter().any(|w| w == f))
                 .collect(),
         };
-        Ok(PeerClient { conn, features })
+        Ok(PeerClient {
+            conn,
+            features,
+            key,
+        })
+    }
+
+    /// The key the peer proved it holds.
+    pub fn key(&self) -> Digest {
+        self.key
     }
 
     /// Whether the peer agreed to use `feature` ([`crate::protocol::feature`]) on this connection.

@@ -12,7 +12,9 @@ use tokio_util::task::TaskTracker;
 use super::{Catalog, Partials, PeerConfig, PeerServer};
 use crate::identity::{Identity, IdentityError};
 use crate::index::{IndexClient, IndexClientError};
+use crate::content::Digest;
 use crate::protocol::{FileEntry, Limits};
+use crate::tls::{Tls, TlsError};
 
 /// Why sharing downloads in progress could not start.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,9 @@ pub enum PartialSharingError {
     /// No short-lived identity could be made.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The short-lived identity cannot be used for TLS.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The index refused or could not be reached.
     #[error(transparent)]
     Index(#[from] IndexClientError),
@@ -48,11 +53,17 @@ pub struct PartialSharing {
 impl PartialSharing {
     /// Starts serving on `listen`; lists the downloads at `index` as reachable at `advertise`
     /// (default: the listening port at the address the index sees).
+    /// The index must hold `index_key` when given. The downloads are listed under a fresh
+    /// key of their own, not the user's: the index knows a key as one peer, and the user's
+    /// may be sharing at the same time.
     pub async fn start(
         index: &str,
+        index_key: Option<Digest>,
         listen: SocketAddr,
         advertise: Option<(String, u16)>,
     ) -> Result<PartialSharing, PartialSharingError> {
+        let identity = Identity::ephemeral()?;
+        let tls = Tls::new(&identity)?;
         let listener =
             TcpListener::bind(listen)
                 .await
@@ -74,6 +85,7 @@ impl PartialSharing {
             Vec::new(),
             PeerConfig::default(),
             Arc::new(Notify::new()),
+            tls.clone(),
         )
         .with_partials(partials.clone());
         let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
@@ -89,11 +101,16 @@ impl PartialSharing {
                 local_addr.port(),
             )
         });
-        let identity = Identity::ephemeral()?;
         let (index, p, stop) = (index.to_string(), partials.clone(), shutdown.clone());
         tasks.spawn(async move {
             while !stop.is_cancelled() {
-                if let Err(e) = announce(&index, &identity, &host, port, &p, &stop).await {
+                let to = Announce {
+                    index: &index,
+                    index_key,
+                    identity: &identity,
+                    tls: &tls,
+                };
+                if let Err(e) = announce(&to, &host, port, &p, &stop).await {
                     tracing::debug!("listing downloads in progress at {index}: {e}");
                     tokio::select! {
                         _ = stop.cancelled() => {}
@@ -121,17 +138,25 @@ impl PartialSharing {
 /// How often the listing at the index is brought up to date.
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(500);
 
+/// The index downloads are listed at, and the key they are listed under.
+struct Announce<'a> {
+    index: &'a str,
+    index_key: Option<Digest>,
+    identity: &'a Identity,
+    tls: &'a Tls,
+}
+
 async fn announce(
-    index: &str,
-    identity: &Identity,
+    to: &Announce<'_>,
     host: &str,
     port: u16,
     partials: &Partials,
     stop: &CancellationToken,
 ) -> Result<(), IndexClientError> {
-    let mut client = IndexClient::connect(index, Limits::default()).await?;
+    let mut client =
+        IndexClient::connect(to.index, Some(to.tls), to.index_key, Limits::default()).await?;
     let reg = client
-        .register_as(identity, host, port, Default::default(), 0, true)
+        .register_as(to.identity, host, port, Default::default(), 0, true)
         .await?;
     let beat = Duration::from_millis(u64::from(reg.lease_secs) * 1000 / 3);
     let mut last: Vec<FileEntry> = Vec::new();

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use blake3::hazmat::ChainingValue;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -21,6 +21,7 @@ use crate::protocol::{
 };
 use crate::query::Query;
 use crate::rate::RateLimiter;
+use crate::tls::{SecureStream, Tls, secure_admitted};
 
 mod handler;
 mod open;
@@ -84,6 +85,7 @@ impl Default for PeerConfig {
 #[derive(Clone)]
 pub struct PeerServer {
     catalog: watch::Receiver<Arc<Catalog>>,
+    tls: Tls,
     roots: Arc<Vec<PathBuf>>,
     config: PeerConfig,
     /// Woken when a file on disk no longer matches the catalog, so the owner rescans.
@@ -104,14 +106,17 @@ pub(super) struct Served {
 
 impl PeerServer {
     /// `roots` are the canonical shared directories: nothing outside them is ever read.
+    /// Clients see the key of `tls`.
     pub fn new(
         catalog: watch::Receiver<Arc<Catalog>>,
         roots: Vec<PathBuf>,
         config: PeerConfig,
         stale: Arc<Notify>,
+        tls: Tls,
     ) -> Self {
         PeerServer {
             catalog,
+            tls,
             roots: Arc::new(roots),
             slots: Arc::new(UploadSlots::with_policy(SlotPolicy {
                 per_ip: config.upload_slots_per_ip,
@@ -154,18 +159,23 @@ impl PeerServer {
             shutdown.clone(),
             |stream, addr, admission| {
                 let (server, shutdown) = (self.clone(), shutdown.clone());
-                let conn = Connection::server(
-                    stream,
-                    self.config.limits,
-                    ServerSide {
-                        admission: Some(admission),
-                        budget: None,
-                        max_frame: MAX_REQUEST_FRAME_LEN,
-                        frame_timeout: self.config.frame_timeout,
-                    },
-                );
                 let ip = addr.ip();
                 async move {
+                    let Some(secured) =
+                        secure_admitted(&server.tls, stream, &admission).await
+                    else {
+                        return;
+                    };
+                    let conn = Connection::server(
+                        secured.stream,
+                        server.config.limits,
+                        ServerSide {
+                            admission: Some(admission),
+                            budget: None,
+                            max_frame: MAX_REQUEST_FRAME_LEN,
+                            frame_timeout: server.config.frame_timeout,
+                        },
+                    );
                     match server.handle(conn, ip, shutdown).await {
                         Ok(()) => debug!(%addr, "peer connection closed"),
                         Err(e) => info!(%addr, "peer connection closed: {e}"),
@@ -178,7 +188,7 @@ impl PeerServer {
 
     async fn handle(
         &self,
-        conn: Connection<TcpStream>,
+        conn: Connection<SecureStream>,
         ip: IpAddr,
         shutdown: CancellationToken,
     ) -> Result<(), ProtocolError> {

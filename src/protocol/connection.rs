@@ -224,6 +224,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 tokio::time::timeout_at(deadline, self.stream.get_mut().read_buf(&mut self.buf));
             match read.await {
                 Err(_) => return Err(ProtocolError::Timeout { secs: secs(limit) }),
+                // TLS reports a close without `close_notify` so; between frames it is a close
+                // like any other (frames carry their length: a cut one is still caught below).
+                Ok(Err(e))
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof && self.buf.is_empty() =>
+                {
+                    return Ok(None);
+                }
                 Ok(Err(e)) => return Err(e.into()),
                 Ok(Ok(0)) => {
                     return if self.buf.is_empty() {

@@ -11,7 +11,7 @@ use super::{
     FileHit, Frame, LENGTH_PREFIX_LEN, MAX_CONTROL_PAYLOAD, MAX_FRAME_LEN, Message, PeerHit,
     ProtocolError, SearchResults, SearchResultsWriter, tag,
 };
-use crate::content::ContentId;
+use crate::content::{ContentId, Digest};
 
 /// What parsing a byte stream into frames gave: the frames, then how it stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -256,10 +256,12 @@ pub fn search_reply(data: &[u8]) {
                 b if b % 3 == 0 => None,
                 b => Some(d.bytes(usize::from(b % 40))),
             };
+            let key = (d.byte() % 2 == 0).then(|| Digest([d.byte(); 32]));
             peers.push(PeerHit {
                 peer_id,
                 host,
                 port,
+                key,
                 shared_at,
                 last_seen,
                 have,

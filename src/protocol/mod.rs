@@ -23,7 +23,7 @@ pub use messages::{
 pub use payloads::*;
 pub use search_reply::{PeerHitRef, SearchResultsWriter};
 pub use serve::{
-    Admission, Connections, HANDSHAKE_TIMEOUT, ServeLimits, ServeStats, accept_loop, connect_tcp,
+    Admission, Connections, HANDSHAKE_TIMEOUT, ServeLimits, ServeStats, accept_loop, connect_tcp, error_frame,
     raise_open_file_limit,
 };
 

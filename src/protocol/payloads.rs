@@ -167,6 +167,10 @@ pub struct PeerHit {
     pub host: String,
     /// Its port.
     pub port: u16,
+    /// Its Ed25519 public key: a downloader requires the peer at `host:port` to prove it holds
+    /// this key in the TLS handshake. The index always sends it; `None` only for a source
+    /// found through the DHT, which carries addresses alone.
+    pub key: Option<Digest>,
     /// When the index first received the file from this peer, ms since the Unix epoch.
     pub shared_at: i64,
     /// When the index last heard from this peer, ms since the Unix epoch.
@@ -368,17 +372,23 @@ pub enum ErrorCode {
     Busy = 5,
     /// The server failed.
     Internal = 6,
+    /// This key may not do that here: not a member of the private group, or revoked.
+    Forbidden = 7,
+    /// The index could not reach the registering peer at the address it gave, holding its key.
+    Unreachable = 8,
 }
 
 impl ErrorCode {
     /// Every code, in number order.
-    pub const ALL: [ErrorCode; 6] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::Unauthorized,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Busy,
         ErrorCode::Internal,
+        ErrorCode::Forbidden,
+        ErrorCode::Unreachable,
     ];
 
     /// The code's number on the wire.

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::{MAX_CONTROL_PAYLOAD, ProtocolError, SearchResults};
-use crate::content::ContentId;
+use crate::content::{ContentId, Digest};
 
 /// One peer of a file in a search reply, borrowed from wherever the index keeps it.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +20,8 @@ pub struct PeerHitRef<'a> {
     pub host: &'a str,
     /// [`super::PeerHit::port`].
     pub port: u16,
+    /// [`super::PeerHit::key`].
+    pub key: Option<&'a Digest>,
     /// [`super::PeerHit::shared_at`].
     pub shared_at: i64,
     /// [`super::PeerHit::last_seen`].
@@ -73,7 +75,7 @@ impl SearchResultsWriter {
         let b = &mut self.buf;
         wrote(rmp::encode::write_map_len(
             b,
-            5 + u32::from(p.have.is_some()),
+            6 + u32::from(p.have.is_some()),
         ));
         wrote(rmp::encode::write_str(b, "peer_id"));
         wrote(rmp::encode::write_uint(b, p.peer_id));
@@ -81,6 +83,11 @@ impl SearchResultsWriter {
         wrote(rmp::encode::write_str(b, p.host));
         wrote(rmp::encode::write_str(b, "port"));
         wrote(rmp::encode::write_uint(b, u64::from(p.port)));
+        wrote(rmp::encode::write_str(b, "key"));
+        match p.key {
+            Some(k) => wrote(rmp::encode::write_bin(b, &k.0)),
+            None => wrote(rmp::encode::write_nil(b)),
+        }
         wrote(rmp::encode::write_str(b, "shared_at"));
         wrote(rmp::encode::write_sint(b, p.shared_at));
         wrote(rmp::encode::write_str(b, "last_seen"));
@@ -102,6 +109,7 @@ impl SearchResultsWriter {
                     peer_id: p.peer_id,
                     host: &p.host,
                     port: p.port,
+                    key: p.key.as_ref(),
                     shared_at: p.shared_at,
                     last_seen: p.last_seen,
                     have: p.have.as_deref(),
@@ -157,6 +165,8 @@ mod tests {
     fn peer(k: u64) -> PeerHit {
         PeerHit {
             peer_id: k,
+            // With and without a key.
+            key: (k % 3 != 0).then_some(Digest([k as u8; 32])),
             host: "h".repeat(k as usize % 40),
             port: (k * 977 % 65_536) as u16,
             // Every width, both signs.
@@ -210,6 +220,7 @@ mod tests {
                 peer_id: k,
                 host: &host,
                 port: 1,
+                key: None,
                 shared_at: 0,
                 last_seen: 0,
                 have: None,
@@ -238,6 +249,7 @@ mod tests {
                     peer_id: 2,
                     host: "::1".into(),
                     port: 50_000,
+                    key: Some(Digest([9; 32])),
                     shared_at: 5,
                     last_seen: -1,
                     have: None,
@@ -249,7 +261,9 @@ mod tests {
             b"\x82\xa5files\x91\x84\xa4name\xa1a\xa4size\xcd\x01\x2c\xaacontent_id\xc4\x20"
                 .to_vec();
         want.extend([7; 32]);
-        want.extend(b"\xa5peers\x91\x85\xa7peer_id\x02\xa4host\xa3::1\xa4port\xcd\xc3\x50");
+        want.extend(b"\xa5peers\x91\x86\xa7peer_id\x02\xa4host\xa3::1\xa4port\xcd\xc3\x50");
+        want.extend(b"\xa3key\xc4\x20");
+        want.extend([9; 32]);
         want.extend(b"\xa9shared_at\x05\xa9last_seen\xff\xa9truncated\xc3");
         assert_eq!(written(&r).as_ref(), &want[..]);
     }

@@ -174,7 +174,7 @@ impl Admission {
     }
 
     /// Cancelled when the server closes this connection to make room for another.
-    pub(super) fn evicted(&self) -> &CancellationToken {
+    pub fn evicted(&self) -> &CancellationToken {
         &self.evicted
     }
 
@@ -325,17 +325,24 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 /// Tells a connection there is no room (best effort, without waiting: a new socket's send
 /// buffer takes a small frame at once), then closes it.
 fn refuse_full(stream: &TcpStream) {
-    let msg = Message::Error(ErrorReply::new(
+    let frame = error_frame(
         ErrorCode::Busy,
         "server at its connection limit; try again later",
-    ));
+    );
+    let _ = stream.try_write(&frame);
+}
+
+/// The bytes of an `Error` frame, for a refusal written straight to a socket.
+pub fn error_frame(code: ErrorCode, message: &str) -> Vec<u8> {
+    let msg = Message::Error(ErrorReply::new(code, message));
+    let mut frame = Vec::new();
     if let Ok(payload) = msg.encode_payload()
         && let Ok(header) = super::Frame::header(msg.tag(), payload.len())
     {
-        let mut frame = header.to_vec();
+        frame.extend_from_slice(&header);
         frame.extend_from_slice(&payload);
-        let _ = stream.try_write(&frame);
     }
+    frame
 }
 
 /// Raises the soft limit on open files to the hard limit (at most 65,536), so a server's

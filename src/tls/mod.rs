@@ -3,6 +3,7 @@
 //! framing of the protocol runs inside it unchanged.
 
 mod cert;
+mod serve;
 mod verify;
 
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use rustls::{ClientConfig, ServerConfig};
 use tokio::net::TcpStream;
 
 pub use cert::{COMMON_NAME, certificate, key_of};
+pub use serve::secure_admitted;
 
 use crate::content::Digest;
 use crate::identity::{Fingerprint, Identity};
@@ -166,6 +168,20 @@ impl Tls {
                 client_cert,
             }),
         })
+    }
+
+    /// The TLS setup of a fresh key kept only in memory: an anonymous client.
+    pub fn ephemeral() -> Result<Tls, TlsError> {
+        let identity = Identity::ephemeral().map_err(setup)?;
+        Tls::new(&identity)
+    }
+
+    /// `tls`, or a fresh anonymous key's when `None`.
+    pub fn or_ephemeral(tls: Option<&Tls>) -> Result<Tls, TlsError> {
+        match tls {
+            Some(t) => Ok(t.clone()),
+            None => Tls::ephemeral(),
+        }
     }
 
     /// Our public key, the one the remote ends see.

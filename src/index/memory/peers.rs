@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use super::{NONE, Slot, reuse_or_push};
+use crate::content::Digest;
 
 /// What the index knows of a registered peer.
 #[derive(Debug, Clone)]
@@ -15,6 +16,8 @@ pub struct PeerState {
     pub host: Box<str>,
     /// The port the peer serves on.
     pub port: u16,
+    /// The key the peer proved it holds (at registration, and at `host:port` when checked).
+    pub key: Digest,
     /// When the index last heard from the peer, ms since the Unix epoch.
     pub last_seen: i64,
     /// Whether the peer is registered and has not unregistered.
@@ -129,6 +132,7 @@ mod tests {
 
     fn state() -> PeerState {
         PeerState {
+            key: Default::default(),
             host: "h".into(),
             port: 1,
             last_seen: 10,
@@ -165,6 +169,7 @@ mod tests {
         for (id, seen, online) in [(1, 10, true), (2, 5, true), (3, 20, false), (4, 30, true)] {
             let n = t.number_or_insert(id);
             t.rec_mut(n).state = Some(PeerState {
+                key: Default::default(),
                 last_seen: seen,
                 online,
                 ..state()

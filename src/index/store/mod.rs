@@ -19,6 +19,11 @@
 //! turn), then the rank order's cell. The reply cache and the reader pool are taken with no other
 //! lock held. A reading connection, once taken from the pool, is used with no lock held.
 //!
+//! The group tables (`meta`, `invites`, `members`; `members.rs`) are written under `writer`
+//! like the rest, and have no part in the name index. Another process (the `invite` and
+//! `members` commands, through [`GroupStore`]) writes them too, meanwhile: SQLite's own lock
+//! orders those writes with the index's (each connection waits up to 10 s for it).
+//!
 //! Nothing here is async and no guard is held across an `.await`: the server calls the blocking
 //! methods on tokio's blocking pool. Two methods run on the runtime's own threads and never wait
 //! for the name index: [`IndexStore::cached_search`] and [`IndexStore::try_search_here`] only
@@ -31,13 +36,19 @@ use std::sync::{Mutex, RwLock};
 
 use rusqlite::Connection;
 
+pub use self::group_store::GroupStore;
+pub use self::members::{MemberRow, RedeemError};
 use self::schema::{load, open_conn};
 pub use self::sessions::Session;
 use self::sessions::Sessions;
 use super::cache::{CacheConfig, ReplyCache};
 use super::memory::NameIndex;
 
+mod group_store;
+#[cfg(test)]
+mod group_tests;
 mod lookup;
+mod members;
 mod purge;
 mod schema;
 mod sessions;
@@ -64,6 +75,12 @@ pub enum StoreError {
     /// A newer `Register` of the same peer took over; this session may no longer change it.
     #[error("peer {0} registered again on another connection; this session is superseded")]
     Superseded(u64),
+    /// The operating system gave no random bytes for the index's key.
+    #[error("no randomness from the operating system for the index key: {0}")]
+    Random(String),
+    /// The stored index key is not 32 bytes: the database was changed by hand or damaged.
+    #[error("the index key stored in the database is {0} bytes, not 32")]
+    BadSecret(usize),
 }
 
 /// The durable store. One writer connection; reads use their own connections (WAL lets them

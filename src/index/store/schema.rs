@@ -36,6 +36,31 @@ CREATE TABLE IF NOT EXISTS files(
 DROP INDEX IF EXISTS files_by_content;
 ";
 
+/// The tables of a private index: its own small values (its key, its
+/// address), invites by the hash of their secret, and members by key (`revoked`: when, in ms).
+/// Made with `IF NOT EXISTS`, so a database of an older version gains them in place, and so a
+/// [`super::GroupStore`] in another process can make them without the rest of the schema.
+pub(super) const GROUP_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(
+  key TEXT PRIMARY KEY,
+  value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS invites(
+  hash BLOB PRIMARY KEY,
+  uses_left INTEGER NOT NULL,
+  expires INTEGER NOT NULL,
+  created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS members(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  public_key BLOB NOT NULL UNIQUE,
+  joined INTEGER NOT NULL,
+  last_seen INTEGER NOT NULL,
+  revoked INTEGER
+);
+CREATE INDEX IF NOT EXISTS members_revoked ON members(revoked) WHERE revoked IS NOT NULL;
+";
+
 /// Opens a connection to the database in WAL mode with full syncs and foreign keys.
 pub(super) fn open_conn(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
@@ -61,6 +86,7 @@ fn id_from(blob: Vec<u8>) -> Option<ContentId> {
 /// ephemeral peers of the last run offline.
 pub(super) fn migrate(writer: &Connection) -> Result<(), StoreError> {
     writer.execute_batch(SCHEMA)?;
+    writer.execute_batch(GROUP_SCHEMA)?;
     // Databases made before these columns existed get them now.
     for (table, column) in [
         ("peers", "ephemeral INTEGER NOT NULL DEFAULT 0"),
@@ -95,7 +121,7 @@ pub(super) fn migrate(writer: &Connection) -> Result<(), StoreError> {
 /// Reads the whole store into a [`NameIndex`].
 pub(super) fn load(c: &Connection) -> Result<NameIndex, StoreError> {
     let mut mem = NameIndex::default();
-    let mut stmt = c.prepare("SELECT id, host, port, last_seen, online FROM peers")?;
+    let mut stmt = c.prepare("SELECT id, host, port, last_seen, online, public_key FROM peers")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
@@ -107,6 +133,7 @@ pub(super) fn load(c: &Connection) -> Result<NameIndex, StoreError> {
                 port: r.get(2)?,
                 last_seen: r.get(3)?,
                 online: r.get(4)?,
+                key: digest_from(r.get(5)?).unwrap_or_default(),
             },
         );
     }

@@ -95,7 +95,7 @@ impl IndexStore {
             tx.commit()?;
             self.mem().set_peer(
                 id as u64,
-                PeerState { host: host.into(), port, last_seen: now, online: true },
+                PeerState { host: host.into(), port, key: *public_key, last_seen: now, online: true },
             );
             let mut sessions = self.sessions();
             sessions.last += 1;

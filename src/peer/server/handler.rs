@@ -4,12 +4,12 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::PeerServer;
 use super::open::{OpenFile, Opened, read_piece};
+use crate::tls::SecureStream;
 use crate::content::{ContentId, Digest, PIECE_SIZE, PieceLayout};
 use crate::protocol::{
     CatalogQuery, Connection, ErrorCode, ErrorReply, GetHashes, GetHave, GetInfo, GetPiece, Hashes,
@@ -32,7 +32,7 @@ const MAX_BYTES_READ_AHEAD: u64 = 1024 * 1024;
 /// answered (pipelined behind it) with the files they ask for, opened together with its own.
 pub(super) struct Handler<'a> {
     server: &'a PeerServer,
-    conn: Connection<TcpStream>,
+    conn: Connection<SecureStream>,
     conn_id: u64,
     ip: IpAddr,
     open: HashMap<ContentId, Arc<OpenFile>>,
@@ -45,7 +45,7 @@ pub(super) struct Handler<'a> {
 impl<'a> Handler<'a> {
     pub(super) fn new(
         server: &'a PeerServer,
-        conn: Connection<TcpStream>,
+        conn: Connection<SecureStream>,
         conn_id: u64,
         ip: IpAddr,
     ) -> Handler<'a> {

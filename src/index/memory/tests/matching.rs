@@ -6,6 +6,7 @@ use super::*;
 fn substring_words_ids_and_liveness() {
     let mut ix = NameIndex::default();
     let live = PeerState {
+        key: Default::default(),
         host: "h".into(),
         port: 1,
         last_seen: 10,
@@ -15,6 +16,7 @@ fn substring_words_ids_and_liveness() {
     ix.set_peer(
         2,
         PeerState {
+            key: Default::default(),
             last_seen: 1,
             ..live
         },

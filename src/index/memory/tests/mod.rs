@@ -23,6 +23,7 @@ fn entry(path: &str, name: &str, id: u8) -> FileEntry {
 fn one_live_peer() -> NameIndex {
     let mut ix = NameIndex::default();
     let live = PeerState {
+        key: Default::default(),
         host: "h".into(),
         port: 1,
         last_seen: 0,
@@ -124,6 +125,7 @@ fn check(ix: &NameIndex) {
 
 fn peer(port: u16, last_seen: i64) -> PeerState {
     PeerState {
+        key: Default::default(),
         host: "h".into(),
         port,
         last_seen,

@@ -1,6 +1,7 @@
 //! Tests of how matches are ranked: against the reference grouping of the query rules, the rank order against the postings, and quick searches.
 
 use super::*;
+use crate::content::Digest;
 
 #[test]
 fn ranks_as_the_reference_grouping_does() {
@@ -83,6 +84,7 @@ fn ranks_as_the_reference_grouping_does() {
                         name: name.clone(),
                         size: 1,
                         peer: PeerHit {
+                            key: Some(Digest::default()),
                             peer_id: *p,
                             host: "h".into(),
                             port: *p as u16,

@@ -37,6 +37,7 @@ fn files_of_one_content_id_stay_linked_through_removals() {
         ix.set_peer(
             p,
             PeerState {
+                key: Default::default(),
                 host: "h".into(),
                 port: p as u16,
                 last_seen: 0,
