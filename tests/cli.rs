@@ -318,7 +318,7 @@ fn hostile_name_from_the_index_lands_inside_the_target() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let me = peershare::identity::Identity::load_or_create(&t.path().join("liar")).unwrap();
-        let mut c = peershare::index::IndexClient::connect(&ix, Default::default())
+        let mut c = peershare::index::IndexClient::connect(&ix, None, None, Default::default())
             .await
             .unwrap();
         c.register(&me, "127.0.0.1", port, Default::default(), 1)
@@ -534,7 +534,7 @@ fn a_peer_on_ipv6_loopback_is_found_and_downloaded_from() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let me = peershare::identity::Identity::load_or_create(&t.path().join("other")).unwrap();
-        let mut c = peershare::index::IndexClient::connect(&ix, Default::default())
+        let mut c = peershare::index::IndexClient::connect(&ix, None, None, Default::default())
             .await
             .unwrap();
         let r = c

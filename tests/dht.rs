@@ -68,14 +68,14 @@ async fn three_peers_publish_a_fourth_searches_and_downloads_from_all() {
     let me = start_node(&dht_config(&net, false)).unwrap();
 
     // Search by keyword: each peer answers with its matching files.
-    let found = find_files(&me, "isaac", 100).await;
+    let found = find_files(&me, "isaac", 100, None).await;
     let (files, _) = merge_results(None, &found, "isaac", 100);
     let mut names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
     names.sort();
     assert_eq!(names, ["Isaac-0.py", "Isaac-1.py", "Isaac-2.py"]);
     let (files, _) = merge_results(
         None,
-        &find_files(&me, "album flac", 100).await,
+        &find_files(&me, "album flac", 100, None).await,
         "album flac",
         100,
     );
@@ -84,11 +84,12 @@ async fn three_peers_publish_a_fourth_searches_and_downloads_from_all() {
     assert!(files[0].peers.iter().all(|p| p.via_dht && !p.via_index));
 
     // Download by hash from every live source.
-    let sources = find_sources(&me, id).await;
+    let sources = find_sources(&me, id, None).await;
     assert_eq!(sources.len(), 3, "{sources:?}");
     let sources: Vec<Source> = sources
         .iter()
-        .map(|a| Source {
+        .map(|(a, key)| Source {
+            key: Some(*key),
             peer_id: None,
             addr: a.to_string(),
         })
@@ -114,10 +115,15 @@ async fn three_peers_publish_a_fourth_searches_and_downloads_from_all() {
     let gone = peers.pop().unwrap();
     let gone_addr = gone.local_addr;
     gone.shutdown().await;
-    let sources = find_sources(&me, id).await;
+    let sources = find_sources(&me, id, None).await;
     assert_eq!(sources.len(), 2, "{sources:?}");
-    assert!(!sources.contains(&gone_addr));
-    let (files, _) = merge_results(None, &find_files(&me, "isaac", 100).await, "isaac", 100);
+    assert!(!sources.iter().any(|(a, _)| *a == gone_addr));
+    let (files, _) = merge_results(
+        None,
+        &find_files(&me, "isaac", 100, None).await,
+        "isaac",
+        100,
+    );
     assert_eq!(files.len(), 2);
     for p in peers {
         p.shutdown().await;
@@ -137,13 +143,18 @@ async fn a_restarted_peer_is_found_again() {
     first.shutdown().await;
     let again = dht_peer(&dir, &state, &net, None).await;
     let me = start_node(&dht_config(&net, false)).unwrap();
-    let sources = find_sources(&me, id).await;
+    let sources = find_sources(&me, id, None).await;
     assert_eq!(
-        sources,
+        sources.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
         vec![again.local_addr],
         "only the restarted peer is alive"
     );
-    let (files, _) = merge_results(None, &find_files(&me, "phoenix", 10).await, "phoenix", 10);
+    let (files, _) = merge_results(
+        None,
+        &find_files(&me, "phoenix", 10, None).await,
+        "phoenix",
+        10,
+    );
     assert_eq!(files.len(), 1);
     again.shutdown().await;
 }

@@ -67,6 +67,7 @@ async fn download_within(
     tokio::time::error::Elapsed,
 > {
     let source = Source {
+        key: None,
         peer_id: Some(1),
         addr: from.to_string(),
     };
@@ -95,7 +96,7 @@ async fn idle_and_half_greeted_sockets_past_the_limit_keep_no_client_out() {
             },
         ),
     };
-    let server = IndexServer::new(store, config);
+    let server = IndexServer::new(store, config, common::client_tls());
     tokio::spawn(server.run(listener, stop.clone()));
     let _held = idle_sockets(addr, sockets).await;
     let mut times = Vec::new();
@@ -103,7 +104,8 @@ async fn idle_and_half_greeted_sockets_past_the_limit_keep_no_client_out() {
     for i in 0..50 {
         let started = Instant::now();
         let r = tokio::time::timeout(Duration::from_secs(10), async {
-            let mut c = IndexClient::connect(&addr.to_string(), Limits::default()).await?;
+            let mut c =
+                IndexClient::connect(&addr.to_string(), None, None, Limits::default()).await?;
             c.search("anything", 10).await
         })
         .await;
@@ -215,6 +217,7 @@ async fn almost_complete_large_frames_stay_within_the_memory_budget() {
             request_memory: budget_bytes,
             ..IndexConfig::default()
         },
+        common::client_tls(),
     );
     let budget = server.memory_budget();
     let stop = CancellationToken::new();
@@ -255,7 +258,7 @@ async fn almost_complete_large_frames_stay_within_the_memory_budget() {
     assert!(most > 0, "the large frames were read into the budget");
     // A real client is still answered.
     let r = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut c = IndexClient::connect(&addr.to_string(), Limits::default()).await?;
+        let mut c = IndexClient::connect(&addr.to_string(), None, None, Limits::default()).await?;
         c.search("anything", 10).await
     })
     .await;

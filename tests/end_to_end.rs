@@ -11,7 +11,7 @@ use peershare::index::IndexClient;
 use peershare::protocol::{ErrorCode, FileEntry, Limits};
 
 async fn client(ix: &TestIndex) -> IndexClient {
-    IndexClient::connect(&ix.addr(), Limits::default())
+    IndexClient::connect(&ix.addr(), None, None, Limits::default())
         .await
         .expect("connect")
 }
@@ -46,6 +46,7 @@ async fn downloads_match_b3sum_at_interesting_sizes() {
         assert_eq!(hit.content_id.to_hex(), b3sum(&share.join(&name)));
         let dl = peershare::download::Downloader::default();
         let sources = vec![peershare::download::Source {
+            key: None,
             peer_id: Some(hit.peers[0].peer_id),
             addr: format!("{}:{}", hit.peers[0].host, hit.peers[0].port),
         }];
@@ -146,7 +147,9 @@ async fn changes_in_the_shared_directory_reach_the_index() {
 
 /// Names of the files the index finds for `query` (a fresh connection each time).
 async fn names(addr: String, query: &'static str) -> Option<Vec<String>> {
-    let mut c = IndexClient::connect(&addr, Limits::default()).await.ok()?;
+    let mut c = IndexClient::connect(&addr, None, None, Limits::default())
+        .await
+        .ok()?;
     let r = c.search(query, 100).await.ok()?;
     Some(r.files.into_iter().map(|f| f.name).collect())
 }
@@ -310,15 +313,18 @@ async fn a_client_beyond_the_connection_limit_takes_the_place_of_the_idle_one() 
         ..Default::default()
     };
     let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(peershare::index::IndexServer::new(store, config).run(listener, stop.clone()));
-    let mut first = IndexClient::connect(&addr, Limits::default())
+    tokio::spawn(
+        peershare::index::IndexServer::new(store, config, common::client_tls())
+            .run(listener, stop.clone()),
+    );
+    let mut first = IndexClient::connect(&addr, None, None, Limits::default())
         .await
         .unwrap();
     assert!(first.search("x", 1).await.unwrap().files.is_empty());
     // The first client now waits for its next request: the second one takes its place at once.
     let mut second = tokio::time::timeout(
         Duration::from_secs(5),
-        IndexClient::connect(&addr, Limits::default()),
+        IndexClient::connect(&addr, None, None, Limits::default()),
     )
     .await
     .expect("served at once, not queued behind an idle client")

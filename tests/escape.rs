@@ -94,7 +94,9 @@ async fn race(time: Duration) -> Option<Arc<Tally>> {
     let addr = peer.local_addr.to_string();
     // Before the race: the shared files are served (so a race that serves nothing from
     // inside, which happens when rescans keep catching the symlink, still tested this path).
-    let mut c = PeerClient::connect(&addr, Limits::default()).await.unwrap();
+    let mut c = PeerClient::connect(&addr, None, None, Limits::default())
+        .await
+        .unwrap();
     for (id, bytes) in ids.iter().zip(inside.iter()) {
         c.request_piece(*id, 0).await.unwrap();
         c.flush().await.unwrap();
@@ -134,7 +136,7 @@ async fn race(time: Duration) -> Option<Arc<Tally>> {
                     // A fresh connection each time: the peer opens the files anew for each.
                     let Ok(Ok(mut c)) = tokio::time::timeout(
                         Duration::from_secs(5),
-                        PeerClient::connect(&addr, Limits::default()),
+                        PeerClient::connect(&addr, None, None, Limits::default()),
                     )
                     .await
                     else {

@@ -17,6 +17,7 @@ fn id(b: u8) -> ContentId {
 
 fn peer_hit(k: u64, have: Option<Vec<u8>>) -> PeerHit {
     PeerHit {
+        key: None,
         peer_id: k,
         host: "127.0.0.1".into(),
         port: 40_000,

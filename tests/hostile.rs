@@ -24,6 +24,7 @@ fn how(name: &str, corrupt: Option<fn(u32) -> bool>) -> Behaviour {
 
 fn src(addr: &str, id: u64) -> Source {
     Source {
+        key: None,
         peer_id: Some(id),
         addr: addr.to_string(),
     }
@@ -140,7 +141,9 @@ async fn symlinks_out_of_the_share_are_never_served() {
     std::fs::write(share.join("ok.txt"), b"0123456789").unwrap();
     let peer = start_peer(&share, None, &t.path().join("state")).await;
     let addr = peer.local_addr.to_string();
-    let mut c = PeerClient::connect(&addr, Limits::default()).await.unwrap();
+    let mut c = PeerClient::connect(&addr, None, None, Limits::default())
+        .await
+        .unwrap();
     let secret = ContentId::from(blake3::hash(b"top secret"));
     let err = c.info(secret).await.unwrap_err();
     assert!(
@@ -154,7 +157,9 @@ async fn symlinks_out_of_the_share_are_never_served() {
     std::fs::write(t.path().join("secret2"), b"SECRET0123").unwrap();
     std::fs::remove_file(share.join("ok.txt")).unwrap();
     std::os::unix::fs::symlink(t.path().join("secret2"), share.join("ok.txt")).unwrap();
-    let mut c2 = PeerClient::connect(&addr, Limits::default()).await.unwrap();
+    let mut c2 = PeerClient::connect(&addr, None, None, Limits::default())
+        .await
+        .unwrap();
     c2.request_piece(ok, 0).await.unwrap();
     c2.flush().await.unwrap();
     let r = c2.next_piece().await;
@@ -210,7 +215,7 @@ async fn pipelined_requests_for_many_small_files_are_answered_in_order_whatever_
     std::fs::write(share.join("big.bin"), &big).unwrap();
     let big_id = ContentId::from(blake3::hash(&big));
     let peer = start_peer(&share, None, &t.path().join("state")).await;
-    let mut c = PeerClient::connect(&peer.local_addr.to_string(), Limits::default())
+    let mut c = PeerClient::connect(&peer.local_addr.to_string(), None, None, Limits::default())
         .await
         .unwrap();
     // One flush: the peer finds them all buffered behind the first, and opens ahead.
@@ -316,7 +321,7 @@ async fn garbage_and_oversized_frames_close_only_their_connection() {
             raw_exchange(&addr, a).await;
         }
     }
-    let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+    let mut c = IndexClient::connect(&ix.addr(), None, None, Limits::default())
         .await
         .unwrap();
     assert_eq!(
@@ -324,7 +329,7 @@ async fn garbage_and_oversized_frames_close_only_their_connection() {
         1,
         "index still answers"
     );
-    let mut p = PeerClient::connect(&peer_addr, Limits::default())
+    let mut p = PeerClient::connect(&peer_addr, None, None, Limits::default())
         .await
         .unwrap();
     assert_eq!(
@@ -369,7 +374,10 @@ async fn idle_and_slow_connections_time_out() {
         ..Default::default()
     };
     let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(peershare::index::IndexServer::new(store, config).run(listener, stop.clone()));
+    tokio::spawn(
+        peershare::index::IndexServer::new(store, config, common::client_tls())
+            .run(listener, stop.clone()),
+    );
     // Says nothing: closed.
     raw_exchange(&addr, &[]).await;
     // Starts a frame and never finishes it: closed.
@@ -401,7 +409,7 @@ async fn a_forgotten_peer_is_told_to_register_again_and_keeps_its_connection() {
     let db = t.path().join("ix.sqlite");
     let ix = start_index(&db, Duration::from_secs(60)).await;
     let me = peershare::identity::Identity::ephemeral().unwrap();
-    let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+    let mut c = IndexClient::connect(&ix.addr(), None, None, Limits::default())
         .await
         .unwrap();
     c.register_as(&me, "127.0.0.1", 9, Default::default(), 0, true)
@@ -491,7 +499,7 @@ async fn the_index_refuses_have_bitmaps_of_the_wrong_length() {
     let t = tempfile::tempdir().unwrap();
     let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
     let me = peershare::identity::Identity::ephemeral().unwrap();
-    let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+    let mut c = IndexClient::connect(&ix.addr(), None, None, Limits::default())
         .await
         .unwrap();
     c.register_as(&me, "127.0.0.1", 9, Default::default(), 1, true)
@@ -535,7 +543,7 @@ async fn a_search_reply_over_the_frame_limit_is_refused_and_the_connection_stays
     let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
     let me = Identity::load_or_create(&t.path().join("me")).unwrap();
     let digest = peershare::content::Digest([5; 32]);
-    let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+    let mut c = IndexClient::connect(&ix.addr(), None, None, Limits::default())
         .await
         .unwrap();
     c.register(&me, "127.0.0.1", 4000, digest, 1200)
@@ -553,7 +561,7 @@ async fn a_search_reply_over_the_frame_limit_is_refused_and_the_connection_stays
         })
         .collect();
     c.sync_files(true, entries, vec![], digest).await.unwrap();
-    let mut reader = IndexClient::connect(&ix.addr(), Limits::default())
+    let mut reader = IndexClient::connect(&ix.addr(), None, None, Limits::default())
         .await
         .unwrap();
     for _ in 0..2 {
@@ -844,7 +852,9 @@ async fn rss_of_a_real_get_against_sources_claiming_4_tib() {
         let (ix, dir) = (ix.addr(), t.path().join(format!("id{n}")));
         async move {
             let me = Identity::load_or_create(&dir).unwrap();
-            let mut c = IndexClient::connect(&ix, Limits::default()).await.unwrap();
+            let mut c = IndexClient::connect(&ix, None, None, Limits::default())
+                .await
+                .unwrap();
             let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
             c.register(&me, "127.0.0.1", port, Default::default(), 1)
                 .await
@@ -1026,7 +1036,7 @@ async fn features_are_agreed_as_asked_and_never_more() {
     let e = error(&read_frame(&mut s).await);
     assert_eq!(e.code, ErrorCode::NotFound, "answered, not refused: {e}");
     // Our client asks for every feature and gets them from our peer.
-    let c = PeerClient::connect(&peer_addr, Limits::default())
+    let c = PeerClient::connect(&peer_addr, None, None, Limits::default())
         .await
         .unwrap();
     assert!(c.supports(peershare::protocol::feature::HAVE));

@@ -62,7 +62,7 @@ async fn a_list_is_looked_up_and_downloaded_in_order_with_progress_for_full_down
     let lookup = Lookup {
         index: Some(ix.addr()),
         client: Some(
-            IndexClient::connect(&ix.addr(), Limits::default())
+            IndexClient::connect(&ix.addr(), None, None, Limits::default())
                 .await
                 .unwrap(),
         ),
@@ -126,7 +126,7 @@ async fn a_list_is_looked_up_and_downloaded_in_order_with_progress_for_full_down
 async fn a_lost_index_fails_the_remaining_ids_with_the_reason() {
     let t = tempfile::tempdir().unwrap();
     let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
-    let client = IndexClient::connect(&ix.addr(), Limits::default())
+    let client = IndexClient::connect(&ix.addr(), None, None, Limits::default())
         .await
         .unwrap();
     let addr = ix.addr();
@@ -169,7 +169,7 @@ async fn only_a_peer_that_lacks_the_file_is_a_typed_error() {
     std::fs::write(share.join("f.bin"), data(2 * PIECE_SIZE as usize, 3)).unwrap();
     let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
     let peer = start_peer(&share, Some(ix.addr()), &t.path().join("p")).await;
-    let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+    let mut c = IndexClient::connect(&ix.addr(), None, None, Limits::default())
         .await
         .unwrap();
     let found = c.search("f.bin", 10).await.unwrap();

@@ -50,7 +50,7 @@ async fn a_peer_registers_again_quickly_after_every_index_restart() {
         took.push(started.elapsed());
         assert_eq!(s.files_registered, Some(1));
     }
-    let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+    let mut c = IndexClient::connect(&ix.addr(), None, None, Limits::default())
         .await
         .unwrap();
     assert_eq!(c.search("phoenix", 10).await.unwrap().files.len(), 1);
@@ -60,7 +60,7 @@ async fn a_peer_registers_again_quickly_after_every_index_restart() {
 }
 
 async fn client(addr: &str) -> IndexClient {
-    IndexClient::connect(addr, Limits::default())
+    IndexClient::connect(addr, None, None, Limits::default())
         .await
         .expect("connect")
 }

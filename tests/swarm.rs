@@ -17,6 +17,7 @@ use peershare::rate::RateLimiter;
 
 fn src(addr: &str, id: u64) -> Source {
     Source {
+        key: None,
         peer_id: Some(id),
         addr: addr.to_string(),
     }
@@ -301,7 +302,7 @@ async fn sigkill_then_the_same_get_resumes_without_refetching() {
     .await;
     let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
     let me = Identity::load_or_create(&t.path().join("fake")).unwrap();
-    let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+    let mut c = IndexClient::connect(&ix.addr(), None, None, Limits::default())
         .await
         .unwrap();
     let port: u16 = peer_addr.rsplit(':').next().unwrap().parse().unwrap();
@@ -495,7 +496,7 @@ async fn a_peer_serves_what_it_has_verified_while_still_downloading() {
         .unwrap();
     // The index lists B as a partial source.
     let hit = eventually(Duration::from_secs(20), || async {
-        let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+        let mut c = IndexClient::connect(&ix.addr(), None, None, Limits::default())
             .await
             .ok()?;
         let r = c.search(&id.to_hex(), 1).await.ok()?;
@@ -539,7 +540,7 @@ async fn a_peer_serves_what_it_has_verified_while_still_downloading() {
     assert!(status.success());
     assert_eq!(b3sum(&out_b.join("spread.bin")), id.to_hex());
     // B unregistered: it is forgotten, and only A remains.
-    let mut c = IndexClient::connect(&ix.addr(), Limits::default())
+    let mut c = IndexClient::connect(&ix.addr(), None, None, Limits::default())
         .await
         .unwrap();
     let peers = c.list_peers().await.unwrap().peers;
@@ -667,19 +668,31 @@ async fn pipelined_small_files_from_a_rate_limited_peer_arrive_one_by_one() {
         .unwrap();
     // All 16 requests in flight on one connection, a reply due every 1/8 s, and a read limit
     // of 1 s: replies must leave as they are ready, not once all 16 (2 s) waited at the limiter.
-    let links = SourceLinks::new(LinkConfig {
-        timing: SourceTiming {
-            limits: Limits {
-                read_timeout: Duration::from_secs(1),
-                write_timeout: Duration::from_secs(5),
+    let links = SourceLinks::new(
+        LinkConfig {
+            timing: SourceTiming {
+                limits: Limits {
+                    read_timeout: Duration::from_secs(1),
+                    write_timeout: Duration::from_secs(5),
+                },
+                ..LinkConfig::default().timing
             },
-            ..LinkConfig::default().timing
+            connections: 1,
+            ..LinkConfig::default()
         },
-        connections: 1,
-        ..LinkConfig::default()
-    });
-    let addr = peer.local_addr.to_string();
-    let results = join_all(ids.iter().map(|&id| links.fetch_whole(&addr, id)).collect()).await;
+        None,
+    );
+    let source = Source {
+        peer_id: None,
+        addr: peer.local_addr.to_string(),
+        key: None,
+    };
+    let results = join_all(
+        ids.iter()
+            .map(|&id| links.fetch_whole(&source, id))
+            .collect(),
+    )
+    .await;
     for (r, id) in results.into_iter().zip(&ids) {
         let bytes = r.expect("delivered within the read limit");
         assert_eq!(ContentId::from(blake3::hash(&bytes)), *id);
@@ -748,9 +761,10 @@ async fn small_files_of_a_source_that_is_always_busy_come_from_the_others() {
     }
     // Someone else holds peer 1's only upload slot for the whole test.
     let busy_addr = peers[0].local_addr.to_string();
-    let mut holder = peershare::peer::PeerClient::connect(&busy_addr, Limits::default())
-        .await
-        .unwrap();
+    let mut holder =
+        peershare::peer::PeerClient::connect(&busy_addr, None, None, Limits::default())
+            .await
+            .unwrap();
     let first = ContentId::from(blake3::hash(&files[0].1));
     holder.request_piece(first, 0).await.unwrap();
     holder.flush().await.unwrap();
@@ -790,6 +804,7 @@ fn hit_at(name: &str, bytes: &[u8], sources: &[(u64, &str)]) -> peershare::proto
                     peer_id,
                     host: host.into(),
                     port: port.parse().expect("port"),
+                    key: None,
                     shared_at: 0,
                     last_seen: 0,
                     have: None,

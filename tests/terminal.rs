@@ -18,6 +18,7 @@ const ID: [u8; 32] = [0x42; 32];
 
 fn hostile_peer(peer_id: u64, host: &str) -> PeerHit {
     PeerHit {
+        key: None,
         peer_id,
         host: host.into(),
         port: 9,

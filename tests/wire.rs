@@ -142,6 +142,7 @@ fn one_of_each() -> Vec<Message> {
             peer_id: 3,
             host: "10.0.0.1".into(),
             port: 4000,
+            key: Some(Digest([5; 32])),
             shared_at: 1,
             last_seen: 2,
             have: Some(vec![0x80]),
@@ -462,6 +463,8 @@ fn error_codes_keep_their_numbers_and_unknown_ones_survive() {
         (ErrorCode::UnsupportedVersion, 4),
         (ErrorCode::Busy, 5),
         (ErrorCode::Internal, 6),
+        (ErrorCode::Forbidden, 7),
+        (ErrorCode::Unreachable, 8),
     ];
     assert_eq!(ErrorCode::ALL.len(), spec.len());
     for (c, n) in spec {

@@ -93,8 +93,8 @@ pub async fn populate(index: &str, files: u64, peers: u64) -> anyhow::Result<()>
                 }
             }
         });
-        let mut c = IndexClient::connect(addr, Some(&tls), Some(index_key), Limits::default())
-            .await?;
+        let mut c =
+            IndexClient::connect(addr, Some(&tls), Some(index_key), Limits::default()).await?;
         let registered = c
             .register(&me, "127.0.0.1", port, Digest::default(), per_peer)
             .await;

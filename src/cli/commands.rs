@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 use super::{Command, connect, interrupt_token, output, parse_host_port};
 use peershare::identity::Identity;
 use peershare::index::{CacheConfig, IndexConfig, IndexServer, IndexStore};
-use peershare::tls::Tls;
 use peershare::node::{ShareConfig, start_share};
 use peershare::rate::RateLimiter;
+use peershare::tls::Tls;
 
 /// Runs one subcommand.
 pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {

@@ -19,8 +19,8 @@ use std::sync::OnceLock;
 use peershare::identity::Identity;
 use peershare::index::IndexClient;
 use peershare::node::KnownIndexes;
-use peershare::tls::Tls;
 use peershare::protocol::Limits;
+use peershare::tls::Tls;
 use tokio_util::sync::CancellationToken;
 
 pub use menu::run_menu;
@@ -46,7 +46,11 @@ pub struct Cli {
 pub struct IndexAddr {
     /// Index server address, with its key fingerprint to require it (else the key seen first
     /// is pinned) [default: 127.0.0.1:50000, or none with --dht]
-    #[arg(long = "index", env = "PEERSHARE_INDEX", value_name = "HOST:PORT[#KEY]")]
+    #[arg(
+        long = "index",
+        env = "PEERSHARE_INDEX",
+        value_name = "HOST:PORT[#KEY]"
+    )]
     pub addr: Option<String>,
 }
 
@@ -308,10 +312,7 @@ pub fn client_context() -> anyhow::Result<&'static ClientContext> {
     if let Some(c) = CLIENT.get() {
         return Ok(c);
     }
-    let state = STATE_DIR
-        .get()
-        .cloned()
-        .unwrap_or_else(|| state_dir(None));
+    let state = STATE_DIR.get().cloned().unwrap_or_else(|| state_dir(None));
     let identity = Identity::load_or_create(&state)?;
     let ctx = ClientContext {
         tls: Tls::new(&identity)?,
@@ -325,7 +326,10 @@ pub fn client_context() -> anyhow::Result<&'static ClientContext> {
 /// that key), with the default limits; its key is pinned on first use.
 pub async fn connect(spec: &str) -> anyhow::Result<IndexClient> {
     let ctx = client_context()?;
-    Ok(ctx.known.connect(spec, Some(&ctx.tls), Limits::default()).await?)
+    Ok(ctx
+        .known
+        .connect(spec, Some(&ctx.tls), Limits::default())
+        .await?)
 }
 
 /// `--advertise HOST:PORT`: the IP address and port to register. A name is looked up here,

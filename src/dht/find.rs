@@ -11,10 +11,10 @@ use serde::Serialize;
 
 use super::keys::{content_key, keyword_key, keywords};
 use crate::content::{ContentId, Digest};
-use crate::tls::Tls;
 use crate::peer::PeerClient;
 use crate::protocol::{CatalogResults, FileHit, Limits, PeerHit, SearchResults, feature};
 use crate::query::{Query, Row, group_and_rank, now_ms};
+use crate::tls::Tls;
 
 /// Longest a DHT lookup may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -16,12 +16,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::settings::{LINK_BUSY_RETRY, SourceTiming};
 use super::Source;
+use super::settings::{LINK_BUSY_RETRY, SourceTiming};
 use crate::content::{ContentId, Digest, PIECE_SIZE};
-use crate::tls::Tls;
 use crate::peer::{PeerClient, PeerClientError};
 use crate::protocol::{ErrorCode, ProtocolError};
+use crate::tls::Tls;
 
 /// Default of [`LinkConfig::connections`].
 pub const LINK_CONNECTIONS: usize = 2;

@@ -52,7 +52,8 @@ impl Downloader {
                     self.tls.as_ref(),
                     source.key,
                     self.timing.limits,
-                ).await?;
+                )
+                .await?;
                 let info = c.info(swarm.id).await?;
                 let expected = swarm.verifier.layout().size;
                 if info.size != expected {

@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use crate::content::Digest;
-use crate::tls::{SecureStream, Tls, TlsError};
 use crate::identity::Identity;
 use crate::protocol::{
     Ack, Connection, ErrorReply, FileEntry, Frame, IndexReply, Limits, MAX_CONTROL_PAYLOAD,
     Message, PeerList, ProtocolError, Register, Registered, Search, SearchResults, UpdateFiles,
     Welcome, connect_tcp,
 };
+use crate::tls::{SecureStream, Tls, TlsError};
 
 /// Requests [`IndexClient::search_many`] keeps in flight.
 pub const PIPELINE_WINDOW: usize = 64;
@@ -70,12 +70,16 @@ impl IndexClient {
         let stream = connect_tcp(addr, CONNECT_TIMEOUT)
             .await
             .map_err(connect_err)?;
-        let secured = async { Tls::or_ephemeral(tls)?.connect(stream, expect, CONNECT_TIMEOUT).await }
-            .await
-            .map_err(|source| IndexClientError::Secure {
-                addr: addr.to_string(),
-                source,
-            })?;
+        let secured = async {
+            Tls::or_ephemeral(tls)?
+                .connect(stream, expect, CONNECT_TIMEOUT.min(limits.read_timeout))
+                .await
+        }
+        .await
+        .map_err(|source| IndexClientError::Secure {
+            addr: addr.to_string(),
+            source,
+        })?;
         let key = secured.remote_key;
         let mut conn = Connection::new(secured.stream, limits);
         let welcome =

@@ -11,12 +11,12 @@ use tracing::{debug, info};
 use super::IndexStore;
 use super::cache::CacheConfig;
 use super::handler::{Handler, Remote};
-use crate::tls::{Tls, secure_admitted};
 use crate::protocol::{
     Connection, Connections, HANDSHAKE_TIMEOUT, Limits, MAX_FRAME_LEN, MemoryBudget, ServeLimits,
     ServerSide, accept_loop,
 };
 use crate::query::now_ms;
+use crate::tls::{Tls, secure_admitted};
 
 /// Default of [`IndexConfig::lease`].
 pub const LEASE: Duration = Duration::from_secs(90);

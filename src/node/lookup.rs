@@ -46,21 +46,17 @@ impl Lookup {
                     reconnected = true;
                     // The same index: the key it proved the first time.
                     let key = self.client.take().map(|c| c.server_key());
-                    found = match IndexClient::connect(
-                        addr,
-                        opts.tls.as_ref(),
-                        key,
-                        Limits::default(),
-                    )
-                    .await
-                    {
-                        Ok(mut c) => {
-                            let again = lookup_many(&mut c, batch).await;
-                            self.client = Some(c);
-                            again
-                        }
-                        Err(e) => Err(e),
-                    };
+                    found =
+                        match IndexClient::connect(addr, opts.tls.as_ref(), key, Limits::default())
+                            .await
+                        {
+                            Ok(mut c) => {
+                                let again = lookup_many(&mut c, batch).await;
+                                self.client = Some(c);
+                                again
+                            }
+                            Err(e) => Err(e),
+                        };
                 }
                 match found {
                     Ok(found) => from_index = found.into_iter().map(Some).collect(),

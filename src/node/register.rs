@@ -11,10 +11,10 @@ use tracing::{info, warn};
 use super::{ShareConfig, ShareStatus};
 use crate::content::Digest;
 use crate::identity::Identity;
-use crate::tls::Tls;
 use crate::index::{IndexClient, IndexClientError};
 use crate::peer::Catalog;
 use crate::protocol::{ErrorCode, ProtocolError};
+use crate::tls::Tls;
 
 /// One peer's registration with one index, kept up for as long as the share runs.
 pub(super) struct Registration {
@@ -148,13 +148,9 @@ impl Registration {
             &self.shutdown,
         );
         let catalog_rx = &mut self.catalog;
-        let mut client = IndexClient::connect(
-            index,
-            Some(&self.tls),
-            self.index_key,
-            config.index_limits,
-        )
-        .await?;
+        let mut client =
+            IndexClient::connect(index, Some(&self.tls), self.index_key, config.index_limits)
+                .await?;
         self.index_key = Some(client.server_key());
         let mut synced = catalog_rx.borrow_and_update().clone();
         let reg = client

@@ -12,10 +12,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::register::Registration;
+use crate::content::Digest;
 use crate::dht::{DhtConfig, PublishConfig, run_publisher, start_node};
 use crate::identity::{Identity, IdentityError, StateLock};
 use crate::peer::{Catalog, PeerConfig, PeerServer, ScanError, ScanOptions, Scanner, watch_roots};
-use crate::content::Digest;
 use crate::protocol::Limits;
 use crate::tls::{Tls, TlsError};
 

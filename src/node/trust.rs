@@ -100,8 +100,11 @@ impl KnownIndexes {
             file: self.file.clone(),
             source,
         };
-        let mut lines: Vec<(String, Fingerprint)> =
-            self.read()?.into_iter().filter(|(a, _)| a != addr).collect();
+        let mut lines: Vec<(String, Fingerprint)> = self
+            .read()?
+            .into_iter()
+            .filter(|(a, _)| a != addr)
+            .collect();
         lines.push((addr.to_string(), key));
         if let Some(dir) = self.file.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;

@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use crate::content::{ContentId, Digest, MAX_FILE_SIZE, PIECE_HASH_LEN, PIECE_SIZE};
-use crate::tls::{SecureStream, Tls, TlsError};
 use crate::protocol::{
     CatalogQuery, CatalogResults, Connection, GetHashes, GetHave, GetInfo, GetPiece, Have, Info,
     Limits, MAX_HASHES_PER_REPLY, Message, PeerReply, Piece, ProtocolError, connect_tcp, feature,
 };
+use crate::tls::{SecureStream, Tls, TlsError};
 
 /// How long connecting to a peer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -109,12 +109,16 @@ impl PeerClient {
         let stream = connect_tcp(&ip.to_string(), CONNECT_TIMEOUT)
             .await
             .map_err(err)?;
-        let secured = async { Tls::or_ephemeral(tls)?.connect(stream, expect, CONNECT_TIMEOUT).await }
-            .await
-            .map_err(|source| PeerClientError::Secure {
-                addr: addr.to_string(),
-                source,
-            })?;
+        let secured = async {
+            Tls::or_ephemeral(tls)?
+                .connect(stream, expect, CONNECT_TIMEOUT.min(limits.read_timeout))
+                .await
+        }
+        .await
+        .map_err(|source| PeerClientError::Secure {
+            addr: addr.to_string(),
+            source,
+        })?;
         let key = secured.remote_key;
         let mut conn = Connection::new(secured.stream, limits);
         let welcome = conn.client_handshake().await?;

@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Catalog, Partials, PeerConfig, PeerServer};
+use crate::content::Digest;
 use crate::identity::{Identity, IdentityError};
 use crate::index::{IndexClient, IndexClientError};
-use crate::content::Digest;
 use crate::protocol::{FileEntry, Limits};
 use crate::tls::{Tls, TlsError};
 

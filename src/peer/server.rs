@@ -161,8 +161,7 @@ impl PeerServer {
                 let (server, shutdown) = (self.clone(), shutdown.clone());
                 let ip = addr.ip();
                 async move {
-                    let Some(secured) =
-                        secure_admitted(&server.tls, stream, &admission).await
+                    let Some(secured) = secure_admitted(&server.tls, stream, &admission).await
                     else {
                         return;
                     };

@@ -23,8 +23,8 @@ pub use messages::{
 pub use payloads::*;
 pub use search_reply::{PeerHitRef, SearchResultsWriter};
 pub use serve::{
-    Admission, Connections, HANDSHAKE_TIMEOUT, ServeLimits, ServeStats, accept_loop, connect_tcp, error_frame,
-    raise_open_file_limit,
+    Admission, Connections, HANDSHAKE_TIMEOUT, ServeLimits, ServeStats, accept_loop, connect_tcp,
+    error_frame, raise_open_file_limit,
 };
 
 /// Errors of the framing and message layer. Each closes only the connection it happened on.

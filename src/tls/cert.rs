@@ -75,7 +75,10 @@ mod tests {
         assert_eq!(a, b, "same key, same certificate");
         assert_eq!(key_of(&a).unwrap(), id.public_key());
         let other = Identity::from_secret([8; 32]);
-        assert_ne!(key_of(&certificate(&other).unwrap().0).unwrap(), id.public_key());
+        assert_ne!(
+            key_of(&certificate(&other).unwrap().0).unwrap(),
+            id.public_key()
+        );
         assert!(key_of(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])).is_err());
     }
 }

@@ -129,7 +129,11 @@ fn setup(e: impl std::fmt::Display) -> TlsError {
 struct OwnCert(Arc<CertifiedKey>);
 
 impl rustls::client::ResolvesClientCert for OwnCert {
-    fn resolve(&self, _hints: &[&[u8]], _schemes: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
         Some(self.0.clone())
     }
     fn has_certs(&self) -> bool {
@@ -211,7 +215,10 @@ impl Tls {
         config.alpn_protocols = vec![ALPN.to_vec()];
         config.resumption = rustls::client::Resumption::disabled();
         // An IP address as the server name: no SNI is sent (the name would mean nothing).
-        let ip = tcp.peer_addr().map_err(|e| TlsError::Handshake(e.to_string()))?.ip();
+        let ip = tcp
+            .peer_addr()
+            .map_err(|e| TlsError::Handshake(e.to_string()))?
+            .ip();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let handshake = connector.connect(ServerName::IpAddress(ip.into()), tcp);
         let stream = match tokio::time::timeout(deadline, handshake).await {
@@ -242,7 +249,10 @@ impl Tls {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.inner.server.clone());
         let work = async {
             let mut first = [0u8; 1];
-            let n = tcp.peek(&mut first).await.map_err(|e| TlsError::Handshake(e.to_string()))?;
+            let n = tcp
+                .peek(&mut first)
+                .await
+                .map_err(|e| TlsError::Handshake(e.to_string()))?;
             // 0x16: a TLS handshake record. A peershare frame starts with its length's high
             // byte, 0x00 for every frame a client sends first.
             if n == 1 && first[0] != 0x16 {

@@ -32,7 +32,10 @@ async fn both_ends_learn_each_others_key_and_talk_encrypted() {
     let (server, client) = (tls(1), tls(2));
     let (addr, task) = serve_one(server.clone()).await;
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let mut c = client.connect(tcp, Some(server.public_key()), T).await.unwrap();
+    let mut c = client
+        .connect(tcp, Some(server.public_key()), T)
+        .await
+        .unwrap();
     let mut s = task.await.unwrap().unwrap();
     assert_eq!(c.remote_key, server.public_key());
     assert_eq!(s.remote_key, client.public_key());
@@ -81,7 +84,9 @@ async fn a_plaintext_client_is_told_and_closed() {
 async fn garbage_and_silence_fail_the_handshake_without_panicking() {
     let (addr, task) = serve_one(tls(1)).await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(&[0x16, 3, 1, 0, 5, 1, 2, 3, 4, 5]).await.unwrap();
+    tcp.write_all(&[0x16, 3, 1, 0, 5, 1, 2, 3, 4, 5])
+        .await
+        .unwrap();
     assert!(matches!(task.await.unwrap(), Err(TlsError::Handshake(_))));
 
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use peershare::identity::Identity;
 use peershare::index::{IndexConfig, IndexServer, IndexStore};
 use peershare::node::{ShareConfig, ShareHandle, start_share};
+use peershare::tls::Tls;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +30,21 @@ impl TestIndex {
     }
 }
 
+/// The TLS setup of the index whose database is `db` (its key is kept there).
+pub fn index_tls(db: &Path) -> Tls {
+    let store = peershare::index::GroupStore::open(db).expect("open store");
+    let mut store = store;
+    Tls::new(&Identity::from_secret(
+        store.index_secret().expect("index key"),
+    ))
+    .expect("tls")
+}
+
+/// A client's TLS setup with a fresh key.
+pub fn client_tls() -> Tls {
+    Tls::ephemeral().expect("tls")
+}
+
 /// An index server on 127.0.0.1:0 with its database at `db`.
 pub async fn start_index(db: &Path, lease: Duration) -> TestIndex {
     let store = IndexStore::open(db).expect("open store");
@@ -38,7 +55,9 @@ pub async fn start_index(db: &Path, lease: Duration) -> TestIndex {
         lease,
         ..IndexConfig::default()
     };
-    let task = tokio::spawn(IndexServer::new(store, config).run(listener, shutdown.clone()));
+    let task = tokio::spawn(
+        IndexServer::new(store, config, index_tls(db)).run(listener, shutdown.clone()),
+    );
     TestIndex {
         addr,
         shutdown,
@@ -172,18 +191,27 @@ pub async fn fake_peer(
     let addr = listener.local_addr().expect("addr").to_string();
     let sent = Arc::new(AtomicU64::new(0));
     let (bytes, counter, how) = (Arc::new(bytes), sent.clone(), Arc::new(how));
+    let tls = client_tls();
     tokio::spawn(async move {
         let _dir = dir;
         while let Ok((s, _)) = listener.accept().await {
-            let (bytes, hashes, counter, how) =
-                (bytes.clone(), hashes.clone(), counter.clone(), how.clone());
+            let (bytes, hashes, counter, how, tls) = (
+                bytes.clone(),
+                hashes.clone(),
+                counter.clone(),
+                how.clone(),
+                tls.clone(),
+            );
             tokio::spawn(async move {
                 if how.silent {
                     let _held = s;
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                     return;
                 }
-                let mut c = Connection::new(s, Limits::default());
+                let Ok(s) = tls.accept(s, Duration::from_secs(10), b"").await else {
+                    return;
+                };
+                let mut c = Connection::new(s.stream, Limits::default());
                 let offered = how.features.unwrap_or(&peershare::protocol::feature::ALL);
                 if c.server_handshake(Digest::default(), offered)
                     .await
@@ -292,7 +320,9 @@ pub async fn start_index_with(db: &Path, addr: SocketAddr, config: IndexConfig) 
     let listener = TcpListener::bind(addr).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(IndexServer::new(store, config).run(listener, shutdown.clone()));
+    let task = tokio::spawn(
+        IndexServer::new(store, config, index_tls(db)).run(listener, shutdown.clone()),
+    );
     TestIndex {
         addr,
         shutdown,
@@ -330,4 +360,62 @@ pub fn run_menu(home: &Path, script: &str) -> std::process::Output {
         .write_all(script.as_bytes())
         .expect("write the script");
     child.wait_with_output().expect("menu output")
+}
+
+/// A peer as the index sees it when it registers, without serving files: its TLS setup, and
+/// a listener on 127.0.0.1 that proves its key to whoever connects (the index checks the
+/// registered address so before listing it). Register with host "127.0.0.1" and [`port`](Self::port).
+pub struct FakePeer {
+    /// The TLS setup of the peer's key: connect to the index with it to register as the peer.
+    pub tls: Tls,
+    /// The port of the listener proving the key.
+    pub port: u16,
+    task: JoinHandle<()>,
+}
+
+impl FakePeer {
+    /// A listener proving `me`'s key.
+    pub async fn new(me: &Identity) -> FakePeer {
+        let tls = Tls::new(me).expect("tls");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let prover = tls.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let prover = prover.clone();
+                tokio::spawn(async move {
+                    let _ = prover.accept(s, Duration::from_secs(5), b"").await;
+                });
+            }
+        });
+        FakePeer { tls, port, task }
+    }
+
+    /// A connection to the index at `addr` with this peer's key.
+    pub async fn connect(&self, addr: &str) -> peershare::index::IndexClient {
+        peershare::index::IndexClient::connect(
+            addr,
+            Some(&self.tls),
+            None,
+            peershare::protocol::Limits::default(),
+        )
+        .await
+        .expect("connect to the index")
+    }
+}
+
+impl Drop for FakePeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TLS connection to `addr` with a fresh key, for writing raw frames as an attacker would.
+pub async fn raw_secure(addr: &str) -> peershare::tls::SecureStream {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    client_tls()
+        .connect(tcp, None, Duration::from_secs(10))
+        .await
+        .expect("TLS handshake")
+        .stream
 }

@@ -9,13 +9,13 @@ use tracing::warn;
 
 use super::PeerServer;
 use super::open::{OpenFile, Opened, read_piece};
-use crate::tls::SecureStream;
 use crate::content::{ContentId, Digest, PIECE_SIZE, PieceLayout};
 use crate::protocol::{
     CatalogQuery, Connection, ErrorCode, ErrorReply, GetHashes, GetHave, GetInfo, GetPiece, Hashes,
     Have, Info, MAX_HASHES_PER_REPLY, MAX_QUERY_LEN, Message, PeerReply, PeerRequest, Piece,
     ProtocolError, bitmap_from, feature,
 };
+use crate::tls::SecureStream;
 
 /// Files one connection keeps open between requests.
 const MAX_OPEN_PER_CONNECTION: usize = 32;
