@@ -314,13 +314,16 @@ fn hostile_name_from_the_index_lands_inside_the_target() {
     );
     let peer_addr = peer.listening();
     let port: u16 = peer_addr.rsplit(':').next().unwrap().parse().unwrap();
-    // A liar registers that address with a hostile name.
+    // The peer's owner lists that address with a hostile name (with its own key: the index
+    // checks that the key answers at the address it lists).
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let me = peershare::identity::Identity::load_or_create(&t.path().join("liar")).unwrap();
-        let mut c = peershare::index::IndexClient::connect(&ix, None, None, Default::default())
-            .await
-            .unwrap();
+        let me = peershare::identity::Identity::load_or_create(&t.path().join("p1")).unwrap();
+        let tls = peershare::tls::Tls::new(&me).unwrap();
+        let mut c =
+            peershare::index::IndexClient::connect(&ix, Some(&tls), None, Default::default())
+                .await
+                .unwrap();
         c.register(&me, "127.0.0.1", port, Default::default(), 1)
             .await
             .unwrap();
@@ -534,16 +537,27 @@ fn a_peer_on_ipv6_loopback_is_found_and_downloaded_from() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let me = peershare::identity::Identity::load_or_create(&t.path().join("other")).unwrap();
-        let mut c = peershare::index::IndexClient::connect(&ix, None, None, Default::default())
-            .await
-            .unwrap();
+        let tls = peershare::tls::Tls::new(&me).unwrap();
+        // Something at [::1] proving the key, as the index checks before listing an address.
+        let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let prover = tls.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let _ = prover.accept(s, Duration::from_secs(5), b"").await;
+            }
+        });
+        let mut c =
+            peershare::index::IndexClient::connect(&ix, Some(&tls), None, Default::default())
+                .await
+                .unwrap();
         let r = c
-            .register(&me, "[::1]", 9, Default::default(), 0)
+            .register(&me, "[::1]", port, Default::default(), 0)
             .await
             .unwrap();
         assert_eq!(r.host, "::1");
         let refused = c
-            .register(&me, "evil.example", 9, Default::default(), 0)
+            .register(&me, "evil.example", port, Default::default(), 0)
             .await;
         assert!(refused.is_err(), "a name is refused: {refused:?}");
     });

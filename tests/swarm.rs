@@ -296,13 +296,16 @@ async fn sigkill_then_the_same_get_resumes_without_refetching() {
         bytes.clone(),
         named(Behaviour {
             delay: Duration::from_millis(8),
+            secret: Some([42; 32]),
             ..Default::default()
         }),
     )
     .await;
     let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
-    let me = Identity::load_or_create(&t.path().join("fake")).unwrap();
-    let mut c = IndexClient::connect(&ix.addr(), None, None, Limits::default())
+    // The fake peer's own key: the index checks it answers at the address registered.
+    let me = Identity::from_secret([42; 32]);
+    let tls = peershare::tls::Tls::new(&me).unwrap();
+    let mut c = IndexClient::connect(&ix.addr(), Some(&tls), None, Limits::default())
         .await
         .unwrap();
     let port: u16 = peer_addr.rsplit(':').next().unwrap().parse().unwrap();

@@ -163,6 +163,8 @@ pub struct Behaviour {
     /// Counts the piece hashes sent, and the largest `count` asked for in one `GetHashes`.
     pub hashes_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub largest_hash_request: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The secret of the key it proves in TLS (`None`: a fresh one), e.g. to register it.
+    pub secret: Option<[u8; 32]>,
     /// Offer only these features in `Welcome` (`Some(&[])`: a build from before features).
     pub features: Option<&'static [&'static str]>,
     /// Counts the `GetHave` requests received, over all connections.
@@ -191,7 +193,10 @@ pub async fn fake_peer(
     let addr = listener.local_addr().expect("addr").to_string();
     let sent = Arc::new(AtomicU64::new(0));
     let (bytes, counter, how) = (Arc::new(bytes), sent.clone(), Arc::new(how));
-    let tls = client_tls();
+    let tls = match how.secret {
+        Some(secret) => Tls::new(&Identity::from_secret(secret)).expect("tls"),
+        None => client_tls(),
+    };
     tokio::spawn(async move {
         let _dir = dir;
         while let Ok((s, _)) = listener.accept().await {
