@@ -158,6 +158,8 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Get(args) => super::get::run_get(args).await,
+        Command::Invite(args) => super::group::invite(args, &state),
+        Command::Members(args) => super::group::members(args, &state),
     }
 }
 

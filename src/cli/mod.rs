@@ -5,6 +5,7 @@ mod commands;
 mod get;
 pub use get::GetArgs;
 mod dht;
+mod group;
 mod menu;
 mod output;
 
@@ -230,6 +231,10 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Make an invite to this (private) index; prints the token alone
+    Invite(group::InviteArgs),
+    /// List the members of this (private) index, or remove one
+    Members(group::MembersArgs),
     /// List the peers registered with the index
     Peers {
         #[command(flatten)]

@@ -1,7 +1,6 @@
 //! Output: human-readable lines and JSON documents for search results, peers and downloads.
 
 use std::io::{self, Write};
-use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
 
@@ -9,10 +8,11 @@ use peershare::content::{ContentId, PieceLayout};
 use peershare::download::DownloadReport;
 use peershare::protocol::{FileHit, PeerHit, PeerList, SearchResults};
 
-/// RFC 3339 UTC time, to the second, from milliseconds since the Unix epoch.
+/// RFC 3339 UTC time, to the second, from milliseconds since the Unix epoch. Times come from
+/// the network: clamped to 1970..=9999, as humantime fails (and `to_string` then panics) past
+/// year 9999.
 pub fn time(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
+    humantime::format_rfc3339_seconds(peershare::group::system_time(ms)).to_string()
 }
 
 /// A name from the network made safe to print: control characters (terminal escapes) shown escaped.
@@ -243,5 +243,6 @@ mod tests {
         assert_eq!(size(12), "12 B");
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(time(i64::MAX), "9999-12-31T23:59:59Z");
     }
 }

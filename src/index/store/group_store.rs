@@ -20,8 +20,10 @@ pub struct GroupStore {
 }
 
 impl GroupStore {
-    /// Opens (creating if needed) the database at `path` and its group tables.
+    /// Opens (creating if needed, with its directory) the database at `path` and its group
+    /// tables.
     pub fn open(path: &Path) -> Result<GroupStore, StoreError> {
+        super::create_parent(path)?;
         let conn = open_conn(path)?;
         conn.execute_batch(GROUP_SCHEMA)?;
         Ok(GroupStore { conn })
@@ -98,6 +100,7 @@ impl IndexStore {
     }
 
     /// Stores a small value under `key`, replacing any before, committed when this returns.
+    /// The key "index_secret" is [`IndexStore::index_secret`]'s.
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.write(|c| members::set_meta(c, key, value))
     }

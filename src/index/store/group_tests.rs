@@ -45,6 +45,17 @@ fn the_index_key_is_made_once_and_kept_in_the_database() {
     assert_ne!(made, secret);
 }
 
+/// A damaged key is reported, never replaced by a new one (which would change the index's
+/// identity under its members' feet).
+#[test]
+fn a_damaged_index_key_is_an_error() {
+    let (_dir, _path, store) = open();
+    store.set_meta("index_secret", b"short").unwrap();
+    let e = store.index_secret().unwrap_err();
+    assert!(matches!(e, StoreError::BadSecret(5)), "{e}");
+    assert_eq!(store.get_meta("index_secret").unwrap().unwrap(), b"short");
+}
+
 #[test]
 fn meta_values_are_stored_and_replaced() {
     let (_dir, path, store) = open();

@@ -83,6 +83,17 @@ pub enum StoreError {
     BadSecret(usize),
 }
 
+/// Creates the directory the database at `path` goes in.
+fn create_parent(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// The durable store. One writer connection; reads use their own connections (WAL lets them
 /// run beside writes). Searches read the in-memory name index, which every write updates after its commit.
 pub struct IndexStore {
@@ -98,12 +109,7 @@ pub struct IndexStore {
 impl IndexStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<IndexStore, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
+        create_parent(path)?;
         let writer = open_conn(path)?;
         schema::migrate(&writer)?;
         let mem = load(&writer)?;
