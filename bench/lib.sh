@@ -113,14 +113,38 @@ big_file() {
   log "content id $ID"
 }
 
-# start_nginx ROOT LOGS: nginx (sendfile on, its own config and temp prefix in $BENCH_DIR/nginx)
-# serving ROOT on 127.0.0.1; sets NGX_PID and NGX_PORT.
+# start_nginx ROOT LOGS [tls]: nginx (sendfile on, its own config and temp prefix in
+# $BENCH_DIR/nginx) serving ROOT on 127.0.0.1; sets NGX_PID and NGX_PORT.
+# With `tls` (config in $BENCH_DIR/nginx-tls): HTTPS only, TLS 1.3 only, with a self-signed
+# ECDSA P-256 certificate for IP 127.0.0.1 made here with openssl (NGX_CERT, for curl --cacert),
+# and `ssl_conf_command Options KTLS` (kernel TLS, so that sendfile works through TLS) when this
+# nginx and OpenSSL accept it (`nginx -t`); NGX_KTLS_OPT says whether the line is in the config.
+# Whether the kernel then did the encryption shows in /proc/net/tls_stat (see ktls_tx).
 start_nginx() {
-  local root="$1" logs="$2" ngx="$BENCH_DIR/nginx" user_line="" ok=0
+  local root="$1" logs="$2" tls="${3:-}" ngx="$BENCH_DIR/nginx" user_line="" ok=0 listen ssl_lines="" url curl_ca=()
+  [ -n "$tls" ] && ngx="$BENCH_DIR/nginx-tls"
   mkdir -p "$ngx/tmp"
   NGX_PORT="$(free_port)"
+  listen="127.0.0.1:$NGX_PORT"
+  url="http://127.0.0.1:$NGX_PORT/"
   [ "$(id -u)" = 0 ] && user_line="user root;"
-  cat >"$ngx/nginx.conf" <<EOF
+  if [ -n "$tls" ]; then
+    command -v openssl >/dev/null 2>&1 || die "openssl is needed for the TLS reference"
+    NGX_CERT="$ngx/cert.pem"
+    timeout 60 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+      -keyout "$ngx/key.pem" -out "$NGX_CERT" >"$logs/openssl-req.log" 2>&1 \
+      || { cat "$logs/openssl-req.log" >&2; die "openssl could not make the certificate"; }
+    listen="$listen ssl"
+    url="https://127.0.0.1:$NGX_PORT/"
+    curl_ca=(--cacert "$NGX_CERT")
+    ssl_lines="ssl_certificate $NGX_CERT;
+  ssl_certificate_key $ngx/key.pem;
+  ssl_protocols TLSv1.3;"
+    NGX_KTLS_OPT=0
+  fi
+  _nginx_conf() {
+    cat >"$ngx/nginx.conf" <<EOF
 $user_line
 worker_processes 1;
 daemon off;
@@ -137,23 +161,45 @@ http {
   fastcgi_temp_path $ngx/tmp/fastcgi;
   uwsgi_temp_path $ngx/tmp/uwsgi;
   scgi_temp_path $ngx/tmp/scgi;
+  $ssl_lines
   server {
-    listen 127.0.0.1:$NGX_PORT;
+    listen $listen;
     root $root;
   }
 }
 EOF
-  "$NGINX" -p "$ngx" -c "$ngx/nginx.conf" -e "$ngx/error.log" >"$logs/nginx.out" 2>&1 &
+  }
+  _nginx_conf
+  if [ -n "$tls" ]; then
+    ssl_lines="$ssl_lines
+  ssl_conf_command Options KTLS;"
+    _nginx_conf
+    if timeout 30 "$NGINX" -t -q -p "$ngx" -c "$ngx/nginx.conf" -e "$ngx/error.log" >"$logs/nginx-t.out" 2>&1; then
+      NGX_KTLS_OPT=1
+    else
+      log "nginx does not take 'ssl_conf_command Options KTLS' (see $logs/nginx-t.out): without it"
+      ssl_lines="${ssl_lines%$'\n'*}"
+      _nginx_conf
+    fi
+  fi
+  "$NGINX" -p "$ngx" -c "$ngx/nginx.conf" -e "$ngx/error.log" >"$logs/nginx${tls:+-tls}.out" 2>&1 &
   NGX_PID=$!
   PIDS+=("$NGX_PID")
   for _ in $(seq 1 100); do
-    if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$NGX_PORT/"; then ok=1; break; fi
+    if curl -s "${curl_ca[@]}" -o /dev/null --max-time 2 "$url"; then ok=1; break; fi
     kill -0 "$NGX_PID" 2>/dev/null || break
     sleep 0.1
   done
-  [ "$ok" = 1 ] || { cat "$logs/nginx.out" "$ngx/error.log" >&2 2>/dev/null || true; die "nginx did not start"; }
+  [ "$ok" = 1 ] || { cat "$logs/nginx${tls:+-tls}.out" "$ngx/error.log" >&2 2>/dev/null || true; die "nginx did not start"; }
   NGX_VERSION="$("$NGINX" -v 2>&1 | sed 's/.*version: //')"
-  log "nginx $NGX_VERSION on 127.0.0.1:$NGX_PORT"
+  log "nginx $NGX_VERSION on $url"
+}
+
+# ktls_tx: the kernel's count of TLS transmit sessions set up so far (TlsTxSw + TlsTxDevice in
+# /proc/net/tls_stat), or "none" when the kernel has no TLS module loaded (no kTLS at all).
+ktls_tx() {
+  [ -r /proc/net/tls_stat ] || { echo none; return 0; }
+  awk '$1 == "TlsTxSw" || $1 == "TlsTxDevice" { n += $2 } END { print n + 0 }' /proc/net/tls_stat
 }
 
 # nginx_runs RUNS URL OUTFILE SIZE: timed `curl -o OUTFILE URL` + sync, RUNS times (OUTFILE
