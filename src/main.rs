@@ -33,7 +33,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The error may quote a peer or the index: one escaped line.
-            let line = format!("{e:#}");
+            let line = e
+                .chain()
+                .map(|c| c.to_string())
+                .fold(String::new(), |line, c| match line.is_empty() {
+                    true => c,
+                    // Many errors quote their cause already: say each thing once.
+                    false if line.contains(&c) => line,
+                    false => format!("{line}: {c}"),
+                });
             eprintln!("peershare: {}", peershare::text::Escaped(&line));
             ExitCode::FAILURE
         }

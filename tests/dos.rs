@@ -27,6 +27,7 @@ fn hello() -> Vec<u8> {
         version_max: 1,
         agent: "hog".into(),
         features: vec![],
+        membership: None,
     }))
 }
 

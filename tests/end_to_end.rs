@@ -44,9 +44,10 @@ async fn downloads_match_b3sum_at_interesting_sizes() {
             .expect("found by name");
         assert_eq!(hit.size, size as u64);
         assert_eq!(hit.content_id.to_hex(), b3sum(&share.join(&name)));
+        assert!(hit.peers[0].key.is_some(), "the index lists the peer's key");
         let dl = peershare::download::Downloader::default();
         let sources = vec![peershare::download::Source {
-            key: None,
+            key: hit.peers[0].key,
             peer_id: Some(hit.peers[0].peer_id),
             addr: format!("{}:{}", hit.peers[0].host, hit.peers[0].port),
         }];
@@ -170,9 +171,13 @@ async fn expired_peers_vanish_and_come_back_without_resending() {
     let t = tempfile::tempdir().unwrap();
     let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(1)).await;
     let me = Identity::load_or_create(&t.path().join("me")).unwrap();
+    let fp = FakePeer::new(&me).await;
     let digest = peershare::content::Digest([9; 32]);
-    let mut c = client(&ix).await;
-    let reg = c.register(&me, "127.0.0.1", 4000, digest, 1).await.unwrap();
+    let mut c = fp.connect(&ix.addr()).await;
+    let reg = c
+        .register(&me, "127.0.0.1", fp.port, digest, 1)
+        .await
+        .unwrap();
     assert!(!reg.in_sync);
     c.sync_files(true, vec![entry("a/lonely.txt", b"x")], vec![], digest)
         .await
@@ -187,9 +192,9 @@ async fn expired_peers_vanish_and_come_back_without_resending() {
     let peers = c.list_peers().await.unwrap();
     assert!(!peers.peers[0].live);
     // It comes back with the same list: the index says it is in sync, nothing is resent.
-    let mut c2 = client(&ix).await;
+    let mut c2 = fp.connect(&ix.addr()).await;
     let again = c2
-        .register(&me, "127.0.0.1", 4000, digest, 1)
+        .register(&me, "127.0.0.1", fp.port, digest, 1)
         .await
         .unwrap();
     assert!(again.in_sync);
@@ -219,9 +224,10 @@ async fn only_the_key_holder_changes_its_entries() {
     );
     let alice = Identity::load_or_create(&t.path().join("alice")).unwrap();
     let bob = Identity::load_or_create(&t.path().join("bob")).unwrap();
-    let mut a = client(&ix).await;
+    let (fa, fb) = (FakePeer::new(&alice).await, FakePeer::new(&bob).await);
+    let mut a = fa.connect(&ix.addr()).await;
     let ra = a
-        .register(&alice, "127.0.0.1", 1, Default::default(), 0)
+        .register(&alice, "127.0.0.1", fa.port, Default::default(), 0)
         .await
         .unwrap();
     a.sync_files(
@@ -232,9 +238,9 @@ async fn only_the_key_holder_changes_its_entries() {
     )
     .await
     .unwrap();
-    let mut b = client(&ix).await;
+    let mut b = fb.connect(&ix.addr()).await;
     let rb = b
-        .register(&bob, "127.0.0.1", 2, Default::default(), 0)
+        .register(&bob, "127.0.0.1", fb.port, Default::default(), 0)
         .await
         .unwrap();
     assert_ne!(ra.peer_id, rb.peer_id);
@@ -254,9 +260,11 @@ async fn index_restart_keeps_what_it_acknowledged() {
     let db = t.path().join("ix.sqlite");
     let ix = start_index(&db, Duration::from_secs(60)).await;
     let me = Identity::load_or_create(&t.path().join("me")).unwrap();
-    let mut c = client(&ix).await;
+    let fp = FakePeer::new(&me).await;
+    let mut c = fp.connect(&ix.addr()).await;
+    let index_key = c.server_key();
     let reg = c
-        .register(&me, "127.0.0.1", 4000, Default::default(), 0)
+        .register(&me, "127.0.0.1", fp.port, Default::default(), 0)
         .await
         .unwrap();
     let many: Vec<FileEntry> = (0..30_000)
@@ -279,7 +287,15 @@ async fn index_restart_keeps_what_it_acknowledged() {
     drop(c);
     ix.stop().await;
     let ix = start_index(&db, Duration::from_secs(60)).await;
-    let mut c = client(&ix).await;
+    // The restarted index proves the key it had: a client expecting that key gets in.
+    let mut c = IndexClient::connect(
+        &ix.addr(),
+        Some(&fp.tls),
+        Some(index_key),
+        Limits::default(),
+    )
+    .await
+    .expect("the index keeps its key across restarts");
     let r = c.search("track name 29999", 10).await.unwrap();
     assert_eq!(r.files.len(), 1);
     assert_eq!(r.files[0].peers[0].peer_id, reg.peer_id);
@@ -287,7 +303,7 @@ async fn index_restart_keeps_what_it_acknowledged() {
         .register(
             &me,
             "127.0.0.1",
-            4000,
+            fp.port,
             peershare::content::Digest([1; 32]),
             30_000,
         )
@@ -342,10 +358,13 @@ async fn repeated_searches_see_every_acknowledged_change_at_once() {
     let t = tempfile::tempdir().unwrap();
     let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(1)).await;
     let me = Identity::load_or_create(&t.path().join("me")).unwrap();
+    let fp = FakePeer::new(&me).await;
     let digest = peershare::content::Digest([3; 32]);
-    let mut c = client(&ix).await;
+    let mut c = fp.connect(&ix.addr()).await;
     let mut reader = client(&ix).await;
-    c.register(&me, "127.0.0.1", 4000, digest, 2).await.unwrap();
+    c.register(&me, "127.0.0.1", fp.port, digest, 2)
+        .await
+        .unwrap();
     c.sync_files(true, vec![entry("alpha one", b"1")], vec![], digest)
         .await
         .unwrap();
@@ -375,5 +394,88 @@ async fn repeated_searches_see_every_acknowledged_change_at_once() {
     assert_eq!(count(reader.search("alpha", 10).await.unwrap()), 1, "back");
     c.unregister().await.unwrap();
     assert_eq!(count(reader.search("alpha", 10).await.unwrap()), 0, "left");
+    ix.stop().await;
+}
+
+/// The code and message of the index's `Error` reply, if that is what `r` is.
+fn refusal<T: std::fmt::Debug>(r: Result<T, peershare::index::IndexClientError>) -> (u16, String) {
+    match r {
+        Err(peershare::index::IndexClientError::Protocol {
+            source: peershare::protocol::ProtocolError::Remote(e),
+            ..
+        }) => (e.code, e.message),
+        other => panic!("expected an Error reply, got {other:?}"),
+    }
+}
+
+/// Nobody can list someone else's address: B, on its own connection with its own key, can
+/// register neither A's address (the index finds A's key answering there, not B's) nor A's
+/// key (not the key B's connection proved); nothing B sends then reaches the search results.
+#[tokio::test]
+async fn nobody_can_list_someone_elses_address() {
+    let t = tempfile::tempdir().unwrap();
+    let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
+    let alice = Identity::load_or_create(&t.path().join("alice")).unwrap();
+    let bob = Identity::load_or_create(&t.path().join("bob")).unwrap();
+    let fa = FakePeer::new(&alice).await;
+    let mut a = fa.connect(&ix.addr()).await;
+    let ra = a
+        .register(&alice, "127.0.0.1", fa.port, Default::default(), 0)
+        .await
+        .unwrap();
+    a.sync_files(
+        true,
+        vec![entry("shared.txt", b"alice's bytes")],
+        vec![],
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let bob_tls = peershare::tls::Tls::new(&bob).unwrap();
+    let mut b = IndexClient::connect(&ix.addr(), Some(&bob_tls), None, Limits::default())
+        .await
+        .unwrap();
+    // Bob's key, Alice's address: Alice's key answers there.
+    let (code, why) = refusal(
+        b.register(&bob, "127.0.0.1", fa.port, Default::default(), 0)
+            .await,
+    );
+    assert_eq!(code, ErrorCode::Unreachable, "{why}");
+    assert!(
+        why.contains(&format!("127.0.0.1:{}", fa.port)),
+        "names the address: {why}"
+    );
+    // Alice's key in the Register, on Bob's connection (even signed by Alice's key).
+    let (code, why) = refusal(
+        b.register(&alice, "127.0.0.1", fa.port, Default::default(), 0)
+            .await,
+    );
+    assert_eq!(code, ErrorCode::Unauthorized, "{why}");
+    // Bob has no session: what it sends is refused and listed nowhere.
+    let (code, why) = refusal(
+        b.sync_files(
+            true,
+            vec![
+                entry("shared.txt", b"alice's bytes"),
+                entry("bogus.txt", b"bob's"),
+            ],
+            vec![],
+            Default::default(),
+        )
+        .await,
+    );
+    assert_eq!(code, ErrorCode::Unauthorized, "{why}");
+    let mut c = client(&ix).await;
+    let r = c.search("shared", 10).await.unwrap();
+    assert_eq!(r.files.len(), 1, "{r:?}");
+    assert_eq!(r.files[0].peers.len(), 1, "only Alice holds it: {r:?}");
+    let hit = &r.files[0].peers[0];
+    assert_eq!(hit.peer_id, ra.peer_id);
+    assert_eq!(hit.key, Some(alice.public_key()));
+    assert_eq!((hit.host.as_str(), hit.port), ("127.0.0.1", fa.port));
+    assert!(c.search("bogus", 10).await.unwrap().files.is_empty());
+    let peers = c.list_peers().await.unwrap().peers;
+    assert_eq!(peers.len(), 1, "Bob is not listed: {peers:?}");
+    assert_eq!(peers[0].peer_id, ra.peer_id);
     ix.stop().await;
 }

@@ -191,6 +191,7 @@ fn hello_frame() -> Vec<u8> {
         version_max: 1,
         agent: "test".into(),
         features: vec![],
+        membership: None,
     }))
 }
 
@@ -957,6 +958,7 @@ async fn features_are_agreed_as_asked_and_never_more() {
         version_max: 1,
         agent: "spec-client".into(),
         features: features.iter().map(|f| f.to_string()).collect(),
+        membership: None,
     };
     let peer_addr = peer.local_addr.to_string();
     // A peer agrees to what it knows of what was asked, in its own order, each once.

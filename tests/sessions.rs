@@ -107,9 +107,11 @@ async fn a_second_session_of_one_key_never_undoes_the_first() {
     let db = t.path().join("ix.sqlite");
     let ix = start_index(&db, Duration::from_secs(60)).await;
     let me = Identity::load_or_create(&t.path().join("me")).unwrap();
-    let mut a = client(&ix.addr()).await;
+    // One key proven at two addresses: the older session's and the newer one's.
+    let (old, new) = (FakePeer::new(&me).await, FakePeer::new(&me).await);
+    let mut a = old.connect(&ix.addr()).await;
     let ra = a
-        .register(&me, "127.0.0.1", 4001, Digest([1; 32]), 1)
+        .register(&me, "127.0.0.1", old.port, Digest([1; 32]), 1)
         .await
         .unwrap();
     a.sync_files(
@@ -120,9 +122,9 @@ async fn a_second_session_of_one_key_never_undoes_the_first() {
     )
     .await
     .unwrap();
-    let mut b = client(&ix.addr()).await;
+    let mut b = new.connect(&ix.addr()).await;
     let rb = b
-        .register(&me, "127.0.0.1", 4002, Digest([2; 32]), 1)
+        .register(&me, "127.0.0.1", new.port, Digest([2; 32]), 1)
         .await
         .unwrap();
     assert_eq!(rb.peer_id, ra.peer_id, "one key, one peer");
@@ -148,7 +150,7 @@ async fn a_second_session_of_one_key_never_undoes_the_first() {
     // The older connection is still usable, for searches at least.
     let found = a.search("beta", 10).await.unwrap();
     assert_eq!(found.files.len(), 1);
-    assert_eq!(found.files[0].peers[0].port, 4002);
+    assert_eq!(found.files[0].peers[0].port, new.port, "the newer address");
     assert_eq!(hits(&ix.addr(), "alpha").await, 0);
     assert_eq!(hits(&ix.addr(), "gamma").await, 0);
     let peers = b.list_peers().await.unwrap().peers;
@@ -162,12 +164,12 @@ async fn a_second_session_of_one_key_never_undoes_the_first() {
     assert_eq!(hits(&ix.addr(), "beta").await, 1, "kept across a restart");
     assert_eq!(hits(&ix.addr(), "alpha").await, 0);
     // Registering again on the same connection supersedes that connection's own session.
-    let mut c = client(&ix.addr()).await;
-    c.register(&me, "127.0.0.1", 4002, Digest([2; 32]), 1)
+    let mut c = new.connect(&ix.addr()).await;
+    c.register(&me, "127.0.0.1", new.port, Digest([2; 32]), 1)
         .await
         .unwrap();
     let again = c
-        .register(&me, "127.0.0.1", 4002, Digest([2; 32]), 1)
+        .register(&me, "127.0.0.1", new.port, Digest([2; 32]), 1)
         .await
         .unwrap();
     assert!(again.in_sync);
@@ -269,16 +271,18 @@ async fn a_killed_downloader_is_forgotten_when_its_connection_closes() {
     let mut partial = entry("partial/x", b"half a file");
     partial.have = Some(vec![0x80]);
     let throwaway = Identity::ephemeral().unwrap();
-    let mut eph = client(&addr).await;
-    eph.register_as(&throwaway, "127.0.0.1", 4003, Digest::default(), 0, true)
+    let ft = FakePeer::new(&throwaway).await;
+    let mut eph = ft.connect(&addr).await;
+    eph.register_as(&throwaway, "127.0.0.1", ft.port, Digest::default(), 0, true)
         .await
         .unwrap();
     eph.sync_files(true, vec![partial.clone()], vec![], Digest::default())
         .await
         .unwrap();
     let me = Identity::load_or_create(&t.path().join("me")).unwrap();
-    let mut long = client(&addr).await;
-    long.register(&me, "127.0.0.1", 4004, Digest([4; 32]), 1)
+    let fm = FakePeer::new(&me).await;
+    let mut long = fm.connect(&addr).await;
+    long.register(&me, "127.0.0.1", fm.port, Digest([4; 32]), 1)
         .await
         .unwrap();
     long.sync_files(true, vec![entry("kept.txt", b"k")], vec![], Digest([4; 32]))
@@ -291,10 +295,10 @@ async fn a_killed_downloader_is_forgotten_when_its_connection_closes() {
         1,
         "throw-away identities are not listed: {peers:?}"
     );
-    assert_eq!(peers[0].port, 4004);
+    assert_eq!(peers[0].port, fm.port);
     // Its key reconnects on a second connection; the first one closing must not remove it.
-    let mut eph2 = client(&addr).await;
-    eph2.register_as(&throwaway, "127.0.0.1", 4003, Digest::default(), 0, true)
+    let mut eph2 = ft.connect(&addr).await;
+    eph2.register_as(&throwaway, "127.0.0.1", ft.port, Digest::default(), 0, true)
         .await
         .unwrap();
     drop(eph);
@@ -343,29 +347,28 @@ async fn peers_not_heard_from_for_long_are_forgotten() {
         Identity::load_or_create(&t.path().join("gone")).unwrap(),
         Identity::load_or_create(&t.path().join("alive")).unwrap(),
     );
-    let mut gone = client(&addr).await;
+    let hung_key = Identity::ephemeral().unwrap();
+    let (fg, fh, fa) = (
+        FakePeer::new(&gone_key).await,
+        FakePeer::new(&hung_key).await,
+        FakePeer::new(&alive_key).await,
+    );
+    let mut gone = fg.connect(&addr).await;
     let rg = gone
-        .register(&gone_key, "127.0.0.1", 4005, Digest([5; 32]), 1)
+        .register(&gone_key, "127.0.0.1", fg.port, Digest([5; 32]), 1)
         .await
         .unwrap();
     gone.sync_files(true, vec![entry("gone.txt", b"g")], vec![], Digest([5; 32]))
         .await
         .unwrap();
     drop(gone);
-    let mut hung = client(&addr).await;
-    hung.register_as(
-        &Identity::ephemeral().unwrap(),
-        "127.0.0.1",
-        4006,
-        Digest::default(),
-        0,
-        true,
-    )
-    .await
-    .unwrap();
-    let mut alive = client(&addr).await;
+    let mut hung = fh.connect(&addr).await;
+    hung.register_as(&hung_key, "127.0.0.1", fh.port, Digest::default(), 0, true)
+        .await
+        .unwrap();
+    let mut alive = fa.connect(&addr).await;
     let ra = alive
-        .register(&alive_key, "127.0.0.1", 4007, Digest([7; 32]), 0)
+        .register(&alive_key, "127.0.0.1", fa.port, Digest([7; 32]), 0)
         .await
         .unwrap();
     let mut listed = client(&addr).await;
@@ -397,9 +400,9 @@ async fn peers_not_heard_from_for_long_are_forgotten() {
     let db = rusqlite_count(&t.path().join("ix.sqlite"), "SELECT count(*) FROM files");
     assert_eq!(db, 0, "the forgotten peer's files are deleted");
     // Coming back, the key is a new peer, told to send its list.
-    let mut back = client(&addr).await;
+    let mut back = fg.connect(&addr).await;
     let again = back
-        .register(&gone_key, "127.0.0.1", 4005, Digest([5; 32]), 1)
+        .register(&gone_key, "127.0.0.1", fg.port, Digest([5; 32]), 1)
         .await
         .unwrap();
     assert!(!again.in_sync && again.peer_id != rg.peer_id, "{again:?}");
@@ -446,9 +449,11 @@ async fn a_share_whose_session_is_taken_over_notices_and_takes_it_back() {
     let state = t.path().join("p");
     let mut peer = start_peer(&share, Some(ix.addr()), &state).await;
     let copy = Identity::load_or_create(&state).unwrap();
-    let mut other = client(&ix.addr()).await;
+    // The other process proves the copied key at its own address.
+    let fc = FakePeer::new(&copy).await;
+    let mut other = fc.connect(&ix.addr()).await;
     other
-        .register(&copy, "127.0.0.1", 4999, Digest([9; 32]), 1)
+        .register(&copy, "127.0.0.1", fc.port, Digest([9; 32]), 1)
         .await
         .unwrap();
     other

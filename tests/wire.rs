@@ -35,6 +35,7 @@ fn hello_frame_hexdump() {
         version_max: 1,
         agent: "peershare/0.1.0".into(),
         features: vec![],
+        membership: None,
     });
     let want = "00 00 00 32 01 83 \
                 ab 76 65 72 73 69 6f 6e 5f 6d 69 6e 01 \
@@ -105,7 +106,7 @@ fn tags_never_shift_and_the_frame_limit_follows_the_piece_size() {
 
 /// The spec's table (docs/PROTOCOL.md §3), written out apart from the code's table: a tag that
 /// moves, a message renamed or one missing from either fails here.
-const SPEC: [(&str, u8); 23] = [
+const SPEC: [(&str, u8); 25] = [
     ("Hello", 0x01),
     ("Welcome", 0x02),
     ("Error", 0x03),
@@ -115,6 +116,8 @@ const SPEC: [(&str, u8); 23] = [
     ("Ack", 0x13),
     ("Heartbeat", 0x14),
     ("Unregister", 0x15),
+    ("Join", 0x16),
+    ("Joined", 0x17),
     ("Search", 0x20),
     ("SearchResults", 0x21),
     ("ListPeers", 0x22),
@@ -132,6 +135,13 @@ const SPEC: [(&str, u8); 23] = [
 ];
 
 /// One message of every kind, with fields that are not all defaults.
+/// A membership certificate as a private index issues it (fixed keys: its bytes are fixed).
+fn cert() -> Membership {
+    let index = peershare::identity::Identity::from_secret([7; 32]);
+    let member = peershare::identity::Identity::from_secret([9; 32]);
+    Membership::issue(&index, member.public_key(), 1_800_000_000_000)
+}
+
 fn one_of_each() -> Vec<Message> {
     let id = ContentId::from_bytes([0x22; 32]);
     let hit = FileHit {
@@ -154,12 +164,14 @@ fn one_of_each() -> Vec<Message> {
             version_max: 1,
             agent: "x".into(),
             features: vec![feature::HAVE.into()],
+            membership: None,
         }),
         Message::Welcome(Welcome {
             version: 1,
             agent: "y".into(),
             nonce: Digest([9; 32]),
             features: vec![feature::CATALOG.into()],
+            membership: None,
         }),
         Message::Error(ErrorReply::new(ErrorCode::Busy, "busy")),
         Message::Register(Register {
@@ -190,9 +202,17 @@ fn one_of_each() -> Vec<Message> {
             remove: vec!["old".into()],
             digest: Some(Digest([5; 32])),
         }),
-        Message::Ack(Ack { files: 1 }),
+        Message::Ack(Ack {
+            files: 1,
+            membership: Some(cert()),
+            revoked: Some(vec![Digest([8; 32])]),
+        }),
         Message::Heartbeat,
         Message::Unregister,
+        Message::Join(Join {
+            secret: vec![3; 32],
+        }),
+        Message::Joined(Joined { membership: cert() }),
         Message::Search(Search {
             query: "a".into(),
             limit: 10,
@@ -298,6 +318,7 @@ fn each_protocol_decodes_only_its_own_messages() {
                 "Unregister",
                 "Search",
                 "ListPeers",
+                "Join",
             ],
         ),
         (
@@ -309,6 +330,7 @@ fn each_protocol_decodes_only_its_own_messages() {
                 "Ack",
                 "SearchResults",
                 "PeerList",
+                "Joined",
             ],
         ),
         (
@@ -370,6 +392,7 @@ fn hello_and_welcome_with_features_hexdump() {
         version_max: 1,
         agent: "p".into(),
         features: vec!["have".into(), "catalog".into()],
+        membership: None,
     });
     let want = "00 00 00 3b 01 84 \
                 ab 76 65 72 73 69 6f 6e 5f 6d 69 6e 01 \
@@ -386,6 +409,7 @@ fn hello_and_welcome_with_features_hexdump() {
         agent: "p".into(),
         nonce: Digest([0; 32]),
         features: vec!["have".into()],
+        membership: None,
     });
     let mut want = String::from(
         "00 00 00 4a 02 84 a7 76 65 72 73 69 6f 6e 01 a5 61 67 65 6e 74 a1 70 a5 6e 6f 6e 63 65 c4 20",
@@ -402,6 +426,7 @@ fn hello_and_welcome_with_features_hexdump() {
         agent: "p".into(),
         nonce: Digest([0; 32]),
         features: vec![],
+        membership: None,
     });
     assert!(!hex(&frame_bytes(&old)).contains("a8 66 65 61 74 75 72 65 73"));
     round_trip(&old);
@@ -445,6 +470,7 @@ fn a_features_list_is_decoded_only_as_far_as_it_can_matter() {
         version_max: 1,
         agent: "x".into(),
         features: vec!["have".into(), long, "catalog".into()],
+        membership: None,
     });
     let mut buf = BytesMut::from(&frame_bytes(&m)[..]);
     let Message::Hello(h) = Message::decode(Frame::parse(&mut buf).unwrap().unwrap()).unwrap()

@@ -26,6 +26,8 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             max_connections,
             search_cache,
             io_threads: _,
+            private,
+            advertise,
         } => {
             let db = db.unwrap_or_else(|| state.join("index.sqlite"));
             let config = IndexConfig {
@@ -38,8 +40,9 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
                 },
                 ..IndexConfig::default()
             };
-            run_index(listen, &db, config).await
+            run_index(listen, &db, config, private, advertise).await
         }
+        Command::Join { token } => super::group::join(&token).await,
         Command::Share {
             dirs,
             dht,
@@ -72,8 +75,15 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
                 }
                 None => (None, None),
             };
+            // Sharing with the private group's index: as a member (members only are served).
+            let ctx = super::client_context()?;
+            let group = match (&ctx.member, &index) {
+                (Some(m), Some(addr)) if m.index == *addr => ctx.tls.group().cloned(),
+                _ => None,
+            };
             let mut config = ShareConfig::new(dirs, index, state);
             config.index_key = index_key;
+            config.group = group;
             config.dht = dht.config(true);
             config.advertise = advertise.map(|a| parse_host_port(&a)).transpose()?;
             config.scan.include_hidden = hidden;
@@ -167,6 +177,8 @@ pub async fn run_index(
     listen: std::net::SocketAddr,
     db: &Path,
     config: IndexConfig,
+    private: bool,
+    advertise: Option<String>,
 ) -> anyhow::Result<()> {
     let store = tokio::task::spawn_blocking({
         let db = db.to_path_buf();
@@ -181,20 +193,40 @@ pub async fn run_index(
     // The index's key lives in its database: `--db` carries its identity.
     let identity = Identity::from_secret(store.index_secret()?);
     let tls = Tls::new(&identity)?;
+    // Where members reach it, for invites and links: as told, else where it listens.
+    let reach = match advertise {
+        Some(a) => Some(a),
+        None if !addr.ip().is_unspecified() => Some(addr.to_string()),
+        None => None,
+    };
+    if let Some(a) = &reach {
+        store.set_meta("address", a.as_bytes())?;
+    }
+    store.set_meta("private", if private { b"1" } else { b"0" })?;
     println!(
-        "peershare index listening on {addr} (store {}, lease {})",
+        "peershare index listening on {addr} (store {}, lease {}){}",
         db.display(),
-        humantime::format_duration(lease)
+        humantime::format_duration(lease),
+        if private {
+            ", private: members only"
+        } else {
+            ""
+        }
     );
+    let shown = reach.unwrap_or_else(|| addr.to_string());
     println!(
-        "index key {}: clients connect with --index {addr}#{}",
+        "index key {}: clients connect with --index {shown}#{}",
         identity.fingerprint(),
         identity.fingerprint()
     );
     std::io::stdout().flush()?;
-    IndexServer::new(store, config, tls)
-        .run(listener, interrupt_token())
-        .await;
+    let server = IndexServer::new(store, config, tls);
+    let server = if private {
+        server.private(identity)
+    } else {
+        server
+    };
+    server.run(listener, interrupt_token()).await;
     println!("peershare index stopped");
     Ok(())
 }

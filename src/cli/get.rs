@@ -94,7 +94,10 @@ pub async fn run_get(a: GetArgs) -> anyhow::Result<()> {
     };
     let node = super::dht::get_client(&a.dht)?;
     let advertise = a.advertise.map(|s| parse_host_port(&s)).transpose()?;
-    let sharing = match (&index, a.no_share) {
+    // Downloads in progress are served under a throw-away key, which is no member of a
+    // private group: a member does not serve them.
+    let member = super::client_context()?.tls.group().is_some();
+    let sharing = match (&index, a.no_share || member) {
         (Some(spec), false) => {
             let (addr, _) = peershare::identity::split_address(spec)?;
             let key = client.as_ref().map(|c| c.server_key());

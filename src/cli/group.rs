@@ -12,6 +12,7 @@ use super::output::time;
 use peershare::group::{Invite, is_host_port};
 use peershare::identity::{Fingerprint, Identity};
 use peershare::index::{GroupStore, MemberRow};
+use peershare::node::MemberRecord;
 use peershare::query::now_ms;
 
 /// `peershare invite`.
@@ -198,5 +199,24 @@ fn list(rows: &[MemberRow], json: bool) -> anyhow::Result<()> {
             status(r)
         )?;
     }
+    Ok(())
+}
+
+/// `peershare join TOKEN`: enrolls this user's key in the private group the invite is for, and
+/// keeps the membership in the state directory (the group's index becomes the default one).
+pub async fn join(token: &str) -> anyhow::Result<()> {
+    let invite: Invite = token.trim().parse()?;
+    let ctx = super::client_context()?;
+    let spec = format!("{}#{}", invite.index, invite.key);
+    let mut client = super::connect(&spec).await?;
+    let membership = client.join(&invite.secret).await?;
+    MemberRecord::new(&invite.index, &membership).save(&ctx.state)?;
+    println!(
+        "joined the private group of the index at {} (key {}) as {}; membership valid until {}",
+        invite.index,
+        invite.key,
+        Fingerprint(ctx.tls.public_key()),
+        time(membership.expires)
+    );
     Ok(())
 }

@@ -126,6 +126,8 @@ fn menu<R: BufRead, W: Write>(
             SocketAddr::new(host, port),
             &db,
             IndexConfig::default(),
+            false,
+            None,
         )));
     }
     let index_port = p.ask("Enter the indexing server port: ", port(false))?;

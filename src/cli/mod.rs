@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 
 use peershare::identity::Identity;
 use peershare::index::IndexClient;
-use peershare::node::KnownIndexes;
+use peershare::node::{KnownIndexes, MemberRecord};
 use peershare::protocol::Limits;
 use peershare::tls::Tls;
 use tokio_util::sync::CancellationToken;
@@ -56,12 +56,18 @@ pub struct IndexAddr {
 }
 
 impl IndexAddr {
-    /// The index to use: the one given, else the default one unless the DHT replaces it.
+    /// The index to use: the one given, else the private group's one (for a member), else
+    /// the default one unless the DHT replaces it.
     pub fn resolve(&self, dht: bool) -> Option<String> {
-        match &self.addr {
-            Some(a) => Some(a.clone()),
-            None if dht => None,
-            None => Some(DEFAULT_INDEX.to_string()),
+        let member = client_context()
+            .ok()
+            .and_then(|c| c.member.as_ref())
+            .map(MemberRecord::index_spec);
+        match (&self.addr, member) {
+            (Some(a), _) => Some(a.clone()),
+            (None, Some(m)) => Some(m),
+            (None, None) if dht => None,
+            (None, None) => Some(DEFAULT_INDEX.to_string()),
         }
     }
 }
@@ -170,6 +176,13 @@ pub enum Command {
         /// writes run on threads of their own, one per CPU)
         #[arg(long, default_value_t = 1, value_name = "N")]
         io_threads: usize,
+        /// Admit members only: anyone else may only join with an invite (`peershare invite`)
+        #[arg(long)]
+        private: bool,
+        /// Address members reach this index at, written into invites and links
+        /// [default: --listen, unless it is a wildcard address]
+        #[arg(long, value_name = "HOST:PORT")]
+        advertise: Option<String>,
     },
     /// Share directories: register them with the index, then serve them (runs until interrupted)
     Share {
@@ -230,6 +243,11 @@ pub enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+    /// Join a private group with an invite token (from `peershare invite`)
+    Join {
+        /// The token
+        token: String,
     },
     /// Make an invite to this (private) index; prints the token alone
     Invite(group::InviteArgs),
@@ -303,10 +321,31 @@ pub fn interrupt_token() -> CancellationToken {
 /// What client commands connect as: the state directory's identity (a member's key in a
 /// private group), and the index keys pinned there.
 pub struct ClientContext {
-    /// The identity's TLS setup.
+    /// The identity's TLS setup (with the group's state, for a member).
     pub tls: Tls,
     /// The keys of the indexes this user connected to.
     pub known: KnownIndexes,
+    /// The private group this user joined, if any.
+    pub member: Option<MemberRecord>,
+    /// The state directory.
+    pub state: PathBuf,
+}
+
+impl ClientContext {
+    /// Keeps a newer certificate the index issued (on connecting, or on a heartbeat).
+    pub fn save_renewal(&self) {
+        let (Some(rec), Some(group)) = (&self.member, self.tls.group()) else {
+            return;
+        };
+        let (Some(now), old) = (group.membership(), rec.membership()) else {
+            return;
+        };
+        if old.is_none_or(|o| o.expires < now.expires)
+            && let Err(e) = MemberRecord::new(&rec.index, &now).save(&self.state)
+        {
+            tracing::warn!("keeping the renewed membership: {e}");
+        }
+    }
 }
 
 static STATE_DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -319,9 +358,16 @@ pub fn client_context() -> anyhow::Result<&'static ClientContext> {
     }
     let state = STATE_DIR.get().cloned().unwrap_or_else(|| state_dir(None));
     let identity = Identity::load_or_create(&state)?;
+    let member = MemberRecord::load(&state)?;
+    let mut tls = Tls::new(&identity)?;
+    if let Some(group) = member.as_ref().and_then(MemberRecord::state) {
+        tls = tls.with_group(group);
+    }
     let ctx = ClientContext {
-        tls: Tls::new(&identity)?,
+        tls,
         known: KnownIndexes::new(&state),
+        member,
+        state,
     };
     let _ = CLIENT.set(ctx);
     CLIENT.get().context("client context")
@@ -331,10 +377,12 @@ pub fn client_context() -> anyhow::Result<&'static ClientContext> {
 /// that key), with the default limits; its key is pinned on first use.
 pub async fn connect(spec: &str) -> anyhow::Result<IndexClient> {
     let ctx = client_context()?;
-    Ok(ctx
+    let c = ctx
         .known
         .connect(spec, Some(&ctx.tls), Limits::default())
-        .await?)
+        .await?;
+    ctx.save_renewal();
+    Ok(c)
 }
 
 /// `--advertise HOST:PORT`: the IP address and port to register. A name is looked up here,

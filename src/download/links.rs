@@ -202,7 +202,7 @@ fn fill(batch: &mut Vec<Job>, rx: &mut mpsc::Receiver<Job>, window: usize) {
 pub struct SourceLinks {
     config: LinkConfig,
     tls: Option<Tls>,
-    queues: Mutex<HashMap<(String, Option<Digest>), mpsc::Sender<Job>>>,
+    queues: Mutex<HashMap<LinkTarget, mpsc::Sender<Job>>>,
 }
 
 impl SourceLinks {
@@ -256,6 +256,9 @@ impl SourceLinks {
 /// queue closes. A broken connection fails the jobs in flight and is reopened for the next; a
 /// reused one that fails before any reply (the peer closed it meanwhile) is reopened and the
 /// batch sent again, once. An idle connection is closed (it holds an upload slot).
+/// A source's address and the key it must hold: one set of links each.
+type LinkTarget = (String, Option<Digest>);
+
 /// Whom a link connects to, and as whom.
 struct Link {
     addr: String,
@@ -318,7 +321,7 @@ async fn run_link(link: Link, queue: Arc<Queue>, config: LinkConfig) {
                 busy,
                 delivered,
             } => {
-                client = c;
+                client = c.map(|c| *c);
                 match delivered {
                     0 => queue.fruitless("answered no request with a file", config.max_fruitless),
                     _ => queue.fruitful(),
@@ -345,7 +348,8 @@ enum Round {
     Failed(Vec<Job>, String),
     /// Every job was answered or is to be asked again (`busy`); `client` if still in step.
     Done {
-        client: Option<PeerClient>,
+        // Boxed: a client (its connection and buffers) is far larger than a failure.
+        client: Option<Box<PeerClient>>,
         busy: Vec<Job>,
         delivered: usize,
     },
@@ -401,7 +405,7 @@ async fn exchange(mut c: PeerClient, batch: Vec<Job>, config: &LinkConfig) -> Ro
         let _ = job.reply.send(answer);
     }
     Round::Done {
-        client: Some(c),
+        client: Some(Box::new(c)),
         busy,
         delivered,
     }

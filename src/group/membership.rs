@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use ed25519_dalek::{Signature, Signer, VerifyingKey};
-use serde::{Deserialize, Serialize};
 
 use crate::content::Digest;
 use crate::identity::{Fingerprint, Identity};
@@ -18,21 +17,7 @@ pub const MEMBERSHIP_CONTEXT: &[u8] = b"peershare membership v1\0";
 /// their oldest unexpired certificate could have been issued, and refuse those.
 pub const MEMBERSHIP_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// A private index's statement that `member` belongs to its group until `expires`. It travels
-/// as MessagePack with named fields (`rmp_serde::to_vec_named`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Membership {
-    /// The group: the index's public key, which signs.
-    pub group: Digest,
-    /// The member's public key.
-    pub member: Digest,
-    /// When the certificate stops being valid, in ms since the Unix epoch.
-    pub expires: i64,
-    /// Ed25519 signature by `group` over [`MEMBERSHIP_CONTEXT`] `|| group || member ||
-    /// expires` (i64 big-endian): 64 bytes when well formed.
-    #[serde(with = "serde_bytes")]
-    pub signature: Vec<u8>,
-}
+pub use crate::protocol::Membership;
 
 /// Why a membership certificate is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,12 +9,14 @@
 mod invite;
 mod link;
 mod membership;
+mod state;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use invite::{INVITE_PREFIX, Invite, InviteError, invite_hash};
 pub use link::{LINK_PREFIX, LinkError, MAX_LINK_LEN, MAX_NAME_BYTES, ShareLink};
 pub use membership::{MEMBERSHIP_CONTEXT, MEMBERSHIP_LIFETIME, Membership, MembershipError};
+pub use state::{AdmitError, GroupState};
 
 /// The last millisecond RFC 3339 can show (9999-12-31T23:59:59.999Z).
 const LAST_SHOWABLE_MS: i64 = 253_402_300_799_999;

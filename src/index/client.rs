@@ -2,12 +2,15 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use crate::content::Digest;
+use crate::group::GroupState;
 use crate::identity::Identity;
 use crate::protocol::{
-    Ack, Connection, ErrorReply, FileEntry, Frame, IndexReply, Limits, MAX_CONTROL_PAYLOAD,
-    Message, PeerList, ProtocolError, Register, Registered, Search, SearchResults, UpdateFiles,
-    Welcome, connect_tcp,
+    Ack, Connection, ErrorReply, FileEntry, Frame, IndexReply, Join, Limits, MAX_CONTROL_PAYLOAD,
+    Membership, Message, PeerList, ProtocolError, Register, Registered, Search, SearchResults,
+    UpdateFiles, Welcome, connect_tcp,
 };
 use crate::tls::{SecureStream, Tls, TlsError};
 
@@ -52,6 +55,10 @@ pub struct IndexClient {
     welcome: Welcome,
     addr: String,
     key: Digest,
+    /// Our key.
+    own_key: Digest,
+    /// Our group, when we are a member of a private one.
+    group: Option<Arc<GroupState>>,
 }
 
 impl IndexClient {
@@ -70,30 +77,40 @@ impl IndexClient {
         let stream = connect_tcp(addr, CONNECT_TIMEOUT)
             .await
             .map_err(connect_err)?;
-        let secured = async {
-            Tls::or_ephemeral(tls)?
-                .connect(stream, expect, CONNECT_TIMEOUT.min(limits.read_timeout))
-                .await
-        }
-        .await
-        .map_err(|source| IndexClientError::Secure {
+        let secure_err = |source| IndexClientError::Secure {
             addr: addr.to_string(),
             source,
-        })?;
+        };
+        let tls = Tls::or_ephemeral(tls).map_err(secure_err)?;
+        let secured = tls
+            .connect(stream, expect, CONNECT_TIMEOUT.min(limits.read_timeout))
+            .await
+            .map_err(|source| IndexClientError::Secure {
+                addr: addr.to_string(),
+                source,
+            })?;
         let key = secured.remote_key;
         let mut conn = Connection::new(secured.stream, limits);
-        let welcome =
-            conn.client_handshake()
-                .await
-                .map_err(|source| IndexClientError::Protocol {
-                    addr: addr.to_string(),
-                    source,
-                })?;
+        let welcome = conn
+            .client_handshake(tls.membership())
+            .await
+            .map_err(|source| IndexClientError::Protocol {
+                addr: addr.to_string(),
+                source,
+            })?;
+        // A private index renews a member's certificate on every connection.
+        if let (Some(group), Some(m)) = (tls.group(), &welcome.membership)
+            && m.member == tls.public_key()
+        {
+            group.renewed(m.clone());
+        }
         Ok(IndexClient {
             conn,
             welcome,
             addr: addr.to_string(),
             key,
+            own_key: tls.public_key(),
+            group: tls.group().cloned(),
         })
     }
 
@@ -286,9 +303,42 @@ impl IndexClient {
     /// Renews this session's lease.
     pub async fn heartbeat(&mut self) -> Result<(), IndexClientError> {
         match self.call(&Message::Heartbeat).await? {
-            IndexReply::Ack(_) => Ok(()),
+            IndexReply::Ack(ack) => {
+                // A private index renews our certificate and lists the keys it removed.
+                if let Some(group) = &self.group {
+                    if let Some(m) = ack.membership.filter(|m| m.member == self.own_key) {
+                        group.renewed(m);
+                    }
+                    if let Some(revoked) = ack.revoked {
+                        group.set_revoked(revoked);
+                    }
+                }
+                Ok(())
+            }
             other => Err(self.err(ProtocolError::unexpected("Ack", other.name()))),
         }
+    }
+
+    /// Joins the index's private group with an invite's secret; returns our certificate (also
+    /// kept by our group state, if any).
+    pub async fn join(&mut self, secret: &[u8; 32]) -> Result<Membership, IndexClientError> {
+        let msg = Message::Join(Join {
+            secret: secret.to_vec(),
+        });
+        match self.call(&msg).await? {
+            IndexReply::Joined(j) => {
+                if let Some(group) = &self.group {
+                    group.renewed(j.membership.clone());
+                }
+                Ok(j.membership)
+            }
+            other => Err(self.err(ProtocolError::unexpected("Joined", other.name()))),
+        }
+    }
+
+    /// The `Welcome` the index answered with (a private index's certificate for us in it).
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
     }
 
     /// Ends this session: the index drops the peer from results.

@@ -9,13 +9,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::server::ADDRESS_CHECK_TIMEOUT;
-use super::{IndexConfig, IndexStore, Session, StoreError};
+use super::{IndexConfig, IndexStore, PrivateGroup, Session, StoreError};
 use crate::content::{Digest, MAX_FILE_SIZE, PieceLayout};
 use crate::identity::{random_bytes, verify_register};
 use crate::protocol::{
-    Ack, Admission, Connection, ErrorCode, ErrorReply, IndexReply, IndexRequest, MAX_PATH_LEN,
-    MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message, ProtocolError, Register, Registered, Search,
-    UpdateFiles, connect_tcp, tag,
+    Ack, Admission, Connection, ErrorCode, ErrorReply, IndexReply, IndexRequest, Join, Joined,
+    MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message, ProtocolError, Register, Registered,
+    Search, UpdateFiles, connect_tcp, tag,
 };
 use crate::query::{Query, now_ms};
 use crate::tls::{SecureStream, Tls, TlsError};
@@ -24,6 +24,8 @@ use crate::tls::{SecureStream, Tls, TlsError};
 pub(super) struct Remote {
     pub(super) addr: SocketAddr,
     pub(super) key: Digest,
+    /// The index's group, when it is private.
+    pub(super) group: Option<Arc<PrivateGroup>>,
 }
 
 /// Why a request was not answered as asked.
@@ -74,6 +76,9 @@ pub(super) struct Handler {
     addr: SocketAddr,
     /// The key the client proved in the TLS handshake.
     key: Digest,
+    group: Option<Arc<PrivateGroup>>,
+    /// In a private group: the key is a member (checked at the handshake, set by `Join`).
+    member: bool,
     tls: Tls,
     checks: Arc<Semaphore>,
     store: Arc<IndexStore>,
@@ -99,6 +104,8 @@ impl Handler {
             conn,
             addr: remote.addr,
             key: remote.key,
+            group: remote.group,
+            member: false,
             tls,
             checks,
             peer: Authenticated {
@@ -116,7 +123,19 @@ impl Handler {
     pub(super) async fn run(mut self, shutdown: CancellationToken) -> Result<(), RequestError> {
         self.nonce =
             Digest(random_bytes().map_err(|e| ProtocolError::Io(std::io::Error::other(e)))?);
-        if self.conn.server_handshake(self.nonce, &[]).await?.is_none() {
+        let mut membership = None;
+        if let Some(g) = self.group.clone() {
+            let key = self.key;
+            let member = self.blocking(move |s| g.is_member(s, &key)).await?;
+            self.member = member;
+            membership = self.group.as_ref().filter(|_| member).map(|g| g.issue(key));
+        }
+        if self
+            .conn
+            .server_handshake(self.nonce, &[], membership)
+            .await?
+            .is_none()
+        {
             return Ok(());
         }
         loop {
@@ -178,7 +197,17 @@ impl Handler {
     }
 
     async fn answer(&mut self, request: IndexRequest) -> Result<Reply, RequestError> {
+        if let Some(g) = &self.group
+            && !matches!(request, IndexRequest::Join(_))
+        {
+            let revoked = g.is_revoked(&self.key);
+            if revoked || !self.member {
+                let (code, why) = super::group::forbidden(revoked);
+                return Err(RequestError::refused(code, why));
+            }
+        }
         let reply = match request {
+            IndexRequest::Join(j) => IndexReply::Joined(self.join(j).await?),
             IndexRequest::Hello(_) => {
                 return Err(RequestError::refused(
                     ErrorCode::BadRequest,
@@ -318,14 +347,46 @@ impl Handler {
         let files = self
             .blocking(move |s| s.update_files(&session, &u, now_ms()))
             .await?;
-        Ok(Ack { files })
+        Ok(Ack {
+            files,
+            membership: None,
+            revoked: None,
+        })
     }
 
     async fn heartbeat(&mut self) -> Result<Ack, RequestError> {
         let session = self.session()?;
         self.blocking(move |s| s.heartbeat(&session, now_ms()))
             .await?;
-        Ok(Ack { files: 0 })
+        let mut ack = Ack {
+            files: 0,
+            membership: None,
+            revoked: None,
+        };
+        if let Some(g) = self.group.clone() {
+            let key = self.key;
+            let (membership, revoked) = self.blocking(move |s| g.renewal(s, &key)).await?;
+            ack.membership = Some(membership);
+            ack.revoked = Some(revoked);
+        }
+        Ok(ack)
+    }
+
+    async fn join(&mut self, j: Join) -> Result<Joined, RequestError> {
+        let Some(g) = self.group.clone() else {
+            return Err(RequestError::refused(
+                ErrorCode::BadRequest,
+                "this index is open: anyone may use it without joining",
+            ));
+        };
+        let key = self.key;
+        match self.blocking(move |s| g.join(s, &key, &j.secret)).await? {
+            Ok(joined) => {
+                self.member = true;
+                Ok(joined)
+            }
+            Err((code, why)) => Err(RequestError::refused(code, why)),
+        }
     }
 
     async fn unregister(&mut self) -> Result<Ack, RequestError> {
@@ -333,7 +394,11 @@ impl Handler {
         self.blocking(move |s| s.unregister(&session)).await?;
         self.peer.session = None;
         info!(peer_id = session.peer_id, "peer unregistered");
-        Ok(Ack { files: 0 })
+        Ok(Ack {
+            files: 0,
+            membership: None,
+            revoked: None,
+        })
     }
 
     /// Answers a search: from the cache when the same query was answered since the index last

@@ -8,9 +8,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::IndexStore;
 use super::cache::CacheConfig;
 use super::handler::{Handler, Remote};
+use super::{IndexStore, PrivateGroup};
+use crate::identity::Identity;
 use crate::protocol::{
     Connection, Connections, HANDSHAKE_TIMEOUT, Limits, MAX_FRAME_LEN, MemoryBudget, ServeLimits,
     ServerSide, accept_loop,
@@ -101,6 +102,8 @@ impl Default for IndexConfig {
 pub struct IndexServer {
     store: Arc<IndexStore>,
     tls: Tls,
+    /// Set for a private index: only members get in.
+    group: Option<Arc<PrivateGroup>>,
     /// Address checks of registering peers under way at once (see [`MAX_ADDRESS_CHECKS`]).
     checks: Arc<Semaphore>,
     config: IndexConfig,
@@ -117,6 +120,7 @@ impl IndexServer {
         IndexServer {
             store: Arc::new(store),
             tls,
+            group: None,
             checks: Arc::new(Semaphore::new(MAX_ADDRESS_CHECKS)),
             searches: Arc::new(Semaphore::new(config.search_threads.max(1))),
             connections: Connections::new(ServeLimits {
@@ -128,6 +132,13 @@ impl IndexServer {
             budget: MemoryBudget::new(config.request_memory),
             config,
         }
+    }
+
+    /// Makes this a private index: only the members of its group, which `identity` (the key
+    /// of its [`Tls`]) signs certificates for, may do anything but join.
+    pub fn private(mut self, identity: Identity) -> Self {
+        self.group = Some(PrivateGroup::new(identity));
+        self
     }
 
     /// The open connections (for their counts).
@@ -148,6 +159,9 @@ impl IndexServer {
             self.config.forget_after,
             shutdown.clone(),
         ));
+        if let Some(g) = &self.group {
+            tokio::spawn(g.clone().refresh_loop(self.store.clone(), shutdown.clone()));
+        }
         let connections = self.connections.clone();
         accept_loop(
             listener,
@@ -157,8 +171,12 @@ impl IndexServer {
                 let (store, config, shutdown) =
                     (self.store.clone(), self.config.clone(), shutdown.clone());
                 let searches = self.searches.clone();
-                let (tls, checks, budget) =
-                    (self.tls.clone(), self.checks.clone(), self.budget.clone());
+                let (tls, checks, budget, group) = (
+                    self.tls.clone(),
+                    self.checks.clone(),
+                    self.budget.clone(),
+                    self.group.clone(),
+                );
                 async move {
                     let Some(secured) = secure_admitted(&tls, stream, &admission).await else {
                         return;
@@ -176,6 +194,7 @@ impl IndexServer {
                     let remote = Remote {
                         addr,
                         key: secured.remote_key,
+                        group,
                     };
                     match Handler::new(conn, remote, store, config, searches, tls, checks)
                         .run(shutdown)

@@ -7,6 +7,7 @@
 
 mod get;
 mod lookup;
+mod member;
 mod register;
 mod share;
 mod trust;
@@ -22,6 +23,7 @@ pub use share::{
     ShareStatus, start_share,
 };
 
+pub use member::{MEMBERSHIP_FILE, MemberFileError, MemberRecord};
 pub use trust::{KNOWN_INDEXES, KnownIndexes, TrustError};
 
 use crate::content::ContentId;

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use super::register::Registration;
 use crate::content::Digest;
 use crate::dht::{DhtConfig, PublishConfig, run_publisher, start_node};
+use crate::group::GroupState;
 use crate::identity::{Identity, IdentityError, StateLock};
 use crate::peer::{Catalog, PeerConfig, PeerServer, ScanError, ScanOptions, Scanner, watch_roots};
 use crate::protocol::Limits;
@@ -35,6 +36,9 @@ pub struct ShareConfig {
     pub roots: Vec<PathBuf>,
     /// Index server `HOST:PORT`; `None` serves without registering.
     pub index: Option<String>,
+    /// The private group this peer is a member of: it serves members only, and presents its
+    /// certificate. Default: none (an open index).
+    pub group: Option<Arc<GroupState>>,
     /// The key the index must hold. Default: none, the key it shows on the first connection
     /// (then required on every later one).
     pub index_key: Option<Digest>,
@@ -67,6 +71,7 @@ impl ShareConfig {
             roots,
             index,
             index_key: None,
+            group: None,
             advertise: None,
             state_dir,
             scan: ScanOptions::default(),
@@ -171,7 +176,10 @@ pub async fn start_share(
     // Before anything else: a second process on this identity must not even scan.
     let lock = StateLock::acquire(&config.state_dir)?;
     let identity = Identity::load_or_create(&config.state_dir)?;
-    let tls = Tls::new(&identity)?;
+    let mut tls = Tls::new(&identity)?;
+    if let Some(group) = &config.group {
+        tls = tls.with_group(group.clone());
+    }
     let local_addr = listener.local_addr().map_err(ShareError::Listener)?;
     let scanner = Arc::new(Scanner::new(
         &config.roots,

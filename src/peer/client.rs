@@ -23,6 +23,14 @@ pub enum PeerClientError {
         /// Why.
         source: std::io::Error,
     },
+    /// In a private group: the peer is not a member of ours.
+    #[error("peer {} is not a member of this group: {source}", crate::text::Escaped(.addr))]
+    NotMember {
+        /// The address tried.
+        addr: String,
+        /// Why.
+        source: crate::group::AdmitError,
+    },
     /// The secure channel could not be set up, or the peer holds another key than expected.
     #[error("peer {}: {source}", crate::text::Escaped(.addr))]
     Secure {
@@ -109,19 +117,31 @@ impl PeerClient {
         let stream = connect_tcp(&ip.to_string(), CONNECT_TIMEOUT)
             .await
             .map_err(err)?;
-        let secured = async {
-            Tls::or_ephemeral(tls)?
-                .connect(stream, expect, CONNECT_TIMEOUT.min(limits.read_timeout))
-                .await
-        }
-        .await
-        .map_err(|source| PeerClientError::Secure {
+        let secure_err = |source| PeerClientError::Secure {
             addr: addr.to_string(),
             source,
-        })?;
+        };
+        let tls = Tls::or_ephemeral(tls).map_err(secure_err)?;
+        let secured = tls
+            .connect(stream, expect, CONNECT_TIMEOUT.min(limits.read_timeout))
+            .await
+            .map_err(|source| PeerClientError::Secure {
+                addr: addr.to_string(),
+                source,
+            })?;
         let key = secured.remote_key;
         let mut conn = Connection::new(secured.stream, limits);
-        let welcome = conn.client_handshake().await?;
+        let welcome = conn.client_handshake(tls.membership()).await?;
+        // In a private group, a source must be a member too (one found through the DHT has
+        // no other check; one the index listed may have been removed since).
+        if let Some(group) = tls.group() {
+            group
+                .admit(welcome.membership.as_ref(), &key, crate::query::now_ms())
+                .map_err(|source| PeerClientError::NotMember {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+        }
         // A `Welcome` with no features comes from a build made before them, when `GetHave`
         // and `CatalogQuery` were plain version 1 messages (a current peer agrees to every
         // feature we ask for). Names we did not ask for are ignored.

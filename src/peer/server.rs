@@ -14,7 +14,7 @@ use tracing::{debug, info};
 
 use super::slots::SlotPolicy;
 use super::{Catalog, PartialFile, Partials, UploadSlots};
-use crate::content::ContentId;
+use crate::content::{ContentId, Digest};
 use crate::protocol::{
     CatalogEntry, CatalogResults, Connection, Connections, HANDSHAKE_TIMEOUT, LENGTH_PREFIX_LEN,
     Limits, MAX_SEARCH_LIMIT, ProtocolError, SMALL_FRAME_LEN, ServeLimits, ServerSide, accept_loop,
@@ -146,6 +146,11 @@ impl PeerServer {
         self.catalog.borrow().clone()
     }
 
+    /// The TLS setup clients see (and our group, in a private one).
+    pub(super) fn tls(&self) -> &Tls {
+        &self.tls
+    }
+
     /// The open connections (for their counts).
     pub fn connections(&self) -> Connections {
         self.connections.clone()
@@ -175,7 +180,8 @@ impl PeerServer {
                             frame_timeout: server.config.frame_timeout,
                         },
                     );
-                    match server.handle(conn, ip, shutdown).await {
+                    let key = secured.remote_key;
+                    match server.handle(conn, ip, key, shutdown).await {
                         Ok(()) => debug!(%addr, "peer connection closed"),
                         Err(e) => info!(%addr, "peer connection closed: {e}"),
                     }
@@ -189,10 +195,13 @@ impl PeerServer {
         &self,
         conn: Connection<SecureStream>,
         ip: IpAddr,
+        key: Digest,
         shutdown: CancellationToken,
     ) -> Result<(), ProtocolError> {
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let r = Handler::new(self, conn, conn_id, ip).run(shutdown).await;
+        let r = Handler::new(self, conn, conn_id, ip, key)
+            .run(shutdown)
+            .await;
         self.slots.release(conn_id);
         r
     }

@@ -3,19 +3,25 @@
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{
-    Connection, ErrorCode, Hello, Message, PROTOCOL_VERSION, ProtocolError, Welcome, feature,
+    Connection, ErrorCode, Hello, Membership, Message, PROTOCOL_VERSION, ProtocolError, Welcome,
+    feature,
 };
 use crate::content::Digest;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    /// Client side of the opening exchange: `Hello` asking for every feature this build knows,
-    /// then the server's `Welcome`, whose `features` are the ones agreed.
-    pub async fn client_handshake(&mut self) -> Result<Welcome, ProtocolError> {
+    /// Client side of the opening exchange: `Hello` asking for every feature this build knows
+    /// (with our group membership, if any), then the server's `Welcome`, whose `features` are
+    /// the ones agreed.
+    pub async fn client_handshake(
+        &mut self,
+        membership: Option<Membership>,
+    ) -> Result<Welcome, ProtocolError> {
         let hello = Message::Hello(Hello {
             version_min: PROTOCOL_VERSION,
             version_max: PROTOCOL_VERSION,
             agent: agent(),
             features: feature::ALL.iter().map(|f| f.to_string()).collect(),
+            membership,
         });
         match self.request(&hello).await? {
             Message::Welcome(w) if w.version == PROTOCOL_VERSION => Ok(w),
@@ -34,11 +40,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Server side of the opening exchange: waits for `Hello`, answers `Welcome` with `nonce`
     /// and the features of the `Hello` that are in `supported`; returns the `Hello` and the
-    /// `Welcome`. `Ok(None)` if the client closed before saying anything.
+    /// `Welcome`, which carries `membership` when given. `Ok(None)` if the client closed before
+    /// saying anything.
     pub async fn server_handshake(
         &mut self,
         nonce: Digest,
         supported: &[&str],
+        membership: Option<Membership>,
     ) -> Result<Option<(Hello, Welcome)>, ProtocolError> {
         let first = match self.admission().map(|a| a.handshake_timeout()) {
             None => self.read_message().await,
@@ -82,6 +90,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             agent: agent(),
             nonce,
             features: agreed(&hello.features, supported),
+            membership,
         };
         self.send(&Message::Welcome(welcome.clone())).await?;
         Ok(Some((hello, welcome)))

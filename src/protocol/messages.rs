@@ -144,6 +144,10 @@ messages! {
     HEARTBEAT = 0x14, Heartbeat, unit;
     /// Index: the peer leaves.
     UNREGISTER = 0x15, Unregister, unit;
+    /// Index: join a private group with an invite.
+    JOIN = 0x16, Join(Join), map;
+    /// Index: the answer to `Join`.
+    JOINED = 0x17, Joined(Joined), map;
     /// Index: find files.
     SEARCH = 0x20, Search(Search), map;
     /// Index: the answer to `Search`.
@@ -251,14 +255,14 @@ message_set! {
     /// What a client may send an index.
     IndexRequest, "an index request":
     Hello(Hello), Register(Register), UpdateFiles(UpdateFiles), Heartbeat, Unregister,
-    Search(Search), ListPeers,
+    Search(Search), ListPeers, Join(Join),
 }
 
 message_set! {
     /// What an index sends back.
     IndexReply, "an index reply":
     Welcome(Welcome), Error(ErrorReply), Registered(Registered), Ack(Ack),
-    SearchResults(SearchResults), PeerList(PeerList),
+    SearchResults(SearchResults), PeerList(PeerList), Joined(Joined),
 }
 
 message_set! {

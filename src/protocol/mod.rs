@@ -114,6 +114,10 @@ pub enum ProtocolError {
         /// How long it waited.
         secs: u64,
     },
+    /// We refused the other side (it is not a member of our private group, say), told it
+    /// why, and closed.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The socket failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),

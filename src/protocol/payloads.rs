@@ -35,6 +35,10 @@ pub struct Hello {
         deserialize_with = "super::handshake::bounded_features"
     )]
     pub features: Vec<String>,
+    /// A member of a private group proves it to the peers of the group with its certificate
+    /// (§4.2). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<Membership>,
 }
 
 /// The server's answer to [`Hello`]: the version chosen and the features agreed.
@@ -55,6 +59,41 @@ pub struct Welcome {
         deserialize_with = "super::handshake::bounded_features"
     )]
     pub features: Vec<String>,
+    /// From a private index to a member: a fresh certificate. From a peer of a private group:
+    /// its own (§4.2). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<Membership>,
+}
+
+/// A private index's statement that `member` belongs to its group until `expires` (checked
+/// and issued by [`crate::group`]). MessagePack map with named fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// The group: the index's public key, which signs.
+    pub group: Digest,
+    /// The member's public key.
+    pub member: Digest,
+    /// When the certificate stops being valid, in ms since the Unix epoch.
+    pub expires: i64,
+    /// Ed25519 signature by `group` over `"peershare membership v1\0" || group || member ||
+    /// expires` (i64 big-endian): 64 bytes when well formed.
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// Asks a private index to admit this connection's key with an invite.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Join {
+    /// The invite's secret (32 bytes); the index keeps only a hash of it.
+    #[serde(with = "serde_bytes")]
+    pub secret: Vec<u8>,
+}
+
+/// The answer to [`Join`]: the new member's certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    /// The certificate, for this connection's key.
+    pub membership: Membership,
 }
 
 /// An error answer to a request: a code ([`ErrorCode`], kept as a number since a newer peer
@@ -143,7 +182,17 @@ pub struct UpdateFiles {
 pub struct Ack {
     /// Files the index now holds for the peer.
     pub files: u64,
+    /// In answer to `Heartbeat` from a private index: the member's renewed certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<Membership>,
+    /// In answer to `Heartbeat` from a private index: the keys removed from the group whose
+    /// certificates may not have expired yet (at most [`MAX_REVOKED`]); sharing peers refuse them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Vec<Digest>>,
 }
+
+/// Most revoked keys an `Ack` carries (32 bytes each).
+pub const MAX_REVOKED: usize = 8192;
 
 /// The payload of messages that carry nothing (an empty map).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

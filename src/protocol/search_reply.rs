@@ -166,7 +166,7 @@ mod tests {
         PeerHit {
             peer_id: k,
             // With and without a key.
-            key: (k % 3 != 0).then_some(Digest([k as u8; 32])),
+            key: (!k.is_multiple_of(3)).then_some(Digest([k as u8; 32])),
             host: "h".repeat(k as usize % 40),
             port: (k * 977 % 65_536) as u16,
             // Every width, both signs.

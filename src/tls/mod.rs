@@ -19,7 +19,9 @@ pub use cert::{COMMON_NAME, certificate, key_of};
 pub use serve::secure_admitted;
 
 use crate::content::Digest;
+use crate::group::GroupState;
 use crate::identity::{Fingerprint, Identity};
+use crate::protocol::Membership;
 
 /// The ALPN protocol name both ends must agree on: a TLS client of another service, or a
 /// peershare build of another wire version, fails the handshake instead of misreading frames.
@@ -66,6 +68,8 @@ pub struct Tls {
 
 struct Inner {
     key: Digest,
+    /// The private group this key is a member of, if any.
+    group: Option<Arc<GroupState>>,
     provider: Arc<CryptoProvider>,
     server: Arc<ServerConfig>,
     client_cert: Arc<CertifiedKey>,
@@ -167,6 +171,7 @@ impl Tls {
         Ok(Tls {
             inner: Arc::new(Inner {
                 key: identity.public_key(),
+                group: None,
                 provider,
                 server: Arc::new(server),
                 client_cert,
@@ -186,6 +191,30 @@ impl Tls {
             Some(t) => Ok(t.clone()),
             None => Tls::ephemeral(),
         }
+    }
+
+    /// The same key as a member of `group`: clients present its membership in `Hello`, servers
+    /// in `Welcome`, and both require it of the other end (docs/PROTOCOL.md §4.2).
+    pub fn with_group(&self, group: Arc<GroupState>) -> Tls {
+        Tls {
+            inner: Arc::new(Inner {
+                key: self.inner.key,
+                group: Some(group),
+                provider: self.inner.provider.clone(),
+                server: self.inner.server.clone(),
+                client_cert: self.inner.client_cert.clone(),
+            }),
+        }
+    }
+
+    /// The private group this key is a member of, if any.
+    pub fn group(&self) -> Option<&Arc<GroupState>> {
+        self.inner.group.as_ref()
+    }
+
+    /// Our membership certificate, to present (none outside a group).
+    pub fn membership(&self) -> Option<Membership> {
+        self.group().and_then(|g| g.membership())
     }
 
     /// Our public key, the one the remote ends see.

@@ -218,7 +218,7 @@ pub async fn fake_peer(
                 };
                 let mut c = Connection::new(s.stream, Limits::default());
                 let offered = how.features.unwrap_or(&peershare::protocol::feature::ALL);
-                if c.server_handshake(Digest::default(), offered)
+                if c.server_handshake(Digest::default(), offered, None)
                     .await
                     .is_err()
                 {

@@ -15,6 +15,7 @@ use crate::protocol::{
     Have, Info, MAX_HASHES_PER_REPLY, MAX_QUERY_LEN, Message, PeerReply, PeerRequest, Piece,
     ProtocolError, bitmap_from, feature,
 };
+use crate::query::now_ms;
 use crate::tls::SecureStream;
 
 /// Files one connection keeps open between requests.
@@ -35,6 +36,8 @@ pub(super) struct Handler<'a> {
     conn: Connection<SecureStream>,
     conn_id: u64,
     ip: IpAddr,
+    /// The key the client proved in the TLS handshake.
+    key: Digest,
     open: HashMap<ContentId, Arc<OpenFile>>,
     ahead: VecDeque<Result<Message, ProtocolError>>,
     opened: HashMap<ContentId, Opened>,
@@ -48,12 +51,14 @@ impl<'a> Handler<'a> {
         conn: Connection<SecureStream>,
         conn_id: u64,
         ip: IpAddr,
+        key: Digest,
     ) -> Handler<'a> {
         Handler {
             server,
             conn,
             conn_id,
             ip,
+            key,
             open: HashMap::new(),
             ahead: VecDeque::new(),
             opened: HashMap::new(),
@@ -63,11 +68,22 @@ impl<'a> Handler<'a> {
 
     /// Serves the connection until the client leaves, an error closes it, or shutdown.
     pub(super) async fn run(mut self, shutdown: CancellationToken) -> Result<(), ProtocolError> {
-        match self
+        let tls = self.server.tls();
+        let greeted = self
             .conn
-            .server_handshake(Digest::default(), &feature::ALL)
-            .await?
+            .server_handshake(Digest::default(), &feature::ALL, tls.membership())
+            .await?;
+        // In a private group, only members are served: a stranger learns nothing, not even
+        // whether a file is here.
+        if let (Some(group), Some((hello, _))) = (tls.group(), &greeted)
+            && let Err(e) = group.admit(hello.membership.as_ref(), &self.key, now_ms())
         {
+            self.conn
+                .send_error(ErrorCode::Forbidden, e.to_string())
+                .await;
+            return Err(ProtocolError::Refused(e.to_string()));
+        }
+        match greeted {
             // A client that lists no features at all was written before features, when these
             // messages were simply part of version 1: it is answered as before.
             Some((hello, _)) if hello.features.is_empty() => {

@@ -1,0 +1,147 @@
+//! What a member's process knows of its group while it runs: the group's key, its own
+//! certificate (renewed by the index), and the keys removed from the group; and the check a
+//! member makes before it serves or trusts another.
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+
+use super::{Membership, MembershipError};
+use crate::content::Digest;
+use crate::identity::Fingerprint;
+
+/// Why another key is not admitted as a member.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    /// It presented no certificate.
+    #[error("this peer serves members of its private group only, and no membership was presented")]
+    NoCertificate,
+    /// Its certificate does not hold.
+    #[error(transparent)]
+    Certificate(#[from] MembershipError),
+    /// The group's index removed it.
+    #[error("the key {0} was removed from the group")]
+    Revoked(Fingerprint),
+}
+
+/// A member's view of its group, shared by its servers and clients.
+#[derive(Debug)]
+pub struct GroupState {
+    group: Digest,
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    membership: Option<Membership>,
+    revoked: HashSet<Digest>,
+}
+
+impl GroupState {
+    /// The group whose index holds `group`, where we hold `membership` (if known yet).
+    pub fn new(group: Digest, membership: Option<Membership>) -> GroupState {
+        GroupState {
+            group,
+            inner: RwLock::new(Inner {
+                membership,
+                revoked: HashSet::new(),
+            }),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The group: its index's key.
+    pub fn group(&self) -> Digest {
+        self.group
+    }
+
+    /// Our certificate, as last issued.
+    pub fn membership(&self) -> Option<Membership> {
+        self.read().membership.clone()
+    }
+
+    /// Keeps a certificate the index issued, if it is one for this group (a later one replaces
+    /// an earlier one).
+    pub fn renewed(&self, m: Membership) {
+        if m.group == self.group {
+            let mut w = self.write();
+            if w.membership
+                .as_ref()
+                .is_none_or(|old| old.expires <= m.expires)
+            {
+                w.membership = Some(m);
+            }
+        }
+    }
+
+    /// The keys removed from the group, as the index last listed them (replacing the list).
+    pub fn set_revoked(&self, keys: impl IntoIterator<Item = Digest>) {
+        self.write().revoked = keys.into_iter().collect();
+    }
+
+    /// Whether `key` may be served or trusted as a member: `cert` is this group's certificate
+    /// for `key`, valid at `now_ms`, and `key` was not removed.
+    pub fn admit(
+        &self,
+        cert: Option<&Membership>,
+        key: &Digest,
+        now_ms: i64,
+    ) -> Result<(), AdmitError> {
+        let cert = cert.ok_or(AdmitError::NoCertificate)?;
+        cert.check(&self.group, key, now_ms)?;
+        if self.read().revoked.contains(key) {
+            return Err(AdmitError::Revoked(Fingerprint(*key)));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    #[test]
+    fn admits_members_only_and_forgets_no_revocation() {
+        let index = Identity::from_secret([1; 32]);
+        let (a, b) = (
+            Identity::from_secret([2; 32]),
+            Identity::from_secret([3; 32]),
+        );
+        let state = GroupState::new(index.public_key(), None);
+        let now = 1_000_000;
+        let cert_a = Membership::issue(&index, a.public_key(), now + 10);
+        assert_eq!(state.admit(Some(&cert_a), &a.public_key(), now), Ok(()));
+        assert_eq!(
+            state.admit(None, &a.public_key(), now),
+            Err(AdmitError::NoCertificate)
+        );
+        // Presented by another key, expired, or from another group: refused.
+        assert!(state.admit(Some(&cert_a), &b.public_key(), now).is_err());
+        assert!(
+            state
+                .admit(Some(&cert_a), &a.public_key(), now + 11)
+                .is_err()
+        );
+        let other = Identity::from_secret([4; 32]);
+        let foreign = Membership::issue(&other, a.public_key(), now + 10);
+        assert!(state.admit(Some(&foreign), &a.public_key(), now).is_err());
+        state.set_revoked([a.public_key()]);
+        assert_eq!(
+            state.admit(Some(&cert_a), &a.public_key(), now),
+            Err(AdmitError::Revoked(Fingerprint(a.public_key())))
+        );
+        // Renewal keeps the latest certificate of this group only.
+        state.renewed(foreign);
+        assert_eq!(state.membership(), None);
+        state.renewed(cert_a.clone());
+        state.renewed(Membership::issue(&index, a.public_key(), now + 5));
+        assert_eq!(state.membership(), Some(cert_a));
+    }
+}
