@@ -370,7 +370,7 @@ async fn diagnose(node: &AsyncDht, l: &Lookup, key: Id, id: Option<ContentId>) -
             read_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
         };
-        let answer = match PeerClient::connect(&m.to_string(), limits).await {
+        let answer = match PeerClient::connect(&m.to_string(), None, None, limits).await {
             Err(e) => format!("connect failed: {e}"),
             Ok(mut c) => match id {
                 Some(id) => match c.have(id).await {
@@ -685,7 +685,7 @@ async fn run(args: Args) -> Result<Value> {
                 let t = Instant::now();
                 let res = tokio::time::timeout(
                     args.lookup_timeout,
-                    find_files(&node, &word, SEARCH_LIMIT),
+                    find_files(&node, &word, SEARCH_LIMIT, None),
                 )
                 .await;
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -693,7 +693,7 @@ async fn run(args: Args) -> Result<Value> {
                     Ok(v) => (
                         false,
                         v.into_iter()
-                            .filter(|(_, r)| !r.files.is_empty())
+                            .filter(|(_, (_, r))| !r.files.is_empty())
                             .map(|(a, _)| a)
                             .collect(),
                     ),
@@ -713,7 +713,8 @@ async fn run(args: Args) -> Result<Value> {
                 let id = multi_ids[rng.below(multi_ids.len())];
                 let expected = by_id.get(&id).cloned().unwrap_or_default();
                 let t = Instant::now();
-                let res = tokio::time::timeout(args.lookup_timeout, find_sources(&node, id)).await;
+                let res =
+                    tokio::time::timeout(args.lookup_timeout, find_sources(&node, id, None)).await;
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 let (timed_out, found) = match res {
                     Ok(v) => (false, v.into_iter().collect()),

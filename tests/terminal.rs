@@ -41,9 +41,13 @@ fn hostile_index() -> String {
             while let Ok((s, _)) = listener.accept().await {
                 tokio::spawn(async move {
                     let mut c = Connection::new(s, Limits::default());
-                    if c.server_handshake(Digest::default(), &peershare::protocol::feature::ALL, None)
-                        .await
-                        .is_err()
+                    if c.server_handshake(
+                        Digest::default(),
+                        &peershare::protocol::feature::ALL,
+                        None,
+                    )
+                    .await
+                    .is_err()
                     {
                         return;
                     }
