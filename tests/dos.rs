@@ -1,4 +1,4 @@
-//! Floods from raw sockets: idle and slow connections past the limits, upload-slot hogs, almost-complete large frames; real clients must still be served.
+//! Floods from raw sockets: idle and slow connections past the limits (before and after the TLS handshake), upload-slot hogs, almost-complete large frames; real clients must still be served.
 
 mod common;
 
@@ -10,7 +10,8 @@ use peershare::content::ContentId;
 use peershare::download::{Downloader, Source};
 use peershare::index::{IndexClient, IndexConfig, IndexServer, IndexStore};
 use peershare::protocol::{Frame, GetPiece, Hello, Limits, Message};
-use tokio::io::AsyncWriteExt;
+use peershare::tls::{SecureStream, Tls};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -38,21 +39,63 @@ async fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStrea
     s.connect(to).await
 }
 
-/// `n` connections that say nothing (every third sends half a `Hello` and stops), held open
-/// by the returned sockets.
-async fn idle_sockets(to: SocketAddr, n: usize) -> Vec<TcpStream> {
-    let half = hello()[..10].to_vec();
-    let mut held = Vec::with_capacity(n);
+/// A TLS connection (with `tls`'s key) to `to` from `from`, for writing raw frames.
+async fn secure_from(tls: &Tls, from: [u8; 4], to: SocketAddr) -> Option<SecureStream> {
+    let tcp = connect_from(from, to).await.ok()?;
+    let secured = tls.connect(tcp, None, Duration::from_secs(10)).await.ok()?;
+    Some(secured.stream)
+}
+
+/// The first half of a real TLS ClientHello: what a client stalling in the TLS handshake sent.
+async fn half_client_hello() -> Vec<u8> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = tokio::spawn(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let _ = client_tls()
+            .connect(tcp, None, Duration::from_secs(10))
+            .await;
+    });
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut record = vec![0u8; 5];
+    s.read_exact(&mut record).await.unwrap();
+    assert_eq!(record[0], 0x16, "a TLS handshake record");
+    let len = usize::from(u16::from_be_bytes([record[3], record[4]]));
+    record.resize(5 + len, 0);
+    s.read_exact(&mut record[5..]).await.unwrap();
+    drop(s);
+    client.abort();
+    record.truncate(record.len() / 2);
+    record
+}
+
+/// `n` connections that say nothing, held open by the returned sockets. Every third is half
+/// greeted: it sends half a TLS ClientHello and stops, or (every sixth) completes the TLS
+/// handshake and sends half a `Hello`.
+async fn idle_sockets(to: SocketAddr, n: usize) -> Vec<Box<dyn Send>> {
+    let half_hello = hello()[..10].to_vec();
+    let half_tls = half_client_hello().await;
+    let tls = client_tls();
+    let mut held: Vec<Box<dyn Send>> = Vec::with_capacity(n);
     for i in 0..n {
         // Spread over a few addresses, as a botnet would be; several per address.
         let from = [127, 0, 1, (i % 8) as u8 + 1];
+        if i % 6 == 3 {
+            let Some(mut s) = secure_from(&tls, from, to).await else {
+                continue;
+            };
+            let _ = s.write_all(&half_hello).await;
+            let _ = s.flush().await;
+            held.push(Box::new(s));
+            continue;
+        }
         let Ok(mut s) = connect_from(from, to).await else {
             continue;
         };
-        if i % 3 == 0 {
-            let _ = s.write_all(&half).await;
+        if i.is_multiple_of(6) {
+            let _ = s.write_all(&half_tls).await;
         }
-        held.push(s);
+        held.push(Box::new(s));
     }
     held
 }
@@ -174,13 +217,15 @@ async fn eight_connections_hogging_the_upload_slots_do_not_stall_a_download() {
         content_id: hog_id,
         index: 0,
     }));
+    let tls = client_tls();
     let mut hogs = Vec::new();
     for i in 0..8u8 {
-        let mut s = connect_from([127, 0, 2, 1 + i % 2], peer.local_addr)
+        let mut s = secure_from(&tls, [127, 0, 2, 1 + i % 2], peer.local_addr)
             .await
-            .unwrap();
+            .expect("a hog connects");
         s.write_all(&hello()).await.unwrap();
         s.write_all(&ask).await.unwrap();
+        s.flush().await.unwrap();
         hogs.push(s);
     }
     let asking = tokio::spawn(async move {
@@ -188,6 +233,7 @@ async fn eight_connections_hogging_the_upload_slots_do_not_stall_a_download() {
             tokio::time::sleep(Duration::from_secs(10)).await;
             for s in &mut hogs {
                 let _ = s.write_all(&ask).await;
+                let _ = s.flush().await;
             }
         }
     });
@@ -232,19 +278,36 @@ async fn almost_complete_large_frames_stay_within_the_memory_budget() {
     head.extend_from_slice(&len.to_be_bytes());
     head.push(0x20); // Search
     let body = vec![0x41u8; len as usize - 101];
+    let tls = client_tls();
+    // How many connections are past the TLS handshake, sending their frames (inside TLS, where
+    // frames are read).
+    let sending = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut held = Vec::new();
     for i in 0..60u8 {
-        let Ok(mut s) = connect_from([127, 0, 3, 1 + i % 4], addr).await else {
-            continue;
-        };
-        let (head, body) = (head.clone(), body.clone());
+        let (head, body, tls, sending) = (head.clone(), body.clone(), tls.clone(), sending.clone());
         held.push(tokio::spawn(async move {
+            let Some(mut s) = secure_from(&tls, [127, 0, 3, 1 + i % 4], addr).await else {
+                return;
+            };
+            sending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let _ = s.write_all(&head).await;
             let _ = s.write_all(&body).await;
+            let _ = s.flush().await;
             tokio::time::sleep(Duration::from_secs(60)).await;
             drop(s);
         }));
     }
+    // Every connection past its handshake (at most 20 s), then 3 s of frames arriving.
+    let all_sending = eventually(Duration::from_secs(20), || {
+        let n = sending.load(std::sync::atomic::Ordering::SeqCst);
+        async move { (n == 60).then_some(()) }
+    })
+    .await;
+    assert!(
+        all_sending.is_some(),
+        "only {} of 60 connections secured",
+        sending.load(std::sync::atomic::Ordering::SeqCst)
+    );
     let mut most = 0;
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {

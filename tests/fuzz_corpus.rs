@@ -27,6 +27,13 @@ fn peer_hit(k: u64, have: Option<Vec<u8>>) -> PeerHit {
     }
 }
 
+/// A membership certificate of fixed keys.
+fn cert() -> Membership {
+    let index = peershare::identity::Identity::from_secret([7; 32]);
+    let member = peershare::identity::Identity::from_secret([9; 32]);
+    Membership::issue(&index, member.public_key(), 1_800_000_000_000)
+}
+
 /// One message of every kind, by name.
 fn samples() -> Vec<(&'static str, Message)> {
     vec![
@@ -37,6 +44,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 version_max: 1,
                 agent: "peershare/0.1.0".into(),
                 features: vec![],
+                membership: None,
             }),
         ),
         (
@@ -46,6 +54,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 agent: "peershare/0.1.0".into(),
                 nonce: Digest([7; 32]),
                 features: vec![],
+                membership: Some(cert()),
             }),
         ),
         (
@@ -102,9 +111,23 @@ fn samples() -> Vec<(&'static str, Message)> {
                 digest: Some(Digest([9; 32])),
             }),
         ),
-        ("ack", Message::Ack(Ack { files: 65_536 })),
+        (
+            "ack",
+            Message::Ack(Ack {
+                files: 65_536,
+                membership: Some(cert()),
+                revoked: Some(vec![Digest([3; 32])]),
+            }),
+        ),
         ("heartbeat", Message::Heartbeat),
         ("unregister", Message::Unregister),
+        (
+            "join",
+            Message::Join(Join {
+                secret: vec![5; 32],
+            }),
+        ),
+        ("joined", Message::Joined(Joined { membership: cert() })),
         (
             "search",
             Message::Search(Search {
@@ -119,7 +142,14 @@ fn samples() -> Vec<(&'static str, Message)> {
                     name: "Isaac.py".into(),
                     size: 17,
                     content_id: id(0x11),
-                    peers: vec![peer_hit(1, None), peer_hit(u64::MAX, Some(vec![0x80]))],
+                    // Without a key and with one (nil and bin 32 on the wire).
+                    peers: vec![
+                        peer_hit(1, None),
+                        PeerHit {
+                            key: Some(Digest([4; 32])),
+                            ..peer_hit(u64::MAX, Some(vec![0x80]))
+                        },
+                    ],
                 }],
                 truncated: true,
             }),
@@ -249,13 +279,24 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, bytes) in hostile {
         out.push(("frames", format!("seed-{name}"), bytes));
     }
-    let replies: [(&str, &[u8]); 3] = [
+    // One file of two peers, the first with a key and the second without: name "", size 1,
+    // id 0x11…, then peer id 127, host "::1", port 65535, shared_at 0, last_seen -1, no have,
+    // key 0xab…; peer id 0, host "", port 0, times 0, have [0x80], no key; truncated.
+    let keyed_peers = [
+        &[1, 0, 2][..],
+        &[0x11; 32],
+        &[2, 4, 3, b':', b':', b'1', 12, 0, 22, 0, 0, 0xab],
+        &[0, 0, 0, 0, 0, 1, 0x80, 1, 1],
+    ]
+    .concat();
+    let replies: [(&str, &[u8]); 4] = [
         ("empty", &[]),
         ("one-file", &[1, 3, b'a', b'b', b'c', 21, 0x11, 0x22]),
         (
             "edges",
             &[8, 47, 255, 0, 1, 2, 3, 4, 5, 6, 7, 38, 39, 40, 41, 4, 9, 9],
         ),
+        ("keyed-peers", &keyed_peers),
     ];
     for (name, bytes) in replies {
         out.push(("search_reply", format!("seed-{name}"), bytes.to_vec()));

@@ -11,7 +11,7 @@ use peershare::download::{DownloadError, Downloader, Source};
 use peershare::index::IndexClient;
 use peershare::peer::PeerClient;
 use peershare::protocol::{Connection, ErrorCode, Hello, Limits, Message, ProtocolError, Welcome};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn how(name: &str, corrupt: Option<fn(u32) -> bool>) -> Behaviour {
@@ -167,13 +167,54 @@ async fn symlinks_out_of_the_share_are_never_served() {
     peer.shutdown().await;
 }
 
+/// Sends `bytes` inside a TLS connection (as an attacker past the handshake would) and reads
+/// what comes back until the server closes the connection, which it must within 10 s.
 async fn raw_exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut s = raw_secure(addr).await;
+    s.write_all(bytes).await.unwrap();
+    s.flush().await.unwrap();
+    read_until_closed(&mut s).await
+}
+
+/// Sends `bytes` on a bare TCP connection, without TLS, and reads what comes back until the
+/// server closes the connection, which it must within 10 s.
+async fn plain_exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(bytes).await.unwrap();
+    read_until_closed(&mut s).await
+}
+
+async fn read_until_closed(s: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
     let mut got = Vec::new();
+    // A read error (a TLS connection closed without close_notify, a reset) ends it too: what
+    // arrived before is in `got`.
     let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
     assert!(r.is_ok(), "server closes the connection instead of waiting");
     got
+}
+
+/// The messages in `bytes`, read as a client would.
+fn replies_in(bytes: &[u8]) -> Vec<Message> {
+    let mut buf = bytes::BytesMut::from(bytes);
+    let mut replies = Vec::new();
+    while let Some(f) = peershare::protocol::Frame::parse(&mut buf).unwrap() {
+        replies.push(Message::decode(f).unwrap());
+    }
+    replies
+}
+
+/// Fails unless `got` is what the TLS layer tells a client speaking plain text: one
+/// UNSUPPORTED_VERSION error, in plain text, before closing.
+fn assert_plaintext_refusal(what: &str, got: &[u8]) {
+    let replies = replies_in(got);
+    assert!(
+        matches!(
+            &replies[..],
+            [Message::Error(e)] if e.code == ErrorCode::UnsupportedVersion
+                && e.message.contains("over TLS 1.3 only")
+        ),
+        "{what}: {replies:?}"
+    );
 }
 
 /// A message as it goes on the wire: length, tag, payload.
@@ -275,11 +316,7 @@ async fn a_malformed_request_behind_pipelined_ones_is_answered_after_them() {
     }
     bytes.extend_from_slice(&[0, 0, 0, 3, 0x7f, 1, 2]); // unknown tag
     let got = raw_exchange(&peer.local_addr.to_string(), &bytes).await;
-    let mut buf = bytes::BytesMut::from(&got[..]);
-    let mut replies = Vec::new();
-    while let Some(f) = peershare::protocol::Frame::parse(&mut buf).unwrap() {
-        replies.push(Message::decode(f).unwrap());
-    }
+    let replies = replies_in(&got);
     assert_eq!(
         replies.len(),
         5,
@@ -317,9 +354,28 @@ async fn garbage_and_oversized_frames_close_only_their_connection() {
         after_hello,
         bad_payload,
     ];
+    // Records that look like TLS but are not a handshake: a bogus handshake message, and a
+    // record longer than TLS allows.
+    let tls_garbage: Vec<Vec<u8>> = vec![
+        vec![0x16, 0x03, 0x01, 0x00, 0x05, 0xde, 0xad, 0xbe, 0xef, 0x00],
+        vec![0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00, 0xff, 0xfb],
+    ];
     for addr in [ix.addr(), peer_addr.clone()] {
+        // Inside TLS, where frames are read: each closes its connection, the length prefix of
+        // 4 GiB before anything is allocated for it.
         for a in &attacks {
             raw_exchange(&addr, a).await;
+        }
+        // The same bytes without TLS never reach the frame reader: the TLS layer answers in
+        // plain text that it speaks TLS only, and closes.
+        for a in &attacks {
+            let got = plain_exchange(&addr, a).await;
+            assert_plaintext_refusal(&format!("{a:?} in plain text to {addr}"), &got);
+        }
+        // A broken TLS handshake is closed with a TLS alert at most, never a frame.
+        for a in &tls_garbage {
+            let got = plain_exchange(&addr, a).await;
+            assert!(got.is_empty() || got[0] == 0x15, "{a:?} to {addr}: {got:?}");
         }
     }
     let mut c = IndexClient::connect(&ix.addr(), None, None, Limits::default())
@@ -379,10 +435,16 @@ async fn idle_and_slow_connections_time_out() {
         peershare::index::IndexServer::new(store, config, common::client_tls())
             .run(listener, stop.clone()),
     );
-    // Says nothing: closed.
-    raw_exchange(&addr, &[]).await;
-    // Starts a frame and never finishes it: closed.
-    raw_exchange(&addr, &[0, 0, 0, 50, 1]).await;
+    tokio::join!(
+        // Says nothing, not even the TLS ClientHello: closed (the TLS handshake's limit).
+        plain_exchange(&addr, &[]),
+        // Starts a TLS handshake and never finishes it: closed.
+        plain_exchange(&addr, &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01]),
+        // Past the TLS handshake, says nothing: closed.
+        raw_exchange(&addr, &[]),
+        // Past the TLS handshake, starts a frame and never finishes it: closed.
+        raw_exchange(&addr, &[0, 0, 0, 50, 1]),
+    );
     stop.cancel();
 }
 
@@ -410,10 +472,10 @@ async fn a_forgotten_peer_is_told_to_register_again_and_keeps_its_connection() {
     let db = t.path().join("ix.sqlite");
     let ix = start_index(&db, Duration::from_secs(60)).await;
     let me = peershare::identity::Identity::ephemeral().unwrap();
-    let mut c = IndexClient::connect(&ix.addr(), None, None, Limits::default())
-        .await
-        .unwrap();
-    c.register_as(&me, "127.0.0.1", 9, Default::default(), 0, true)
+    // Proves `me`'s key on the connection and at the registered address (both registrations).
+    let fp = FakePeer::new(&me).await;
+    let mut c = fp.connect(&ix.addr()).await;
+    c.register_as(&me, "127.0.0.1", fp.port, Default::default(), 0, true)
         .await
         .unwrap();
     // The index forgets it (as its purge does for long-expired ephemeral peers).
@@ -429,7 +491,7 @@ async fn a_forgotten_peer_is_told_to_register_again_and_keeps_its_connection() {
         c.search("anything", 1).await.is_ok(),
         "same connection still answers"
     );
-    c.register_as(&me, "127.0.0.1", 9, Default::default(), 0, true)
+    c.register_as(&me, "127.0.0.1", fp.port, Default::default(), 0, true)
         .await
         .unwrap();
     c.heartbeat().await.unwrap();
@@ -500,10 +562,9 @@ async fn the_index_refuses_have_bitmaps_of_the_wrong_length() {
     let t = tempfile::tempdir().unwrap();
     let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
     let me = peershare::identity::Identity::ephemeral().unwrap();
-    let mut c = IndexClient::connect(&ix.addr(), None, None, Limits::default())
-        .await
-        .unwrap();
-    c.register_as(&me, "127.0.0.1", 9, Default::default(), 1, true)
+    let fp = FakePeer::new(&me).await;
+    let mut c = fp.connect(&ix.addr()).await;
+    c.register_as(&me, "127.0.0.1", fp.port, Default::default(), 1, true)
         .await
         .unwrap();
     let entry = |have: Vec<u8>| peershare::protocol::FileEntry {
@@ -544,10 +605,9 @@ async fn a_search_reply_over_the_frame_limit_is_refused_and_the_connection_stays
     let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
     let me = Identity::load_or_create(&t.path().join("me")).unwrap();
     let digest = peershare::content::Digest([5; 32]);
-    let mut c = IndexClient::connect(&ix.addr(), None, None, Limits::default())
-        .await
-        .unwrap();
-    c.register(&me, "127.0.0.1", 4000, digest, 1200)
+    let fp = FakePeer::new(&me).await;
+    let mut c = fp.connect(&ix.addr()).await;
+    c.register(&me, "127.0.0.1", fp.port, digest, 1200)
         .await
         .unwrap();
     // 1,200 distinct files with names of 1,500 bytes: 1,000 hits are far over 1 MiB.
@@ -835,6 +895,33 @@ async fn a_not_found_in_the_middle_of_the_window_keeps_the_partial_source_in_ste
     );
 }
 
+/// A listener on 127.0.0.1 proving the key of `tls` that relays every connection, decrypted,
+/// to the peer at `to` over a TLS connection of its own; returns its port. A [`fake_peer`]
+/// proves a fresh key of its own: this puts it behind a registered identity's key.
+async fn relay_as(tls: peershare::tls::Tls, to: String) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let (tls, to) = (tls.clone(), to.clone());
+            tokio::spawn(async move {
+                let deadline = Duration::from_secs(10);
+                let Ok(mut front) = tls.accept(s, deadline, b"").await else {
+                    return;
+                };
+                let Ok(tcp) = TcpStream::connect(&to).await else {
+                    return;
+                };
+                let Ok(mut back) = tls.connect(tcp, None, deadline).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut front.stream, &mut back.stream).await;
+            });
+        }
+    });
+    port
+}
+
 /// The figure for issue 12 (run by hand: `cargo test --test hostile -- --ignored --nocapture
 /// rss`; `PEERSHARE_BIN` picks another build): the peak RSS of a real `peershare get` whose
 /// sources, listed at an index, include ones claiming a 4 TiB file and streaming 16 Mi piece
@@ -848,15 +935,17 @@ async fn rss_of_a_real_get_against_sources_claiming_4_tib() {
     use peershare::protocol::FileEntry;
     let t = tempfile::tempdir().unwrap();
     let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
-    // Registers `addr` at the index as sharing `id`.
+    // Registers `addr` at the index as sharing `id`: behind a relay proving the registered
+    // identity's key, since the index and the downloader require that key at that address.
     let list = |addr: String, id: ContentId, n: usize, size: u64| {
         let (ix, dir) = (ix.addr(), t.path().join(format!("id{n}")));
         async move {
             let me = Identity::load_or_create(&dir).unwrap();
-            let mut c = IndexClient::connect(&ix, None, None, Limits::default())
+            let tls = peershare::tls::Tls::new(&me).unwrap();
+            let mut c = IndexClient::connect(&ix, Some(&tls), None, Limits::default())
                 .await
                 .unwrap();
-            let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+            let port = relay_as(tls, addr).await;
             c.register(&me, "127.0.0.1", port, Default::default(), 1)
                 .await
                 .unwrap();
@@ -926,7 +1015,7 @@ async fn rss_of_a_real_get_against_sources_claiming_4_tib() {
 }
 
 /// One frame's tag and payload, read within 10 s.
-async fn read_frame(s: &mut TcpStream) -> Vec<u8> {
+async fn read_frame(s: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
     let mut len = [0u8; 4];
     tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len))
         .await
@@ -939,8 +1028,9 @@ async fn read_frame(s: &mut TcpStream) -> Vec<u8> {
 
 /// Sends `hello`, returns the `Welcome` (parsed as a client written from the spec would).
 async fn welcome_for(addr: &str, hello: Hello) -> Welcome {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut s = raw_secure(addr).await;
     s.write_all(&frame(&Message::Hello(hello))).await.unwrap();
+    s.flush().await.unwrap();
     let body = read_frame(&mut s).await;
     assert_eq!(body[0], peershare::protocol::tag::WELCOME);
     rmp_serde::from_slice(&body[1..]).unwrap()
@@ -998,7 +1088,7 @@ async fn features_are_agreed_as_asked_and_never_more() {
     assert!(w.features.is_empty());
     // A feature's message on a connection that did not agree it is refused, and the
     // connection stays.
-    let mut s = TcpStream::connect(&peer_addr).await.unwrap();
+    let mut s = raw_secure(&peer_addr).await;
     let id = ContentId::from_bytes([5; 32]);
     let mut bytes = frame(&Message::Hello(hello(&["catalog"])));
     bytes.extend(frame(&Message::GetHave(peershare::protocol::GetHave {
@@ -1008,6 +1098,7 @@ async fn features_are_agreed_as_asked_and_never_more() {
         content_id: id,
     })));
     s.write_all(&bytes).await.unwrap();
+    s.flush().await.unwrap();
     let mut replies = Vec::new();
     for _ in 0..3 {
         replies.push(read_frame(&mut s).await);
@@ -1028,12 +1119,13 @@ async fn features_are_agreed_as_asked_and_never_more() {
         "still answering"
     );
     // A client from before features (no list at all) is answered as version 1 was.
-    let mut s = TcpStream::connect(&peer_addr).await.unwrap();
+    let mut s = raw_secure(&peer_addr).await;
     let mut bytes = frame(&Message::Hello(hello(&[])));
     bytes.extend(frame(&Message::GetHave(peershare::protocol::GetHave {
         content_id: id,
     })));
     s.write_all(&bytes).await.unwrap();
+    s.flush().await.unwrap();
     read_frame(&mut s).await;
     let e = error(&read_frame(&mut s).await);
     assert_eq!(e.code, ErrorCode::NotFound, "answered, not refused: {e}");

@@ -10,6 +10,7 @@ use peershare::content::{ContentId, Digest};
 use peershare::protocol::{
     Connection, FileHit, Limits, Message, PeerHit, PeerList, PeerRecord, SearchResults,
 };
+use peershare::tls::Tls;
 use tokio::net::TcpListener;
 
 const NAME: &str = "red\x1b[31m\nFORGED NAME\u{202e}gnp.exe";
@@ -35,12 +36,19 @@ fn hostile_index() -> String {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async move {
+            // It speaks TLS like any index (with a fresh key, pinned by the client on first
+            // use): the hostile text comes inside the secure channel.
+            let tls = Tls::ephemeral().expect("tls");
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             tx.send(listener.local_addr().expect("addr").to_string())
                 .expect("send addr");
             while let Ok((s, _)) = listener.accept().await {
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let mut c = Connection::new(s, Limits::default());
+                    let Ok(s) = tls.accept(s, Duration::from_secs(10), b"").await else {
+                        return;
+                    };
+                    let mut c = Connection::new(s.stream, Limits::default());
                     if c.server_handshake(
                         Digest::default(),
                         &peershare::protocol::feature::ALL,
