@@ -717,7 +717,7 @@ async fn run(args: Args) -> Result<Value> {
                     tokio::time::timeout(args.lookup_timeout, find_sources(&node, id, None)).await;
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 let (timed_out, found) = match res {
-                    Ok(v) => (false, v.into_iter().collect()),
+                    Ok(v) => (false, v.into_iter().map(|(a, _)| a).collect()),
                     Err(_) => (true, BTreeSet::new()),
                 };
                 Lookup {
