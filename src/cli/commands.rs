@@ -43,6 +43,9 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             run_index(listen, &db, config, private, advertise).await
         }
         Command::Join { token } => super::group::join(&token).await,
+        Command::Link { id, index, invite } => {
+            super::group::link(&id, index.resolve(false), invite).await
+        }
         Command::Share {
             dirs,
             dht,

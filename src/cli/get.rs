@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use super::{DhtArgs, IndexAddr, connect, output, parse_host_port};
 use peershare::content::ContentId;
 use peershare::download::DownloadReport;
+use peershare::group::{LINK_PREFIX, ShareLink};
 use peershare::node::{EventSink, GetError, GetEvent, GetOptions, LOOKUP_BATCH, Lookup};
 use peershare::peer::PartialSharing;
 use peershare::rate::RateLimiter;
@@ -20,8 +21,10 @@ use peershare::rate::RateLimiter;
 /// What `peershare get` was asked.
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
-    /// Content ids (64 hex characters, as `search` and `b3sum` print them)
-    #[arg(required = true, value_name = "HASH")]
+    /// Content ids (64 hex characters, as `search` and `b3sum` print them), or share links
+    /// (`peershare link`; quote them); a link's index is used unless --index is given, and a
+    /// link's invite is used to join first
+    #[arg(required = true, value_name = "HASH|LINK")]
     pub hashes: Vec<String>,
     #[command(flatten)]
     pub dht: DhtArgs,
@@ -66,12 +69,28 @@ pub struct GetArgs {
 
 /// Runs `peershare get`: every id is looked up and downloaded; downloads start while later
 /// ids are still being looked up. Exits non-zero if any failed.
-pub async fn run_get(a: GetArgs) -> anyhow::Result<()> {
-    let mut ids = a
-        .hashes
-        .iter()
-        .map(|h| h.parse::<ContentId>())
-        .collect::<Result<Vec<_>, _>>()?;
+pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
+    let mut ids = Vec::new();
+    let (mut link_index, mut link_invite) = (None, None);
+    for h in &a.hashes {
+        if h.starts_with(LINK_PREFIX) {
+            let link: ShareLink = h.parse()?;
+            ids.push(link.content_id);
+            link_index = link_index.or(link.index);
+            link_invite = link_invite.or(link.invite);
+        } else {
+            ids.push(h.parse::<ContentId>()?);
+        }
+    }
+    // A link with an invite: join its group first (once; a member already is one).
+    if let Some(invite) = link_invite
+        && super::client_context()?.member.is_none()
+    {
+        super::group::join(&invite.to_string()).await?;
+    }
+    if a.index.addr.is_none() {
+        a.index.addr = link_index;
+    }
     // An id given twice is downloaded once.
     let mut seen = std::collections::HashSet::new();
     ids.retain(|id| seen.insert(*id));

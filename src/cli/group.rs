@@ -9,7 +9,8 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::output::time;
-use peershare::group::{Invite, is_host_port};
+use peershare::content::ContentId;
+use peershare::group::{Invite, ShareLink, is_host_port};
 use peershare::identity::{Fingerprint, Identity};
 use peershare::index::{GroupStore, MemberRow};
 use peershare::node::MemberRecord;
@@ -211,6 +212,7 @@ pub async fn join(token: &str) -> anyhow::Result<()> {
     let mut client = super::connect(&spec).await?;
     let membership = client.join(&invite.secret).await?;
     MemberRecord::new(&invite.index, &membership).save(&ctx.state)?;
+    super::reload_client_context()?;
     println!(
         "joined the private group of the index at {} (key {}) as {}; membership valid until {}",
         invite.index,
@@ -218,5 +220,35 @@ pub async fn join(token: &str) -> anyhow::Result<()> {
         Fingerprint(ctx.tls.public_key()),
         time(membership.expires)
     );
+    Ok(())
+}
+
+/// `peershare link HASH`: a share link for a file the index lists, naming the index by its
+/// address and key (and carrying an invite, if given).
+pub async fn link(id: &str, index: Option<String>, invite: Option<String>) -> anyhow::Result<()> {
+    let content_id: ContentId = id.parse()?;
+    let Some(spec) = index else {
+        bail!("no index: pass --index HOST:PORT");
+    };
+    let invite: Option<Invite> = invite.map(|t| t.trim().parse()).transpose()?;
+    let mut client = super::connect(&spec).await?;
+    let found = client.search(&content_id.to_string(), 1).await?;
+    let Some(file) = found.files.into_iter().find(|f| f.content_id == content_id) else {
+        bail!("the index lists no peer with {content_id}");
+    };
+    let (addr, _) = peershare::identity::split_address(&spec)?;
+    let link = ShareLink {
+        content_id,
+        name: file.name,
+        size: file.size,
+        index: Some(format!("{addr}#{}", Fingerprint(client.server_key()))),
+        invite,
+    };
+    // The name came from the network: the link's own rules decide whether it can carry it.
+    let text = link.to_string();
+    let _: ShareLink = text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("cannot make a link for this file: {e}"))?;
+    println!("{text}");
     Ok(())
 }

@@ -249,6 +249,18 @@ pub enum Command {
         /// The token
         token: String,
     },
+    /// Print a share link for a file the index lists: its id, name and size, and the index's
+    /// address and key (`get` takes the link)
+    Link {
+        /// The file's content id
+        #[arg(value_name = "HASH")]
+        id: String,
+        #[command(flatten)]
+        index: IndexAddr,
+        /// An invite token to put in the link, so that whoever opens it joins the group
+        #[arg(long, value_name = "TOKEN")]
+        invite: Option<String>,
+    },
     /// Make an invite to this (private) index; prints the token alone
     Invite(group::InviteArgs),
     /// List the members of this (private) index, or remove one
@@ -349,13 +361,20 @@ impl ClientContext {
 }
 
 static STATE_DIR: OnceLock<PathBuf> = OnceLock::new();
-static CLIENT: OnceLock<ClientContext> = OnceLock::new();
+/// The context in use; replaced (the old one leaked: a command joins a group at most once)
+/// when a `join` changes it.
+static CLIENT: std::sync::RwLock<Option<&'static ClientContext>> = std::sync::RwLock::new(None);
 
 /// The client context of this process's state directory (its identity made on first use).
 pub fn client_context() -> anyhow::Result<&'static ClientContext> {
-    if let Some(c) = CLIENT.get() {
+    if let Some(c) = *CLIENT.read().unwrap_or_else(|p| p.into_inner()) {
         return Ok(c);
     }
+    reload_client_context()
+}
+
+/// Reads the client context from the state directory again (after joining a group).
+pub fn reload_client_context() -> anyhow::Result<&'static ClientContext> {
     let state = STATE_DIR.get().cloned().unwrap_or_else(|| state_dir(None));
     let identity = Identity::load_or_create(&state)?;
     let member = MemberRecord::load(&state)?;
@@ -369,8 +388,9 @@ pub fn client_context() -> anyhow::Result<&'static ClientContext> {
         member,
         state,
     };
-    let _ = CLIENT.set(ctx);
-    CLIENT.get().context("client context")
+    let ctx: &'static ClientContext = Box::leak(Box::new(ctx));
+    *CLIENT.write().unwrap_or_else(|p| p.into_inner()) = Some(ctx);
+    Ok(ctx)
 }
 
 /// A connection to the index at `spec` (`HOST:PORT`, or `HOST:PORT#FINGERPRINT` to require

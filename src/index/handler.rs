@@ -309,11 +309,14 @@ impl Handler {
         let target = crate::protocol::host::socket_addr(host, port)
             .map(|a| a.to_string())
             .unwrap_or_else(|_| format!("{host}:{port}"));
+        // The reply does not say what failed (refused, timed out, another key): the index
+        // must not serve as a port scanner of hosts it can reach. Its log says.
         let unreachable = |why: String| {
+            debug!(%target, peer = %self.addr, "address check failed: {why}");
             RequestError::refused(
                 ErrorCode::Unreachable,
                 format!(
-                    "the index could not reach this peer at {target}: {why}; \
+                    "the index could not reach this peer at {target} holding its key; \
                      the address must reach this peer's own port (see --advertise)"
                 ),
             )
