@@ -127,7 +127,13 @@ fn samples() -> Vec<(&'static str, Message)> {
                 secret: vec![5; 32],
             }),
         ),
-        ("joined", Message::Joined(Joined { membership: cert() })),
+        (
+            "joined",
+            Message::Joined(Joined {
+                membership: cert(),
+                dht_secret: vec![6; 32],
+            }),
+        ),
         (
             "search",
             Message::Search(Search {

@@ -212,7 +212,10 @@ fn one_of_each() -> Vec<Message> {
         Message::Join(Join {
             secret: vec![3; 32],
         }),
-        Message::Joined(Joined { membership: cert() }),
+        Message::Joined(Joined {
+            membership: cert(),
+            dht_secret: vec![6; 32],
+        }),
         Message::Search(Search {
             query: "a".into(),
             limit: 10,

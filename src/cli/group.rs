@@ -210,8 +210,9 @@ pub async fn join(token: &str) -> anyhow::Result<()> {
     let ctx = super::client_context()?;
     let spec = format!("{}#{}", invite.index, invite.key);
     let mut client = super::connect(&spec).await?;
-    let membership = client.join(&invite.secret).await?;
-    MemberRecord::new(&invite.index, &membership).save(&ctx.state)?;
+    let joined = client.join(&invite.secret).await?;
+    let membership = joined.membership;
+    MemberRecord::new(&invite.index, &membership, &joined.dht_secret).save(&ctx.state)?;
     super::reload_client_context()?;
     println!(
         "joined the private group of the index at {} (key {}) as {}; membership valid until {}",

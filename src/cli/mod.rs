@@ -353,7 +353,7 @@ impl ClientContext {
             return;
         };
         if old.is_none_or(|o| o.expires < now.expires)
-            && let Err(e) = MemberRecord::new(&rec.index, &now).save(&self.state)
+            && let Err(e) = rec.renewed(&now).save(&self.state)
         {
             tracing::warn!("keeping the renewed membership: {e}");
         }

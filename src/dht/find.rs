@@ -9,7 +9,7 @@ use mainline::Id;
 use mainline::async_dht::AsyncDht;
 use serde::Serialize;
 
-use super::keys::{content_key, keyword_key, keywords};
+use super::keys::{KeySpace, keywords};
 use crate::content::{ContentId, Digest};
 use crate::peer::PeerClient;
 use crate::protocol::{CatalogResults, FileHit, Limits, PeerHit, SearchResults, feature};
@@ -69,6 +69,13 @@ where
     }
 }
 
+/// The key space of the group `tls` is a member of (public outside a group).
+fn key_space(tls: Option<&Tls>) -> KeySpace {
+    tls.and_then(|t| t.group())
+        .and_then(|g| g.dht_secret())
+        .map_or(KeySpace::public(), KeySpace::group)
+}
+
 /// The peers announced for `id` that answer the peer protocol and have the file, each once,
 /// with the key each proved (connecting as `tls`, or as fresh anonymous keys).
 pub async fn find_sources(
@@ -76,8 +83,9 @@ pub async fn find_sources(
     id: ContentId,
     tls: Option<&Tls>,
 ) -> Vec<(SocketAddr, Digest)> {
+    let space = key_space(tls);
     let tls = tls.cloned();
-    let candidates: Vec<SocketAddrV4> = peers_under(dht, content_key(&id))
+    let candidates: Vec<SocketAddrV4> = peers_under(dht, space.content(&id))
         .await
         .into_iter()
         .collect();
@@ -107,14 +115,15 @@ pub async fn find_files(
     limit: u32,
     tls: Option<&Tls>,
 ) -> Vec<(SocketAddr, (Digest, CatalogResults))> {
+    let space = key_space(tls);
     let tls = tls.cloned();
     let candidates: HashSet<SocketAddrV4> = match Query::parse(query) {
-        Query::Id(id) => peers_under(dht, content_key(&id)).await,
+        Query::Id(id) => peers_under(dht, space.content(&id)).await,
         Query::Words { .. } => {
             let words = keywords(query);
             let mut sets = Vec::new();
             for w in words.iter().take(MAX_QUERY_KEYWORDS) {
-                sets.push(peers_under(dht, keyword_key(w)).await);
+                sets.push(peers_under(dht, space.keyword(w)).await);
             }
             // A peer must have announced every keyword (in some file) to be worth asking.
             let mut it = sets.into_iter();

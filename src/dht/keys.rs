@@ -26,6 +26,62 @@ pub fn keyword_key(word: &str) -> Id {
     Id::from(b)
 }
 
+/// BLAKE3 key-derivation context of a private group's DHT secret, from its index's key.
+pub const GROUP_DHT_CONTEXT: &str = "peershare 2026 group dht secret v1";
+
+/// Where announcements go: the public key space ([`content_key`], [`keyword_key`]), or a
+/// private group's, whose keys are keyed by a secret only its members know, so that outsiders
+/// cannot tell which peers announced which content id or word.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeySpace(Option<[u8; 32]>);
+
+impl std::fmt::Debug for KeySpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "KeySpace(group)"
+        } else {
+            "KeySpace(public)"
+        })
+    }
+}
+
+impl KeySpace {
+    /// The public key space.
+    pub fn public() -> KeySpace {
+        KeySpace(None)
+    }
+
+    /// A private group's key space, from the group's DHT secret.
+    pub fn group(secret: [u8; 32]) -> KeySpace {
+        KeySpace(Some(secret))
+    }
+
+    fn keyed(secret: &[u8; 32], kind: &[u8], data: &[u8]) -> Id {
+        let mut h = blake3::Hasher::new_keyed(secret);
+        h.update(kind);
+        h.update(data);
+        let mut b = [0u8; 20];
+        b.copy_from_slice(&h.finalize().as_bytes()[..20]);
+        Id::from(b)
+    }
+
+    /// The key a content id is announced under.
+    pub fn content(&self, id: &ContentId) -> Id {
+        match &self.0 {
+            None => content_key(id),
+            Some(s) => Self::keyed(s, b"content\0", id.as_bytes()),
+        }
+    }
+
+    /// The key a keyword is announced under.
+    pub fn keyword(&self, word: &str) -> Id {
+        match &self.0 {
+            None => keyword_key(word),
+            Some(s) => Self::keyed(s, b"keyword\0", word.as_bytes()),
+        }
+    }
+}
+
 /// The normalised keywords of a name or query: lowercase runs of letters and digits of at
 /// least [`MIN_KEYWORD_CHARS`], each once, at most [`MAX_KEYWORDS`].
 pub fn keywords(name: &str) -> Vec<String> {
@@ -59,5 +115,17 @@ mod tests {
         assert_ne!(keyword_key("isaac"), keyword_key("isaad"));
         let id = ContentId::from_bytes([7; 32]);
         assert_eq!(content_key(&id).as_bytes(), &[7u8; 20]);
+        // A group's keys are neither the public ones nor another group's.
+        let (a, b) = (KeySpace::group([1; 32]), KeySpace::group([2; 32]));
+        assert_eq!(KeySpace::public().content(&id), content_key(&id));
+        assert_eq!(KeySpace::public().keyword("isaac"), keyword_key("isaac"));
+        assert_ne!(a.content(&id), content_key(&id));
+        assert_ne!(a.keyword("isaac"), keyword_key("isaac"));
+        assert_ne!(a.keyword("isaac"), b.keyword("isaac"));
+        assert_ne!(a.keyword("isaac"), a.content(&id));
+        assert_eq!(
+            a.keyword("isaac"),
+            KeySpace::group([1; 32]).keyword("isaac")
+        );
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::keys::{content_key, keyword_key, keywords};
+use super::keys::{KeySpace, keywords};
 use crate::peer::Catalog;
 
 /// How a peer publishes on the DHT.
@@ -23,6 +23,8 @@ pub struct PublishConfig {
     pub refresh: Duration,
     /// Announcements in flight at once. Default: 8.
     pub concurrency: usize,
+    /// Where the keys live: public, or a private group's. Default: public.
+    pub keys: KeySpace,
 }
 
 impl PublishConfig {
@@ -32,17 +34,18 @@ impl PublishConfig {
             port,
             refresh: Duration::from_secs(15 * 60),
             concurrency: 8,
+            keys: KeySpace::public(),
         }
     }
 }
 
 /// Every key a catalog is announced under: each content id, and each keyword of each name.
-fn keys_of(catalog: &Catalog) -> HashSet<Id> {
+fn keys_of(catalog: &Catalog, space: &KeySpace) -> HashSet<Id> {
     let mut keys = HashSet::new();
     for f in catalog.files() {
-        keys.insert(content_key(&f.content_id));
+        keys.insert(space.content(&f.content_id));
         for w in keywords(&f.name) {
-            keys.insert(keyword_key(&w));
+            keys.insert(space.keyword(&w));
         }
     }
     keys
@@ -86,7 +89,7 @@ pub async fn run_publisher(
         tokio::time::interval_at(tokio::time::Instant::now() + config.refresh, config.refresh);
     loop {
         let current = catalog.borrow_and_update().clone();
-        let keys = keys_of(&current);
+        let keys = keys_of(&current, &config.keys);
         let todo: Vec<Id> = keys.difference(&announced).copied().collect();
         if !todo.is_empty() {
             let n = todo.len();

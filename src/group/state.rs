@@ -27,6 +27,8 @@ pub enum AdmitError {
 #[derive(Debug)]
 pub struct GroupState {
     group: Digest,
+    /// The secret the group's DHT keys are made with, when known.
+    dht_secret: Option<[u8; 32]>,
     inner: RwLock<Inner>,
 }
 
@@ -41,6 +43,7 @@ impl GroupState {
     pub fn new(group: Digest, membership: Option<Membership>) -> GroupState {
         GroupState {
             group,
+            dht_secret: None,
             inner: RwLock::new(Inner {
                 membership,
                 revoked: HashSet::new(),
@@ -54,6 +57,17 @@ impl GroupState {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The same, knowing the group's DHT secret (from `Joined`).
+    pub fn with_dht_secret(mut self, secret: [u8; 32]) -> GroupState {
+        self.dht_secret = Some(secret);
+        self
+    }
+
+    /// The secret the group's DHT keys are made with (docs/PROTOCOL.md §10.7).
+    pub fn dht_secret(&self) -> Option<[u8; 32]> {
+        self.dht_secret
     }
 
     /// The group: its index's key.

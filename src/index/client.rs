@@ -8,9 +8,9 @@ use crate::content::Digest;
 use crate::group::GroupState;
 use crate::identity::Identity;
 use crate::protocol::{
-    Ack, Connection, ErrorReply, FileEntry, Frame, IndexReply, Join, Limits, MAX_CONTROL_PAYLOAD,
-    Membership, Message, PeerList, ProtocolError, Register, Registered, Search, SearchResults,
-    UpdateFiles, Welcome, connect_tcp,
+    Ack, Connection, ErrorReply, FileEntry, Frame, IndexReply, Join, Joined, Limits,
+    MAX_CONTROL_PAYLOAD, Message, PeerList, ProtocolError, Register, Registered, Search,
+    SearchResults, UpdateFiles, Welcome, connect_tcp,
 };
 use crate::tls::{SecureStream, Tls, TlsError};
 
@@ -320,8 +320,8 @@ impl IndexClient {
     }
 
     /// Joins the index's private group with an invite's secret; returns our certificate (also
-    /// kept by our group state, if any).
-    pub async fn join(&mut self, secret: &[u8; 32]) -> Result<Membership, IndexClientError> {
+    /// kept by our group state, if any) and the group's DHT secret.
+    pub async fn join(&mut self, secret: &[u8; 32]) -> Result<Joined, IndexClientError> {
         let msg = Message::Join(Join {
             secret: secret.to_vec(),
         });
@@ -330,7 +330,7 @@ impl IndexClient {
                 if let Some(group) = &self.group {
                     group.renewed(j.membership.clone());
                 }
-                Ok(j.membership)
+                Ok(j)
             }
             other => Err(self.err(ProtocolError::unexpected("Joined", other.name()))),
         }

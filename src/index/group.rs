@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use super::{IndexStore, RedeemError, StoreError};
 use crate::content::Digest;
+use crate::dht::GROUP_DHT_CONTEXT;
 use crate::group::{MEMBERSHIP_LIFETIME, invite_hash};
 use crate::identity::{Fingerprint, Identity};
 use crate::protocol::{ErrorCode, Joined, MAX_REVOKED, Membership};
@@ -55,6 +56,12 @@ impl PrivateGroup {
         Membership::issue(&self.identity, member, now_ms().saturating_add(life))
     }
 
+    /// The secret the group's DHT keys are made with: derived from the index's own secret key,
+    /// so it is the same for every member and known to members only.
+    pub fn dht_secret(&self) -> [u8; 32] {
+        blake3::derive_key(GROUP_DHT_CONTEXT, &self.identity.signing_key().to_bytes())
+    }
+
     /// Whether `key` was removed (as of the last refresh).
     pub fn is_revoked(&self, key: &Digest) -> bool {
         self.revoked
@@ -90,6 +97,7 @@ impl PrivateGroup {
                 info!(member = row.id, key = %Fingerprint(*key), "member joined");
                 Ok(Ok(Joined {
                     membership: self.issue(*key),
+                    dht_secret: self.dht_secret().to_vec(),
                 }))
             }
             Err(RedeemError::Store(e)) => Err(e),

@@ -43,17 +43,35 @@ pub struct MemberRecord {
     pub key: String,
     /// The latest certificate, MessagePack in hex.
     pub certificate: String,
+    /// The group's DHT secret, in hex.
+    #[serde(default)]
+    pub dht_secret: String,
 }
 
 impl MemberRecord {
-    /// A record of `membership` in the group of the index at `index`.
-    pub fn new(index: &str, membership: &Membership) -> MemberRecord {
+    /// A record of `membership` in the group of the index at `index`, whose DHT secret is
+    /// `dht_secret`.
+    pub fn new(index: &str, membership: &Membership, dht_secret: &[u8]) -> MemberRecord {
         let bytes = rmp_serde::to_vec_named(membership).unwrap_or_default();
         MemberRecord {
             index: index.to_string(),
             key: Fingerprint(membership.group).to_string(),
-            certificate: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            certificate: hex(&bytes),
+            dht_secret: hex(dht_secret),
         }
+    }
+
+    /// The same record with a renewed certificate.
+    pub fn renewed(&self, membership: &Membership) -> MemberRecord {
+        MemberRecord {
+            certificate: hex(&rmp_serde::to_vec_named(membership).unwrap_or_default()),
+            ..self.clone()
+        }
+    }
+
+    /// The group's DHT secret, if recorded.
+    pub fn dht_secret(&self) -> Option<[u8; 32]> {
+        unhex(&self.dht_secret)?.try_into().ok()
     }
 
     /// The index's key.
@@ -63,23 +81,16 @@ impl MemberRecord {
 
     /// The certificate, if it decodes.
     pub fn membership(&self) -> Option<Membership> {
-        let hex = self.certificate.as_bytes();
-        if !hex.len().is_multiple_of(2) || hex.len() > 4096 {
-            return None;
-        }
-        let bytes: Option<Vec<u8>> = hex
-            .chunks(2)
-            .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
-            .collect();
-        rmp_serde::from_slice(&bytes?).ok()
+        rmp_serde::from_slice(&unhex(&self.certificate)?).ok()
     }
 
-    /// The group state to run with: the group's key and this certificate.
+    /// The group state to run with: the group's key, this certificate, the DHT secret.
     pub fn state(&self) -> Option<Arc<GroupState>> {
-        Some(Arc::new(GroupState::new(
-            self.group()?.0,
-            self.membership(),
-        )))
+        let mut state = GroupState::new(self.group()?.0, self.membership());
+        if let Some(s) = self.dht_secret() {
+            state = state.with_dht_secret(s);
+        }
+        Some(Arc::new(state))
     }
 
     /// `HOST:PORT#KEY`: the index, requiring its key.
@@ -127,6 +138,21 @@ impl MemberRecord {
     }
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hex digits as bytes (at most 4 KiB of them); `None` if they are not.
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    let hex = text.as_bytes();
+    if !hex.len().is_multiple_of(2) || hex.len() > 8192 {
+        return None;
+    }
+    hex.chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,10 +164,12 @@ mod tests {
         assert_eq!(MemberRecord::load(dir.path()).unwrap(), None);
         let index = Identity::from_secret([1; 32]);
         let m = Membership::issue(&index, Identity::from_secret([2; 32]).public_key(), 99);
-        let rec = MemberRecord::new("127.0.0.1:5", &m);
+        let rec = MemberRecord::new("127.0.0.1:5", &m, &[4; 32]);
         rec.save(dir.path()).unwrap();
         let back = MemberRecord::load(dir.path()).unwrap().unwrap();
         assert_eq!(back.membership(), Some(m));
+        assert_eq!(back.dht_secret(), Some([4; 32]));
+        assert_eq!(back.state().unwrap().dht_secret(), Some([4; 32]));
         assert_eq!(back.group(), Some(index.fingerprint()));
         std::fs::write(dir.path().join(MEMBERSHIP_FILE), "{").unwrap();
         let e = MemberRecord::load(dir.path()).unwrap_err().to_string();

@@ -237,6 +237,9 @@ pub async fn start_share(
             .as_ref()
             .map_or(local_addr.port(), |(_, p)| *p);
         let mut publish = PublishConfig::new(port);
+        if let Some(secret) = config.group.as_ref().and_then(|g| g.dht_secret()) {
+            publish.keys = crate::dht::KeySpace::group(secret);
+        }
         publish.refresh = config.dht_refresh;
         let st = status_tx.clone();
         tasks.spawn(run_publisher(

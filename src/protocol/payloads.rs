@@ -94,6 +94,9 @@ pub struct Join {
 pub struct Joined {
     /// The certificate, for this connection's key.
     pub membership: Membership,
+    /// The secret the group's DHT keys are made with (docs/PROTOCOL.md §10.7), 32 bytes.
+    #[serde(with = "serde_bytes")]
+    pub dht_secret: Vec<u8>,
 }
 
 /// An error answer to a request: a code ([`ErrorCode`], kept as a number since a newer peer
