@@ -254,3 +254,80 @@ async fn announcements_are_renewed_before_they_expire() {
     );
     h.shutdown().await;
 }
+
+/// A private group's peers announce under keys only members can make: a member finds and
+/// downloads from them, an outsider searching the same words finds nothing, and a member
+/// refuses a source that is not in the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_groups_announcements_are_found_by_members_only() {
+    use peershare::group::{GroupState, Membership};
+    use peershare::identity::Identity;
+    use std::sync::Arc;
+    let net = testnet();
+    let t = tempfile::tempdir().unwrap();
+    let index = Identity::from_secret([11; 32]);
+    let secret = [12; 32];
+    // A member's group state, as `join` leaves it: its certificate and the group's DHT secret.
+    let member_of = |id: &Identity| {
+        let cert = Membership::issue(&index, id.public_key(), i64::MAX);
+        Arc::new(GroupState::new(index.public_key(), Some(cert)).with_dht_secret(secret))
+    };
+    let dir = t.path().join("share");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("quokka secret plans.txt"), b"members only").unwrap();
+    let id = ContentId::from(blake3::hash(b"members only"));
+    let state = t.path().join("sharer");
+    let sharer = Identity::load_or_create(&state).unwrap();
+    let mut config = ShareConfig::new(vec![dir.clone()], None, state.clone());
+    config.dht = Some(dht_config(&net, true));
+    config.group = Some(member_of(&sharer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut share = start_share(config, listener).await.unwrap();
+    share
+        .wait_for(Duration::from_secs(60), |s| {
+            s.dht_announced.is_some_and(|n| n > 0 && n == s.dht_keys)
+        })
+        .await
+        .expect("every key announced");
+
+    let me = start_node(&dht_config(&net, false)).unwrap();
+    let reader = Identity::from_secret([13; 32]);
+    let member = peershare::tls::Tls::new(&reader)
+        .unwrap()
+        .with_group(member_of(&reader));
+    let found = find_files(&me, "quokka plans", 100, Some(&member)).await;
+    assert_eq!(found.len(), 1, "a member finds the group's file: {found:?}");
+    assert_eq!(found[0].1.1.files[0].content_id, id);
+    assert_eq!(find_sources(&me, id, Some(&member)).await.len(), 1);
+    // An outsider asks the public key space: nothing is there.
+    assert!(find_files(&me, "quokka plans", 100, None).await.is_empty());
+    assert!(find_sources(&me, id, None).await.is_empty());
+
+    // A source outside the group, announced in the public space under the same words, is not
+    // found by the member's group search, and refused if the member reaches it anyway.
+    let outsider_dir = t.path().join("open");
+    std::fs::create_dir_all(&outsider_dir).unwrap();
+    std::fs::write(
+        outsider_dir.join("quokka secret plans.txt"),
+        b"members only",
+    )
+    .unwrap();
+    let open = dht_peer(&outsider_dir, &t.path().join("open-state"), &net, None).await;
+    let public = find_sources(&me, id, None).await;
+    assert_eq!(public.len(), 1, "the open peer is in the public space");
+    let err = peershare::peer::PeerClient::connect(
+        &public[0].0.to_string(),
+        Some(&member),
+        None,
+        peershare::protocol::Limits::default(),
+    )
+    .await
+    .err()
+    .expect("a member refuses a source outside its group");
+    assert!(
+        matches!(err, peershare::peer::PeerClientError::NotMember { .. }),
+        "{err}"
+    );
+    open.shutdown().await;
+    share.shutdown().await;
+}
