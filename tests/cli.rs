@@ -173,6 +173,11 @@ fn share_search_get_peers_and_exit_codes() {
         dl.join("big (1).bin").display().to_string()
     );
     assert_eq!(doc["downloads"][0]["pieces_rejected"], 0);
+    // Downloaded over TLS 1.3, with AES-GCM (this machine has AES instructions).
+    assert_eq!(
+        doc["downloads"][0]["sources"][0]["cipher_suite"],
+        "TLS13_AES_128_GCM_SHA256"
+    );
 
     // Several ids, one unknown, one given twice: the others are downloaded once each, the
     // unknown one fails the command.

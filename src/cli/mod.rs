@@ -53,6 +53,9 @@ pub struct IndexAddr {
         value_name = "HOST:PORT[#KEY]"
     )]
     pub addr: Option<String>,
+    /// The key fingerprint the index must hold (the same as HOST:PORT#KEY)
+    #[arg(long = "index-key", env = "PEERSHARE_INDEX_KEY", value_name = "KEY")]
+    pub key: Option<String>,
 }
 
 impl IndexAddr {
@@ -64,7 +67,11 @@ impl IndexAddr {
             .and_then(|c| c.member.as_ref())
             .map(MemberRecord::index_spec);
         match (&self.addr, member) {
-            (Some(a), _) => Some(a.clone()),
+            // --index-key adds the key to an address that does not carry one.
+            (Some(a), _) => Some(match (&self.key, a.contains('#')) {
+                (Some(k), false) => format!("{a}#{k}"),
+                _ => a.clone(),
+            }),
             (None, Some(m)) => Some(m),
             (None, None) if dht => None,
             (None, None) => Some(DEFAULT_INDEX.to_string()),

@@ -43,6 +43,9 @@ pub struct SourceReport {
     pub pieces_rejected: u64,
     /// Why the source stopped being used, if it failed.
     pub error: Option<String>,
+    /// The TLS cipher suite of the connection to it (e.g. `TLS13_AES_128_GCM_SHA256`), when
+    /// known.
+    pub cipher_suite: Option<&'static str>,
 }
 
 /// What a finished download did.

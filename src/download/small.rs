@@ -149,6 +149,8 @@ impl SmallFileFetcher {
                 pieces: 1,
                 pieces_rejected: 0,
                 error: None,
+                // The pipelined links do not report their connections.
+                cipher_suite: None,
             }],
         })
     }

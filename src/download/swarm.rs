@@ -74,6 +74,8 @@ pub(super) struct SourceLive {
     pub(super) rejected: u64,
     pub(super) error: Option<String>,
     pub(super) state: SourceState,
+    /// The TLS cipher suite of its connection, once connected.
+    pub(super) suite: Option<&'static str>,
 }
 
 impl SourceLive {
@@ -175,6 +177,7 @@ pub(super) fn source_reports(
             pieces: l.pieces,
             pieces_rejected: l.rejected,
             error: l.error.clone(),
+            cipher_suite: l.suite,
         })
         .collect()
 }

@@ -65,6 +65,9 @@ impl Downloader {
                 c
             }
         };
+        if let Some(l) = lock_live(&swarm.live).get_mut(k) {
+            l.suite = Some(client.cipher_suite());
+        }
         swarm.active.fetch_add(1, Ordering::Relaxed);
         swarm.set_state(
             k,

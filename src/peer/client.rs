@@ -164,6 +164,11 @@ impl PeerClient {
         self.key
     }
 
+    /// The TLS cipher suite of the connection, e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub fn cipher_suite(&self) -> &'static str {
+        crate::tls::suite_of(self.conn.get_ref())
+    }
+
     /// Whether the peer agreed to use `feature` ([`crate::protocol::feature`]) on this connection.
     pub fn supports(&self, feature: &str) -> bool {
         self.features.contains(&feature)
