@@ -48,6 +48,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         supported: &[&str],
         membership: Option<Membership>,
     ) -> Result<Option<(Hello, Welcome)>, ProtocolError> {
+        self.server_handshake_admitting(nonce, supported, membership, |_| Ok(()))
+            .await
+    }
+
+    /// [`Connection::server_handshake`], answering `Welcome` only if `admit` accepts the
+    /// `Hello`; otherwise `Error {FORBIDDEN, why}` is the only reply, and the error returned
+    /// closes the connection.
+    pub async fn server_handshake_admitting(
+        &mut self,
+        nonce: Digest,
+        supported: &[&str],
+        membership: Option<Membership>,
+        admit: impl FnOnce(&Hello) -> Result<(), String>,
+    ) -> Result<Option<(Hello, Welcome)>, ProtocolError> {
         let first = match self.admission().map(|a| a.handshake_timeout()) {
             None => self.read_message().await,
             Some(limit) => match tokio::time::timeout(limit, self.read_message()).await {
@@ -81,6 +95,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 theirs_min: hello.version_min,
                 theirs_max: hello.version_max,
             });
+        }
+        if let Err(why) = admit(&hello) {
+            self.send_error(ErrorCode::Forbidden, why.clone()).await;
+            return Err(ProtocolError::Refused(why));
         }
         if let Some(a) = self.admission() {
             a.greeted();

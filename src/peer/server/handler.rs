@@ -69,20 +69,19 @@ impl<'a> Handler<'a> {
     /// Serves the connection until the client leaves, an error closes it, or shutdown.
     pub(super) async fn run(mut self, shutdown: CancellationToken) -> Result<(), ProtocolError> {
         let tls = self.server.tls();
+        let key = self.key;
+        // In a private group, only members are served: a stranger gets the refusal as the
+        // only reply to its Hello, and learns nothing (not even our certificate).
+        let admit = |hello: &crate::protocol::Hello| match tls.group() {
+            Some(group) => group
+                .admit(hello.membership.as_ref(), &key, now_ms())
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
         let greeted = self
             .conn
-            .server_handshake(Digest::default(), &feature::ALL, tls.membership())
+            .server_handshake_admitting(Digest::default(), &feature::ALL, tls.membership(), admit)
             .await?;
-        // In a private group, only members are served: a stranger learns nothing, not even
-        // whether a file is here.
-        if let (Some(group), Some((hello, _))) = (tls.group(), &greeted)
-            && let Err(e) = group.admit(hello.membership.as_ref(), &self.key, now_ms())
-        {
-            self.conn
-                .send_error(ErrorCode::Forbidden, e.to_string())
-                .await;
-            return Err(ProtocolError::Refused(e.to_string()));
-        }
         match greeted {
             // A client that lists no features at all was written before features, when these
             // messages were simply part of version 1: it is answered as before.
