@@ -26,9 +26,6 @@ pub fn keyword_key(word: &str) -> Id {
     Id::from(b)
 }
 
-/// BLAKE3 key-derivation context of a private group's DHT secret, from its index's key.
-pub const GROUP_DHT_CONTEXT: &str = "peershare 2026 group dht secret v1";
-
 /// Where announcements go: the public key space ([`content_key`], [`keyword_key`]), or a
 /// private group's, whose keys are keyed by a secret only its members know, so that outsiders
 /// cannot tell which peers announced which content id or word.

@@ -7,7 +7,7 @@ mod publish;
 
 pub use find::{DhtFile, DhtPeer, find_files, find_sources, merge_results};
 pub use keys::{
-    GROUP_DHT_CONTEXT, KeySpace, MAX_KEYWORDS, MIN_KEYWORD_CHARS, content_key, keyword_key,
+    KeySpace, MAX_KEYWORDS, MIN_KEYWORD_CHARS, content_key, keyword_key,
     keywords,
 };
 pub use node::{DhtConfig, start_node};

@@ -18,6 +18,10 @@ pub use link::{LINK_PREFIX, LinkError, MAX_LINK_LEN, MAX_NAME_BYTES, ShareLink};
 pub use membership::{MEMBERSHIP_CONTEXT, MEMBERSHIP_LIFETIME, Membership, MembershipError};
 pub use state::{AdmitError, GroupState};
 
+/// BLAKE3 key-derivation context of a private group's DHT secret, from its index's secret key
+/// (docs/PROTOCOL.md §10.7).
+pub const GROUP_DHT_CONTEXT: &str = "peershare 2026 group dht secret v1";
+
 /// The last millisecond RFC 3339 can show (9999-12-31T23:59:59.999Z).
 const LAST_SHOWABLE_MS: i64 = 253_402_300_799_999;
 

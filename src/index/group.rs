@@ -10,8 +10,7 @@ use tracing::{info, warn};
 
 use super::{IndexStore, RedeemError, StoreError};
 use crate::content::Digest;
-use crate::dht::GROUP_DHT_CONTEXT;
-use crate::group::{MEMBERSHIP_LIFETIME, invite_hash};
+use crate::group::{GROUP_DHT_CONTEXT, MEMBERSHIP_LIFETIME, invite_hash};
 use crate::identity::{Fingerprint, Identity};
 use crate::protocol::{ErrorCode, Joined, MAX_REVOKED, Membership};
 use crate::query::now_ms;

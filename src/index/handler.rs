@@ -2,13 +2,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::server::ADDRESS_CHECK_TIMEOUT;
 use super::{IndexConfig, IndexStore, PrivateGroup, Session, StoreError};
 use crate::content::{Digest, MAX_FILE_SIZE, PieceLayout};
 use crate::identity::{random_bytes, verify_register};
@@ -19,6 +19,12 @@ use crate::protocol::{
 };
 use crate::query::{Query, now_ms};
 use crate::tls::{SecureStream, Tls, TlsError};
+
+/// Registrations whose address the index checks at once (each is one outgoing connection and
+/// TLS handshake of at most [`ADDRESS_CHECK_TIMEOUT`]); more wait their turn.
+pub const MAX_ADDRESS_CHECKS: usize = 64;
+/// Longest time to connect to a registering peer's address and see its key.
+pub const ADDRESS_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Who is at the other end of a connection: where from, and the key it proved.
 pub(super) struct Remote {

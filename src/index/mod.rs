@@ -26,6 +26,7 @@ mod store;
 pub use cache::{CacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TTL};
 pub use client::{IndexClient, IndexClientError, PIPELINE_WINDOW};
 pub use group::{PrivateGroup, REVOKED_REFRESH};
+pub use handler::{ADDRESS_CHECK_TIMEOUT, MAX_ADDRESS_CHECKS};
 pub use server::{
     EPHEMERAL_PURGE_LEASES, FORGET_AFTER, FRAME_TIMEOUT, IndexConfig, IndexServer, LEASE,
     MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, READ_TIMEOUT, REQUEST_MEMORY, SHUTDOWN_GRACE,

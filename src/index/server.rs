@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::cache::CacheConfig;
-use super::handler::{Handler, Remote};
+use super::handler::{Handler, MAX_ADDRESS_CHECKS, Remote};
 use super::{IndexStore, PrivateGroup};
 use crate::identity::Identity;
 use crate::protocol::{
@@ -37,11 +37,6 @@ pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 pub const REQUEST_MEMORY: usize = 64 * 1024 * 1024;
 /// Default of [`IndexConfig::shutdown_grace`].
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Registrations whose address the index checks at once (each is one outgoing connection and
-/// TLS handshake of at most [`ADDRESS_CHECK_TIMEOUT`]); more wait their turn.
-pub const MAX_ADDRESS_CHECKS: usize = 64;
-/// Longest time to connect to a registering peer's address and see its key.
-pub const ADDRESS_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Settings of an index server.
 #[derive(Debug, Clone)]
