@@ -80,8 +80,12 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             };
             // Sharing with the private group's index: as a member (members only are served).
             let ctx = super::client_context()?;
-            let group = match (&ctx.member, &index) {
-                (Some(m), Some(addr)) if m.index == *addr => ctx.tls.group().cloned(),
+            // The group's index is known by its key, however its address is written.
+            let group = match (&ctx.member, index_key, &index) {
+                (Some(m), Some(key), _) if m.group().is_some_and(|g| g.0 == key) => {
+                    ctx.tls.group().cloned()
+                }
+                (Some(m), None, Some(addr)) if m.index == *addr => ctx.tls.group().cloned(),
                 _ => None,
             };
             let mut config = ShareConfig::new(dirs, index, state);

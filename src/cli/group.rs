@@ -212,6 +212,10 @@ pub async fn join(token: &str) -> anyhow::Result<()> {
     let mut client = super::connect(&spec).await?;
     let joined = client.join(&invite.secret).await?;
     let membership = joined.membership;
+    // The index we reached holds the invite's key (checked in TLS); its certificate must be one.
+    membership
+        .check(&invite.key.0, &ctx.tls.public_key(), now_ms())
+        .map_err(|e| anyhow::anyhow!("the index answered with a bad certificate: {e}"))?;
     MemberRecord::new(&invite.index, &membership, &joined.dht_secret).save(&ctx.state)?;
     super::reload_client_context()?;
     println!(

@@ -69,11 +69,13 @@ where
     }
 }
 
-/// The key space of the group `tls` is a member of (public outside a group).
-fn key_space(tls: Option<&Tls>) -> KeySpace {
-    tls.and_then(|t| t.group())
-        .and_then(|g| g.dht_secret())
-        .map_or(KeySpace::public(), KeySpace::group)
+/// The key space of the group `tls` is a member of (public outside a group); `None` for a
+/// member without the group's secret, who must not look its words up in public.
+fn key_space(tls: Option<&Tls>) -> Option<KeySpace> {
+    match tls.and_then(|t| t.group()) {
+        None => Some(KeySpace::public()),
+        Some(g) => g.dht_secret().map(KeySpace::group),
+    }
 }
 
 /// The peers announced for `id` that answer the peer protocol and have the file, each once,
@@ -83,7 +85,9 @@ pub async fn find_sources(
     id: ContentId,
     tls: Option<&Tls>,
 ) -> Vec<(SocketAddr, Digest)> {
-    let space = key_space(tls);
+    let Some(space) = key_space(tls) else {
+        return Vec::new();
+    };
     let tls = tls.cloned();
     let candidates: Vec<SocketAddrV4> = peers_under(dht, space.content(&id))
         .await
@@ -115,7 +119,9 @@ pub async fn find_files(
     limit: u32,
     tls: Option<&Tls>,
 ) -> Vec<(SocketAddr, (Digest, CatalogResults))> {
-    let space = key_space(tls);
+    let Some(space) = key_space(tls) else {
+        return Vec::new();
+    };
     let tls = tls.cloned();
     let candidates: HashSet<SocketAddrV4> = match Query::parse(query) {
         Query::Id(id) => peers_under(dht, space.content(&id)).await,

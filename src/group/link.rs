@@ -184,7 +184,11 @@ impl FromStr for ShareLink {
             }
             values[i] = Some(decode(value).ok_or_else(|| LinkError::Encoding {
                 key: KEYS[i],
-                value: echo(value),
+                // An invite holds a secret: never repeated in an error.
+                value: match KEYS[i] {
+                    "invite" => "(not shown: it holds a secret)".into(),
+                    _ => echo(value),
+                },
             })?);
         }
         let [cid, name, size, index, invite] = values;

@@ -80,18 +80,22 @@ impl GroupState {
         self.read().membership.clone()
     }
 
-    /// Keeps a certificate the index issued, if it is one for this group (a later one replaces
-    /// an earlier one).
-    pub fn renewed(&self, m: Membership) {
-        if m.group == self.group {
-            let mut w = self.write();
-            if w.membership
-                .as_ref()
-                .is_none_or(|old| old.expires <= m.expires)
-            {
-                w.membership = Some(m);
-            }
+    /// Keeps a certificate the index issued, if it is a valid one of this group for `own` (our
+    /// key) at `now_ms` and outlasts the one kept; returns whether it was kept. A server that is
+    /// not the group's index cannot sign one, so it cannot make us present a bad certificate.
+    pub fn renewed(&self, m: Membership, own: &Digest, now_ms: i64) -> bool {
+        if m.check(&self.group, own, now_ms).is_err() {
+            return false;
         }
+        let mut w = self.write();
+        let newer = w
+            .membership
+            .as_ref()
+            .is_none_or(|old| old.expires <= m.expires);
+        if newer {
+            w.membership = Some(m);
+        }
+        newer
     }
 
     /// The keys removed from the group, as the index last listed them (replacing the list).
@@ -151,11 +155,21 @@ mod tests {
             state.admit(Some(&cert_a), &a.public_key(), now),
             Err(AdmitError::Revoked(Fingerprint(a.public_key())))
         );
-        // Renewal keeps the latest certificate of this group only.
-        state.renewed(foreign);
+        // Renewal keeps the latest valid certificate of this group for our key only: not
+        // another group's, not a forged one however long it claims to last, not another key's.
+        let me = a.public_key();
+        assert!(!state.renewed(foreign, &me, now));
+        let mut forged = Membership::issue(&index, me, now + 10);
+        forged.expires = i64::MAX;
+        assert!(!state.renewed(forged, &me, now));
+        assert!(!state.renewed(
+            Membership::issue(&index, b.public_key(), now + 10),
+            &me,
+            now
+        ));
         assert_eq!(state.membership(), None);
-        state.renewed(cert_a.clone());
-        state.renewed(Membership::issue(&index, a.public_key(), now + 5));
+        assert!(state.renewed(cert_a.clone(), &me, now));
+        assert!(!state.renewed(Membership::issue(&index, me, now + 5), &me, now));
         assert_eq!(state.membership(), Some(cert_a));
     }
 }

@@ -92,17 +92,21 @@ impl IndexClient {
         let key = secured.remote_key;
         let mut conn = Connection::new(secured.stream, limits);
         let welcome = conn
-            .client_handshake(tls.membership())
+            // Our certificate goes to our group's index only.
+            .client_handshake(
+                tls.group()
+                    .filter(|g| g.group() == key)
+                    .and_then(|g| g.membership()),
+            )
             .await
             .map_err(|source| IndexClientError::Protocol {
                 addr: addr.to_string(),
                 source,
             })?;
-        // A private index renews a member's certificate on every connection.
-        if let (Some(group), Some(m)) = (tls.group(), &welcome.membership)
-            && m.member == tls.public_key()
-        {
-            group.renewed(m.clone());
+        // A private index renews a member's certificate on every connection (checked: only the
+        // group's index can sign one).
+        if let (Some(group), Some(m)) = (tls.group(), &welcome.membership) {
+            group.renewed(m.clone(), &tls.public_key(), crate::query::now_ms());
         }
         Ok(IndexClient {
             conn,
@@ -305,9 +309,10 @@ impl IndexClient {
         match self.call(&Message::Heartbeat).await? {
             IndexReply::Ack(ack) => {
                 // A private index renews our certificate and lists the keys it removed.
-                if let Some(group) = &self.group {
-                    if let Some(m) = ack.membership.filter(|m| m.member == self.own_key) {
-                        group.renewed(m);
+                // Only the group's own index says who was removed.
+                if let Some(group) = self.group.as_ref().filter(|g| g.group() == self.key) {
+                    if let Some(m) = ack.membership {
+                        group.renewed(m, &self.own_key, crate::query::now_ms());
                     }
                     if let Some(revoked) = ack.revoked {
                         group.set_revoked(revoked);
@@ -328,7 +333,7 @@ impl IndexClient {
         match self.call(&msg).await? {
             IndexReply::Joined(j) => {
                 if let Some(group) = &self.group {
-                    group.renewed(j.membership.clone());
+                    group.renewed(j.membership.clone(), &self.own_key, crate::query::now_ms());
                 }
                 Ok(j)
             }

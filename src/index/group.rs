@@ -2,6 +2,7 @@
 //! keys removed), and joining with an invite. An open index has none of this.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ pub struct PrivateGroup {
     identity: Identity,
     /// Every key removed and not admitted again, as last read from the store.
     revoked: RwLock<HashSet<Digest>>,
+    /// Bumped by every join, so a refresh read before it does not undo it.
+    joins: AtomicU64,
 }
 
 /// Why a request from a key is refused in a private group.
@@ -46,6 +49,7 @@ impl PrivateGroup {
         Arc::new(PrivateGroup {
             identity,
             revoked: RwLock::new(HashSet::new()),
+            joins: AtomicU64::new(0),
         })
     }
 
@@ -89,6 +93,7 @@ impl PrivateGroup {
         };
         match store.redeem_invite(&invite_hash(&secret), key, now_ms()) {
             Ok(row) => {
+                self.joins.fetch_add(1, Ordering::SeqCst);
                 self.revoked
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
@@ -105,20 +110,26 @@ impl PrivateGroup {
     }
 
     /// What a member's heartbeat gets: a renewed certificate, and the keys removed whose
-    /// certificates may still be valid (at most [`MAX_REVOKED`], the latest).
+    /// certificates may still be valid (at most [`MAX_REVOKED`], the latest removed). `None`
+    /// if the key is no member now (read from the store, not the cache: a removal is never
+    /// followed by a renewal).
     pub fn renewal(
         &self,
         store: &IndexStore,
         key: &Digest,
-    ) -> Result<(Membership, Vec<Digest>), StoreError> {
+    ) -> Result<Option<(Membership, Vec<Digest>)>, StoreError> {
         let now = now_ms();
-        store.touch_member(key, now)?;
-        let life = i64::try_from(MEMBERSHIP_LIFETIME.as_millis()).unwrap_or(i64::MAX);
-        let mut revoked = store.revoked_since(now.saturating_sub(life))?;
-        if revoked.len() > MAX_REVOKED {
-            revoked.drain(..revoked.len() - MAX_REVOKED);
+        if !self.is_member(store, key)? {
+            return Ok(None);
         }
-        Ok((self.issue(*key), revoked))
+        store.touch_member(key, now)?;
+        // A certificate issued just before a removal lives one lifetime; the refresh and
+        // clocks a little longer.
+        let window = MEMBERSHIP_LIFETIME + REVOKED_REFRESH + Duration::from_secs(60);
+        let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let mut revoked = store.revoked_since(now.saturating_sub(window))?;
+        revoked.truncate(MAX_REVOKED);
+        Ok(Some((self.issue(*key), revoked)))
     }
 
     /// Reads the removed keys every [`REVOKED_REFRESH`] until shutdown.
@@ -134,7 +145,10 @@ impl PrivateGroup {
                 _ = tick.tick() => {}
             }
             let s = store.clone();
+            let joins = self.joins.load(Ordering::SeqCst);
             match tokio::task::spawn_blocking(move || s.revoked_since(i64::MIN)).await {
+                // A join since the read is newer than what was read: wait for the next one.
+                Ok(Ok(_)) if self.joins.load(Ordering::SeqCst) != joins => {}
                 Ok(Ok(keys)) => {
                     *self.revoked.write().unwrap_or_else(|p| p.into_inner()) =
                         keys.into_iter().collect();

@@ -2,29 +2,23 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::address_check::{AddressChecks, CheckError, MAX_FAILED_CHECKS};
 use super::{IndexConfig, IndexStore, PrivateGroup, Session, StoreError};
 use crate::content::{Digest, MAX_FILE_SIZE, PieceLayout};
 use crate::identity::{random_bytes, verify_register};
 use crate::protocol::{
     Ack, Admission, Connection, ErrorCode, ErrorReply, IndexReply, IndexRequest, Join, Joined,
     MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message, ProtocolError, Register, Registered,
-    Search, UpdateFiles, connect_tcp, tag,
+    Search, UpdateFiles, tag,
 };
 use crate::query::{Query, now_ms};
-use crate::tls::{SecureStream, Tls, TlsError};
-
-/// Registrations whose address the index checks at once (each is one outgoing connection and
-/// TLS handshake of at most [`ADDRESS_CHECK_TIMEOUT`]); more wait their turn.
-pub const MAX_ADDRESS_CHECKS: usize = 64;
-/// Longest time to connect to a registering peer's address and see its key.
-pub const ADDRESS_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::tls::SecureStream;
 
 /// Who is at the other end of a connection: where from, and the key it proved.
 pub(super) struct Remote {
@@ -85,8 +79,9 @@ pub(super) struct Handler {
     group: Option<Arc<PrivateGroup>>,
     /// In a private group: the key is a member (checked at the handshake, set by `Join`).
     member: bool,
-    tls: Tls,
-    checks: Arc<Semaphore>,
+    checks: AddressChecks,
+    /// Address checks that failed on this connection.
+    failed_checks: u32,
     store: Arc<IndexStore>,
     config: IndexConfig,
     /// Word searches computed at once, across connections.
@@ -103,8 +98,7 @@ impl Handler {
         store: Arc<IndexStore>,
         config: IndexConfig,
         searches: Arc<Semaphore>,
-        tls: Tls,
-        checks: Arc<Semaphore>,
+        checks: AddressChecks,
     ) -> Handler {
         Handler {
             conn,
@@ -112,8 +106,8 @@ impl Handler {
             key: remote.key,
             group: remote.group,
             member: false,
-            tls,
             checks,
+            failed_checks: 0,
             peer: Authenticated {
                 store: store.clone(),
                 session: None,
@@ -309,45 +303,44 @@ impl Handler {
         })
     }
 
-    /// Connects to `host:port` and checks that the peer there holds this connection's key, so
-    /// that no one can list someone else's address. `UNREACHABLE` if it does not.
-    async fn check_address(&self, host: &str, port: u16) -> Result<(), RequestError> {
+    /// Checks that the peer at `host:port` holds this connection's key, so that no one can
+    /// list someone else's address ([`AddressChecks`]). `UNREACHABLE` if it does not; after
+    /// [`MAX_FAILED_CHECKS`] failures on this connection, its registrations are refused
+    /// unchecked.
+    async fn check_address(&mut self, host: &str, port: u16) -> Result<(), RequestError> {
         let target = crate::protocol::host::socket_addr(host, port)
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| format!("{host}:{port}"));
+            .map_err(|e| RequestError::refused(ErrorCode::BadRequest, e.to_string()))?;
         // The reply does not say what failed (refused, timed out, another key): the index
         // must not serve as a port scanner of hosts it can reach. Its log says.
-        let unreachable = |why: String| {
-            debug!(%target, peer = %self.addr, "address check failed: {why}");
-            RequestError::refused(
+        let unreachable = format!(
+            "the index could not reach this peer at {target} holding its key; \
+             the address must reach this peer's own port (see --advertise)"
+        );
+        if self.failed_checks >= MAX_FAILED_CHECKS {
+            return Err(RequestError::refused(
                 ErrorCode::Unreachable,
-                format!(
-                    "the index could not reach this peer at {target} holding its key; \
-                     the address must reach this peer's own port (see --advertise)"
-                ),
-            )
-        };
-        let _turn = self.checks.acquire().await;
-        let tcp = connect_tcp(&target, ADDRESS_CHECK_TIMEOUT)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let mut secured = self
-            .tls
-            .connect(tcp, Some(self.key), ADDRESS_CHECK_TIMEOUT)
-            .await
-            .map_err(|e| match e {
-                TlsError::WrongKey { found, .. } => {
-                    unreachable(format!("another key ({found}) answers there"))
-                }
-                e => unreachable(e.to_string()),
-            })?;
-        // Seen: close cleanly (close_notify), without waiting on the peer.
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_millis(100),
-            tokio::io::AsyncWriteExt::shutdown(&mut secured.stream),
-        )
-        .await;
-        Ok(())
+                format!("{unreachable} (too many failed checks on this connection)"),
+            ));
+        }
+        match self.checks.check(self.addr.ip(), target, self.key).await {
+            Ok(()) => Ok(()),
+            Err(CheckError::Busy) => Err(RequestError::refused(
+                ErrorCode::Busy,
+                "the index is checking other addresses; register again later",
+            )),
+            Err(CheckError::OutOfScope) => {
+                self.failed_checks += 1;
+                Err(RequestError::refused(
+                    ErrorCode::Unreachable,
+                    format!("{target} is inside a network this peer does not connect from"),
+                ))
+            }
+            Err(CheckError::Failed(why)) => {
+                self.failed_checks += 1;
+                debug!(%target, peer = %self.addr, "address check failed: {why}");
+                Err(RequestError::refused(ErrorCode::Unreachable, unreachable))
+            }
+        }
     }
 
     async fn update_files(&mut self, u: UpdateFiles) -> Result<Ack, RequestError> {
@@ -374,7 +367,11 @@ impl Handler {
         };
         if let Some(g) = self.group.clone() {
             let key = self.key;
-            let (membership, revoked) = self.blocking(move |s| g.renewal(s, &key)).await?;
+            let Some((membership, revoked)) = self.blocking(move |s| g.renewal(s, &key)).await?
+            else {
+                let (code, why) = super::group::forbidden(true);
+                return Err(RequestError::refused(code, why));
+            };
             ack.membership = Some(membership);
             ack.revoked = Some(revoked);
         }

@@ -12,6 +12,7 @@
 //! The *query rules* (how a query is read, what matches it, how matches rank) are not here but
 //! in [`crate::query`], shared with the peers' catalogs and the DHT.
 
+mod address_check;
 mod cache;
 mod chunked;
 mod client;
@@ -23,10 +24,13 @@ mod postings;
 mod server;
 mod store;
 
+pub use address_check::{
+    ADDRESS_CHECK_TIMEOUT, AddressChecks, MAX_ADDRESS_CHECKS, MAX_ADDRESS_CHECKS_PER_IP,
+    MAX_FAILED_CHECKS,
+};
 pub use cache::{CacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TTL};
 pub use client::{IndexClient, IndexClientError, PIPELINE_WINDOW};
 pub use group::{PrivateGroup, REVOKED_REFRESH};
-pub use handler::{ADDRESS_CHECK_TIMEOUT, MAX_ADDRESS_CHECKS};
 pub use server::{
     EPHEMERAL_PURGE_LEASES, FORGET_AFTER, FRAME_TIMEOUT, IndexConfig, IndexServer, LEASE,
     MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, READ_TIMEOUT, REQUEST_MEMORY, SHUTDOWN_GRACE,

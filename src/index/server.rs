@@ -8,8 +8,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::address_check::AddressChecks;
 use super::cache::CacheConfig;
-use super::handler::{Handler, MAX_ADDRESS_CHECKS, Remote};
+use super::handler::{Handler, Remote};
 use super::{IndexStore, PrivateGroup};
 use crate::identity::Identity;
 use crate::protocol::{
@@ -99,8 +100,8 @@ pub struct IndexServer {
     tls: Tls,
     /// Set for a private index: only members get in.
     group: Option<Arc<PrivateGroup>>,
-    /// Address checks of registering peers under way at once (see [`MAX_ADDRESS_CHECKS`]).
-    checks: Arc<Semaphore>,
+    /// The checks of registering peers' addresses.
+    checks: AddressChecks,
     config: IndexConfig,
     searches: Arc<Semaphore>,
     connections: Connections,
@@ -114,9 +115,9 @@ impl IndexServer {
         store.configure(config.lease.as_millis() as i64, config.search_cache);
         IndexServer {
             store: Arc::new(store),
-            tls,
+            tls: tls.clone(),
             group: None,
-            checks: Arc::new(Semaphore::new(MAX_ADDRESS_CHECKS)),
+            checks: AddressChecks::new(tls.clone()),
             searches: Arc::new(Semaphore::new(config.search_threads.max(1))),
             connections: Connections::new(ServeLimits {
                 max_connections: config.max_connections,
@@ -191,7 +192,7 @@ impl IndexServer {
                         key: secured.remote_key,
                         group,
                     };
-                    match Handler::new(conn, remote, store, config, searches, tls, checks)
+                    match Handler::new(conn, remote, store, config, searches, checks)
                         .run(shutdown)
                         .await
                     {

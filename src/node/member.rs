@@ -130,11 +130,9 @@ impl MemberRecord {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(state_dir).map_err(io)?;
-        let tmp = path.with_extension("tmp");
-        let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        std::fs::write(&tmp, text + "\n").map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+        let _lock = super::trust::lock_beside(&path).map_err(io)?;
+        let text = serde_json::to_string_pretty(self).unwrap_or_default() + "\n";
+        super::trust::replace_file(&path, text.as_bytes()).map_err(io)
     }
 }
 

@@ -152,6 +152,15 @@ impl Registration {
             IndexClient::connect(index, Some(&self.tls), self.index_key, config.index_limits)
                 .await?;
         self.index_key = Some(client.server_key());
+        // A private index that knows us as a member: sharing open there would serve strangers.
+        if client.welcome().membership.is_some() && self.tls.group().is_none() {
+            return Err(IndexClientError::Protocol {
+                addr: index.clone(),
+                source: ProtocolError::Refused(
+                    "this index is private and this peer is a member: share as a member of its group".into(),
+                ),
+            });
+        }
         let mut synced = catalog_rx.borrow_and_update().clone();
         let reg = client
             .register(identity, host, port, synced.digest(), synced.len() as u64)

@@ -229,7 +229,16 @@ pub async fn start_share(
         shutdown.clone(),
     ));
     let mut dht_addr = None;
-    if let Some(dht_config) = &config.dht {
+    // A member without its group's DHT secret (a record from before it existed) must not
+    // announce the group's files in public.
+    let group_without_secret = config
+        .group
+        .as_ref()
+        .is_some_and(|g| g.dht_secret().is_none());
+    if group_without_secret && config.dht.is_some() {
+        warn!("not publishing on the DHT: this membership has no group DHT secret; join again");
+    }
+    if let Some(dht_config) = config.dht.as_ref().filter(|_| !group_without_secret) {
         let dht = start_node(dht_config).map_err(ShareError::Dht)?;
         dht_addr = Some(dht.info().await.local_addr());
         let port = config

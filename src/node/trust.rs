@@ -50,6 +50,33 @@ pub enum TrustError {
     Connect(#[from] IndexClientError),
 }
 
+/// An exclusive `flock(2)` on `<file>.lock` (made with its directory if need be), released
+/// when dropped.
+pub(super) fn lock_beside(file: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(file.with_extension("lock"))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is passed.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(lock)
+}
+
+/// Writes `bytes` to a new file beside `file` (named for this process) and renames it over
+/// `file`, so readers see the old or the new contents, whole.
+pub(super) fn replace_file(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = file.with_extension(format!("{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, file)
+}
+
 /// The keys pinned in one state directory.
 #[derive(Debug, Clone)]
 pub struct KnownIndexes {
@@ -100,19 +127,16 @@ impl KnownIndexes {
             file: self.file.clone(),
             source,
         };
+        // Commands of one user run at once: the read and the rewrite happen under a lock.
+        let _lock = lock_beside(&self.file).map_err(io)?;
         let mut lines: Vec<(String, Fingerprint)> = self
             .read()?
             .into_iter()
             .filter(|(a, _)| a != addr)
             .collect();
         lines.push((addr.to_string(), key));
-        if let Some(dir) = self.file.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
         let text: String = lines.iter().map(|(a, f)| format!("{a} {f}\n")).collect();
-        let tmp = self.file.with_extension("tmp");
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, &self.file).map_err(io)
+        replace_file(&self.file, text.as_bytes()).map_err(io)
     }
 
     /// Connects to the index at `spec` (`HOST:PORT` or `HOST:PORT#FINGERPRINT`) as `tls`,
@@ -130,8 +154,11 @@ impl KnownIndexes {
         match IndexClient::connect(addr, tls, expect, limits).await {
             Ok(c) => {
                 let key = Fingerprint(c.server_key());
-                if pinned != Some(key) {
-                    self.pin(addr, key)?;
+                if pinned != Some(key)
+                    && let Err(e) = self.pin(addr, key)
+                {
+                    // The connection is good; only the next one will not know the key.
+                    tracing::warn!("{e}");
                 }
                 Ok(c)
             }

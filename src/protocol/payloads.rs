@@ -82,7 +82,7 @@ pub struct Membership {
 }
 
 /// Asks a private index to admit this connection's key with an invite.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Join {
     /// The invite's secret (32 bytes); the index keeps only a hash of it.
     #[serde(with = "serde_bytes")]
@@ -90,7 +90,7 @@ pub struct Join {
 }
 
 /// The answer to [`Join`]: the new member's certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Joined {
     /// The certificate, for this connection's key.
     pub membership: Membership,
@@ -192,6 +192,26 @@ pub struct Ack {
     /// certificates may not have expired yet (at most [`MAX_REVOKED`]); sharing peers refuse them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<Vec<Digest>>,
+}
+
+// The secrets stay out of logs and error messages.
+impl std::fmt::Debug for Join {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Join {{ secret: ({} bytes, not shown) }}",
+            self.secret.len()
+        )
+    }
+}
+
+impl std::fmt::Debug for Joined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Joined")
+            .field("membership", &self.membership)
+            .field("dht_secret", &"(not shown)")
+            .finish()
+    }
 }
 
 /// Most revoked keys an `Ack` carries (32 bytes each).

@@ -288,9 +288,10 @@ impl Tls {
                 // Read what it sent first: closing with unread bytes would reset the connection
                 // and the refusal with it.
                 let mut sink = [0u8; 4096];
-                while let Ok(n) = tcp.try_read(&mut sink) {
-                    if n == 0 {
-                        break;
+                for _ in 0..16 {
+                    match tcp.try_read(&mut sink) {
+                        Ok(n) if n > 0 => {}
+                        _ => break,
                     }
                 }
                 let _ = tcp.try_write(plaintext_refusal);

@@ -230,7 +230,8 @@ pub(super) fn touch_member(c: &Connection, key: &Digest, now_ms: i64) -> Result<
 
 pub(super) fn revoked_since(c: &Connection, since_ms: i64) -> Result<Vec<Digest>, StoreError> {
     let mut stmt = c.prepare(
-        "SELECT public_key FROM members WHERE revoked IS NOT NULL AND revoked >= ?1 ORDER BY id",
+        "SELECT public_key FROM members WHERE revoked IS NOT NULL AND revoked >= ?1
+         ORDER BY revoked DESC, id DESC LIMIT 8192",
     )?;
     let rows = stmt.query_map([since_ms], |r| r.get::<_, Option<Vec<u8>>>(0))?;
     let mut keys = Vec::new();

@@ -82,15 +82,21 @@ impl<'a> Handler<'a> {
             .conn
             .server_handshake_admitting(Digest::default(), &feature::ALL, tls.membership(), admit)
             .await?;
-        match greeted {
+        // The certificate the client was admitted with: checked again before every request,
+        // so a removal or its expiry ends a connection already open.
+        let admitted = match greeted {
             // A client that lists no features at all was written before features, when these
             // messages were simply part of version 1: it is answered as before.
             Some((hello, _)) if hello.features.is_empty() => {
                 self.features = feature::ALL.iter().map(|f| f.to_string()).collect();
+                hello.membership
             }
-            Some((_, welcome)) => self.features = welcome.features,
+            Some((hello, welcome)) => {
+                self.features = welcome.features;
+                hello.membership
+            }
             None => return Ok(()),
-        }
+        };
         loop {
             if shutdown.is_cancelled() && !self.ahead.is_empty() {
                 let _ = self.conn.flush().await;
@@ -108,6 +114,15 @@ impl<'a> Handler<'a> {
                 }
             };
             let request: PeerRequest = self.conn.request_of(msg, "a peer").await?;
+            if let Some(group) = tls.group()
+                && let Err(e) = group.admit(admitted.as_ref(), &key, now_ms())
+            {
+                let why = e.to_string();
+                self.conn
+                    .send_error(ErrorCode::Forbidden, why.clone())
+                    .await;
+                return Err(ProtocolError::Refused(why));
+            }
             let is_piece = matches!(request, PeerRequest::GetPiece(_));
             let reply = match request {
                 PeerRequest::Hello(_) => Err(bad_request("Hello comes once, first".into())),
