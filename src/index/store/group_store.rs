@@ -152,7 +152,8 @@ impl IndexStore {
         self.write(|c| members::touch_member(c, key, now_ms))
     }
 
-    /// The keys removed at or after `since_ms`: what a sharing peer needs to refuse
+    /// The keys removed at or after `since_ms`, latest removed first, at most
+    /// [`MAX_REVOKED`](crate::protocol::MAX_REVOKED): what a sharing peer needs to refuse
     /// certificates that have not expired yet (ask with `since_ms` = now minus the
     /// certificates' lifetime).
     pub fn revoked_since(&self, since_ms: i64) -> Result<Vec<Digest>, StoreError> {

@@ -161,10 +161,11 @@ fn revocations_are_listed_by_time_and_kept() {
     // Removing again keeps the first time, so it is not announced as new.
     let twice = store.revoke_member(ids[0], NOW + 300).unwrap().unwrap();
     assert_eq!(twice.revoked, Some(NOW + 100));
-    assert_eq!(store.revoked_since(NOW).unwrap(), vec![key(10), key(12)]);
+    // Latest removed first.
+    assert_eq!(store.revoked_since(NOW).unwrap(), vec![key(12), key(10)]);
     assert_eq!(
         store.revoked_since(NOW + 100).unwrap(),
-        vec![key(10), key(12)]
+        vec![key(12), key(10)]
     );
     assert_eq!(store.revoked_since(NOW + 101).unwrap(), vec![key(12)]);
     assert!(store.revoked_since(NOW + 201).unwrap().is_empty());
