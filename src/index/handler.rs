@@ -20,6 +20,9 @@ use crate::protocol::{
 use crate::query::{Query, now_ms};
 use crate::tls::SecureStream;
 
+/// Refused `Join`s after which a connection's further ones are refused unread.
+pub const MAX_FAILED_JOINS: u32 = 3;
+
 /// Who is at the other end of a connection: where from, and the key it proved.
 pub(super) struct Remote {
     pub(super) addr: SocketAddr,
@@ -82,6 +85,8 @@ pub(super) struct Handler {
     checks: AddressChecks,
     /// Address checks that failed on this connection.
     failed_checks: u32,
+    /// `Join`s refused on this connection.
+    failed_joins: u32,
     store: Arc<IndexStore>,
     config: IndexConfig,
     /// Word searches computed at once, across connections.
@@ -108,6 +113,7 @@ impl Handler {
             member: false,
             checks,
             failed_checks: 0,
+            failed_joins: 0,
             peer: Authenticated {
                 store: store.clone(),
                 session: None,
@@ -385,13 +391,23 @@ impl Handler {
                 "this index is open: anyone may use it without joining",
             ));
         };
+        // Each try is a write transaction: a connection gets a few, not a guessing loop.
+        if self.failed_joins >= MAX_FAILED_JOINS {
+            return Err(RequestError::refused(
+                ErrorCode::Forbidden,
+                "too many failed joins on this connection",
+            ));
+        }
         let key = self.key;
         match self.blocking(move |s| g.join(s, &key, &j.secret)).await? {
             Ok(joined) => {
                 self.member = true;
                 Ok(joined)
             }
-            Err((code, why)) => Err(RequestError::refused(code, why)),
+            Err((code, why)) => {
+                self.failed_joins += 1;
+                Err(RequestError::refused(code, why))
+            }
         }
     }
 

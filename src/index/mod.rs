@@ -30,6 +30,7 @@ pub use address_check::{
 };
 pub use cache::{CacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TTL};
 pub use client::{IndexClient, IndexClientError, PIPELINE_WINDOW};
+pub use handler::MAX_FAILED_JOINS;
 pub use group::{PrivateGroup, REVOKED_REFRESH};
 pub use server::{
     EPHEMERAL_PURGE_LEASES, FORGET_AFTER, FRAME_TIMEOUT, IndexConfig, IndexServer, LEASE,

@@ -181,6 +181,11 @@ impl Registration {
         );
         // The file list just sent (and its encoding) was the largest allocation a sharing peer makes.
         crate::release_free_memory();
+        // A member learns at once who was removed from its group (and renews its certificate),
+        // not a heartbeat period later.
+        if self.tls.group().is_some() {
+            client.heartbeat().await?;
+        }
         progress.in_sync = true;
         status.send_modify(|s| {
             s.peer_id = Some(reg.peer_id);
