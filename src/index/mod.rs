@@ -30,8 +30,8 @@ pub use address_check::{
 };
 pub use cache::{CacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TTL};
 pub use client::{IndexClient, IndexClientError, PIPELINE_WINDOW};
-pub use handler::MAX_FAILED_JOINS;
 pub use group::{PrivateGroup, REVOKED_REFRESH};
+pub use handler::MAX_FAILED_JOINS;
 pub use server::{
     EPHEMERAL_PURGE_LEASES, FORGET_AFTER, FRAME_TIMEOUT, IndexConfig, IndexServer, LEASE,
     MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, READ_TIMEOUT, REQUEST_MEMORY, SHUTDOWN_GRACE,
