@@ -45,7 +45,7 @@ pub fn certificate(
 
 /// The Ed25519 public key a certificate carries, or why it carries none. Only the key is read;
 /// that the remote end holds its secret half is what the TLS handshake's `CertificateVerify`
-/// proves (checked by rustls through [`super::verify`]).
+/// proves (checked by rustls through our verifiers).
 pub fn key_of(cert: &CertificateDer<'_>) -> Result<Digest, TlsError> {
     let parsed = webpki::EndEntityCert::try_from(cert)
         .map_err(|e| TlsError::BadCertificate(format!("unreadable certificate: {e:?}")))?;
