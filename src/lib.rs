@@ -21,9 +21,11 @@
 //! ```
 //! use std::time::Duration;
 //!
+//! use peershare::identity::Identity;
 //! use peershare::index::{IndexClient, IndexConfig, IndexServer, IndexStore};
 //! use peershare::node::{GetOptions, ShareConfig, download_all, start_share};
 //! use peershare::protocol::Limits;
+//! use peershare::tls::Tls;
 //! use tokio::net::TcpListener;
 //! use tokio_util::sync::CancellationToken;
 //!
@@ -31,26 +33,32 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let tmp = tempfile::tempdir()?;
 //!
-//! // An indexing server on a free port, its database in a file.
+//! // An indexing server on a free port, its database in a file, which also keeps its key:
+//! // every connection is TLS 1.3, each end proving its Ed25519 key.
 //! let store = IndexStore::open(&tmp.path().join("index.sqlite"))?;
+//! let index_tls = Tls::new(&Identity::from_secret(store.index_secret()?))?;
+//! let index_key = index_tls.public_key();
 //! let listener = TcpListener::bind("127.0.0.1:0").await?;
 //! let index = listener.local_addr()?.to_string();
 //! let stop = CancellationToken::new();
-//! tokio::spawn(IndexServer::new(store, IndexConfig::default()).run(listener, stop.clone()));
+//! let server = IndexServer::new(store, IndexConfig::default(), index_tls);
+//! tokio::spawn(server.run(listener, stop.clone()));
 //!
 //! // A peer sharing a directory, registered with the index.
 //! let shared = tmp.path().join("shared");
 //! std::fs::create_dir(&shared)?;
 //! std::fs::write(shared.join("hello.txt"), "hello, peers")?;
-//! let config = ShareConfig::new(vec![shared], Some(index.clone()), tmp.path().join("state"));
+//! let mut config = ShareConfig::new(vec![shared], Some(index.clone()), tmp.path().join("state"));
+//! config.index_key = Some(index_key);
 //! let mut share = start_share(config, TcpListener::bind("127.0.0.1:0").await?).await?;
 //! share
 //!     .wait_for(Duration::from_secs(10), |status| status.in_sync)
 //!     .await
 //!     .map_err(|status| format!("not registered: {status:?}"))?;
 //!
-//! // Another peer searches by name and downloads what it found, verified piece by piece.
-//! let mut client = IndexClient::connect(&index, Limits::default()).await?;
+//! // Another peer (a fresh anonymous key: `None`) searches the index, requiring its key, and
+//! // downloads what it found, verified piece by piece, from sources holding the keys listed.
+//! let mut client = IndexClient::connect(&index, None, Some(index_key), Limits::default()).await?;
 //! let found = client.search("hello", 10).await?;
 //! let downloads = tmp.path().join("downloads");
 //! let results = download_all(&found.files, &downloads, &GetOptions::default(), 1).await;
