@@ -10,9 +10,9 @@ use crate::identity::Identity;
 use crate::protocol::{
     Ack, Connection, ErrorReply, FileEntry, Frame, IndexReply, Join, Joined, Limits,
     MAX_CONTROL_PAYLOAD, Message, PeerList, ProtocolError, Register, Registered, Search,
-    SearchResults, UpdateFiles, Welcome, connect_tcp,
+    SearchResults, UpdateFiles, Welcome,
 };
-use crate::tls::{SecureStream, Tls, TlsError};
+use crate::tls::{DialError, SecureStream, Tls, TlsError, dial};
 
 /// Requests [`IndexClient::search_many`] keeps in flight.
 pub const PIPELINE_WINDOW: usize = 64;
@@ -70,24 +70,18 @@ impl IndexClient {
         expect: Option<Digest>,
         limits: Limits,
     ) -> Result<IndexClient, IndexClientError> {
-        let connect_err = |source| IndexClientError::Connect {
-            addr: addr.to_string(),
-            source,
-        };
-        let stream = connect_tcp(addr, CONNECT_TIMEOUT)
+        let handshake = CONNECT_TIMEOUT.min(limits.read_timeout);
+        let (tls, secured) = dial(addr, tls, expect, CONNECT_TIMEOUT, handshake)
             .await
-            .map_err(connect_err)?;
-        let secure_err = |source| IndexClientError::Secure {
-            addr: addr.to_string(),
-            source,
-        };
-        let tls = Tls::or_ephemeral(tls).map_err(secure_err)?;
-        let secured = tls
-            .connect(stream, expect, CONNECT_TIMEOUT.min(limits.read_timeout))
-            .await
-            .map_err(|source| IndexClientError::Secure {
-                addr: addr.to_string(),
-                source,
+            .map_err(|e| match e {
+                DialError::Connect(source) => IndexClientError::Connect {
+                    addr: addr.to_string(),
+                    source,
+                },
+                DialError::Secure(source) => IndexClientError::Secure {
+                    addr: addr.to_string(),
+                    source,
+                },
             })?;
         let key = secured.remote_key;
         let mut conn = Connection::new(secured.stream, limits);

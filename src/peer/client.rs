@@ -5,9 +5,9 @@ use std::time::Duration;
 use crate::content::{ContentId, Digest, MAX_FILE_SIZE, PIECE_HASH_LEN, PIECE_SIZE};
 use crate::protocol::{
     CatalogQuery, CatalogResults, Connection, GetHashes, GetHave, GetInfo, GetPiece, Have, Info,
-    Limits, MAX_HASHES_PER_REPLY, Message, PeerReply, Piece, ProtocolError, connect_tcp, feature,
+    Limits, MAX_HASHES_PER_REPLY, Message, PeerReply, Piece, ProtocolError, feature,
 };
-use crate::tls::{SecureStream, Tls, TlsError};
+use crate::tls::{DialError, SecureStream, Tls, TlsError, dial};
 
 /// How long connecting to a peer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -114,20 +114,15 @@ impl PeerClient {
                 "not an IP address and port",
             ))
         })?;
-        let stream = connect_tcp(&ip.to_string(), CONNECT_TIMEOUT)
+        let handshake = CONNECT_TIMEOUT.min(limits.read_timeout);
+        let (tls, secured) = dial(&ip.to_string(), tls, expect, CONNECT_TIMEOUT, handshake)
             .await
-            .map_err(err)?;
-        let secure_err = |source| PeerClientError::Secure {
-            addr: addr.to_string(),
-            source,
-        };
-        let tls = Tls::or_ephemeral(tls).map_err(secure_err)?;
-        let secured = tls
-            .connect(stream, expect, CONNECT_TIMEOUT.min(limits.read_timeout))
-            .await
-            .map_err(|source| PeerClientError::Secure {
-                addr: addr.to_string(),
-                source,
+            .map_err(|e| match e {
+                DialError::Connect(source) => err(source),
+                DialError::Secure(source) => PeerClientError::Secure {
+                    addr: addr.to_string(),
+                    source,
+                },
             })?;
         let key = secured.remote_key;
         let mut conn = Connection::new(secured.stream, limits);

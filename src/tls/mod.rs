@@ -309,6 +309,36 @@ impl Tls {
     }
 }
 
+/// Why [`dial`] failed.
+#[derive(Debug)]
+pub enum DialError {
+    /// No TCP connection.
+    Connect(std::io::Error),
+    /// No secure channel (or the other end holds another key than expected).
+    Secure(TlsError),
+}
+
+/// Connects to `addr` within `connect_timeout` and secures the connection as `tls` (a fresh
+/// anonymous key if `None`) within `handshake_timeout`, requiring the other end to hold
+/// `expect` when given. Returns the TLS setup used with the secured connection.
+pub async fn dial(
+    addr: &str,
+    tls: Option<&Tls>,
+    expect: Option<Digest>,
+    connect_timeout: Duration,
+    handshake_timeout: Duration,
+) -> Result<(Tls, Secured), DialError> {
+    let tcp = crate::protocol::connect_tcp(addr, connect_timeout)
+        .await
+        .map_err(DialError::Connect)?;
+    let tls = Tls::or_ephemeral(tls).map_err(DialError::Secure)?;
+    let secured = tls
+        .connect(tcp, expect, handshake_timeout)
+        .await
+        .map_err(DialError::Secure)?;
+    Ok((tls, secured))
+}
+
 fn handshake_error(e: std::io::Error) -> TlsError {
     TlsError::Handshake(match e.get_ref() {
         Some(inner) => inner.to_string(),
