@@ -9,7 +9,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,8 +19,7 @@ use peershare::content::{ContentId, Digest};
 use peershare::group::{GroupState, Invite, Membership, ShareLink};
 use peershare::identity::{Fingerprint, Identity};
 use peershare::index::{
-    GroupStore, IndexClient, IndexClientError, IndexConfig, IndexServer, MAX_ADDRESS_CHECKS_PER_IP,
-    MAX_FAILED_CHECKS,
+    GroupStore, IndexClient, IndexClientError, MAX_ADDRESS_CHECKS_PER_IP, MAX_FAILED_CHECKS,
 };
 use peershare::node::{KnownIndexes, ShareConfig, ShareHandle, start_share};
 use peershare::peer::{PeerClient, PeerClientError};
@@ -31,7 +30,6 @@ use peershare::protocol::{
 use peershare::tls::Tls;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 fn now() -> i64 {
     peershare::query::now_ms()
@@ -69,42 +67,6 @@ fn key_of(state: &Path) -> Identity {
 
 // ---------------------------------------------------------------------------------------------
 // A private index in process (as `index --private` runs it).
-
-struct PrivateIndex {
-    addr: String,
-    db: PathBuf,
-    key: Digest,
-    shutdown: CancellationToken,
-}
-
-impl Drop for PrivateIndex {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// A private index on 127.0.0.1:0, its database at `db`, with a 3 s lease (so sharing members
-/// heartbeat, and learn removals, every second).
-async fn start_private_index(db: &Path) -> PrivateIndex {
-    let store = peershare::index::IndexStore::open(db).expect("open store");
-    let secret = store.index_secret().expect("index key");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    let shutdown = CancellationToken::new();
-    let config = IndexConfig {
-        lease: Duration::from_secs(3),
-        ..IndexConfig::default()
-    };
-    let server =
-        IndexServer::new(store, config, index_tls(db)).private(Identity::from_secret(secret));
-    tokio::spawn(server.run(listener, shutdown.clone()));
-    PrivateIndex {
-        addr,
-        db: db.to_path_buf(),
-        key: Identity::from_secret(secret).public_key(),
-        shutdown,
-    }
-}
 
 impl PrivateIndex {
     /// The index's own identity (its secret is in its database).

@@ -17,14 +17,13 @@ use common::*;
 use peershare::content::{ContentId, Digest};
 use peershare::group::{AdmitError, GroupState, Invite, Membership, MembershipError};
 use peershare::identity::{Fingerprint, Identity};
-use peershare::index::{GroupStore, IndexClient, IndexClientError, IndexConfig, IndexServer};
+use peershare::index::{GroupStore, IndexClient, IndexClientError};
 use peershare::node::{MemberRecord, ShareConfig, ShareHandle, start_share};
 use peershare::peer::{PeerClient, PeerClientError};
 use peershare::protocol::{ErrorReply, Limits, Message, ProtocolError};
 use peershare::tls::Tls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_peershare");
 
@@ -312,41 +311,6 @@ fn member_tls(home: &Path) -> Tls {
 
 // ---------------------------------------------------------------------------------------------
 // In process.
-
-/// A private index on 127.0.0.1:0 with its database at `db`, as `index --private` runs it.
-struct PrivateIndex {
-    addr: String,
-    db: PathBuf,
-    key: Digest,
-    shutdown: CancellationToken,
-}
-
-impl Drop for PrivateIndex {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn start_private_index(db: &Path) -> PrivateIndex {
-    let store = peershare::index::IndexStore::open(db).expect("open store");
-    let secret = store.index_secret().expect("index key");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    let shutdown = CancellationToken::new();
-    let config = IndexConfig {
-        lease: Duration::from_secs(3),
-        ..IndexConfig::default()
-    };
-    let server =
-        IndexServer::new(store, config, index_tls(db)).private(Identity::from_secret(secret));
-    tokio::spawn(server.run(listener, shutdown.clone()));
-    PrivateIndex {
-        addr,
-        db: db.to_path_buf(),
-        key: Identity::from_secret(secret).public_key(),
-        shutdown,
-    }
-}
 
 impl PrivateIndex {
     /// An invite for `uses` new members, good for an hour (made as `peershare invite` does).

@@ -424,3 +424,43 @@ pub async fn raw_secure(addr: &str) -> peershare::tls::SecureStream {
         .expect("TLS handshake")
         .stream
 }
+
+/// A private index on 127.0.0.1:0 with its database at `db`, as `index --private` runs it,
+/// with a 3 s lease (so sharing members heartbeat, and learn removals, every second).
+pub struct PrivateIndex {
+    /// `HOST:PORT`.
+    pub addr: String,
+    /// Its database (which holds its key).
+    pub db: PathBuf,
+    /// Its key: the group's.
+    pub key: peershare::content::Digest,
+    shutdown: CancellationToken,
+}
+
+impl Drop for PrivateIndex {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts a [`PrivateIndex`].
+pub async fn start_private_index(db: &Path) -> PrivateIndex {
+    let store = IndexStore::open(db).expect("open store");
+    let secret = store.index_secret().expect("index key");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let shutdown = CancellationToken::new();
+    let config = IndexConfig {
+        lease: Duration::from_secs(3),
+        ..IndexConfig::default()
+    };
+    let server =
+        IndexServer::new(store, config, index_tls(db)).private(Identity::from_secret(secret));
+    tokio::spawn(server.run(listener, shutdown.clone()));
+    PrivateIndex {
+        addr,
+        db: db.to_path_buf(),
+        key: Identity::from_secret(secret).public_key(),
+        shutdown,
+    }
+}
