@@ -987,3 +987,44 @@ fn joining_again_spends_no_use_and_a_removed_member_needs_a_new_invite() {
     let (_share, _) = share(&ann, &files);
     search_id(&bob, "again", "back-again.txt");
 }
+
+/// Removing a sharing member takes its files out of the group's search results at once (within
+/// the index's refresh), not a lease later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_sharing_member_leaves_the_results_at_once() {
+    let t = tempfile::tempdir().unwrap();
+    let ix = start_private_index(&t.path().join("ix.sqlite")).await;
+    let dir = t.path().join("ann-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("wombat-notes.txt"), b"ann's").unwrap();
+    let ann_state = t.path().join("ann");
+    let (_share, _) = ix.share(&dir, &ann_state).await;
+    let cat = ix
+        .join(&Identity::from_secret([0x44; 32]), &ix.invite(1))
+        .await;
+    let mut c = IndexClient::connect(&ix.addr, Some(&cat), Some(ix.key), Limits::default())
+        .await
+        .expect("connect");
+    assert_eq!(c.search("wombat", 10).await.unwrap().files.len(), 1);
+
+    let ann = key_of(&ann_state).public_key();
+    let mut store = GroupStore::open(&ix.db).expect("group store");
+    let id = store
+        .members()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.public_key == ann)
+        .expect("ann is a member")
+        .id;
+    store.revoke_member(id, peershare::query::now_ms()).unwrap();
+    // Well within the lease (3 s): the refresh reads removals every second.
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    loop {
+        let found = c.search("wombat", 10).await.unwrap().files.len();
+        if found == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still listed after the removal");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -132,7 +132,8 @@ impl PrivateGroup {
         Ok(Some((self.issue(*key), revoked)))
     }
 
-    /// Reads the removed keys every [`REVOKED_REFRESH`] until shutdown.
+    /// Reads the removed keys every [`REVOKED_REFRESH`] until shutdown, and takes each key
+    /// removed since the last read out of the search results at once (not a lease later).
     pub async fn refresh_loop(
         self: Arc<Self>,
         store: Arc<IndexStore>,
@@ -150,8 +151,23 @@ impl PrivateGroup {
                 // A join since the read is newer than what was read: wait for the next one.
                 Ok(Ok(_)) if self.joins.load(Ordering::SeqCst) != joins => {}
                 Ok(Ok(keys)) => {
-                    *self.revoked.write().unwrap_or_else(|p| p.into_inner()) =
-                        keys.into_iter().collect();
+                    let keys: HashSet<Digest> = keys.into_iter().collect();
+                    let new: Vec<Digest> = {
+                        let mut known = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+                        let new = keys.difference(&known).copied().collect();
+                        *known = keys;
+                        new
+                    };
+                    if !new.is_empty() {
+                        let s = store.clone();
+                        let unlisted = tokio::task::spawn_blocking(move || {
+                            new.iter().try_for_each(|k| s.unlist_key(k).map(|_| ()))
+                        })
+                        .await;
+                        if let Ok(Err(e)) = unlisted {
+                            warn!("taking removed members out of the results: {e}");
+                        }
+                    }
                 }
                 Ok(Err(e)) => warn!("reading the removed members: {e}"),
                 Err(e) => warn!("reading the removed members: {e}"),

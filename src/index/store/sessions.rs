@@ -225,6 +225,28 @@ impl IndexStore {
         })
     }
 
+    /// Takes the peer holding `key` out of the results at once, as `Unregister` would (its
+    /// files removed, offline; a session it holds ends): what removing a member from a private
+    /// group does to its listing. Returns whether such a peer was registered.
+    pub fn unlist_key(&self, key: &Digest) -> Result<bool, StoreError> {
+        self.write(|c| {
+            let id: Option<i64> = c
+                .query_row(
+                    "SELECT id FROM peers WHERE public_key=?1",
+                    params![&key.0[..]],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match id {
+                Some(id) => {
+                    self.unregister_locked(c, id as u64)?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        })
+    }
+
     fn unregister_locked(&self, c: &mut Connection, peer_id: u64) -> Result<(), StoreError> {
         let tx = c.transaction()?;
         tx.execute("DELETE FROM files WHERE peer_id=?1", params![peer_id])?;
