@@ -55,6 +55,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 nonce: Digest([7; 32]),
                 features: vec![],
                 membership: Some(cert()),
+                revoked: None,
             }),
         ),
         (

@@ -179,6 +179,7 @@ async fn scripted_server(
                     nonce: Digest([9; 32]),
                     features: vec![],
                     membership: cert,
+                    revoked: None,
                 };
                 if c.send(&Message::Welcome(welcome)).await.is_err() {
                     return;

@@ -1028,3 +1028,48 @@ async fn a_removed_sharing_member_leaves_the_results_at_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A member that never heartbeats (a one-shot `get` or `search --dht`) learns the removed keys
+/// from the index's `Welcome`, and then refuses a removed member as a source although that
+/// member's certificate has hours left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_member_learns_removals_from_the_index() {
+    let t = tempfile::tempdir().unwrap();
+    let ix = start_private_index(&t.path().join("ix.sqlite")).await;
+    let dir = t.path().join("ann-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("numbat.txt"), b"ann's").unwrap();
+    let ann_state = t.path().join("ann");
+    let (share, _) = ix.share(&dir, &ann_state).await;
+    let ann_addr = share.local_addr.to_string();
+    let bob = ix
+        .join(&Identity::from_secret([0x55; 32]), &ix.invite(1))
+        .await;
+    // Before: Ann is a source Bob accepts.
+    peer_connect(&ann_addr, Some(&bob))
+        .await
+        .expect("a member source");
+
+    let ann = key_of(&ann_state).public_key();
+    let mut store = GroupStore::open(&ix.db).expect("group store");
+    let id = store
+        .members()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.public_key == ann)
+        .expect("ann is a member")
+        .id;
+    store.revoke_member(id, peershare::query::now_ms()).unwrap();
+    // Bob connects to the index (as any command does) and is told.
+    IndexClient::connect(&ix.addr, Some(&bob), Some(ix.key), Limits::default())
+        .await
+        .expect("connect");
+    match peer_connect(&ann_addr, Some(&bob)).await {
+        Err(PeerClientError::NotMember {
+            source: AdmitError::Revoked(k),
+            ..
+        }) => assert_eq!(k.0, ann),
+        other => panic!("a removed source is refused: {:?}", other.err()),
+    }
+    share.shutdown().await;
+}

@@ -171,7 +171,8 @@ fn one_of_each() -> Vec<Message> {
             agent: "y".into(),
             nonce: Digest([9; 32]),
             features: vec![feature::CATALOG.into()],
-            membership: None,
+            membership: Some(cert()),
+            revoked: Some(vec![Digest([4; 32])]),
         }),
         Message::Error(ErrorReply::new(ErrorCode::Busy, "busy")),
         Message::Register(Register {
@@ -413,6 +414,7 @@ fn hello_and_welcome_with_features_hexdump() {
         nonce: Digest([0; 32]),
         features: vec!["have".into()],
         membership: None,
+        revoked: None,
     });
     let mut want = String::from(
         "00 00 00 4a 02 84 a7 76 65 72 73 69 6f 6e 01 a5 61 67 65 6e 74 a1 70 a5 6e 6f 6e 63 65 c4 20",
@@ -430,6 +432,7 @@ fn hello_and_welcome_with_features_hexdump() {
         nonce: Digest([0; 32]),
         features: vec![],
         membership: None,
+        revoked: None,
     });
     assert!(!hex(&frame_bytes(&old)).contains("a8 66 65 61 74 75 72 65 73"));
     round_trip(&old);

@@ -98,9 +98,14 @@ impl IndexClient {
                 source,
             })?;
         // A private index renews a member's certificate on every connection (checked: only the
-        // group's index can sign one).
-        if let (Some(group), Some(m)) = (tls.group(), &welcome.membership) {
-            group.renewed(m.clone(), &tls.public_key(), crate::query::now_ms());
+        // group's index can sign one), and says who was removed (taken from it alone).
+        if let Some(group) = tls.group().filter(|g| g.group() == key) {
+            if let Some(m) = &welcome.membership {
+                group.renewed(m.clone(), &tls.public_key(), crate::query::now_ms());
+            }
+            if let Some(revoked) = &welcome.revoked {
+                group.set_revoked(revoked.iter().copied());
+            }
         }
         Ok(IndexClient {
             conn,

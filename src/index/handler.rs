@@ -15,7 +15,7 @@ use crate::identity::{random_bytes, verify_register};
 use crate::protocol::{
     Ack, Admission, Connection, ErrorCode, ErrorReply, IndexReply, IndexRequest, Join, Joined,
     MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message, ProtocolError, Register, Registered,
-    Search, UpdateFiles, tag,
+    Search, UpdateFiles, WelcomeExtra, tag,
 };
 use crate::query::{Query, now_ms};
 use crate::tls::SecureStream;
@@ -129,16 +129,25 @@ impl Handler {
     pub(super) async fn run(mut self, shutdown: CancellationToken) -> Result<(), RequestError> {
         self.nonce =
             Digest(random_bytes().map_err(|e| ProtocolError::Io(std::io::Error::other(e)))?);
-        let mut membership = None;
+        // A member of a private index gets a fresh certificate and the keys removed.
+        let mut extra = WelcomeExtra::default();
         if let Some(g) = self.group.clone() {
             let key = self.key;
-            let member = self.blocking(move |s| g.is_member(s, &key)).await?;
-            self.member = member;
-            membership = self.group.as_ref().filter(|_| member).map(|g| g.issue(key));
+            let welcome = self
+                .blocking(move |s| match g.is_member(s, &key)? {
+                    true => g.renewal(s, &key),
+                    false => Ok(None),
+                })
+                .await?;
+            self.member = welcome.is_some();
+            if let Some((membership, revoked)) = welcome {
+                extra.membership = Some(membership);
+                extra.revoked = Some(revoked);
+            }
         }
         if self
             .conn
-            .server_handshake(self.nonce, &[], membership)
+            .server_handshake_admitting(self.nonce, &[], extra, |_| Ok(()))
             .await?
             .is_none()
         {

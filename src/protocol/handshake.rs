@@ -48,7 +48,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         supported: &[&str],
         membership: Option<Membership>,
     ) -> Result<Option<(Hello, Welcome)>, ProtocolError> {
-        self.server_handshake_admitting(nonce, supported, membership, |_| Ok(()))
+        let extra = WelcomeExtra {
+            membership,
+            revoked: None,
+        };
+        self.server_handshake_admitting(nonce, supported, extra, |_| Ok(()))
             .await
     }
 
@@ -59,7 +63,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         &mut self,
         nonce: Digest,
         supported: &[&str],
-        membership: Option<Membership>,
+        extra: WelcomeExtra,
         admit: impl FnOnce(&Hello) -> Result<(), String>,
     ) -> Result<Option<(Hello, Welcome)>, ProtocolError> {
         let first = match self.admission().map(|a| a.handshake_timeout()) {
@@ -108,11 +112,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             agent: agent(),
             nonce,
             features: agreed(&hello.features, supported),
-            membership,
+            membership: extra.membership,
+            revoked: extra.revoked,
         };
         self.send(&Message::Welcome(welcome.clone())).await?;
         Ok(Some((hello, welcome)))
     }
+}
+
+/// What a private group adds to a `Welcome` (§4.2).
+#[derive(Debug, Clone, Default)]
+pub struct WelcomeExtra {
+    /// [`Welcome::membership`].
+    pub membership: Option<Membership>,
+    /// [`Welcome::revoked`].
+    pub revoked: Option<Vec<Digest>>,
 }
 
 /// The features of a `Hello` that the server supports, each once, in the server's order.

@@ -15,7 +15,7 @@ pub use connection::{Connection, Limits, MemoryBudget, ServerSide};
 pub use frame::{
     Frame, LENGTH_PREFIX_LEN, MAX_CONTROL_PAYLOAD, MAX_FRAME_LEN, PIECE_HEADER_LEN, SMALL_FRAME_LEN,
 };
-pub use handshake::{MAX_FEATURE_LEN, MAX_FEATURES, agent};
+pub use handshake::{MAX_FEATURE_LEN, MAX_FEATURES, WelcomeExtra, agent};
 pub use messages::{
     IndexReply, IndexRequest, MESSAGES, Message, MessageSet, PROTOCOL_VERSION, PeerReply,
     PeerRequest, feature, tag, tag_name,

@@ -63,6 +63,10 @@ pub struct Welcome {
     /// its own (§4.2). Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub membership: Option<Membership>,
+    /// From a private index to a member: the keys removed from the group whose certificates
+    /// may not have expired yet, as in `Ack` (§4.2). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Vec<Digest>>,
 }
 
 /// A private index's statement that `member` belongs to its group until `expires` (checked

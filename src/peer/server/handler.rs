@@ -80,7 +80,15 @@ impl<'a> Handler<'a> {
         };
         let greeted = self
             .conn
-            .server_handshake_admitting(Digest::default(), &feature::ALL, tls.membership(), admit)
+            .server_handshake_admitting(
+                Digest::default(),
+                &feature::ALL,
+                crate::protocol::WelcomeExtra {
+                    membership: tls.membership(),
+                    revoked: None,
+                },
+                admit,
+            )
             .await?;
         // The certificate the client was admitted with: checked again before every request,
         // so a removal or its expiry ends a connection already open.
