@@ -136,16 +136,28 @@ fn a_member_joining_again_spends_nothing_and_a_removed_one_is_admitted_again() {
         .redeem_invite(&key(9), &key(10), NOW + 11)
         .unwrap_err();
     assert!(matches!(refused, RedeemError::Unknown), "{refused}");
-    // ...which admits it under its old id and spends the invite's second use.
-    let back = store.redeem_invite(&key(1), &key(10), NOW + 12).unwrap();
+    // ...made after its removal: the invite it joined with, with a use left, does not undo
+    // the removal (nor spend that use)...
+    let old = store
+        .redeem_invite(&key(1), &key(10), NOW + 12)
+        .unwrap_err();
+    assert!(matches!(old, RedeemError::Removed), "{old}");
+    assert!(!old.to_string().contains('\n'));
+    // ...a newer one admits it under its old id and spends a use.
+    store
+        .create_invite(&key(2), 1, NOW + DAY, NOW + 20)
+        .unwrap();
+    let back = store.redeem_invite(&key(2), &key(10), NOW + 21).unwrap();
     assert_eq!(
         (back.id, back.revoked, back.joined),
-        (first.id, None, NOW + 12)
+        (first.id, None, NOW + 21)
     );
     let used = store
-        .redeem_invite(&key(1), &key(11), NOW + 13)
+        .redeem_invite(&key(2), &key(11), NOW + 22)
         .unwrap_err();
     assert!(matches!(used, RedeemError::UsedUp), "{used}");
+    // The first invite's second use is still there for someone else.
+    store.redeem_invite(&key(1), &key(12), NOW + 23).unwrap();
 }
 
 #[test]

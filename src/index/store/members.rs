@@ -45,6 +45,11 @@ pub enum RedeemError {
     /// Every use of the invite has been spent.
     #[error("this invite has been used up; ask for a new one")]
     UsedUp,
+    /// The key was removed from the group after the invite was made.
+    #[error(
+        "this key was removed from the group after this invite was made; only a newer invite admits it again"
+    )]
+    Removed,
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -163,19 +168,29 @@ pub(super) fn redeem_invite(
             ..row.clone()
         });
     }
-    let invite: Option<(i64, i64)> = tx
+    let invite: Option<(i64, i64, i64)> = tx
         .query_row(
-            "SELECT uses_left, expires FROM invites WHERE hash = ?1",
+            "SELECT uses_left, expires, created FROM invites WHERE hash = ?1",
             [&hash.0[..]],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
     // A used-up invite keeps its row (with no uses left), so its user is told so rather than
     // that it is unknown.
     match invite {
         None => return Err(RedeemError::Unknown),
-        Some((uses, _)) if uses <= 0 => return Err(RedeemError::UsedUp),
-        Some((_, expires)) if now_ms >= expires => return Err(RedeemError::Expired(expires)),
+        Some((uses, _, _)) if uses <= 0 => return Err(RedeemError::UsedUp),
+        Some((_, expires, _)) if now_ms >= expires => return Err(RedeemError::Expired(expires)),
+        // A removed key comes back only with an invite made after its removal: a multi-use
+        // invite it (or a friend) still holds does not undo the removal.
+        Some((_, _, created))
+            if existing
+                .as_ref()
+                .and_then(|r| r.revoked)
+                .is_some_and(|revoked| created <= revoked) =>
+        {
+            return Err(RedeemError::Removed);
+        }
         Some(_) => {}
     }
     tx.execute(
