@@ -861,3 +861,42 @@ async fn stalled_or_garbage_handshakes_close_only_their_own_connection() {
     peer.shutdown().await;
     index.stop().await;
 }
+
+/// The handshake limit covers the TLS handshake and `Hello` together: a client that finishes
+/// TLS late and then says nothing is closed when the limit from its connection runs out, not a
+/// whole limit after its TLS handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_limit_counts_from_the_connection() {
+    const HANDSHAKE: Duration = Duration::from_secs(2);
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("index.sqlite");
+    let config = IndexConfig {
+        handshake_timeout: HANDSHAKE,
+        ..IndexConfig::default()
+    };
+    let index = start_index_with(&db, "127.0.0.1:0".parse().unwrap(), config).await;
+    let tcp = TcpStream::connect(index.addr()).await.unwrap();
+    let opened = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut secured = client_tls()
+        .connect(tcp, None, Duration::from_secs(5))
+        .await
+        .expect("TLS within the limit")
+        .stream;
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match secured.read(&mut buf).await {
+                Ok(0) | Err(_) => return Instant::now(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("closed");
+    let after = closed - opened;
+    assert!(
+        after >= Duration::from_millis(1900) && after < Duration::from_millis(2900),
+        "closed {after:?} after connecting; the limit is {HANDSHAKE:?} in all"
+    );
+}

@@ -66,9 +66,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         extra: WelcomeExtra,
         admit: impl FnOnce(&Hello) -> Result<(), String>,
     ) -> Result<Option<(Hello, Welcome)>, ProtocolError> {
-        let first = match self.admission().map(|a| a.handshake_timeout()) {
+        // The handshake limit counts from the connection's acceptance: the TLS handshake
+        // before it took its part.
+        let limit = self
+            .admission()
+            .map(|a| (a.handshake_timeout(), a.handshake_time_left()));
+        let first = match limit {
             None => self.read_message().await,
-            Some(limit) => match tokio::time::timeout(limit, self.read_message()).await {
+            Some((limit, left)) => match tokio::time::timeout(left, self.read_message()).await {
                 Ok(r) => r,
                 Err(_) => Err(ProtocolError::Handshake {
                     millis: limit.as_millis() as u64,

@@ -153,6 +153,7 @@ impl Table {
             id,
             evicted: evict,
             handshake_timeout: self.limits.handshake_timeout,
+            accepted: Instant::now(),
         })
     }
 }
@@ -165,12 +166,20 @@ pub struct Admission {
     id: u64,
     evicted: CancellationToken,
     handshake_timeout: Duration,
+    accepted: Instant,
 }
 
 impl Admission {
-    /// Longest wait for `Hello` on this connection.
+    /// The longest a new connection has, from its acceptance, for its TLS handshake and its
+    /// `Hello` together.
     pub fn handshake_timeout(&self) -> Duration {
         self.handshake_timeout
+    }
+
+    /// What is left of [`Admission::handshake_timeout`] now.
+    pub fn handshake_time_left(&self) -> Duration {
+        self.handshake_timeout
+            .saturating_sub(self.accepted.elapsed())
     }
 
     /// Cancelled when the server closes this connection to make room for another.

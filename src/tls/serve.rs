@@ -28,7 +28,7 @@ pub async fn secure_admitted(
     admission: &Admission,
 ) -> Option<Secured> {
     let addr = stream.peer_addr().ok();
-    let limit = admission.handshake_timeout();
+    let limit = admission.handshake_time_left();
     tokio::select! {
         _ = admission.evicted().cancelled() => None,
         r = tls.accept(stream, limit, &PLAINTEXT_REFUSAL) => match r {
