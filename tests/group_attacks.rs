@@ -97,32 +97,10 @@ impl PrivateIndex {
         tls.with_group(Arc::new(GroupState::new(self.key, Some(m))))
     }
 
-    /// Removes `key` from the group, as `peershare members remove` does.
-    fn remove(&self, key: &Digest) {
-        let mut store = GroupStore::open(&self.db).expect("group store");
-        let row = store.member(key).expect("read").expect("a member");
-        store.revoke_member(row.id, now()).expect("revoke");
-    }
-
     /// A member sharing `dir`, its key in `state` (it joins first), registered and in sync.
     async fn share(&self, dir: &Path, state: &Path) -> (ShareHandle, Tls) {
         let tls = self.join(&key_of(state)).await;
-        let mut config = ShareConfig::new(
-            vec![dir.to_path_buf()],
-            Some(self.addr.clone()),
-            state.to_path_buf(),
-        );
-        config.index_key = Some(self.key);
-        config.group = tls.group().cloned();
-        config.debounce = Duration::from_millis(100);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let mut h = start_share(config, listener).await.expect("share");
-        let s = h
-            .wait_for(Duration::from_secs(20), |s| s.in_sync)
-            .await
-            .expect("status");
-        assert!(s.in_sync, "the member registered: {s:?}");
-        (h, tls)
+        (self.share_as(dir, state, &tls).await, tls)
     }
 }
 

@@ -338,22 +338,7 @@ impl PrivateIndex {
     /// A member sharing `dir`, its key in `state` (it joins first), registered and in sync.
     async fn share(&self, dir: &Path, state: &Path) -> (ShareHandle, Tls) {
         let tls = self.join(&key_of(state), &self.invite(1)).await;
-        let mut config = ShareConfig::new(
-            vec![dir.to_path_buf()],
-            Some(self.addr.clone()),
-            state.to_path_buf(),
-        );
-        config.index_key = Some(self.key);
-        config.group = tls.group().cloned();
-        config.debounce = Duration::from_millis(100);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let mut h = start_share(config, listener).await.expect("share");
-        let s = h
-            .wait_for(Duration::from_secs(20), |s| s.in_sync)
-            .await
-            .expect("status");
-        assert!(s.in_sync, "the member registered: {s:?}");
-        (h, tls)
+        (self.share_as(dir, state, &tls).await, tls)
     }
 }
 
@@ -1008,15 +993,7 @@ async fn a_removed_sharing_member_leaves_the_results_at_once() {
     assert_eq!(c.search("wombat", 10).await.unwrap().files.len(), 1);
 
     let ann = key_of(&ann_state).public_key();
-    let mut store = GroupStore::open(&ix.db).expect("group store");
-    let id = store
-        .members()
-        .unwrap()
-        .into_iter()
-        .find(|m| m.public_key == ann)
-        .expect("ann is a member")
-        .id;
-    store.revoke_member(id, peershare::query::now_ms()).unwrap();
+    ix.remove(&ann);
     // Well within the lease (3 s): the refresh reads removals every second.
     let deadline = Instant::now() + Duration::from_millis(2500);
     loop {
@@ -1051,15 +1028,7 @@ async fn a_one_shot_member_learns_removals_from_the_index() {
         .expect("a member source");
 
     let ann = key_of(&ann_state).public_key();
-    let mut store = GroupStore::open(&ix.db).expect("group store");
-    let id = store
-        .members()
-        .unwrap()
-        .into_iter()
-        .find(|m| m.public_key == ann)
-        .expect("ann is a member")
-        .id;
-    store.revoke_member(id, peershare::query::now_ms()).unwrap();
+    ix.remove(&ann);
     // Bob connects to the index (as any command does) and is told.
     IndexClient::connect(&ix.addr, Some(&bob), Some(ix.key), Limits::default())
         .await

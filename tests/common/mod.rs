@@ -464,3 +464,35 @@ pub async fn start_private_index(db: &Path) -> PrivateIndex {
         shutdown,
     }
 }
+
+impl PrivateIndex {
+    /// Removes `key` from the group, as `peershare members remove` does.
+    pub fn remove(&self, key: &peershare::content::Digest) {
+        let mut store = peershare::index::GroupStore::open(&self.db).expect("group store");
+        let row = store.member(key).expect("read").expect("a member");
+        store
+            .revoke_member(row.id, peershare::query::now_ms())
+            .expect("revoke");
+    }
+
+    /// A member sharing `dir` with its key in `state` and `tls` (joined already), registered
+    /// and in sync.
+    pub async fn share_as(&self, dir: &Path, state: &Path, tls: &Tls) -> ShareHandle {
+        let mut config = ShareConfig::new(
+            vec![dir.to_path_buf()],
+            Some(self.addr.clone()),
+            state.to_path_buf(),
+        );
+        config.index_key = Some(self.key);
+        config.group = tls.group().cloned();
+        config.debounce = Duration::from_millis(100);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut h = start_share(config, listener).await.expect("share");
+        let s = h
+            .wait_for(Duration::from_secs(20), |s| s.in_sync)
+            .await
+            .expect("status");
+        assert!(s.in_sync, "the member registered: {s:?}");
+        h
+    }
+}
