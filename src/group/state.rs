@@ -103,6 +103,19 @@ impl GroupState {
         self.write().revoked = keys.into_iter().collect();
     }
 
+    /// Whether `key`, admitted earlier with a certificate expiring at `expires`, still is a
+    /// member at `now_ms`: the certificate has not expired and `key` was not removed since. (The
+    /// signature was checked by [`GroupState::admit`]; it does not change.)
+    pub fn still_admits(&self, key: &Digest, expires: i64, now_ms: i64) -> Result<(), AdmitError> {
+        if now_ms >= expires {
+            return Err(AdmitError::Certificate(MembershipError::Expired(expires)));
+        }
+        if self.read().revoked.contains(key) {
+            return Err(AdmitError::Revoked(Fingerprint(*key)));
+        }
+        Ok(())
+    }
+
     /// Whether `key` may be served or trusted as a member: `cert` is this group's certificate
     /// for `key`, valid at `now_ms`, and `key` was not removed.
     pub fn admit(
@@ -150,7 +163,18 @@ mod tests {
         let other = Identity::from_secret([4; 32]);
         let foreign = Membership::issue(&other, a.public_key(), now + 10);
         assert!(state.admit(Some(&foreign), &a.public_key(), now).is_err());
+        // Once admitted, only expiry and removal are checked again.
+        assert_eq!(state.still_admits(&a.public_key(), now + 10, now), Ok(()));
+        assert!(
+            state
+                .still_admits(&a.public_key(), now + 10, now + 10)
+                .is_err()
+        );
         state.set_revoked([a.public_key()]);
+        assert_eq!(
+            state.still_admits(&a.public_key(), now + 10, now),
+            Err(AdmitError::Revoked(Fingerprint(a.public_key())))
+        );
         assert_eq!(
             state.admit(Some(&cert_a), &a.public_key(), now),
             Err(AdmitError::Revoked(Fingerprint(a.public_key())))

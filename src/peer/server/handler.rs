@@ -122,8 +122,11 @@ impl<'a> Handler<'a> {
                 }
             };
             let request: PeerRequest = self.conn.request_of(msg, "a peer").await?;
+            // Checked in full at Hello; before each request only what can change: expiry and
+            // removal (no signature to verify on the download path).
+            let expires = admitted.as_ref().map_or(i64::MIN, |m| m.expires);
             if let Some(group) = tls.group()
-                && let Err(e) = group.admit(admitted.as_ref(), &key, now_ms())
+                && let Err(e) = group.still_admits(&key, expires, now_ms())
             {
                 let why = e.to_string();
                 self.conn
