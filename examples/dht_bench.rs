@@ -377,7 +377,7 @@ async fn diagnose(node: &AsyncDht, l: &Lookup, key: Id, id: Option<ContentId>) -
                     Ok(_) => "has the file".to_string(),
                     Err(e) => format!("have failed: {e}"),
                 },
-                None => match c.catalog_query(&l.query, SEARCH_LIMIT).await {
+                None => match c.catalog_query(catalog_query(&l.query)).await {
                     Ok(r) => format!("catalog answers {} file(s)", r.files.len()),
                     Err(e) => format!("catalog query failed: {e}"),
                 },
@@ -685,7 +685,7 @@ async fn run(args: Args) -> Result<Value> {
                 let t = Instant::now();
                 let res = tokio::time::timeout(
                     args.lookup_timeout,
-                    find_files(&node, &word, SEARCH_LIMIT, None),
+                    find_files(&node, &catalog_query(&word), None),
                 )
                 .await;
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
@@ -956,4 +956,13 @@ async fn main() -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// A catalog query for `q`, at most [`SEARCH_LIMIT`] files.
+fn catalog_query(q: &str) -> peershare::protocol::CatalogQuery {
+    peershare::protocol::CatalogQuery {
+        query: q.into(),
+        limit: SEARCH_LIMIT,
+        ..Default::default()
+    }
 }

@@ -8,7 +8,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_from(cli::rewrite_exclusions(std::env::args_os()));
     let quiet = matches!(
         cli.command,
         Some(cli::Command::Search { .. })

@@ -333,8 +333,9 @@ fn hostile_name_from_the_index_lands_inside_the_target() {
             .await
             .unwrap();
         let e = peershare::protocol::FileEntry {
-            path: "x".into(),
-            name: "../../../evil\n.txt".into(),
+            // The name is the path's last part; the path tries to climb out too.
+            path: "../../../evil\n.txt".into(),
+            name: "evil\n.txt".into(),
             size: 7,
             content_id: blake3::hash(b"payload").into(),
             mtime: 0,

@@ -68,14 +68,14 @@ async fn three_peers_publish_a_fourth_searches_and_downloads_from_all() {
     let me = start_node(&dht_config(&net, false)).unwrap();
 
     // Search by keyword: each peer answers with its matching files.
-    let found = find_files(&me, "isaac", 100, None).await;
-    let (files, _) = merge_results(None, &found, "isaac", 100);
+    let found = find_files(&me, &cq("isaac", 100), None).await;
+    let (files, _, _) = merge_results(None, &found, "isaac", 100);
     let mut names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
     names.sort();
     assert_eq!(names, ["Isaac-0.py", "Isaac-1.py", "Isaac-2.py"]);
-    let (files, _) = merge_results(
+    let (files, _, _) = merge_results(
         None,
-        &find_files(&me, "album flac", 100, None).await,
+        &find_files(&me, &cq("album flac", 100), None).await,
         "album flac",
         100,
     );
@@ -118,9 +118,9 @@ async fn three_peers_publish_a_fourth_searches_and_downloads_from_all() {
     let sources = find_sources(&me, id, None).await;
     assert_eq!(sources.len(), 2, "{sources:?}");
     assert!(!sources.iter().any(|(a, _)| *a == gone_addr));
-    let (files, _) = merge_results(
+    let (files, _, _) = merge_results(
         None,
-        &find_files(&me, "isaac", 100, None).await,
+        &find_files(&me, &cq("isaac", 100), None).await,
         "isaac",
         100,
     );
@@ -149,9 +149,9 @@ async fn a_restarted_peer_is_found_again() {
         vec![again.local_addr],
         "only the restarted peer is alive"
     );
-    let (files, _) = merge_results(
+    let (files, _, _) = merge_results(
         None,
-        &find_files(&me, "phoenix", 10, None).await,
+        &find_files(&me, &cq("phoenix", 10), None).await,
         "phoenix",
         10,
     );
@@ -295,12 +295,16 @@ async fn a_private_groups_announcements_are_found_by_members_only() {
     let member = peershare::tls::Tls::new(&reader)
         .unwrap()
         .with_group(member_of(&reader));
-    let found = find_files(&me, "quokka plans", 100, Some(&member)).await;
+    let found = find_files(&me, &cq("quokka plans", 100), Some(&member)).await;
     assert_eq!(found.len(), 1, "a member finds the group's file: {found:?}");
     assert_eq!(found[0].1.1.files[0].content_id, id);
     assert_eq!(find_sources(&me, id, Some(&member)).await.len(), 1);
     // An outsider asks the public key space: nothing is there.
-    assert!(find_files(&me, "quokka plans", 100, None).await.is_empty());
+    assert!(
+        find_files(&me, &cq("quokka plans", 100), None)
+            .await
+            .is_empty()
+    );
     assert!(find_sources(&me, id, None).await.is_empty());
 
     // A source outside the group, announced in the public space under the same words, is not
@@ -330,4 +334,13 @@ async fn a_private_groups_announcements_are_found_by_members_only() {
     );
     open.shutdown().await;
     share.shutdown().await;
+}
+
+/// A catalog query for `q`, at most `limit` files.
+fn cq(q: &str, limit: u32) -> peershare::protocol::CatalogQuery {
+    peershare::protocol::CatalogQuery {
+        query: q.into(),
+        limit,
+        ..Default::default()
+    }
 }

@@ -24,6 +24,7 @@ fn peer_hit(k: u64, have: Option<Vec<u8>>) -> PeerHit {
         shared_at: 1_700_000_000_000,
         last_seen: -1,
         have,
+        path: Some("music/Isaac.py".into()),
     }
 }
 
@@ -138,8 +139,12 @@ fn samples() -> Vec<(&'static str, Message)> {
         (
             "search",
             Message::Search(Search {
-                query: "isaac py".into(),
+                query: "isaac py -old \"my song\"".into(),
                 limit: 100,
+                exts: vec!["py".into()],
+                min_size: Some(1),
+                offset: 100,
+                ..Search::default()
             }),
         ),
         (
@@ -159,6 +164,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                     ],
                 }],
                 truncated: true,
+                total: 1,
             }),
         ),
         ("list_peers", Message::ListPeers),
@@ -238,6 +244,8 @@ fn samples() -> Vec<(&'static str, Message)> {
             Message::CatalogQuery(CatalogQuery {
                 query: "isaac".into(),
                 limit: 20,
+                max_size: Some(1 << 20),
+                ..CatalogQuery::default()
             }),
         ),
         (
@@ -247,6 +255,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                     name: "Isaac.py".into(),
                     size: 0,
                     content_id: id(0x33),
+                    path: Some("code/Isaac.py".into()),
                 }],
                 truncated: false,
             }),

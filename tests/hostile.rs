@@ -568,7 +568,7 @@ async fn the_index_refuses_have_bitmaps_of_the_wrong_length() {
         .await
         .unwrap();
     let entry = |have: Vec<u8>| peershare::protocol::FileEntry {
-        path: "p".into(),
+        path: "p/n".into(),
         name: "n".into(),
         size: 20 * PIECE_SIZE,
         content_id: ContentId::from_bytes([1; 32]),
@@ -613,7 +613,7 @@ async fn a_search_reply_over_the_frame_limit_is_refused_and_the_connection_stays
     // 1,200 distinct files with names of 1,500 bytes: 1,000 hits are far over 1 MiB.
     let entries: Vec<FileEntry> = (0..1200u32)
         .map(|n| FileEntry {
-            path: format!("p{n}"),
+            path: format!("{n:05} {}", "long".repeat(373)),
             name: format!("{n:05} {}", "long".repeat(373)),
             size: 1,
             content_id: blake3::hash(&n.to_le_bytes()).into(),

@@ -68,7 +68,7 @@ async fn client(addr: &str) -> IndexClient {
 fn entry(path: &str, bytes: &[u8]) -> FileEntry {
     FileEntry {
         path: path.into(),
-        name: path.into(),
+        name: path.rsplit('/').next().unwrap_or(path).into(),
         size: bytes.len() as u64,
         content_id: blake3::hash(bytes).into(),
         mtime: 0,

@@ -811,6 +811,7 @@ fn hit_at(name: &str, bytes: &[u8], sources: &[(u64, &str)]) -> peershare::proto
                     shared_at: 0,
                     last_seen: 0,
                     have: None,
+                    path: None,
                 }
             })
             .collect(),

@@ -26,6 +26,7 @@ fn hostile_peer(peer_id: u64, host: &str) -> PeerHit {
         shared_at: 0,
         last_seen: 0,
         have: None,
+        path: Some(format!("dir\x1b[2J/{NAME}")),
     }
 }
 
@@ -72,6 +73,7 @@ fn hostile_index() -> String {
                                     ],
                                 }],
                                 truncated: false,
+                                total: 1,
                             }),
                             Message::ListPeers => Message::PeerList(PeerList {
                                 peers: vec![PeerRecord {
@@ -136,6 +138,10 @@ fn search_peers_and_get_print_hostile_text_escaped_and_never_resolve_a_name() {
     assert!(
         shown.contains("10.0.0.1\\x1b]0;pwned\\x07\\nFORGED HOST:9"),
         "{shown}"
+    );
+    assert!(
+        shown.contains("dir\\x1b[2J/red\\x1b[31m"),
+        "the path is escaped too: {shown}"
     );
 
     // JSON needs nothing more: serde_json escapes control characters itself.

@@ -27,6 +27,42 @@ fn round_trip(m: &Message) {
 }
 
 #[test]
+fn search_with_filters_frame_hexdump() {
+    // Filters and the offset follow `limit`, each left out when unset (so a plain search is
+    // the version 1 bytes).
+    let m = Message::Search(Search {
+        query: "a".into(),
+        limit: 10,
+        exts: vec!["pdf".into()],
+        min_size: Some(1024),
+        newer: Some(1_700_000_000),
+        offset: 100,
+        ..Search::default()
+    });
+    let want = "00 00 00 3a 20 86 \
+                a5 71 75 65 72 79 a1 61 \
+                a5 6c 69 6d 69 74 0a \
+                a4 65 78 74 73 91 a3 70 64 66 \
+                a8 6d 69 6e 5f 73 69 7a 65 cd 04 00 \
+                a5 6e 65 77 65 72 ce 65 53 f1 00 \
+                a6 6f 66 66 73 65 74 64";
+    assert_eq!(
+        hex(&frame_bytes(&m)),
+        want.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    round_trip(&m);
+    let plain = Message::Search(Search {
+        query: "a".into(),
+        limit: 10,
+        ..Search::default()
+    });
+    assert_eq!(
+        hex(&frame_bytes(&plain)),
+        "00 00 00 11 20 82 a5 71 75 65 72 79 a1 61 a5 6c 69 6d 69 74 0a"
+    );
+}
+
+#[test]
 fn hello_frame_hexdump() {
     // A Hello without features (as a client written before features, or one wanting none,
     // sends it): the version 1 bytes.
@@ -156,6 +192,7 @@ fn one_of_each() -> Vec<Message> {
             shared_at: 1,
             last_seen: 2,
             have: Some(vec![0x80]),
+            path: Some("docs/a.txt".into()),
         }],
     };
     vec![
@@ -218,12 +255,19 @@ fn one_of_each() -> Vec<Message> {
             dht_secret: vec![6; 32],
         }),
         Message::Search(Search {
-            query: "a".into(),
+            query: "a -b \"c d\"".into(),
             limit: 10,
+            exts: vec!["pdf".into()],
+            min_size: Some(1),
+            max_size: Some(2),
+            newer: Some(-3),
+            older: Some(4),
+            offset: 100,
         }),
         Message::SearchResults(SearchResults {
             files: vec![hit],
             truncated: true,
+            total: 7,
         }),
         Message::ListPeers,
         Message::PeerList(PeerList {
@@ -269,12 +313,16 @@ fn one_of_each() -> Vec<Message> {
         Message::CatalogQuery(CatalogQuery {
             query: "a".into(),
             limit: 5,
+            exts: vec!["mp3".into()],
+            offset: 5,
+            ..CatalogQuery::default()
         }),
         Message::CatalogResults(CatalogResults {
             files: vec![CatalogEntry {
                 name: "a.txt".into(),
                 size: 5,
                 content_id: id,
+                path: Some("music/a.txt".into()),
             }],
             truncated: false,
         }),

@@ -127,7 +127,7 @@ fn found_something(frame: Frame, full: bool) -> bool {
             _ => false,
         };
     }
-    const FILES: &[u8] = b"\x82\xa5files";
+    const FILES: &[u8] = b"\x83\xa5files";
     const EMPTY_ARRAY: u8 = 0x90;
     frame.tag == tag::SEARCH_RESULTS
         && frame.payload.starts_with(FILES)
@@ -218,6 +218,7 @@ mod tests {
             let m = Message::SearchResults(SearchResults {
                 files,
                 truncated: false,
+                total: 0,
             });
             Frame {
                 tag: m.tag(),

@@ -104,20 +104,26 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
         }
         Command::Search {
             query,
+            filters,
             dht,
             index,
             limit,
+            page,
             json,
         } => {
-            let query = query.join(" ");
+            let query = filters.query(&query);
+            let search = filters.search(&query, limit, super::filters::offset_of(page, limit)?);
             if dht.dht {
-                return super::dht::search(&query, index.resolve(true), &dht, limit, json).await;
+                return super::dht::search(search, index.resolve(true), &dht, json).await;
             }
             let mut client = connect(&index.resolve(false).unwrap_or_default()).await?;
-            let results = client.search(&query, limit).await?;
-            output::search(&mut std::io::stdout().lock(), &query, &results, json)?;
+            let results = client.search_with(search.clone()).await?;
+            output::search(&mut std::io::stdout().lock(), &search, &results, json)?;
             if results.files.is_empty() {
-                bail!("no file matches {query:?}");
+                match results.total {
+                    0 => bail!("no file matches {query:?}"),
+                    n => bail!("page {page} is past the last of the {n} files matching {query:?}"),
+                }
             }
             Ok(())
         }

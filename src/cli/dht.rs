@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use super::{DhtArgs, output};
 use super::{connect, interrupt_token};
 use peershare::dht::{self, DhtConfig, DhtFile};
-use peershare::protocol::SearchResults;
+use peershare::protocol::{CatalogQuery, Search, SearchResults};
 
 /// `peershare dht node`: a server-mode DHT node until interrupted.
 pub async fn run_node(
@@ -50,16 +50,19 @@ fn client(args: &DhtArgs) -> anyhow::Result<mainline::async_dht::AsyncDht> {
 
 /// `search --dht`: the DHT, and the index too when one is given; one merged list.
 pub async fn search(
-    query: &str,
+    search: Search,
     index: Option<String>,
     args: &DhtArgs,
-    limit: u32,
     json: bool,
 ) -> anyhow::Result<()> {
+    let query = search.query.as_str();
+    let limit = search.limit;
     let from_index: Option<SearchResults> = match &index {
         Some(addr) => {
-            match async { Ok::<_, anyhow::Error>(connect(addr).await?.search(query, limit).await?) }
-                .await
+            match async {
+                Ok::<_, anyhow::Error>(connect(addr).await?.search_with(search.clone()).await?)
+            }
+            .await
             {
                 Ok(r) => Some(r),
                 Err(e) => {
@@ -76,14 +79,21 @@ pub async fn search(
     };
     let node = client(args)?;
     let tls = &super::client_context()?.tls;
-    let from_dht = dht::find_files(&node, query, limit, Some(tls)).await;
-    let (files, truncated) =
+    let mut catalog = CatalogQuery {
+        query: search.query.clone(),
+        limit,
+        offset: search.offset,
+        ..CatalogQuery::default()
+    };
+    catalog.set_filters(search.filters());
+    let from_dht = dht::find_files(&node, &catalog, Some(tls)).await;
+    let (files, truncated, total) =
         dht::merge_results(from_index.as_ref(), &from_dht, query, limit as usize);
     output::search_merged(
         &mut std::io::stdout().lock(),
-        query,
+        &search,
         &files,
-        truncated,
+        (truncated, total),
         json,
     )?;
     if files.is_empty() {
@@ -118,6 +128,7 @@ pub fn merged_json(files: &[DhtFile]) -> Vec<serde_json::Value> {
                     "peer_id": (p.peer.peer_id != 0).then_some(p.peer.peer_id),
                     "host": p.peer.host,
                     "port": p.peer.port,
+                    "path": p.peer.path,
                     "shared_at": p.via_index.then(|| output::time(p.peer.shared_at)),
                     "last_seen": output::time(p.peer.last_seen),
                     "via": via,

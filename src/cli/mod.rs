@@ -5,6 +5,8 @@ mod commands;
 mod get;
 pub use get::GetArgs;
 mod dht;
+mod filters;
+pub use filters::rewrite_exclusions;
 mod group;
 mod menu;
 mod output;
@@ -223,18 +225,25 @@ pub enum Command {
         #[arg(long, value_parser = peershare::rate::parse_rate, value_name = "RATE")]
         max_upload_rate: Option<u64>,
     },
-    /// Search the index: files whose name contains every word (or a content id)
+    /// Search the index: files whose path (directories and name) contains every word (or a
+    /// content id); names holding every word come first
     Search {
-        /// Words to look for (case-insensitive, substrings count), or a 64-hex content id
+        /// Words to look for (case-insensitive, substrings count), "a phrase" (quoted for the
+        /// shell too: '"a phrase"'), -word to exclude, or a 64-hex content id
         #[arg(required = true)]
         query: Vec<String>,
+        #[command(flatten)]
+        filters: filters::FilterArgs,
         #[command(flatten)]
         dht: DhtArgs,
         #[command(flatten)]
         index: IndexAddr,
-        /// Most files to list
-        #[arg(long, default_value_t = 100)]
+        /// Most files to list, 1 to 1000 (the index's maximum; --page goes further)
+        #[arg(long, default_value_t = 100, value_parser = filters::limit_parser())]
         limit: u32,
+        /// Which page of --limit files to list (1: the best)
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        page: u32,
         /// Print one JSON document
         #[arg(long)]
         json: bool,

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use peershare::content::{ContentId, PieceLayout};
 use peershare::download::DownloadReport;
-use peershare::protocol::{FileHit, PeerHit, PeerList, SearchResults};
+use peershare::protocol::{FileHit, MAX_SEARCH_LIMIT, PeerHit, PeerList, Search, SearchResults};
 
 /// RFC 3339 UTC time, to the second, from milliseconds since the Unix epoch. Times come from
 /// the network: clamped to 1970..=9999, as humantime fails (and `to_string` then panics) past
@@ -69,21 +69,45 @@ pub fn file_json(f: &FileHit) -> serde_json::Value {
             "port": p.port,
             "shared_at": time(p.shared_at),
             "last_seen": time(p.last_seen),
+            "path": p.path,
             "partial": p.have.is_some(),
             "pieces_have": pieces_have(f, p),
         })).collect::<Vec<_>>(),
     })
 }
 
+/// The line after a page of results: which files were shown of how many, and what reaches
+/// the others (only what can help: a wider page up to the index's maximum, the next page).
+pub fn page_summary(search: &Search, shown_files: usize, truncated: bool, total: u64) -> String {
+    let first = u64::from(search.offset) + 1;
+    let last = u64::from(search.offset) + shown_files as u64;
+    let mut line = match (shown_files, total) {
+        (0, _) => format!("no files on this page of {total}"),
+        (_, t) if t <= 1 => "1 file".to_string(),
+        _ if first == 1 && !truncated => format!("{total} files"),
+        _ => format!("files {first}-{last} of {total}"),
+    };
+    if truncated {
+        let page = search.offset / search.limit.max(1) + 2;
+        line += &format!("; --page {page} for the next {}", search.limit);
+        if search.limit < MAX_SEARCH_LIMIT {
+            line += &format!(" (or --limit up to {MAX_SEARCH_LIMIT})");
+        }
+    }
+    line
+}
+
 pub fn search(
     out: &mut impl Write,
-    query: &str,
+    search: &Search,
     r: &SearchResults,
     as_json: bool,
 ) -> io::Result<()> {
     if as_json {
         let doc = json!({
-            "query": query,
+            "query": search.query,
+            "total": r.total,
+            "offset": search.offset,
             "truncated": r.truncated,
             "files": r.files.iter().map(file_json).collect::<Vec<_>>(),
         });
@@ -99,19 +123,21 @@ pub fn search(
             };
             writeln!(
                 out,
-                "    peer {:<5} {}:{}  shared {}  last seen {}{partial}",
+                "    peer {:<5} {}:{}  {}  shared {}  last seen {}{partial}",
                 p.peer_id,
                 shown(&p.host),
                 p.port,
+                shown(p.path.as_deref().unwrap_or(&f.name)),
                 time(p.shared_at),
                 time(p.last_seen)
             )?;
         }
     }
-    if r.truncated {
+    if !r.files.is_empty() || r.total > 0 {
         writeln!(
             out,
-            "(more files matched; narrow the query or raise --limit)"
+            "({})",
+            page_summary(search, r.files.len(), r.truncated, r.total)
         )?;
     }
     Ok(())
@@ -120,14 +146,16 @@ pub fn search(
 /// Search results merged from an index and the DHT, saying where each source came from.
 pub fn search_merged(
     out: &mut impl Write,
-    query: &str,
+    search: &Search,
     files: &[peershare::dht::DhtFile],
-    truncated: bool,
+    (truncated, total): (bool, u64),
     as_json: bool,
 ) -> io::Result<()> {
     if as_json {
         let doc = json!({
-            "query": query,
+            "query": search.query,
+            "total": total,
+            "offset": search.offset,
             "truncated": truncated,
             "files": super::dht::merged_json(files),
         });
@@ -148,16 +176,18 @@ pub fn search_merged(
             };
             writeln!(
                 out,
-                "    peer {id:<5} {}:{}  via {via}",
+                "    peer {id:<5} {}:{}  {}  via {via}",
                 shown(&p.peer.host),
-                p.peer.port
+                p.peer.port,
+                shown(p.peer.path.as_deref().unwrap_or(&f.name)),
             )?;
         }
     }
-    if truncated {
+    if !files.is_empty() {
         writeln!(
             out,
-            "(more files matched; narrow the query or raise --limit)"
+            "({})",
+            page_summary(search, files.len(), truncated, total)
         )?;
     }
     Ok(())

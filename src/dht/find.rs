@@ -12,7 +12,9 @@ use serde::Serialize;
 use super::keys::{KeySpace, keywords};
 use crate::content::{ContentId, Digest};
 use crate::peer::PeerClient;
-use crate::protocol::{CatalogResults, FileHit, Limits, PeerHit, SearchResults, feature};
+use crate::protocol::{
+    CatalogQuery, CatalogResults, FileHit, Limits, PeerHit, SearchResults, feature,
+};
 use crate::query::{Query, Row, group_and_rank, now_ms};
 use crate::tls::Tls;
 
@@ -112,21 +114,22 @@ pub async fn find_sources(
 }
 
 /// Asks the DHT for peers announcing the query's keywords (a content id: its sources), then
-/// asks those peers directly which of their files match. Peers that do not answer are left out.
+/// asks those peers directly which of their files match the query and its filters. Peers
+/// that do not answer are left out.
 pub async fn find_files(
     dht: &AsyncDht,
-    query: &str,
-    limit: u32,
+    query: &CatalogQuery,
     tls: Option<&Tls>,
 ) -> Vec<(SocketAddr, (Digest, CatalogResults))> {
     let Some(space) = key_space(tls) else {
         return Vec::new();
     };
     let tls = tls.cloned();
-    let candidates: HashSet<SocketAddrV4> = match Query::parse(query) {
+    let candidates: HashSet<SocketAddrV4> = match Query::<ContentId>::parse(&query.query) {
         Query::Id(id) => peers_under(dht, space.content(&id)).await,
-        Query::Words { .. } => {
-            let words = keywords(query);
+        Query::Words { words, .. } => {
+            // Only the words to find have keys (excluded words and filters are for the peers).
+            let words = keywords(&words.join(" "));
             let mut sets = Vec::new();
             for w in words.iter().take(MAX_QUERY_KEYWORDS) {
                 sets.push(peers_under(dht, space.keyword(w)).await);
@@ -137,14 +140,14 @@ pub async fn find_files(
             it.fold(first, |acc, s| acc.intersection(&s).copied().collect())
         }
     };
-    let q = query.to_string();
+    let q = query.clone();
     probe_all(candidates.into_iter().collect(), move |addr| {
         let (q, tls) = (q.clone(), tls.clone());
         async move {
             let mut c = PeerClient::connect(&addr, tls.as_ref(), None, probe_limits())
                 .await
                 .ok()?;
-            let found = c.catalog_query(&q, limit).await.ok()?;
+            let found = c.catalog_query(q).await.ok()?;
             Some((c.key(), found))
         }
     })
@@ -183,7 +186,7 @@ pub fn merge_results(
     dht: &[(SocketAddr, (Digest, CatalogResults))],
     query: &str,
     limit: usize,
-) -> (Vec<DhtFile>, bool) {
+) -> (Vec<DhtFile>, bool, u64) {
     let q = Query::parse(query);
     let now = now_ms();
     let mut rows: Vec<Row<ContentId, PeerHit>> = Vec::new();
@@ -197,7 +200,13 @@ pub fn merge_results(
                     .0 = true;
                 rows.push(Row {
                     content_id: f.content_id,
-                    name: f.name.clone(),
+                    // The name this peer has it under, so ranking sees each copy's own.
+                    name: p
+                        .path
+                        .as_deref()
+                        .and_then(|path| path.rsplit('/').next())
+                        .unwrap_or(&f.name)
+                        .to_string(),
                     size: f.size,
                     peer: p.clone(),
                 });
@@ -224,6 +233,7 @@ pub fn merge_results(
                     shared_at: now,
                     last_seen: now,
                     have: None,
+                    path: e.path.clone(),
                 },
             });
         }
@@ -237,7 +247,7 @@ pub fn merge_results(
             .or_insert(u64::MAX - n);
         r.peer.peer_id = id;
     }
-    let (files, cut): (Vec<FileHit>, bool) = group_and_rank(rows, &q, limit);
+    let (files, cut, total): (Vec<FileHit>, bool, usize) = group_and_rank(rows, &q, 0, limit);
     let truncated =
         cut || index.is_some_and(|r| r.truncated) || dht.iter().any(|(_, (_, r))| r.truncated);
     let files = files
@@ -266,5 +276,7 @@ pub fn merge_results(
             content_id: f.content_id,
         })
         .collect();
-    (files, truncated)
+    // The index counted its matches; the DHT's peers add theirs (merged, so at least both).
+    let total = (total as u64).max(index.map_or(0, |r| r.total));
+    (files, truncated, total)
 }

@@ -147,7 +147,25 @@ impl IndexClient {
         query: &str,
         limit: u32,
     ) -> Result<SearchResults, IndexClientError> {
-        let frame = self.search_frame(query, limit).await?;
+        self.search_with(Search {
+            query: query.to_string(),
+            limit,
+            ..Search::default()
+        })
+        .await
+    }
+
+    /// Sends a search with filters or an offset ([`Search`]) and returns the reply.
+    pub async fn search_with(&mut self, search: Search) -> Result<SearchResults, IndexClientError> {
+        self.conn
+            .send(&Message::Search(search))
+            .await
+            .map_err(|e| self.err(e))?;
+        let frame = match self.conn.read_frame().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Err(self.err(ProtocolError::Closed)),
+            Err(e) => return Err(self.err(e)),
+        };
         match Message::decode(frame) {
             Ok(Message::SearchResults(r)) => Ok(r),
             Ok(Message::Error(e)) => Err(self.err(ProtocolError::Remote(e))),
@@ -171,6 +189,7 @@ impl IndexClient {
                 let msg = Message::Search(Search {
                     query: queries[sent].clone(),
                     limit,
+                    ..Search::default()
                 });
                 self.conn.queue(&msg).await.map_err(|e| self.err(e))?;
                 sent += 1;
@@ -198,6 +217,7 @@ impl IndexClient {
         let msg = Message::Search(Search {
             query: query.to_string(),
             limit,
+            ..Search::default()
         });
         self.conn.send(&msg).await.map_err(|e| self.err(e))?;
         match self.conn.read_frame().await {

@@ -9,13 +9,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::address_check::{AddressChecks, CheckError, MAX_FAILED_CHECKS};
+use super::store::Page;
 use super::{IndexConfig, IndexStore, PrivateGroup, Session, StoreError};
 use crate::content::{Digest, MAX_FILE_SIZE, PieceLayout};
 use crate::identity::{random_bytes, verify_register};
 use crate::protocol::{
     Ack, Admission, Connection, ErrorCode, ErrorReply, IndexReply, IndexRequest, Join, Joined,
-    MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, Message, ProtocolError, Register, Registered,
-    Search, UpdateFiles, WelcomeExtra, tag,
+    MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, MAX_SEARCH_OFFSET, Message, ProtocolError,
+    Register, Registered, Search, UpdateFiles, WelcomeExtra, tag,
 };
 use crate::query::{Query, now_ms};
 use crate::tls::SecureStream;
@@ -435,34 +436,51 @@ impl Handler {
     /// Answers a search: from the cache when the same query was answered since the index last
     /// changed; a content id, or a word query that reads little of the index, inline; other
     /// word queries on the blocking pool, at most `searches` at a time.
-    async fn search(&self, Search { query, limit }: Search) -> Result<Bytes, RequestError> {
-        if query.len() > MAX_QUERY_LEN {
+    async fn search(&self, s: Search) -> Result<Bytes, RequestError> {
+        if s.query.len() > MAX_QUERY_LEN {
             return Err(RequestError::refused(
                 ErrorCode::BadRequest,
                 "query too long",
             ));
         }
-        let limit = limit.clamp(1, MAX_SEARCH_LIMIT) as usize;
-        let query = Query::parse(&query);
+        if s.offset > MAX_SEARCH_OFFSET {
+            return Err(RequestError::refused(
+                ErrorCode::BadRequest,
+                format!(
+                    "offset {} is over the limit of {MAX_SEARCH_OFFSET}",
+                    s.offset
+                ),
+            ));
+        }
+        let filters = s.filters();
+        if let Err(e) = filters.check() {
+            return Err(RequestError::refused(ErrorCode::BadRequest, e));
+        }
+        let limit = s.limit.clamp(1, MAX_SEARCH_LIMIT) as usize;
+        let query = Query::with_filters(&s.query, filters);
+        let page = Page {
+            offset: s.offset as usize,
+            limit,
+        };
         let store = &self.store;
-        if let Some(hit) = store.cached_search(&query, limit) {
+        if let Some(hit) = store.cached_search(&query, page) {
             return Ok(hit);
         }
         let lease_ms = self.lease_ms();
         // A content id, or a word query that reads little of the index, is answered here, on
         // the connection's thread (handing it to another thread and back would cost more),
         // unless a writer holds the index right now: then it waits its turn on the blocking pool.
-        if let Some(r) = store.try_search_here(&query, limit, now_ms() - lease_ms) {
+        if let Some(r) = store.try_search_here(&query, page, now_ms() - lease_ms) {
             return too_large_is_refused(r);
         }
         let _permit = self.searches.acquire().await;
         // Another connection may have answered the same query while this one waited.
-        if let Some(hit) = store.cached_search(&query, limit) {
+        if let Some(hit) = store.cached_search(&query, page) {
             return Ok(hit);
         }
         let store = store.clone();
         let r = tokio::task::spawn_blocking(move || {
-            store.search_payload(&query, limit, now_ms() - lease_ms)
+            store.search_payload(&query, page, now_ms() - lease_ms)
         })
         .await?;
         too_large_is_refused(r)
@@ -491,6 +509,12 @@ fn check_update(u: &UpdateFiles) -> Result<(), String> {
     for f in &u.upsert {
         if bad(&f.path) || bad(&f.name) {
             return Err(format!("invalid path or name {:?}", f.path));
+        }
+        if f.path.rsplit('/').next() != Some(f.name.as_str()) {
+            return Err(format!(
+                "{:?}: the name {:?} is not the path's last component",
+                f.path, f.name
+            ));
         }
         if f.size > MAX_FILE_SIZE {
             return Err(format!(

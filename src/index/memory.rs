@@ -1,53 +1,45 @@
-//! `NameIndex`: what searches read, in memory beside the durable store: file names by trigram, files by content id, peer liveness.
+//! `NameIndex`: what searches read, in memory beside the durable store: file paths by trigram, files by content id, peer liveness.
 //!
 //! The store applies every change here right after committing it to SQLite (under its writer
 //! lock), so a search sees exactly what was acknowledged.
 //!
 //! Files are fixed-size records in one vector, numbered by slot. A new file always takes a
 //! slot after every existing one; removed files leave a dead record behind until a rebuild
-//! renumbers the live ones. So the trigram postings ([`Postings`](super::postings::Postings)) stay sorted and
-//! delta-coded, and a query's candidates are the intersection of its trigrams' lists: exact
-//! for 3-byte words, confirmed by a substring test for longer ones (postings of dead records
-//! are skipped until the rebuild drops them).
+//! renumbers the live ones. So the trigram postings ([`Postings`](super::postings::Postings)) of
+//! the lowercased paths stay sorted and delta-coded, and a query's candidates are the
+//! intersection of its words' trigrams' lists, confirmed by testing the query on the file
+//! (postings of dead records are skipped until the rebuild drops them).
 //!
-//! No path is kept: a file is found by a keyed 128-bit hash of (peer id, path). Names live in
-//! one arena ([`Names`]); content ids and peers are interned to numbers, and the files of each
-//! content id and of each peer are doubly linked through their records.
+//! Each file's path within its share (the name last) lives in one arena ([`Names`]) with its
+//! modification time; a file is found by a keyed 128-bit hash of (peer id, path). Content ids
+//! and peers are interned to numbers, and the files of each content id and of each peer are
+//! doubly linked through their records.
 //!
 //! `NameIndex` composes parts that each keep their own invariants (and tests):
 //! [`records`] (the file records and their links), [`paths`] (the path table), [`peers`] (the
-//! peer table), [`contents`] (the content-id interner), [`trigrams`] (the trigram index),
-//! [`exact`] (the exact-name table), [`order`] (the rank order); [`lookup`] answers queries
-//! from them, [`rank`] ranks the matches, [`rebuild`] renumbers and compacts. This file adds, replaces and removes files,
-//! keeping the parts in step.
+//! peer table), [`contents`] (the content-id interner), [`trigrams`] (the trigram index);
+//! [`lookup`] answers queries from them, [`rank`] ranks the matches, [`rebuild`] renumbers and
+//! compacts. This file adds, replaces and removes files, keeping the parts in step.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 
 use self::contents::ContentIds;
-use self::exact::{ExactNames, NameSource};
-#[cfg(test)]
-use self::lookup::Plan;
-pub use self::lookup::Reads;
-use self::order::OrderCell;
-pub use self::order::OrderKeys;
+pub use self::lookup::SearchFound;
 use self::paths::PathTable;
 pub use self::peers::PeerState;
 use self::peers::PeerTable;
 use self::records::{DEAD, FileRec};
 use self::trigrams::TrigramIndex;
 use super::chunked::Chunked;
-use super::names::{NameSpan, Names};
+use super::names::Names;
 use super::postings::Slot;
 use crate::content::ContentId;
 use crate::protocol::FileEntry;
-use crate::query::{contains_ci, lower};
+use crate::query::{FileFacts, lower, name_of};
 
 mod contents;
-mod exact;
 mod lookup;
 mod name_keys;
-mod order;
 mod paths;
 mod peers;
 mod rank;
@@ -67,18 +59,10 @@ pub struct NameIndex {
     files: Chunked<FileRec>,
     /// Live records among them.
     live: usize,
-    /// The records' names.
+    /// The records' paths (stamped with their modification times).
     names: Names,
     /// Live slots by the keyed hash of (peer id, path) ([`paths`]).
     paths: PathTable,
-    /// Files by their lowercased name (for exact matches).
-    by_name: ExactNames,
-    /// Files in rank order, for broad searches (see [`order`]).
-    order: OrderCell,
-    /// Keys the hashes of lowercased names in `by_name` (names come from peers).
-    name_hasher: RandomState,
-    /// Bumped by every renumbering of the slots ([`NameIndex::rebuild`]).
-    epoch: u64,
     /// Content ids interned, with the heads of their files' lists ([`contents`]).
     contents: ContentIds,
     /// Peers interned, with their state and the heads of their files' lists ([`peers`]).
@@ -100,10 +84,6 @@ impl Default for NameIndex {
             live: 0,
             names: Names::default(),
             paths: PathTable::default(),
-            by_name: ExactNames::default(),
-            order: OrderCell::default(),
-            name_hasher: RandomState::new(),
-            epoch: 0,
             contents: ContentIds::default(),
             peers: PeerTable::default(),
             haves: HashMap::new(),
@@ -126,11 +106,6 @@ fn reuse_or_push<T>(items: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {
             (items.len() - 1) as u32
         }
     }
-}
-
-/// Whether `name` contains every word (lowercase), ignoring case.
-fn all_in(name: &[u8], words: &[&str]) -> bool {
-    words.iter().all(|w| contains_ci(name, w))
 }
 
 impl NameIndex {
@@ -166,8 +141,24 @@ impl NameIndex {
         self.files.get(slot as usize).filter(|r| r.live())
     }
 
+    /// The name of file `slot`: its path's last component.
     fn name(&self, slot: Slot) -> &[u8] {
+        name_of(self.path(slot))
+    }
+
+    /// The path of file `slot` within its peer's share.
+    fn path(&self, slot: Slot) -> &[u8] {
         self.rec(slot).map_or(&[], |r| self.names.get(r.name))
+    }
+
+    /// What matching needs of a record.
+    #[inline]
+    fn facts(&self, r: &FileRec) -> FileFacts<'_> {
+        FileFacts {
+            path: self.names.get(r.name),
+            size: r.size,
+            mtime: self.names.stamp(r.name),
+        }
     }
 
     fn content_id(&self, slot: Slot) -> Option<ContentId> {
@@ -231,16 +222,6 @@ impl NameIndex {
         self.paths.find(key, &self.files)
     }
 
-    /// The hash of a lowercased name in [`NameIndex::by_name`].
-    fn name_hash(&self, lower: &str) -> u64 {
-        self.name_hasher.hash_one(lower)
-    }
-
-    fn slot_name_hash(&self, slot: Slot) -> u64 {
-        self.rec(slot)
-            .map_or(0, |r| self.name_hash(&lower(&self.names.text(r.name))))
-    }
-
     fn drop_slot(&mut self, slot: Slot) {
         let Some(&rec) = self.rec(slot) else {
             return;
@@ -248,7 +229,6 @@ impl NameIndex {
         self.unlink_content(slot);
         self.unlink_peer(slot);
         self.paths.remove(rec.key, slot);
-        self.unindex_exact(slot);
         self.haves.remove(&slot);
         self.trigrams.removed(&lower(&self.names.text(rec.name)));
         self.names.release(rec.name);
@@ -289,9 +269,10 @@ impl NameIndex {
             if same_content {
                 shared_at = old.shared_at;
             }
-            if same_content && self.names.get(old.name) == f.name.as_bytes() {
-                // Same name and content: the postings and the rank order stand; update the
-                // record where it is. (A new content id takes a new slot: see [`order`].)
+            if same_content && self.names.get(old.name) == shown_path(f).as_bytes() {
+                // Same path and content: the postings stand; update the record where it is.
+                // (A new content id takes a new slot, so its lists stay in slot order.)
+                self.names.set_stamp(old.name, f.mtime);
                 let r = &mut self.files[slot as usize];
                 r.size = f.size;
                 r.shared_at = shared_at;
@@ -315,7 +296,7 @@ impl NameIndex {
             key,
             size: f.size,
             shared_at,
-            name: self.names.push(&f.name),
+            name: self.names.push(f.mtime, &shown_path(f)),
             // Unlinked until the two calls below link it.
             ..DEAD
         });
@@ -323,7 +304,6 @@ impl NameIndex {
         self.link_peer(slot, peer_number);
         self.live += 1;
         self.paths.insert(key, slot, &self.files);
-        self.index_exact(slot);
         self.index_name(slot);
         if let Some(h) = &f.have {
             self.haves.insert(slot, h.clone().into_boxed_slice());
@@ -331,32 +311,12 @@ impl NameIndex {
         self.changed();
     }
 
-    /// Adds `slot`'s name to the postings of its trigrams.
+    /// Adds `slot`'s path to the postings of its trigrams.
     fn index_name(&mut self, slot: Slot) {
         let Some(&r) = self.rec(slot) else {
             return;
         };
         self.trigrams.add(slot, &lower(&self.names.text(r.name)));
-    }
-
-    /// Adds a live slot to [`NameIndex::by_name`].
-    fn index_exact(&mut self, slot: Slot) {
-        let mut by_name = std::mem::take(&mut self.by_name);
-        let name = self.rec(slot).map_or(NameSpan::EMPTY, |r| r.name);
-        let text = self.names.text(name);
-        let lowered = lower(&text);
-        by_name.insert(self.name_hash(&lowered), slot, &lowered, &*self);
-        self.by_name = by_name;
-    }
-
-    /// Takes a slot (still live) out of [`NameIndex::by_name`].
-    fn unindex_exact(&mut self, slot: Slot) {
-        let mut by_name = std::mem::take(&mut self.by_name);
-        let name = self.rec(slot).map_or(NameSpan::EMPTY, |r| r.name);
-        let text = self.names.text(name);
-        let lowered = lower(&text);
-        by_name.remove(self.name_hash(&lowered), slot, &lowered, &*self);
-        self.by_name = by_name;
     }
 
     /// Loads a file as stored (with its stored `shared_at`).
@@ -365,12 +325,12 @@ impl NameIndex {
     }
 }
 
-impl NameSource for NameIndex {
-    fn live_name(&self, slot: Slot) -> Option<&[u8]> {
-        self.rec(slot).map(|r| self.names.get(r.name))
-    }
-
-    fn lower_hash(&self, slot: Slot) -> u64 {
-        self.slot_name_hash(slot)
+/// The path a file is listed under: the directory of its `path` with its `name` (the same as
+/// `path` for every entry the index accepts, whose name is its path's last component).
+fn shown_path(f: &FileEntry) -> std::borrow::Cow<'_, str> {
+    match f.path.rsplit_once('/') {
+        Some((_, last)) if last == f.name => f.path.as_str().into(),
+        Some((dir, _)) => format!("{dir}/{}", f.name).into(),
+        None => f.name.as_str().into(),
     }
 }

@@ -1,4 +1,4 @@
-//! `Names`: the file names of the in-memory index, back to back in one byte arena, each addressed by an offset and a length.
+//! `Names`: the file paths of the in-memory index, back to back in one byte arena, each addressed by an offset and a length, with an 8-byte stamp (the file's modification time) before each.
 //!
 //! Names of removed files stay behind as counted garbage until [`Names::compact`] moves the
 //! live names together again.
@@ -55,15 +55,40 @@ impl Names {
     /// a character boundary.
     pub const MAX_LEN: usize = u16::MAX as usize;
 
-    /// Appends a name (cut to [`Names::MAX_LEN`] bytes) and returns where it lies.
-    pub fn push(&mut self, name: &str) -> NameSpan {
+    /// Bytes of the stamp before each name.
+    const STAMP: usize = 8;
+
+    /// Appends a name (cut to [`Names::MAX_LEN`] bytes) after its stamp and returns where the
+    /// name lies.
+    pub fn push(&mut self, stamp: i64, name: &str) -> NameSpan {
         let mut len = name.len().min(Self::MAX_LEN);
         while !name.is_char_boundary(len) {
             len -= 1;
         }
+        self.bytes.extend_from_slice(&stamp.to_le_bytes());
         let start = self.bytes.len();
         self.bytes.extend_from_slice(&name.as_bytes()[..len]);
         NameSpan::at(start, len)
+    }
+
+    /// Replaces the stamp of a name.
+    pub fn set_stamp(&mut self, s: NameSpan, stamp: i64) {
+        if let Some(b) = s
+            .start()
+            .checked_sub(Self::STAMP)
+            .and_then(|at| self.bytes.get_mut(at..s.start()))
+        {
+            b.copy_from_slice(&stamp.to_le_bytes());
+        }
+    }
+
+    /// The stamp pushed with a name (0 for [`NameSpan::EMPTY`]).
+    pub fn stamp(&self, s: NameSpan) -> i64 {
+        s.start()
+            .checked_sub(Self::STAMP)
+            .and_then(|at| self.bytes.get(at..s.start()))
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, i64::from_le_bytes)
     }
 
     /// The bytes of a name (UTF-8, as pushed).
@@ -78,7 +103,7 @@ impl Names {
 
     /// Counts a name as garbage (its file is gone).
     pub fn release(&mut self, s: NameSpan) {
-        self.garbage += s.len();
+        self.garbage += Self::STAMP + s.len();
     }
 
     /// Bytes in the arena, garbage included.
@@ -95,7 +120,7 @@ impl Names {
     pub fn in_order(spans: impl Iterator<Item = NameSpan>) -> bool {
         let mut end = 0;
         spans.into_iter().all(|s| {
-            let ok = s.start() >= end;
+            let ok = s.start() >= end + Self::STAMP;
             end = s.end();
             ok
         })
@@ -107,15 +132,16 @@ impl Names {
         if in_order {
             let mut at = 0;
             for s in spans {
-                self.bytes.copy_within(s.start()..s.end(), at);
-                *s = NameSpan::at(at, s.len());
-                at += s.len();
+                self.bytes.copy_within(s.start() - Self::STAMP..s.end(), at);
+                *s = NameSpan::at(at + Self::STAMP, s.len());
+                at += Self::STAMP + s.len();
             }
             self.bytes.truncate(at);
             self.bytes.shrink_to_fit();
         } else {
             let mut fresh = Vec::with_capacity(self.bytes.len() - self.garbage);
             for s in spans {
+                fresh.extend_from_slice(&self.stamp(*s).to_le_bytes());
                 let start = fresh.len();
                 fresh.extend_from_slice(self.get(*s));
                 *s = NameSpan::at(start, s.len());
@@ -140,15 +166,18 @@ mod tests {
         let mut n = Names::default();
         let mut spans: Vec<Option<NameSpan>> = ["alpha", "beta", "gamma", "délta"]
             .iter()
-            .map(|s| Some(n.push(s)))
+            .enumerate()
+            .map(|(i, s)| Some(n.push(i as i64 - 2, s)))
             .collect();
         if let Some(s) = spans[1].take() {
             n.release(s);
         }
-        assert_eq!(n.garbage(), 4);
+        assert_eq!(n.garbage(), 8 + 4);
         assert!(Names::in_order(spans.iter().flatten().copied()));
         n.compact(spans.iter_mut().flatten(), true);
-        assert_eq!(n.len(), "alphagammadélta".len());
+        assert_eq!(n.len(), 3 * 8 + "alphagammadélta".len());
+        let stamps: Vec<i64> = spans.iter().flatten().map(|&s| n.stamp(s)).collect();
+        assert_eq!(stamps, [-2, 0, 1], "stamps move with their names");
         assert_eq!(n.garbage(), 0);
         let text: Vec<String> = spans.iter().flatten().map(|&s| n.text(s).into()).collect();
         assert_eq!(text, ["alpha", "gamma", "délta"]);
@@ -158,14 +187,17 @@ mod tests {
         n.compact(spans.iter_mut().flatten(), false);
         let text: Vec<String> = spans.iter().flatten().map(|&s| n.text(s).into()).collect();
         assert_eq!(text, ["délta", "gamma", "alpha"]);
-        assert_eq!(n.len(), "alphagammadélta".len());
+        assert_eq!(n.len(), 3 * 8 + "alphagammadélta".len());
+        let stamps: Vec<i64> = spans.iter().flatten().map(|&s| n.stamp(s)).collect();
+        assert_eq!(stamps, [1, 0, -2]);
+        assert_eq!(n.stamp(NameSpan::EMPTY), 0);
     }
 
     #[test]
     fn overlong_names_are_cut_at_a_character_boundary() {
         let mut n = Names::default();
         let long = "é".repeat(40_000);
-        let s = n.push(&long);
+        let s = n.push(0, &long);
         assert!(s.len() <= Names::MAX_LEN);
         assert!(long.starts_with(n.text(s).as_ref()));
         assert_eq!(

@@ -146,6 +146,7 @@ pub async fn add_dht_sources(
                 shared_at: 0,
                 last_seen: 0,
                 have: None,
+                path: None,
             });
         }
     }

@@ -257,18 +257,14 @@ impl PeerClient {
         }
     }
 
-    /// The peer's shared files that match `query`; [`PeerClientError::Unsupported`] if the peer
-    /// did not agree to [`feature::CATALOG`].
+    /// The peer's shared files that match the query (with its filters);
+    /// [`PeerClientError::Unsupported`] if the peer did not agree to [`feature::CATALOG`].
     pub async fn catalog_query(
         &mut self,
-        query: &str,
-        limit: u32,
+        query: CatalogQuery,
     ) -> Result<CatalogResults, PeerClientError> {
         self.require(feature::CATALOG)?;
-        let q = Message::CatalogQuery(CatalogQuery {
-            query: query.to_string(),
-            limit,
-        });
+        let q = Message::CatalogQuery(query);
         match self.ask(&q).await? {
             PeerReply::CatalogResults(r) => Ok(r),
             other => Err(ProtocolError::unexpected("CatalogResults", other.name()).into()),

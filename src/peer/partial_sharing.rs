@@ -166,7 +166,7 @@ async fn announce(
             .all()
             .iter()
             .map(|f| FileEntry {
-                path: format!("partial/{}", f.content_id),
+                path: format!("partial/{}/{}", f.content_id, f.name),
                 name: f.name.clone(),
                 size: f.size,
                 content_id: f.content_id,

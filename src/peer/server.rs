@@ -15,11 +15,12 @@ use tracing::{debug, info};
 use super::slots::SlotPolicy;
 use super::{Catalog, PartialFile, Partials, UploadSlots};
 use crate::content::{ContentId, Digest};
+use crate::protocol::CatalogQuery;
 use crate::protocol::{
     CatalogEntry, CatalogResults, Connection, Connections, HANDSHAKE_TIMEOUT, LENGTH_PREFIX_LEN,
     Limits, MAX_SEARCH_LIMIT, ProtocolError, SMALL_FRAME_LEN, ServeLimits, ServerSide, accept_loop,
 };
-use crate::query::Query;
+use crate::query::{FileFacts, Query};
 use crate::rate::RateLimiter;
 use crate::tls::{SecureStream, Tls, secure_admitted};
 
@@ -206,16 +207,28 @@ impl PeerServer {
         r
     }
 
-    /// The shared files matching `query`, one per content id, at most `limit` (clamped to 1..=1000).
-    pub(super) fn catalog_query(&self, query: &str, limit: u32) -> CatalogResults {
-        let q = Query::parse(query);
-        let limit = limit.clamp(1, MAX_SEARCH_LIMIT) as usize;
+    /// The shared files matching the query and its filters, one per content id (at its first
+    /// path in path order), skipping `offset` of them and sending at most `limit` (clamped to
+    /// 1..=1000).
+    pub(super) fn catalog_query(&self, query: &CatalogQuery) -> CatalogResults {
+        let q = Query::with_filters(&query.query, query.filters());
+        let limit = query.limit.clamp(1, MAX_SEARCH_LIMIT) as usize;
         let catalog = self.snapshot();
         let mut seen = std::collections::HashSet::new();
         let mut files = Vec::new();
         let mut truncated = false;
+        let mut skip = query.offset as usize;
         for f in catalog.files() {
-            if q.matches(&f.name, &f.content_id) && seen.insert(f.content_id) {
+            let facts = FileFacts {
+                path: f.rel_path.as_bytes(),
+                size: f.size,
+                mtime: f.mtime_ns.div_euclid(1_000_000_000),
+            };
+            if q.matches(&facts, &f.content_id) && seen.insert(f.content_id) {
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
                 if files.len() == limit {
                     truncated = true;
                     break;
@@ -224,6 +237,7 @@ impl PeerServer {
                     name: f.name.clone(),
                     size: f.size,
                     content_id: f.content_id,
+                    path: Some(f.rel_path.clone()),
                 });
             }
         }

@@ -257,6 +257,7 @@ pub fn search_reply(data: &[u8]) {
                 b => Some(d.bytes(usize::from(b % 40))),
             };
             let key = (d.byte() % 2 == 0).then(|| Digest([d.byte(); 32]));
+            let path = (d.byte() % 2 == 0).then(|| d.text());
             peers.push(PeerHit {
                 peer_id,
                 host,
@@ -265,6 +266,7 @@ pub fn search_reply(data: &[u8]) {
                 shared_at,
                 last_seen,
                 have,
+                path,
             });
         }
         files.push(FileHit {
@@ -277,6 +279,7 @@ pub fn search_reply(data: &[u8]) {
     let reply = SearchResults {
         files,
         truncated: d.byte() & 1 == 1,
+        total: d.int(0, u64::MAX as i128) as u64,
     };
     let written = match SearchResultsWriter::write_built(&reply) {
         Ok(b) => b,

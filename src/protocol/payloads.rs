@@ -226,13 +226,68 @@ pub const MAX_REVOKED: usize = 8192;
 pub struct Empty {}
 
 /// Asks the index for files matching a query (words, or a content id in hex).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Search {
     /// The query, at most [`MAX_QUERY_LEN`] bytes.
     pub query: String,
     /// Most files wanted, at most [`MAX_SEARCH_LIMIT`].
     pub limit: u32,
+    /// Extensions (lowercase, without the dot) the file's name must end in; empty: any
+    /// (PROTOCOL §7.5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exts: Vec<String>,
+    /// Least size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<u64>,
+    /// Greatest size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// Modified at or after, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newer: Option<i64>,
+    /// Modified before, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older: Option<i64>,
+    /// Ranked files to skip before the first one sent (paging), at most [`MAX_SEARCH_OFFSET`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u32,
 }
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Most ranked files a search may skip ([`Search::offset`]).
+pub const MAX_SEARCH_OFFSET: u32 = 200_000;
+
+macro_rules! filters_of {
+    ($t:ty) => {
+        impl $t {
+            /// The request's filters, for matching.
+            pub fn filters(&self) -> crate::query::Filters {
+                crate::query::Filters {
+                    exts: self.exts.clone(),
+                    min_size: self.min_size,
+                    max_size: self.max_size,
+                    newer: self.newer,
+                    older: self.older,
+                }
+                .normalized()
+            }
+
+            /// Sets the request's filters.
+            pub fn set_filters(&mut self, f: crate::query::Filters) {
+                self.exts = f.exts;
+                self.min_size = f.min_size;
+                self.max_size = f.max_size;
+                self.newer = f.newer;
+                self.older = f.older;
+            }
+        }
+    };
+}
+filters_of!(Search);
+filters_of!(CatalogQuery);
 
 /// A peer that has a file, in search results.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,6 +309,10 @@ pub struct PeerHit {
     /// Set when the peer is still downloading the file: its verified pieces (see [`Have`]).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
     pub have: Option<Vec<u8>>,
+    /// Where the peer keeps the file: its path within the peer's share (`/`-separated, the
+    /// name last). The index always sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// A distinct file (one content id) in search results, with the live peers that have it.
@@ -274,8 +333,11 @@ pub struct FileHit {
 pub struct SearchResults {
     /// The files.
     pub files: Vec<FileHit>,
-    /// More files matched than were returned.
+    /// More files matched than were returned (past `offset + limit`).
     pub truncated: bool,
+    /// How many distinct files (content ids) matched in all (PROTOCOL §7.5).
+    #[serde(default)]
+    pub total: u64,
 }
 
 /// A registered peer, in the index's [`PeerList`].
@@ -374,12 +436,31 @@ pub struct Have {
 
 /// Asks a peer which of its shared files match `query` (the index's matching rule; feature
 /// [`CATALOG`](super::feature::CATALOG)).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct CatalogQuery {
     /// The query, at most [`MAX_QUERY_LEN`] bytes.
     pub query: String,
     /// Most files wanted, at most [`MAX_SEARCH_LIMIT`].
     pub limit: u32,
+    /// Extensions (lowercase, without the dot) the file's name must end in; empty: any
+    /// (PROTOCOL §7.5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exts: Vec<String>,
+    /// Least size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<u64>,
+    /// Greatest size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// Modified at or after, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newer: Option<i64>,
+    /// Modified before, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older: Option<i64>,
+    /// Ranked files to skip before the first one sent (paging), at most [`MAX_SEARCH_OFFSET`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u32,
 }
 
 /// A file in [`CatalogResults`].
@@ -391,6 +472,9 @@ pub struct CatalogEntry {
     pub size: u64,
     /// BLAKE3 of the whole file.
     pub content_id: ContentId,
+    /// Its path within the peer's share (`/`-separated, the name last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// One entry per distinct matching file the peer shares.

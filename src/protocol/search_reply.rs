@@ -28,6 +28,8 @@ pub struct PeerHitRef<'a> {
     pub last_seen: i64,
     /// [`super::PeerHit::have`].
     pub have: Option<&'a [u8]>,
+    /// [`super::PeerHit::path`].
+    pub path: Option<&'a str>,
 }
 
 /// Writes a `SearchResults` payload: [`SearchResultsWriter::new`] with the number of files,
@@ -44,7 +46,7 @@ impl SearchResultsWriter {
     /// Starts a reply of `files` files, with room for `room` bytes.
     pub fn new(files: u32, room: usize) -> Self {
         let mut buf = Vec::with_capacity(room.min(MAX_CONTROL_PAYLOAD));
-        wrote(rmp::encode::write_map_len(&mut buf, 2));
+        wrote(rmp::encode::write_map_len(&mut buf, 3));
         wrote(rmp::encode::write_str(&mut buf, "files"));
         wrote(rmp::encode::write_array_len(&mut buf, files));
         SearchResultsWriter { buf }
@@ -75,7 +77,7 @@ impl SearchResultsWriter {
         let b = &mut self.buf;
         wrote(rmp::encode::write_map_len(
             b,
-            6 + u32::from(p.have.is_some()),
+            6 + u32::from(p.have.is_some()) + u32::from(p.path.is_some()),
         ));
         wrote(rmp::encode::write_str(b, "peer_id"));
         wrote(rmp::encode::write_uint(b, p.peer_id));
@@ -96,6 +98,10 @@ impl SearchResultsWriter {
             wrote(rmp::encode::write_str(b, "have"));
             wrote(rmp::encode::write_bin(b, have));
         }
+        if let Some(path) = p.path {
+            wrote(rmp::encode::write_str(b, "path"));
+            wrote(rmp::encode::write_str(b, path));
+        }
     }
 
     /// Writes a reply already built as a message, through the writer (what the tests and the
@@ -113,17 +119,20 @@ impl SearchResultsWriter {
                     shared_at: p.shared_at,
                     last_seen: p.last_seen,
                     have: p.have.as_deref(),
+                    path: p.path.as_deref(),
                 });
             }
         }
-        w.finish(r.truncated)
+        w.finish(r.truncated, r.total)
     }
 
     /// Ends the reply; a payload over the frame limit is [`ProtocolError::FrameTooLarge`]
     /// (once past it, nothing more was written: `received` says where writing stopped).
-    pub fn finish(mut self, truncated: bool) -> Result<Bytes, ProtocolError> {
+    pub fn finish(mut self, truncated: bool, total: u64) -> Result<Bytes, ProtocolError> {
         wrote(rmp::encode::write_str(&mut self.buf, "truncated"));
         wrote(rmp::encode::write_bool(&mut self.buf, truncated));
+        wrote(rmp::encode::write_str(&mut self.buf, "total"));
+        wrote(rmp::encode::write_uint(&mut self.buf, total));
         if self.buf.len() > MAX_CONTROL_PAYLOAD {
             return Err(ProtocolError::FrameTooLarge {
                 max: MAX_CONTROL_PAYLOAD,
@@ -176,6 +185,7 @@ mod tests {
             },
             last_seen: 1_764_000_000_000 + k as i64,
             have: k.is_multiple_of(3).then(|| vec![0xA5; k as usize % 70]),
+            path: (!k.is_multiple_of(4)).then(|| format!("d{k}/").repeat(k as usize % 9) + "n"),
         }
     }
 
@@ -198,6 +208,7 @@ mod tests {
                         })
                         .collect(),
                     truncated,
+                    total: EDGES[files % EDGES.len()],
                 };
                 assert_eq!(
                     written(&r),
@@ -224,9 +235,10 @@ mod tests {
                 shared_at: 0,
                 last_seen: 0,
                 have: None,
+                path: None,
             });
         }
-        match w.finish(false) {
+        match w.finish(false, 0) {
             Err(ProtocolError::FrameTooLarge { max, received }) => {
                 assert_eq!(max, MAX_CONTROL_PAYLOAD);
                 assert!(
@@ -253,18 +265,21 @@ mod tests {
                     shared_at: 5,
                     last_seen: -1,
                     have: None,
+                    path: Some("d/a".into()),
                 }],
             }],
             truncated: true,
+            total: 1,
         };
         let mut want =
-            b"\x82\xa5files\x91\x84\xa4name\xa1a\xa4size\xcd\x01\x2c\xaacontent_id\xc4\x20"
+            b"\x83\xa5files\x91\x84\xa4name\xa1a\xa4size\xcd\x01\x2c\xaacontent_id\xc4\x20"
                 .to_vec();
         want.extend([7; 32]);
-        want.extend(b"\xa5peers\x91\x86\xa7peer_id\x02\xa4host\xa3::1\xa4port\xcd\xc3\x50");
+        want.extend(b"\xa5peers\x91\x87\xa7peer_id\x02\xa4host\xa3::1\xa4port\xcd\xc3\x50");
         want.extend(b"\xa3key\xc4\x20");
         want.extend([9; 32]);
-        want.extend(b"\xa9shared_at\x05\xa9last_seen\xff\xa9truncated\xc3");
+        want.extend(b"\xa9shared_at\x05\xa9last_seen\xff\xa4path\xa3d/a");
+        want.extend(b"\xa9truncated\xc3\xa5total\x01");
         assert_eq!(written(&r).as_ref(), &want[..]);
     }
 }

@@ -1,19 +1,24 @@
 //! Query rules shared by the index, the peers' catalogs and the DHT: how a query string is read,
-//! which names match it, and how matching files are grouped and ranked.
+//! which files match it, and how matching files are grouped and ranked.
 //!
 //! This module depends on nothing else in the crate, so every layer can apply the same rules.
 //! The content id is a type parameter (the crate uses `ContentId`), and the ranking works on any
 //! peer type that says who it is and when it shared the file ([`RankedPeer`]).
 
+mod filters;
 mod fold;
 mod rank;
+#[cfg(test)]
+mod tests;
 
+pub use filters::{Filters, MAX_EXT_LEN, MAX_EXTS, extension};
 pub use fold::{contains_ci, equals_ci, lower};
 pub use rank::{FileGroup, RankedPeer, Row, group_and_rank};
 
 use std::str::FromStr;
 
-/// Most words of a query that are matched; the rest are ignored.
+/// Most words of a query (words to find and words to exclude together) that are matched; the
+/// rest are ignored.
 pub const MAX_QUERY_WORDS: usize = 16;
 
 /// A parsed query over files identified by `Id`.
@@ -21,42 +26,139 @@ pub const MAX_QUERY_WORDS: usize = 16;
 pub enum Query<Id> {
     /// Exactly the file with this content id.
     Id(Id),
-    /// Files whose lowercased name contains every word.
+    /// Files whose lowercased path (within its share, the name included) contains every word
+    /// and none of the excluded ones, and that pass the filters.
     Words {
-        /// The distinct lowercased words, at most [`MAX_QUERY_WORDS`], in query order.
+        /// The distinct lowercased words and phrases to find, in query order.
         words: Vec<String>,
-        /// The whole lowercased query with single spaces: a name equal to it is an exact match.
+        /// The words to find with single spaces: a name equal to it is an exact match.
         whole: String,
+        /// The distinct lowercased words and phrases written with a leading `-`.
+        exclude: Vec<String>,
+        /// Extension, size and date filters.
+        filters: Filters,
     },
 }
 
+/// What matching needs to know of a file.
+#[derive(Debug, Clone, Copy)]
+pub struct FileFacts<'a> {
+    /// The path within its share, `/`-separated, the name last (UTF-8 bytes).
+    pub path: &'a [u8],
+    /// The file's size in bytes.
+    pub size: u64,
+    /// Its modification time, seconds since the Unix epoch.
+    pub mtime: i64,
+}
+
+impl FileFacts<'_> {
+    /// The name: the path's last component.
+    pub fn name(&self) -> &[u8] {
+        name_of(self.path)
+    }
+}
+
+/// The last `/`-separated component of a path.
+#[inline]
+pub fn name_of(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    }
+}
+
+/// Splits a query string into its terms: `"quoted phrases"` (an unclosed quote runs to the
+/// end) and whitespace-separated words; each with whether it had a leading `-`.
+fn terms(q: &str) -> Vec<(bool, String)> {
+    let mut out = Vec::new();
+    let mut rest = q.trim_start();
+    while !rest.is_empty() {
+        let (neg, body) = match rest.strip_prefix('-') {
+            Some(b) if b.starts_with('"') || b.starts_with(|c: char| !c.is_whitespace()) => {
+                (true, b)
+            }
+            _ => (false, rest),
+        };
+        let (term, after) = match body.strip_prefix('"') {
+            Some(inner) => match inner.find('"') {
+                Some(end) => (&inner[..end], &inner[end + 1..]),
+                None => (inner, ""),
+            },
+            None => match body.find(char::is_whitespace) {
+                Some(end) => (&body[..end], &body[end..]),
+                None => (body, ""),
+            },
+        };
+        let term = term.split_whitespace().collect::<Vec<_>>().join(" ");
+        if !term.is_empty() {
+            out.push((neg, term.to_lowercase()));
+        }
+        rest = after.trim_start();
+    }
+    out
+}
+
 impl<Id: FromStr> Query<Id> {
-    /// Reads a query: a string that parses as an id asks for that file; anything else is words.
+    /// Reads a query: a string that parses as an id asks for that file; anything else is words,
+    /// `"phrases"` and `-excluded` words.
     pub fn parse(q: &str) -> Self {
         let trimmed = q.trim();
         if let Ok(id) = trimmed.parse::<Id>() {
             return Query::Id(id);
         }
-        let lower = trimmed.to_lowercase();
-        let mut words: Vec<String> = Vec::new();
-        for w in lower.split_whitespace() {
-            if !words.iter().any(|x| x == w) && words.len() < MAX_QUERY_WORDS {
-                words.push(w.to_string());
+        let (mut words, mut exclude): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+        for (neg, t) in terms(trimmed) {
+            if words.len() + exclude.len() == MAX_QUERY_WORDS {
+                break;
+            }
+            let list = if neg { &mut exclude } else { &mut words };
+            if !list.contains(&t) {
+                list.push(t);
             }
         }
-        let whole = lower.split_whitespace().collect::<Vec<_>>().join(" ");
-        Query::Words { words, whole }
+        let whole = words.join(" ");
+        Query::Words {
+            words,
+            whole,
+            exclude,
+            filters: Filters::default(),
+        }
+    }
+
+    /// [`Query::parse`] with filters (ignored by a content-id query).
+    pub fn with_filters(q: &str, f: Filters) -> Self {
+        let mut query = Self::parse(q);
+        if let Query::Words { filters, .. } = &mut query {
+            *filters = f;
+        }
+        query
     }
 }
 
-impl<Id: PartialEq> Query<Id> {
-    /// Whether a file with this name and content id matches (the index's rule, applied by peers too).
-    pub fn matches(&self, name: &str, id: &Id) -> bool {
+impl<Id> Query<Id> {
+    /// The words to find (none for a content id).
+    pub fn words(&self) -> &[String] {
         match self {
-            Query::Id(q) => q == id,
-            Query::Words { words, .. } => {
-                let lower = name.to_lowercase();
-                words.iter().all(|w| lower.contains(w.as_str()))
+            Query::Words { words, .. } => words,
+            Query::Id(_) => &[],
+        }
+    }
+
+    /// Whether a file with these facts matches, content id aside: every word in its path, no
+    /// excluded word there, and the filters pass. Always true for a content-id query (whose
+    /// callers compare ids).
+    pub fn matches_facts(&self, f: &FileFacts<'_>) -> bool {
+        match self {
+            Query::Id(_) => true,
+            Query::Words {
+                words,
+                exclude,
+                filters,
+                ..
+            } => {
+                words.iter().all(|w| contains_ci(f.path, w))
+                    && !exclude.iter().any(|w| contains_ci(f.path, w))
+                    && filters.pass(f)
             }
         }
     }
@@ -69,6 +171,22 @@ impl<Id: PartialEq> Query<Id> {
             Query::Id(_) => false,
         }
     }
+
+    /// Whether every word is in the file's name itself (not only in its directories): such
+    /// matches rank above the others.
+    pub fn in_name(&self, name: &[u8]) -> bool {
+        self.words().iter().all(|w| contains_ci(name, w))
+    }
+}
+
+impl<Id: PartialEq> Query<Id> {
+    /// Whether a file matches (the index's rule, applied by peers too).
+    pub fn matches(&self, f: &FileFacts<'_>, id: &Id) -> bool {
+        match self {
+            Query::Id(q) => q == id,
+            Query::Words { .. } => self.matches_facts(f),
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it): the time base of
@@ -78,79 +196,4 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A stand-in for a content id: 64 hex characters of one repeated byte.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    struct Id(u8);
-
-    impl FromStr for Id {
-        type Err = ();
-        fn from_str(s: &str) -> Result<Self, ()> {
-            let b = s
-                .get(..2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or(())?;
-            (s.len() == 64 && s == format!("{b:02x}").repeat(32))
-                .then_some(Id(b))
-                .ok_or(())
-        }
-    }
-
-    #[test]
-    fn parse_words_and_ids() {
-        assert_eq!(
-            Query::<Id>::parse("  Isaac  PY isaac "),
-            Query::Words {
-                words: vec!["isaac".into(), "py".into()],
-                whole: "isaac py isaac".into()
-            }
-        );
-        assert_eq!(Query::parse(&"ab".repeat(32)), Query::Id(Id(0xab)));
-        assert_eq!(
-            Query::parse(&format!(" {} ", "ab".repeat(32))),
-            Query::Id(Id(0xab))
-        );
-    }
-
-    #[test]
-    fn words_are_capped_and_deduplicated() {
-        let q: String = (0..40).map(|i| format!("w{i} w{i} ")).collect();
-        let Query::<Id>::Words { words, whole } = Query::parse(&q) else {
-            panic!("words expected");
-        };
-        assert_eq!(words.len(), MAX_QUERY_WORDS);
-        assert_eq!(words[0], "w0");
-        assert_eq!(whole.split(' ').count(), 80, "the whole query is kept");
-    }
-
-    #[test]
-    fn matching_ignores_case_and_needs_every_word() {
-        let q = Query::parse("PY isaac");
-        assert!(q.matches("Old ISAAC.py", &Id(1)));
-        assert!(!q.matches("isaac.rs", &Id(1)));
-        assert!(Query::<Id>::parse("").matches("anything", &Id(1)));
-        assert!(Query::parse("über").matches("ÜBER.txt", &Id(1)));
-        let by_id = Query::Id(Id(7));
-        assert!(by_id.matches("whatever", &Id(7)));
-        assert!(!by_id.matches("whatever", &Id(8)));
-    }
-
-    #[test]
-    fn exact_names() {
-        let q = Query::<Id>::parse(" Isaac   PY ");
-        assert!(q.is_exact_name("ISAAC py"));
-        assert!(!q.is_exact_name("isaac  py"));
-        assert!(!Query::<Id>::parse("").is_exact_name(""));
-        assert!(!Query::Id(Id(1)).is_exact_name("x"));
-    }
-
-    #[test]
-    fn the_clock_is_past_2020() {
-        assert!(now_ms() > 1_577_836_800_000);
-    }
 }

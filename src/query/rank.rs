@@ -1,5 +1,6 @@
 //! Ranking matching files: rows of (file, peer) grouped by content id, exact-name matches first,
-//! then files with more peers, then by name.
+//! then files whose name holds every word (not only their directories), then files with more
+//! peers, then by name.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -32,7 +33,8 @@ pub struct Row<Id, P> {
 /// One ranked file: its rows grouped by content id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileGroup<Id, P> {
-    /// Of the group's exact-name matches, else of all its names, the least in byte order.
+    /// Of the group's exact-name matches, else of the names holding every word, else of all
+    /// its names, the least in byte order.
     pub name: String,
     /// The size of the group's first row.
     pub size: u64,
@@ -42,24 +44,37 @@ pub struct FileGroup<Id, P> {
     pub peers: Vec<P>,
 }
 
+/// How well a name matches: exact, then holding every word, then neither (its path does).
+fn tier<Id>(query: &Query<Id>, name: &str) -> u8 {
+    if query.is_exact_name(name) {
+        2
+    } else if query.in_name(name.as_bytes()) {
+        1
+    } else {
+        0
+    }
+}
+
 /// Groups rows by content id (one entry per distinct file, one peer entry per peer), ranks
-/// exact-name matches first, then files with more peers, then by name; keeps `limit`.
-/// Returns the files and whether more matched than were kept.
+/// exact-name matches first, then files whose name holds every word, then files with more
+/// peers, then by name; skips the first `offset` and keeps `limit`. Returns the files, whether
+/// more matched than were kept, and how many files (content ids) matched in all.
 pub fn group_and_rank<Id, P, F>(
     rows: Vec<Row<Id, P>>,
     query: &Query<Id>,
+    offset: usize,
     limit: usize,
-) -> (Vec<F>, bool)
+) -> (Vec<F>, bool, usize)
 where
     Id: Copy + Eq + Hash + Ord,
     P: RankedPeer,
     F: From<FileGroup<Id, P>>,
 {
     let mut order: Vec<Id> = Vec::new();
-    let mut groups: HashMap<Id, (FileGroup<Id, P>, bool)> = HashMap::new();
+    let mut groups: HashMap<Id, (FileGroup<Id, P>, u8)> = HashMap::new();
     for row in rows {
-        let is_exact = query.is_exact_name(&row.name);
-        let (hit, any_exact) = groups.entry(row.content_id).or_insert_with(|| {
+        let t = tier(query, &row.name);
+        let (hit, best) = groups.entry(row.content_id).or_insert_with(|| {
             order.push(row.content_id);
             (
                 FileGroup {
@@ -68,12 +83,12 @@ where
                     content_id: row.content_id,
                     peers: Vec::new(),
                 },
-                false,
+                t,
             )
         });
-        if (is_exact && !*any_exact) || (is_exact == *any_exact && row.name < hit.name) {
+        if t > *best || (t == *best && row.name < hit.name) {
             hit.name = row.name.clone();
-            *any_exact |= is_exact;
+            *best = t;
         }
         match hit
             .peers
@@ -84,26 +99,28 @@ where
             None => hit.peers.push(row.peer),
         }
     }
-    let mut files: Vec<(FileGroup<Id, P>, bool)> = order
+    let mut files: Vec<(FileGroup<Id, P>, u8)> = order
         .into_iter()
         .filter_map(|id| groups.remove(&id))
         .collect();
-    files.sort_by(|(a, ea), (b, eb)| {
-        eb.cmp(ea)
+    files.sort_by(|(a, ta), (b, tb)| {
+        tb.cmp(ta)
             .then(b.peers.len().cmp(&a.peers.len()))
             .then_with(|| a.name.cmp(&b.name))
             .then(a.content_id.cmp(&b.content_id))
     });
-    let truncated = files.len() > limit;
-    files.truncate(limit);
+    let total = files.len();
+    let truncated = total > offset.saturating_add(limit);
     let files = files
         .into_iter()
+        .skip(offset)
+        .take(limit)
         .map(|(mut f, _)| {
             f.peers.sort_by_key(|p| p.peer_id());
             F::from(f)
         })
         .collect();
-    (files, truncated)
+    (files, truncated, total)
 }
 
 #[cfg(test)]
@@ -157,15 +174,31 @@ mod tests {
             row(3, "Isaac.py", 4),
             row(4, "isaac.py.txt", 1),
         ];
-        let (files, truncated): (Vec<Group>, bool) = group_and_rank(rows.clone(), &q, 10);
+        let (files, truncated, total): (Vec<Group>, bool, usize) =
+            group_and_rank(rows.clone(), &q, 0, 10);
+        assert_eq!(total, 4);
         assert!(!truncated);
         assert_eq!(files[0].name, "Isaac.py");
         assert_eq!(files[1].name, "isaac.py.bak");
         assert_eq!(files[1].peers.len(), 2, "one entry per peer");
         assert_eq!(files.len(), 4);
-        let (files, truncated): (Vec<Group>, bool) = group_and_rank(rows, &q, 2);
+        let (files, truncated, _): (Vec<Group>, bool, usize) =
+            group_and_rank(rows.clone(), &q, 0, 2);
         assert!(truncated);
         assert_eq!(files.len(), 2);
+        let (page, truncated, total): (Vec<Group>, bool, usize) = group_and_rank(rows, &q, 2, 2);
+        assert!(!truncated, "the last page");
+        assert_eq!(total, 4);
+        assert_eq!(page.len(), 2);
+        assert_eq!(page[0].name, "isaac.py.txt");
+    }
+
+    #[test]
+    fn names_holding_every_word_rank_before_paths_holding_them() {
+        let q = words("stdio");
+        let rows = vec![row(1, "x.h", 1), row(1, "x.h", 2), row(2, "stdio-x.h", 3)];
+        let (files, _, _): (Vec<Group>, bool, usize) = group_and_rank(rows, &q, 0, 10);
+        assert_eq!(files[0].name, "stdio-x.h");
     }
 
     #[test]
@@ -176,7 +209,7 @@ mod tests {
         let mut early = row(1, "A B", 7);
         early.peer.at = 2;
         let rows = vec![late, row(1, "a b", 3), early, row(1, "a b c", 1)];
-        let (files, _): (Vec<Group>, bool) = group_and_rank(rows, &q, 10);
+        let (files, _, _): (Vec<Group>, bool, usize) = group_and_rank(rows, &q, 0, 10);
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].name, "A B", "exact names win, then byte order");
         let ids: Vec<(u64, i64)> = files[0].peers.iter().map(|p| (p.id, p.at)).collect();

@@ -37,11 +37,6 @@ impl ContentIds {
         self.recs.get(n as usize)
     }
 
-    /// How many numbers were ever given (in use or free).
-    pub(super) fn len(&self) -> usize {
-        self.recs.len()
-    }
-
     /// Whether no content id is in use.
     #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {
@@ -146,6 +141,5 @@ mod tests {
         assert_eq!(c.numbers().count(), 2);
         c.release_if_empty(NONE);
         c.set_head(NONE, 1);
-        assert_eq!(c.len(), 2);
     }
 }

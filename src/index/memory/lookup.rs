@@ -1,47 +1,28 @@
-//! The name index's lookup: answering a query from the rank order, a content id's list, or the
-//! postings of the query words' trigrams, and listing each match's peer.
+//! The name index's lookup: answering a query from a content id's list or from the postings of
+//! its words' trigrams, and listing each match's peer.
 
 use bytes::Bytes;
 
+use super::NONE;
+use super::NameIndex;
 use super::rank::{Ranked, Ranker};
-use super::trigrams::{INTERSECT_RATIO, PostingsReads};
-use super::{NONE, NameIndex, all_in};
 use crate::content::ContentId;
 use crate::index::postings::{Intersection, Postings, Slot, trigrams_into};
 use crate::protocol::{FileHit, PeerHit, PeerHitRef, ProtocolError};
 use crate::query::Query;
 
-/// How [`NameIndex::search_by`] finds matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Plan {
-    /// The order for broad word queries, the postings for the rest.
-    Auto,
-    /// The rank order (should the order read more than the budget, the postings).
-    #[cfg_attr(not(test), allow(dead_code))]
-    Order,
-    /// The postings of the words' trigrams.
-    #[cfg_attr(not(test), allow(dead_code))]
-    Postings,
-}
+use super::trigrams::{INTERSECT_RATIO, PostingsReads};
 
 /// How much of the index a search may read before it gives up.
 #[derive(Debug, Clone, Copy)]
 pub struct Reads {
-    /// Files read (a cache miss or two each): in rank order, those named exactly as the
-    /// query, those added since the order was made, those whose signature matched and the
-    /// other files of their content ids; a content id's files; the names the postings give.
+    /// Files read (a cache miss or two each): a content id's files; the paths the postings give.
     pub names: usize,
-    /// Signatures of the rank order passed over (8 bytes each, read in order), or entries of
-    /// the postings lists merged.
+    /// Entries of the postings lists merged.
     pub signatures: usize,
 }
 
 impl Reads {
-    /// No limit.
-    pub const ALL: Reads = Reads {
-        names: usize::MAX,
-        signatures: usize::MAX,
-    };
     /// What a search answered on a connection's own thread may read: work of the same order as
     /// handing a search to another thread and back, so answering it there costs no more.
     pub const QUICK: Reads = Reads {
@@ -53,44 +34,47 @@ impl Reads {
 /// Most matching files one search groups and ranks; past it the reply says `truncated`.
 pub const MAX_SEARCH_ROWS: usize = 200_000;
 
+/// What a search found, as [`FileHit`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchFound {
+    /// The files of the page asked for, best first.
+    pub files: Vec<FileHit>,
+    /// More files matched than the page's end.
+    pub truncated: bool,
+    /// Distinct files (content ids) that matched in all.
+    pub total: u64,
+}
+
 impl NameIndex {
-    /// Calls `found` with each live slot whose name contains every word, in slot order,
+    /// Calls `found` with each live slot that matches `query` (a word query), in slot order,
     /// until it returns false.
-    pub(super) fn each_match(&self, words: &[String], mut found: impl FnMut(Slot) -> bool) {
+    pub(super) fn each_match(&self, query: &Query<ContentId>, mut found: impl FnMut(Slot) -> bool) {
         let mut tris: Vec<[u8; 3]> = Vec::new();
         let mut t = Vec::new();
-        for w in words.iter().filter(|w| w.len() >= 3) {
+        for w in query.words().iter().filter(|w| w.len() >= 3) {
             trigrams_into(w, &mut t);
             tris.extend_from_slice(&t);
         }
         tris.sort_unstable();
         tris.dedup();
         if tris.is_empty() {
-            let words: Vec<&str> = words.iter().map(String::as_str).collect();
             for (slot, r) in self.files.iter().enumerate() {
-                if r.live() && all_in(self.names.get(r.name), &words) && !found(slot as Slot) {
+                if r.live() && query.matches_facts(&self.facts(r)) && !found(slot as Slot) {
                     return;
                 }
             }
             return;
         }
-        let mut lists: Vec<(&[u8; 3], &Postings)> = Vec::with_capacity(tris.len());
+        let mut lists: Vec<&Postings> = Vec::with_capacity(tris.len());
         for tri in &tris {
             match self.trigrams.get(tri) {
-                Some(p) => lists.push((tri, p)),
+                Some(p) => lists.push(p),
                 None => return,
             }
         }
-        lists.sort_by_key(|(_, p)| p.len());
-        let shortest = lists[0].1.len();
-        lists.retain(|(_, p)| p.len() <= shortest.saturating_mul(INTERSECT_RATIO));
-        // A 3-byte word whose list is intersected needs no confirming.
-        let confirm: Vec<&str> = words
-            .iter()
-            .filter(|w| !(w.len() == 3 && lists.iter().any(|(t, _)| t[..] == *w.as_bytes())))
-            .map(String::as_str)
-            .collect();
-        let lists: Vec<&Postings> = lists.into_iter().map(|(_, p)| p).collect();
+        lists.sort_by_key(|p| p.len());
+        let shortest = lists[0].len();
+        lists.retain(|p| p.len() <= shortest.saturating_mul(INTERSECT_RATIO));
         let mut candidates = Intersection::new(&lists);
         let mut batch = [0; 32];
         loop {
@@ -107,15 +91,14 @@ impl NameIndex {
                 let Some(r) = self.rec(slot) else {
                     continue;
                 };
-                if (confirm.is_empty() || all_in(self.names.get(r.name), &confirm)) && !found(slot)
-                {
+                if query.matches_facts(&self.facts(r)) && !found(slot) {
                     return;
                 }
             }
         }
     }
 
-    /// Reads the records and names of `slots` in two tight loops, so that their cache misses
+    /// Reads the records and paths of `slots` in two tight loops, so that their cache misses
     /// overlap instead of each waiting behind the tests of the one before.
     pub(super) fn warm(&self, slots: &[Slot]) {
         let mut sum = 0u32;
@@ -137,28 +120,28 @@ impl NameIndex {
     pub(super) fn postings_reads(&self, words: &[String]) -> PostingsReads {
         self.trigrams.reads(words, self.live)
     }
-    /// Files matching `query` shared by live peers (online and seen at or after `live_since`).
-    ///
-    /// A broad word query reads files in rank order and stops after the best `limit`
-    /// ([`order`](super::order)); a narrow one, or one whose matches are mostly not live, reads the
-    /// postings of its trigrams and ranks every match.
+
+    /// Files matching `query` shared by live peers (online and seen at or after `live_since`):
+    /// the `limit` best after the first `offset`, with the count of all.
     pub fn search(
         &self,
         query: &Query<ContentId>,
+        offset: usize,
         limit: usize,
         live_since: i64,
-    ) -> (Vec<FileHit>, bool) {
-        self.search_by(query, limit, live_since, Plan::Auto).hits()
+    ) -> SearchFound {
+        self.search_ranked(query, offset, limit, live_since).hits()
     }
 
     /// [`NameIndex::search`] as the `SearchResults` payload, written straight from the index.
     pub fn search_encoded(
         &self,
         query: &Query<ContentId>,
+        offset: usize,
         limit: usize,
         live_since: i64,
     ) -> Result<Bytes, ProtocolError> {
-        self.search_by(query, limit, live_since, Plan::Auto)
+        self.search_ranked(query, offset, limit, live_since)
             .encode()
     }
 
@@ -167,46 +150,61 @@ impl NameIndex {
     pub fn search_quick_encoded(
         &self,
         query: &Query<ContentId>,
+        offset: usize,
         limit: usize,
         live_since: i64,
     ) -> Option<Result<Bytes, ProtocolError>> {
         let quick = Reads::QUICK;
-        let found = match query {
+        match query {
             Query::Id(id) => {
                 let head = self.group_head(id);
                 if self.group_len(head, quick.names) > quick.names {
                     return None;
                 }
-                self.by_id(query, head, limit, live_since)
             }
             Query::Words { words, .. } => {
-                match self.without_postings(query, words, limit, live_since, Plan::Auto, quick) {
-                    Ok(found) => found,
-                    Err(p) if p.most <= quick.names && p.merged <= quick.signatures => {
-                        self.by_postings(query, limit, live_since)
-                    }
-                    Err(_) => return None,
+                let p = self.postings_reads(words);
+                if p.most > quick.names || p.merged > quick.signatures {
+                    return None;
                 }
             }
-        };
-        Some(found.encode())
+        }
+        Some(
+            self.search_ranked(query, offset, limit, live_since)
+                .encode(),
+        )
     }
 
-    /// Answers `query` the way `plan` says (tests compare the plans).
-    pub(super) fn search_by(
+    /// Ranks every match of `query`.
+    pub(super) fn search_ranked(
         &self,
         query: &Query<ContentId>,
+        offset: usize,
         limit: usize,
         live_since: i64,
-        plan: Plan,
     ) -> Ranked<'_> {
+        let mut ranker = Ranker::new(self, query, offset, limit, live_since);
         match query {
-            Query::Id(id) => self.by_id(query, self.group_head(id), limit, live_since),
-            Query::Words { words, .. } => {
-                match self.without_postings(query, words, limit, live_since, plan, Reads::ALL) {
-                    Ok(found) => found,
-                    Err(_) => self.by_postings(query, limit, live_since),
+            Query::Id(id) => {
+                let head = self.group_head(id);
+                if head != NONE {
+                    ranker.add_group(head);
                 }
+                ranker.finish(false)
+            }
+            Query::Words { .. } => {
+                let mut matched = 0;
+                let mut cut = false;
+                self.each_match(query, |slot: Slot| {
+                    if matched == MAX_SEARCH_ROWS {
+                        cut = true;
+                        return false;
+                    }
+                    matched += 1;
+                    ranker.add(slot);
+                    true
+                });
+                ranker.finish(cut)
             }
         }
     }
@@ -231,79 +229,6 @@ impl NameIndex {
         n
     }
 
-    /// A content id's group: the files on its list.
-    pub(super) fn by_id(
-        &self,
-        query: &Query<ContentId>,
-        head: Slot,
-        limit: usize,
-        live_since: i64,
-    ) -> Ranked<'_> {
-        let mut ranker = Ranker::new(self, query, limit, live_since);
-        if head != NONE {
-            ranker.add_group(head);
-        }
-        ranker.finish(false)
-    }
-
-    /// A broad word query read in rank order, within `reads`; otherwise `Err`: what the
-    /// postings would read to answer it.
-    pub(super) fn without_postings(
-        &self,
-        query: &Query<ContentId>,
-        words: &[String],
-        limit: usize,
-        live_since: i64,
-        plan: Plan,
-        reads: Reads,
-    ) -> Result<Ranked<'_>, PostingsReads> {
-        // Reading the order costs about (limit / share of files matching) signatures, read in
-        // sequence; the postings about `most` names, a cache miss or two each, some fifty to a
-        // hundred times dearer: the order wins once 64 · most² > limit · files.
-        let postings = self.postings_reads(words);
-        let most = postings.most;
-        let broad = 64 * (most as u128).pow(2) > (limit as u128 + 1) * self.live as u128;
-        let budget = match plan {
-            Plan::Order => usize::MAX,
-            Plan::Auto => most.max(limit),
-            Plan::Postings => return Err(postings),
-        };
-        if plan == Plan::Order {
-            self.refresh_order();
-        }
-        if (broad || plan == Plan::Order)
-            && let Some(found) = self.search_in_order(query, limit, live_since, budget, reads)
-        {
-            return Ok(found);
-        }
-        Err(postings)
-    }
-
-    /// Every match of a word query, from the postings of its trigrams, ranked.
-    pub(super) fn by_postings(
-        &self,
-        query: &Query<ContentId>,
-        limit: usize,
-        live_since: i64,
-    ) -> Ranked<'_> {
-        let mut ranker = Ranker::new(self, query, limit, live_since);
-        let mut matched = 0;
-        let mut cut = false;
-        let take = |slot: Slot| {
-            if matched == MAX_SEARCH_ROWS {
-                cut = true;
-                return false;
-            }
-            matched += 1;
-            ranker.add(slot);
-            true
-        };
-        if let Query::Words { words, .. } = query {
-            self.each_match(words, take);
-        }
-        ranker.finish(cut)
-    }
-
     /// [`NameIndex::peer_hit_ref`], owned.
     pub(super) fn peer_hit(&self, slot: Slot) -> Option<PeerHit> {
         self.peer_hit_ref(slot).map(|p| PeerHit {
@@ -314,6 +239,7 @@ impl NameIndex {
             shared_at: p.shared_at,
             last_seen: p.last_seen,
             have: p.have.map(<[u8]>::to_vec),
+            path: p.path.map(str::to_string),
         })
     }
 
@@ -330,6 +256,8 @@ impl NameIndex {
             shared_at: r.shared_at,
             last_seen: s.last_seen,
             have: self.haves.get(&slot).map(|h| &h[..]),
+            // Paths are pushed as `&str`.
+            path: std::str::from_utf8(self.names.get(r.name)).ok(),
         })
     }
 

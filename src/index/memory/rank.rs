@@ -1,34 +1,39 @@
-//! Ranking search matches: grouped by content id, the best `limit` groups kept as they come (exact whole-name match first, then more live peers, then name, then content id).
+//! Ranking search matches: grouped by content id, the best `offset + limit` groups kept as they come (exact whole-name match first, then a name holding every word, then more live peers, then name, then content id), and all of them counted.
 
 use std::cmp::Ordering;
 
 use bytes::Bytes;
 
-use super::name_keys::{name_key, prefix};
-use super::{FileRec, NONE, NameIndex, Slot, all_in};
+use super::SearchFound;
+use super::name_keys::prefix;
+use super::{FileRec, NONE, NameIndex, Slot};
 use crate::content::ContentId;
 use crate::protocol::{FileHit, ProtocolError, SearchResultsWriter};
 use crate::query::Query;
 use crate::query::equals_ci;
 
-/// A matching content id as ranked: exact whole-name match first, then more live peers, then
-/// name (of `first`), then content id.
+/// A matching content id as ranked: exact whole-name match first, then a name holding every
+/// word, then more live peers, then name (of `first`), then content id.
 #[derive(Debug, Clone, Copy)]
 struct Group {
     /// [`prefix`] of the name.
     key: u64,
-    /// The file whose name stands for the group: of its exact matches, else of its matches,
-    /// the one whose name is least in byte order.
+    /// The file whose name stands for the group: of its exact matches, else of its matches
+    /// whose name holds every word, else of its matches, the one whose name is least in byte
+    /// order.
     first: Slot,
     peers: u32,
     /// Where the group's members start in [`Ranker::members`] ([`NONE`]: `first` alone).
     start: u32,
     exact: bool,
+    /// Whether `first`'s name holds every word (not only its directories).
+    in_name: bool,
 }
 
 fn order(ix: &NameIndex, a: &Group, b: &Group) -> Ordering {
     b.exact
         .cmp(&a.exact)
+        .then(b.in_name.cmp(&a.in_name))
         .then(b.peers.cmp(&a.peers))
         .then(a.key.cmp(&b.key))
         .then_with(|| ix.name(a.first).cmp(ix.name(b.first)))
@@ -70,17 +75,6 @@ impl TopK<'_> {
         self.settled = true;
     }
 
-    /// The worst of the best `limit` groups so far, once `limit` were offered.
-    fn kth(&mut self) -> Option<Group> {
-        if self.limit == 0 || self.groups.len() < self.limit {
-            return None;
-        }
-        if !self.settled {
-            self.settle();
-        }
-        self.bound
-    }
-
     /// Keeps the best `limit`, the worst of them last.
     fn cut(&mut self) {
         if self.groups.len() >= self.limit && self.limit > 0 {
@@ -104,48 +98,43 @@ impl TopK<'_> {
 ///
 /// Files come one of two ways. [`Ranker::add`] takes every match in any order: a file whose
 /// content id no other file has is a group of its own at once; the others are gathered,
-/// sorted and grouped at the end. [`Ranker::add_group`] ranks a file's whole group at once,
-/// reading the other files of its content id, for searches that read files in rank order and
-/// stop early ([`Ranker::stops_before`]).
+/// sorted and grouped at the end. [`Ranker::add_group`] ranks a content id's whole group at
+/// once, reading the files of its list (a content-id lookup).
 pub struct Ranker<'a, 'q> {
     ix: &'a NameIndex,
+    query: &'q Query<ContentId>,
     whole: Option<&'q str>,
-    words: Vec<&'q str>,
     live_since: i64,
+    /// Groups skipped before the page.
+    offset: usize,
     top: TopK<'a>,
     /// (content, peer, slot) of matches sharing their content id with other files.
     shared: Vec<(u32, u32, Slot)>,
     /// The members of ranked groups of several files, each group's together.
     members: Vec<Slot>,
-    /// Files the search has read: its own reads ([`Ranker::spend`]) and those of walking
-    /// whole groups ([`Ranker::add_group`], [`Ranker::group_is_live`]).
-    spent: usize,
-    /// Most files it may read ([`Ranker::limit_reads`]); a group walk that would read more
-    /// stops and offers nothing, and the search is to be given up ([`Ranker::over`]).
-    allowance: usize,
 }
 
 impl<'a, 'q> Ranker<'a, 'q> {
-    /// A ranker keeping the best `limit` groups of files matching `query` shared by peers live
-    /// since `live_since`.
+    /// A ranker keeping the best `limit` groups after the first `offset` of files matching
+    /// `query` shared by peers live since `live_since`.
     pub fn new(
         ix: &'a NameIndex,
         query: &'q Query<ContentId>,
+        offset: usize,
         limit: usize,
         live_since: i64,
     ) -> Ranker<'a, 'q> {
-        let (whole, words) = match query {
-            Query::Words { whole, words } => {
-                let words = words.iter().map(String::as_str).collect();
-                (Some(whole.as_str()).filter(|w| !w.is_empty()), words)
-            }
-            Query::Id(_) => (None, Vec::new()),
+        let whole = match query {
+            Query::Words { whole, .. } => Some(whole.as_str()).filter(|w| !w.is_empty()),
+            Query::Id(_) => None,
         };
+        let limit = offset.saturating_add(limit);
         Ranker {
             ix,
+            query,
             whole,
-            words,
             live_since,
+            offset,
             top: TopK {
                 ix,
                 limit,
@@ -156,36 +145,25 @@ impl<'a, 'q> Ranker<'a, 'q> {
             },
             shared: Vec::new(),
             members: Vec::new(),
-            spent: 0,
-            allowance: usize::MAX,
         }
     }
 
-    /// Lets the search read at most `files` files (default: no limit).
-    pub fn limit_reads(&mut self, files: usize) {
-        self.allowance = files;
-    }
-
-    /// Counts `files` more files read; false once past the allowance.
-    pub fn spend(&mut self, files: usize) -> bool {
-        self.spent = self.spent.saturating_add(files);
-        !self.over()
-    }
-
-    /// Whether the search read more than it may: what it found is not the whole answer.
-    pub fn over(&self) -> bool {
-        self.spent > self.allowance
-    }
-
     /// The group of a file no other file shares its content id with.
-    fn single(&self, slot: Slot, name: &[u8]) -> Group {
+    fn single(&self, slot: Slot) -> Group {
+        let name = self.ix.name(slot);
         Group {
             key: prefix(name),
             first: slot,
             peers: 1,
             start: NONE,
             exact: self.exact(name),
+            in_name: self.query.in_name(name),
         }
+    }
+
+    /// Whether file `r` is shared by a live peer and matches the query.
+    fn matches(&self, r: &FileRec) -> bool {
+        self.live(r) && self.query.matches_facts(&self.ix.facts(r))
     }
 
     fn live(&self, r: &FileRec) -> bool {
@@ -194,30 +172,15 @@ impl<'a, 'q> Ranker<'a, 'q> {
             .is_some_and(|p| p.online && p.last_seen >= self.live_since)
     }
 
-    /// Ranks the whole group of `slot`'s content id: its files whose name holds every query
-    /// word, shared by live peers. `slot` itself must match the query (the caller has checked
-    /// its name). Returns whether the group had any such file (and so was offered); false
-    /// also when walking it went past the allowance ([`Ranker::over`]).
-    pub fn add_group(&mut self, slot: Slot) -> bool {
+    /// Ranks the whole group of the content id whose list starts at `head`: its files that
+    /// match, shared by live peers.
+    pub fn add_group(&mut self, head: Slot) {
         let ix = self.ix;
-        let Some(r) = ix.rec(slot) else {
-            return false;
-        };
-        if r.alone() {
-            if !self.live(r) {
-                return false;
-            }
-            self.top.offer(self.single(slot, ix.names.get(r.name)));
-            return true;
-        }
         let mut m: Vec<(u64, i64, Slot)> = Vec::new();
-        let mut at = ix.contents.get(r.content).map_or(NONE, |c| c.head);
+        let mut at = head;
         let mut steps = 0;
         while let Some(f) = ix.rec(at) {
-            if !self.spend(1) {
-                return false;
-            }
-            if self.live(f) && all_in(ix.names.get(f.name), &self.words) {
+            if self.matches(f) {
                 let peer_id = ix.peers.get(f.peer).map_or(0, |p| p.id);
                 m.push((peer_id, f.shared_at, at));
             }
@@ -227,68 +190,46 @@ impl<'a, 'q> Ranker<'a, 'q> {
                 break;
             }
         }
-        if m.is_empty() {
-            return false;
-        }
         m.sort_unstable();
-        let (mut first, mut exact) = (NONE, NONE);
+        let files: Vec<(u64, Slot)> = m.iter().map(|&(p, _, s)| (p, s)).collect();
+        self.offer_group(&files);
+    }
+
+    /// Offers one content id's matching files, as (peer, slot) sorted by peer and then
+    /// earliest share, as a group: one member per peer.
+    fn offer_group(&mut self, files: &[(u64, Slot)]) {
+        if files.is_empty() {
+            return;
+        }
+        let ix = self.ix;
+        let (mut first, mut exact, mut named) = (NONE, NONE, NONE);
         let start = self.members.len();
-        for (i, &(peer, _, s)) in m.iter().enumerate() {
+        for (i, &(_, s)) in files.iter().enumerate() {
             if self.names_first(s, first) {
                 first = s;
+            }
+            if self.names_first(s, named) && self.query.in_name(ix.name(s)) {
+                named = s;
             }
             if self.names_first(s, exact) && self.exact(ix.name(s)) {
                 exact = s;
             }
-            if i == 0 || peer != m[i - 1].0 {
+            if i == 0 || files[i].0 != files[i - 1].0 {
                 self.members.push(s);
             }
         }
-        let first = if exact != NONE { exact } else { first };
+        let first = [exact, named, first]
+            .into_iter()
+            .find(|&s| s != NONE)
+            .unwrap_or(first);
         self.top.offer(Group {
             key: prefix(ix.name(first)),
             first,
             peers: (self.members.len() - start) as u32,
             start: start as u32,
             exact: exact != NONE,
+            in_name: named != NONE,
         });
-        true
-    }
-
-    /// Whether every group not yet offered ranks below the best `limit` kept, given that it
-    /// is not an exact match, has at most `peers` live peers and, should it have exactly
-    /// that many, no name whose first 16 bytes come before those of `name`.
-    pub fn stops_before(&mut self, peers: u32, name: &[u8]) -> bool {
-        let Some(kth) = self.top.kth() else {
-            return false;
-        };
-        kth.exact
-            || kth.peers > peers
-            || (kth.peers == peers && name_key(self.ix.name(kth.first)) < name_key(name))
-    }
-
-    /// Whether `slot`'s group has a matching file shared by a live peer.
-    pub fn group_is_live(&mut self, slot: Slot) -> bool {
-        let ix = self.ix;
-        let mut at = ix
-            .rec(slot)
-            .and_then(|r| ix.contents.get(r.content))
-            .map_or(NONE, |c| c.head);
-        let mut steps = 0;
-        while let Some(f) = ix.rec(at) {
-            if !self.spend(1) {
-                return false;
-            }
-            if self.live(f) && all_in(ix.names.get(f.name), &self.words) {
-                return true;
-            }
-            at = f.cnext;
-            steps += 1;
-            if steps > ix.files.len() {
-                break;
-            }
-        }
-        false
     }
 
     /// Whether `a` stands for its group before `b` ([`NONE`]: none yet): the smaller name in
@@ -312,7 +253,7 @@ impl<'a, 'q> Ranker<'a, 'q> {
             return;
         }
         if r.alone() {
-            self.top.offer(self.single(slot, ix.names.get(r.name)));
+            self.top.offer(self.single(slot));
         } else {
             self.shared.push((r.content, r.peer, slot));
         }
@@ -329,41 +270,23 @@ impl<'a, 'q> Ranker<'a, 'q> {
         let mut i = 0;
         while i < m.len() {
             let c = m[i].0;
-            let (mut first, mut exact) = (NONE, NONE);
-            let start = self.members.len();
-            let mut j = i;
-            while j < m.len() && m[j].0 == c {
-                let (_, p, s) = m[j];
-                if self.names_first(s, first) {
-                    first = s;
-                }
-                if self.names_first(s, exact) && self.exact(ix.name(s)) {
-                    exact = s;
-                }
-                if j == i || p != m[j - 1].1 {
-                    self.members.push(s);
-                }
-                j += 1;
-            }
-            let first = if exact != NONE { exact } else { first };
-            let g = Group {
-                key: prefix(ix.name(first)),
-                first,
-                peers: (self.members.len() - start) as u32,
-                start: start as u32,
-                exact: exact != NONE,
-            };
-            self.top.offer(g);
+            let j = i + m[i..].iter().take_while(|f| f.0 == c).count();
+            let files: Vec<(u64, Slot)> =
+                m[i..j].iter().map(|&(_, p, s)| (u64::from(p), s)).collect();
+            self.offer_group(&files);
             i = j;
         }
         drop(m);
         let members = std::mem::take(&mut self.members);
-        let (groups, more) = self.top.finish();
+        let total = self.top.seen as u64;
+        let (mut groups, more) = self.top.finish();
+        groups.drain(..self.offset.min(groups.len()));
         Ranked {
             ix,
             groups,
             members,
             truncated: truncated || more,
+            total,
         }
     }
 }
@@ -375,6 +298,7 @@ pub struct Ranked<'a> {
     groups: Vec<Group>,
     members: Vec<Slot>,
     truncated: bool,
+    total: u64,
 }
 
 impl Ranked<'_> {
@@ -396,8 +320,8 @@ impl Ranked<'_> {
         ))
     }
 
-    /// The files found, and whether more matched than were kept.
-    pub fn hits(self) -> (Vec<FileHit>, bool) {
+    /// The files found, whether more matched than were kept, and how many matched.
+    pub fn hits(self) -> SearchFound {
         let ix = self.ix;
         let files = self
             .groups
@@ -405,14 +329,19 @@ impl Ranked<'_> {
             .filter_map(|g| {
                 let (head, content_id, slots) = self.listed(g)?;
                 Some(FileHit {
-                    name: ix.names.text(head.name).into_owned(),
+                    name: String::from_utf8_lossy(crate::query::name_of(ix.names.get(head.name)))
+                        .into_owned(),
                     size: head.size,
                     content_id,
                     peers: slots.iter().filter_map(|&s| ix.peer_hit(s)).collect(),
                 })
             })
             .collect();
-        (files, self.truncated)
+        SearchFound {
+            files,
+            truncated: self.truncated,
+            total: self.total,
+        }
     }
 
     /// The `SearchResults` payload of [`Ranked::hits`], written straight from the index.
@@ -431,7 +360,7 @@ impl Ranked<'_> {
             };
             let peers = slots.iter().filter(|&&s| ix.lists_peer(s)).count();
             w.file(
-                &ix.names.text(head.name),
+                &String::from_utf8_lossy(crate::query::name_of(ix.names.get(head.name))),
                 head.size,
                 &content_id,
                 peers as u32,
@@ -440,6 +369,6 @@ impl Ranked<'_> {
                 w.peer(&p);
             }
         }
-        w.finish(self.truncated)
+        w.finish(self.truncated, self.total)
     }
 }

@@ -7,30 +7,67 @@ use bytes::Bytes;
 
 use super::{IndexStore, StoreError};
 use crate::content::ContentId;
-use crate::index::memory::{NameIndex, OrderKeys};
+use crate::index::memory::NameIndex;
 use crate::protocol::{ProtocolError, SearchResults};
 use crate::query::{Query, now_ms};
+
+/// Which ranked files a search wants: `limit` of them after the first `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Ranked files skipped.
+    pub offset: usize,
+    /// Most files sent.
+    pub limit: usize,
+}
+
+impl Page {
+    /// The first `limit` files.
+    pub fn first(limit: usize) -> Page {
+        Page { offset: 0, limit }
+    }
+}
+
+/// What the reply cache keys a word query by: everything that decides its answer but the
+/// limit (words in order, excluded words, filters, offset).
+fn cache_key(query: &Query<ContentId>, page: Page) -> Option<String> {
+    let Query::Words {
+        words,
+        exclude,
+        filters,
+        ..
+    } = query
+    else {
+        return None;
+    };
+    Some(format!(
+        "{}\u{1e}{}\u{1e}{filters:?}\u{1e}{}",
+        words.join("\u{1f}"),
+        exclude.join("\u{1f}"),
+        page.offset
+    ))
+}
 
 impl IndexStore {
     /// Files matching `query` shared by peers seen at or after `live_since` (ms).
     pub fn search(
         &self,
-        query: &str,
-        limit: usize,
+        query: &Query<ContentId>,
+        page: Page,
         live_since: i64,
     ) -> Result<SearchResults, StoreError> {
-        let query = Query::parse(query);
         let mem = self.mem.read().unwrap_or_else(|p| p.into_inner());
-        let (files, truncated) = mem.search(&query, limit, live_since);
-        Ok(SearchResults { files, truncated })
+        let found = mem.search(query, page.offset, page.limit, live_since);
+        Ok(SearchResults {
+            files: found.files,
+            truncated: found.truncated,
+            total: found.total,
+        })
     }
 
     /// The encoded `SearchResults` payload for a word query answered recently, if the index
     /// has not changed since.
-    pub fn cached_search(&self, query: &Query<ContentId>, limit: usize) -> Option<Bytes> {
-        let Query::Words { whole, .. } = query else {
-            return None;
-        };
+    pub fn cached_search(&self, query: &Query<ContentId>, page: Page) -> Option<Bytes> {
+        let key = cache_key(query, page)?;
         // Called on a runtime thread: should a writer hold the index (or wait for it, behind a
         // long reader), the search goes to the blocking pool instead of waiting here.
         let generation = match self.mem.try_read() {
@@ -38,61 +75,20 @@ impl IndexStore {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().generation(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        self.cache.get(whole, limit as u32, generation)
+        self.cache.get(&key, page.limit as u32, generation)
     }
 
     /// Searches and encodes the `SearchResults` payload; word queries are kept in the cache.
-    ///
-    /// A word query that finds the rank order of broad searches missing or behind reads what
-    /// the order is made of (under the readers' lock, in time linear in the files), and a thread of its
-    /// own sorts it and installs it, with no lock held while it sorts.
     pub fn search_payload(
         self: &Arc<Self>,
         query: &Query<ContentId>,
-        limit: usize,
+        page: Page,
         live_since: i64,
     ) -> Result<Bytes, ProtocolError> {
         let mem = self.mem.read().unwrap_or_else(|p| p.into_inner());
-        let found = Found::read(&mem, query, limit, live_since);
-        let keys = match query {
-            Query::Words { .. } => mem.order_wanted(),
-            Query::Id(_) => None,
-        };
+        let found = Found::read(&mem, query, page, live_since);
         drop(mem);
-        if let Some(keys) = keys {
-            self.make_order(keys);
-        }
-        self.keep_search(query, limit, found)
-    }
-
-    /// Sorts `keys` into the rank order on a thread of its own, then installs it.
-    fn make_order(self: &Arc<Self>, keys: OrderKeys) {
-        let store = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name("rank-order".into())
-            .spawn(move || {
-                // Should sorting panic, the order is given up (not left "being made" for good).
-                struct GiveUp(Option<Arc<IndexStore>>);
-                impl Drop for GiveUp {
-                    fn drop(&mut self) {
-                        if let Some(store) = self.0.take() {
-                            store.mem_read().install_order(None);
-                        }
-                    }
-                }
-                let mut guard = GiveUp(Some(store));
-                let started = std::time::Instant::now();
-                let order = keys.into_order();
-                tracing::debug!("rank order sorted in {:?}", started.elapsed());
-                if let Some(store) = guard.0.take() {
-                    store.mem_read().install_order(Some(order));
-                }
-                crate::release_free_memory();
-            });
-        if let Err(e) = spawned {
-            tracing::debug!("no thread to sort the rank order: {e}");
-            self.mem_read().install_order(None);
-        }
+        self.keep_search(query, page, found)
     }
 
     /// [`IndexStore::search_payload`] if it can be answered at once: the index can be read
@@ -101,7 +97,7 @@ impl IndexStore {
     pub fn try_search_here(
         &self,
         query: &Query<ContentId>,
-        limit: usize,
+        page: Page,
         live_since: i64,
     ) -> Option<Result<Bytes, ProtocolError>> {
         let mem = match self.mem.try_read() {
@@ -109,9 +105,9 @@ impl IndexStore {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        let found = Found::read_quick(&mem, query, limit, live_since)?;
+        let found = Found::read_quick(&mem, query, page, live_since)?;
         drop(mem);
-        Some(self.keep_search(query, limit, found))
+        Some(self.keep_search(query, page, found))
     }
 
     /// The reply a search found, kept in the cache for a word query until the index changes
@@ -119,7 +115,7 @@ impl IndexStore {
     fn keep_search(
         &self,
         query: &Query<ContentId>,
-        limit: usize,
+        page: Page,
         found: Found,
     ) -> Result<Bytes, ProtocolError> {
         let Found {
@@ -128,11 +124,16 @@ impl IndexStore {
             payload,
         } = found;
         let payload = payload?;
-        if let Query::Words { whole, .. } = query {
+        if let Some(key) = cache_key(query, page) {
             let ms = first_expiry.map_or(i64::MAX, |t| t.saturating_sub(now_ms()));
             let valid_for = std::time::Duration::from_millis(ms.max(0) as u64);
-            self.cache
-                .put(whole, limit as u32, generation, valid_for, payload.clone());
+            self.cache.put(
+                &key,
+                page.limit as u32,
+                generation,
+                valid_for,
+                payload.clone(),
+            );
         }
         Ok(payload)
     }
@@ -147,12 +148,12 @@ struct Found {
 }
 
 impl Found {
-    fn read(mem: &NameIndex, query: &Query<ContentId>, limit: usize, live_since: i64) -> Found {
+    fn read(mem: &NameIndex, query: &Query<ContentId>, page: Page, live_since: i64) -> Found {
         Found::with(
             mem,
             query,
             live_since,
-            mem.search_encoded(query, limit, live_since),
+            mem.search_encoded(query, page.offset, page.limit, live_since),
         )
     }
 
@@ -160,10 +161,10 @@ impl Found {
     fn read_quick(
         mem: &NameIndex,
         query: &Query<ContentId>,
-        limit: usize,
+        page: Page,
         live_since: i64,
     ) -> Option<Found> {
-        let payload = mem.search_quick_encoded(query, limit, live_since)?;
+        let payload = mem.search_quick_encoded(query, page.offset, page.limit, live_since)?;
         Some(Found::with(mem, query, live_since, payload))
     }
 

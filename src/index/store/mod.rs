@@ -37,6 +37,7 @@ use std::sync::{Mutex, RwLock};
 use rusqlite::Connection;
 
 pub use self::group_store::GroupStore;
+pub use self::lookup::Page;
 pub use self::members::{MemberRow, RedeemError};
 use self::schema::{load, open_conn};
 pub use self::sessions::Session;
@@ -128,10 +129,6 @@ impl IndexStore {
     pub fn configure(&mut self, lease_ms: i64, cache: CacheConfig) {
         self.mem().set_lease_ms(lease_ms);
         self.cache = ReplyCache::new(cache);
-    }
-
-    fn mem_read(&self) -> std::sync::RwLockReadGuard<'_, NameIndex> {
-        self.mem.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn mem(&self) -> std::sync::RwLockWriteGuard<'_, NameIndex> {

@@ -3,6 +3,7 @@
 use rusqlite::Connection;
 
 use super::*;
+use crate::query::Query;
 
 /// A database written before `name_lower` was dropped (and with the index by content id)
 /// opens, keeps its files, and loses the column and the index.
@@ -31,7 +32,9 @@ fn an_older_database_is_migrated() {
     .unwrap();
     drop(old);
     let store = IndexStore::open(&path).unwrap();
-    let found = store.search("report", 10, 0).unwrap();
+    let found = store
+        .search(&Query::parse("report"), Page::first(10), 0)
+        .unwrap();
     assert_eq!(found.files.len(), 1);
     assert_eq!(found.files[0].name, "Report.pdf");
     let c = store.writer.lock().unwrap();
@@ -71,7 +74,14 @@ fn a_database_from_before_groups_gains_the_group_tables() {
     let mut cli = GroupStore::open(&path).unwrap();
     let secret = cli.index_secret().unwrap();
     let store = IndexStore::open(&path).unwrap();
-    assert_eq!(store.search("report", 10, 0).unwrap().files.len(), 1);
+    assert_eq!(
+        store
+            .search(&Query::parse("report"), Page::first(10), 0)
+            .unwrap()
+            .files
+            .len(),
+        1
+    );
     assert_eq!(store.index_secret().unwrap(), secret);
     let hash = crate::content::Digest([1; 32]);
     let member = crate::content::Digest([2; 32]);

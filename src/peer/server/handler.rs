@@ -182,16 +182,12 @@ impl<'a> Handler<'a> {
         }))
     }
 
-    fn catalog(
-        &self,
-        CatalogQuery { query, limit }: CatalogQuery,
-    ) -> Result<PeerReply, ErrorReply> {
-        if query.len() > MAX_QUERY_LEN {
+    fn catalog(&self, query: CatalogQuery) -> Result<PeerReply, ErrorReply> {
+        if query.query.len() > MAX_QUERY_LEN {
             return Err(bad_request("query too long".into()));
         }
-        Ok(PeerReply::CatalogResults(
-            self.server.catalog_query(&query, limit),
-        ))
+        query.filters().check().map_err(bad_request)?;
+        Ok(PeerReply::CatalogResults(self.server.catalog_query(&query)))
     }
 
     fn have(&self, GetHave { content_id }: GetHave) -> Result<PeerReply, ErrorReply> {
