@@ -82,6 +82,31 @@ async fn three_peers_publish_a_fourth_searches_and_downloads_from_all() {
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].peers.len(), 3, "one file, three peers");
     assert!(files[0].peers.iter().all(|p| p.via_dht && !p.via_index));
+    // The peers apply exclusions and filters, and say where they keep each file.
+    let mut py_only = cq("isaac -isaac-1", 100);
+    py_only.exts = vec!["py".into()];
+    let (files, _, total) = merge_results(
+        None,
+        &find_files(&me, &py_only, None).await,
+        "isaac -isaac-1",
+        100,
+    );
+    let mut names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["Isaac-0.py", "Isaac-2.py"]);
+    assert_eq!(total, 2);
+    assert_eq!(
+        files[0].peers[0].peer.path.as_deref(),
+        Some(files[0].name.as_str())
+    );
+    let mut not_py = cq("isaac", 100);
+    not_py.exts = vec!["flac".into()];
+    assert!(
+        find_files(&me, &not_py, None)
+            .await
+            .iter()
+            .all(|(_, (_, r))| r.files.is_empty())
+    );
 
     // Download by hash from every live source.
     let sources = find_sources(&me, id, None).await;

@@ -176,7 +176,7 @@ pub fn parse_when(s: &str) -> Result<i64, String> {
 
 /// Rewrites `-word` arguments of `search` (and of `get` after `--query`) into
 /// `--exclude=word`, so that clap does not take them for unknown flags: a query can then be
-/// typed as it reads (`peershare search stdio.h -bits`). A `-x…` whose `x` is one of the
+/// typed as it reads (`peershare search stdio.h -bits`). A lone `-x` that is one of the
 /// subcommand's short flags is left alone, as is everything after `--`.
 pub fn rewrite_exclusions(
     args: impl IntoIterator<Item = std::ffi::OsString>,
@@ -210,8 +210,10 @@ pub fn rewrite_exclusions(
         if s == "--query" {
             on = true;
         }
+        // `-o` alone is a flag; `-old` is a word (write `-o DIR` apart among the words).
         let word = s.strip_prefix('-').filter(|w| {
-            !w.is_empty() && !w.starts_with('-') && !w.starts_with(|c: char| shorts.contains(&c))
+            let flag = w.chars().count() == 1 && w.starts_with(|c: char| shorts.contains(&c));
+            !w.is_empty() && !w.starts_with('-') && !flag
         });
         match word {
             Some(w) if on => out.push(format!("--exclude={w}").into()),

@@ -24,8 +24,17 @@ pub struct GetArgs {
     /// Content ids (64 hex characters, as `search` and `b3sum` print them), or share links
     /// (`peershare link`; quote them); a link's index is used unless --index is given, and a
     /// link's invite is used to join first
-    #[arg(required = true, value_name = "HASH|LINK")]
+    #[arg(required_unless_present = "query", value_name = "HASH|LINK")]
     pub hashes: Vec<String>,
+    /// Download every file matching these words (as `search` reads them; with the filters
+    /// below), paging through all the index's results
+    #[arg(long, num_args = 1.., value_name = "WORDS")]
+    pub query: Vec<String>,
+    #[command(flatten)]
+    pub filters: super::filters::FilterArgs,
+    /// With --query: refuse (and download nothing) when more files than this match
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_files: usize,
     #[command(flatten)]
     pub dht: DhtArgs,
     #[command(flatten)]
@@ -94,6 +103,7 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
     // An id given twice is downloaded once.
     let mut seen = std::collections::HashSet::new();
     ids.retain(|id| seen.insert(*id));
+    // (`seen` goes on with the ids of `--query`.)
     peershare::protocol::raise_open_file_limit();
     let index = a.index.resolve(a.dht.dht);
     let client = match &index {
@@ -111,6 +121,14 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
         Some(addr) => Some(connect(addr).await?),
         None => None,
     };
+    let mut client = client;
+    if !a.query.is_empty() {
+        let Some(c) = client.as_mut() else {
+            bail!("get --query searches an index: give --index (or leave out --dht)");
+        };
+        ids.extend(super::get_query::matching_ids(c, &a.filters, &a.query, a.max_files).await?);
+        ids.retain(|id| seen.insert(*id));
+    }
     let node = super::dht::get_client(&a.dht)?;
     let advertise = a.advertise.map(|s| parse_host_port(&s)).transpose()?;
     // Downloads in progress are served under a throw-away key, which is no member of a

@@ -6,6 +6,7 @@ mod get;
 pub use get::GetArgs;
 mod dht;
 mod filters;
+mod get_query;
 pub use filters::rewrite_exclusions;
 mod group;
 mod menu;

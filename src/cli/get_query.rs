@@ -1,0 +1,42 @@
+//! `get --query`: the content ids of every file matching a search, paged through the index.
+
+use anyhow::bail;
+
+use super::filters::FilterArgs;
+use peershare::content::ContentId;
+use peershare::index::IndexClient;
+use peershare::protocol::MAX_SEARCH_LIMIT;
+
+/// Every file matching `words` and the filters, best first, paging through the index; fails
+/// when more than `max` match (nothing is downloaded then) or none does.
+pub async fn matching_ids(
+    client: &mut IndexClient,
+    filters: &FilterArgs,
+    words: &[String],
+    max: usize,
+) -> anyhow::Result<Vec<ContentId>> {
+    let query = filters.query(words);
+    let mut ids = Vec::new();
+    let mut offset = 0u32;
+    loop {
+        let page = client
+            .search_with(filters.search(&query, MAX_SEARCH_LIMIT, offset))
+            .await?;
+        if page.total as usize > max {
+            bail!(
+                "{} files match {query:?}, more than --max-files {max}; narrow the query or raise --max-files",
+                page.total
+            );
+        }
+        let got = page.files.len() as u32;
+        ids.extend(page.files.iter().map(|f| f.content_id));
+        if !page.truncated || got == 0 {
+            break;
+        }
+        offset += got;
+    }
+    if ids.is_empty() {
+        bail!("no file matches {query:?}");
+    }
+    Ok(ids)
+}
