@@ -1,4 +1,4 @@
-//! The real `peershare` binary: index, share, search, get, peers, exit codes, kill -9 of the index, and the menu on piped input.
+//! The real `peershare` binary: index, share, search, get, peers, exit codes, kill -9 of the index (the menu: tests/menu.rs).
 
 mod common;
 
@@ -358,78 +358,6 @@ fn hostile_name_from_the_index_lands_inside_the_target() {
         "nothing outside the target"
     );
     assert_eq!(std::fs::read(dl.join("evil.txt")).unwrap(), b"payload");
-}
-
-#[test]
-fn the_original_menu_works_on_piped_input() {
-    let t = tempfile::tempdir().unwrap();
-    let share = t.path().join("share");
-    std::fs::create_dir_all(&share).unwrap();
-    std::fs::write(share.join("Isaac.py"), b"print('menu')\n").unwrap();
-    let mut index = Running::start(&["index", "--listen", "127.0.0.1:0"], &t.path().join("ix"));
-    let ix = index.listening();
-    let port = ix.rsplit(':').next().unwrap().to_string();
-    let _peer = share_registered(&share, &ix, &t.path().join("p1"));
-    let dl = t.path().join("dl");
-    std::fs::create_dir_all(&dl).unwrap();
-    // Peer menu; bad answers on purpose: a port that is not a number, an unknown peer id,
-    // a directory that does not exist. Each is asked again.
-    let script = format!(
-        "2\nabc\n{port}\n0\n1\nisaac\nmaybe\nY\n42\n1\n/no/such/dir\n{}\n",
-        dl.display()
-    );
-    let out = run_menu(&t.path().join("menu"), &script);
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    for needle in [
-        "1 - Run Indexing Server",
-        "2 - Run Peer",
-        "1 - Search for a filename and download it",
-        "2 - Register to the indexing server",
-        "is not a port number",
-        "Peer ID: 1",
-        "Host: 127.0.0.1",
-        "Time shared: ",
-        "-----",
-        "Do you want to download it (Y/N)",
-        "Please answer Y or N",
-        "Please specify Peer ID",
-        "is not one of the peers listed",
-        "is not an existing directory",
-        "File downloaded successfully",
-    ] {
-        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
-    }
-    assert_eq!(
-        std::fs::read(dl.join("Isaac.py")).unwrap(),
-        b"print('menu')\n"
-    );
-}
-
-#[test]
-fn the_menu_registers_a_directory_and_serves_it() {
-    let t = tempfile::tempdir().unwrap();
-    let share = t.path().join("share");
-    std::fs::create_dir_all(&share).unwrap();
-    std::fs::write(share.join("menu-shared.txt"), b"from the menu").unwrap();
-    let mut index = Running::start(&["index", "--listen", "127.0.0.1:0"], &t.path().join("ix"));
-    let ix = index.listening();
-    let port = ix.rsplit(':').next().unwrap().to_string();
-    let script = format!(
-        "2\n{port}\n0\n2\n0\n0\n/does/not/exist\n{}\n",
-        share.display()
-    );
-    let mut cmd = Command::new(BIN);
-    cmd.env("PEERSHARE_HOME", t.path().join("menu"));
-    let mut running = Running::spawn(cmd, Some(&script));
-    running.wait_line("is not an existing directory");
-    running.wait_line("registered with index");
-    let out = run(
-        &["search", "menu-shared", "--index", &ix],
-        &t.path().join("c"),
-    );
-    assert!(out.status.success());
-    assert!(text(&out.stdout).contains("menu-shared.txt"));
 }
 
 #[test]

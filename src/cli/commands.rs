@@ -193,14 +193,25 @@ pub async fn run_index(
     private: bool,
     advertise: Option<String>,
 ) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    serve_index(listener, db, config, private, advertise).await
+}
+
+/// Runs the index on a bound listener (the menu binds first, to say where it listens).
+pub(super) async fn serve_index(
+    listener: TcpListener,
+    db: &Path,
+    config: IndexConfig,
+    private: bool,
+    advertise: Option<String>,
+) -> anyhow::Result<()> {
     let store = tokio::task::spawn_blocking({
         let db = db.to_path_buf();
         move || IndexStore::open(&db)
     })
     .await??;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let lease = config.lease;
     // The index's key lives in its database: `--db` carries its identity.
