@@ -164,6 +164,8 @@ fn share_search_get_peers_and_exit_codes() {
             "--json",
             "--index",
             &ix,
+            // Already in dl: fetched again only when asked to.
+            "--redownload",
         ],
         &home,
     );
@@ -195,6 +197,7 @@ fn share_search_get_peers_and_exit_codes() {
             "--json",
             "--index",
             &ix,
+            "--redownload",
         ],
         &home,
     );

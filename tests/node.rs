@@ -33,6 +33,7 @@ fn recorder() -> (GetOptions, Arc<Mutex<Vec<Seen>>>) {
                 }
                 GetEvent::Finished { n } => Seen::Finished(n),
                 GetEvent::IndexLost { .. } => Seen::IndexLost,
+                _ => return,
             };
             sink.lock().unwrap().push(s);
         })),

@@ -94,9 +94,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             config.dht = dht.config(true);
             config.advertise = advertise.map(|a| parse_host_port(&a)).transpose()?;
             config.scan.include_hidden = hidden;
-            if std::io::stderr().is_terminal() {
-                config.scan.progress = Some(hashing_bar());
-            }
+            config.scan.progress = Some(hashing_progress(std::io::stderr().is_terminal()));
             config.rescan_interval = rescan;
             config.peer.upload_slots = upload_slots.max(1);
             config.peer.upload_rate = max_upload_rate.map(|r| Arc::new(RateLimiter::new(r)));
@@ -305,32 +303,85 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
     Ok(())
 }
 
-/// Hashing of more than this many bytes shows a progress bar.
-const HASHING_BAR_MIN: u64 = 64 * 1024 * 1024;
+/// A scan's hashing shows its progress once it has taken this long (a few files changed
+/// since the last scan show nothing).
+const HASHING_QUIET: Duration = Duration::from_millis(500);
 
-/// A progress bar on stderr while a scan hashes more than [`HASHING_BAR_MIN`] bytes.
-fn hashing_bar() -> peershare::peer::HashProgress {
-    let bar: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::default();
-    Arc::new(move |done, total| {
-        let mut bar = bar.lock().unwrap_or_else(|p| p.into_inner());
-        if total <= HASHING_BAR_MIN {
-            return;
-        }
-        let b = bar.get_or_insert_with(|| {
-            let b = indicatif::ProgressBar::new(total);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "hashing {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            b
+/// A scan's hashing progress on stderr: files and bytes hashed, rate and ETA, as a bar on a
+/// terminal, else as a line every [`progress_interval`](super::get::progress_interval)
+/// (`PEERSHARE_PROGRESS_INTERVAL`, default 5 s) and one when it ends.
+fn hashing_progress(terminal: bool) -> peershare::peer::HashProgress {
+    use peershare::peer::HashStatus;
+    struct Shown {
+        started: std::time::Instant,
+        bar: Option<indicatif::ProgressBar>,
+        /// When the last line was told (not on a terminal).
+        told: Option<std::time::Instant>,
+    }
+    let every = super::get::progress_interval();
+    let state: std::sync::Mutex<Option<Shown>> = std::sync::Mutex::default();
+    Arc::new(move |st: HashStatus| {
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        let shown = state.get_or_insert_with(|| Shown {
+            started: std::time::Instant::now(),
+            bar: None,
+            told: None,
         });
-        b.set_length(total);
-        b.set_position(done);
-        if done >= total {
-            b.finish_and_clear();
-            *bar = None;
+        let elapsed = shown.started.elapsed();
+        let files = format!("{} of {} files", st.files_done, st.files);
+        if terminal {
+            if shown.bar.is_none() && elapsed >= HASHING_QUIET && !st.finished() {
+                let b = indicatif::ProgressBar::new(st.bytes);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "hashing {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                b.set_position(st.bytes_done);
+                b.reset_eta();
+                shown.bar = Some(b);
+            }
+            if let Some(b) = &shown.bar {
+                b.set_length(st.bytes);
+                b.set_position(st.bytes_done);
+                b.set_message(files);
+            }
+        } else if shown
+            .told
+            .map_or(elapsed >= every, |t| t.elapsed() >= every)
+            && !st.finished()
+        {
+            let secs = elapsed.as_secs_f64().max(0.001);
+            let rate = st.bytes_done as f64 / secs;
+            let eta = match rate > 0.0 {
+                true => humantime::format_duration(Duration::from_secs(
+                    (st.bytes.saturating_sub(st.bytes_done) as f64 / rate).ceil() as u64,
+                ))
+                .to_string(),
+                false => "unknown".into(),
+            };
+            eprintln!(
+                "peershare: hashing: {files}, {} of {}, {}/s, eta {eta}",
+                output::size(st.bytes_done),
+                output::size(st.bytes),
+                output::size(rate as u64),
+            );
+            shown.told = Some(std::time::Instant::now());
+        }
+        if st.finished() {
+            if let Some(b) = shown.bar.take() {
+                b.finish_and_clear();
+            }
+            if shown.told.is_some() {
+                eprintln!(
+                    "peershare: hashed {} files ({}) in {}",
+                    st.files,
+                    output::size(st.bytes),
+                    humantime::format_duration(Duration::from_millis(elapsed.as_millis() as u64))
+                );
+            }
+            *state = None;
         }
     })
 }

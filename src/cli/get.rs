@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -14,7 +15,9 @@ use super::{DhtArgs, IndexAddr, connect, output, parse_host_port};
 use peershare::content::ContentId;
 use peershare::download::DownloadReport;
 use peershare::group::{LINK_PREFIX, ShareLink};
-use peershare::node::{EventSink, GetError, GetEvent, GetOptions, LOOKUP_BATCH, Lookup};
+use peershare::node::{
+    EventSink, GetError, GetEvent, GetOptions, HaveAlready, LOOKUP_BATCH, Lookup,
+};
 use peershare::peer::PartialSharing;
 use peershare::rate::RateLimiter;
 
@@ -74,11 +77,25 @@ pub struct GetArgs {
     /// Print one JSON document
     #[arg(long)]
     pub json: bool,
+    /// Also look in this directory (recursively; repeatable) for files already downloaded:
+    /// a file whose content id is already in --output or here is not downloaded again, and
+    /// where it is is printed. Only files of the wanted size are hashed, once (cached in the
+    /// state directory); symbolic links are not followed
+    #[arg(long, value_name = "DIR")]
+    pub look_in: Vec<PathBuf>,
+    /// Download files even when they are already in --output or a --look-in directory
+    #[arg(long)]
+    pub redownload: bool,
 }
 
 /// Runs `peershare get`: every id is looked up and downloaded; downloads start while later
 /// ids are still being looked up. Exits non-zero if any failed.
 pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
+    for dir in &a.look_in {
+        if !dir.is_dir() {
+            bail!("--look-in {} is not a directory", dir.display());
+        }
+    }
     let mut ids = Vec::new();
     let (mut link_index, mut link_invite) = (None, None);
     for h in &a.hashes {
@@ -143,6 +160,19 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let bars = (!a.json && std::io::stderr().is_terminal()).then(MultiProgress::new);
+    let count = ids.len();
+    let overall = Arc::new(Mutex::new(Overall::new(count)));
+    if let (Some(m), true) = (&bars, count > 1) {
+        lock(&overall).bar = Some(m.add(overall_bar()));
+    }
+    let have_already = (!a.redownload)
+        .then(|| {
+            anyhow::Ok(Arc::new(HaveAlready::new(
+                std::mem::take(&mut a.look_in),
+                Some(&super::client_context()?.state),
+            )))
+        })
+        .transpose()?;
     let opts = GetOptions {
         only_peer: a.peer,
         max_peers: a.max_peers,
@@ -150,10 +180,10 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
         partials: sharing.as_ref().map(|s| s.partials.clone()),
         stall_timeout: Some(a.stall_timeout),
         max_queue_wait: Some(a.max_queue_wait),
-        events: Some(events(bars)),
+        events: Some(events(bars.clone(), overall.clone())),
         tls: Some(super::client_context()?.tls.clone()),
+        have_already,
     };
-    let count = ids.len();
     let (tx, rx) = mpsc::channel(LOOKUP_BATCH * 4);
     let lookup = Lookup {
         index: match &index {
@@ -167,7 +197,26 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
         let opts = opts.clone();
         async move { lookup.run(ids, &opts, tx).await }
     });
+    // Not on a terminal (a log, a pipe): the overall progress as a line every few seconds.
+    let ticker = (!std::io::stderr().is_terminal()).then(|| {
+        let overall = overall.clone();
+        tokio::spawn(async move {
+            let every = progress_interval();
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                let line = lock(&overall).line();
+                eprintln!("peershare: {line}");
+            }
+        })
+    });
     let results = peershare::node::download_stream(rx, count, &a.output, &opts, a.parallel).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(bar) = lock(&overall).bar.take() {
+        bar.finish_and_clear();
+    }
     let _ = resolver.await;
     if let Some(s) = sharing {
         s.stop().await;
@@ -198,11 +247,29 @@ fn report(results: &[Result<DownloadReport, GetError>], json: bool) -> anyhow::R
         text.push('\n');
         std::io::stdout().lock().write_all(text.as_bytes())?;
     } else {
+        // stdout: where each file is, one path a line (for scripts); stderr says which were
+        // there already.
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         for r in &reports {
             writeln!(out, "{}", r.path.display())?;
         }
         out.flush()?;
+        let mut already = 0;
+        for r in reports.iter().filter(|r| r.already_had) {
+            already += 1;
+            eprintln!(
+                "peershare: already have {} at {}",
+                r.content_id,
+                peershare::text::Escaped(&r.path.display().to_string())
+            );
+        }
+        match already {
+            0 => {}
+            1 => eprintln!("peershare: not downloaded again (--redownload fetches a copy)"),
+            n => {
+                eprintln!("peershare: {n} files not downloaded again (--redownload fetches copies)")
+            }
+        }
     }
     match failed.len() {
         0 => Ok(()),
@@ -216,14 +283,17 @@ fn report(results: &[Result<DownloadReport, GetError>], json: bool) -> anyhow::R
     }
 }
 
-/// Progress bars (when stderr is a terminal) and warnings, from the pipeline's events.
-fn events(bars: Option<MultiProgress>) -> EventSink {
+/// Progress bars (when stderr is a terminal) and warnings, from the pipeline's events; the
+/// overall progress is kept in `overall`.
+fn events(bars: Option<MultiProgress>, overall: Arc<Mutex<Overall>>) -> EventSink {
     let shown: Mutex<HashMap<usize, ProgressBar>> = Mutex::default();
     Arc::new(move |event| match event {
         GetEvent::IndexLost { reason } => eprintln!(
             "peershare: index lookup failed, using the DHT only: {}",
             peershare::text::Escaped(reason)
         ),
+        GetEvent::Found { n, hit } => lock(&overall).found(n, hit.size),
+        GetEvent::Done { n, result } => lock(&overall).done(n, result),
         GetEvent::Started { n, hit } => {
             if let Some(m) = &bars {
                 let bar = m.add(ProgressBar::new(hit.size));
@@ -238,6 +308,7 @@ fn events(bars: Option<MultiProgress>) -> EventSink {
             }
         }
         GetEvent::Progress { n, progress: p } => {
+            lock(&overall).progress(n, p.done);
             if let Some(bar) = lock(&shown).get(&n) {
                 bar.set_length(p.total);
                 bar.set_position(p.done);
@@ -253,7 +324,145 @@ fn events(bars: Option<MultiProgress>) -> EventSink {
                 bar.finish_and_clear();
             }
         }
+        _ => {}
     })
+}
+
+/// Default of how often progress is told when stderr is not a terminal (a log, a pipe).
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often progress is told when stderr is not a terminal: `PEERSHARE_PROGRESS_INTERVAL`
+/// (e.g. `500ms`, `10s`), else [`PROGRESS_INTERVAL`]; at least 1 ms.
+pub fn progress_interval() -> Duration {
+    std::env::var("PEERSHARE_PROGRESS_INTERVAL")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .unwrap_or(PROGRESS_INTERVAL)
+        .max(Duration::from_millis(1))
+}
+
+/// The overall progress of a `get`: files done of all asked for, and bytes to download (files
+/// found already on disk are left out, so the rate and ETA are of the downloading).
+struct Overall {
+    files: usize,
+    done: usize,
+    already: usize,
+    failed: usize,
+    /// Bytes of the files looked up so far, less those found on disk or failed.
+    bytes_total: u64,
+    /// Bytes of the files downloaded.
+    bytes_done: u64,
+    /// Size of each file looked up and not done yet, and its verified bytes.
+    running: HashMap<usize, (u64, u64)>,
+    started: Instant,
+    /// The bar above the per-file bars, on a terminal.
+    bar: Option<ProgressBar>,
+}
+
+impl Overall {
+    fn new(files: usize) -> Self {
+        Overall {
+            files,
+            done: 0,
+            already: 0,
+            failed: 0,
+            bytes_total: 0,
+            bytes_done: 0,
+            running: HashMap::new(),
+            started: Instant::now(),
+            bar: None,
+        }
+    }
+
+    fn found(&mut self, n: usize, size: u64) {
+        self.running.insert(n, (size, 0));
+        self.bytes_total += size;
+        self.show();
+    }
+
+    fn progress(&mut self, n: usize, done: u64) {
+        if let Some((size, d)) = self.running.get_mut(&n) {
+            *d = done.min(*size);
+        }
+        self.show();
+    }
+
+    fn done(&mut self, n: usize, result: &Result<DownloadReport, GetError>) {
+        let size = self.running.remove(&n).map_or(0, |(size, _)| size);
+        self.done += 1;
+        match result {
+            Ok(r) if r.already_had => {
+                self.already += 1;
+                self.bytes_total = self.bytes_total.saturating_sub(size);
+            }
+            Ok(_) => self.bytes_done += size,
+            Err(_) => {
+                self.failed += 1;
+                self.bytes_total = self.bytes_total.saturating_sub(size);
+            }
+        }
+        self.show();
+    }
+
+    /// Bytes verified: of the files downloaded, and so far of those downloading.
+    fn bytes(&self) -> u64 {
+        self.bytes_done + self.running.values().map(|(_, d)| d).sum::<u64>()
+    }
+
+    /// Files done out of all, what of them was already here or failed.
+    fn files_text(&self) -> String {
+        let mut t = format!("{} of {} files", self.done, self.files);
+        if self.already > 0 {
+            t.push_str(&format!(", {} already here", self.already));
+        }
+        if self.failed > 0 {
+            t.push_str(&format!(", {} failed", self.failed));
+        }
+        t
+    }
+
+    /// The line told when stderr is not a terminal.
+    fn line(&self) -> String {
+        let (bytes, secs) = (self.bytes(), self.started.elapsed().as_secs_f64());
+        let rate = if secs > 0.0 { bytes as f64 / secs } else { 0.0 };
+        let left = self.bytes_total.saturating_sub(bytes);
+        let eta = match (left, rate > 0.0) {
+            (0, _) => "0s".to_string(),
+            (_, true) => {
+                humantime::format_duration(Duration::from_secs((left as f64 / rate).ceil() as u64))
+                    .to_string()
+            }
+            (_, false) => "unknown".to_string(),
+        };
+        format!(
+            "{}, {} of {}, {}/s, eta {eta}",
+            self.files_text(),
+            output::size(bytes),
+            output::size(self.bytes_total),
+            output::size(rate as u64),
+        )
+    }
+
+    /// Updates the bar, if any.
+    fn show(&self) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(self.bytes_total);
+            bar.set_position(self.bytes());
+            bar.set_message(self.files_text());
+        }
+    }
+}
+
+/// The bar of the overall progress of a multi-file `get`, above the per-file bars.
+fn overall_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "total {bar:25} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

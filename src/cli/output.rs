@@ -246,6 +246,11 @@ pub struct DownloadJson<'a> {
     sources_used: usize,
     pieces_rejected: u64,
     sources: &'a [peershare::download::SourceReport],
+    /// `downloaded`, or `already_have`: the file was already at `already_at` (and `path`),
+    /// nothing was fetched.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    already_at: Option<&'a std::path::Path>,
 }
 
 impl<'a> DownloadJson<'a> {
@@ -260,6 +265,12 @@ impl<'a> DownloadJson<'a> {
             sources_used: r.sources_used(),
             pieces_rejected: r.pieces_rejected,
             sources: &r.sources,
+            status: if r.already_had {
+                "already_have"
+            } else {
+                "downloaded"
+            },
+            already_at: r.already_had.then_some(r.path.as_path()),
         }
     }
 }

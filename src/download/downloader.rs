@@ -213,6 +213,7 @@ impl Downloader {
             bytes_resumed: resumed,
             pieces_rejected: reports.iter().map(|r| r.pieces_rejected).sum(),
             sources: reports,
+            already_had: false,
         })
     }
 

@@ -67,6 +67,9 @@ pub struct DownloadReport {
     pub pieces_rejected: u64,
     /// What each source did, in the order they were given.
     pub sources: Vec<SourceReport>,
+    /// Nothing was downloaded: a file with this content id was already at `path` (see
+    /// `node::HaveAlready`).
+    pub already_had: bool,
 }
 
 impl DownloadReport {

@@ -152,6 +152,7 @@ impl SmallFileFetcher {
                 // The pipelined links do not report their connections.
                 cipher_suite: None,
             }],
+            already_had: false,
         })
     }
 }

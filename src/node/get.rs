@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::GetError;
+use super::{GetError, HaveAlready};
 use crate::download::{
     DownloadReport, Downloader, LinkConfig, Progress, SmallFetchError, SmallFileFetcher, Source,
 };
@@ -20,9 +20,28 @@ use crate::tls::Tls;
 /// by more than this many files of at most one piece.
 pub const MAX_SMALL_IN_FLIGHT: usize = 512;
 
-/// What a download pipeline tells while it runs (for progress bars, logs, a UI).
+/// What a download pipeline tells while it runs (for progress bars, logs, a UI). More kinds
+/// of event may come: match with a wildcard arm.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub enum GetEvent<'a> {
+    /// The `n`th file was looked up and waits for its turn ([`download_stream`] and
+    /// [`download_all`] only).
+    Found {
+        /// The file's position in the list asked for.
+        n: usize,
+        /// What was found for it.
+        hit: &'a FileHit,
+    },
+    /// The `n`th file is done with, whatever the way: downloaded (in full or in one request),
+    /// found already on disk, or failed (its lookup too) ([`download_stream`] and
+    /// [`download_all`] only).
+    Done {
+        /// The file's position in the list asked for.
+        n: usize,
+        /// How it ended.
+        result: &'a Result<DownloadReport, GetError>,
+    },
     /// The full download of the `n`th file began (a file fetched in one request has no events).
     Started {
         /// The file's position in the list asked for.
@@ -74,6 +93,10 @@ pub struct GetOptions {
     /// The key the index and sources see: a member's in a private group (`None`: fresh
     /// anonymous keys).
     pub tls: Option<Tls>,
+    /// Where to look for files already on disk before downloading them: a file whose content
+    /// id is found there is not downloaded, its report says where it is
+    /// ([`DownloadReport::already_had`]). `None`: every file is downloaded.
+    pub have_already: Option<Arc<HaveAlready>>,
 }
 
 impl GetOptions {
@@ -129,12 +152,15 @@ pub async fn download_stream(
         let hit = match hit {
             Ok(hit) => hit,
             Err(e) => {
+                let r = Err(e);
+                opts.tell(GetEvent::Done { n, result: &r });
                 if let Some(slot) = results.get_mut(n) {
-                    *slot = Some(Err(e));
+                    *slot = Some(r);
                 }
                 continue;
             }
         };
+        opts.tell(GetEvent::Found { n, hit: &hit });
         let (dir, opts, permits, small, in_flight) = (
             dir.to_path_buf(),
             opts.clone(),
@@ -143,6 +169,9 @@ pub async fn download_stream(
             small_in_flight.clone(),
         );
         tasks.spawn(async move {
+            if let Some(r) = already_have(&hit, &dir, &opts).await {
+                return (n, Ok(r));
+            }
             if let Some(small) = small.filter(|_| SmallFileFetcher::fits(hit.size)) {
                 let _in_flight = in_flight.acquire_owned().await;
                 match fetch_small(&small, &hit, n, &dir, &opts).await {
@@ -156,14 +185,15 @@ pub async fn download_stream(
                 }
             }
             let _permit = permits.acquire_owned().await;
-            (n, download_hit(&hit, n, &dir, &opts).await)
+            (n, download_full(&hit, n, &dir, &opts).await)
         });
     }
     while let Some(joined) = tasks.join_next().await {
-        if let Ok((n, r)) = joined
-            && let Some(slot) = results.get_mut(n)
-        {
-            *slot = Some(r);
+        if let Ok((n, r)) = joined {
+            opts.tell(GetEvent::Done { n, result: &r });
+            if let Some(slot) = results.get_mut(n) {
+                *slot = Some(r);
+            }
         }
     }
     results
@@ -216,9 +246,47 @@ pub fn sources_of(hit: &FileHit, only_peer: Option<u64>) -> Vec<Source> {
         .collect()
 }
 
+/// Where a file of `hit`'s content id already is, as a report of nothing downloaded, when
+/// `opts.have_already` finds one (in `dir` or a look-in directory).
+pub async fn already_have(hit: &FileHit, dir: &Path, opts: &GetOptions) -> Option<DownloadReport> {
+    let have = opts.have_already.clone()?;
+    let held = have.clone();
+    let _turn = held.checks.acquire().await.ok()?;
+    let (id, size, target, started) = (hit.content_id, hit.size, dir.to_path_buf(), Instant::now());
+    let path = tokio::task::spawn_blocking(move || have.find(&id, size, &target))
+        .await
+        .ok()??;
+    tracing::info!("already have {id} at {}", path.display());
+    Some(DownloadReport {
+        content_id: id,
+        path,
+        size,
+        seconds: started.elapsed().as_secs_f64(),
+        bytes_fetched: 0,
+        bytes_resumed: 0,
+        pieces_rejected: 0,
+        sources: Vec::new(),
+        already_had: true,
+    })
+}
+
 /// Downloads a search hit into `dir` from its peers (or only `opts.only_peer`), all at once;
-/// `n` is its position, for the events.
+/// `n` is its position, for the events. A file already on disk where `opts.have_already`
+/// looks is not downloaded (see [`already_have`]).
 pub async fn download_hit(
+    hit: &FileHit,
+    n: usize,
+    dir: &Path,
+    opts: &GetOptions,
+) -> Result<DownloadReport, GetError> {
+    if let Some(r) = already_have(hit, dir, opts).await {
+        return Ok(r);
+    }
+    download_full(hit, n, dir, opts).await
+}
+
+/// [`download_hit`] without looking for the file on disk first.
+async fn download_full(
     hit: &FileHit,
     n: usize,
     dir: &Path,

@@ -6,6 +6,7 @@
 //! prints or parses arguments.
 
 mod get;
+mod have_already;
 mod lookup;
 mod member;
 mod register;
@@ -13,9 +14,10 @@ mod share;
 mod trust;
 
 pub use get::{
-    EventSink, GetEvent, GetOptions, MAX_SMALL_IN_FLIGHT, download_all, download_hit,
+    EventSink, GetEvent, GetOptions, MAX_SMALL_IN_FLIGHT, already_have, download_all, download_hit,
     download_stream, sources_of,
 };
+pub use have_already::{CHECKS_AT_ONCE, HaveAlready, MAX_LISTED};
 pub use lookup::{LOOKUP_BATCH, Lookup, add_dht_sources, lookup_many};
 pub use register::{RECONNECT_MAX, RECONNECT_MIN, TAKEN_OVER_MAX};
 pub use share::{

@@ -10,12 +10,17 @@ mod server;
 mod slots;
 mod watch;
 
+pub(crate) use beneath::meta_mtime_ns;
 pub use beneath::{ShareRoot, force_component_walk};
 pub use catalog::{Catalog, SharedFile};
 pub use client::{PeerClient, PeerClientError};
 pub use partial::{PartialFile, Partials};
 pub use partial_sharing::{PartialSharing, PartialSharingError};
-pub use scan::{HASH_PROGRESS_STEP, HashProgress, PARTIAL_SUFFIX, ScanError, ScanOptions, Scanner};
+pub(crate) use scan::open_hash_cache;
+pub use scan::{
+    HASH_CACHE_FILE, HASH_PROGRESS_STEP, HashProgress, HashStatus, PARTIAL_SUFFIX, ScanError,
+    ScanOptions, Scanner,
+};
 pub use server::{
     FRAME_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, PeerConfig, PeerServer, UPLOAD_SLOTS,
 };

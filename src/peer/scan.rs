@@ -18,6 +18,26 @@ use crate::content::{ContentId, hash_open_file};
 /// Suffix of partial downloads; never shared.
 pub const PARTIAL_SUFFIX: &str = ".peershare-part";
 
+/// The hash cache in the state directory: content ids and piece hashes by (absolute path,
+/// size, modification time), shared by the scanner and `get`'s check for files already there.
+pub const HASH_CACHE_FILE: &str = "hash-cache.sqlite";
+
+/// Opens (creating if need be) the hash cache at `path`, waiting at most `busy` for another
+/// process's write to end.
+pub(crate) fn open_hash_cache(
+    path: &Path,
+    busy: std::time::Duration,
+) -> Result<Connection, rusqlite::Error> {
+    let c = Connection::open(path)?;
+    c.busy_timeout(busy)?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.execute_batch(
+        "CREATE TABLE IF NOT EXISTS hashes(path TEXT PRIMARY KEY, size INTEGER NOT NULL,
+         mtime_ns INTEGER NOT NULL, content_id BLOB NOT NULL, pieces BLOB NOT NULL)",
+    )?;
+    Ok(c)
+}
+
 /// Why a scanner could not be set up or a scan could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -40,9 +60,31 @@ pub enum ScanError {
     Cache(#[from] rusqlite::Error),
 }
 
-/// Told while a scan hashes files: bytes hashed so far, and bytes to hash in all. Called from
-/// the hashing threads (every [`HASH_PROGRESS_STEP`] bytes and once at the end), so it must be quick.
-pub type HashProgress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+/// Where a scan's hashing stands: files and bytes hashed so far, and to hash in all (files
+/// the cache knows unchanged are not counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashStatus {
+    /// Files hashed (or given up: unreadable, changed meanwhile) so far.
+    pub files_done: u64,
+    /// Files to hash in all.
+    pub files: u64,
+    /// Bytes hashed so far.
+    pub bytes_done: u64,
+    /// Bytes to hash in all.
+    pub bytes: u64,
+}
+
+impl HashStatus {
+    /// Whether the hashing is over.
+    pub fn finished(&self) -> bool {
+        self.files_done >= self.files
+    }
+}
+
+/// Told while a scan hashes files. Called from the hashing threads (after each file, every
+/// [`HASH_PROGRESS_STEP`] bytes within a file, and once at the end, with everything done), so
+/// it must be quick.
+pub type HashProgress = Arc<dyn Fn(HashStatus) + Send + Sync>;
 
 /// How often (in bytes hashed) [`ScanOptions::progress`] is told.
 pub const HASH_PROGRESS_STEP: u64 = 16 * 1024 * 1024;
@@ -117,7 +159,7 @@ impl Scanner {
         let scanner = Scanner {
             roots: opened,
             options,
-            cache_path: state_dir.join("hash-cache.sqlite"),
+            cache_path: state_dir.join(HASH_CACHE_FILE),
         };
         scanner.open_cache()?;
         Ok(scanner)
@@ -132,14 +174,7 @@ impl Scanner {
     }
 
     fn open_cache(&self) -> Result<Connection, rusqlite::Error> {
-        let c = Connection::open(&self.cache_path)?;
-        c.busy_timeout(std::time::Duration::from_secs(10))?;
-        c.pragma_update(None, "journal_mode", "WAL")?;
-        c.execute_batch(
-            "CREATE TABLE IF NOT EXISTS hashes(path TEXT PRIMARY KEY, size INTEGER NOT NULL,
-             mtime_ns INTEGER NOT NULL, content_id BLOB NOT NULL, pieces BLOB NOT NULL)",
-        )?;
-        Ok(c)
+        open_hash_cache(&self.cache_path, std::time::Duration::from_secs(10))
     }
 
     /// Walks the shared directories and returns the catalog, hashing only what the cache lacks.
@@ -186,13 +221,29 @@ impl Scanner {
                 total / (1024 * 1024)
             );
         }
-        let done = AtomicU64::new(0);
+        let (done, files_done, files) = (AtomicU64::new(0), AtomicU64::new(0), miss.len() as u64);
+        let status = |bytes_done: u64, files_done: u64| HashStatus {
+            // Both counts stay within their totals, whatever files do meanwhile.
+            files_done: files_done.min(files),
+            files,
+            bytes_done: bytes_done.min(total),
+            bytes: total,
+        };
         let progress = |n: u64| {
             let d = done.fetch_add(n, Ordering::Relaxed) + n;
             if d % HASH_PROGRESS_STEP < n
                 && let Some(tell) = &self.options.progress
             {
-                tell(d, total);
+                tell(status(d, files_done.load(Ordering::Relaxed)));
+            }
+        };
+        // After each file, hashed or not.
+        let file_done = || {
+            let f = files_done.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Some(tell) = &self.options.progress
+                && f < files
+            {
+                tell(status(done.load(Ordering::Relaxed), f));
             }
         };
         let hashed: Vec<(Candidate, ContentId, Vec<ChainingValue>)> = miss
@@ -204,6 +255,7 @@ impl Scanner {
                     let h = hash_open_file(&f, c.size, &progress)?;
                     Ok((h, f.metadata()?))
                 });
+                file_done();
                 match hashed {
                     // A file that changed while being hashed waits for the next scan.
                     Ok(((id, cvs), m)) => {
@@ -226,7 +278,7 @@ impl Scanner {
             })
             .collect();
         if let (Some(tell), false) = (&self.options.progress, miss_empty) {
-            tell(total, total);
+            tell(status(total, files));
         }
 
         let mut files = Vec::with_capacity(hit.len() + hashed.len());

@@ -1,6 +1,6 @@
 //! `PeerServer`: answers other peers' requests for a file's info, piece hashes and pieces, by content id only.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,7 +165,6 @@ impl PeerServer {
             shutdown.clone(),
             |stream, addr, admission| {
                 let (server, shutdown) = (self.clone(), shutdown.clone());
-                let ip = addr.ip();
                 async move {
                     let Some(secured) = secure_admitted(&server.tls, stream, &admission).await
                     else {
@@ -182,7 +181,7 @@ impl PeerServer {
                         },
                     );
                     let key = secured.remote_key;
-                    match server.handle(conn, ip, key, shutdown).await {
+                    match server.handle(conn, addr, key, shutdown).await {
                         Ok(()) => debug!(%addr, "peer connection closed"),
                         Err(e) => info!(%addr, "peer connection closed: {e}"),
                     }
@@ -195,12 +194,12 @@ impl PeerServer {
     async fn handle(
         &self,
         conn: Connection<SecureStream>,
-        ip: IpAddr,
+        addr: SocketAddr,
         key: Digest,
         shutdown: CancellationToken,
     ) -> Result<(), ProtocolError> {
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let r = Handler::new(self, conn, conn_id, ip, key)
+        let r = Handler::new(self, conn, conn_id, addr, key)
             .run(shutdown)
             .await;
         self.slots.release(conn_id);

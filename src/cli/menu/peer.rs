@@ -130,10 +130,16 @@ impl<R: BufRead, W: Write> Menu<'_, R, W> {
             })?;
         let dir = download_dir();
         let got = self.asking.block_on(async {
+            let ctx = client_context()?;
             let opts = GetOptions {
                 only_peer: Some(peer),
                 // A member of a private group downloads as the member it is.
-                tls: Some(client_context()?.tls.clone()),
+                tls: Some(ctx.tls.clone()),
+                // A file already in the directory is not downloaded again.
+                have_already: Some(std::sync::Arc::new(peershare::node::HaveAlready::new(
+                    Vec::new(),
+                    Some(&ctx.state),
+                ))),
                 ..GetOptions::default()
             };
             anyhow::Ok(download_hit(file, 0, &dir, &opts).await?)
@@ -141,8 +147,13 @@ impl<R: BufRead, W: Write> Menu<'_, R, W> {
         match got {
             Ok(r) => {
                 self.p.say("Successfully got the file");
+                let saved = if r.already_had {
+                    "Already there, not downloaded again:"
+                } else {
+                    "Saved as"
+                };
                 self.p.say(&format!(
-                    "Saved as {} ({}, verified against content id {})",
+                    "{saved} {} ({}, verified against content id {})",
                     r.path.display(),
                     size(r.size),
                     r.content_id

@@ -162,8 +162,8 @@ fn hashing_progress_is_told_in_steps_and_once_complete() {
     let sink = told.clone();
     let options = ScanOptions {
         include_hidden: false,
-        progress: Some(Arc::new(move |done, total| {
-            sink.lock().unwrap().push((done, total))
+        progress: Some(Arc::new(move |st: crate::peer::HashStatus| {
+            sink.lock().unwrap().push(st)
         })),
     };
     let state = t.path().join("state");
@@ -171,9 +171,23 @@ fn hashing_progress_is_told_in_steps_and_once_complete() {
     assert_eq!(s.scan().unwrap().len(), 2);
     let total = big as u64 + 1;
     let seen = told.lock().unwrap().clone();
-    assert_eq!(seen.last(), Some(&(total, total)), "{seen:?}");
-    assert!(seen.len() >= 3, "two steps and the end: {seen:?}");
-    assert!(seen.iter().all(|&(d, t)| t == total && d <= total));
+    let end = crate::peer::HashStatus {
+        files_done: 2,
+        files: 2,
+        bytes_done: total,
+        bytes: total,
+    };
+    assert_eq!(seen.last(), Some(&end), "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| s.finished()).count(), 1, "{seen:?}");
+    // Two steps of bytes, a file done (the other is the end), and the end.
+    assert!(seen.len() >= 4, "{seen:?}");
+    assert!(seen.iter().any(|s| s.files_done == 1), "{seen:?}");
+    assert!(
+        seen.iter().all(|s| s.bytes == total
+            && s.bytes_done <= total
+            && s.files == 2
+            && s.files_done <= 2)
+    );
     // Nothing to hash the second time (the ids are cached): nothing told.
     told.lock().unwrap().clear();
     let again = Scanner::new(std::slice::from_ref(&share), &state, options).unwrap();

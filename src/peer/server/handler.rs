@@ -1,11 +1,12 @@
 //! One connection a peer serves: the handshake, then each request answered by its own method (pieces of small files read ahead together).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::PeerServer;
 use super::open::{OpenFile, Opened, read_piece};
@@ -29,6 +30,21 @@ const MAX_OPENED_AHEAD: usize = 32;
 /// are answered).
 const MAX_BYTES_READ_AHEAD: u64 = 1024 * 1024;
 
+/// Files one connection keeps upload counts of at most: past it they are logged and
+/// forgotten (a downloader fetching thousands of files over one connection mostly completes
+/// each, which logs it at once).
+const MAX_UPLOADS_TRACKED: usize = 256;
+
+/// Pieces of one file sent on one connection: logged (at info) when the file's last piece
+/// has been sent, or when the connection ends.
+struct Upload {
+    name: String,
+    pieces: u64,
+    piece_count: u64,
+    bytes: u64,
+    started: Instant,
+}
+
 /// A connection's state: the files it has open, and the requests read ahead of the one being
 /// answered (pipelined behind it) with the files they ask for, opened together with its own.
 pub(super) struct Handler<'a> {
@@ -36,8 +52,11 @@ pub(super) struct Handler<'a> {
     conn: Connection<SecureStream>,
     conn_id: u64,
     ip: IpAddr,
+    addr: SocketAddr,
     /// The key the client proved in the TLS handshake.
     key: Digest,
+    /// What was uploaded on this connection, per file, not logged yet.
+    uploads: HashMap<ContentId, Upload>,
     open: HashMap<ContentId, Arc<OpenFile>>,
     ahead: VecDeque<Result<Message, ProtocolError>>,
     opened: HashMap<ContentId, Opened>,
@@ -50,15 +69,17 @@ impl<'a> Handler<'a> {
         server: &'a PeerServer,
         conn: Connection<SecureStream>,
         conn_id: u64,
-        ip: IpAddr,
+        addr: SocketAddr,
         key: Digest,
     ) -> Handler<'a> {
         Handler {
             server,
             conn,
             conn_id,
-            ip,
+            ip: addr.ip(),
+            addr,
             key,
+            uploads: HashMap::new(),
             open: HashMap::new(),
             ahead: VecDeque::new(),
             opened: HashMap::new(),
@@ -134,7 +155,10 @@ impl<'a> Handler<'a> {
                     .await;
                 return Err(ProtocolError::Refused(why));
             }
-            let is_piece = matches!(request, PeerRequest::GetPiece(_));
+            let piece_of = match &request {
+                PeerRequest::GetPiece(r) => Some(r.content_id),
+                _ => None,
+            };
             let reply = match request {
                 PeerRequest::Hello(_) => Err(bad_request("Hello comes once, first".into())),
                 PeerRequest::GetInfo(r) => self.info(r),
@@ -153,10 +177,66 @@ impl<'a> Handler<'a> {
                 true => self.conn.reply(&reply).await?,
                 false => self.conn.queue(&reply).await?,
             }
-            if is_piece {
+            if let Some(id) = piece_of {
                 self.server.slots.sent(self.conn_id);
+                if let Message::Piece(p) = &reply {
+                    self.uploaded(id, p.data.len() as u64);
+                }
             }
         }
+    }
+
+    /// Counts a piece of `id` sent; logs the file's upload once its last piece is sent.
+    fn uploaded(&mut self, id: ContentId, bytes: u64) {
+        if !self.uploads.contains_key(&id) {
+            if self.uploads.len() >= MAX_UPLOADS_TRACKED {
+                self.log_uploads();
+            }
+            let Some(f) = self.server.find(&id) else {
+                return;
+            };
+            self.uploads.insert(
+                id,
+                Upload {
+                    name: f.name,
+                    pieces: 0,
+                    piece_count: PieceLayout::new(f.size).piece_count(),
+                    bytes: 0,
+                    started: Instant::now(),
+                },
+            );
+        }
+        if let Some(u) = self.uploads.get_mut(&id) {
+            u.pieces += 1;
+            u.bytes += bytes;
+            if u.pieces >= u.piece_count
+                && let Some(u) = self.uploads.remove(&id)
+            {
+                self.log_upload(&u);
+            }
+        }
+    }
+
+    /// Logs (and forgets) every upload not logged yet.
+    fn log_uploads(&mut self) {
+        for (_, u) in std::mem::take(&mut self.uploads) {
+            self.log_upload(&u);
+        }
+    }
+
+    /// One line at info: to whom (address, short key fingerprint), what, how much, how long.
+    fn log_upload(&self, u: &Upload) {
+        let key = crate::identity::Fingerprint(self.key).to_string();
+        let short = key.get(..UPLOAD_KEY_CHARS).unwrap_or(&key);
+        info!(
+            "uploaded {:?} to {} (key {short}): {} bytes, {} of {} pieces, in {:.2}s",
+            u.name,
+            self.addr,
+            u.bytes,
+            u.pieces,
+            u.piece_count,
+            u.started.elapsed().as_secs_f64()
+        );
     }
 
     /// Whether `feature` was agreed on this connection; the refusal of `message` if not.
@@ -338,6 +418,16 @@ impl<'a> Handler<'a> {
             }
         }
         wanted
+    }
+}
+
+/// Characters of a client's key fingerprint an upload's log line shows.
+const UPLOAD_KEY_CHARS: usize = 12;
+
+impl Drop for Handler<'_> {
+    /// The connection is over: what was uploaded on it and not logged yet is.
+    fn drop(&mut self) {
+        self.log_uploads();
     }
 }
 
