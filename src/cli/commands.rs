@@ -178,7 +178,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             output::peers(&mut std::io::stdout().lock(), &list, json)?;
             Ok(())
         }
-        Command::Get(args) => super::get::run_get(args).await,
+        Command::Get(args) => super::get::run_get(*args).await,
         Command::Invite(args) => super::group::invite(args, &state),
         Command::Members(args) => super::group::members(args, &state),
     }

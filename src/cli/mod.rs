@@ -250,7 +250,7 @@ pub enum Command {
         json: bool,
     },
     /// Download files by content id, verified piece by piece
-    Get(GetArgs),
+    Get(Box<GetArgs>),
     /// The DHT: run a node
     Dht {
         #[command(subcommand)]
