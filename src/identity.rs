@@ -246,6 +246,63 @@ pub fn split_address(s: &str) -> Result<(&str, Option<Fingerprint>), BadFingerpr
     }
 }
 
+/// The port an index listens on unless told otherwise, and the one an index address without a
+/// port means.
+pub const DEFAULT_INDEX_PORT: u16 = 50000;
+
+/// An index address that cannot be one.
+#[derive(Debug, thiserror::Error)]
+pub enum BadIndexAddress {
+    /// No host before the port.
+    #[error("{0:?} has no host (expected HOST, HOST:PORT or [IPV6]:PORT)")]
+    NoHost(String),
+    /// The port is not a number from 1 to 65535.
+    #[error("{0:?} has no valid port (expected a number from 1 to 65535 after the last ':')")]
+    BadPort(String),
+    /// The key after `#` is not a fingerprint.
+    #[error(transparent)]
+    Fingerprint(#[from] BadFingerprint),
+}
+
+/// An index address as users write it (`HOST`, `HOST:PORT`, `[IPV6]`, `[IPV6]:PORT`, a bare
+/// IPv6 address, each optionally followed by `#FINGERPRINT`), written the one way the rest of
+/// the code reads: `HOST:PORT[#FINGERPRINT]`, with [`DEFAULT_INDEX_PORT`] when no port is
+/// given. A bare IPv6 address is taken whole (`::1:5000` is an address, not `::1` port 5000:
+/// write `[::1]:5000` for that). Host names are kept: they are looked up when connecting.
+pub fn index_address(spec: &str) -> Result<String, BadIndexAddress> {
+    let (addr, key) = match spec.split_once('#') {
+        None => (spec, None),
+        Some((addr, fp)) => (addr, Some(fp.parse::<Fingerprint>()?)),
+    };
+    let addr = addr.trim();
+    let with_port = if addr.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{addr}]:{DEFAULT_INDEX_PORT}")
+    } else {
+        // The port follows the last ':' that is not inside brackets.
+        let host_end = addr.rfind(']').map_or(0, |i| i + 1);
+        match addr[host_end..].rfind(':').map(|i| host_end + i) {
+            Some(i) => {
+                let (host, port) = (&addr[..i], &addr[i + 1..]);
+                if !port.parse::<u16>().is_ok_and(|p| p != 0) {
+                    return Err(BadIndexAddress::BadPort(addr.to_string()));
+                }
+                if host.is_empty() || host == "[]" {
+                    return Err(BadIndexAddress::NoHost(addr.to_string()));
+                }
+                addr.to_string()
+            }
+            None if addr.is_empty() || addr == "[]" => {
+                return Err(BadIndexAddress::NoHost(addr.to_string()));
+            }
+            None => format!("{addr}:{DEFAULT_INDEX_PORT}"),
+        }
+    };
+    Ok(match key {
+        Some(k) => format!("{with_port}#{k}"),
+        None => with_port,
+    })
+}
+
 /// Checks a registration signature made by [`Identity::sign_register`].
 pub fn verify_register(public_key: &Digest, nonce: &Digest, signature: &[u8]) -> bool {
     let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&public_key.0) else {
@@ -288,6 +345,49 @@ mod tests {
         drop(held);
         let again = StateLock::acquire(&state).unwrap();
         drop((again, other));
+    }
+
+    #[test]
+    fn an_index_address_without_a_port_gets_the_default_one() {
+        let fp = Identity::from_secret([2; 32]).fingerprint().to_string();
+        for (given, want) in [
+            ("127.0.0.1", "127.0.0.1:50000"),
+            ("127.0.0.1:4000", "127.0.0.1:4000"),
+            ("localhost", "localhost:50000"),
+            ("index.example.org:7", "index.example.org:7"),
+            ("[::1]", "[::1]:50000"),
+            ("[::1]:4000", "[::1]:4000"),
+            ("::1", "[::1]:50000"),
+            ("2001:db8::1", "[2001:db8::1]:50000"),
+            (" 10.0.0.1 ", "10.0.0.1:50000"),
+        ] {
+            assert_eq!(index_address(given).unwrap(), want, "{given}");
+            // The key after '#' stays, in its canonical spelling.
+            let keyed = index_address(&format!("{given}#{}", fp.to_uppercase())).unwrap();
+            assert_eq!(keyed, format!("{want}#{fp}"), "{given}");
+            let (addr, key) = split_address(&keyed).unwrap();
+            assert_eq!((addr, key.map(|k| k.to_string())), (want, Some(fp.clone())));
+        }
+        for bad in [
+            "",
+            ":4000",
+            "[]",
+            "[]:4000",
+            "host:",
+            "host:0",
+            "host:65536",
+            "host:x",
+        ] {
+            let e = index_address(bad).unwrap_err().to_string();
+            assert!(
+                !e.contains('\n') && e.contains(&format!("{bad:?}")),
+                "{bad}: {e}"
+            );
+        }
+        assert!(matches!(
+            index_address("host#notakey"),
+            Err(BadIndexAddress::Fingerprint(_))
+        ));
     }
 
     #[test]

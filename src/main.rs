@@ -4,11 +4,26 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse_from(cli::rewrite_exclusions(std::env::args_os()));
+    cli::errors::exit_quietly_on_closed_stdout();
+    // The configuration file sets the command line's defaults: read before parsing.
+    let args = cli::rewrite_exclusions(std::env::args_os());
+    let config = match cli::config::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let line = cli::errors::error_line(&e);
+            eprintln!("peershare: {}", peershare::text::Escaped(&line));
+            return ExitCode::FAILURE;
+        }
+    };
+    let matches = cli::config::apply(cli::Cli::command(), config).get_matches_from(args);
+    let cli = match cli::Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let quiet = matches!(
         cli.command,
         Some(cli::Command::Search { .. })
@@ -31,17 +46,11 @@ fn main() -> ExitCode {
         .init();
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // `peershare search a | head -2`: the reader has all it wanted.
+        Err(e) if cli::errors::is_closed_stdout(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // The error may quote a peer or the index: one escaped line.
-            let line = e
-                .chain()
-                .map(|c| c.to_string())
-                .fold(String::new(), |line, c| match line.is_empty() {
-                    true => c,
-                    // Many errors quote their cause already: say each thing once.
-                    false if line.contains(&c) => line,
-                    false => format!("{line}: {c}"),
-                });
+            let line = cli::errors::error_line(&e);
             eprintln!("peershare: {}", peershare::text::Escaped(&line));
             ExitCode::FAILURE
         }

@@ -111,10 +111,10 @@ pub async fn populate(index: &str, files: u64, peers: u64) -> anyhow::Result<()>
         std::mem::forget(c);
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    super::outln!(
         "registered {files} files from {peers} peers in {secs:.2} s ({:.0} files/s)",
         files as f64 / secs
-    );
+    )?;
     Ok(())
 }
 

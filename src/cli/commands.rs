@@ -29,6 +29,16 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             private,
             advertise,
         } => {
+            // The database's directory: in plain words if it cannot be one (the state
+            // directory was checked already).
+            if let Some(dir) = db
+                .as_ref()
+                .and_then(|d| d.parent())
+                .filter(|d| !d.as_os_str().is_empty())
+                && let Some(db) = &db
+            {
+                super::errors::check_dir("--db", db, dir)?;
+            }
             let db = db.unwrap_or_else(|| state.join("index.sqlite"));
             let config = IndexConfig {
                 lease,
@@ -58,6 +68,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             upload_slots,
             max_upload_rate,
         } => {
+            super::errors::check_share_dirs(&dirs)?;
             let index = if no_index {
                 None
             } else {
@@ -158,16 +169,16 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
                         "requests": r.requests, "errors": r.errors, "seconds": r.seconds,
                         "requests_per_sec": rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
                     });
-                    println!("{doc:#}");
+                    super::outln!("{doc:#}")?;
                 } else {
-                    println!(
+                    super::outln!(
                         "{} {} clients: {rps:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
                         if lookup { "lookup" } else { "search" },
                         clients,
                         r.p50_ms,
                         r.p99_ms,
                         r.errors
-                    );
+                    )?;
                 }
                 Ok(())
             }
@@ -178,9 +189,14 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             output::peers(&mut std::io::stdout().lock(), &list, json)?;
             Ok(())
         }
-        Command::Get(args) => super::get::run_get(*args).await,
+        Command::Get(args) => {
+            super::errors::check_output_dir(&args.output)?;
+            super::get::run_get(*args).await
+        }
         Command::Invite(args) => super::group::invite(args, &state),
         Command::Members(args) => super::group::members(args, &state),
+        Command::Completions { shell } => super::completions(shell),
+        Command::Man { dir } => super::man_pages(&dir),
     }
 }
 
@@ -225,7 +241,7 @@ pub(super) async fn serve_index(
         store.set_meta("address", a.as_bytes())?;
     }
     store.set_meta("private", if private { b"1" } else { b"0" })?;
-    println!(
+    super::outln!(
         "peershare index listening on {addr} (store {}, lease {}){}",
         db.display(),
         humantime::format_duration(lease),
@@ -234,13 +250,13 @@ pub(super) async fn serve_index(
         } else {
             ""
         }
-    );
+    )?;
     let shown = reach.unwrap_or_else(|| addr.to_string());
-    println!(
+    super::outln!(
         "index key {}: clients connect with --index {shown}#{}",
         identity.fingerprint(),
         identity.fingerprint()
-    );
+    )?;
     std::io::stdout().flush()?;
     let server = IndexServer::new(store, config, tls);
     let server = if private {
@@ -249,7 +265,7 @@ pub(super) async fn serve_index(
         server
     };
     server.run(listener, interrupt_token()).await;
-    println!("peershare index stopped");
+    super::outln!("peershare index stopped")?;
     Ok(())
 }
 
@@ -260,12 +276,13 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
     let index = config.index.clone();
     let mut handle = start_share(config, listener).await?;
     let status = handle.status.borrow().clone();
-    println!(
+    super::outln!(
         "peershare share listening on {} ({} files)",
-        handle.local_addr, status.files_shared
-    );
+        handle.local_addr,
+        status.files_shared
+    )?;
     if let Some(a) = handle.dht_addr {
-        println!("DHT node on udp {a}");
+        super::outln!("DHT node on udp {a}")?;
     }
     std::io::stdout().flush()?;
     let stop = interrupt_token();
@@ -279,11 +296,11 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
                 if let (Some(addr), Some(id), Some(files), true) = (&index, s.peer_id, s.files_registered, s.in_sync)
                     && (last.peer_id != s.peer_id || last.files_registered != s.files_registered || !last.in_sync)
                 {
-                    println!("registered with index {addr} as peer {id}: {files} files");
+                    super::outln!("registered with index {addr} as peer {id}: {files} files")?;
                     std::io::stdout().flush()?;
                 }
                 if let Some(n) = s.dht_announced && last.dht_announced != s.dht_announced {
-                    println!("published on the DHT: {n} of {} keys ({} files)", s.dht_keys, s.files_shared);
+                    super::outln!("published on the DHT: {n} of {} keys ({} files)", s.dht_keys, s.files_shared)?;
                     std::io::stdout().flush()?;
                 }
                 if let Some(e) = &s.last_error && last.last_error.as_ref() != Some(e) {
@@ -299,7 +316,7 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
     }
     handle.shutdown().await;
     tokio::time::sleep(Duration::from_millis(10)).await;
-    println!("peershare share stopped");
+    super::outln!("peershare share stopped")?;
     Ok(())
 }
 

@@ -35,10 +35,12 @@ pub async fn run_node(
     }
     .with_context(|| format!("cannot start a DHT node on {listen}"))?;
     let addr = node.info().await.local_addr();
-    println!("peershare dht node listening on {addr} (use --bootstrap {addr} from other peers)");
+    super::outln!(
+        "peershare dht node listening on {addr} (use --bootstrap {addr} from other peers)"
+    )?;
     std::io::stdout().flush()?;
     interrupt_token().cancelled().await;
-    println!("peershare dht node stopped");
+    super::outln!("peershare dht node stopped")?;
     Ok(())
 }
 
@@ -66,7 +68,7 @@ pub async fn search(
             {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    let e = format!("{e:#}");
+                    let e = super::errors::error_line(&e);
                     eprintln!(
                         "peershare: index unavailable, searching the DHT only: {}",
                         peershare::text::Escaped(&e)

@@ -127,7 +127,7 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
         Some(addr) if a.dht.dht => match connect(addr).await {
             Ok(c) => Some(c),
             Err(e) => {
-                let e = format!("{e:#}");
+                let e = super::errors::error_line(&e);
                 eprintln!(
                     "peershare: index unavailable, using the DHT only: {}",
                     peershare::text::Escaped(&e)

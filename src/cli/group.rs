@@ -102,7 +102,7 @@ pub fn invite(args: InviteArgs, state: &Path) -> anyhow::Result<()> {
     let lifetime = i64::try_from(args.expires.as_millis()).unwrap_or(i64::MAX);
     let expires = now.saturating_add(lifetime);
     store.create_invite(&invite.secret_hash(), args.uses, expires, now)?;
-    println!("{invite}");
+    super::outln!("{invite}")?;
     let uses = match args.uses {
         1 => "one new member".to_string(),
         n => format!("{n} new members"),
@@ -140,9 +140,9 @@ pub fn members(args: MembersArgs, state: &Path) -> anyhow::Result<()> {
             let fp = Fingerprint(row.public_key);
             match row.revoked {
                 Some(at) if at < now => {
-                    println!("member {id} ({fp}) was revoked already, at {}", time(at))
+                    super::outln!("member {id} ({fp}) was revoked already, at {}", time(at))?
                 }
-                _ => println!("revoked member {id} ({fp})"),
+                _ => super::outln!("revoked member {id} ({fp})")?,
             }
             Ok(())
         }
@@ -218,13 +218,13 @@ pub async fn join(token: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("the index answered with a bad certificate: {e}"))?;
     MemberRecord::new(&invite.index, &membership, &joined.dht_secret).save(&ctx.state)?;
     super::reload_client_context()?;
-    println!(
+    super::outln!(
         "joined the private group of the index at {} (key {}) as {}; membership valid until {}",
         invite.index,
         invite.key,
         Fingerprint(ctx.tls.public_key()),
         time(membership.expires)
-    );
+    )?;
     Ok(())
 }
 
@@ -254,6 +254,6 @@ pub async fn link(id: &str, index: Option<String>, invite: Option<String>) -> an
     let _: ShareLink = text
         .parse()
         .map_err(|e| anyhow::anyhow!("cannot make a link for this file: {e}"))?;
-    println!("{text}");
+    super::outln!("{text}")?;
     Ok(())
 }

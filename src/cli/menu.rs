@@ -144,14 +144,3 @@ impl<R: BufRead, W: Write> Menu<'_, R, W> {
         Ok(r?)
     }
 }
-
-/// An error in one line, each cause once (as the binary prints its errors).
-fn one_line(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .fold(String::new(), |line, c| match line.is_empty() {
-            true => c,
-            false if line.contains(&c) => line,
-            false => format!("{line}: {c}"),
-        })
-}

@@ -2,6 +2,8 @@
 
 mod bench;
 mod commands;
+pub mod config;
+pub mod errors;
 mod get;
 pub use get::GetArgs;
 mod dht;
@@ -32,33 +34,66 @@ pub use menu::run_menu;
 /// Default index address when neither --index nor PEERSHARE_INDEX is given.
 pub const DEFAULT_INDEX: &str = "127.0.0.1:50000";
 
+/// Writes a line to standard output like `println!`, but returns the error (a closed pipe)
+/// for `?` instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+pub(crate) use outln;
+
+/// The configuration file, in `peershare --help` and the manual page.
+const CONFIG_HELP: &str = "\
+Configuration file: $XDG_CONFIG_HOME/peershare/config.toml (else ~/.config/peershare/config.toml), \
+or the one --config or PEERSHARE_CONFIG names. Optional TOML with any of the keys index, \
+index_key, state_dir, download_dir (get -o), max_upload_rate, max_download_rate, upload_slots, \
+bootstrap. A flag overrides its environment variable, which overrides the file, which overrides \
+the built-in default.
+
+Shell completions: peershare completions bash|zsh|fish|elvish|powershell.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "peershare",
     version,
-    about = "Peer-to-peer file sharing with BLAKE3-verified downloads.\n\nWith no subcommand, runs the interactive menu."
+    about = "Peer-to-peer file sharing with BLAKE3-verified downloads.\n\nWith no subcommand, runs the interactive menu.",
+    after_long_help = CONFIG_HELP
 )]
 pub struct Cli {
-    /// State directory: identity key, hash cache, index database [env: PEERSHARE_HOME; default: the user's data directory]
+    /// State directory: identity key, hash cache, index database [env: PEERSHARE_HOME; else
+    /// `state_dir` in the configuration file; default: the user's data directory]
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Configuration file of defaults (index, download directory, rates...) [default:
+    /// $XDG_CONFIG_HOME/peershare/config.toml, else ~/.config/peershare/config.toml, if it exists]
+    #[arg(long, global = true, env = "PEERSHARE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct IndexAddr {
-    /// Index server address, with its key fingerprint to require it (else the key seen first
+    /// Index server address (port 50000 when none is given; a host name or an IP address, an
+    /// IPv6 one in brackets), with its key fingerprint to require it (else the key seen first
     /// is pinned) [default: 127.0.0.1:50000, or none with --dht]
     #[arg(
         long = "index",
         env = "PEERSHARE_INDEX",
-        value_name = "HOST:PORT[#KEY]"
+        value_name = "HOST:PORT[#KEY]",
+        value_parser = parse_index
     )]
     pub addr: Option<String>,
     /// The key fingerprint the index must hold (the same as HOST:PORT#KEY)
     #[arg(long = "index-key", env = "PEERSHARE_INDEX_KEY", value_name = "KEY")]
     pub key: Option<String>,
+}
+
+/// `--index`: an index address as users write it, with the default port when none is given.
+fn parse_index(s: &str) -> Result<String, String> {
+    peershare::identity::index_address(s).map_err(|e| e.to_string())
 }
 
 impl IndexAddr {
@@ -290,11 +325,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script, e.g. `peershare completions bash >
+    /// ~/.local/share/bash-completion/completions/peershare`
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (peershare.1 and one per subcommand) into a directory; the
+    /// committed ones in docs/man are made so (scripts/man)
+    #[command(hide = true)]
+    Man {
+        /// Where to write them
+        #[arg(default_value = "docs/man", value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
-/// The state directory: --state-dir, else PEERSHARE_HOME, else `<data dir>/peershare`.
+/// The state directory: --state-dir, else PEERSHARE_HOME, else the configuration file's
+/// `state_dir`, else `<data dir>/peershare`.
 pub fn state_dir(flag: Option<PathBuf>) -> PathBuf {
     flag.or_else(|| std::env::var_os("PEERSHARE_HOME").map(PathBuf::from))
+        .or_else(|| config::get().state_dir.clone())
         .or_else(|| dirs::data_dir().map(|d| d.join("peershare")))
         .unwrap_or_else(|| PathBuf::from(".peershare"))
 }
@@ -303,6 +354,16 @@ pub fn state_dir(flag: Option<PathBuf>) -> PathBuf {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let state = state_dir(cli.state_dir);
     let _ = STATE_DIR.set(state.clone());
+    // In plain words when the state directory cannot be one (not for an index given --db, which
+    // may not use it, nor for commands that write no state).
+    let uses_state = match &cli.command {
+        Some(Command::Completions { .. } | Command::Man { .. }) => false,
+        Some(Command::Index { db, .. }) => db.is_none(),
+        _ => true,
+    };
+    if uses_state {
+        errors::check_dir("state directory", &state, &state)?;
+    }
     // The index serves connections on `--io-threads` threads (one by default: its requests are
     // short, and the work that is not runs on the blocking pool). The load generator runs on
     // one thread, as redis-benchmark does, leaving the other cores to the server it measures.
@@ -442,4 +503,24 @@ pub fn parse_host_port(s: &str) -> anyhow::Result<(String, u16)> {
         .with_context(|| format!("{bare:?} has no address"))?
         .ip();
     Ok((ip.to_string(), port))
+}
+
+/// Prints the completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "peershare", &mut script);
+    std::io::stdout().write_all(&script)?;
+    Ok(())
+}
+
+/// Writes the manual pages into `dir` (made if need be): from the command line as built,
+/// without the configuration file's defaults, so that they are the same on every machine.
+pub fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot make {}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("cannot write the manual pages in {}", dir.display()))?;
+    Ok(())
 }

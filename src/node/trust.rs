@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::content::Digest;
-use crate::identity::{BadFingerprint, Fingerprint, split_address};
+use crate::identity::{BadFingerprint, BadIndexAddress, Fingerprint, index_address, split_address};
 use crate::index::{IndexClient, IndexClientError};
 use crate::protocol::Limits;
 use crate::tls::{Tls, TlsError};
@@ -20,6 +20,9 @@ pub enum TrustError {
     /// The fingerprint given with the address is not one.
     #[error(transparent)]
     BadFingerprint(#[from] BadFingerprint),
+    /// The address cannot be one (no host, a bad port).
+    #[error(transparent)]
+    BadAddress(#[from] BadIndexAddress),
     /// The index holds another key than the one pinned on first use.
     #[error(
         "the index at {addr} now holds the key {found}, but {pinned} was pinned on first use \
@@ -139,7 +142,8 @@ impl KnownIndexes {
         replace_file(&self.file, text.as_bytes()).map_err(io)
     }
 
-    /// Connects to the index at `spec` (`HOST:PORT` or `HOST:PORT#FINGERPRINT`) as `tls`,
+    /// Connects to the index at `spec` (`HOST:PORT` or `HOST:PORT#FINGERPRINT`; without a port,
+    /// [`DEFAULT_INDEX_PORT`](crate::identity::DEFAULT_INDEX_PORT)) as `tls`,
     /// requiring the key given with it, else the key pinned for the address; with neither,
     /// pins the key the index shows. A key given explicitly replaces the pin.
     pub async fn connect(
@@ -148,7 +152,9 @@ impl KnownIndexes {
         tls: Option<&Tls>,
         limits: Limits,
     ) -> Result<IndexClient, TrustError> {
-        let (addr, given) = split_address(spec)?;
+        // Written the one way keys are pinned under: `HOST` is `HOST:50000`.
+        let spec = index_address(spec)?;
+        let (addr, given) = split_address(&spec)?;
         let pinned = self.pinned(addr)?;
         let expect = given.or(pinned).map(|f| f.0);
         match IndexClient::connect(addr, tls, expect, limits).await {
@@ -172,6 +178,29 @@ impl KnownIndexes {
                 file: self.file.clone(),
             }),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_address_without_a_port_is_the_default_port_and_a_bad_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let known = KnownIndexes::new(dir.path());
+        let e = known
+            .connect("[]:4000", None, Limits::default())
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, TrustError::BadAddress(_)), "{e}");
+        // Nothing listens there (or, on a machine running an index on every address, an
+        // index does): either way it is port 50000 that was tried.
+        match known.connect("127.51.77.3", None, Limits::default()).await {
+            Err(e) => assert!(e.to_string().contains("127.51.77.3:50000"), "{e}"),
+            Ok(_) => assert!(known.pinned("127.51.77.3:50000").unwrap().is_some()),
         }
     }
 }

@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use super::super::errors::chain_line as one_line;
 use super::prompt::{self, Prompter};
-use super::{End, Menu, logs, one_line};
+use super::{End, Menu, logs};
 use crate::cli::output::{pieces_have, size, time};
 use crate::cli::{client_context, connect, interrupt_token};
 use peershare::content::PieceLayout;
