@@ -182,6 +182,37 @@ fn samples() -> Vec<(&'static str, Message)> {
             }),
         ),
         (
+            "browse",
+            Message::Browse(Browse {
+                peer_id: 3,
+                path: "docs/python3".into(),
+                recursive: true,
+                offset: 1000,
+                limit: 1000,
+            }),
+        ),
+        (
+            "listing",
+            Message::Listing(Listing {
+                peer_id: 3,
+                path: "docs".into(),
+                file: false,
+                dirs: vec![DirEntry {
+                    name: "python3".into(),
+                    size: 4 << 40,
+                    files: 2,
+                }],
+                files: vec![ListedFile {
+                    path: "changelog.gz".into(),
+                    size: 0,
+                    content_id: id(0x44),
+                    mtime: -1,
+                }],
+                total: 4_294_967_296,
+                next: Some(2),
+            }),
+        ),
+        (
             "get_info",
             Message::GetInfo(GetInfo {
                 content_id: id(0xab),

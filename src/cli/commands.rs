@@ -193,6 +193,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             super::errors::check_output_dir(&args.output)?;
             super::get::run_get(*args).await
         }
+        Command::Browse(args) => super::browse::run_browse(args).await,
         Command::Invite(args) => super::group::invite(args, &state),
         Command::Members(args) => super::group::members(args, &state),
         Command::Completions { shell } => super::completions(shell),

@@ -16,7 +16,7 @@ use peershare::content::ContentId;
 use peershare::download::DownloadReport;
 use peershare::group::{LINK_PREFIX, ShareLink};
 use peershare::node::{
-    EventSink, GetError, GetEvent, GetOptions, HaveAlready, LOOKUP_BATCH, Lookup,
+    EventSink, FolderSpec, GetError, GetEvent, GetOptions, HaveAlready, LOOKUP_BATCH, Lookup,
 };
 use peershare::peer::PartialSharing;
 use peershare::rate::RateLimiter;
@@ -24,10 +24,14 @@ use peershare::rate::RateLimiter;
 /// What `peershare get` was asked.
 #[derive(Debug, clap::Args)]
 pub struct GetArgs {
-    /// Content ids (64 hex characters, as `search` and `b3sum` print them), or share links
-    /// (`peershare link`; quote them); a link's index is used unless --index is given, and a
-    /// link's invite is used to join first
-    #[arg(required_unless_present = "query", value_name = "HASH|LINK")]
+    /// Content ids (64 hex characters, as `search` and `b3sum` print them), share links
+    /// (`peershare link`; quote them; a link's index is used unless --index is given, and a
+    /// link's invite is used to join first), or PEER_ID:PATH for a peer's file or whole
+    /// directory (as `browse` lists it), recreated under --output from every source of each file
+    #[arg(
+        required_unless_present = "query",
+        value_name = "HASH|LINK|PEER_ID:PATH"
+    )]
     pub hashes: Vec<String>,
     /// Download every file matching these words (as `search` reads them; with the filters
     /// below), paging through all the index's results
@@ -98,8 +102,11 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
     }
     let mut ids = Vec::new();
     let (mut link_index, mut link_invite) = (None, None);
+    let mut folders = Vec::new();
     for h in &a.hashes {
-        if h.starts_with(LINK_PREFIX) {
+        if let Some(spec) = FolderSpec::parse(h) {
+            folders.push(spec);
+        } else if h.starts_with(LINK_PREFIX) {
             let link: ShareLink = h.parse()?;
             ids.push(link.content_id);
             link_index = link_index.or(link.index);
@@ -184,6 +191,18 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
         tls: Some(super::client_context()?.tls.clone()),
         have_already,
     };
+    let mut results = Vec::new();
+    for spec in &folders {
+        let Some(c) = client.as_mut() else {
+            bail!(
+                "{}:{} needs an index (browsing is the index's)",
+                spec.peer,
+                spec.path
+            );
+        };
+        let got = peershare::node::get_folder(c, spec, &a.output, &opts, a.parallel).await?;
+        results.extend(got.into_iter().map(|o| o.result));
+    }
     let (tx, rx) = mpsc::channel(LOOKUP_BATCH * 4);
     let lookup = Lookup {
         index: match &index {
@@ -210,7 +229,7 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
             }
         })
     });
-    let results = peershare::node::download_stream(rx, count, &a.output, &opts, a.parallel).await;
+    results.extend(peershare::node::download_stream(rx, count, &a.output, &opts, a.parallel).await);
     if let Some(t) = ticker {
         t.abort();
     }

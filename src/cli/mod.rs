@@ -1,6 +1,7 @@
 //! Command-line interface: subcommands for scripts and people, and the original numbered menu.
 
 mod bench;
+mod browse;
 mod commands;
 pub mod config;
 pub mod errors;
@@ -284,7 +285,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Download files by content id, verified piece by piece
+    /// Download files by content id, or a peer's file or folder by path (PEER_ID:PATH),
+    /// verified piece by piece
     Get(Box<GetArgs>),
     /// The DHT: run a node
     Dht {
@@ -339,6 +341,9 @@ pub enum Command {
         #[arg(default_value = "docs/man", value_name = "DIR")]
         dir: PathBuf,
     },
+    /// List what a peer shares under a directory: directories with their sizes and file
+    /// counts, then files with their content ids (`get PEER_ID:PATH` downloads it)
+    Browse(browse::BrowseArgs),
 }
 
 /// The state directory: --state-dir, else PEERSHARE_HOME, else the configuration file's

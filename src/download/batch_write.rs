@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
@@ -27,6 +27,8 @@ use super::writeback::start_writeback;
 
 /// Files taken into one batch at most.
 const MAX_BATCH: usize = 256;
+/// Directories a batch syncs one by one; past this, one sync of their filesystem instead.
+const FEW_DIRS: usize = 4;
 /// Files waiting for the writer at most (beyond it, submitting waits).
 const QUEUE: usize = 1024;
 
@@ -134,27 +136,33 @@ fn write_batch(batch: Vec<Job>) {
             }
         }
     }
-    // Every staged file's bytes are on disk before any is named: one sync of the filesystem
-    // per directory where that is enough, else each file on its own.
-    let mut whole_fs: HashMap<PathBuf, bool> = HashMap::new();
+    // Every staged file's bytes are on disk before any is named: one sync of each filesystem
+    // where that is enough (however many directories of it the batch writes to: a folder's
+    // files go to many), else each file on its own.
+    let mut whole_fs: HashMap<u64, bool> = HashMap::new();
+    let mut dir_fs: HashMap<PathBuf, u64> = HashMap::new();
     let mut sync_error: Option<io::Error> = None;
     for (job, s) in &staged {
-        let synced = match whole_fs.get(&job.dir) {
+        let dev = match s.file().metadata() {
+            Ok(m) => m.dev(),
+            Err(e) => {
+                sync_error = Some(e);
+                break;
+            }
+        };
+        dir_fs.insert(job.dir.clone(), dev);
+        let synced = match whole_fs.get(&dev) {
             Some(true) => Ok(()),
             Some(false) => s.file().sync_data(),
             None if syncfs_is_enough(s.file()) => {
-                whole_fs.insert(job.dir.clone(), true);
-                // SAFETY: syncfs on a valid, open descriptor.
-                match unsafe { libc::syncfs(s.file().as_raw_fd()) } {
-                    0 => Ok(()),
-                    _ => Err(io::Error::last_os_error()),
-                }
+                whole_fs.insert(dev, true);
+                syncfs(s.file())
             }
             None => {
-                whole_fs.insert(job.dir.clone(), false);
+                whole_fs.insert(dev, false);
                 // Each file is synced on its own: all of them start writing back first, so
                 // the syncs find little left and the disk sees them all at once.
-                for (other, f) in staged.iter().filter(|(j, _)| j.dir == job.dir) {
+                for (other, f) in &staged {
                     start_writeback(f.file(), 0, other.data.len());
                 }
                 s.file().sync_data()
@@ -182,10 +190,24 @@ fn write_batch(batch: Vec<Job>) {
         }
         results.push((job.done, r));
     }
-    // The new names are durable once their directories are synced.
+    // The new names are durable once their directories are synced: directory by directory,
+    // or, for a batch named in more than a few directories (a folder's files), by one more
+    // sync of each filesystem where that is enough.
     let mut dir_error: Option<io::Error> = None;
+    let mut fs_synced: HashSet<u64> = HashSet::new();
+    let many = named_dirs.len() > FEW_DIRS;
     for dir in &named_dirs {
-        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        let dev = dir_fs.get(dir).copied();
+        let whole = many && dev.is_some_and(|d| whole_fs.get(&d) == Some(&true));
+        let r = match (whole, dev) {
+            (true, Some(d)) if fs_synced.contains(&d) => Ok(()),
+            (true, Some(d)) => File::open(dir).and_then(|f| {
+                fs_synced.insert(d);
+                syncfs(&f)
+            }),
+            _ => File::open(dir).and_then(|d| d.sync_all()),
+        };
+        if let Err(e) = r {
             dir_error = Some(e);
         }
     }
@@ -198,6 +220,15 @@ fn write_batch(batch: Vec<Job>) {
             (r, _) => r,
         };
         let _ = done.send(r);
+    }
+}
+
+/// `syncfs` of the filesystem `f` is on.
+fn syncfs(f: &File) -> io::Result<()> {
+    // SAFETY: syncfs on a valid, open descriptor.
+    match unsafe { libc::syncfs(f.as_raw_fd()) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
 }
 

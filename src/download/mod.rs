@@ -29,7 +29,10 @@ pub use links::{
     LINK_CONNECTIONS, LINK_IDLE_CLOSE, LINK_MAX_BUSY, LINK_MAX_FRUITLESS, LINK_WINDOW, LinkConfig,
     LinkError, SourceLinks,
 };
-pub use names::{publish, sanitize_file_name};
+pub use names::{
+    DirIdentity, MAX_TARGET_DEPTH, make_subdirs, publish, sanitize_file_name,
+    sanitize_relative_path, still_subdir,
+};
 pub use report::{DownloadReport, Progress, Source, SourceReport};
 pub use scheduler::PieceScheduler;
 pub use settings::{BUSY_RETRY, LINK_BUSY_RETRY, READ_TIMEOUT, SourceTiming, WRITE_TIMEOUT};

@@ -52,6 +52,112 @@ pub fn sanitize_file_name(raw: &str) -> String {
     name
 }
 
+/// Most directory levels a download's relative target path may have below the target
+/// directory ([`make_subdirs`]).
+pub const MAX_TARGET_DEPTH: usize = 64;
+
+/// Turns a relative path from the network (`/`-separated, untrusted) into safe components:
+/// each sanitized as a file name is ([`sanitize_file_name`]), so none is empty, `.`, `..` or
+/// holds a separator; at most [`MAX_TARGET_DEPTH`] directories above the name.
+pub fn sanitize_relative_path(raw: &str) -> io::Result<Vec<String>> {
+    let parts: Vec<String> = raw
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(sanitize_file_name)
+        .collect();
+    if parts.is_empty() {
+        return Ok(vec![sanitize_file_name(raw)]);
+    }
+    if parts.len() > MAX_TARGET_DEPTH + 1 {
+        return Err(io::Error::other(format!(
+            "{} directory levels, over the limit of {MAX_TARGET_DEPTH}",
+            parts.len() - 1
+        )));
+    }
+    Ok(parts)
+}
+
+/// The identity of a directory (device, inode), to tell whether a path still names it.
+pub type DirIdentity = (u64, u64);
+
+/// Makes (or opens) `root/dirs[0]/dirs[1]/…` one level at a time, each relative to the
+/// descriptor of the level above (`mkdirat`, then `openat` with `O_NOFOLLOW | O_DIRECTORY`):
+/// a symbolic link anywhere below `root` (planted, or swapped in meanwhile) is refused, never
+/// followed, so nothing lands outside `root`. `dirs` must be sanitized components
+/// ([`sanitize_relative_path`]). Returns the directory's path and identity.
+pub fn make_subdirs(root: &Path, dirs: &[String]) -> io::Result<(PathBuf, DirIdentity)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    std::fs::create_dir_all(root)?;
+    let open = |at: libc::c_int, name: &CString| -> io::Result<OwnedFd> {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: a valid descriptor (or AT_FDCWD) and a NUL-terminated name.
+        let fd = unsafe { libc::openat(at, name.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: openat returned a new descriptor we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let c_root = CString::new(root.as_os_str().as_bytes())?;
+    // The root itself is the user's choice: a link there is followed (O_NOFOLLOW is for what
+    // comes from the network); its own path is opened without O_NOFOLLOW.
+    // SAFETY: as above.
+    let fd = unsafe {
+        libc::open(
+            c_root.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor we own.
+    let mut dir = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut path = root.to_path_buf();
+    for d in dirs {
+        if d.is_empty() || d == "." || d == ".." || d.contains(['/', '\\', '\0']) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{d:?} is not a plain directory name"),
+            ));
+        }
+        path.push(d);
+        let name = CString::new(d.as_bytes())?;
+        // SAFETY: a valid descriptor and a NUL-terminated name.
+        if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o777) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())));
+            }
+        }
+        dir = open(dir.as_raw_fd(), &name).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) | Some(libc::ENOTDIR) => io::Error::other(format!(
+                "{} is a symbolic link or not a directory: refusing to write through it",
+                path.display()
+            )),
+            _ => io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+        })?;
+    }
+    let meta = std::fs::File::from(dir).metadata()?;
+    use std::os::unix::fs::MetadataExt;
+    Ok((path, (meta.dev(), meta.ino())))
+}
+
+/// Whether `root/dirs…` still is, level by level without following a link, the directory
+/// [`make_subdirs`] made (a download into it wrote nothing outside `root`).
+pub fn still_subdir(root: &Path, dirs: &[String], was: DirIdentity) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mut path = root.to_path_buf();
+    for d in dirs {
+        path.push(d);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_dir() => {}
+            _ => return false,
+        }
+    }
+    std::fs::symlink_metadata(&path).is_ok_and(|m| (m.dev(), m.ino()) == was)
+}
+
 /// Where a download of `id` in `dir` keeps its bytes until it is complete (hidden; a sharing
 /// peer never lists such files).
 pub fn partial_path(dir: &Path, id: &crate::content::ContentId) -> PathBuf {
@@ -187,6 +293,45 @@ mod tests {
             assert_eq!(sanitize_file_name(raw), want, "{raw:?}");
         }
         assert!(sanitize_file_name(&"é".repeat(500)).len() <= MAX_NAME_BYTES);
+    }
+
+    #[test]
+    fn relative_paths_become_plain_components() {
+        for (raw, want) in [
+            ("a/b/c.txt", vec!["a", "b", "c.txt"]),
+            ("../x", vec!["download", "x"]),
+            ("a/../../b", vec!["a", "download", "download", "b"]),
+            ("/etc/x", vec!["etc", "x"]),
+            ("a\\b", vec!["b"]),
+            ("a\u{1b}[31m/b\n", vec!["a[31m", "b"]),
+            ("", vec!["download"]),
+        ] {
+            assert_eq!(sanitize_relative_path(raw).unwrap(), want, "{raw:?}");
+        }
+        let deep = vec!["d"; MAX_TARGET_DEPTH + 1].join("/") + "/f";
+        assert!(sanitize_relative_path(&deep).is_err());
+    }
+
+    #[test]
+    fn subdirectories_are_made_without_following_a_link() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let dirs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (p, id) = make_subdirs(root.path(), &dirs(&["a", "b"])).unwrap();
+        assert_eq!(p, root.path().join("a/b"));
+        assert!(p.is_dir());
+        assert!(still_subdir(root.path(), &dirs(&["a", "b"]), id));
+        // Made again: the same directory.
+        assert_eq!(make_subdirs(root.path(), &dirs(&["a", "b"])).unwrap().1, id);
+        std::os::unix::fs::symlink(outside.path(), root.path().join("evil")).unwrap();
+        let e = make_subdirs(root.path(), &dirs(&["evil", "x"])).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        // A directory swapped for a link after it was made is noticed.
+        std::fs::remove_dir(root.path().join("a/b")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("a/b")).unwrap();
+        assert!(!still_subdir(root.path(), &dirs(&["a", "b"]), id));
+        assert!(make_subdirs(root.path(), &dirs(&[".."])).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::protocol::{
     MAX_CONTROL_PAYLOAD, Message, PeerList, ProtocolError, Register, Registered, Search,
     SearchResults, UpdateFiles, Welcome,
 };
+use crate::protocol::{Browse, Listing};
 use crate::tls::{DialError, SecureStream, Tls, TlsError, dial};
 
 /// Requests [`IndexClient::search_many`] keeps in flight.
@@ -232,6 +233,14 @@ impl IndexClient {
         match self.call(&Message::ListPeers).await? {
             IndexReply::PeerList(r) => Ok(r),
             other => Err(self.err(ProtocolError::unexpected("PeerList", other.name()))),
+        }
+    }
+
+    /// One page of what peer `peer_id` shares under `path` (docs/PROTOCOL.md §7.9).
+    pub async fn browse(&mut self, b: Browse) -> Result<Listing, IndexClientError> {
+        match self.call(&Message::Browse(b)).await? {
+            IndexReply::Listing(l) => Ok(l),
+            other => Err(self.err(ProtocolError::unexpected("Listing", other.name()))),
         }
     }
 

@@ -18,6 +18,7 @@ use crate::protocol::{
     MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, MAX_SEARCH_OFFSET, Message, ProtocolError,
     Register, Registered, Search, UpdateFiles, WelcomeExtra, tag,
 };
+use crate::protocol::{Browse, Listing, MAX_BROWSE_LIMIT};
 use crate::query::{Query, now_ms};
 use crate::tls::SecureStream;
 
@@ -235,6 +236,7 @@ impl Handler {
             IndexRequest::UpdateFiles(u) => IndexReply::Ack(self.update_files(u).await?),
             IndexRequest::Heartbeat => IndexReply::Ack(self.heartbeat().await?),
             IndexRequest::Unregister => IndexReply::Ack(self.unregister().await?),
+            IndexRequest::Browse(b) => IndexReply::Listing(self.browse(b).await?),
             IndexRequest::ListPeers => {
                 let since = now_ms() - self.lease_ms();
                 IndexReply::PeerList(self.blocking(move |s| s.peers(since)).await?)
@@ -431,6 +433,34 @@ impl Handler {
             membership: None,
             revoked: None,
         })
+    }
+
+    /// Answers a `Browse` (§7.9) from SQLite on the blocking pool: its work is one range of
+    /// the peer's files, read once.
+    async fn browse(&self, b: Browse) -> Result<Listing, RequestError> {
+        if b.limit == 0 || b.limit > MAX_BROWSE_LIMIT {
+            return Err(RequestError::refused(
+                ErrorCode::BadRequest,
+                format!("limit {} is not within 1..={MAX_BROWSE_LIMIT}", b.limit),
+            ));
+        }
+        let path = super::normalize_browse_path(&b.path).map_err(|why| {
+            RequestError::refused(ErrorCode::BadRequest, format!("bad path: {why}"))
+        })?;
+        let live_since = now_ms() - self.lease_ms();
+        // A first page reads a whole listing (up to MAX_BROWSE_BYTES): such reads share the
+        // permits of long searches, so their memory is bounded too.
+        let _permit = self.searches.acquire().await;
+        let Browse {
+            peer_id,
+            recursive,
+            offset,
+            limit,
+            ..
+        } = b;
+        self.blocking(move |s| s.browse(peer_id, &path, recursive, offset, limit, live_since))
+            .await?
+            .map_err(|super::BrowseRefused(code, why)| RequestError::refused(code, why))
     }
 
     /// Answers a search: from the cache when the same query was answered since the index last

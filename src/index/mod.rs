@@ -37,4 +37,7 @@ pub use server::{
     MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, READ_TIMEOUT, REQUEST_MEMORY, SHUTDOWN_GRACE,
     WRITE_TIMEOUT,
 };
-pub use store::{GroupStore, IndexStore, MemberRow, RedeemError, Session, StoreError};
+pub use store::{
+    BrowseRefused, GroupStore, IndexStore, MAX_BROWSE_BYTES, MemberRow, RedeemError, Session,
+    StoreError, normalize_browse_path,
+};

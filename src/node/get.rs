@@ -1,7 +1,7 @@
 //! Downloading many files at once: full downloads at most `parallel` at a time, files of one
 //! piece in pipelined one-request fetches beside them, results in the order asked.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,6 +133,34 @@ pub async fn download_stream(
     opts: &GetOptions,
     parallel: usize,
 ) -> Vec<Result<DownloadReport, GetError>> {
+    let (tx, rx) = mpsc::channel(64);
+    let to = dir.to_path_buf();
+    let forward = async move {
+        while let Some((n, hit)) = found.recv().await {
+            if tx.send((n, hit.map(|h| (h, to.clone())))).await.is_err() {
+                return;
+            }
+        }
+    };
+    let (results, ()) = tokio::join!(
+        download_stream_into(rx, count, dir, opts, parallel),
+        forward
+    );
+    results
+}
+
+/// A file to download and the directory it goes in.
+pub type Placed = (FileHit, PathBuf);
+
+/// [`download_stream`] with a directory of its own for each file (a folder's structure, made
+/// beforehand); `dir` is the top one. Returns `count` results in position order.
+pub async fn download_stream_into(
+    mut found: mpsc::Receiver<(usize, Result<Placed, GetError>)>,
+    count: usize,
+    dir: &Path,
+    opts: &GetOptions,
+    parallel: usize,
+) -> Vec<Result<DownloadReport, GetError>> {
     let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
     // Files of one piece: one pipelined request each, over at most `parallel` (up to 2)
     // connections per source; only full downloads count against `parallel`.
@@ -149,7 +177,7 @@ pub async fn download_stream(
         (0..count).map(|_| None).collect();
     let mut tasks = tokio::task::JoinSet::new();
     while let Some((n, hit)) = found.recv().await {
-        let hit = match hit {
+        let (hit, dir) = match hit {
             Ok(hit) => hit,
             Err(e) => {
                 let r = Err(e);
@@ -161,8 +189,7 @@ pub async fn download_stream(
             }
         };
         opts.tell(GetEvent::Found { n, hit: &hit });
-        let (dir, opts, permits, small, in_flight) = (
-            dir.to_path_buf(),
+        let (opts, permits, small, in_flight) = (
             opts.clone(),
             permits.clone(),
             small.clone(),

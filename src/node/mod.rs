@@ -5,6 +5,7 @@
 //! This is the layer a command-line tool, a daemon or an HTTP API builds on; nothing here
 //! prints or parses arguments.
 
+mod folder;
 mod get;
 mod have_already;
 mod lookup;
@@ -13,9 +14,12 @@ mod register;
 mod share;
 mod trust;
 
+pub use folder::{
+    FolderError, FolderFile, FolderOutcome, FolderSpec, MAX_FOLDER_FILES, get_folder, list_folder,
+};
 pub use get::{
     EventSink, GetEvent, GetOptions, MAX_SMALL_IN_FLIGHT, already_have, download_all, download_hit,
-    download_stream, sources_of,
+    download_stream, download_stream_into, sources_of,
 };
 pub use have_already::{CHECKS_AT_ONCE, HaveAlready, MAX_LISTED};
 pub use lookup::{LOOKUP_BATCH, Lookup, add_dht_sources, lookup_many};
@@ -69,4 +73,20 @@ pub enum GetError {
     /// The task downloading the file panicked or was cancelled.
     #[error("download task failed")]
     TaskFailed,
+    /// A file of a folder (`get PEER:PATH`) failed: its path under the target directory.
+    #[error("{}: {source}", path.display())]
+    InFolder {
+        /// The file's path under the target directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: Box<GetError>,
+    },
+    /// A file of a folder whose content is another file's, copied from it, which failed.
+    #[error("{path} (the same content) was not downloaded: {why}")]
+    SameContent {
+        /// The other file, under the target directory.
+        path: std::path::PathBuf,
+        /// Why it was not.
+        why: String,
+    },
 }

@@ -36,8 +36,8 @@ macro_rules! pick {
     };
 }
 
-/// How a payload is written and read: `map` (MessagePack map), `results` (a map reserved at
-/// its likely size), `unit` (an empty map), `raw` (the piece layout).
+/// How a payload is written and read: `map` (MessagePack map), `results` and `listing` (a map
+/// reserved at its likely size), `unit` (an empty map), `raw` (the piece layout).
 macro_rules! codec {
     (@enc map, $name:expr, $m:expr) => {
         encode_map($name, $m, 512)
@@ -45,6 +45,10 @@ macro_rules! codec {
     (@enc results, $name:expr, $m:expr) => {
         // About 200 bytes per file with one peer, reserved at once.
         encode_map($name, $m, 64 + 256 * $m.files.len())
+    };
+    (@enc listing, $name:expr, $m:expr) => {
+        // About 100 bytes per entry beside its name, reserved at once.
+        encode_map($name, $m, 128 + 128 * ($m.dirs.len() + $m.files.len()))
     };
     (@enc unit, $name:expr) => {
         encode_map($name, &Empty {}, 8)
@@ -56,6 +60,9 @@ macro_rules! codec {
         decode_map($name, &$frame.payload).map($var)
     };
     (@dec results, $var:path, $name:expr, $frame:ident) => {
+        decode_map($name, &$frame.payload).map($var)
+    };
+    (@dec listing, $var:path, $name:expr, $frame:ident) => {
         decode_map($name, &$frame.payload).map($var)
     };
     (@dec unit, $var:path, $name:expr, $frame:ident) => {
@@ -156,6 +163,10 @@ messages! {
     LIST_PEERS = 0x22, ListPeers, unit;
     /// Index: the answer to `ListPeers`.
     PEER_LIST = 0x23, PeerList(PeerList), map;
+    /// Index: list what a peer shares under a directory.
+    BROWSE = 0x24, Browse(Browse), map;
+    /// Index: the answer to `Browse`.
+    LISTING = 0x25, Listing(Listing), listing;
     /// Peer: about a file.
     GET_INFO = 0x40, GetInfo(GetInfo), map;
     /// Peer: the answer to `GetInfo`.
@@ -255,14 +266,14 @@ message_set! {
     /// What a client may send an index.
     IndexRequest, "an index request":
     Hello(Hello), Register(Register), UpdateFiles(UpdateFiles), Heartbeat, Unregister,
-    Search(Search), ListPeers, Join(Join),
+    Search(Search), ListPeers, Join(Join), Browse(Browse),
 }
 
 message_set! {
     /// What an index sends back.
     IndexReply, "an index reply":
     Welcome(Welcome), Error(ErrorReply), Registered(Registered), Ack(Ack),
-    SearchResults(SearchResults), PeerList(PeerList), Joined(Joined),
+    SearchResults(SearchResults), PeerList(PeerList), Joined(Joined), Listing(Listing),
 }
 
 message_set! {

@@ -590,3 +590,69 @@ impl ErrorReply {
         ErrorCode::from_number(self.code)
     }
 }
+
+/// Most entries a [`Browse`] may ask for in one [`Listing`].
+pub const MAX_BROWSE_LIMIT: u32 = 1000;
+
+/// Asks the index for what a peer shares under a directory (docs/PROTOCOL.md §7.9).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Browse {
+    /// The peer, by its id at the index (as `ListPeers` and search results give it).
+    pub peer_id: u64,
+    /// A directory of the peer's share, `/`-separated, relative to its shared directory;
+    /// `""` or `"/"` is the top. At most [`MAX_PATH_LEN`] bytes; no `.` or `..` component, no
+    /// empty component inside, no backslash or NUL.
+    pub path: String,
+    /// Every file below `path` (each with its path relative to `path`), instead of the
+    /// directories and files directly in it.
+    pub recursive: bool,
+    /// Entries to skip, for paging.
+    pub offset: u32,
+    /// Most entries wanted, `1..=`[`MAX_BROWSE_LIMIT`].
+    pub limit: u32,
+}
+
+/// A directory in a [`Listing`], with what is below it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// Its name (one path component).
+    pub name: String,
+    /// Bytes of every file below it.
+    pub size: u64,
+    /// Files below it (in every subdirectory).
+    pub files: u64,
+}
+
+/// A file in a [`Listing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedFile {
+    /// Relative to the directory asked for: its name, or, in a recursive listing, its path
+    /// (`/`-separated).
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// BLAKE3 of the whole file.
+    pub content_id: ContentId,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: i64,
+}
+
+/// The index's answer to [`Browse`]: one page of the directory's entries, directories first
+/// (by name, byte order), then files (by path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// The peer.
+    pub peer_id: u64,
+    /// The path asked for, normalized (no leading or trailing `/`; `""` for the top).
+    pub path: String,
+    /// `path` names a file, not a directory: `files` holds it alone (with its name as path).
+    pub file: bool,
+    /// Directories on this page.
+    pub dirs: Vec<DirEntry>,
+    /// Files on this page.
+    pub files: Vec<ListedFile>,
+    /// Entries in the whole listing (directories and files; in a recursive one, files).
+    pub total: u64,
+    /// The `offset` of the next page; `None` on the last.
+    pub next: Option<u32>,
+}

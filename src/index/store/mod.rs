@@ -14,10 +14,12 @@
 //! | the rank order's cell (a `Mutex` inside the name index) | the current rank order | under `mem` (read or write), for a moment |
 //! | `cache`'s `Mutex` (the reply cache) | encoded search replies | alone, for a moment |
 //! | `readers: Mutex<Vec<Connection>>` | idle reading connections | alone, to take or give back one |
+//! | `listings`' `Mutex` (whole `Browse` listings) | listings kept for their next pages | alone, for a moment |
 //!
 //! Order: `writer`, then `sessions` or `mem` (never both at once: each is taken and let go in
-//! turn), then the rank order's cell. The reply cache and the reader pool are taken with no other
-//! lock held. A reading connection, once taken from the pool, is used with no lock held.
+//! turn), then the rank order's cell. The reply cache, the listings and the reader pool are taken
+//! with no other lock held (`Browse` reads the generation under `mem` and lets it go first). A
+//! reading connection, once taken from the pool, is used with no lock held.
 //!
 //! The group tables (`meta`, `invites`, `members`; `members.rs`) are written under `writer`
 //! like the rest, and have no part in the name index. Another process (the `invite` and
@@ -36,6 +38,7 @@ use std::sync::{Mutex, RwLock};
 
 use rusqlite::Connection;
 
+pub use self::browse::{BrowseRefused, MAX_BROWSE_BYTES, normalize_browse_path};
 pub use self::group_store::GroupStore;
 pub use self::lookup::Page;
 pub use self::members::{MemberRow, RedeemError};
@@ -45,6 +48,7 @@ use self::sessions::Sessions;
 use super::cache::{CacheConfig, ReplyCache};
 use super::memory::NameIndex;
 
+mod browse;
 mod group_store;
 #[cfg(test)]
 mod group_tests;
@@ -105,6 +109,8 @@ pub struct IndexStore {
     cache: ReplyCache,
     /// Locked only with `writer` held, so a session's check and its write are one step.
     sessions: Mutex<Sessions>,
+    /// Whole `Browse` listings, for the pages after the first (taken alone, for a moment).
+    listings: self::browse::ListingCache,
 }
 
 impl IndexStore {
@@ -121,6 +127,7 @@ impl IndexStore {
             mem: RwLock::new(mem),
             cache: ReplyCache::new(CacheConfig::default()),
             sessions: Mutex::new(Sessions::default()),
+            listings: Default::default(),
         })
     }
 
@@ -129,6 +136,10 @@ impl IndexStore {
     pub fn configure(&mut self, lease_ms: i64, cache: CacheConfig) {
         self.mem().set_lease_ms(lease_ms);
         self.cache = ReplyCache::new(cache);
+    }
+
+    fn mem_read(&self) -> std::sync::RwLockReadGuard<'_, NameIndex> {
+        self.mem.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn mem(&self) -> std::sync::RwLockWriteGuard<'_, NameIndex> {
