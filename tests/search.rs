@@ -250,17 +250,37 @@ async fn get_query_downloads_every_match_and_refuses_too_many() {
             &home,
         );
         stdout(&out);
-        let mut got: Vec<String> = files_in(&out_dir).iter().map(|p| b3sum(p)).collect();
-        got.sort();
-        let mut want: Vec<String> = [
+        // The result set keeps its structure: each file at its path.
+        for p in [
             "usr/share/doc/bash/changelog.gz",
             "usr/share/doc/bash/old stuff/changelog.gz",
-        ]
-        .iter()
-        .map(|p| b3sum(&share2.join(p)))
-        .collect();
-        want.sort();
-        assert_eq!(got, want);
+        ] {
+            assert_eq!(b3sum(&out_dir.join(p)), b3sum(&share2.join(p)), "{p}");
+        }
+        assert_eq!(files_in(&out_dir).len(), 1, "only usr/ at the top");
+        // --flat: side by side, the second name numbered.
+        let flat = out_dir.parent().unwrap().join("flat");
+        let f = flat.to_str().unwrap();
+        stdout(&run_peershare(
+            &[
+                "get",
+                "--query",
+                "changelog",
+                "-python3",
+                "--flat",
+                "-o",
+                f,
+                "--index",
+                &ix,
+            ],
+            &home,
+        ));
+        let mut names: Vec<String> = files_in(&flat)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["changelog (1).gz", "changelog.gz"]);
         let out = run_peershare(
             &[
                 "get",
@@ -281,7 +301,7 @@ async fn get_query_downloads_every_match_and_refuses_too_many() {
             err.contains("4 files match") && err.contains("--max-files"),
             "{err}"
         );
-        assert_eq!(files_in(&out_dir).len(), 2, "nothing more downloaded");
+        assert_eq!(files_in(&out_dir).len(), 1, "nothing more downloaded");
     })
     .await
     .unwrap();

@@ -42,6 +42,10 @@ pub struct GetArgs {
     /// With --query: refuse (and download nothing) when more files than this match
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_files: usize,
+    /// With --query: save every file directly in --output under its name, instead of at the
+    /// path (directories and name) a source keeps it under
+    #[arg(long, requires = "query")]
+    pub flat: bool,
     #[command(flatten)]
     pub dht: DhtArgs,
     #[command(flatten)]
@@ -146,11 +150,18 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
         None => None,
     };
     let mut client = client;
+    // `get --query` keeps the paths of what it found (unless --flat).
+    let mut tree = Vec::new();
     if !a.query.is_empty() {
         let Some(c) = client.as_mut() else {
             bail!("get --query searches an index: give --index (or leave out --dht)");
         };
-        ids.extend(super::get_query::matching_ids(c, &a.filters, &a.query, a.max_files).await?);
+        let files = super::get_query::matching_files(c, &a.filters, &a.query, a.max_files).await?;
+        if a.flat {
+            ids.extend(files.iter().map(|f| f.content_id));
+        } else {
+            tree = files;
+        }
         ids.retain(|id| seen.insert(*id));
     }
     let node = super::dht::get_client(&a.dht)?;
@@ -201,6 +212,13 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
             );
         };
         let got = peershare::node::get_folder(c, spec, &a.output, &opts, a.parallel).await?;
+        results.extend(got.into_iter().map(|o| o.result));
+    }
+    if !tree.is_empty() {
+        let Some(c) = client.as_mut() else {
+            bail!("get --query searches an index: give --index (or leave out --dht)");
+        };
+        let got = peershare::node::get_tree(c, tree, &a.output, &opts, a.parallel).await?;
         results.extend(got.into_iter().map(|o| o.result));
     }
     let (tx, rx) = mpsc::channel(LOOKUP_BATCH * 4);

@@ -3,18 +3,19 @@
 use anyhow::bail;
 
 use super::filters::FilterArgs;
-use peershare::content::ContentId;
 use peershare::index::IndexClient;
+use peershare::node::FolderFile;
 use peershare::protocol::MAX_SEARCH_LIMIT;
 
-/// Every file matching `words` and the filters, best first, paging through the index; fails
-/// when more than `max` match (nothing is downloaded then) or none does.
-pub async fn matching_ids(
+/// Every file matching `words` and the filters, best first, paging through the index, each
+/// with the path its first source keeps it under; fails when more than `max` match (nothing
+/// is downloaded then) or none does.
+pub async fn matching_files(
     client: &mut IndexClient,
     filters: &FilterArgs,
     words: &[String],
     max: usize,
-) -> anyhow::Result<Vec<ContentId>> {
+) -> anyhow::Result<Vec<FolderFile>> {
     let query = filters.query(words);
     let mut ids = Vec::new();
     let mut offset = 0u32;
@@ -29,7 +30,17 @@ pub async fn matching_ids(
             );
         }
         let got = page.files.len() as u32;
-        ids.extend(page.files.iter().map(|f| f.content_id));
+        ids.extend(page.files.iter().map(|f| {
+            FolderFile {
+                path: f
+                    .peers
+                    .first()
+                    .and_then(|p| p.path.clone())
+                    .unwrap_or_else(|| f.name.clone()),
+                size: f.size,
+                content_id: f.content_id,
+            }
+        }));
         if !page.truncated || got == 0 {
             break;
         }

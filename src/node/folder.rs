@@ -190,6 +190,20 @@ pub async fn get_folder(
     parallel: usize,
 ) -> Result<Vec<FolderOutcome>, FolderError> {
     let listed = list_folder(client, spec).await?;
+    get_tree(client, listed, out, opts, parallel).await
+}
+
+/// Downloads files into `out` at their (untrusted) relative paths, as [`get_folder`] does with
+/// a listing: every source of each content id, each component sanitized, no link followed, a
+/// content id at several paths fetched once and copied. Also what `get --query` uses to keep
+/// the paths of a result set.
+pub async fn get_tree(
+    client: &mut IndexClient,
+    listed: Vec<FolderFile>,
+    out: &Path,
+    opts: &GetOptions,
+    parallel: usize,
+) -> Result<Vec<FolderOutcome>, FolderError> {
     let mut results: Vec<Option<Result<DownloadReport, GetError>>> =
         listed.iter().map(|_| None).collect();
     let mut places = Vec::with_capacity(listed.len());

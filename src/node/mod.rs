@@ -15,7 +15,8 @@ mod share;
 mod trust;
 
 pub use folder::{
-    FolderError, FolderFile, FolderOutcome, FolderSpec, MAX_FOLDER_FILES, get_folder, list_folder,
+    FolderError, FolderFile, FolderOutcome, FolderSpec, MAX_FOLDER_FILES, get_folder, get_tree,
+    list_folder,
 };
 pub use get::{
     EventSink, GetEvent, GetOptions, MAX_SMALL_IN_FLIGHT, already_have, download_all, download_hit,
