@@ -67,6 +67,8 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             no_index,
             upload_slots,
             max_upload_rate,
+            wish_interval,
+            no_wishes,
         } => {
             super::errors::check_share_dirs(&dirs)?;
             let index = if no_index {
@@ -109,6 +111,10 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             config.rescan_interval = rescan;
             config.peer.upload_slots = upload_slots.max(1);
             config.peer.upload_rate = max_upload_rate.map(|r| Arc::new(RateLimiter::new(r)));
+            config.wishes = (!no_wishes).then(|| peershare::node::WishSchedule {
+                interval: wish_interval.max(Duration::from_secs(1)),
+                ..Default::default()
+            });
             run_share(config, listen).await
         }
         Command::Search {
@@ -198,6 +204,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
         Command::Members(args) => super::group::members(args, &state),
         Command::Completions { shell } => super::completions(shell),
         Command::Man { dir } => super::man_pages(&dir),
+        Command::Wish { command } => super::wish::run(command, &state).await,
     }
 }
 

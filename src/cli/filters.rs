@@ -190,12 +190,28 @@ pub fn rewrite_exclusions(
     }) else {
         return args;
     };
+    // `wish add WORDS`: the words follow `add`.
+    let (at, sub) = match sub.get_name() {
+        "wish" => {
+            let add = args.iter().enumerate().skip(at + 1).find_map(|(i, a)| {
+                (a.to_str()? == "add")
+                    .then(|| sub.find_subcommand("add"))
+                    .flatten()
+                    .map(|s| (i, s))
+            });
+            match add {
+                Some(found) => found,
+                None => return args,
+            }
+        }
+        _ => (at, sub),
+    };
     let name = sub.get_name();
-    if name != "search" && name != "get" {
+    if name != "search" && name != "get" && name != "add" {
         return args;
     }
     let shorts: Vec<char> = sub.get_arguments().filter_map(|a| a.get_short()).collect();
-    let mut on = name == "search";
+    let mut on = name != "get";
     let mut out = args[..=at].to_vec();
     let mut rest = args[at + 1..].iter();
     for a in rest.by_ref() {
@@ -303,6 +319,23 @@ mod tests {
             ]
         );
         assert_eq!(args(&["p", "peers", "-x"]), ["p", "peers", "-x"]);
+        assert_eq!(
+            args(&["p", "wish", "add", "changelog", "-old", "-o", "d", "-x"]),
+            [
+                "p",
+                "wish",
+                "add",
+                "changelog",
+                "--exclude=old",
+                "-o",
+                "d",
+                "--exclude=x"
+            ]
+        );
+        assert_eq!(
+            args(&["p", "wish", "remove", "-1"]),
+            ["p", "wish", "remove", "-1"]
+        );
         let f = FilterArgs {
             exclude: vec!["b".into(), "old stuff".into()],
             ..FilterArgs::default()

@@ -14,6 +14,7 @@ pub use filters::rewrite_exclusions;
 mod group;
 mod menu;
 mod output;
+mod wish;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -261,6 +262,13 @@ pub enum Command {
         /// Limit on total upload bandwidth, e.g. 10MiB (per second)
         #[arg(long, value_parser = peershare::rate::parse_rate, value_name = "RATE")]
         max_upload_rate: Option<u64>,
+        /// Run the wishes (`peershare wish add`) this often, the first time once registered;
+        /// each round downloads at most 100 new files per wish
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration, value_name = "TIME")]
+        wish_interval: Duration,
+        /// Do not run the wishes
+        #[arg(long)]
+        no_wishes: bool,
     },
     /// Search the index: files whose path (directories and name) contains every word (or a
     /// content id); names holding every word come first
@@ -344,6 +352,11 @@ pub enum Command {
     /// List what a peer shares under a directory: directories with their sizes and file
     /// counts, then files with their content ids (`get PEER_ID:PATH` downloads it)
     Browse(browse::BrowseArgs),
+    /// Wishlists: saved searches that `share` repeats, downloading each new match once
+    Wish {
+        #[command(subcommand)]
+        command: wish::WishCommand,
+    },
 }
 
 /// The state directory: --state-dir, else PEERSHARE_HOME, else the configuration file's

@@ -13,6 +13,7 @@ mod member;
 mod register;
 mod share;
 mod trust;
+mod wishes;
 
 pub use folder::{
     FolderError, FolderFile, FolderOutcome, FolderSpec, MAX_FOLDER_FILES, get_folder, get_tree,
@@ -32,6 +33,11 @@ pub use share::{
 
 pub use member::{MEMBERSHIP_FILE, MemberFileError, MemberRecord};
 pub use trust::{KNOWN_INDEXES, KnownIndexes, TrustError};
+pub use wishes::{
+    FETCHED_DIR, MAX_FETCHED_IDS, MAX_WISH_MATCHES, MAX_WISH_NEW, MAX_WISHES, WISH_BATCH,
+    WISH_FIRST_WAIT, WISH_INTERVAL, WISHES_FILE, Wish, WishError, WishEvent, WishList, WishOptions,
+    WishRound, WishSchedule, check_wish, run_round,
+};
 
 use crate::content::ContentId;
 use crate::download::{DownloadError, SmallFetchError};

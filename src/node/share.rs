@@ -61,6 +61,9 @@ pub struct ShareConfig {
     pub dht: Option<DhtConfig>,
     /// How often DHT announcements are renewed. Default: [`DHT_REFRESH`].
     pub dht_refresh: Duration,
+    /// Run the wish list of the state directory on this schedule, searching the index
+    /// ([`super::WishList`]). Default: none.
+    pub wishes: Option<super::WishSchedule>,
 }
 
 impl ShareConfig {
@@ -81,6 +84,7 @@ impl ShareConfig {
             index_limits: Limits::default(),
             dht: None,
             dht_refresh: DHT_REFRESH,
+            wishes: None,
         }
     }
 }
@@ -264,6 +268,23 @@ pub async fn start_share(
             },
             shutdown.clone(),
         ));
+    }
+    if let (Some(schedule), Some(index)) = (config.wishes.clone(), config.index.clone()) {
+        let runner = super::wishes::WishRunner {
+            list: super::WishList::new(&config.state_dir),
+            index,
+            index_key: config.index_key,
+            known: super::KnownIndexes::new(&config.state_dir),
+            tls: tls.clone(),
+            schedule,
+        };
+        tasks.spawn(runner.run(status_rx.clone(), shutdown.clone()));
+    } else if config.wishes.is_some()
+        && super::WishList::new(&config.state_dir)
+            .load()
+            .is_ok_and(|w| !w.is_empty())
+    {
+        warn!("the wishes are not run: they search an index, and this share has none");
     }
     // The state directory stays locked until the index has been told this peer left (or the
     // share stops, without an index).
