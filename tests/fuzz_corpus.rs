@@ -165,6 +165,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 }],
                 truncated: true,
                 total: 1,
+                estimated: true,
             }),
         ),
         ("list_peers", Message::ListPeers),

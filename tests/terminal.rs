@@ -74,6 +74,7 @@ fn hostile_index() -> String {
                                 }],
                                 truncated: false,
                                 total: 1,
+                                estimated: false,
                             }),
                             Message::ListPeers => Message::PeerList(PeerList {
                                 peers: vec![PeerRecord {

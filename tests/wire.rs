@@ -320,6 +320,7 @@ fn one_of_each() -> Vec<Message> {
             files: vec![hit],
             truncated: true,
             total: 7,
+            estimated: false,
         }),
         Message::ListPeers,
         Message::PeerList(PeerList {

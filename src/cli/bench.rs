@@ -219,6 +219,7 @@ mod tests {
                 files,
                 truncated: false,
                 total: 0,
+                estimated: false,
             });
             Frame {
                 tag: m.tag(),

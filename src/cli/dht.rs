@@ -95,7 +95,11 @@ pub async fn search(
         &mut std::io::stdout().lock(),
         &search,
         &files,
-        (truncated, total),
+        (
+            truncated,
+            total,
+            from_index.as_ref().is_some_and(|r| r.estimated),
+        ),
         json,
     )?;
     if files.is_empty() {

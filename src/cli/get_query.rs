@@ -23,10 +23,11 @@ pub async fn matching_files(
         let page = client
             .search_with(filters.search(&query, MAX_SEARCH_LIMIT, offset))
             .await?;
-        if page.total as usize > max {
+        let about = if page.estimated { "about " } else { "" };
+        if page.total as usize > max || ids.len() + page.files.len() > max {
             bail!(
-                "{} files match {query:?}, more than --max-files {max}; narrow the query or raise --max-files",
-                page.total
+                "{about}{} files match {query:?}, more than --max-files {max}; narrow the query or raise --max-files",
+                page.total.max((ids.len() + page.files.len()) as u64)
             );
         }
         let got = page.files.len() as u32;

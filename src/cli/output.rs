@@ -78,14 +78,24 @@ pub fn file_json(f: &FileHit) -> serde_json::Value {
 
 /// The line after a page of results: which files were shown of how many, and what reaches
 /// the others (only what can help: a wider page up to the index's maximum, the next page).
-pub fn page_summary(search: &Search, shown_files: usize, truncated: bool, total: u64) -> String {
+pub fn page_summary(
+    search: &Search,
+    shown_files: usize,
+    truncated: bool,
+    (total, estimated): (u64, bool),
+) -> String {
     let first = u64::from(search.offset) + 1;
     let last = u64::from(search.offset) + shown_files as u64;
+    let of = if estimated {
+        format!("about {total}")
+    } else {
+        total.to_string()
+    };
     let mut line = match (shown_files, total) {
-        (0, _) => format!("no files on this page of {total}"),
+        (0, _) => format!("no files on this page of {of}"),
         (_, t) if t <= 1 => "1 file".to_string(),
-        _ if first == 1 && !truncated => format!("{total} files"),
-        _ => format!("files {first}-{last} of {total}"),
+        _ if first == 1 && !truncated => format!("{of} files"),
+        _ => format!("files {first}-{last} of {of}"),
     };
     if truncated {
         let page = search.offset / search.limit.max(1) + 2;
@@ -107,6 +117,7 @@ pub fn search(
         let doc = json!({
             "query": search.query,
             "total": r.total,
+            "total_estimated": r.estimated,
             "offset": search.offset,
             "truncated": r.truncated,
             "files": r.files.iter().map(file_json).collect::<Vec<_>>(),
@@ -137,7 +148,7 @@ pub fn search(
         writeln!(
             out,
             "({})",
-            page_summary(search, r.files.len(), r.truncated, r.total)
+            page_summary(search, r.files.len(), r.truncated, (r.total, r.estimated))
         )?;
     }
     Ok(())
@@ -148,13 +159,14 @@ pub fn search_merged(
     out: &mut impl Write,
     search: &Search,
     files: &[peershare::dht::DhtFile],
-    (truncated, total): (bool, u64),
+    (truncated, total, estimated): (bool, u64, bool),
     as_json: bool,
 ) -> io::Result<()> {
     if as_json {
         let doc = json!({
             "query": search.query,
             "total": total,
+            "total_estimated": estimated,
             "offset": search.offset,
             "truncated": truncated,
             "files": super::dht::merged_json(files),
@@ -187,7 +199,7 @@ pub fn search_merged(
         writeln!(
             out,
             "({})",
-            page_summary(search, files.len(), truncated, total)
+            page_summary(search, files.len(), truncated, (total, estimated))
         )?;
     }
     Ok(())

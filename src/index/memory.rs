@@ -17,14 +17,20 @@
 //!
 //! `NameIndex` composes parts that each keep their own invariants (and tests):
 //! [`records`] (the file records and their links), [`paths`] (the path table), [`peers`] (the
-//! peer table), [`contents`] (the content-id interner), [`trigrams`] (the trigram index);
-//! [`lookup`] answers queries from them, [`rank`] ranks the matches, [`rebuild`] renumbers and
-//! compacts. This file adds, replaces and removes files, keeping the parts in step.
+//! peer table), [`contents`] (the content-id interner), [`trigrams`] (the trigram index),
+//! [`exact`] (the exact-name table), [`order`] (the rank order); [`lookup`] answers queries
+//! from them, [`rank`] ranks the matches, [`rebuild`] renumbers and compacts. This file adds, replaces and removes files, keeping the parts in step.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 
 use self::contents::ContentIds;
-pub use self::lookup::SearchFound;
+use self::exact::{ExactNames, NameSource};
+#[cfg(test)]
+use self::lookup::Plan;
+pub use self::lookup::{Reads, SearchFound};
+use self::order::OrderCell;
+pub use self::order::OrderKeys;
 use self::paths::PathTable;
 pub use self::peers::PeerState;
 use self::peers::PeerTable;
@@ -38,8 +44,10 @@ use crate::protocol::FileEntry;
 use crate::query::{FileFacts, lower, name_of};
 
 mod contents;
+mod exact;
 mod lookup;
 mod name_keys;
+mod order;
 mod paths;
 mod peers;
 mod rank;
@@ -63,6 +71,14 @@ pub struct NameIndex {
     names: Names,
     /// Live slots by the keyed hash of (peer id, path) ([`paths`]).
     paths: PathTable,
+    /// Files by their lowercased name (for exact matches).
+    by_name: ExactNames,
+    /// Files in rank order, for broad searches (see [`order`]).
+    order: OrderCell,
+    /// Keys the hashes of lowercased names in `by_name` (names come from peers).
+    name_hasher: RandomState,
+    /// Bumped by every renumbering of the slots ([`NameIndex::rebuild`]).
+    epoch: u64,
     /// Content ids interned, with the heads of their files' lists ([`contents`]).
     contents: ContentIds,
     /// Peers interned, with their state and the heads of their files' lists ([`peers`]).
@@ -84,6 +100,10 @@ impl Default for NameIndex {
             live: 0,
             names: Names::default(),
             paths: PathTable::default(),
+            by_name: ExactNames::default(),
+            order: OrderCell::default(),
+            name_hasher: RandomState::new(),
+            epoch: 0,
             contents: ContentIds::default(),
             peers: PeerTable::default(),
             haves: HashMap::new(),
@@ -149,6 +169,15 @@ impl NameIndex {
     /// The path of file `slot` within its peer's share.
     fn path(&self, slot: Slot) -> &[u8] {
         self.rec(slot).map_or(&[], |r| self.names.get(r.name))
+    }
+
+    /// The hash of a lowercased name in [`NameIndex::by_name`].
+    fn name_hash(&self, lower: &str) -> u64 {
+        self.name_hasher.hash_one(lower)
+    }
+
+    fn slot_name_hash(&self, slot: Slot) -> u64 {
+        self.name_hash(&lower(&String::from_utf8_lossy(self.name(slot))))
     }
 
     /// What matching needs of a record.
@@ -229,6 +258,7 @@ impl NameIndex {
         self.unlink_content(slot);
         self.unlink_peer(slot);
         self.paths.remove(rec.key, slot);
+        self.unindex_exact(slot);
         self.haves.remove(&slot);
         self.trigrams.removed(&lower(&self.names.text(rec.name)));
         self.names.release(rec.name);
@@ -304,6 +334,7 @@ impl NameIndex {
         self.link_peer(slot, peer_number);
         self.live += 1;
         self.paths.insert(key, slot, &self.files);
+        self.index_exact(slot);
         self.index_name(slot);
         if let Some(h) = &f.have {
             self.haves.insert(slot, h.clone().into_boxed_slice());
@@ -319,6 +350,22 @@ impl NameIndex {
         self.trigrams.add(slot, &lower(&self.names.text(r.name)));
     }
 
+    /// Adds a live slot to [`NameIndex::by_name`].
+    fn index_exact(&mut self, slot: Slot) {
+        let mut by_name = std::mem::take(&mut self.by_name);
+        let lowered = lower(&String::from_utf8_lossy(self.name(slot))).into_owned();
+        by_name.insert(self.name_hash(&lowered), slot, &lowered, &*self);
+        self.by_name = by_name;
+    }
+
+    /// Takes a slot (still live) out of [`NameIndex::by_name`].
+    fn unindex_exact(&mut self, slot: Slot) {
+        let mut by_name = std::mem::take(&mut self.by_name);
+        let lowered = lower(&String::from_utf8_lossy(self.name(slot))).into_owned();
+        by_name.remove(self.name_hash(&lowered), slot, &lowered, &*self);
+        self.by_name = by_name;
+    }
+
     /// Loads a file as stored (with its stored `shared_at`).
     pub fn load(&mut self, peer: u64, f: &FileEntry, shared_at: i64) {
         self.upsert(peer, f, shared_at);
@@ -332,5 +379,15 @@ fn shown_path(f: &FileEntry) -> std::borrow::Cow<'_, str> {
         Some((_, last)) if last == f.name => f.path.as_str().into(),
         Some((dir, _)) => format!("{dir}/{}", f.name).into(),
         None => f.name.as_str().into(),
+    }
+}
+
+impl NameSource for NameIndex {
+    fn live_name(&self, slot: Slot) -> Option<&[u8]> {
+        self.rec(slot).map(|r| name_of(self.names.get(r.name)))
+    }
+
+    fn lower_hash(&self, slot: Slot) -> u64 {
+        self.slot_name_hash(slot)
     }
 }

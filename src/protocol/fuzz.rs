@@ -280,6 +280,7 @@ pub fn search_reply(data: &[u8]) {
         files,
         truncated: d.byte() & 1 == 1,
         total: d.int(0, u64::MAX as i128) as u64,
+        estimated: d.byte() & 1 == 1,
     };
     let written = match SearchResultsWriter::write_built(&reply) {
         Ok(b) => b,

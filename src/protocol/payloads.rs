@@ -338,6 +338,13 @@ pub struct SearchResults {
     /// How many distinct files (content ids) matched in all (PROTOCOL §7.5).
     #[serde(default)]
     pub total: u64,
+    /// Set when `total` is an estimate: the index stopped before reading every match.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub estimated: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A registered peer, in the index's [`PeerList`].

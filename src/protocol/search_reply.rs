@@ -43,10 +43,14 @@ pub struct SearchResultsWriter {
 fn wrote<T, E>(_: Result<T, E>) {}
 
 impl SearchResultsWriter {
-    /// Starts a reply of `files` files, with room for `room` bytes.
-    pub fn new(files: u32, room: usize) -> Self {
+    /// Starts a reply of `files` files, with room for `room` bytes; `estimated`: whether the
+    /// total given to [`SearchResultsWriter::finish`] will be an estimate.
+    pub fn new(files: u32, room: usize, estimated: bool) -> Self {
         let mut buf = Vec::with_capacity(room.min(MAX_CONTROL_PAYLOAD));
-        wrote(rmp::encode::write_map_len(&mut buf, 3));
+        wrote(rmp::encode::write_map_len(
+            &mut buf,
+            3 + u32::from(estimated),
+        ));
         wrote(rmp::encode::write_str(&mut buf, "files"));
         wrote(rmp::encode::write_array_len(&mut buf, files));
         SearchResultsWriter { buf }
@@ -107,7 +111,7 @@ impl SearchResultsWriter {
     /// Writes a reply already built as a message, through the writer (what the tests and the
     /// fuzz target compare with the message's own encoding).
     pub fn write_built(r: &SearchResults) -> Result<Bytes, ProtocolError> {
-        let mut w = SearchResultsWriter::new(r.files.len() as u32, 0);
+        let mut w = SearchResultsWriter::new(r.files.len() as u32, 0, r.estimated);
         for f in &r.files {
             w.file(&f.name, f.size, &f.content_id, f.peers.len() as u32);
             for p in &f.peers {
@@ -123,16 +127,26 @@ impl SearchResultsWriter {
                 });
             }
         }
-        w.finish(r.truncated, r.total)
+        w.finish(r.truncated, r.total, r.estimated)
     }
 
     /// Ends the reply; a payload over the frame limit is [`ProtocolError::FrameTooLarge`]
     /// (once past it, nothing more was written: `received` says where writing stopped).
-    pub fn finish(mut self, truncated: bool, total: u64) -> Result<Bytes, ProtocolError> {
+    /// `estimated` must be what [`SearchResultsWriter::new`] was told.
+    pub fn finish(
+        mut self,
+        truncated: bool,
+        total: u64,
+        estimated: bool,
+    ) -> Result<Bytes, ProtocolError> {
         wrote(rmp::encode::write_str(&mut self.buf, "truncated"));
         wrote(rmp::encode::write_bool(&mut self.buf, truncated));
         wrote(rmp::encode::write_str(&mut self.buf, "total"));
         wrote(rmp::encode::write_uint(&mut self.buf, total));
+        if estimated {
+            wrote(rmp::encode::write_str(&mut self.buf, "estimated"));
+            wrote(rmp::encode::write_bool(&mut self.buf, true));
+        }
         if self.buf.len() > MAX_CONTROL_PAYLOAD {
             return Err(ProtocolError::FrameTooLarge {
                 max: MAX_CONTROL_PAYLOAD,
@@ -209,6 +223,7 @@ mod tests {
                         .collect(),
                     truncated,
                     total: EDGES[files % EDGES.len()],
+                    estimated: files % 2 == 1,
                 };
                 assert_eq!(
                     written(&r),
@@ -222,7 +237,7 @@ mod tests {
     #[test]
     fn a_reply_over_the_frame_limit_is_refused_and_stops_growing() {
         let id = ContentId::from(blake3::hash(b""));
-        let mut w = SearchResultsWriter::new(2, 0);
+        let mut w = SearchResultsWriter::new(2, 0, false);
         w.file(&"x".repeat(MAX_CONTROL_PAYLOAD), 1, &id, 0);
         w.file("more", 1, &id, 100_000);
         let host = "h".repeat(200);
@@ -238,7 +253,7 @@ mod tests {
                 path: None,
             });
         }
-        match w.finish(false, 0) {
+        match w.finish(false, 0, false) {
             Err(ProtocolError::FrameTooLarge { max, received }) => {
                 assert_eq!(max, MAX_CONTROL_PAYLOAD);
                 assert!(
@@ -270,6 +285,7 @@ mod tests {
             }],
             truncated: true,
             total: 1,
+            estimated: false,
         };
         let mut want =
             b"\x83\xa5files\x91\x84\xa4name\xa1a\xa4size\xcd\x01\x2c\xaacontent_id\xc4\x20"

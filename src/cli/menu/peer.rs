@@ -228,7 +228,8 @@ fn show<R: BufRead, W: Write>(p: &mut Prompter<R, W>, query: &str, r: &SearchRes
     }
     if r.truncated {
         p.say(&format!(
-            "More files matched than the {n} listed ({} in all); add words to narrow the search.",
+            "More files matched than the {n} listed ({}{} in all); add words to narrow the search.",
+            if r.estimated { "about " } else { "" },
             r.total
         ));
     }

@@ -37,6 +37,11 @@ impl ContentIds {
         self.recs.get(n as usize)
     }
 
+    /// How many numbers were ever given (in use or free).
+    pub(super) fn len(&self) -> usize {
+        self.recs.len()
+    }
+
     /// Whether no content id is in use.
     #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {

@@ -1,5 +1,5 @@
-//! The name index's lookup: answering a query from a content id's list or from the postings of
-//! its words' trigrams, and listing each match's peer.
+//! The name index's lookup: answering a query from the rank order, a content id's list, or the
+//! postings of its words' trigrams, and listing each match's peer.
 
 use bytes::Bytes;
 
@@ -13,16 +13,37 @@ use crate::query::Query;
 
 use super::trigrams::{INTERSECT_RATIO, PostingsReads};
 
+/// How [`NameIndex::search_by`] finds matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Plan {
+    /// The order for broad word queries, the postings for the rest.
+    Auto,
+    /// The rank order (should the order read more than the budget, the postings).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Order,
+    /// The postings of the words' trigrams.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Postings,
+}
+
 /// How much of the index a search may read before it gives up.
 #[derive(Debug, Clone, Copy)]
 pub struct Reads {
-    /// Files read (a cache miss or two each): a content id's files; the paths the postings give.
+    /// Files read (a cache miss or two each): in rank order, those named exactly as the
+    /// query, those added since the order was made, those whose signature matched and the
+    /// other files of their content ids; a content id's files; the paths the postings give.
     pub names: usize,
-    /// Entries of the postings lists merged.
+    /// Signatures of the rank order passed over (8 bytes each, read in order), or entries of
+    /// the postings lists merged.
     pub signatures: usize,
 }
 
 impl Reads {
+    /// No limit.
+    pub const ALL: Reads = Reads {
+        names: usize::MAX,
+        signatures: usize::MAX,
+    };
     /// What a search answered on a connection's own thread may read: work of the same order as
     /// handing a search to another thread and back, so answering it there costs no more.
     pub const QUICK: Reads = Reads {
@@ -41,8 +62,11 @@ pub struct SearchFound {
     pub files: Vec<FileHit>,
     /// More files matched than the page's end.
     pub truncated: bool,
-    /// Distinct files (content ids) that matched in all.
+    /// Distinct files (content ids) that matched in all, or an estimate of them when
+    /// `estimated` (a broad search answered from the rank order stops before reading them all).
     pub total: u64,
+    /// Whether `total` is an estimate.
+    pub estimated: bool,
 }
 
 impl NameIndex {
@@ -123,6 +147,10 @@ impl NameIndex {
 
     /// Files matching `query` shared by live peers (online and seen at or after `live_since`):
     /// the `limit` best after the first `offset`, with the count of all.
+    ///
+    /// A broad word query reads files in rank order and stops after the best `offset + limit`
+    /// ([`order`](super::order)), estimating the count; a narrow one, or one whose matches are
+    /// mostly not live, reads the postings of its trigrams and ranks and counts every match.
     pub fn search(
         &self,
         query: &Query<ContentId>,
@@ -130,7 +158,8 @@ impl NameIndex {
         limit: usize,
         live_since: i64,
     ) -> SearchFound {
-        self.search_ranked(query, offset, limit, live_since).hits()
+        self.search_by(query, offset, limit, live_since, Plan::Auto)
+            .hits()
     }
 
     /// [`NameIndex::search`] as the `SearchResults` payload, written straight from the index.
@@ -141,7 +170,7 @@ impl NameIndex {
         limit: usize,
         live_since: i64,
     ) -> Result<Bytes, ProtocolError> {
-        self.search_ranked(query, offset, limit, live_since)
+        self.search_by(query, offset, limit, live_since, Plan::Auto)
             .encode()
     }
 
@@ -155,28 +184,117 @@ impl NameIndex {
         live_since: i64,
     ) -> Option<Result<Bytes, ProtocolError>> {
         let quick = Reads::QUICK;
-        match query {
+        let found = match query {
             Query::Id(id) => {
                 let head = self.group_head(id);
                 if self.group_len(head, quick.names) > quick.names {
                     return None;
                 }
+                self.by_id(query, head, limit, live_since)
             }
             Query::Words { words, .. } => {
-                let p = self.postings_reads(words);
-                if p.most > quick.names || p.merged > quick.signatures {
-                    return None;
+                match self.without_postings(
+                    query,
+                    words,
+                    offset,
+                    limit,
+                    live_since,
+                    Plan::Auto,
+                    quick,
+                ) {
+                    Ok(found) => found,
+                    Err(p) if p.most <= quick.names && p.merged <= quick.signatures => {
+                        self.by_postings(query, offset, limit, live_since)
+                    }
+                    Err(_) => return None,
+                }
+            }
+        };
+        Some(found.encode())
+    }
+
+    /// Answers `query` the way `plan` says (tests compare the plans).
+    pub(super) fn search_by(
+        &self,
+        query: &Query<ContentId>,
+        offset: usize,
+        limit: usize,
+        live_since: i64,
+        plan: Plan,
+    ) -> Ranked<'_> {
+        match query {
+            Query::Id(id) => self.by_id(query, self.group_head(id), limit, live_since),
+            Query::Words { words, .. } => {
+                match self.without_postings(
+                    query,
+                    words,
+                    offset,
+                    limit,
+                    live_since,
+                    plan,
+                    Reads::ALL,
+                ) {
+                    Ok(found) => found,
+                    Err(_) => self.by_postings(query, offset, limit, live_since),
                 }
             }
         }
-        Some(
-            self.search_ranked(query, offset, limit, live_since)
-                .encode(),
-        )
     }
 
-    /// Ranks every match of `query`.
-    pub(super) fn search_ranked(
+    /// A content id's group: the files on its list.
+    pub(super) fn by_id(
+        &self,
+        query: &Query<ContentId>,
+        head: Slot,
+        limit: usize,
+        live_since: i64,
+    ) -> Ranked<'_> {
+        let mut ranker = Ranker::new(self, query, 0, limit, live_since);
+        if head != NONE {
+            ranker.add_group(head);
+        }
+        ranker.finish(false)
+    }
+
+    /// A broad word query read in rank order, within `reads`; otherwise `Err`: what the
+    /// postings would read to answer it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn without_postings(
+        &self,
+        query: &Query<ContentId>,
+        words: &[String],
+        offset: usize,
+        limit: usize,
+        live_since: i64,
+        plan: Plan,
+        reads: Reads,
+    ) -> Result<Ranked<'_>, PostingsReads> {
+        // Reading the order costs about (limit / share of files matching) signatures, read in
+        // sequence; the postings about `most` names, a cache miss or two each, some fifty to a
+        // hundred times dearer: the order wins once 64 · most² > limit · files.
+        let postings = self.postings_reads(words);
+        let most = postings.most;
+        let wanted = offset.saturating_add(limit);
+        let broad = 64 * (most as u128).pow(2) > (wanted as u128 + 1) * self.live as u128;
+        let budget = match plan {
+            Plan::Order => usize::MAX,
+            Plan::Auto => most.max(wanted),
+            Plan::Postings => return Err(postings),
+        };
+        if plan == Plan::Order {
+            self.refresh_order();
+        }
+        if (broad || plan == Plan::Order)
+            && let Some(found) =
+                self.search_in_order(query, offset, limit, live_since, (budget, most), reads)
+        {
+            return Ok(found);
+        }
+        Err(postings)
+    }
+
+    /// Every match of a word query, from the postings of its trigrams, ranked and counted.
+    pub(super) fn by_postings(
         &self,
         query: &Query<ContentId>,
         offset: usize,
@@ -184,29 +302,18 @@ impl NameIndex {
         live_since: i64,
     ) -> Ranked<'_> {
         let mut ranker = Ranker::new(self, query, offset, limit, live_since);
-        match query {
-            Query::Id(id) => {
-                let head = self.group_head(id);
-                if head != NONE {
-                    ranker.add_group(head);
-                }
-                ranker.finish(false)
+        let mut matched = 0;
+        let mut cut = false;
+        self.each_match(query, |slot: Slot| {
+            if matched == MAX_SEARCH_ROWS {
+                cut = true;
+                return false;
             }
-            Query::Words { .. } => {
-                let mut matched = 0;
-                let mut cut = false;
-                self.each_match(query, |slot: Slot| {
-                    if matched == MAX_SEARCH_ROWS {
-                        cut = true;
-                        return false;
-                    }
-                    matched += 1;
-                    ranker.add(slot);
-                    true
-                });
-                ranker.finish(cut)
-            }
-        }
+            matched += 1;
+            ranker.add(slot);
+            true
+        });
+        ranker.finish(cut)
     }
 
     /// The first file of a content id's list ([`NONE`]: nobody has it).

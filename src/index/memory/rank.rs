@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 use bytes::Bytes;
 
 use super::SearchFound;
-use super::name_keys::prefix;
+use super::name_keys::{name_key, prefix};
 use super::{FileRec, NONE, NameIndex, Slot};
 use crate::content::ContentId;
 use crate::protocol::{FileHit, ProtocolError, SearchResultsWriter};
@@ -75,6 +75,17 @@ impl TopK<'_> {
         self.settled = true;
     }
 
+    /// The worst of the best `limit` groups so far, once `limit` were offered.
+    fn kth(&mut self) -> Option<Group> {
+        if self.limit == 0 || self.groups.len() < self.limit {
+            return None;
+        }
+        if !self.settled {
+            self.settle();
+        }
+        self.bound
+    }
+
     /// Keeps the best `limit`, the worst of them last.
     fn cut(&mut self) {
         if self.groups.len() >= self.limit && self.limit > 0 {
@@ -99,7 +110,8 @@ impl TopK<'_> {
 /// Files come one of two ways. [`Ranker::add`] takes every match in any order: a file whose
 /// content id no other file has is a group of its own at once; the others are gathered,
 /// sorted and grouped at the end. [`Ranker::add_group`] ranks a content id's whole group at
-/// once, reading the files of its list (a content-id lookup).
+/// once, reading the files of its list: for a content-id lookup, and for searches that read
+/// files in rank order and stop early ([`Ranker::stops_before`]).
 pub struct Ranker<'a, 'q> {
     ix: &'a NameIndex,
     query: &'q Query<ContentId>,
@@ -112,6 +124,12 @@ pub struct Ranker<'a, 'q> {
     shared: Vec<(u32, u32, Slot)>,
     /// The members of ranked groups of several files, each group's together.
     members: Vec<Slot>,
+    /// Files the search has read: its own reads ([`Ranker::spend`]) and those of walking
+    /// whole groups ([`Ranker::add_group`], [`Ranker::group_is_live`]).
+    spent: usize,
+    /// Most files it may read ([`Ranker::limit_reads`]); a group walk that would read more
+    /// stops and offers nothing, and the search is to be given up ([`Ranker::over`]).
+    allowance: usize,
 }
 
 impl<'a, 'q> Ranker<'a, 'q> {
@@ -145,7 +163,25 @@ impl<'a, 'q> Ranker<'a, 'q> {
             },
             shared: Vec::new(),
             members: Vec::new(),
+            spent: 0,
+            allowance: usize::MAX,
         }
+    }
+
+    /// Lets the search read at most `files` files (default: no limit).
+    pub fn limit_reads(&mut self, files: usize) {
+        self.allowance = files;
+    }
+
+    /// Counts `files` more files read; false once past the allowance.
+    pub fn spend(&mut self, files: usize) -> bool {
+        self.spent = self.spent.saturating_add(files);
+        !self.over()
+    }
+
+    /// Whether the search read more than it may: what it found is not the whole answer.
+    pub fn over(&self) -> bool {
+        self.spent > self.allowance
     }
 
     /// The group of a file no other file shares its content id with.
@@ -172,14 +208,21 @@ impl<'a, 'q> Ranker<'a, 'q> {
             .is_some_and(|p| p.online && p.last_seen >= self.live_since)
     }
 
-    /// Ranks the whole group of the content id whose list starts at `head`: its files that
-    /// match, shared by live peers.
-    pub fn add_group(&mut self, head: Slot) {
+    /// Ranks the whole group of `slot`'s content id: its files that match, shared by live
+    /// peers. Returns whether the group had any such file (and so was offered); false also
+    /// when walking it went past the allowance ([`Ranker::over`]).
+    pub fn add_group(&mut self, slot: Slot) -> bool {
         let ix = self.ix;
+        let Some(r) = ix.rec(slot) else {
+            return false;
+        };
         let mut m: Vec<(u64, i64, Slot)> = Vec::new();
-        let mut at = head;
+        let mut at = ix.contents.get(r.content).map_or(NONE, |c| c.head);
         let mut steps = 0;
         while let Some(f) = ix.rec(at) {
+            if !self.spend(1) {
+                return false;
+            }
             if self.matches(f) {
                 let peer_id = ix.peers.get(f.peer).map_or(0, |p| p.id);
                 m.push((peer_id, f.shared_at, at));
@@ -190,9 +233,52 @@ impl<'a, 'q> Ranker<'a, 'q> {
                 break;
             }
         }
+        if m.is_empty() {
+            return false;
+        }
         m.sort_unstable();
         let files: Vec<(u64, Slot)> = m.iter().map(|&(p, _, s)| (p, s)).collect();
         self.offer_group(&files);
+        true
+    }
+
+    /// Whether every group not yet offered ranks below the best `limit` kept, given that it
+    /// is not an exact match, has at most `peers` live peers and, should it have exactly
+    /// that many, no name whose first 16 bytes come before those of `name`. A kept group
+    /// found only through its directories could still be passed by a later one holding every
+    /// word in its name: then nothing stops.
+    pub fn stops_before(&mut self, peers: u32, name: &[u8]) -> bool {
+        let Some(kth) = self.top.kth() else {
+            return false;
+        };
+        kth.exact
+            || (kth.in_name
+                && (kth.peers > peers
+                    || (kth.peers == peers && name_key(self.ix.name(kth.first)) < name_key(name))))
+    }
+
+    /// Whether `slot`'s group has a matching file shared by a live peer.
+    pub fn group_is_live(&mut self, slot: Slot) -> bool {
+        let ix = self.ix;
+        let mut at = ix
+            .rec(slot)
+            .and_then(|r| ix.contents.get(r.content))
+            .map_or(NONE, |c| c.head);
+        let mut steps = 0;
+        while let Some(f) = ix.rec(at) {
+            if !self.spend(1) {
+                return false;
+            }
+            if self.matches(f) {
+                return true;
+            }
+            at = f.cnext;
+            steps += 1;
+            if steps > ix.files.len() {
+                break;
+            }
+        }
+        false
     }
 
     /// Offers one content id's matching files, as (peer, slot) sorted by peer and then
@@ -259,8 +345,17 @@ impl<'a, 'q> Ranker<'a, 'q> {
         }
     }
 
-    /// The best groups, best first, and whether more groups matched than were kept
-    /// (`truncated` says so of groups never offered).
+    /// [`Ranker::finish`] of a search that stopped before reading every match: more matched
+    /// than were kept, about `estimate` groups in all.
+    pub fn finish_estimated(self, estimate: u64) -> Ranked<'a> {
+        let mut r = self.finish(true);
+        r.total = r.total.max(estimate);
+        r.estimated = true;
+        r
+    }
+
+    /// The best groups, after the first `offset`, best first; whether more groups matched than
+    /// were kept (`truncated` says so of groups never offered), and how many were offered.
     pub fn finish(mut self, truncated: bool) -> Ranked<'a> {
         let ix = self.ix;
         let mut m = std::mem::take(&mut self.shared);
@@ -287,6 +382,7 @@ impl<'a, 'q> Ranker<'a, 'q> {
             members,
             truncated: truncated || more,
             total,
+            estimated: false,
         }
     }
 }
@@ -299,6 +395,8 @@ pub struct Ranked<'a> {
     members: Vec<Slot>,
     truncated: bool,
     total: u64,
+    /// Whether `total` is an estimate (the search stopped early).
+    estimated: bool,
 }
 
 impl Ranked<'_> {
@@ -341,6 +439,7 @@ impl Ranked<'_> {
             files,
             truncated: self.truncated,
             total: self.total,
+            estimated: self.estimated,
         }
     }
 
@@ -353,7 +452,7 @@ impl Ranked<'_> {
             .filter(|g| self.listed(g).is_some())
             .count();
         // About 200 bytes per file with one peer.
-        let mut w = SearchResultsWriter::new(files as u32, 64 + 256 * files);
+        let mut w = SearchResultsWriter::new(files as u32, 64 + 256 * files, self.estimated);
         for g in &self.groups {
             let Some((head, content_id, slots)) = self.listed(g) else {
                 continue;
@@ -369,6 +468,6 @@ impl Ranked<'_> {
                 w.peer(&p);
             }
         }
-        w.finish(self.truncated, self.total)
+        w.finish(self.truncated, self.total, self.estimated)
     }
 }

@@ -1,6 +1,7 @@
 //! Keeping the name index compact: renumbering the files once removed ones hold most of the
 //! records or postings, compacting the names, and giving back spare capacity.
 
+use super::exact::ExactNames;
 use super::{NONE, NameIndex, Slot};
 use crate::index::names::Names;
 
@@ -11,6 +12,9 @@ impl NameIndex {
         self.names.shrink();
         self.contents.shrink();
         self.paths.shrink(&self.files);
+        let mut by_name = std::mem::take(&mut self.by_name);
+        by_name.shrink(&*self);
+        self.by_name = by_name;
     }
 
     /// Renumbers the files and rebuilds the postings once removed files hold most of them
@@ -59,6 +63,9 @@ impl NameIndex {
         self.contents.renumber_heads(m);
         self.peers.renumber_heads(m);
         self.paths.renumber(m);
+        self.by_name = ExactNames::default();
+        self.epoch += 1;
+        self.order.forget();
         self.haves = std::mem::take(&mut self.haves)
             .into_iter()
             .map(|(s, h)| (m(s), h))
@@ -70,6 +77,7 @@ impl NameIndex {
         self.trigrams.clear();
         for slot in 0..self.files.len() as Slot {
             self.index_name(slot);
+            self.index_exact(slot);
         }
         self.shrink();
     }

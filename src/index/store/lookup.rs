@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::{IndexStore, StoreError};
 use crate::content::ContentId;
-use crate::index::memory::NameIndex;
+use crate::index::memory::{NameIndex, OrderKeys};
 use crate::protocol::{ProtocolError, SearchResults};
 use crate::query::{Query, now_ms};
 
@@ -61,6 +61,7 @@ impl IndexStore {
             files: found.files,
             truncated: found.truncated,
             total: found.total,
+            estimated: found.estimated,
         })
     }
 
@@ -79,6 +80,10 @@ impl IndexStore {
     }
 
     /// Searches and encodes the `SearchResults` payload; word queries are kept in the cache.
+    ///
+    /// A word query that finds the rank order of broad searches missing or behind reads what
+    /// the order is made of (under the readers' lock, in time linear in the files), and a thread of its
+    /// own sorts it and installs it, with no lock held while it sorts.
     pub fn search_payload(
         self: &Arc<Self>,
         query: &Query<ContentId>,
@@ -87,8 +92,45 @@ impl IndexStore {
     ) -> Result<Bytes, ProtocolError> {
         let mem = self.mem.read().unwrap_or_else(|p| p.into_inner());
         let found = Found::read(&mem, query, page, live_since);
+        let keys = match query {
+            Query::Words { .. } => mem.order_wanted(),
+            Query::Id(_) => None,
+        };
         drop(mem);
+        if let Some(keys) = keys {
+            self.make_order(keys);
+        }
         self.keep_search(query, page, found)
+    }
+
+    /// Sorts `keys` into the rank order on a thread of its own, then installs it.
+    fn make_order(self: &Arc<Self>, keys: OrderKeys) {
+        let store = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("rank-order".into())
+            .spawn(move || {
+                // Should sorting panic, the order is given up (not left "being made" for good).
+                struct GiveUp(Option<Arc<IndexStore>>);
+                impl Drop for GiveUp {
+                    fn drop(&mut self) {
+                        if let Some(store) = self.0.take() {
+                            store.mem_read().install_order(None);
+                        }
+                    }
+                }
+                let mut guard = GiveUp(Some(store));
+                let started = std::time::Instant::now();
+                let order = keys.into_order();
+                tracing::debug!("rank order sorted in {:?}", started.elapsed());
+                if let Some(store) = guard.0.take() {
+                    store.mem_read().install_order(Some(order));
+                }
+                crate::release_free_memory();
+            });
+        if let Err(e) = spawned {
+            tracing::debug!("no thread to sort the rank order: {e}");
+            self.mem_read().install_order(None);
+        }
     }
 
     /// [`IndexStore::search_payload`] if it can be answered at once: the index can be read

@@ -256,3 +256,50 @@ fn words_need_every_trigram_and_then_the_substring() {
     assert_eq!(names(&ix, "common 19").len(), 12, "19, 119 and 190 to 199");
     assert!(names(&ix, "common zzz").is_empty(), "a trigram no name has");
 }
+
+#[test]
+fn exact_names_are_found_whatever_their_case() {
+    let mut ix = one_live_peer();
+    ix.upsert(1, &named("a", "Report"), 1);
+    ix.upsert(1, &named("b", "REPORT"), 1);
+    ix.upsert(1, &named("c", "report 2"), 1);
+    ix.upsert(1, &named("d", "Ünïcode"), 1);
+    ix.remove(1, "b");
+    assert_eq!(ix.exact_named("report").len(), 1);
+    assert_eq!(ix.exact_named("ünïcode").len(), 1);
+    assert!(ix.exact_named("report 3").is_empty());
+    ix.maybe_rebuild();
+    check(&ix);
+}
+
+#[test]
+fn files_of_one_name_are_found_exactly_through_any_removals() {
+    let mut ix = one_live_peer();
+    let n = 300u32;
+    for i in 0..n {
+        // Names alike but for case: one entry for all of them.
+        let name = if i % 2 == 0 { "Same Name" } else { "SAME name" };
+        ix.upsert(1, &entry(&format!("p{i}"), name, (i % 7) as u8), 1);
+    }
+    ix.upsert(1, &entry("other", "same name 2", 9), 1);
+    let exact = |ix: &NameIndex| ix.exact_named("same name").len();
+    assert_eq!(exact(&ix), n as usize);
+    // The first, some in the middle, the last, then the first again (behind dead ones).
+    let mut gone = 0;
+    for i in [0, 150, 151, 299, 1, 2, 3] {
+        ix.remove(1, &format!("p{i}"));
+        gone += 1;
+        assert_eq!(exact(&ix), n as usize - gone);
+    }
+    check(&ix);
+    for i in 0..n {
+        ix.remove(1, &format!("p{i}"));
+    }
+    assert_eq!(exact(&ix), 0);
+    assert_eq!(ix.exact_named("same name 2").len(), 1);
+    ix.upsert(1, &entry("again", "same NAME", 1), 2);
+    assert_eq!(exact(&ix), 1);
+    ix.maybe_rebuild();
+    check(&ix);
+    assert_eq!(exact(&ix), 1);
+}

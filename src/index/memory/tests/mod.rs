@@ -107,6 +107,10 @@ fn check(ix: &NameIndex) {
     assert_eq!(listed, live.len(), "every file is on its content's list");
     assert_eq!(ix.paths.len(), live.len());
     for &s in &live {
+        let lowered = lower(&String::from_utf8_lossy(ix.name(s))).into_owned();
+        assert!(ix.exact_named(&lowered).contains(&s), "{s} by name");
+    }
+    for &s in &live {
         assert_eq!(ix.find_path(ix.files[s as usize].key), Some(s));
     }
     let mut postings = 0;
@@ -129,7 +133,8 @@ fn peer(port: u16, last_seen: i64) -> PeerState {
     }
 }
 
-/// A search's answer, checked to be the same built as messages, written straight from the
+/// A search's answer, checked to be the same from the rank order and from the postings (the
+/// order's count may be an estimate, saying so), built as messages, written straight from the
 /// index, and (when it may be) answered quickly.
 fn answer(
     ix: &NameIndex,
@@ -138,25 +143,76 @@ fn answer(
     limit: usize,
     live_since: i64,
 ) -> SearchFound {
-    let found = ix.search(query, offset, limit, live_since);
-    let payload = ix.search_encoded(query, offset, limit, live_since).unwrap();
-    assert_eq!(
-        payload,
-        Message::SearchResults(SearchResults {
-            files: found.files.clone(),
+    let encoded = |plan| {
+        let found = ix.search_by(query, offset, limit, live_since, plan).hits();
+        let serde = Message::SearchResults(SearchResults {
+            files: found.files,
             truncated: found.truncated,
             total: found.total,
+            estimated: found.estimated,
         })
-        .encode_payload()
-        .unwrap(),
-        "the payload written from the index is the message encoded: {query:?}"
-    );
-    if let Some(quick) = ix.search_quick_encoded(query, offset, limit, live_since) {
+        .encode_payload();
+        let direct = ix
+            .search_by(query, offset, limit, live_since, plan)
+            .encode();
         assert_eq!(
-            quick.unwrap(),
-            payload,
+            direct.unwrap(),
+            serde.unwrap(),
+            "the payload written from the index is the message encoded: {query:?} {plan:?}"
+        );
+    };
+    encoded(Plan::Postings);
+    encoded(Plan::Order);
+    let by_postings = ix
+        .search_by(query, offset, limit, live_since, Plan::Postings)
+        .hits();
+    assert!(!by_postings.estimated, "the postings count every match");
+    let by_order = ix
+        .search_by(query, offset, limit, live_since, Plan::Order)
+        .hits();
+    let short = |r: &SearchFound| {
+        let files: Vec<String> = r
+            .files
+            .iter()
+            .map(|f| format!("{}/{}", f.name, f.peers.len()))
+            .collect();
+        (files, r.truncated)
+    };
+    assert_eq!(
+        short(&by_order),
+        short(&by_postings),
+        "names: {query:?} offset {offset} limit {limit}"
+    );
+    assert_eq!(
+        by_order.files, by_postings.files,
+        "rank order against postings: {query:?} offset {offset} limit {limit}"
+    );
+    if !by_order.estimated {
+        assert_eq!(by_order.total, by_postings.total, "{query:?}");
+    } else {
+        assert!(by_order.truncated, "an estimate only when it stopped early");
+    }
+    let found = ix.search(query, offset, limit, live_since);
+    assert_eq!(found.files, by_postings.files, "auto: {query:?}");
+    let payload = ix.search_encoded(query, offset, limit, live_since).unwrap();
+    if let Some(quick) = ix.search_quick_encoded(query, offset, limit, live_since) {
+        // The same files; the count too unless either answer estimated it.
+        let decode = |b: bytes::Bytes| match Message::decode(crate::protocol::Frame {
+            tag: crate::protocol::tag::SEARCH_RESULTS,
+            payload: b,
+        }) {
+            Ok(Message::SearchResults(r)) => r,
+            other => panic!("not search results: {:?}", other.map(|m| m.name())),
+        };
+        let (q, p) = (decode(quick.unwrap()), decode(payload));
+        assert_eq!(
+            (&q.files, q.truncated),
+            (&p.files, p.truncated),
             "answered quickly: {query:?} limit {limit}"
         );
+        if !q.estimated && !p.estimated {
+            assert_eq!(q.total, p.total);
+        }
     }
-    found
+    by_postings
 }

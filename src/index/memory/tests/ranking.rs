@@ -1,4 +1,4 @@
-//! Tests of how matches are ranked: against the reference grouping of the query rules, pages and totals, and quick searches.
+//! Tests of how matches are ranked: against the reference grouping of the query rules, the rank order against the postings, pages and totals, and quick searches.
 
 use super::*;
 use crate::content::Digest;
@@ -168,20 +168,21 @@ fn a_search_that_would_read_much_of_the_index_is_not_answered_quickly() {
         e.content_id = blake3::hash(&i.to_le_bytes()).into();
         ix.upsert(1, &e, 1);
     }
+    ix.refresh_order();
     let quick = |q: &str, limit: usize| ix.search_quick_encoded(&Query::parse(q), 0, limit, 0);
-    // Few postings to read ("rare"; "some": its 390 files): answered quickly, as the full
-    // search answers.
-    for (q, limit) in [("some", 10), ("some", 500), ("rare", 100)] {
+    // Broad and found early in rank order ("common", "some" for 10), or few postings to read
+    // ("rare"; "some" for 500: its 390 files): answered quickly, as the full search answers.
+    for (q, limit) in [("common", 100), ("some", 10), ("some", 500), ("rare", 100)] {
         let payload = ix.search_encoded(&Query::parse(q), 0, limit, 0).unwrap();
         let got = quick(q, limit).unwrap_or_else(|| panic!("{q:?} is answered quickly"));
         assert_eq!(got.unwrap(), payload, "{q:?} for {limit}");
     }
-    // "common" lists 39,000 files, "late" 1,000 (and "zzz" too): counting them all is not
-    // quick, and the full search still answers, with the count.
-    assert!(quick("common", 10).is_none());
+    // "common" for 1,000 reads 1,000 names, and its postings list 39,000; "late" passes over
+    // 39,000 signatures of the order first, and has 1,000 postings: neither is answered
+    // quickly, and the full search still is.
+    assert!(quick("common", 1_000).is_none());
     assert!(quick("late", 100).is_none());
-    let late = ix.search(&Query::parse("late"), 0, 100, 0);
-    assert_eq!((late.files.len(), late.total), (100, 1_000));
+    assert_eq!(ix.search(&Query::parse("late"), 0, 100, 0).files.len(), 100);
 }
 
 #[test]
@@ -215,4 +216,202 @@ fn groups_of_one_name_are_told_apart_by_content_id() {
     assert_eq!(top.files[0].content_id, ContentId::from_bytes([4; 32]));
     assert!(top.truncated);
     assert_eq!(top.total, 3);
+}
+
+#[test]
+fn rank_order_answers_as_the_postings_do_through_churn() {
+    let mut ix = NameIndex::default();
+    for p in 1..=4 {
+        ix.set_peer(p, peer(p as u16, 100));
+    }
+    let words = ["alpha", "beta", "gam", "Delta", "ab"];
+    let queries = [
+        "alpha",
+        "a",
+        "beta alpha",
+        "gam",
+        "ab",
+        "alpha 3",
+        "delta",
+        "",
+        "zz",
+        "ta 1",
+    ];
+    let mut x: u64 = 99;
+    for step in 0..6000i64 {
+        xorshift(&mut x);
+        let p = 1 + x % 4;
+        let path = format!("p{}", x / 4 % 700);
+        match x / 1000 % 499 {
+            0 => ix.remove_all(p),
+            1..=60 => ix.remove(p, &path),
+            _ => {
+                // Some names are a bare word (exact matches), many are shared by several
+                // peers under one content id, and some paths change content in place.
+                let y = x >> 20;
+                let name = match y % 9 {
+                    0 => words[(y / 9 % 5) as usize].to_string(),
+                    _ => format!(
+                        "{} {} {}",
+                        words[(y % 5) as usize],
+                        words[(y / 5 % 5) as usize],
+                        y / 25 % 30
+                    ),
+                };
+                let mut e = entry(&path, &name, 0);
+                e.content_id = blake3::hash(format!("{name}/{}", y % 3 / 2).as_bytes()).into();
+                ix.upsert(p, &e, step);
+            }
+        }
+        match step % 1000 {
+            400 => ix.set_offline(2),
+            800 => ix.set_peer(2, peer(2, 100)),
+            _ => {}
+        }
+        if step % 1500 == 1499 {
+            ix.maybe_rebuild();
+        }
+        // Often, so that some searches read files added since the order was built.
+        if step % 10 == 0 {
+            for q in ["alpha", "a", "ab"] {
+                for limit in [1, 7] {
+                    answer(&ix, &Query::parse(q), 0, limit, 50);
+                }
+            }
+        }
+        if step % 150 == 0 {
+            check(&ix);
+            for q in queries {
+                for limit in [1, 2, 7, 1000] {
+                    answer(&ix, &Query::parse(q), 0, limit, 50);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_quick_search_counts_files_named_alike_and_whole_groups() {
+    let mut ix = one_live_peer();
+    // 2,000 files named "readme.md", and one content id of two files named "old readme.md"
+    // (more copies: before them in rank order, so the walk stops there); one content id of
+    // 1,000 files of which one is named "dup special" (most copies: first in rank order);
+    // 1,000 named "other special N"; 3,000 others.
+    for i in 0..7_002u32 {
+        let (name, id) = match i {
+            0..2_000 => ("readme.md".to_string(), blake3::hash(&i.to_le_bytes())),
+            2_000 => ("dup special".to_string(), blake3::hash(b"dup")),
+            2_001..3_000 => (format!("copy {i}"), blake3::hash(b"dup")),
+            6_000..6_002 => ("old readme.md".to_string(), blake3::hash(b"old")),
+            6_002.. => (format!("other special {i}"), blake3::hash(&i.to_le_bytes())),
+            _ => (format!("other {i}"), blake3::hash(&i.to_le_bytes())),
+        };
+        let mut e = named(&format!("f{i}"), &name);
+        e.content_id = id.into();
+        ix.upsert(1, &e, 1);
+    }
+    ix.refresh_order();
+    let dup = Query::Id(blake3::hash(b"dup").into());
+    let other = Query::Id(blake3::hash(&4_000u32.to_le_bytes()).into());
+    for (q, quick) in [
+        (Query::parse("readme.md"), false),
+        (Query::parse("special"), false),
+        (dup.clone(), false),
+        (other, true),
+        (Query::parse("other 4000"), true),
+    ] {
+        let full = ix.search_encoded(&q, 0, 10, 0).unwrap();
+        match ix.search_quick_encoded(&q, 0, 10, 0) {
+            Some(got) => {
+                assert!(quick, "{q:?} reads more than a quick search may");
+                assert_eq!(got.unwrap(), full, "{q:?}");
+            }
+            None => assert!(!quick, "{q:?} is answered quickly"),
+        }
+    }
+    assert_eq!(
+        ix.search(&Query::parse("readme.md"), 0, 10, 0).files.len(),
+        10
+    );
+    let hits = ix.search(&dup, 0, 10, 0).files;
+    assert_eq!((hits.len(), hits[0].peers.len()), (1, 1));
+}
+
+#[test]
+fn names_alike_in_their_first_16_bytes_are_all_read_before_stopping() {
+    let mut ix = one_live_peer();
+    // The order sorts these by slot only (their first 16 bytes are equal): a search must not
+    // stop at "-n" because "-m" was before it.
+    ix.upsert(1, &entry("m", "0123456789abcdef-m", 1), 1);
+    ix.upsert(1, &entry("n", "0123456789abcdef-n", 2), 1);
+    ix.upsert(1, &entry("b", "0123456789abcdef-b", 3), 1);
+    let found = answer(&ix, &Query::parse("0123"), 0, 1, 0);
+    let (top, truncated) = (found.files, found.truncated);
+    assert_eq!(top[0].name, "0123456789abcdef-b");
+    assert!(truncated);
+}
+
+#[test]
+fn an_order_made_before_the_slots_were_renumbered_is_refused() {
+    let mut ix = one_live_peer();
+    for i in 0..3000 {
+        ix.upsert(1, &named(&format!("p{i}"), &format!("n {i}")), 1);
+    }
+    let keys = ix.order_wanted().expect("no order yet: one is wanted");
+    assert!(ix.order_wanted().is_none(), "one maker at a time");
+    for i in 0..2000 {
+        ix.remove(1, &format!("p{i}"));
+    }
+    ix.maybe_rebuild();
+    ix.install_order(Some(keys.into_order()));
+    assert!(ix.order.current().is_none(), "stale slots");
+    ix.refresh_order();
+    let order = ix.order.current().expect("a fresh order");
+    assert_eq!(order.files(), 1000);
+    check(&ix);
+}
+
+#[test]
+fn a_broad_search_read_in_rank_order_estimates_its_count() {
+    let mut ix = one_live_peer();
+    // 20,000 files, one in 4 holding "wide" (in its directory for half of those).
+    for i in 0..20_000u32 {
+        let (dir, name) = match i % 8 {
+            0 => ("d".to_string(), format!("wide {i:05}")),
+            4 => ("wide".to_string(), format!("x {i:05}")),
+            _ => ("d".to_string(), format!("narrow {i:05}")),
+        };
+        let mut e = named(&format!("{dir}/{name}"), &name);
+        e.content_id = blake3::hash(&i.to_le_bytes()).into();
+        ix.upsert(1, &e, 1);
+    }
+    ix.refresh_order();
+    let q = Query::parse("wide");
+    let found = ix.search(&q, 0, 10, 0);
+    assert_eq!(found.files.len(), 10);
+    assert!(
+        found.files.iter().all(|f| f.name.starts_with("wide")),
+        "names first"
+    );
+    let exact = ix.search_by(&q, 0, 10, 0, Plan::Postings).hits();
+    assert_eq!(exact.total, 5_000);
+    assert!(!exact.estimated);
+    // Read in rank order, it stopped after the first ten: the count is an estimate, from the
+    // shortest trigram list ("wid", "ide": the 5,000 files holding "wide").
+    assert!(found.estimated && found.truncated);
+    assert!(
+        (5_000..=10_000).contains(&found.total),
+        "an estimate near 5,000: {}",
+        found.total
+    );
+    // Narrow enough for the postings: counted exactly.
+    let few = ix.search(&Query::parse("wide 0000"), 0, 10, 0);
+    let want = (0..20_000u32)
+        .filter(|i| match i % 8 {
+            0 => format!("d/wide {i:05}").contains("0000"),
+            4 => format!("wide/x {i:05}").contains("0000"),
+            _ => false,
+        })
+        .count() as u64;
+    assert_eq!((few.total, few.estimated), (want, false));
 }
