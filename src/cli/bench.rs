@@ -127,13 +127,15 @@ fn found_something(frame: Frame, full: bool) -> bool {
             _ => false,
         };
     }
-    const FILES: &[u8] = b"\x83\xa5files";
+    // A map of 3 entries, or 4 with `estimated`, whose first key is "files".
+    const FILES: &[u8] = b"\xa5files";
     const EMPTY_ARRAY: u8 = 0x90;
     frame.tag == tag::SEARCH_RESULTS
-        && frame.payload.starts_with(FILES)
+        && matches!(frame.payload.first(), Some(0x83 | 0x84))
+        && frame.payload.get(1..).is_some_and(|p| p.starts_with(FILES))
         && frame
             .payload
-            .get(FILES.len())
+            .get(1 + FILES.len())
             .is_some_and(|&b| b != EMPTY_ARRAY)
 }
 
@@ -214,12 +216,12 @@ mod tests {
     #[test]
     fn the_cheap_check_agrees_with_decoding() {
         use peershare::protocol::{FileHit, SearchResults};
-        let frame = |files: Vec<FileHit>| {
+        let frame = |files: Vec<FileHit>, estimated: bool| {
             let m = Message::SearchResults(SearchResults {
                 files,
                 truncated: false,
                 total: 0,
-                estimated: false,
+                estimated,
             });
             Frame {
                 tag: m.tag(),
@@ -234,8 +236,10 @@ mod tests {
             peers: Vec::new(),
         };
         for full in [false, true] {
-            assert!(found_something(frame(vec![hit.clone()]), full));
-            assert!(!found_something(frame(Vec::new()), full));
+            for estimated in [false, true] {
+                assert!(found_something(frame(vec![hit.clone()], estimated), full));
+                assert!(!found_something(frame(Vec::new(), estimated), full));
+            }
             let err = Message::Error(peershare::protocol::ErrorReply::new(
                 peershare::protocol::ErrorCode::BadRequest,
                 "no",

@@ -41,7 +41,7 @@ use super::names::Names;
 use super::postings::Slot;
 use crate::content::ContentId;
 use crate::protocol::FileEntry;
-use crate::query::{FileFacts, lower, name_of};
+use crate::query::{FileFacts, lower};
 
 mod contents;
 mod exact;
@@ -163,11 +163,6 @@ impl NameIndex {
 
     /// The name of file `slot`: its path's last component.
     fn name(&self, slot: Slot) -> &[u8] {
-        name_of(self.path(slot))
-    }
-
-    /// The path of file `slot` within its peer's share.
-    fn path(&self, slot: Slot) -> &[u8] {
         self.rec(slot).map_or(&[], |r| self.names.get(r.name))
     }
 
@@ -184,7 +179,7 @@ impl NameIndex {
     #[inline]
     fn facts(&self, r: &FileRec) -> FileFacts<'_> {
         FileFacts {
-            path: self.names.get(r.name),
+            path: self.names.path(r.name),
             size: r.size,
             mtime: self.names.stamp(r.name),
         }
@@ -260,7 +255,8 @@ impl NameIndex {
         self.paths.remove(rec.key, slot);
         self.unindex_exact(slot);
         self.haves.remove(&slot);
-        self.trigrams.removed(&lower(&self.names.text(rec.name)));
+        self.trigrams
+            .removed(&lower(&self.names.path_text(rec.name)));
         self.names.release(rec.name);
         self.files[slot as usize].peer = NONE;
         self.live -= 1;
@@ -299,7 +295,7 @@ impl NameIndex {
             if same_content {
                 shared_at = old.shared_at;
             }
-            if same_content && self.names.get(old.name) == shown_path(f).as_bytes() {
+            if same_content && self.names.path(old.name) == shown_path(f).as_bytes() {
                 // Same path and content: the postings stand; update the record where it is.
                 // (A new content id takes a new slot, so its lists stay in slot order.)
                 self.names.set_stamp(old.name, f.mtime);
@@ -347,7 +343,8 @@ impl NameIndex {
         let Some(&r) = self.rec(slot) else {
             return;
         };
-        self.trigrams.add(slot, &lower(&self.names.text(r.name)));
+        self.trigrams
+            .add(slot, &lower(&self.names.path_text(r.name)));
     }
 
     /// Adds a live slot to [`NameIndex::by_name`].
@@ -384,7 +381,7 @@ fn shown_path(f: &FileEntry) -> std::borrow::Cow<'_, str> {
 
 impl NameSource for NameIndex {
     fn live_name(&self, slot: Slot) -> Option<&[u8]> {
-        self.rec(slot).map(|r| name_of(self.names.get(r.name)))
+        self.rec(slot).map(|r| self.names.get(r.name))
     }
 
     fn lower_hash(&self, slot: Slot) -> u64 {

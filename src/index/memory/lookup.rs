@@ -364,7 +364,7 @@ impl NameIndex {
             last_seen: s.last_seen,
             have: self.haves.get(&slot).map(|h| &h[..]),
             // Paths are pushed as `&str`.
-            path: std::str::from_utf8(self.names.get(r.name)).ok(),
+            path: std::str::from_utf8(self.names.path(r.name)).ok(),
         })
     }
 

@@ -31,7 +31,7 @@ use super::name_keys::name_key;
 use super::rank::{Ranked, Ranker};
 use super::{NameIndex, Reads, Slot};
 use crate::content::ContentId;
-use crate::query::{Query, equals_ci, lower, name_of};
+use crate::query::{Query, equals_ci, lower};
 
 /// Files added since the order was built that a search reads one by one before the order is
 /// rebuilt: this many, plus one per [`TAIL_PER_ORDERED`] ordered files.
@@ -112,14 +112,14 @@ impl OrderKeys {
         let live = |s: usize| ix.files.get(s).filter(|r| r.live());
         let signatures: Vec<u64> = (0..ix.files.len())
             .into_par_iter()
-            .map(|s| live(s).map_or(0, |r| name_signature(ix.names.get(r.name))))
+            .map(|s| live(s).map_or(0, |r| name_signature(ix.names.path(r.name))))
             .collect();
         let keys: Vec<(u64, u64, u32, Slot)> = (0..ix.files.len())
             .into_par_iter()
             .filter_map(|s| {
                 let r = live(s)?;
                 let files = count.get(r.content as usize).copied().unwrap_or(1);
-                let key = name_key(name_of(ix.names.get(r.name)));
+                let key = name_key(ix.names.get(r.name));
                 Some((
                     u64::from(u32::MAX - files) << 32 | (key >> 96) as u64,
                     (key >> 32) as u64,
@@ -244,7 +244,7 @@ impl NameIndex {
             .into_iter()
             .filter(|&s| {
                 self.rec(s)
-                    .is_some_and(|r| equals_ci(name_of(self.names.get(r.name)), whole))
+                    .is_some_and(|r| equals_ci(self.names.get(r.name), whole))
             })
             .collect();
         out.sort_unstable();
@@ -340,7 +340,7 @@ impl NameIndex {
                     if !query.matches_facts(&self.facts(r)) || done.contains(&r.content) {
                         continue;
                     }
-                    let name = name_of(self.names.get(r.name));
+                    let name = self.names.get(r.name);
                     if ranker.stops_before(class.files, name) {
                         if ranker.group_is_live(slot) {
                             return Some(ranker.finish_estimated(estimate as u64));

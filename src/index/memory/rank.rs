@@ -427,8 +427,7 @@ impl Ranked<'_> {
             .filter_map(|g| {
                 let (head, content_id, slots) = self.listed(g)?;
                 Some(FileHit {
-                    name: String::from_utf8_lossy(crate::query::name_of(ix.names.get(head.name)))
-                        .into_owned(),
+                    name: ix.names.text(head.name).into_owned(),
                     size: head.size,
                     content_id,
                     peers: slots.iter().filter_map(|&s| ix.peer_hit(s)).collect(),
@@ -459,7 +458,7 @@ impl Ranked<'_> {
             };
             let peers = slots.iter().filter(|&&s| ix.lists_peer(s)).count();
             w.file(
-                &String::from_utf8_lossy(crate::query::name_of(ix.names.get(head.name))),
+                &ix.names.text(head.name),
                 head.size,
                 &content_id,
                 peers as u32,

@@ -3,7 +3,6 @@
 
 use super::exact::ExactNames;
 use super::{NONE, NameIndex, Slot};
-use crate::index::names::Names;
 
 impl NameIndex {
     /// Gives back spare capacity (after loading or a rebuild).
@@ -24,7 +23,9 @@ impl NameIndex {
         if self.trigrams.mostly_stale() || (dead >= 1024 && dead * 2 >= self.files.len()) {
             self.rebuild();
         } else if self.names.garbage() >= 1 << 16 && self.names.garbage() * 2 >= self.names.len() {
-            let in_order = Names::in_order(self.files.iter().filter(|r| r.live()).map(|r| r.name));
+            let in_order = self
+                .names
+                .in_order(self.files.iter().filter(|r| r.live()).map(|r| r.name));
             let live = self
                 .files
                 .iter_mut()
@@ -71,7 +72,7 @@ impl NameIndex {
             .map(|(s, h)| (m(s), h))
             .collect();
         drop(map);
-        let in_order = Names::in_order(self.files.iter().map(|r| r.name));
+        let in_order = self.names.in_order(self.files.iter().map(|r| r.name));
         self.names
             .compact(self.files.iter_mut().map(|r| &mut r.name), in_order);
         self.trigrams.clear();

@@ -109,7 +109,7 @@ fn names_are_compacted_after_churn() {
     assert_eq!(ix.files.len(), 1000, "dead records dropped");
     let live_bytes: usize = (0..3000)
         .filter(|i| i % 3 == 0)
-        .map(|i| 8 + format!("churned name {i}").len())
+        .map(|i| 10 + format!("churned name {i}").len())
         .sum();
     assert_eq!(ix.names.len(), live_bytes);
     assert_eq!(names(&ix, "name 2997"), ["churned name 2997"]);
