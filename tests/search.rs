@@ -158,6 +158,13 @@ async fn results_say_where_each_file_lives_and_words_match_directories() {
         assert_eq!(paths(&r), ["books/rust notes.epub"]);
         let r = found(&ix, &home, &["rust", "--newer", "30days"]);
         assert_eq!(r.1, 2);
+        // No word, only filters or exclusions: every file that passes them.
+        let r = found(&ix, &home, &["--type", "audio"]);
+        assert_eq!(paths(&r), ["music/rust song.mp3"]);
+        let r = found(&ix, &home, &["-python3", "-old", "--ext", "gz"]);
+        assert_eq!(paths(&r), ["usr/share/doc/bash/changelog.gz"]);
+        let out = run_peershare(&["search", "--index", &ix], &home);
+        assert!(!out.status.success(), "nothing to look for");
     })
     .await
     .unwrap();

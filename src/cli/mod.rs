@@ -274,8 +274,9 @@ pub enum Command {
     /// content id); names holding every word come first
     Search {
         /// Words to look for (case-insensitive, substrings count), "a phrase" (quoted for the
-        /// shell too: '"a phrase"'), -word to exclude, or a 64-hex content id
-        #[arg(required = true)]
+        /// shell too: '"a phrase"'), -word to exclude, or a 64-hex content id; none with a
+        /// filter or an exclusion: every file that passes them
+        #[arg(required_unless_present_any = ["exts", "kinds", "min_size", "max_size", "newer", "older", "exclude"])]
         query: Vec<String>,
         #[command(flatten)]
         filters: filters::FilterArgs,
