@@ -19,7 +19,7 @@ use crate::protocol::{
 };
 
 /// Bytes one `Browse` may hold of a whole listing (names and paths, each counted with
-/// [`ENTRY_BYTES`] beside it); a larger listing is refused (browse a subdirectory instead).
+/// `ENTRY_BYTES` = 96 beside it); a larger listing is refused (browse a subdirectory instead).
 pub const MAX_BROWSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Bytes of whole listings kept for the pages after the first.
@@ -122,7 +122,7 @@ impl ListingCache {
 impl IndexStore {
     /// One page of what peer `peer_id` (live since `live_since` ms, not ephemeral) shares
     /// under `path` (normalized by [`normalize_browse_path`]). The whole listing is read in
-    /// one pass of the peer's files below `path` and kept (at most [`CACHE_TTL`], and only
+    /// one pass of the peer's files below `path` and kept (at most `CACHE_TTL` = 10 s, and only
     /// while the name index's generation stays the same) for the following pages.
     pub fn browse(
         &self,
