@@ -148,7 +148,7 @@ async fn browse_lists_a_peers_tree_and_get_recreates_a_folder_from_every_source(
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].contains("docs/python3") && lines[0].contains("1 directories, 2 files"));
+    assert!(lines[0].contains("docs/python3") && lines[0].contains("1 directory, 2 files"));
     assert!(
         lines[1].contains("6.8 KiB") && lines[1].contains("3 files") && lines[1].ends_with("lib/")
     );

@@ -83,17 +83,17 @@ pub async fn run_browse(a: BrowseArgs) -> anyhow::Result<()> {
     };
     writeln!(
         out,
-        "peer {} {what}: {} directories, {} files",
+        "peer {} {what}: {}, {}",
         first.peer_id,
-        dirs.len(),
-        files.len()
+        count(dirs.len() as u64, "directory", "directories"),
+        count(files.len() as u64, "file", "files")
     )?;
     for d in &dirs {
         writeln!(
             out,
             "{:>10}  {:<64}  {}/",
             size(d.size),
-            format!("{} files", d.files),
+            count(d.files, "file", "files"),
             shown(&d.name)
         )?;
     }
@@ -107,4 +107,9 @@ pub async fn run_browse(a: BrowseArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(out.flush()?)
+}
+
+/// "1 file", "2 files".
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
