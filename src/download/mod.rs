@@ -30,8 +30,8 @@ pub use links::{
     LinkError, SourceLinks,
 };
 pub use names::{
-    DirIdentity, MAX_TARGET_DEPTH, make_subdirs, publish, sanitize_file_name,
-    sanitize_relative_path, still_subdir,
+    DirIdentity, MAX_TARGET_DEPTH, make_subdirs, open_subdirs, publish, sanitize_file_name,
+    sanitize_relative_path, still_subdir, through_handle,
 };
 pub use report::{DownloadReport, Progress, Source, SourceReport};
 pub use scheduler::PieceScheduler;

@@ -86,6 +86,16 @@ pub type DirIdentity = (u64, u64);
 /// followed, so nothing lands outside `root`. `dirs` must be sanitized components
 /// ([`sanitize_relative_path`]). Returns the directory's path and identity.
 pub fn make_subdirs(root: &Path, dirs: &[String]) -> io::Result<(PathBuf, DirIdentity)> {
+    open_subdirs(root, dirs).map(|(path, id, _)| (path, id))
+}
+
+/// [`make_subdirs`], keeping the last directory open: writing through its handle
+/// ([`through_handle`]) lands in that very directory even if its path is swapped for a link
+/// meanwhile.
+pub fn open_subdirs(
+    root: &Path,
+    dirs: &[String],
+) -> io::Result<(PathBuf, DirIdentity, std::fs::File)> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     std::fs::create_dir_all(root)?;
     let open = |at: libc::c_int, name: &CString| -> io::Result<OwnedFd> {
@@ -138,9 +148,18 @@ pub fn make_subdirs(root: &Path, dirs: &[String]) -> io::Result<(PathBuf, DirIde
             _ => io::Error::new(e.kind(), format!("{}: {e}", path.display())),
         })?;
     }
-    let meta = std::fs::File::from(dir).metadata()?;
+    let handle = std::fs::File::from(dir);
+    let meta = handle.metadata()?;
     use std::os::unix::fs::MetadataExt;
-    Ok((path, (meta.dev(), meta.ino())))
+    Ok((path, (meta.dev(), meta.ino()), handle))
+}
+
+/// A path that reaches the directory `handle` is open on whatever its own path now names
+/// (`/proc/self/fd/N`, while the handle stays open), or `None` without `/proc`.
+pub fn through_handle(handle: &std::fs::File) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    let via = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+    via.is_dir().then_some(via)
 }
 
 /// Whether `root/dirs…` still is, level by level without following a link, the directory
@@ -267,6 +286,29 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_through_a_handle_stay_in_the_directory_made_when_it_is_swapped_for_a_link() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, outside) = (t.path().join("out"), t.path().join("elsewhere"));
+        std::fs::create_dir_all(&outside).unwrap();
+        let (path, _, handle) = open_subdirs(&root, &["a".to_string()]).unwrap();
+        let via = through_handle(&handle).expect("/proc is mounted here");
+        // Someone swaps out/a for a link to a directory outside the target.
+        std::fs::rename(&path, root.join("a-moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, &path).unwrap();
+        std::fs::write(via.join("f.part"), b"bytes").unwrap();
+        std::fs::rename(via.join("f.part"), via.join("f")).unwrap();
+        assert_eq!(std::fs::read(root.join("a-moved/f")).unwrap(), b"bytes");
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing outside"
+        );
+        // And a path through the link is refused when the directories are made again.
+        let err = open_subdirs(&root, &["a".to_string()]).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
 
     #[test]
     fn hostile_names_become_plain_names() {

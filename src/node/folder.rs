@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use super::{GetError, GetOptions, LOOKUP_BATCH, download_stream_into, lookup_many};
 use crate::content::ContentId;
 use crate::download::{
-    DirIdentity, DownloadError, DownloadReport, make_subdirs, publish, sanitize_relative_path,
-    still_subdir,
+    DirIdentity, DownloadError, DownloadReport, open_subdirs, publish, sanitize_relative_path,
+    still_subdir, through_handle,
 };
 use crate::index::{IndexClient, IndexClientError};
 use crate::protocol::{Browse, MAX_BROWSE_LIMIT};
@@ -155,8 +155,8 @@ pub async fn list_folder(
 enum Plan {
     /// It is already at its path.
     Have(DownloadReport),
-    /// Download it into this directory (made, with this identity).
-    Fetch(PathBuf, DirIdentity),
+    /// Download it into this directory (made, with this identity, and open).
+    Fetch(PathBuf, DirIdentity, std::fs::File),
     /// Its directory could not be made.
     Failed(GetError),
 }
@@ -239,11 +239,11 @@ pub async fn get_tree(
             fetch
                 .into_iter()
                 .map(|i| {
-                    let plan = match make_subdirs(&out, &places[i].dirs) {
-                        Ok((dir, id)) => {
+                    let plan = match open_subdirs(&out, &places[i].dirs) {
+                        Ok((dir, id, handle)) => {
                             match already_there(&dir.join(&places[i].name), &listed[i]) {
                                 Some(r) => Plan::Have(r),
-                                None => Plan::Fetch(dir, id),
+                                None => Plan::Fetch(dir, id, handle),
                             }
                         }
                         Err(e) => Plan::Failed(target_err(out.join(places[i].rel()), e)),
@@ -256,13 +256,22 @@ pub async fn get_tree(
         .map_err(|_| FolderError::TaskFailed)?
     };
     let mut made: HashMap<usize, DirIdentity> = HashMap::new();
+    // Each directory stays open until its downloads are done, and they write through its
+    // handle: a directory swapped for a link meanwhile cannot send the bytes elsewhere.
+    let mut handles: HashMap<DirIdentity, (std::fs::File, Option<PathBuf>)> = HashMap::new();
+    let mut real: HashMap<usize, PathBuf> = HashMap::new();
     let mut wanted = Vec::new();
     for (i, plan) in planned {
         match plan {
             Plan::Have(r) => results[i] = Some(Ok(r)),
-            Plan::Fetch(dir, id) => {
+            Plan::Fetch(dir, id, handle) => {
                 made.insert(i, id);
-                wanted.push((i, dir));
+                let (_, via) = handles.entry(id).or_insert_with(|| {
+                    let via = through_handle(&handle);
+                    (handle, via)
+                });
+                wanted.push((i, via.clone().unwrap_or_else(|| dir.clone())));
+                real.insert(i, dir);
             }
             Plan::Failed(e) => results[i] = Some(Err(e)),
         }
@@ -304,6 +313,13 @@ pub async fn get_tree(
         let (listed, places, out) = (listed.clone(), places.clone(), out.to_path_buf());
         tokio::task::spawn_blocking(move || {
             for ((i, _), r) in wanted.iter().zip(fetched) {
+                let r = r.map(|mut r| {
+                    // Reported under its real path, not the handle's.
+                    if let (Some(dir), Some(name)) = (real.get(i), r.path.file_name()) {
+                        r.path = dir.join(name);
+                    }
+                    r
+                });
                 results[*i] = Some(r.and_then(|r| checked(&out, &places[*i], made[i], r)));
             }
             for (i, f) in listed.iter().enumerate() {
@@ -403,10 +419,12 @@ fn copy_to(
 ) -> Result<DownloadReport, GetError> {
     let started = Instant::now();
     let err = |e| target_err(out.join(place.rel()), e);
-    let (dir, _) = make_subdirs(out, &place.dirs).map_err(err)?;
-    if let Some(r) = already_there(&dir.join(&place.name), f) {
+    let (real, _, handle) = open_subdirs(out, &place.dirs).map_err(err)?;
+    if let Some(r) = already_there(&real.join(&place.name), f) {
         return Ok(r);
     }
+    // Written through the directory's handle, as downloads are.
+    let dir = through_handle(&handle).unwrap_or_else(|| real.clone());
     let temp = dir.join(format!(".{}.peershare-copy", f.content_id.to_hex()));
     let copy = || -> std::io::Result<PathBuf> {
         let mut src = std::fs::OpenOptions::new()
@@ -427,6 +445,11 @@ fn copy_to(
         let _ = std::fs::remove_file(&temp);
         err(e)
     })?;
+    let path = match path.file_name() {
+        Some(name) => real.join(name),
+        None => path,
+    };
+    drop(handle);
     Ok(DownloadReport {
         content_id: f.content_id,
         path,
