@@ -619,7 +619,10 @@ fn run(config: Config, receiver: Receiver<ActorMessage>) {
             }
         }
         Err(err) => {
-            if let Ok(ActorMessage::Check(sender)) = receiver.try_recv() {
+            // `Dht::new` sends this Check right after spawning the thread: wait for it (with
+            // `try_recv` the error was lost whenever the thread got here first, and `Dht::new`
+            // panicked instead of returning it).
+            if let Ok(ActorMessage::Check(sender)) = receiver.recv() {
                 let _ = sender.send(Err(err));
             }
         }

@@ -24,7 +24,7 @@ use crate::common::{
     GetMutableResponseArguments, GetPeersResponseArguments, GetValueRequestArguments, Id, Message,
     MessageType, MutableItem, NoMoreRecentValueResponseArguments, NoValuesResponseArguments, Node,
     PutRequestSpecific, RequestSpecific, RequestTypeSpecific, ResponseSpecific, RoutingTable,
-    MAX_BUCKET_SIZE_K,
+    TransactionId, MAX_BUCKET_SIZE_K,
 };
 use server::Server;
 
@@ -48,7 +48,13 @@ pub const DEFAULT_BOOTSTRAP_NODES: [&str; 4] = [
 ];
 
 const REFRESH_TABLE_INTERVAL: Duration = Duration::from_secs(15 * 60);
-const PING_TABLE_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// How often nodes not heard from in a while are pinged: with [`MAX_NODE_FAILURES`], a node
+/// that went away leaves every routing table that holds it within two of these.
+const PING_TABLE_INTERVAL: Duration = Duration::from_secs(45);
+/// Requests in a row a node may leave unanswered before it leaves the routing table.
+pub const MAX_NODE_FAILURES: u8 = 2;
+/// Most nodes whose failures are counted at once (only routing-table nodes are counted).
+const MAX_FAILING_NODES: usize = 4096;
 
 /// Result of `tick_get_queries`: completed queries and whether self-findnode finished.
 type GetQueriesResult = (Vec<GetQueryOutcome>, bool);
@@ -98,6 +104,9 @@ pub struct Rpc {
 
     public_address: Option<SocketAddrV4>,
     firewalled: bool,
+
+    /// Routing-table nodes that left requests unanswered, with how many in a row.
+    failures: HashMap<SocketAddrV4, u8>,
 }
 
 impl Rpc {
@@ -147,6 +156,8 @@ impl Rpc {
 
             public_address: None,
             firewalled: true,
+
+            failures: HashMap::new(),
         })
     }
 
@@ -237,6 +248,8 @@ impl Rpc {
 
         self.periodic_node_maintenance();
 
+        self.drop_failed_nodes();
+
         let new_query_response = self.handle_message();
 
         if finished_self_findnode {
@@ -251,7 +264,7 @@ impl Rpc {
     }
 
     /// Send a request to the given address and return the transaction_id
-    pub fn request(&mut self, address: SocketAddrV4, request: RequestSpecific) -> u32 {
+    pub fn request(&mut self, address: SocketAddrV4, request: RequestSpecific) -> u16 {
         self.socket.request(address, request)
     }
 
@@ -259,14 +272,19 @@ impl Rpc {
     pub fn response(
         &mut self,
         address: SocketAddrV4,
-        transaction_id: u32,
+        transaction_id: TransactionId,
         response: ResponseSpecific,
     ) {
         self.socket.response(address, transaction_id, response)
     }
 
     /// Send an error to the given address.
-    pub fn error(&mut self, address: SocketAddrV4, transaction_id: u32, error: ErrorSpecific) {
+    pub fn error(
+        &mut self,
+        address: SocketAddrV4,
+        transaction_id: TransactionId,
+        error: ErrorSpecific,
+    ) {
         self.socket.error(address, transaction_id, error)
     }
 
@@ -322,7 +340,14 @@ impl Rpc {
                 !closest_nodes.is_empty() && closest_nodes.iter().any(Node::valid_token)
             })
         {
-            query.start(&mut self.socket, &closest_nodes)?
+            query.start(&mut self.socket, &closest_nodes, *self.routing_table.id())?
+        } else if let PutRequestSpecific::AnnouncePeer(_) = request {
+            // Tokens for announce_peer come from get_peers (BEP 5): nodes without BEP 44
+            // (Transmission's, for one) answer a BEP 44 `get` with an error and no token.
+            self.get(
+                GetRequestSpecific::GetPeers(GetPeersRequestArguments { info_hash: target }),
+                None,
+            );
         } else {
             let salt = match request {
                 PutRequestSpecific::PutMutable(args) => args.salt,
@@ -459,7 +484,8 @@ impl Rpc {
     fn handle_request(
         &mut self,
         from: SocketAddrV4,
-        transaction_id: u32,
+        transaction_id: TransactionId,
+        read_only: bool,
         request_specific: RequestSpecific,
     ) {
         // By default we only add nodes that responds to our requests.
@@ -467,9 +493,14 @@ impl Rpc {
         // This is the only exception; the first node creating the DHT,
         // without this exception, the bootstrapping node's routing table
         // will never be populated.
-        if self.bootstrap.is_empty() {
-            if let RequestTypeSpecific::FindNode(param) = &request_specific.request_type {
-                self.routing_table.add(Node::new(param.target, from));
+        //
+        // A read-only node (BEP 43) is never added: it answers no queries, and handing it out
+        // would make every lookup that reaches it wait out a timeout. The node is filed under
+        // the id it sent, not the target it asked about.
+        if self.bootstrap.is_empty() && !read_only {
+            if let RequestTypeSpecific::FindNode(_) = &request_specific.request_type {
+                self.routing_table
+                    .add(Node::new(request_specific.requester_id, from));
             }
         }
 
@@ -542,12 +573,14 @@ impl Rpc {
     /// - `Some((target, Response))` when a terminal value is obtained for the query.
     /// - `None` otherwise.
     fn handle_response(&mut self, from: SocketAddrV4, message: Message) -> Option<(Id, Response)> {
+        // The socket passes only responses to our own (2-byte) ids.
+        let tid = message.transaction_id.ours()?;
         // If someone claims to be readonly, then let's not store anything even if they respond.
         if message.read_only {
             if let Some(query) = self
                 .iterative_queries
                 .values_mut()
-                .find(|query| query.is_inflight_query_request(message.transaction_id))
+                .find(|query| query.is_inflight_query_request(tid))
             {
                 query.record_invalid_response();
             }
@@ -555,11 +588,19 @@ impl Rpc {
             return None;
         };
 
+        // Any answer to one of our requests (the socket checked its id and address) shows the
+        // node is alive: it is added to, or refreshed in, the routing table, and its failures
+        // are forgotten. This includes answers to maintenance pings and to announcements.
+        if let Some(id) = message.get_author_id() {
+            self.routing_table.add(Node::new(id, from));
+        }
+        self.failures.remove(&from);
+
         // If the response looks like a Ping response, check StoreQueries for the transaction_id.
         if let Some(query) = self
             .put_queries
             .values_mut()
-            .find(|query| query.inflight(message.transaction_id))
+            .find(|query| query.inflight(tid))
         {
             match message.message_type {
                 MessageType::Response(ResponseSpecific::Ping(_)) => {
@@ -573,31 +614,29 @@ impl Rpc {
             return None;
         }
 
-        let mut should_add_node = false;
-        let author_id = message.get_author_id();
         let from_version = message.version.to_owned();
 
         // Get corresponding query for message.transaction_id
         if let Some(query) = self
             .iterative_queries
             .values_mut()
-            .find(|query| query.is_inflight(message.transaction_id))
+            .find(|query| query.is_inflight(tid))
         {
-            let is_query_response = query.is_inflight_query_request(message.transaction_id);
+            let is_query_response = query.is_inflight_query_request(tid);
             let is_mutable_get_query_response = is_query_response
                 && matches!(
                     &query.request.request_type,
                     RequestTypeSpecific::GetValue(_)
                 );
 
-            // KrpcSocket would not give us a response from the wrong address for the transaction_id
-            should_add_node = true;
 
             if let Some(nodes) = message.get_closer_nodes() {
                 for node in nodes {
                     query.add_candidate(node.clone());
                 }
             }
+
+            query.answered(from);
 
             if let Some((responder_id, token)) = message.get_token() {
                 query.add_responding_node(Node::new_with_token(responder_id, from, token.into()));
@@ -753,14 +792,6 @@ impl Rpc {
             };
         };
 
-        if should_add_node {
-            // Add a node to our routing table on any expected incoming response.
-
-            if let Some(id) = author_id {
-                self.routing_table.add(Node::new(id, from));
-            }
-        }
-
         None
     }
 
@@ -786,6 +817,32 @@ impl Rpc {
 
         if should_populate {
             self.populate();
+        }
+    }
+
+    /// Counts the requests that timed out against routing-table nodes, and removes a node after
+    /// [`MAX_NODE_FAILURES`] in a row, so that it is neither asked again nor handed out to
+    /// others (a dead node costs every lookup that meets it a wait).
+    fn drop_failed_nodes(&mut self) {
+        for address in self.socket.take_timed_out() {
+            let Some(id) = self
+                .routing_table
+                .nodes()
+                .find(|n| n.address() == address)
+                .map(|n| *n.id())
+            else {
+                continue;
+            };
+            if self.failures.len() >= MAX_FAILING_NODES {
+                self.failures.clear();
+            }
+            let count = self.failures.entry(address).or_insert(0);
+            *count += 1;
+            if *count >= MAX_NODE_FAILURES {
+                debug!(?address, "Removing a node that stopped answering");
+                self.failures.remove(&address);
+                self.routing_table.remove(&id);
+            }
         }
     }
 
@@ -1072,7 +1129,8 @@ impl Rpc {
                 continue;
             }
 
-            if let Err(error) = put_query.start(&mut self.socket, &done.closest_nodes) {
+            let id = *self.routing_table.id();
+            if let Err(error) = put_query.start(&mut self.socket, &done.closest_nodes, id) {
                 done_put.push((done.id, Err(error)))
             }
         }
@@ -1088,7 +1146,7 @@ impl Rpc {
             .recv_from()
             .and_then(|(message, from)| match message.message_type {
                 MessageType::Request(request_specific) => {
-                    self.handle_request(from, message.transaction_id, request_specific);
+                    self.handle_request(from, message.transaction_id, message.read_only, request_specific);
                     None
                 }
                 _ => self.handle_response(from, message),
@@ -1233,7 +1291,7 @@ mod tests {
         let response = rpc.handle_response(
             responder,
             Message {
-                transaction_id: 0,
+                transaction_id: TransactionId::from_u16(0),
                 message_type: MessageType::Response(ResponseSpecific::FindNode(
                     FindNodeResponseArguments {
                         responder_id: Id::random(),

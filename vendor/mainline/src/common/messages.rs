@@ -9,13 +9,78 @@ mod internal;
 use std::convert::TryInto;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use serde_bytes::ByteBuf;
+
 use crate::common::{Id, Node, ID_SIZE};
 
 use super::InvalidIdSize;
 
+/// Longest transaction id accepted from others (BEP 5 leaves the length open; libtorrent uses 2
+/// bytes, mainline used 4). Longer ones are refused, so a message can't make us echo a large blob.
+pub const MAX_TRANSACTION_ID_LEN: usize = 16;
+
+/// A KRPC transaction id as it came on the wire: our own requests use 2 bytes (a `u16`
+/// counter), a response echoes whatever the requester sent.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TransactionId {
+    len: u8,
+    bytes: [u8; MAX_TRANSACTION_ID_LEN],
+}
+
+impl TransactionId {
+    /// The 2-byte id of one of our own requests.
+    pub fn from_u16(n: u16) -> Self {
+        let mut bytes = [0u8; MAX_TRANSACTION_ID_LEN];
+        bytes[..2].copy_from_slice(&n.to_be_bytes());
+        TransactionId { len: 2, bytes }
+    }
+
+    /// An id from the wire, if it is not too long.
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        if b.len() > MAX_TRANSACTION_ID_LEN {
+            return None;
+        }
+        let mut bytes = [0u8; MAX_TRANSACTION_ID_LEN];
+        bytes[..b.len()].copy_from_slice(b);
+        Some(TransactionId {
+            len: b.len() as u8,
+            bytes,
+        })
+    }
+
+    /// The bytes on the wire.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    /// The counter value, when this has the form of our own ids (2 bytes).
+    pub fn ours(&self) -> Option<u16> {
+        match self.as_bytes() {
+            [a, b] => Some(u16::from_be_bytes([*a, *b])),
+            _ => None,
+        }
+    }
+}
+
+impl From<u16> for TransactionId {
+    fn from(n: u16) -> Self {
+        TransactionId::from_u16(n)
+    }
+}
+
+impl std::fmt::Debug for TransactionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TransactionId(")?;
+        for b in self.as_bytes() {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ")")
+    }
+}
+
 #[derive(Debug, PartialEq, Clone)]
 pub(crate) struct Message {
-    pub transaction_id: u32,
+    pub transaction_id: TransactionId,
 
     /// The version of the requester or responder.
     pub version: Option<[u8; 4]>,
@@ -214,11 +279,11 @@ pub struct PutMutableRequestArguments {
 impl Message {
     fn into_serde_message(self) -> internal::DHTMessage {
         internal::DHTMessage {
-            transaction_id: self.transaction_id.to_be_bytes(),
-            version: self.version,
+            transaction_id: ByteBuf::from(self.transaction_id.as_bytes()),
+            version: self.version.map(|v| ByteBuf::from(v.to_vec())),
             ip: self
                 .requester_ip
-                .map(|sockaddr| sockaddr_to_bytes(&sockaddr)),
+                .map(|sockaddr| ByteBuf::from(sockaddr_to_bytes(&sockaddr).to_vec())),
             read_only: if self.read_only { Some(1) } else { Some(0) },
             variant: match self.message_type {
                 MessageType::Request(RequestSpecific {
@@ -401,10 +466,13 @@ impl Message {
 
     fn from_serde_message(msg: internal::DHTMessage) -> Result<Message, DecodeMessageError> {
         Ok(Message {
-            transaction_id: u32::from_be_bytes(msg.transaction_id),
-            version: msg.version,
+            transaction_id: TransactionId::from_slice(&msg.transaction_id)
+                .ok_or(DecodeMessageError::InvalidTransactionId)?,
+            // A version of another length is someone else's format: read as none.
+            version: msg.version.and_then(|v| v.as_slice().try_into().ok()),
+            // Only the IPv4 form is used; an IPv6 one is ignored rather than refused.
             requester_ip: match msg.ip {
-                Some(ip) => Some(bytes_to_sockaddr(ip)?),
+                Some(ip) if ip.len() == 6 => Some(bytes_to_sockaddr(ip)?),
                 _ => None,
             },
             read_only: if let Some(read_only) = msg.read_only {
@@ -771,6 +839,9 @@ pub enum DecodeMessageError {
     #[error("Wrong number of bytes for sockaddr")]
     InvalidSocketAddrEncodingLength,
 
+    #[error("transaction id longer than {MAX_TRANSACTION_ID_LEN} bytes")]
+    InvalidTransactionId,
+
     #[error("mutable put message is missing a sequence number")]
     MissingMutableSequence,
 
@@ -794,7 +865,7 @@ mod tests {
     #[test]
     fn test_ping_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: TransactionId::from_u16(258),
             version: None,
             requester_ip: None,
             read_only: false,
@@ -814,7 +885,7 @@ mod tests {
     #[test]
     fn test_ping_response() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: TransactionId::from_u16(258),
             version: Some([0xde, 0xad, 0, 1]),
             requester_ip: Some("99.100.101.102:1030".parse().unwrap()),
             read_only: false,
@@ -833,7 +904,7 @@ mod tests {
     #[test]
     fn test_find_node_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: TransactionId::from_u16(258),
             version: Some([0x62, 0x61, 0x72, 0x66]),
             requester_ip: None,
             read_only: false,
@@ -855,7 +926,7 @@ mod tests {
     #[test]
     fn test_find_node_request_read_only() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: TransactionId::from_u16(258),
             version: Some([0x62, 0x61, 0x72, 0x66]),
             requester_ip: None,
             read_only: true,
@@ -877,7 +948,7 @@ mod tests {
     #[test]
     fn test_find_node_response() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: TransactionId::from_u16(258),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -909,7 +980,7 @@ mod tests {
     #[test]
     fn test_get_peers_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: TransactionId::from_u16(258),
             version: Some([72, 73, 0, 1]),
             requester_ip: None,
             read_only: false,
@@ -931,7 +1002,7 @@ mod tests {
     #[test]
     fn test_get_peers_response() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: TransactionId::from_u16(3),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: true,
@@ -970,7 +1041,7 @@ mod tests {
     #[test]
     fn test_get_peers_response_peers() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: TransactionId::from_u16(3),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -996,7 +1067,7 @@ mod tests {
         let serde_message = internal::DHTMessage {
             ip: None,
             read_only: None,
-            transaction_id: [1, 2, 3, 4],
+            transaction_id: ByteBuf::from(vec![1, 2, 3, 4]),
             version: None,
             variant: internal::DHTMessageVariant::Response(
                 internal::DHTResponseSpecific::NoValues {
@@ -1018,7 +1089,7 @@ mod tests {
     #[test]
     fn test_get_immutable_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: TransactionId::from_u16(258),
             version: Some([72, 73, 0, 1]),
             requester_ip: None,
             read_only: false,
@@ -1042,7 +1113,7 @@ mod tests {
     #[test]
     fn test_get_immutable_response() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: TransactionId::from_u16(3),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -1066,7 +1137,7 @@ mod tests {
     #[test]
     fn test_put_immutable_request() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: TransactionId::from_u16(3),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -1094,7 +1165,7 @@ mod tests {
     #[test]
     fn test_put_mutable_request() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: TransactionId::from_u16(3),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -1127,7 +1198,7 @@ mod tests {
         let message = internal::DHTMessage {
             ip: None,
             read_only: None,
-            transaction_id: [1, 2, 3, 4],
+            transaction_id: ByteBuf::from(vec![1, 2, 3, 4]),
             version: None,
             variant: internal::DHTMessageVariant::Request(internal::DHTRequestSpecific::PutValue {
                 arguments: internal::DHTPutValueRequestArguments {
@@ -1155,7 +1226,7 @@ mod tests {
         let message = internal::DHTMessage {
             ip: None,
             read_only: None,
-            transaction_id: [1, 2, 3, 4],
+            transaction_id: ByteBuf::from(vec![1, 2, 3, 4]),
             version: None,
             variant: internal::DHTMessageVariant::Request(internal::DHTRequestSpecific::PutValue {
                 arguments: internal::DHTPutValueRequestArguments {
@@ -1183,7 +1254,7 @@ mod tests {
         let immutable_put = || internal::DHTMessage {
             ip: None,
             read_only: None,
-            transaction_id: [1, 2, 3, 4],
+            transaction_id: ByteBuf::from(vec![1, 2, 3, 4]),
             version: None,
             variant: internal::DHTMessageVariant::Request(internal::DHTRequestSpecific::PutValue {
                 arguments: internal::DHTPutValueRequestArguments {

@@ -45,10 +45,17 @@ impl RoutingTable {
             return false;
         }
 
-        if self
-            .buckets()
-            .values()
-            .any(|bucket| node.already_exists(&bucket.nodes))
+        // A node already here is refreshed (its last_seen), not refused as a second node on
+        // its IP: otherwise no node is ever refreshed, and live nodes go stale and are purged.
+        let known = self
+            .buckets
+            .get(&distance)
+            .is_some_and(|bucket| bucket.iter().any(|n| n.id() == node.id()));
+        if !known
+            && self
+                .buckets()
+                .values()
+                .any(|bucket| node.already_exists(&bucket.nodes))
         {
             return false;
         };

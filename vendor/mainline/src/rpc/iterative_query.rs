@@ -1,8 +1,8 @@
 //! Manage iterative queries and their corresponding request/response.
 
 use std::collections::HashMap;
-use std::collections::HashSet;
 use std::net::SocketAddrV4;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 
@@ -78,6 +78,13 @@ impl GetMutableOutcome {
     }
 }
 
+/// One address a query asked.
+#[derive(Debug, Clone, Copy)]
+struct Visit {
+    sent: Instant,
+    answered: bool,
+}
+
 /// An iterative process of concurrently sending a request to the closest known nodes to
 /// the target, updating the routing table with closer nodes discovered in the responses, and
 /// repeating this process until no closer nodes (that aren't already queried) are found.
@@ -86,9 +93,11 @@ pub(crate) struct IterativeQuery {
     pub request: RequestSpecific,
     closest: ClosestNodes,
     responders: ClosestNodes,
-    inflight_requests: Vec<u32>,
-    query_requests: Vec<u32>,
-    visited: HashSet<SocketAddrV4>,
+    /// Requests sent, with when.
+    inflight_requests: Vec<(u16, Instant)>,
+    query_requests: Vec<u16>,
+    /// Every address asked, with when, and whether it answered.
+    visited: HashMap<SocketAddrV4, Visit>,
     responses: Vec<Response>,
     mutable_outcome: GetMutableOutcome,
     public_address_votes: HashMap<SocketAddrV4, u16>,
@@ -132,7 +141,7 @@ impl IterativeQuery {
 
             inflight_requests: Vec::new(),
             query_requests: Vec::new(),
-            visited: HashSet::new(),
+            visited: HashMap::new(),
 
             responses: Vec::new(),
             mutable_outcome: GetMutableOutcome::default(),
@@ -185,7 +194,8 @@ impl IterativeQuery {
 
     /// Force start query traversal by visiting closest nodes.
     pub fn start(&mut self, socket: &mut KrpcSocket) {
-        self.visit_closest(socket);
+        let slow_after = socket.slow_after();
+        self.visit_closest(socket, slow_after);
     }
 
     /// Add a candidate node to query on next tick if it is among the closest nodes.
@@ -205,29 +215,37 @@ impl IterativeQuery {
     /// Visit explicitly given addresses, and add them to the visited set.
     /// only used from the Rpc when calling bootstrapping nodes.
     pub fn visit(&mut self, socket: &mut KrpcSocket, address: SocketAddrV4) {
+        // The query itself, under this node's own id: its answer also tells whether the node is
+        // alive (it is added to the routing table then), so no separate ping is sent, and no
+        // message goes out under any other id (other nodes file us under the ids we use).
         let tid = socket.request(address, self.request.clone());
-        self.inflight_requests.push(tid);
+        let now = Instant::now();
+        self.inflight_requests.push((tid, now));
         self.query_requests.push(tid);
 
-        let tid = socket.request(
+        self.visited.insert(
             address,
-            RequestSpecific {
-                requester_id: Id::random(),
-                request_type: RequestTypeSpecific::Ping,
+            Visit {
+                sent: now,
+                answered: false,
             },
         );
-        self.inflight_requests.push(tid);
-
-        self.visited.insert(address);
     }
 
     /// Return true if a response (by transaction_id) is expected by this query.
-    pub fn is_inflight(&self, tid: u32) -> bool {
-        self.inflight_requests.contains(&tid)
+    pub fn is_inflight(&self, tid: u16) -> bool {
+        self.inflight_requests.iter().any(|(t, _)| *t == tid)
+    }
+
+    /// Notes that `from` answered (so it counts among the closest nodes that are alive).
+    pub fn answered(&mut self, from: SocketAddrV4) {
+        if let Some(v) = self.visited.get_mut(&from) {
+            v.answered = true;
+        }
     }
 
     /// Return true if the transaction belongs to the primary query request, not the liveness ping.
-    pub fn is_inflight_query_request(&self, tid: u32) -> bool {
+    pub fn is_inflight_query_request(&self, tid: u16) -> bool {
         self.query_requests.contains(&tid)
     }
 
@@ -273,15 +291,18 @@ impl IterativeQuery {
     ///
     /// Returns true if it is done.
     pub fn tick(&mut self, socket: &mut KrpcSocket) -> bool {
+        let slow_after = socket.slow_after();
         // Visit closest nodes
-        self.visit_closest(socket);
+        self.visit_closest(socket, slow_after);
 
-        // If no more inflight_requests are inflight in the socket (not timed out),
-        // then the query is done.
+        // Done when no request is still expected: each was answered, timed out, or has been
+        // unanswered for longer than `slow_after`. A dead node among the closest (after churn,
+        // every lookup meets some) then costs `slow_after`, not the whole request timeout; an
+        // answer that comes later is still used while the query runs.
         let done = !self
             .inflight_requests
             .iter()
-            .any(|&tid| socket.inflight(tid));
+            .any(|&(tid, sent)| socket.inflight(tid) && sent.elapsed() < slow_after);
 
         if done {
             debug!(id=?self.target(), closest = ?self.closest.len(), visited = ?self.visited.len(), responders = ?self.responders.len(), "Done query");
@@ -293,15 +314,26 @@ impl IterativeQuery {
     // === Private Methods ===
 
     /// Visit the closest candidates and remove them as candidates
-    fn visit_closest(&mut self, socket: &mut KrpcSocket) {
-        let to_visit = self
-            .closest
-            .nodes()
-            .iter()
-            .take(MAX_BUCKET_SIZE_K)
-            .filter(|node| !self.visited.contains(&node.address()))
-            .map(|node| node.address())
-            .collect::<Vec<_>>();
+    ///
+    /// The closest `K` are those that answered, are not yet asked, or were asked less than
+    /// `slow_after` ago: one that is slow or dead makes room for the next, so the query still
+    /// reaches the `K` closest nodes that are alive.
+    fn visit_closest(&mut self, socket: &mut KrpcSocket, slow_after: Duration) {
+        let mut counted = 0;
+        let mut to_visit = Vec::new();
+        for node in self.closest.nodes() {
+            if counted == MAX_BUCKET_SIZE_K {
+                break;
+            }
+            match self.visited.get(&node.address()) {
+                None => {
+                    to_visit.push(node.address());
+                    counted += 1;
+                }
+                Some(v) if v.answered || v.sent.elapsed() < slow_after => counted += 1,
+                Some(_) => {}
+            }
+        }
 
         for address in to_visit {
             self.visit(socket, address);

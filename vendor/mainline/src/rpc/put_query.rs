@@ -18,7 +18,7 @@ pub struct PutQuery {
     pub target: Id,
     /// Nodes that confirmed success
     stored_at: u32,
-    inflight_requests: Vec<u32>,
+    inflight_requests: Vec<u16>,
     pub request: PutRequestSpecific,
     errors: Vec<(u8, ErrorSpecific)>,
     extra_nodes: Box<[Node]>,
@@ -40,6 +40,7 @@ impl PutQuery {
         &mut self,
         socket: &mut KrpcSocket,
         closest_nodes: &[Node],
+        requester_id: Id,
     ) -> Result<(), PutError> {
         assert!(!self.started(), "should not call PutQuery::start() twice");
 
@@ -61,7 +62,7 @@ impl PutQuery {
                 let tid = socket.request(
                     node.address(),
                     RequestSpecific {
-                        requester_id: Id::random(),
+                        requester_id,
                         request_type: RequestTypeSpecific::Put(PutRequest {
                             token,
                             put_request_type: self.request.clone(),
@@ -80,7 +81,7 @@ impl PutQuery {
         !self.inflight_requests.is_empty()
     }
 
-    pub fn inflight(&self, tid: u32) -> bool {
+    pub fn inflight(&self, tid: u16) -> bool {
         self.inflight_requests.contains(&tid)
     }
 

@@ -85,6 +85,11 @@ pub struct ServerSettings {
     ///
     /// Defaults to [MAX_PEERS]
     pub max_peers_per_info_hash: usize,
+    /// The maximum peers stored over all info_hashes (the least recently used info_hashes
+    /// make room), so that the memory announcements can take is bounded.
+    ///
+    /// Defaults to [MAX_INFO_HASHES] × [MAX_PEERS]
+    pub max_total_peers: usize,
     /// Maximum number of immutable values to store.
     ///
     /// Defaults to [MAX_VALUES]
@@ -104,6 +109,7 @@ impl Default for ServerSettings {
         Self {
             max_info_hashes: MAX_INFO_HASHES,
             max_peers_per_info_hash: MAX_PEERS,
+            max_total_peers: MAX_INFO_HASHES * MAX_PEERS,
             max_mutable_values: MAX_VALUES,
             max_immutable_values: MAX_VALUES,
 
@@ -119,12 +125,13 @@ impl Server {
 
         Self {
             tokens,
-            peers: PeersStore::new(
+            peers: PeersStore::with_total(
                 NonZeroUsize::new(settings.max_info_hashes).unwrap_or(
                     NonZeroUsize::new(MAX_INFO_HASHES).expect("MAX_PEERS is NonZeroUsize"),
                 ),
                 NonZeroUsize::new(settings.max_peers_per_info_hash)
                     .unwrap_or(NonZeroUsize::new(MAX_PEERS).expect("MAX_PEERS is NonZeroUsize")),
+                settings.max_total_peers,
             ),
 
             immutable_values: LruCache::new(

@@ -1,7 +1,9 @@
 //! UDP socket layer managing incoming/outgoing requests and responses.
 
 mod inflight_requests;
-use crate::common::{ErrorSpecific, Message, MessageType, RequestSpecific, ResponseSpecific};
+use crate::common::{
+    ErrorSpecific, Message, MessageType, RequestSpecific, ResponseSpecific, TransactionId,
+};
 use inflight_requests::InflightRequests;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -22,16 +24,39 @@ pub const READ_TIMEOUT: Duration = Duration::from_millis(50);
 /// Cleanup interval for expired inflight requests to avoid overhead on every recv
 const INFLIGHT_CLEANUP_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Shortest time an unanswered request holds up a lookup (see [`KrpcSocket::slow_after`]).
+pub const MIN_SLOW_AFTER: Duration = Duration::from_millis(100);
+
+/// Most timed-out addresses kept until the routing table has looked at them.
+const MAX_TIMED_OUT: usize = 4096;
+
+/// Round-trip times of answered requests, smoothed as TCP does (RFC 6298).
+#[derive(Debug, Clone, Copy)]
+struct RttEstimate {
+    srtt: Duration,
+    rttvar: Duration,
+}
+
+impl RttEstimate {
+    fn update(&mut self, rtt: Duration) {
+        let diff = self.srtt.abs_diff(rtt);
+        self.rttvar = (self.rttvar * 3 + diff) / 4;
+        self.srtt = (self.srtt * 7 + rtt) / 8;
+    }
+}
+
 /// A UdpSocket wrapper that formats and correlates DHT requests and responses.
 #[derive(Debug)]
 pub struct KrpcSocket {
-    next_tid: u32,
+    next_tid: u16,
     socket: UdpSocket,
     pub(crate) server_mode: bool,
     inflight_requests: InflightRequests,
     last_cleanup: Instant,
     local_addr: SocketAddrV4,
-    // poll_interval: Duration,
+    rtt: Option<RttEstimate>,
+    /// Addresses whose requests timed out since the last [`KrpcSocket::take_timed_out`].
+    timed_out: Vec<SocketAddrV4>,
 }
 
 impl KrpcSocket {
@@ -63,6 +88,8 @@ impl KrpcSocket {
             inflight_requests: InflightRequests::new(request_timeout),
             last_cleanup: Instant::now(),
             local_addr,
+            rtt: None,
+            timed_out: Vec::new(),
         })
     }
 
@@ -91,19 +118,36 @@ impl KrpcSocket {
         self.local_addr
     }
 
+    /// How long an unanswered request may hold up a lookup before the node is treated as slow
+    /// (and the lookup goes on without it): four deviations above the smoothed round-trip time
+    /// of answered requests, at least [`MIN_SLOW_AFTER`], at most the request timeout (which it
+    /// is until a first answer comes).
+    pub fn slow_after(&self) -> Duration {
+        let timeout = self.inflight_requests.timeout();
+        match self.rtt {
+            None => timeout,
+            Some(e) => (e.srtt + e.rttvar * 4).clamp(MIN_SLOW_AFTER.min(timeout), timeout),
+        }
+    }
+
+    /// The addresses whose requests timed out since the last call (each time one did).
+    pub fn take_timed_out(&mut self) -> Vec<SocketAddrV4> {
+        std::mem::take(&mut self.timed_out)
+    }
+
     // === Public Methods ===
 
     /// Returns true if this message's transaction_id is still inflight
-    pub fn inflight(&self, transaction_id: u32) -> bool {
+    pub fn inflight(&self, transaction_id: u16) -> bool {
         self.inflight_requests.contains(transaction_id)
     }
 
     /// Send a request to the given address and return the transaction_id
-    pub fn request(&mut self, address: SocketAddrV4, request: RequestSpecific) -> u32 {
-        let message = self.request_message(request);
+    pub fn request(&mut self, address: SocketAddrV4, request: RequestSpecific) -> u16 {
+        let tid = self.tid();
+        let message = self.request_message(tid, request);
         trace!(context = "socket_message_sending", message = ?message);
 
-        let tid = message.transaction_id;
         self.inflight_requests.add(tid, address);
         let _ = self.send(address, message).map_err(|e| {
             debug!(?e, "Error sending request message");
@@ -115,7 +159,7 @@ impl KrpcSocket {
     pub fn response(
         &mut self,
         address: SocketAddrV4,
-        transaction_id: u32,
+        transaction_id: TransactionId,
         response: ResponseSpecific,
     ) {
         let message =
@@ -127,7 +171,12 @@ impl KrpcSocket {
     }
 
     /// Send an error to the given address.
-    pub fn error(&mut self, address: SocketAddrV4, transaction_id: u32, error: ErrorSpecific) {
+    pub fn error(
+        &mut self,
+        address: SocketAddrV4,
+        transaction_id: TransactionId,
+        error: ErrorSpecific,
+    ) {
         let message = self.response_message(MessageType::Error(error), address, transaction_id);
         let _ = self.send(address, message).map_err(|e| {
             debug!(?e, "Error sending error message");
@@ -142,7 +191,11 @@ impl KrpcSocket {
         let now = Instant::now();
         if now.duration_since(self.last_cleanup) > INFLIGHT_CLEANUP_INTERVAL {
             self.last_cleanup = now;
-            self.inflight_requests.cleanup();
+            self.inflight_requests.cleanup(&mut self.timed_out);
+            if self.timed_out.len() > MAX_TIMED_OUT {
+                let extra = self.timed_out.len() - MAX_TIMED_OUT;
+                self.timed_out.drain(..extra);
+            }
         }
 
         match self.socket.recv_from(&mut buf) {
@@ -225,7 +278,20 @@ impl KrpcSocket {
 
     fn is_expected_response(&mut self, message: &Message, from: &SocketAddrV4) -> bool {
         // Find and remove the matching inflight request
-        if let Some(_request) = self.inflight_requests.remove(message.transaction_id, from) {
+        let Some(tid) = message.transaction_id.ours() else {
+            return false;
+        };
+        if let Some(request) = self.inflight_requests.remove(tid, from) {
+            let rtt = request.sent_at.elapsed();
+            match &mut self.rtt {
+                Some(estimate) => estimate.update(rtt),
+                None => {
+                    self.rtt = Some(RttEstimate {
+                        srtt: rtt,
+                        rttvar: rtt / 2,
+                    })
+                }
+            }
             return true;
         } else {
             trace!(
@@ -236,22 +302,24 @@ impl KrpcSocket {
         false
     }
 
-    /// Increments self.next_tid and returns the previous value.
-    fn tid(&mut self) -> u32 {
-        // We don't bother much with reusing freed transaction ids,
-        // since the timeout is so short we are unlikely to run out
-        // of 4294967295 ids in 2 seconds.
-        let tid = self.next_tid;
-        self.next_tid = self.next_tid.wrapping_add(1);
-        tid
+    /// A 2-byte transaction id not in flight (as libtorrent and most clients use: some read
+    /// nothing longer). 65,536 ids cover far more requests than are in flight within a timeout;
+    /// if every one is in flight, the oldest is reused.
+    fn tid(&mut self) -> u16 {
+        for _ in 0..=u16::MAX {
+            let tid = self.next_tid;
+            self.next_tid = self.next_tid.wrapping_add(1);
+            if !self.inflight_requests.contains(tid) {
+                return tid;
+            }
+        }
+        self.next_tid
     }
 
     /// Set transactin_id, version and read_only
-    fn request_message(&mut self, message: RequestSpecific) -> Message {
-        let transaction_id = self.tid();
-
+    fn request_message(&mut self, tid: u16, message: RequestSpecific) -> Message {
         Message {
-            transaction_id,
+            transaction_id: TransactionId::from_u16(tid),
             message_type: MessageType::Request(message),
             version: Some(VERSION),
             read_only: !self.server_mode,
@@ -264,7 +332,7 @@ impl KrpcSocket {
         &mut self,
         message: MessageType,
         requester_ip: SocketAddrV4,
-        request_tid: u32,
+        request_tid: TransactionId,
     ) -> Message {
         Message {
             transaction_id: request_tid,
@@ -312,10 +380,14 @@ mod test {
         assert_eq!(socket.tid(), 1);
         assert_eq!(socket.tid(), 2);
 
-        socket.next_tid = u32::MAX;
+        socket.next_tid = u16::MAX;
 
-        assert_eq!(socket.tid(), 4294967295);
+        assert_eq!(socket.tid(), u16::MAX);
         assert_eq!(socket.tid(), 0);
+
+        // An id still in flight is skipped.
+        socket.inflight_requests.add(1, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(socket.tid(), 2);
     }
 
     #[test]
@@ -337,7 +409,7 @@ mod test {
         let server_thread = thread::spawn(move || loop {
             if let Some((message, from)) = server.recv_from() {
                 assert_eq!(from.port(), client_address.port());
-                assert_eq!(message.transaction_id, 120);
+                assert_eq!(message.transaction_id, TransactionId::from_u16(120));
                 assert!(message.read_only, "Read-only should be true");
                 assert_eq!(message.version, Some(VERSION), "Version should be 'RS'");
                 assert_eq!(message.message_type, MessageType::Request(expected_request));
@@ -370,7 +442,7 @@ mod test {
 
                 if let Some((message, from)) = server.recv_from() {
                     assert_eq!(from.port(), client_address.port());
-                    assert_eq!(message.transaction_id, 8);
+                    assert_eq!(message.transaction_id, TransactionId::from_u16(8));
                     assert!(message.read_only, "Read-only should be true");
                     assert_eq!(message.version, Some(VERSION), "Version should be 'RS'");
                     assert_eq!(
@@ -386,7 +458,7 @@ mod test {
 
         let server_address = rx.recv().unwrap();
 
-        client.response(server_address, 8, response);
+        client.response(server_address, TransactionId::from_u16(8), response);
 
         server_thread.join().unwrap();
     }
@@ -419,7 +491,7 @@ mod test {
             );
         });
 
-        client.response(server_address, 8, response);
+        client.response(server_address, TransactionId::from_u16(8), response);
 
         server_thread.join().unwrap();
     }

@@ -3,22 +3,22 @@ use serde_bytes::ByteBuf;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct DHTMessage {
-    #[serde(rename = "t", with = "serde_bytes")]
-    // Only few messages received seems to not use exactly 2 bytes,
-    // and they don't seem to have a version.
-    pub transaction_id: [u8; 4],
+    // Any length: libtorrent sends 2 bytes, others 4 or more; a response echoes it as it came.
+    #[serde(rename = "t")]
+    pub transaction_id: ByteBuf,
 
+    // Any length, so that a client with a longer or shorter version string is still understood.
     #[serde(default)]
-    #[serde(rename = "v", with = "serde_bytes")]
-    pub version: Option<[u8; 4]>,
+    #[serde(rename = "v")]
+    pub version: Option<ByteBuf>,
 
     #[serde(flatten)]
     pub variant: DHTMessageVariant,
 
+    // Any length, so that a BEP 42 address in IPv6 form (18 bytes) does not make the whole message
+    // unreadable; only the 6-byte IPv4 form is used.
     #[serde(default)]
-    #[serde(with = "serde_bytes")]
-    // Ipv6 is not supported anyways.
-    pub ip: Option<[u8; 6]>,
+    pub ip: Option<ByteBuf>,
 
     #[serde(default)]
     #[serde(rename = "ro")]

@@ -25,7 +25,7 @@ impl InflightRequest {
 #[derive(Debug)]
 pub struct InflightRequests {
     // BTreeMap provides O(log n) lookup, insertion, and deletion keyed by transaction_id.
-    requests: BTreeMap<u32, InflightRequest>,
+    requests: BTreeMap<u16, InflightRequest>,
     timeout: Duration,
 }
 
@@ -38,7 +38,7 @@ impl InflightRequests {
     }
 
     /// Add a new inflight request O(log n)
-    pub fn add(&mut self, transaction_id: u32, to: SocketAddrV4) {
+    pub fn add(&mut self, transaction_id: u16, to: SocketAddrV4) {
         self.requests.insert(
             transaction_id,
             InflightRequest {
@@ -49,7 +49,7 @@ impl InflightRequests {
     }
 
     /// Check if a transaction_id is still inflight and not expired O(log n)
-    pub fn contains(&self, transaction_id: u32) -> bool {
+    pub fn contains(&self, transaction_id: u16) -> bool {
         if let Some(request) = self.requests.get(&transaction_id) {
             return request.sent_at.elapsed() < self.timeout;
         }
@@ -58,7 +58,7 @@ impl InflightRequests {
 
     /// Remove inflight request by transaction_id if it exists and matches the address
     /// O(log n)
-    pub fn remove(&mut self, transaction_id: u32, from: &SocketAddrV4) -> Option<InflightRequest> {
+    pub fn remove(&mut self, transaction_id: u16, from: &SocketAddrV4) -> Option<InflightRequest> {
         let request = self.requests.get(&transaction_id)?;
 
         // Drop immediately if expired; avoid accepting late responses
@@ -74,13 +74,25 @@ impl InflightRequests {
         self.requests.remove(&transaction_id)
     }
 
-    /// Cleanup expired requests based on timeout
+    /// Cleanup expired requests based on timeout; the addresses that did not answer in time
+    /// are added to `timed_out`.
     /// O(n) scans all requests to remove expired ones
-    pub fn cleanup(&mut self) {
+    pub fn cleanup(&mut self, timed_out: &mut Vec<SocketAddrV4>) {
         let now = Instant::now();
         let cutoff = now - self.timeout;
 
         // Remove expired requests in a single pass using retain
-        self.requests.retain(|_, request| request.sent_at > cutoff);
+        self.requests.retain(|_, request| {
+            let keep = request.sent_at > cutoff;
+            if !keep {
+                timed_out.push(request.to);
+            }
+            keep
+        });
+    }
+
+    /// The request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
