@@ -239,6 +239,7 @@ fn dht_config(bootstrap: &[String], server: bool, request_timeout: Duration) -> 
         bind: Ipv4Addr::LOCALHOST,
         server,
         request_timeout,
+        ..Default::default()
     }
 }
 

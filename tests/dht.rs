@@ -22,6 +22,7 @@ fn dht_config(testnet: &Testnet, server: bool) -> DhtConfig {
         server,
         // mainline's default: at 500 ms, a few lookups on a loaded machine miss an announcement (bench/README.md, DHT).
         request_timeout: Duration::from_secs(2),
+        ..Default::default()
     }
 }
 

@@ -148,8 +148,20 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
                     listen,
                     bootstrap,
                     no_bootstrap,
+                    tuning,
                 },
-        } => super::dht::run_node(listen, bootstrap, no_bootstrap).await,
+        } => {
+            let config = peershare::dht::DhtConfig {
+                bootstrap,
+                no_bootstrap,
+                port: listen.port(),
+                bind: *listen.ip(),
+                server: true,
+                request_timeout: tuning.dht_request_timeout,
+                max_keys: tuning.dht_max_keys,
+            };
+            super::dht::run_node(listen, &config).await
+        }
         Command::Bench { command } => match command {
             super::BenchCommand::Populate {
                 index,

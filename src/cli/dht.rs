@@ -11,29 +11,9 @@ use peershare::dht::{self, DhtConfig, DhtFile};
 use peershare::protocol::{CatalogQuery, Search, SearchResults};
 
 /// `peershare dht node`: a server-mode DHT node until interrupted.
-pub async fn run_node(
-    listen: SocketAddrV4,
-    bootstrap: Vec<String>,
-    no_bootstrap: bool,
-) -> anyhow::Result<()> {
-    let node = if no_bootstrap {
-        mainline::Dht::builder()
-            .no_bootstrap()
-            .server_mode()
-            .port(listen.port())
-            .bind_address(*listen.ip())
-            .build()
-            .map(|d| d.as_async())
-    } else {
-        dht::start_node(&DhtConfig {
-            bootstrap,
-            port: listen.port(),
-            bind: *listen.ip(),
-            server: true,
-            ..Default::default()
-        })
-    }
-    .with_context(|| format!("cannot start a DHT node on {listen}"))?;
+pub async fn run_node(listen: SocketAddrV4, config: &DhtConfig) -> anyhow::Result<()> {
+    let node =
+        dht::start_node(config).with_context(|| format!("cannot start a DHT node on {listen}"))?;
     let addr = node.info().await.local_addr();
     super::outln!(
         "peershare dht node listening on {addr} (use --bootstrap {addr} from other peers)"

@@ -130,6 +130,31 @@ pub struct DhtArgs {
     /// UDP port of this DHT node (0: any free port)
     #[arg(long, default_value_t = 0, value_name = "PORT")]
     pub dht_port: u16,
+    #[command(flatten)]
+    pub tuning: DhtTuning,
+}
+
+/// DHT settings shared by every command that runs a DHT node.
+#[derive(Debug, Args, Clone)]
+pub struct DhtTuning {
+    /// How long to wait for one DHT node's answer before it counts as failed (a lookup moves on
+    /// from a slow node sooner, after a few round-trip times)
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub dht_request_timeout: std::time::Duration,
+    /// Keys this node stores other peers' announcements for, when it serves the DHT (share, dht
+    /// node); the least recently announced are dropped first
+    #[arg(long, value_name = "N", default_value_t = peershare::dht::DEFAULT_MAX_KEYS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub dht_max_keys: usize,
+}
+
+impl Default for DhtTuning {
+    fn default() -> Self {
+        DhtTuning {
+            dht_request_timeout: peershare::dht::DEFAULT_REQUEST_TIMEOUT,
+            dht_max_keys: peershare::dht::DEFAULT_MAX_KEYS,
+        }
+    }
 }
 
 impl DhtArgs {
@@ -139,6 +164,8 @@ impl DhtArgs {
             bootstrap: self.bootstrap.clone(),
             port: self.dht_port,
             server,
+            request_timeout: self.tuning.dht_request_timeout,
+            max_keys: self.tuning.dht_max_keys,
             ..Default::default()
         })
     }
@@ -192,6 +219,8 @@ pub enum DhtCommand {
         /// Contact no bootstrap node: the first node of a private network
         #[arg(long, conflicts_with = "bootstrap")]
         no_bootstrap: bool,
+        #[command(flatten)]
+        tuning: DhtTuning,
     },
 }
 

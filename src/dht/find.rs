@@ -130,10 +130,13 @@ pub async fn find_files(
         Query::Words { words, .. } => {
             // Only the words to find have keys (excluded words and filters are for the peers).
             let words = keywords(&words.join(" "));
-            let mut sets = Vec::new();
+            // All at once: a lookup's time is mostly waiting.
+            let mut lookups = tokio::task::JoinSet::new();
             for w in words.iter().take(MAX_QUERY_KEYWORDS) {
-                sets.push(peers_under(dht, space.keyword(w)).await);
+                let (dht, key) = (dht.clone(), space.keyword(w));
+                lookups.spawn(async move { peers_under(&dht, key).await });
             }
+            let sets: Vec<HashSet<SocketAddrV4>> = lookups.join_all().await.into_iter().collect();
             // A peer must have announced every keyword (in some file) to be worth asking.
             let mut it = sets.into_iter();
             let first = it.next().unwrap_or_default();

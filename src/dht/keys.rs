@@ -79,13 +79,35 @@ impl KeySpace {
     }
 }
 
-/// The normalised keywords of a name or query: lowercase runs of letters and digits of at
-/// least [`MIN_KEYWORD_CHARS`], each once, at most [`MAX_KEYWORDS`].
+/// Words announced by so many peers that their keys would narrow nothing: articles and
+/// other short function words, and the commonest file extensions. A key held by every peer
+/// overflows the nodes that store it (they keep [`crate::dht::MAX_PEERS_PER_KEY`] peers, others
+/// fewer), and a query intersecting it would then lose peers. Such words are neither announced
+/// nor looked up; the peers asked still match them against their files.
+pub const STOP_WORDS: &[&str] = &[
+    "a", "an", "and", "at", "by", "de", "del", "der", "die", "el", "en", "et", "for", "from", "in",
+    "is", "it", "la", "le", "les", "of", "on", "or", "the", "to", "und", "with", // words
+    "avi", "bin", "bmp", "csv", "dat", "doc", "docx", "flac", "gif", "gz", "htm", "html", "jpeg",
+    "jpg", "json", "log", "m4a", "md", "mkv", "mov", "mp3", "mp4", "ogg", "pdf", "png", "py",
+    "rar", "rs", "tar", "tgz", "tmp", "txt", "wav", "webm", "webp", "xml", "xz",
+    "zip", // extensions
+];
+
+/// Whether a lowercase word gets a key: long enough, not only digits (track and disc numbers,
+/// years: every sharer has them), and not a [`STOP_WORDS`] word.
+pub fn worth_a_key(word: &str) -> bool {
+    word.chars().count() >= MIN_KEYWORD_CHARS
+        && !word.chars().all(|c| c.is_numeric())
+        && !STOP_WORDS.contains(&word)
+}
+
+/// The normalised keywords of a name or query: lowercase runs of letters and digits that are
+/// [`worth_a_key`], each once, at most [`MAX_KEYWORDS`].
 pub fn keywords(name: &str) -> Vec<String> {
     let lower = name.to_lowercase();
     let mut out: Vec<String> = Vec::new();
     for w in lower.split(|c: char| !c.is_alphanumeric()) {
-        if w.chars().count() >= MIN_KEYWORD_CHARS && !out.iter().any(|x| x == w) {
+        if worth_a_key(w) && !out.iter().any(|x| x == w) {
             out.push(w.to_string());
             if out.len() == MAX_KEYWORDS {
                 break;
@@ -101,11 +123,18 @@ mod tests {
 
     #[test]
     fn keywords_are_normalised_words() {
-        assert_eq!(keywords("Isaac.py"), ["isaac", "py"]);
+        assert_eq!(keywords("Isaac.py"), ["isaac"]);
         assert_eq!(
             keywords("My Song - my SONG (live) 2.mp3"),
-            ["my", "song", "live", "mp3"]
+            ["my", "song", "live"]
         );
+        // Numbers, function words and common extensions are not worth a key.
+        assert_eq!(
+            keywords("01 - The Wall of Sound 1979 (Remaster).flac"),
+            ["wall", "sound", "remaster"]
+        );
+        assert_eq!(keywords("mp3 2024"), Vec::<String>::new());
+        assert_eq!(keywords("R2D2 x86"), ["r2d2", "x86"]);
         assert_eq!(keywords("Ünïcode_Wörds"), ["ünïcode", "wörds"]);
         assert!(keywords("a b c").is_empty());
         assert_eq!(keyword_key("isaac"), keyword_key("isaac"));

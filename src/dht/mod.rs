@@ -6,6 +6,12 @@ mod node;
 mod publish;
 
 pub use find::{DhtFile, DhtPeer, find_files, find_sources, merge_results};
-pub use keys::{KeySpace, MAX_KEYWORDS, MIN_KEYWORD_CHARS, content_key, keyword_key, keywords};
-pub use node::{DhtConfig, start_node};
-pub use publish::{PublishConfig, run_publisher};
+pub use keys::{
+    KeySpace, MAX_KEYWORDS, MIN_KEYWORD_CHARS, STOP_WORDS, content_key, keyword_key, keywords,
+    worth_a_key,
+};
+pub use node::{
+    DEFAULT_MAX_KEYS, DEFAULT_REQUEST_TIMEOUT, DhtConfig, MAX_PEERS_PER_KEY, MAX_STORED_PEERS,
+    start_node,
+};
+pub use publish::{DEFAULT_ANNOUNCE_RATE, PublishConfig, run_publisher};

@@ -1,6 +1,6 @@
 //! `run_publisher`: announces a peer's content ids and keywords on the DHT, and again before they expire.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,11 @@ pub struct PublishConfig {
     pub refresh: Duration,
     /// Announcements in flight at once. Default: 8.
     pub concurrency: usize,
+    /// Most announcements started per second. Each one is a lookup and a message to each of
+    /// the closest nodes (some 40 datagrams on a small network, more on the public one);
+    /// started all at once, thousands of keys overflow UDP receive buffers along the way and
+    /// are lost. Default: [`DEFAULT_ANNOUNCE_RATE`].
+    pub rate: f64,
     /// Where the keys live: public, or a private group's. Default: public.
     pub keys: KeySpace,
 }
@@ -34,41 +39,123 @@ impl PublishConfig {
             port,
             refresh: Duration::from_secs(15 * 60),
             concurrency: 8,
+            rate: DEFAULT_ANNOUNCE_RATE,
             keys: KeySpace::public(),
         }
     }
 }
 
-/// Every key a catalog is announced under: each content id, and each keyword of each name.
-fn keys_of(catalog: &Catalog, space: &KeySpace) -> HashSet<Id> {
-    let mut keys = HashSet::new();
+/// Default [`PublishConfig::rate`], in announcements per second: 5,000 files (some 8,000 keys
+/// with their words) are announced in under three minutes.
+pub const DEFAULT_ANNOUNCE_RATE: f64 = 50.0;
+
+/// Every key a catalog is announced under, each once: the keywords of the names first (a few
+/// thousand even for a large share, and what word searches need), then each content id.
+fn keys_of(catalog: &Catalog, space: &KeySpace) -> Vec<Id> {
+    let mut seen = HashSet::new();
+    let mut words = Vec::new();
+    let mut contents = Vec::new();
     for f in catalog.files() {
-        keys.insert(space.content(&f.content_id));
         for w in keywords(&f.name) {
-            keys.insert(space.keyword(&w));
+            let k = space.keyword(&w);
+            if seen.insert(k) {
+                words.push(k);
+            }
+        }
+        let k = space.content(&f.content_id);
+        if seen.insert(k) {
+            contents.push(k);
         }
     }
-    keys
+    words.extend(contents);
+    words
 }
 
-/// Announces `keys`; returns the keys whose announcement succeeded.
-async fn announce(dht: &AsyncDht, keys: Vec<Id>, config: &PublishConfig) -> Vec<Id> {
-    let mut ok = Vec::new();
+/// Whether an announcement took: at least one node stored it, and at least half of the
+/// closest nodes it was sent to. With fewer, it may sit on nodes a lookup does not reach.
+fn took(stored_at: u32, sent_to: u32) -> bool {
+    stored_at >= 1 && stored_at * 2 >= sent_to
+}
+
+/// What one round of announcements did.
+#[derive(Debug, Default)]
+struct Round {
+    /// Keys that took.
+    ok: Vec<Id>,
+    /// Acknowledgements and nodes asked, per key that reached any node.
+    acks: Vec<(u32, u32)>,
+}
+
+/// Announces `keys`, at most `config.concurrency` at once and `config.rate` started per second.
+async fn announce(dht: &AsyncDht, keys: Vec<Id>, config: &PublishConfig) -> Round {
+    let mut round = Round::default();
     let mut tasks = tokio::task::JoinSet::new();
-    let mut pending = keys.into_iter();
+    let mut pending: VecDeque<Id> = keys.into();
+    let rate = if config.rate.is_finite() && config.rate > 0.0 {
+        config.rate
+    } else {
+        DEFAULT_ANNOUNCE_RATE
+    };
+    let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        while tasks.len() < config.concurrency.max(1) {
-            let Some(key) = pending.next() else { break };
-            let (dht, port) = (dht.clone(), config.port);
-            tasks.spawn(async move { (key, dht.announce_peer(key, Some(port)).await) });
-        }
-        match tasks.join_next().await {
-            None => return ok,
-            Some(Ok((key, Ok(_)))) => ok.push(key),
-            Some(Ok((_, Err(e)))) => debug!("announce failed: {e}"),
-            Some(Err(e)) => debug!("announce task failed: {e}"),
+        if tasks.len() < config.concurrency.max(1) && !pending.is_empty() {
+            tokio::select! {
+                _ = pace.tick() => {
+                    if let Some(key) = pending.pop_front() {
+                        let (dht, port) = (dht.clone(), config.port);
+                        tasks.spawn(async move {
+                            (key, dht.announce_peer_outcome(key, Some(port)).await)
+                        });
+                    }
+                    continue;
+                }
+                done = tasks.join_next(), if !tasks.is_empty() => note(&mut round, done),
+            }
+        } else {
+            match tasks.join_next().await {
+                None => return round,
+                done => note(&mut round, done),
+            }
         }
     }
+}
+
+type Announced = Result<
+    (
+        Id,
+        Result<mainline::PutOutcome, mainline::errors::PutQueryError>,
+    ),
+    tokio::task::JoinError,
+>;
+
+fn note(round: &mut Round, done: Option<Announced>) {
+    match done {
+        None => {}
+        Some(Ok((key, Ok(outcome)))) => {
+            round.acks.push((outcome.stored_at, outcome.sent_to));
+            if took(outcome.stored_at, outcome.sent_to) {
+                round.ok.push(key);
+            } else {
+                debug!(
+                    "announcement stored at {} of {} nodes",
+                    outcome.stored_at, outcome.sent_to
+                );
+            }
+        }
+        Some(Ok((_, Err(e)))) => debug!("announce failed: {e}"),
+        Some(Err(e)) => debug!("announce task failed: {e}"),
+    }
+}
+
+/// "stored at a median of M of N nodes" for a log line.
+fn ack_summary(acks: &mut [(u32, u32)]) -> String {
+    if acks.is_empty() {
+        return "no node reached".into();
+    }
+    acks.sort_unstable_by_key(|(s, _)| *s);
+    let (s, n) = acks[acks.len() / 2];
+    format!("median {s} of {n} nodes acknowledged")
 }
 
 /// First wait before announcing again what failed; doubles up to the refresh period.
@@ -89,21 +176,30 @@ pub async fn run_publisher(
         tokio::time::interval_at(tokio::time::Instant::now() + config.refresh, config.refresh);
     loop {
         let current = catalog.borrow_and_update().clone();
-        let keys = keys_of(&current, &config.keys);
-        let todo: Vec<Id> = keys.difference(&announced).copied().collect();
+        let ordered = keys_of(&current, &config.keys);
+        let keys: HashSet<Id> = ordered.iter().copied().collect();
+        let todo: Vec<Id> = ordered
+            .into_iter()
+            .filter(|k| !announced.contains(k))
+            .collect();
         if !todo.is_empty() {
-            let n = todo.len();
-            let ok = announce(&dht, todo, &config).await;
-            if ok.len() < n {
+            let (n, started) = (todo.len(), tokio::time::Instant::now());
+            let mut round = announce(&dht, todo, &config).await;
+            let acks = ack_summary(&mut round.acks);
+            if round.ok.len() < n {
                 warn!(
-                    "DHT: {} of {n} announcements succeeded; retrying the rest in {retry:?}",
-                    ok.len()
+                    "DHT: {} of {n} announcements took ({acks}); retrying the rest in {retry:?}",
+                    round.ok.len()
                 );
             } else {
-                info!("DHT: announced {n} keys for {} files", current.len());
+                info!(
+                    "DHT: announced {n} keys for {} files in {:.1?} ({acks})",
+                    current.len(),
+                    started.elapsed()
+                );
                 retry = RETRY_FIRST;
             }
-            announced.extend(ok);
+            announced.extend(round.ok);
             announced.retain(|k| keys.contains(k));
             on_round(announced.len(), keys.len());
         }

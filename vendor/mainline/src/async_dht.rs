@@ -121,6 +121,18 @@ impl AsyncDht {
         info_hash: Id,
         port: Option<u16>,
     ) -> Result<Id, PutQueryError> {
+        self.announce_peer_outcome(info_hash, port)
+            .await
+            .map(|outcome| outcome.target)
+    }
+
+    /// Like [`AsyncDht::announce_peer`], and tells how many of the closest nodes were asked to
+    /// store the announcement and how many acknowledged it.
+    pub async fn announce_peer_outcome(
+        &self,
+        info_hash: Id,
+        port: Option<u16>,
+    ) -> Result<PutOutcome, PutQueryError> {
         let (port, implied_port) = match port {
             Some(port) => (port, None),
             None => (0, Some(true)),
@@ -135,7 +147,6 @@ impl AsyncDht {
             None,
         )
         .await
-        .map(|outcome| outcome.target)
         .map_err(|error| match error {
             PutError::Query(error) => error,
             PutError::Concurrency(_) => {

@@ -154,6 +154,7 @@ impl PutQuery {
             return Ok(Some(PutOutcome {
                 target: self.target,
                 stored_at: self.stored_at,
+                sent_to: self.inflight_requests.len() as u32,
             }));
         }
 
@@ -203,6 +204,9 @@ pub struct PutOutcome {
 
     /// Number of DHT nodes that acknowledged storing the item.
     pub stored_at: u32,
+
+    /// Number of DHT nodes asked to store it (the closest that gave a token).
+    pub sent_to: u32,
 }
 
 /// PutQuery errors
