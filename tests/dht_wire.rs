@@ -325,15 +325,15 @@ async fn a_node_that_stops_answering_is_dropped() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut listed = false;
     while !listed && Instant::now() < deadline {
-        if let Some(q) = fake.recv_from(n_addr, Duration::from_millis(100)) {
-            if get_bytes(&q, "y") == Some(b"q") {
-                let t = get_bytes(&q, "t").unwrap_or_default();
-                let r = dict(vec![("id", bytes(&fake.id)), ("nodes", bytes(b""))]);
-                fake.send(
-                    n_addr,
-                    &dict(vec![("t", bytes(t)), ("y", bytes(b"r")), ("r", r)]),
-                );
-            }
+        if let Some(q) = fake.recv_from(n_addr, Duration::from_millis(100))
+            && get_bytes(&q, "y") == Some(b"q")
+        {
+            let t = get_bytes(&q, "t").unwrap_or_default();
+            let r = dict(vec![("id", bytes(&fake.id)), ("nodes", bytes(b""))]);
+            fake.send(
+                n_addr,
+                &dict(vec![("t", bytes(t)), ("y", bytes(b"r")), ("r", r)]),
+            );
         }
         listed = asker.find_node(n_addr, true).contains(&f_addr);
     }
