@@ -71,6 +71,11 @@ pub async fn search(
     let from_dht = dht::find_files(&node, &catalog, Some(tls)).await;
     let (files, truncated, total) =
         dht::merge_results(from_index.as_ref(), &from_dht, query, limit as usize);
+    // Peers answer with this page of their matches and no count: the files before this page
+    // and the ones shown are a lower bound, and the total is only an estimate when a peer had
+    // more than it sent.
+    let dht_cut = from_dht.iter().any(|(_, (_, r))| r.truncated);
+    let total = total.max(u64::from(search.offset) + files.len() as u64);
     output::search_merged(
         &mut std::io::stdout().lock(),
         &search,
@@ -78,7 +83,7 @@ pub async fn search(
         (
             truncated,
             total,
-            from_index.as_ref().is_some_and(|r| r.estimated),
+            from_index.as_ref().is_some_and(|r| r.estimated) || dht_cut,
         ),
         json,
     )?;
