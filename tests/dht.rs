@@ -370,3 +370,71 @@ fn cq(q: &str, limit: u32) -> peershare::protocol::CatalogQuery {
         ..Default::default()
     }
 }
+
+/// A share with more keys than mainline 8.0.1's nodes kept (2,000, least recently used first):
+/// on a one-node private DHT every word and every content id is still found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_with_thousands_of_keys_is_found_by_every_word_and_id() {
+    let t = tempfile::tempdir().unwrap();
+    let first = start_node(&DhtConfig {
+        bind: Ipv4Addr::LOCALHOST,
+        no_bootstrap: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let bootstrap = vec![first.info().await.local_addr().to_string()];
+    let dir = t.path().join("share");
+    std::fs::create_dir_all(&dir).unwrap();
+    // 1,500 files, each with its own word: 3,000 keys, and a few shared words.
+    let files = 1500;
+    let mut ids = Vec::new();
+    for i in 0..files {
+        let name = format!("Report w{i:04}x {}.txt", ["alpha", "beta", "gamma"][i % 3]);
+        let body = format!("file {i}");
+        ids.push(ContentId::from(blake3::hash(body.as_bytes())));
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+    let mut config = ShareConfig::new(vec![dir.clone()], None, t.path().join("state"));
+    config.dht = Some(DhtConfig {
+        bootstrap: bootstrap.clone(),
+        bind: Ipv4Addr::LOCALHOST,
+        ..Default::default()
+    });
+    config.dht_rate = 1000.0;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut h = start_share(config, listener).await.unwrap();
+    let status = h
+        .wait_for(Duration::from_secs(120), |s| {
+            s.dht_announced.is_some_and(|n| n > 0 && n == s.dht_keys)
+        })
+        .await
+        .expect("every key announced");
+    assert!(status.dht_keys > 3000, "{} keys", status.dht_keys);
+
+    let me = start_node(&DhtConfig {
+        bootstrap,
+        bind: Ipv4Addr::LOCALHOST,
+        server: false,
+        ..Default::default()
+    })
+    .unwrap();
+    // Words announced first and last, and ids across the share.
+    for i in [0, 1, 2, 700, 1499] {
+        let word = format!("w{i:04}x");
+        let found = find_files(&me, &cq(&word, 10), None).await;
+        let names: Vec<&str> = found
+            .iter()
+            .flat_map(|(_, (_, r))| r.files.iter().map(|f| f.name.as_str()))
+            .collect();
+        assert_eq!(names.len(), 1, "{word}: {names:?}");
+        assert!(names[0].contains(&word), "{word}: {names:?}");
+    }
+    let found = find_files(&me, &cq("gamma", 1000), None).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].1.1.files.len(), files / 3);
+    for i in [0, 1, 749, 1498, 1499] {
+        let sources = find_sources(&me, ids[i], None).await;
+        assert_eq!(sources.len(), 1, "file {i}");
+    }
+    h.shutdown().await;
+}

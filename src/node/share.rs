@@ -61,6 +61,9 @@ pub struct ShareConfig {
     pub dht: Option<DhtConfig>,
     /// How often DHT announcements are renewed. Default: [`DHT_REFRESH`].
     pub dht_refresh: Duration,
+    /// Most DHT announcements started per second. Default:
+    /// [`crate::dht::DEFAULT_ANNOUNCE_RATE`].
+    pub dht_rate: f64,
     /// Run the wish list of the state directory on this schedule, searching the index
     /// ([`super::WishList`]). Default: none.
     pub wishes: Option<super::WishSchedule>,
@@ -84,6 +87,7 @@ impl ShareConfig {
             index_limits: Limits::default(),
             dht: None,
             dht_refresh: DHT_REFRESH,
+            dht_rate: crate::dht::DEFAULT_ANNOUNCE_RATE,
             wishes: None,
         }
     }
@@ -254,6 +258,7 @@ pub async fn start_share(
             publish.keys = crate::dht::KeySpace::group(secret);
         }
         publish.refresh = config.dht_refresh;
+        publish.rate = config.dht_rate;
         let st = status_tx.clone();
         tasks.spawn(run_publisher(
             dht,
