@@ -86,8 +86,14 @@ struct Round {
     acks: Vec<(u32, u32)>,
 }
 
-/// Announces `keys`, at most `config.concurrency` at once and `config.rate` started per second.
-async fn announce(dht: &AsyncDht, keys: Vec<Id>, config: &PublishConfig) -> Round {
+/// Announces `keys`, at most `config.concurrency` at once and `config.rate` started per second,
+/// until done or `shutdown` (a large share's round takes minutes).
+async fn announce(
+    dht: &AsyncDht,
+    keys: Vec<Id>,
+    config: &PublishConfig,
+    shutdown: &CancellationToken,
+) -> Round {
     let mut round = Round::default();
     let mut tasks = tokio::task::JoinSet::new();
     let mut pending: VecDeque<Id> = keys.into();
@@ -99,8 +105,12 @@ async fn announce(dht: &AsyncDht, keys: Vec<Id>, config: &PublishConfig) -> Roun
     let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if shutdown.is_cancelled() {
+            return round;
+        }
         if tasks.len() < config.concurrency.max(1) && !pending.is_empty() {
             tokio::select! {
+                _ = shutdown.cancelled() => return round,
                 _ = pace.tick() => {
                     if let Some(key) = pending.pop_front() {
                         let (dht, port) = (dht.clone(), config.port);
@@ -113,9 +123,12 @@ async fn announce(dht: &AsyncDht, keys: Vec<Id>, config: &PublishConfig) -> Roun
                 done = tasks.join_next(), if !tasks.is_empty() => note(&mut round, done),
             }
         } else {
-            match tasks.join_next().await {
-                None => return round,
-                done => note(&mut round, done),
+            tokio::select! {
+                _ = shutdown.cancelled() => return round,
+                done = tasks.join_next() => match done {
+                    None => return round,
+                    done => note(&mut round, done),
+                },
             }
         }
     }
@@ -184,7 +197,10 @@ pub async fn run_publisher(
             .collect();
         if !todo.is_empty() {
             let (n, started) = (todo.len(), tokio::time::Instant::now());
-            let mut round = announce(&dht, todo, &config).await;
+            let mut round = announce(&dht, todo, &config, &shutdown).await;
+            if shutdown.is_cancelled() {
+                return;
+            }
             let acks = ack_summary(&mut round.acks);
             if round.ok.len() < n {
                 warn!(
