@@ -32,16 +32,24 @@ fn probe_limits() -> Limits {
     }
 }
 
-/// Every peer announced under `key`, each once (the DHT returns duplicates).
+/// How long answers are still collected after the first peers came. The nodes holding a key
+/// answer within a few round trips of each other, each with the peers it holds (up to 50);
+/// waiting for the lookup to end instead can cost a request timeout per dead node it met.
+pub const VALUES_GRACE: Duration = Duration::from_millis(300);
+
+/// Every peer announced under `key`, each once (the DHT returns duplicates): the peers in the
+/// answers until the lookup ends, or until [`VALUES_GRACE`] after the first peers came.
 async fn peers_under(dht: &AsyncDht, key: Id) -> HashSet<SocketAddrV4> {
     let mut found = HashSet::new();
     let mut stream = dht.get_peers(key);
-    let collect = async {
-        while let Some(batch) = stream.next().await {
-            found.extend(batch);
+    let deadline = tokio::time::Instant::now() + LOOKUP_TIMEOUT;
+    let mut until = deadline;
+    while let Ok(Some(batch)) = tokio::time::timeout_at(until, stream.next()).await {
+        if found.is_empty() && !batch.is_empty() {
+            until = (tokio::time::Instant::now() + VALUES_GRACE).min(deadline);
         }
-    };
-    let _ = tokio::time::timeout(LOOKUP_TIMEOUT, collect).await;
+        found.extend(batch);
+    }
     found
 }
 

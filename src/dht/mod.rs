@@ -5,7 +5,7 @@ mod keys;
 mod node;
 mod publish;
 
-pub use find::{DhtFile, DhtPeer, find_files, find_sources, merge_results};
+pub use find::{DhtFile, DhtPeer, VALUES_GRACE, find_files, find_sources, merge_results};
 pub use keys::{
     KeySpace, MAX_KEYWORDS, MIN_KEYWORD_CHARS, STOP_WORDS, content_key, keyword_key, keywords,
     worth_a_key,

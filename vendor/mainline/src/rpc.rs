@@ -51,6 +51,13 @@ const REFRESH_TABLE_INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// How often nodes not heard from in a while are pinged: with [`MAX_NODE_FAILURES`], a node
 /// that went away leaves every routing table that holds it within two of these.
 const PING_TABLE_INTERVAL: Duration = Duration::from_secs(45);
+/// First wait before bootstrapping again after a bootstrap left the routing table empty; it
+/// doubles up to [`MAX_BOOTSTRAP_BACKOFF`], so that bootstrap nodes that ignore us (libtorrent
+/// does, for 5 minutes, after 50 packets from one address within 10 s) are not asked again ten
+/// times a second.
+const MIN_BOOTSTRAP_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait between two bootstraps while the routing table stays empty.
+const MAX_BOOTSTRAP_BACKOFF: Duration = Duration::from_secs(60);
 /// Requests in a row a node may leave unanswered before it leaves the routing table.
 pub const MAX_NODE_FAILURES: u8 = 2;
 /// Most nodes whose failures are counted at once (only routing-table nodes are counted).
@@ -76,6 +83,10 @@ pub struct Rpc {
     last_table_refresh: Instant,
     /// Last time we pinged nodes in the routing table.
     last_table_ping: Instant,
+    /// While the routing table is empty: no bootstrap before this time.
+    next_bootstrap: Instant,
+    /// How long the next failed bootstrap makes us wait.
+    bootstrap_backoff: Duration,
     /// Closest responding nodes to specific target
     ///
     /// as well as the:
@@ -144,6 +155,8 @@ impl Rpc {
 
             last_table_refresh: Instant::now(),
             last_table_ping: Instant::now(),
+            next_bootstrap: Instant::now(),
+            bootstrap_backoff: MIN_BOOTSTRAP_BACKOFF,
 
             dht_size_estimates_sum: 0.0,
             responders_based_dht_size_estimates_count: 0,
@@ -253,7 +266,8 @@ impl Rpc {
         let new_query_response = self.handle_message();
 
         if finished_self_findnode {
-            self.log_bootstrap(self.id());
+            let id = *self.id();
+            self.log_bootstrap(&id);
         }
 
         RpcTickReport {
@@ -805,7 +819,9 @@ impl Rpc {
         let ping_is_due = self.last_table_ping.elapsed() >= PING_TABLE_INTERVAL;
 
         // Decide first, act once: avoid double populate in the same tick.
-        let should_populate = self.routing_table.is_empty() || refresh_is_due;
+        let should_populate = (self.routing_table.is_empty()
+            && Instant::now() >= self.next_bootstrap)
+            || refresh_is_due;
 
         if refresh_is_due {
             self.try_switching_to_server_mode();
@@ -1154,11 +1170,17 @@ impl Rpc {
     }
 
     /// Check if routing table is empty and log an error if so.
-    fn log_bootstrap(&self, self_id: &Id) {
+    fn log_bootstrap(&mut self, self_id: &Id) {
         let table_size = self.routing_table.size();
         if table_size == 0 {
-            error!("Could not bootstrap the routing table");
+            error!(
+                "Could not bootstrap the routing table; trying again in {:?}",
+                self.bootstrap_backoff
+            );
+            self.next_bootstrap = Instant::now() + self.bootstrap_backoff;
+            self.bootstrap_backoff = (self.bootstrap_backoff * 2).min(MAX_BOOTSTRAP_BACKOFF);
         } else {
+            self.bootstrap_backoff = MIN_BOOTSTRAP_BACKOFF;
             debug!(?self_id, table_size, "Populated the routing table");
         }
     }

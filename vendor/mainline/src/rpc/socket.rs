@@ -24,8 +24,9 @@ pub const READ_TIMEOUT: Duration = Duration::from_millis(50);
 /// Cleanup interval for expired inflight requests to avoid overhead on every recv
 const INFLIGHT_CLEANUP_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Shortest time an unanswered request holds up a lookup (see [`KrpcSocket::slow_after`]).
-pub const MIN_SLOW_AFTER: Duration = Duration::from_millis(100);
+/// Shortest time after which an unanswered request makes a lookup ask one node further (see
+/// [`KrpcSocket::slow_after`]).
+pub const MIN_SLOW_AFTER: Duration = Duration::from_millis(250);
 
 /// Most timed-out addresses kept until the routing table has looked at them.
 const MAX_TIMED_OUT: usize = 4096;
@@ -118,10 +119,11 @@ impl KrpcSocket {
         self.local_addr
     }
 
-    /// How long an unanswered request may hold up a lookup before the node is treated as slow
-    /// (and the lookup goes on without it): four deviations above the smoothed round-trip time
-    /// of answered requests, at least [`MIN_SLOW_AFTER`], at most the request timeout (which it
-    /// is until a first answer comes).
+    /// How long a request may go unanswered before its node is treated as slow, and a lookup
+    /// asks the next closest node besides (it still takes the slow node's answer until the
+    /// request timeout): four deviations above the smoothed round-trip time of answered
+    /// requests, at least [`MIN_SLOW_AFTER`], at most the request timeout (which it is until a
+    /// first answer comes).
     pub fn slow_after(&self) -> Duration {
         let timeout = self.inflight_requests.timeout();
         match self.rtt {
