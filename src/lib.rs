@@ -8,6 +8,7 @@
 //! - [`index`] (the indexing server and its client), [`peer`] (scanning, serving pieces, the
 //!   peer client), [`download`] (one file from many sources, verified piece by piece) and
 //!   [`dht`] (the Mainline DHT as a serverless index).
+//! - [`metrics`] (Prometheus counters the layers above count into, and their text).
 //! - [`protocol`] (frames, messages, connections, serving limits), [`content`] (content ids
 //!   and pieces), [`query`] (the search rules), [`identity`], [`group`] (private groups'
 //!   certificates, invites and share links), [`rate`], [`text`].
@@ -81,6 +82,7 @@ pub mod download;
 pub mod group;
 pub mod identity;
 pub mod index;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod protocol;

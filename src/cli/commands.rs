@@ -28,6 +28,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             io_threads: _,
             private,
             advertise,
+            metrics,
         } => {
             // The database's directory: in plain words if it cannot be one (the state
             // directory was checked already).
@@ -50,7 +51,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
                 },
                 ..IndexConfig::default()
             };
-            run_index(listen, &db, config, private, advertise).await
+            run_index(listen, &db, config, private, advertise, metrics).await
         }
         Command::Join { token } => super::group::join(&token).await,
         Command::Link { id, index, invite } => {
@@ -226,11 +227,20 @@ pub async fn run_index(
     config: IndexConfig,
     private: bool,
     advertise: Option<String>,
+    metrics: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    serve_index(listener, db, config, private, advertise).await
+    let metrics = match metrics {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for --metrics"))?,
+        ),
+        None => None,
+    };
+    serve_index(listener, db, config, private, advertise, metrics).await
 }
 
 /// Runs the index on a bound listener (the menu binds first, to say where it listens).
@@ -240,6 +250,7 @@ pub(super) async fn serve_index(
     config: IndexConfig,
     private: bool,
     advertise: Option<String>,
+    metrics: Option<TcpListener>,
 ) -> anyhow::Result<()> {
     let store = tokio::task::spawn_blocking({
         let db = db.to_path_buf();
@@ -277,14 +288,32 @@ pub(super) async fn serve_index(
         identity.fingerprint(),
         identity.fingerprint()
     )?;
-    std::io::stdout().flush()?;
     let server = IndexServer::new(store, config, tls);
     let server = if private {
         server.private(identity)
     } else {
         server
     };
-    server.run(listener, interrupt_token()).await;
+    let stop = interrupt_token();
+    if let Some(listener) = metrics {
+        let addr = listener.local_addr()?;
+        if !addr.ip().is_loopback() {
+            eprintln!(
+                "peershare: warning: metrics on {addr}, not a loopback address: anyone who \
+                 reaches it reads them (plain HTTP, no authentication)"
+            );
+        }
+        super::outln!("metrics at http://{addr}/metrics")?;
+        let source = server.metrics();
+        let render: peershare::metrics::http::Render = Arc::new(move || source.render());
+        tokio::spawn(peershare::metrics::http::serve(
+            listener,
+            render,
+            stop.clone(),
+        ));
+    }
+    std::io::stdout().flush()?;
+    server.run(listener, stop).await;
     super::outln!("peershare index stopped")?;
     Ok(())
 }

@@ -139,6 +139,7 @@ impl<R: BufRead, W: Write> Menu<'_, R, W> {
             IndexConfig::default(),
             false,
             None,
+            None,
         ));
         rt.shutdown_timeout(Duration::from_secs(5));
         Ok(r?)

@@ -259,6 +259,10 @@ pub enum Command {
         /// [default: --listen, unless it is a wildcard address]
         #[arg(long, value_name = "HOST:PORT")]
         advertise: Option<String>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP, no authentication:
+        /// keep it on loopback or a monitoring network; port 0: any free port)
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
     },
     /// Share directories: register them with the index, then serve them (runs until interrupted)
     Share {

@@ -67,6 +67,7 @@ impl Downloader {
                         warn!("{}: {e}", sources[k].label());
                         let mut l = lock_live(live);
                         if matches!(e, SourceFailure::Pieces(PieceError::Corrupt { .. })) {
+                            crate::metrics::node().pieces_rejected.inc();
                             l[k].rejected += 1;
                         }
                         l[k].error = Some(e.to_string());

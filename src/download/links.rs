@@ -416,10 +416,12 @@ async fn exchange(mut c: PeerClient, batch: Vec<Job>, config: &LinkConfig) -> Ro
 /// fresh pages).
 fn whole_file(id: ContentId, data: &Bytes) -> Result<Bytes, LinkError> {
     if data.len() as u64 > PIECE_SIZE || ContentId::from(blake3::hash(data)) != id {
+        crate::metrics::node().pieces_rejected.inc();
         return Err(LinkError::NotTheFile {
             id,
             len: data.len(),
         });
     }
+    crate::metrics::node().piece_verified(data.len() as u64);
     Ok(Bytes::copy_from_slice(data))
 }

@@ -69,6 +69,7 @@ impl Downloader {
                 .map_err(|e| job.write_err(e))?;
             done[p.index as usize] = true;
             first_bytes = p.data.len() as u64;
+            crate::metrics::node().piece_verified(first_bytes);
             let mut l = lock_live(&job.live);
             l[first_k].bytes += first_bytes;
             l[first_k].pieces += 1;

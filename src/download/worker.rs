@@ -327,6 +327,7 @@ impl Downloader {
                 };
                 if newly {
                     let len = swarm.piece_len(i);
+                    crate::metrics::node().piece_verified(len);
                     swarm.done_bytes.fetch_add(len, Ordering::Relaxed);
                     *swarm
                         .last_progress
@@ -349,6 +350,7 @@ impl Downloader {
                 Ok(())
             }
             Ok(Err(WriteFailure::Corrupt(e))) => {
+                crate::metrics::node().pieces_rejected.inc();
                 swarm.sched().reject(i, k);
                 swarm.changed.notify_waiters();
                 let rejected = {

@@ -13,6 +13,9 @@ use super::store::Page;
 use super::{IndexConfig, IndexStore, PrivateGroup, Session, StoreError};
 use crate::content::{Digest, MAX_FILE_SIZE, PieceLayout};
 use crate::identity::{random_bytes, verify_register};
+use crate::metrics::{
+    ConnectionError, IndexMetrics, IndexRequestKind, QueryKind, RegisterOutcome, SearchOutcome,
+};
 use crate::protocol::{
     Ack, Admission, Connection, ErrorCode, ErrorReply, IndexReply, IndexRequest, Join, Joined,
     MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, MAX_SEARCH_OFFSET, Message, ProtocolError,
@@ -64,8 +67,47 @@ impl RequestError {
         }
     }
 
+    /// The error's kind, for the metrics.
+    pub(super) fn kind(&self) -> ConnectionError {
+        match self {
+            RequestError::Protocol(e) => match e {
+                ProtocolError::Timeout { .. } | ProtocolError::Handshake { .. } => {
+                    ConnectionError::Timeout
+                }
+                ProtocolError::FrameTooLarge { .. }
+                | ProtocolError::EmptyFrame
+                | ProtocolError::UnknownTag { .. }
+                | ProtocolError::Malformed { .. }
+                | ProtocolError::Unexpected { .. }
+                | ProtocolError::Remote(_) => ConnectionError::BadFrame,
+                ProtocolError::TruncatedFrame { .. }
+                | ProtocolError::Closed
+                | ProtocolError::Io(_) => ConnectionError::Io,
+                ProtocolError::Version { .. } => ConnectionError::UnsupportedVersion,
+                ProtocolError::Evicted => ConnectionError::Evicted,
+                ProtocolError::NoMemory { .. } => ConnectionError::NoMemory,
+                ProtocolError::Refused(_) => ConnectionError::Forbidden,
+            },
+            other => code_kind(other.code()),
+        }
+    }
+
     fn refused(code: ErrorCode, why: impl Into<String>) -> RequestError {
         RequestError::Refused(code, why.into())
+    }
+}
+
+/// The error kind of an error reply with `code`.
+fn code_kind(code: ErrorCode) -> ConnectionError {
+    match code {
+        ErrorCode::BadRequest => ConnectionError::BadRequest,
+        ErrorCode::NotFound => ConnectionError::NotFound,
+        ErrorCode::Unauthorized => ConnectionError::Unauthorized,
+        ErrorCode::UnsupportedVersion => ConnectionError::UnsupportedVersion,
+        ErrorCode::Busy => ConnectionError::Busy,
+        ErrorCode::Internal => ConnectionError::Internal,
+        ErrorCode::Forbidden => ConnectionError::Forbidden,
+        ErrorCode::Unreachable => ConnectionError::Unreachable,
     }
 }
 
@@ -96,6 +138,7 @@ pub(super) struct Handler {
     /// What a peer signs to register on this connection.
     nonce: Digest,
     peer: Authenticated,
+    metrics: IndexMetrics,
 }
 
 impl Handler {
@@ -106,6 +149,7 @@ impl Handler {
         config: IndexConfig,
         searches: Arc<Semaphore>,
         checks: AddressChecks,
+        metrics: &IndexMetrics,
     ) -> Handler {
         Handler {
             conn,
@@ -124,6 +168,7 @@ impl Handler {
             config,
             searches,
             nonce: Digest::default(),
+            metrics: metrics.clone(),
         }
     }
 
@@ -187,6 +232,10 @@ impl Handler {
                     return Err(e);
                 }
             };
+            if let Reply::Message(IndexReply::Error(e)) = &reply {
+                let code = e.kind().unwrap_or(ErrorCode::Internal);
+                self.metrics.errors.get(code_kind(code)).inc();
+            }
             if self.peer.session.is_some() {
                 // Registered: closed to make room only after every unregistered connection.
                 self.conn.admission().map(Admission::trusted);
@@ -200,6 +249,7 @@ impl Handler {
             match sent {
                 Ok(()) => {}
                 Err(ProtocolError::FrameTooLarge { .. }) => {
+                    self.metrics.errors.get(ConnectionError::Internal).inc();
                     self.conn
                         .send_error(
                             ErrorCode::Internal,
@@ -214,6 +264,7 @@ impl Handler {
     }
 
     async fn answer(&mut self, request: IndexRequest) -> Result<Reply, RequestError> {
+        self.metrics.requests.get(request_kind(&request)).inc();
         if let Some(g) = &self.group
             && !matches!(request, IndexRequest::Join(_))
         {
@@ -232,7 +283,15 @@ impl Handler {
                 ));
             }
             IndexRequest::Search(s) => return self.search(s).await.map(Reply::Encoded),
-            IndexRequest::Register(r) => IndexReply::Registered(self.register(r).await?),
+            IndexRequest::Register(r) => {
+                let r = self.register(r).await;
+                let outcome = match r {
+                    Ok(_) => RegisterOutcome::Accepted,
+                    Err(_) => RegisterOutcome::Refused,
+                };
+                self.metrics.registrations.get(outcome).inc();
+                IndexReply::Registered(r?)
+            }
             IndexRequest::UpdateFiles(u) => IndexReply::Ack(self.update_files(u).await?),
             IndexRequest::Heartbeat => IndexReply::Ack(self.heartbeat().await?),
             IndexRequest::Unregister => IndexReply::Ack(self.unregister().await?),
@@ -427,6 +486,7 @@ impl Handler {
         let session = self.session()?;
         self.blocking(move |s| s.unregister(&session)).await?;
         self.peer.session = None;
+        self.metrics.unregistrations.inc();
         info!(peer_id = session.peer_id, "peer unregistered");
         Ok(Ack {
             files: 0,
@@ -467,6 +527,30 @@ impl Handler {
     /// changed; a content id, or a word query that reads little of the index, inline; other
     /// word queries on the blocking pool, at most `searches` at a time.
     async fn search(&self, s: Search) -> Result<Bytes, RequestError> {
+        let started = std::time::Instant::now();
+        // A search refused before its query is read counts as words.
+        let mut kind = QueryKind::Words;
+        let r = self.search_answer(s, &mut kind).await;
+        let outcome = match &r {
+            Ok((_, true)) => SearchOutcome::Cached,
+            Ok((_, false)) => SearchOutcome::Answered,
+            Err(_) => SearchOutcome::Refused,
+        };
+        self.metrics.searches_of(kind).get(outcome).inc();
+        if outcome != SearchOutcome::Refused {
+            let seconds = started.elapsed().as_secs_f64();
+            self.metrics.search_seconds.get(kind).observe(seconds);
+        }
+        r.map(|(payload, _)| payload)
+    }
+
+    /// [`Handler::search`]'s answer, and whether it came from the cache; sets `kind` to what
+    /// the query asks for once it is read.
+    async fn search_answer(
+        &self,
+        s: Search,
+        kind: &mut QueryKind,
+    ) -> Result<(Bytes, bool), RequestError> {
         if s.query.len() > MAX_QUERY_LEN {
             return Err(RequestError::refused(
                 ErrorCode::BadRequest,
@@ -488,32 +572,50 @@ impl Handler {
         }
         let limit = s.limit.clamp(1, MAX_SEARCH_LIMIT) as usize;
         let query = Query::with_filters(&s.query, filters);
+        if let Query::Id(_) = query {
+            *kind = QueryKind::ContentId;
+        }
         let page = Page {
             offset: s.offset as usize,
             limit,
         };
         let store = &self.store;
         if let Some(hit) = store.cached_search(&query, page) {
-            return Ok(hit);
+            return Ok((hit, true));
         }
         let lease_ms = self.lease_ms();
         // A content id, or a word query that reads little of the index, is answered here, on
         // the connection's thread (handing it to another thread and back would cost more),
         // unless a writer holds the index right now: then it waits its turn on the blocking pool.
         if let Some(r) = store.try_search_here(&query, page, now_ms() - lease_ms) {
-            return too_large_is_refused(r);
+            return too_large_is_refused(r).map(|b| (b, false));
         }
         let _permit = self.searches.acquire().await;
         // Another connection may have answered the same query while this one waited.
         if let Some(hit) = store.cached_search(&query, page) {
-            return Ok(hit);
+            return Ok((hit, true));
         }
         let store = store.clone();
         let r = tokio::task::spawn_blocking(move || {
             store.search_payload(&query, page, now_ms() - lease_ms)
         })
         .await?;
-        too_large_is_refused(r)
+        too_large_is_refused(r).map(|b| (b, false))
+    }
+}
+
+/// The kind of a request, for the metrics.
+fn request_kind(r: &IndexRequest) -> IndexRequestKind {
+    match r {
+        IndexRequest::Hello(_) => IndexRequestKind::Hello,
+        IndexRequest::Join(_) => IndexRequestKind::Join,
+        IndexRequest::Register(_) => IndexRequestKind::Register,
+        IndexRequest::UpdateFiles(_) => IndexRequestKind::UpdateFiles,
+        IndexRequest::Heartbeat => IndexRequestKind::Heartbeat,
+        IndexRequest::Unregister => IndexRequestKind::Unregister,
+        IndexRequest::Search(_) => IndexRequestKind::Search,
+        IndexRequest::Browse(_) => IndexRequestKind::Browse,
+        IndexRequest::ListPeers => IndexRequestKind::ListPeers,
     }
 }
 

@@ -60,6 +60,19 @@ mod trigrams;
 /// No slot (ends a list), no content, no peer; as a record's peer, marks a removed file.
 const NONE: u32 = u32::MAX;
 
+/// What the index holds, counted for the metrics ([`IndexStore::counts`](crate::index::IndexStore::counts)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexCounts {
+    /// Files, one per peer sharing it.
+    pub rows: usize,
+    /// Distinct content ids.
+    pub files: usize,
+    /// Peers remembered (registered at least once, not forgotten).
+    pub peers_known: usize,
+    /// Peers online and heard from within the lease.
+    pub peers_live: usize,
+}
+
 /// What searches read, composed of the parts in this module's files: see the module doc.
 #[derive(Debug)]
 pub struct NameIndex {
@@ -132,6 +145,18 @@ impl NameIndex {
     /// How many files the index holds (of every peer, live or not).
     pub fn files(&self) -> usize {
         self.live
+    }
+
+    /// How many files (rows), distinct content ids and peers (remembered, and live: online and
+    /// heard from at or after `live_since`) the index holds, for the metrics.
+    pub fn counts(&self, live_since: i64) -> IndexCounts {
+        let (peers_known, peers_live) = self.peers.counts(live_since);
+        IndexCounts {
+            rows: self.live,
+            files: self.contents.in_use(),
+            peers_known,
+            peers_live,
+        }
     }
 
     /// A number that changes whenever a search's answer may have changed: files added,

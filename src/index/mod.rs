@@ -33,11 +33,11 @@ pub use client::{IndexClient, IndexClientError, PIPELINE_WINDOW};
 pub use group::{PrivateGroup, REVOKED_REFRESH};
 pub use handler::MAX_FAILED_JOINS;
 pub use server::{
-    EPHEMERAL_PURGE_LEASES, FORGET_AFTER, FRAME_TIMEOUT, IndexConfig, IndexServer, LEASE,
-    MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, READ_TIMEOUT, REQUEST_MEMORY, SHUTDOWN_GRACE,
-    WRITE_TIMEOUT,
+    EPHEMERAL_PURGE_LEASES, FORGET_AFTER, FRAME_TIMEOUT, IndexConfig, IndexMetricsSource,
+    IndexServer, LEASE, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, READ_TIMEOUT, REQUEST_MEMORY,
+    SHUTDOWN_GRACE, WRITE_TIMEOUT,
 };
 pub use store::{
-    BrowseRefused, GroupStore, IndexStore, MAX_BROWSE_BYTES, MemberRow, RedeemError, Session,
-    StoreError, normalize_browse_path,
+    BrowseRefused, GroupStore, IndexCounts, IndexStore, MAX_BROWSE_BYTES, MemberRow, RedeemError,
+    Session, StoreError, normalize_browse_path,
 };

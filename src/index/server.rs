@@ -1,6 +1,7 @@
 //! `IndexServer`: accepts peers and clients, authenticates registrations, answers searches.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -13,6 +14,7 @@ use super::cache::CacheConfig;
 use super::handler::{Handler, Remote};
 use super::{IndexStore, PrivateGroup};
 use crate::identity::Identity;
+use crate::metrics::{ConnectionError, IndexMetrics};
 use crate::protocol::{
     Connection, Connections, HANDSHAKE_TIMEOUT, Limits, MAX_FRAME_LEN, MemoryBudget, ServeLimits,
     ServerSide, accept_loop,
@@ -106,6 +108,7 @@ pub struct IndexServer {
     searches: Arc<Semaphore>,
     connections: Connections,
     budget: MemoryBudget,
+    metrics: IndexMetrics,
 }
 
 impl IndexServer {
@@ -126,6 +129,7 @@ impl IndexServer {
                 grace: config.shutdown_grace,
             }),
             budget: MemoryBudget::new(config.request_memory),
+            metrics: IndexMetrics::default(),
             config,
         }
     }
@@ -145,6 +149,17 @@ impl IndexServer {
     /// The memory all connections share for large requests.
     pub fn memory_budget(&self) -> MemoryBudget {
         self.budget.clone()
+    }
+
+    /// This server's metrics, and what renders them with its state.
+    pub fn metrics(&self) -> IndexMetricsSource {
+        IndexMetricsSource {
+            metrics: self.metrics.clone(),
+            registry: Arc::new(self.metrics.registry()),
+            store: self.store.clone(),
+            connections: self.connections.clone(),
+            lease: self.config.lease,
+        }
     }
 
     /// Serves until `shutdown` is cancelled, then waits up to the grace period for connections.
@@ -167,6 +182,8 @@ impl IndexServer {
                 let (store, config, shutdown) =
                     (self.store.clone(), self.config.clone(), shutdown.clone());
                 let searches = self.searches.clone();
+                let metrics = self.metrics.clone();
+                metrics.connections.inc();
                 let (tls, checks, budget, group) = (
                     self.tls.clone(),
                     self.checks.clone(),
@@ -175,6 +192,7 @@ impl IndexServer {
                 );
                 async move {
                     let Some(secured) = secure_admitted(&tls, stream, &admission).await else {
+                        metrics.errors.get(ConnectionError::Tls).inc();
                         return;
                     };
                     let conn = Connection::server(
@@ -192,17 +210,58 @@ impl IndexServer {
                         key: secured.remote_key,
                         group,
                     };
-                    match Handler::new(conn, remote, store, config, searches, checks)
-                        .run(shutdown)
-                        .await
-                    {
+                    let handler =
+                        Handler::new(conn, remote, store, config, searches, checks, &metrics);
+                    match handler.run(shutdown).await {
                         Ok(()) => debug!(%addr, "connection closed"),
-                        Err(e) => info!(%addr, "connection closed: {e}"),
+                        Err(e) => {
+                            metrics.errors.get(e.kind()).inc();
+                            info!(%addr, "connection closed: {e}")
+                        }
                     }
                 }
             },
         )
         .await;
+    }
+}
+
+/// An index server's metrics with what renders them: its gauges are read from the server's
+/// state (its store and its connections) each time.
+#[derive(Clone)]
+pub struct IndexMetricsSource {
+    metrics: IndexMetrics,
+    registry: Arc<prometheus_client::registry::Registry>,
+    store: Arc<IndexStore>,
+    connections: Connections,
+    lease: Duration,
+}
+
+impl IndexMetricsSource {
+    /// The counters, to read (tests) or add to.
+    pub fn metrics(&self) -> &IndexMetrics {
+        &self.metrics
+    }
+
+    /// The metrics' text now, in the Prometheus text format ([`crate::metrics::CONTENT_TYPE`]).
+    /// Blocks for a moment if a write holds the name index.
+    pub fn render(&self) -> String {
+        let m = &self.metrics;
+        let stats = self.connections.stats();
+        m.connections_open.set(stats.open as i64);
+        m.connections_refused
+            .inner()
+            .store(stats.refused, Ordering::Relaxed);
+        m.connections_evicted
+            .inner()
+            .store(stats.evicted, Ordering::Relaxed);
+        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        let counts = self.store.counts(now_ms().saturating_sub(lease_ms));
+        m.rows.set(counts.rows as i64);
+        m.files.set(counts.files as i64);
+        m.peers_known.set(counts.peers_known as i64);
+        m.peers_live.set(counts.peers_live as i64);
+        crate::metrics::render(&self.registry)
     }
 }
 

@@ -199,6 +199,7 @@ pub async fn download_stream_into(
             if let Some(r) = already_have(&hit, &dir, &opts).await {
                 return (n, Ok(r));
             }
+            crate::metrics::node().downloads_started.inc();
             if let Some(small) = small.filter(|_| SmallFileFetcher::fits(hit.size)) {
                 let _in_flight = in_flight.acquire_owned().await;
                 match fetch_small(&small, &hit, n, &dir, &opts).await {
@@ -217,6 +218,7 @@ pub async fn download_stream_into(
     }
     while let Some(joined) = tasks.join_next().await {
         if let Ok((n, r)) = joined {
+            count_end(&r);
             opts.tell(GetEvent::Done { n, result: &r });
             if let Some(slot) = results.get_mut(n) {
                 *slot = Some(r);
@@ -309,7 +311,24 @@ pub async fn download_hit(
     if let Some(r) = already_have(hit, dir, opts).await {
         return Ok(r);
     }
-    download_full(hit, n, dir, opts).await
+    crate::metrics::node().downloads_started.inc();
+    let r = download_full(hit, n, dir, opts).await;
+    count_end(&r);
+    r
+}
+
+/// Counts the end of a download that was started in the node's metrics.
+fn count_end(r: &Result<DownloadReport, GetError>) {
+    let m = crate::metrics::node();
+    match r {
+        Ok(r) if r.already_had => {}
+        Ok(_) => {
+            m.downloads_finished.inc();
+        }
+        Err(_) => {
+            m.downloads_failed.inc();
+        }
+    }
 }
 
 /// [`download_hit`] without looking for the file on disk first.

@@ -42,6 +42,11 @@ impl ContentIds {
         self.recs.len()
     }
 
+    /// How many content ids are in use.
+    pub(super) fn in_use(&self) -> usize {
+        self.by_id.len()
+    }
+
     /// Whether no content id is in use.
     #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {

@@ -112,6 +112,16 @@ impl PeerTable {
             .min()
     }
 
+    /// Peers with a state (registered, not forgotten), and those of them online and seen at or
+    /// after `live_since`.
+    pub(super) fn counts(&self, live_since: i64) -> (usize, usize) {
+        let states = self.recs.iter().filter_map(|p| p.state.as_ref());
+        states.fold((0, 0), |(known, live), s| {
+            let is_live = s.online && s.last_seen >= live_since;
+            (known + 1, live + usize::from(is_live))
+        })
+    }
+
     /// Renumbers the heads of the files' lists after the files were renumbered.
     pub(super) fn renumber_heads(&mut self, m: impl Fn(Slot) -> Slot) {
         for p in &mut self.recs {

@@ -46,6 +46,7 @@ use self::schema::{load, open_conn};
 pub use self::sessions::Session;
 use self::sessions::Sessions;
 use super::cache::{CacheConfig, ReplyCache};
+pub use super::memory::IndexCounts;
 use super::memory::NameIndex;
 
 mod browse;
@@ -150,6 +151,12 @@ impl IndexStore {
     pub fn files_in_memory(&self) -> usize {
         self.mem.read().unwrap_or_else(|p| p.into_inner()).files()
     }
+
+    /// What the name index holds (see [`IndexCounts`]); `live_since` as in searches.
+    pub fn counts(&self, live_since: i64) -> IndexCounts {
+        self.mem_read().counts(live_since)
+    }
+
     fn write<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,

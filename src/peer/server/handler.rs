@@ -180,6 +180,7 @@ impl<'a> Handler<'a> {
             if let Some(id) = piece_of {
                 self.server.slots.sent(self.conn_id);
                 if let Message::Piece(p) = &reply {
+                    crate::metrics::node().piece_served(p.data.len() as u64);
                     self.uploaded(id, p.data.len() as u64);
                 }
             }
@@ -226,6 +227,11 @@ impl<'a> Handler<'a> {
 
     /// One line at info: to whom (address, short key fingerprint), what, how much, how long.
     fn log_upload(&self, u: &Upload) {
+        let outcome = match u.pieces >= u.piece_count {
+            true => crate::metrics::UploadOutcome::Complete,
+            false => crate::metrics::UploadOutcome::Partial,
+        };
+        crate::metrics::node().uploads.get(outcome).inc();
         let key = crate::identity::Fingerprint(self.key).to_string();
         let short = key.get(..UPLOAD_KEY_CHARS).unwrap_or(&key);
         info!(
