@@ -32,21 +32,26 @@ fn probe_limits() -> Limits {
     }
 }
 
-/// How long answers are still collected after the first peers came. The nodes holding a key
-/// answer within a few round trips of each other, each with the peers it holds (up to 50);
-/// waiting for the lookup to end instead can cost a request timeout per dead node it met.
-pub const VALUES_GRACE: Duration = Duration::from_millis(300);
+/// Bounds of how long answers are still collected after the first peers came: as long as the
+/// first peers took to come, at least the first bound and at most the second. The nodes
+/// holding a key are reached within a round trip or two of each other, each answering with
+/// the peers it holds (up to 50); waiting for the lookup to end instead costs a request
+/// timeout per dead node it met.
+pub const VALUES_GRACE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 
 /// Every peer announced under `key`, each once (the DHT returns duplicates): the peers in the
-/// answers until the lookup ends, or until [`VALUES_GRACE`] after the first peers came.
+/// answers until the lookup ends, or until a grace period ([`VALUES_GRACE`]) after the first
+/// peers came.
 async fn peers_under(dht: &AsyncDht, key: Id) -> HashSet<SocketAddrV4> {
     let mut found = HashSet::new();
     let mut stream = dht.get_peers(key);
-    let deadline = tokio::time::Instant::now() + LOOKUP_TIMEOUT;
+    let start = tokio::time::Instant::now();
+    let deadline = start + LOOKUP_TIMEOUT;
     let mut until = deadline;
     while let Ok(Some(batch)) = tokio::time::timeout_at(until, stream.next()).await {
         if found.is_empty() && !batch.is_empty() {
-            until = (tokio::time::Instant::now() + VALUES_GRACE).min(deadline);
+            let grace = start.elapsed().clamp(VALUES_GRACE.0, VALUES_GRACE.1);
+            until = (tokio::time::Instant::now() + grace).min(deadline);
         }
         found.extend(batch);
     }
