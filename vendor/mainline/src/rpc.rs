@@ -432,7 +432,11 @@ impl Rpc {
         );
 
         // If we don't have enough or any closest nodes, call the bootstrapping nodes.
-        if routing_table_closest.is_empty() || routing_table_closest.len() < self.bootstrap.len() {
+        // The table never offers more than K closest nodes, so a longer bootstrap list than K
+        // must not mean "not enough": every query would go to every bootstrap node.
+        if routing_table_closest.is_empty()
+            || routing_table_closest.len() < self.bootstrap.len().min(MAX_BUCKET_SIZE_K)
+        {
             for bootstrapping_node in self.bootstrap.clone() {
                 query.visit(&mut self.socket, bootstrapping_node);
             }
