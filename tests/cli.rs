@@ -2,22 +2,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_peershare");
-
-/// A running binary whose stdout lines are collected in the background.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
 
 impl Running {
     fn start(args: &[&str], home: &Path) -> Running {
@@ -28,68 +19,8 @@ impl Running {
 
     /// Spawns `cmd` with `input` (if any) on its stdin and collects its stdout lines.
     fn spawn(mut cmd: Command, input: Option<&str>) -> Running {
-        let mut child = cmd
-            .env_remove("PEERSHARE_INDEX")
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn peershare");
-        if let Some(text) = input {
-            let mut stdin = child.stdin.take().expect("stdin");
-            stdin.write_all(text.as_bytes()).expect("write stdin");
-        }
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits (at most 30 s) for a stdout line containing `needle`; returns it.
-    fn wait_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if l.contains(needle) {
-                        return l;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no line with {needle:?}; saw {:?}", self.seen);
-    }
-
-    /// The `127.0.0.1:PORT` in the "listening on" line.
-    fn listening(&mut self) -> String {
-        let l = self.wait_line("listening on");
-        l.split_whitespace()
-            .find(|w| w.starts_with("127.0.0.1:"))
-            .expect("address in line")
-            .to_string()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        cmd.env_remove("PEERSHARE_INDEX");
+        Running::spawn_lines(cmd, input, Lines::Stdout)
     }
 }
 

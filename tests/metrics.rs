@@ -5,11 +5,9 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -493,85 +491,14 @@ async fn slow_clients_are_cut_off_and_hold_a_bounded_number_of_places() {
 
 // ---- The real binary ----
 
-/// A running `peershare` whose stdout (and stderr) lines are collected in the background.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
 impl Running {
+    /// `peershare` with `args`, its stdout and stderr lines collected.
     fn start(args: &[&str], home: &Path) -> Running {
-        let mut child = Command::new(BIN)
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
             .env("PEERSHARE_HOME", home)
-            .env_remove("PEERSHARE_INDEX")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn peershare");
-        let (tx, lines) = mpsc::channel();
-        for out in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// A line containing `needle` among those seen already, else the next one (stdout and
-    /// stderr lines arrive in either order).
-    fn seen_or_wait(&mut self, needle: &str) -> String {
-        match self.seen.iter().find(|l| l.contains(needle)) {
-            Some(l) => l.clone(),
-            None => self.wait_line(needle),
-        }
-    }
-
-    /// Waits (at most 30 s) for a line containing `needle`; returns it.
-    fn wait_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if l.contains(needle) {
-                        return l;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no line with {needle:?}; saw {:?}", self.seen);
-    }
-
-    /// The word of the line with `needle` that starts with `prefix`.
-    fn word(&mut self, needle: &str, prefix: &str) -> String {
-        let l = self.wait_line(needle);
-        l.split_whitespace()
-            .find(|w| w.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix}... in {l:?}"))
-            .to_string()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+            .env_remove("PEERSHARE_INDEX");
+        Running::spawn_lines(cmd, None, Lines::Both)
     }
 }
 

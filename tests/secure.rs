@@ -8,11 +8,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream as StdTcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -87,71 +86,23 @@ fn one_line_error(out: &std::process::Output, what: &str) -> String {
     err
 }
 
-/// A running process whose output lines (stdout or stderr) are collected in the background.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
 impl Running {
     /// The `peershare` binary with `args` and `home` as its state directory.
     fn peershare(args: &[&str], home: &Path) -> Running {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .env("PEERSHARE_HOME", home)
-            .env_remove("PEERSHARE_INDEX")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .env_remove("PEERSHARE_INDEX");
         Running::spawn(cmd, false)
     }
 
     /// Spawns `cmd` and collects the lines of its stdout, or of its stderr if `stderr`.
-    fn spawn(mut cmd: Command, stderr: bool) -> Running {
-        let mut child = cmd.stdin(Stdio::null()).spawn().expect("spawn");
-        let out: Box<dyn Read + Send> = match stderr {
-            true => Box::new(child.stderr.take().expect("stderr")),
-            false => Box::new(child.stdout.take().expect("stdout")),
-        };
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits (at most 30 s) for a line containing `needle`; returns it.
-    fn wait_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if l.contains(needle) {
-                        return l;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no line with {needle:?}; saw {:?}", self.seen);
-    }
-
-    /// The `127.0.0.1:PORT` of the "listening on" line.
-    fn listening(&mut self) -> String {
-        let l = self.wait_line("listening on");
-        l.split_whitespace()
-            .find(|w| w.starts_with("127.0.0.1:"))
-            .expect("address in line")
-            .to_string()
+    fn spawn(cmd: Command, stderr: bool) -> Running {
+        Running::spawn_lines(
+            cmd,
+            None,
+            if stderr { Lines::Stderr } else { Lines::Stdout },
+        )
     }
 
     /// The index's fingerprint, from its "index key FP: ..." line.
@@ -164,13 +115,6 @@ impl Running {
             .trim_end_matches(':');
         fp.parse::<Fingerprint>().expect("a fingerprint");
         fp.to_string()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -496,3 +496,112 @@ impl PrivateIndex {
         h
     }
 }
+
+/// Which output of a [`Running`] process is read line by line (the other is discarded).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Lines {
+    Stdout,
+    Stderr,
+    Both,
+}
+
+/// A running process whose output lines are collected in the background; killed and reaped
+/// when dropped.
+pub struct Running {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Running {
+    /// Spawns `cmd` with `input` (if any) written to its stdin, reading `which` output.
+    pub fn spawn_lines(
+        mut cmd: std::process::Command,
+        input: Option<&str>,
+        which: Lines,
+    ) -> Running {
+        use std::io::{BufRead, Write};
+        use std::process::Stdio;
+        let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
+        let mut child = cmd
+            .stdin(piped(input.is_some()))
+            .stdout(piped(which != Lines::Stderr))
+            .stderr(piped(which != Lines::Stdout))
+            .spawn()
+            .expect("spawn");
+        if let Some(text) = input {
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(text.as_bytes()).expect("write stdin");
+        }
+        let (tx, lines) = std::sync::mpsc::channel();
+        let mut outs: Vec<Box<dyn std::io::Read + Send>> = Vec::new();
+        if let Some(o) = child.stdout.take() {
+            outs.push(Box::new(o));
+        }
+        if let Some(e) = child.stderr.take() {
+            outs.push(Box::new(e));
+        }
+        for out in outs {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (at most 30 s) for a line containing `needle`; returns it.
+    pub fn wait_line(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no line with {needle:?}; saw {:?}", self.seen);
+    }
+
+    /// A line containing `needle` among those seen already, else the next one (with both
+    /// outputs read, their lines arrive in either order).
+    pub fn seen_or_wait(&mut self, needle: &str) -> String {
+        match self.seen.iter().find(|l| l.contains(needle)) {
+            Some(l) => l.clone(),
+            None => self.wait_line(needle),
+        }
+    }
+
+    /// The word of the line with `needle` that starts with `prefix`.
+    pub fn word(&mut self, needle: &str, prefix: &str) -> String {
+        let l = self.wait_line(needle);
+        l.split_whitespace()
+            .find(|w| w.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}... in {l:?}"))
+            .to_string()
+    }
+
+    /// The `127.0.0.1:PORT` of the "listening on" line.
+    pub fn listening(&mut self) -> String {
+        self.word("listening on", "127.0.0.1:")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
