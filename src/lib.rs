@@ -13,7 +13,9 @@
 //!   and pieces), [`query`] (the search rules), [`identity`], [`group`] (private groups'
 //!   certificates, invites and share links), [`rate`], [`text`].
 //!
-//! The `peershare` binary is a thin command line over [`node`].
+//! - [`web`]: the node's HTTP API (`/api/v1`, its events and its security) over [`node`].
+//!
+//! The `peershare` binary is a thin command line over [`node`] and [`web`].
 //!
 //! # Example
 //!
@@ -90,6 +92,7 @@ pub mod query;
 pub mod rate;
 pub mod text;
 pub mod tls;
+pub mod web;
 
 /// Gives memory freed by the allocator back to the system (glibc keeps freed memory of large
 /// short-lived structures otherwise). Cheap enough to call after each large batch of work.

@@ -8,9 +8,18 @@ use tokio::time::Instant;
 /// Limits the bytes per second passing through it; callers wait in [`RateLimiter::take`].
 #[derive(Debug)]
 pub struct RateLimiter {
+    // The limit and the bucket's size live with its tokens: [`RateLimiter::set_bytes_per_sec`]
+    // changes them while transfers go on (a node's settings).
+    state: Mutex<Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// Bytes per second; 0: no limit.
     rate: f64,
     burst: f64,
-    state: Mutex<(f64, Instant)>,
+    tokens: f64,
+    last: Instant,
 }
 
 impl RateLimiter {
@@ -19,31 +28,50 @@ impl RateLimiter {
     pub fn new(bytes_per_sec: u64) -> Self {
         let rate = bytes_per_sec.max(1) as f64;
         RateLimiter {
-            rate,
-            burst: (rate / 10.0).max(64.0 * 1024.0),
-            state: Mutex::new((0.0, Instant::now())),
+            state: Mutex::new(Bucket {
+                rate,
+                burst: (rate / 10.0).max(64.0 * 1024.0),
+                tokens: 0.0,
+                last: Instant::now(),
+            }),
         }
     }
 
-    /// The limit, in bytes per second.
+    fn bucket(&self) -> std::sync::MutexGuard<'_, Bucket> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The limit, in bytes per second (0: none).
     pub fn bytes_per_sec(&self) -> u64 {
-        self.rate as u64
+        self.bucket().rate as u64
+    }
+
+    /// Changes the limit for the transfers going on and those to come; 0 lifts it (bytes then
+    /// pass at once).
+    pub fn set_bytes_per_sec(&self, bytes_per_sec: u64) {
+        let mut b = self.bucket();
+        b.rate = bytes_per_sec as f64;
+        b.burst = (b.rate / 10.0).max(64.0 * 1024.0);
+        b.tokens = b.tokens.min(b.burst);
     }
 
     /// Waits until `n` bytes may pass. Debt is allowed, so a large `n` waits in proportion.
     pub async fn take(&self, n: u64) {
         let wait = {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = self.bucket();
             let now = Instant::now();
-            let (tokens, last) = *s;
-            let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate)
-                .min(self.burst)
+            if s.rate <= 0.0 {
+                s.last = now;
+                return;
+            }
+            let tokens = (s.tokens + now.duration_since(s.last).as_secs_f64() * s.rate)
+                .min(s.burst)
                 - n as f64;
-            *s = (tokens, now);
+            (s.tokens, s.last) = (tokens, now);
             if tokens >= 0.0 {
                 Duration::ZERO
             } else {
-                Duration::from_secs_f64(-tokens / self.rate)
+                Duration::from_secs_f64(-tokens / s.rate)
             }
         };
         if !wait.is_zero() {
@@ -107,5 +135,26 @@ mod tests {
         }
         let secs = start.elapsed().as_secs_f64();
         assert!((2.3..=2.6).contains(&secs), "{secs}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limit_changes_while_in_use() {
+        let r = RateLimiter::new(1024 * 1024);
+        r.set_bytes_per_sec(0);
+        let start = Instant::now();
+        r.take(100 * 1024 * 1024).await;
+        assert_eq!(
+            start.elapsed(),
+            std::time::Duration::ZERO,
+            "no limit: no wait"
+        );
+        r.set_bytes_per_sec(512 * 1024);
+        assert_eq!(r.bytes_per_sec(), 512 * 1024);
+        let start = Instant::now();
+        for _ in 0..10 {
+            r.take(256 * 1024).await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        assert!((4.6..=5.2).contains(&secs), "{secs}");
     }
 }

@@ -85,6 +85,10 @@ pub struct GetArgs {
     /// Print one JSON document
     #[arg(long)]
     pub json: bool,
+    /// With a node running for this state directory: follow the items added to its queue
+    /// until they end (without: add them and return)
+    #[arg(long)]
+    pub wait: bool,
     /// Also look in this directory (recursively; repeatable) for files already downloaded:
     /// a file whose content id is already in --output or here is not downloaded again, and
     /// where it is is printed. Only files of the wanted size are hashed, once (cached in the

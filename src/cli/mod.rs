@@ -13,6 +13,7 @@ mod get_query;
 pub use filters::rewrite_exclusions;
 mod group;
 mod menu;
+mod node;
 mod output;
 mod wish;
 
@@ -328,8 +329,19 @@ pub enum Command {
         json: bool,
     },
     /// Download files by content id, or a peer's file or folder by path (PEER_ID:PATH),
-    /// verified piece by piece
+    /// verified piece by piece (with a node running for this state directory: added to its
+    /// queue)
     Get(Box<GetArgs>),
+    /// Share directories and download through a queue, with an HTTP API and web UI (runs
+    /// until interrupted; prints the web UI's address)
+    Node(Box<node::NodeArgs>),
+    /// The running node's transfers, queue, shares and peers (`peershare node` with this
+    /// state directory)
+    Status {
+        /// Print one JSON document (the API's /api/v1/status)
+        #[arg(long)]
+        json: bool,
+    },
     /// The DHT: run a node
     Dht {
         #[command(subcommand)]

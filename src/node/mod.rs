@@ -5,16 +5,23 @@
 //! This is the layer a command-line tool, a daemon or an HTTP API builds on; nothing here
 //! prints or parses arguments.
 
+mod daemon;
 mod folder;
 mod get;
 mod have_already;
 mod lookup;
 mod member;
+pub mod queue;
 mod register;
 mod share;
 mod trust;
 mod wishes;
 
+pub use daemon::{
+    EVENT_BUFFER, HashView, ItemView, MAX_PARALLEL, MAX_QUERY_FILES, MAX_UPLOAD_SLOTS, NodeConfig,
+    NodeError, NodeEvent, NodeHandle, NodeStatus, PROGRESS_INTERVAL, Page, SETTINGS_FILE,
+    SearchHit, SearchPage, Settings, SettingsPatch, ShareStatusView, ShareView, SourceView,
+};
 pub use folder::{
     FolderError, FolderFile, FolderOutcome, FolderSpec, MAX_FOLDER_FILES, get_folder, get_tree,
     list_folder,

@@ -23,6 +23,7 @@ pub use scan::{
 };
 pub use server::{
     FRAME_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, PeerConfig, PeerServer, UPLOAD_SLOTS,
+    UploadNow, UploadsNow,
 };
 pub use slots::{QUEUE_STALE, SLOT_IDLE, SLOT_TURN, SLOTS_PER_IP, SlotPolicy, UploadSlots};
 pub use watch::watch_roots;

@@ -65,6 +65,59 @@ pub struct PeerConfig {
     pub upload_slots_per_ip: usize,
     /// Shared limit on upload bandwidth. Default: none.
     pub upload_rate: Option<Arc<RateLimiter>>,
+    /// Where the uploads in progress are shown (a node's status). Default: nowhere.
+    pub uploads: Option<UploadsNow>,
+}
+
+/// The uploads in progress, by connection and file, for a status page: a file appears with
+/// its first piece sent and goes when its last one is (or its connection ends).
+#[derive(Debug, Clone, Default)]
+pub struct UploadsNow(
+    Arc<std::sync::Mutex<std::collections::HashMap<(u64, ContentId), UploadNow>>>,
+);
+
+/// One file being uploaded on one connection.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UploadNow {
+    /// To whom: the client's address.
+    pub to: String,
+    /// The client's key fingerprint.
+    pub key: String,
+    /// The file's name.
+    pub name: String,
+    /// Bytes sent so far.
+    pub bytes: u64,
+    /// Pieces sent so far, and in the file.
+    pub pieces: u64,
+    /// Pieces in the file.
+    pub piece_count: u64,
+}
+
+impl UploadsNow {
+    fn map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(u64, ContentId), UploadNow>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every upload in progress, by client address.
+    pub fn list(&self) -> Vec<UploadNow> {
+        let mut v: Vec<UploadNow> = self.map().values().cloned().collect();
+        v.sort_by(|a, b| (&a.to, &a.name).cmp(&(&b.to, &b.name)));
+        v
+    }
+
+    pub(super) fn set(&self, conn: u64, id: ContentId, u: UploadNow) {
+        self.map().insert((conn, id), u);
+    }
+
+    pub(super) fn done(&self, conn: u64, id: &ContentId) {
+        self.map().remove(&(conn, *id));
+    }
+
+    pub(super) fn closed(&self, conn: u64) {
+        self.map().retain(|(c, _), _| *c != conn);
+    }
 }
 
 impl Default for PeerConfig {
@@ -78,6 +131,7 @@ impl Default for PeerConfig {
             upload_slots: UPLOAD_SLOTS,
             upload_slots_per_ip: super::slots::SLOTS_PER_IP,
             upload_rate: None,
+            uploads: None,
         }
     }
 }

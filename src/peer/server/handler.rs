@@ -210,6 +210,23 @@ impl<'a> Handler<'a> {
         if let Some(u) = self.uploads.get_mut(&id) {
             u.pieces += 1;
             u.bytes += bytes;
+            if let Some(now) = &self.server.config.uploads {
+                match u.pieces >= u.piece_count {
+                    true => now.done(self.conn_id, &id),
+                    false => now.set(
+                        self.conn_id,
+                        id,
+                        super::UploadNow {
+                            to: self.addr.to_string(),
+                            key: crate::identity::Fingerprint(self.key).to_string(),
+                            name: u.name.clone(),
+                            bytes: u.bytes,
+                            pieces: u.pieces,
+                            piece_count: u.piece_count,
+                        },
+                    ),
+                }
+            }
             if u.pieces >= u.piece_count
                 && let Some(u) = self.uploads.remove(&id)
             {
@@ -220,8 +237,11 @@ impl<'a> Handler<'a> {
 
     /// Logs (and forgets) every upload not logged yet.
     fn log_uploads(&mut self) {
-        for (_, u) in std::mem::take(&mut self.uploads) {
+        for (id, u) in std::mem::take(&mut self.uploads) {
             self.log_upload(&u);
+            if let Some(now) = &self.server.config.uploads {
+                now.done(self.conn_id, &id);
+            }
         }
     }
 
@@ -434,6 +454,9 @@ impl Drop for Handler<'_> {
     /// The connection is over: what was uploaded on it and not logged yet is.
     fn drop(&mut self) {
         self.log_uploads();
+        if let Some(now) = &self.server.config.uploads {
+            now.closed(self.conn_id);
+        }
     }
 }
 
