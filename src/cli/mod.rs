@@ -15,6 +15,7 @@ mod group;
 mod menu;
 mod node;
 mod output;
+mod share_index;
 mod wish;
 
 use std::net::SocketAddr;

@@ -86,7 +86,7 @@ pub async fn run_node(a: NodeArgs, state: PathBuf) -> anyhow::Result<()> {
         );
     }
     let (index, index_key, group) =
-        super::commands::share_index(&a.index, &a.dht, a.no_index).await?;
+        super::share_index::share_index(&a.index, &a.dht, a.no_index).await?;
     let mut share = ShareConfig::new(a.dirs.clone(), index, state.clone());
     share.index_key = index_key;
     share.group = group;
