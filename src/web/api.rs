@@ -1,4 +1,4 @@
-//! The `/api/v1` endpoints over [`NodeHandle`]: JSON in and out, every refusal a 4xx with a
+//! The `/api/v1` endpoints over [`NodeHandle`](crate::node::NodeHandle): JSON in and out, every refusal a 4xx with a
 //! one-line JSON error (`{"error": "..."}`).
 
 use std::convert::Infallible;
