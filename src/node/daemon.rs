@@ -1062,18 +1062,23 @@ impl NodeHandle {
         offset: u32,
         limit: u32,
     ) -> Result<SearchPage, NodeError> {
-        if query.trim().is_empty() {
+        if blank(query) {
             return Err(NodeError::BadValue("the query is empty".into()));
+        }
+        if offset > crate::protocol::MAX_SEARCH_OFFSET {
+            return Err(NodeError::BadValue(format!(
+                "offset must be at most {}",
+                crate::protocol::MAX_SEARCH_OFFSET
+            )));
         }
         if limit == 0 || limit > MAX_SEARCH_LIMIT {
             return Err(NodeError::BadValue(format!(
                 "limit must be 1..={MAX_SEARCH_LIMIT}"
             )));
         }
-        if query.len() > crate::protocol::MAX_QUERY_LEN {
+        if query.chars().count() > MAX_QUERY_CHARS {
             return Err(NodeError::BadValue(format!(
-                "the query is longer than {} bytes",
-                crate::protocol::MAX_QUERY_LEN
+                "the query is longer than {MAX_QUERY_CHARS} characters"
             )));
         }
         let search = Search {
@@ -1282,6 +1287,19 @@ async fn matching(client: &mut IndexClient, query: &str) -> Result<Vec<FolderFil
     Ok(files)
 }
 
+/// The longest query the API takes, in characters: at most 4 bytes each, so always within the
+/// index's [`crate::protocol::MAX_QUERY_LEN`] bytes (the API document's `maxLength`).
+pub const MAX_QUERY_CHARS: usize = crate::protocol::MAX_QUERY_LEN / 4;
+
+/// The longest target or name of a queue item, in characters (the API document's `maxLength`).
+pub const MAX_TEXT: usize = 4096;
+
+/// A query of nothing but spaces, tabs and line breaks (exactly the API document's rule, so
+/// that what it calls valid is what the node accepts).
+fn blank(query: &str) -> bool {
+    query.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
+}
+
 fn check_new(it: &NewItem) -> Result<(), NodeError> {
     let bad = |m: String| Err(NodeError::BadValue(m));
     match it.kind {
@@ -1292,10 +1310,10 @@ fn check_new(it: &NewItem) -> Result<(), NodeError> {
         ItemKind::Folder if FolderSpec::parse(&it.target).is_none() => {
             bad(format!("{:?} is not PEER:PATH", it.target))
         }
-        ItemKind::Query if it.target.trim().is_empty() => bad("the query is empty".into()),
-        _ if it.target.len() > 4096 || it.name.len() > 4096 => {
-            bad("a target or name is longer than 4096 bytes".into())
-        }
+        ItemKind::Query if blank(&it.target) => bad("the query is empty".into()),
+        _ if it.target.chars().count() > MAX_TEXT || it.name.chars().count() > MAX_TEXT => bad(
+            format!("a target or name is longer than {MAX_TEXT} characters"),
+        ),
         _ if it.sources.len() > 256 => bad("more than 256 sources".into()),
         _ => Ok(()),
     }

@@ -36,10 +36,10 @@ pub struct FolderSpec {
 }
 
 impl FolderSpec {
-    /// `PEER:PATH` if `s` is one (digits, a colon, anything), else `None`.
+    /// `PEER:PATH` if `s` is one (1 to 18 digits, a colon, anything), else `None`.
     pub fn parse(s: &str) -> Option<FolderSpec> {
         let (peer, path) = s.split_once(':')?;
-        if peer.is_empty() || !peer.bytes().all(|b| b.is_ascii_digit()) {
+        if !(1..=18).contains(&peer.len()) || !peer.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         Some(FolderSpec {

@@ -242,7 +242,7 @@ async fn add_transfers(
         .into_iter()
         .map(|i| {
             let target = match i.kind {
-                ItemKind::File => i.target.trim().to_ascii_lowercase(),
+                ItemKind::File => i.target.to_ascii_lowercase(),
                 _ => i.target,
             };
             NewItem {
