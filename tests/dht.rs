@@ -438,3 +438,89 @@ async fn a_share_with_thousands_of_keys_is_found_by_every_word_and_id() {
     }
     h.shutdown().await;
 }
+
+/// `peershare node --dht --no-index`: its API searches the DHT and its queue downloads a file
+/// found there, from the DHT peer (what the web UI does with a serverless node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serverless_node_searches_the_dht_and_queues_a_download() {
+    use peershare::web::client::NodeClient;
+    let net = testnet();
+    let t = tempfile::tempdir().unwrap();
+    let b = t.path().join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    let shared = data(2 * PIECE_SIZE as usize + 7, 71);
+    std::fs::write(b.join("holiday-film.mkv"), &shared).unwrap();
+    let pb = dht_peer(&b, &t.path().join("pb"), &net, None).await;
+
+    let (state, own, out) = (
+        t.path().join("n"),
+        t.path().join("own"),
+        t.path().join("out"),
+    );
+    std::fs::create_dir_all(&own).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_peershare"));
+    cmd.arg("node").arg(&own).arg("-o").arg(&out).args([
+        "--dht",
+        "--no-index",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    for bs in &net.bootstrap {
+        cmd.args(["--bootstrap", bs]);
+    }
+    let mut node = Running::spawn_lines(
+        {
+            cmd.env("PEERSHARE_HOME", &state);
+            cmd
+        },
+        None,
+        Lines::Both,
+    );
+    node.wait_line("web UI at");
+    let client = NodeClient::find(&state).expect("node.json and its token");
+
+    // DHT lookups may need a retry while the node's routing table fills.
+    let page = eventually(Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let v = client
+                .request("GET", "/api/v1/search?q=holiday", None)
+                .await
+                .ok()?;
+            (v["results"].as_array()?.len() == 1).then_some(v)
+        }
+    })
+    .await
+    .expect("the DHT peer's file in the node's search");
+    let hit = &page["results"][0];
+    let id = ContentId::from(blake3::hash(&shared)).to_string();
+    assert_eq!(hit["content_id"], id.as_str(), "{page:#}");
+    assert_eq!(hit["name"], "holiday-film.mkv");
+
+    let added = client
+        .request(
+            "POST",
+            "/api/v1/transfers",
+            Some(&serde_json::json!({"items": [{"kind": "file", "target": id, "name": "holiday-film.mkv"}]})),
+        )
+        .await
+        .expect("queued");
+    let item = added["ids"][0].as_i64().expect("an id");
+    let done = eventually(Duration::from_secs(60), || {
+        let client = client.clone();
+        async move {
+            let v = client
+                .request("GET", &format!("/api/v1/transfers/{item}"), None)
+                .await
+                .ok()?;
+            assert_ne!(v["state"], "failed", "{v:#}");
+            (v["state"] == "done").then_some(v)
+        }
+    })
+    .await
+    .expect("the download finished");
+    let path = out.join("holiday-film.mkv");
+    assert_eq!(b3sum(&path), id, "{done:#}");
+    drop(node);
+    pb.shutdown().await;
+}
