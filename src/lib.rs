@@ -7,7 +7,8 @@
 //!   [`node::Lookup`]). A command-line tool, a daemon or an HTTP API builds on this.
 //! - [`index`] (the indexing server and its client), [`peer`] (scanning, serving pieces, the
 //!   peer client), [`download`] (one file from many sources, verified piece by piece) and
-//!   [`dht`] (the Mainline DHT as a serverless index).
+//!   [`dht`] (the Mainline DHT as a serverless index), [`portmap`] (port mapping on the home
+//!   router: PCP, NAT-PMP, UPnP-IGD).
 //! - [`metrics`] (Prometheus counters the layers above count into, and their text).
 //! - [`protocol`] (frames, messages, connections, serving limits), [`content`] (content ids
 //!   and pieces), [`query`] (the search rules), [`identity`], [`group`] (private groups'
@@ -87,6 +88,7 @@ pub mod index;
 pub mod metrics;
 pub mod node;
 pub mod peer;
+pub mod portmap;
 pub mod protocol;
 pub mod query;
 pub mod rate;

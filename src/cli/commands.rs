@@ -70,6 +70,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             max_upload_rate,
             wish_interval,
             no_wishes,
+            port_mapping,
         } => {
             super::errors::check_share_dirs(&dirs)?;
             let (index, index_key, group) =
@@ -79,6 +80,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             config.group = group;
             config.dht = dht.config(true);
             config.advertise = advertise.map(|a| parse_host_port(&a)).transpose()?;
+            config.port_mapping = port_mapping.config();
             config.scan.include_hidden = hidden;
             config.scan.progress = Some(hashing_progress(std::io::stderr().is_terminal()));
             config.rescan_interval = rescan;
@@ -212,8 +214,7 @@ pub async fn run_index(
     advertise: Option<String>,
     metrics: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen)
-        .await
+    let listener = peershare::protocol::listen::bind_tcp(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     let metrics = match metrics {
         Some(addr) => Some(
@@ -302,8 +303,7 @@ pub(super) async fn serve_index(
 }
 
 pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen)
-        .await
+    let listener = peershare::protocol::listen::bind_tcp(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     let index = config.index.clone();
     let mut handle = start_share(config, listener).await?;
@@ -329,6 +329,10 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
                     && (last.peer_id != s.peer_id || last.files_registered != s.files_registered || !last.in_sync)
                 {
                     super::outln!("registered with index {addr} as peer {id}: {files} files")?;
+                    std::io::stdout().flush()?;
+                }
+                if let Some(m) = &s.port_mapped && last.port_mapped.as_ref() != Some(m) {
+                    super::outln!("reachable at {m}")?;
                     std::io::stdout().flush()?;
                 }
                 if let Some(n) = s.dht_announced && last.dht_announced != s.dht_announced {

@@ -70,7 +70,7 @@ pub struct GetArgs {
     #[arg(long)]
     pub no_share: bool,
     /// Address to serve the downloads in progress on (port 0: any free port)
-    #[arg(long, default_value = "0.0.0.0:0")]
+    #[arg(long, default_value = "[::]:0")]
     pub listen: SocketAddr,
     /// Address other peers must use, when it differs from --listen (NAT, proxy)
     #[arg(long, value_name = "HOST:PORT")]

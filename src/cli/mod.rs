@@ -15,6 +15,7 @@ mod group;
 mod menu;
 mod node;
 mod output;
+mod port_mapping;
 mod share_index;
 mod wish;
 
@@ -230,8 +231,8 @@ pub enum DhtCommand {
 pub enum Command {
     /// Run the indexing server (embedded SQLite store)
     Index {
-        /// Address to listen on
-        #[arg(long, default_value = "0.0.0.0:50000")]
+        /// Address to listen on ([::]: IPv6 and IPv4; 0.0.0.0: IPv4 only)
+        #[arg(long, default_value = "[::]:50000")]
         listen: SocketAddr,
         /// Database file [default: index.sqlite in the state directory]
         #[arg(long, value_name = "PATH")]
@@ -275,8 +276,8 @@ pub enum Command {
         dht: DhtArgs,
         #[command(flatten)]
         index: IndexAddr,
-        /// Address to serve other peers on (port 0: any free port)
-        #[arg(long, default_value = "0.0.0.0:0")]
+        /// Address to serve other peers on ([::]: IPv6 and IPv4; port 0: any free port)
+        #[arg(long, default_value = "[::]:0")]
         listen: SocketAddr,
         /// Address other peers must use, when it differs from --listen (NAT, proxy)
         #[arg(long, value_name = "HOST:PORT")]
@@ -304,6 +305,8 @@ pub enum Command {
         /// Do not run the wishes
         #[arg(long)]
         no_wishes: bool,
+        #[command(flatten)]
+        port_mapping: port_mapping::PortMapArgs,
     },
     /// Search the index: files whose path (directories and name) contains every word (or a
     /// content id); names holding every word come first

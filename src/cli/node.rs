@@ -40,8 +40,8 @@ pub struct NodeArgs {
     pub dht: DhtArgs,
     #[command(flatten)]
     pub index: IndexAddr,
-    /// Address to serve other peers on (port 0: any free port)
-    #[arg(long, default_value = "0.0.0.0:0")]
+    /// Address to serve other peers on ([::]: IPv6 and IPv4; port 0: any free port)
+    #[arg(long, default_value = "[::]:0")]
     pub listen: SocketAddr,
     /// Address other peers must use, when it differs from --listen (NAT, proxy)
     #[arg(long, value_name = "HOST:PORT")]
@@ -73,6 +73,8 @@ pub struct NodeArgs {
     /// Also look in this directory (recursively; repeatable) for files already downloaded
     #[arg(long, value_name = "DIR")]
     pub look_in: Vec<PathBuf>,
+    #[command(flatten)]
+    pub port_mapping: super::port_mapping::PortMapArgs,
 }
 
 /// Runs `peershare node` until interrupted.
@@ -92,6 +94,7 @@ pub async fn run_node(a: NodeArgs, state: PathBuf) -> anyhow::Result<()> {
     share.group = group;
     share.dht = a.dht.config(true);
     share.advertise = a.advertise.map(|a| parse_host_port(&a)).transpose()?;
+    share.port_mapping = a.port_mapping.config();
     share.scan.include_hidden = a.hidden;
     share.rescan_interval = a.rescan;
     share.wishes = None;
@@ -105,8 +108,7 @@ pub async fn run_node(a: NodeArgs, state: PathBuf) -> anyhow::Result<()> {
         look_in: a.look_in.clone(),
     };
     peershare::protocol::raise_open_file_limit();
-    let peers = TcpListener::bind(a.listen)
-        .await
+    let peers = peershare::protocol::listen::bind_tcp(a.listen)
         .with_context(|| format!("cannot listen on {}", a.listen))?;
     let web_listener = TcpListener::bind(a.web)
         .await

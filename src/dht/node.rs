@@ -1,6 +1,6 @@
 //! `start_node`: joins the Mainline DHT (or a private network of it) as a client or a server node.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use mainline::async_dht::AsyncDht;
@@ -60,7 +60,14 @@ impl Default for DhtConfig {
 }
 
 /// Starts a DHT node (it runs on its own thread until dropped).
+///
+/// The Mainline DHT is IPv4 only here (the `mainline` crate has no BEP 32), so a node that
+/// cannot reach its bootstrap nodes over IPv4 (an IPv6-only host) is refused with an error
+/// saying so, instead of sitting alone.
 pub fn start_node(config: &DhtConfig) -> std::io::Result<AsyncDht> {
+    if !config.no_bootstrap {
+        ipv4_reaches(&config.bootstrap)?;
+    }
     let mut b = Dht::builder();
     if config.no_bootstrap {
         b.no_bootstrap();
@@ -85,4 +92,71 @@ pub fn start_node(config: &DhtConfig) -> std::io::Result<AsyncDht> {
             ..Default::default()
         });
     Ok(b.build()?.as_async())
+}
+
+/// Where to probe for an IPv4 route when the public bootstrap nodes are used: any global
+/// address goes by the default route (TEST-NET-1: nothing is sent, see [`ipv4_reaches`]).
+const PUBLIC_PROBE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 6881);
+
+/// Whether this host can reach the bootstrap nodes (none given: the public ones) over IPv4,
+/// asked of the routing table: a UDP socket's `connect` chooses a route and sends nothing.
+fn ipv4_reaches(bootstrap: &[String]) -> std::io::Result<()> {
+    use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+    let ipv4_only = |what: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::NetworkUnreachable,
+            format!(
+                "{what}: the DHT is IPv4 only (BEP 5; the mainline crate has no IPv6 DHT), so \
+                 an IPv6-only host cannot join it; share and search through an index instead"
+            ),
+        )
+    };
+    let targets: Vec<SocketAddrV4> = if bootstrap.is_empty() {
+        vec![PUBLIC_PROBE]
+    } else {
+        let mut v4 = Vec::new();
+        let mut resolved = false;
+        for b in bootstrap {
+            // A name that does not resolve now is mainline's to report (it retries).
+            if let Ok(addrs) = b.to_socket_addrs() {
+                resolved = true;
+                v4.extend(addrs.filter_map(|a| match a {
+                    SocketAddr::V4(a) => Some(a),
+                    SocketAddr::V6(_) => None,
+                }));
+            }
+        }
+        if resolved && v4.is_empty() {
+            return Err(ipv4_only(format!(
+                "no bootstrap node has an IPv4 address ({})",
+                bootstrap.join(", ")
+            )));
+        }
+        v4
+    };
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    if targets.iter().any(|t| socket.connect(t).is_ok()) {
+        Ok(())
+    } else {
+        Err(ipv4_only(
+            "this host has no IPv4 route to the bootstrap nodes".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod ipv4_tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_bootstrap_nodes_are_refused_with_the_reason() {
+        let e = ipv4_reaches(&["[::1]:6881".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("IPv4 only") && e.contains("[::1]:6881"), "{e}");
+        assert!(ipv4_reaches(&["127.0.0.1:6881".into()]).is_ok());
+    }
 }

@@ -59,6 +59,12 @@ fn scope(ip: IpAddr) -> u8 {
     }
 }
 
+/// Whether `ip` is on the public internet (not loopback, private, shared, link-local or
+/// unique local; an IPv4-mapped address counts as its IPv4 address).
+pub fn is_public(ip: IpAddr) -> bool {
+    scope(ip) == 2
+}
+
 /// The index's address checks, shared by its connections.
 #[derive(Clone)]
 pub struct AddressChecks {
@@ -182,6 +188,11 @@ mod tests {
         // From the index's machine: anything.
         assert!(allowed("127.0.0.1", "127.0.0.2"));
         assert!(allowed("::1", "203.0.113.7"));
+        // IPv4-mapped IPv6 addresses (an IPv4 client of a dual-stack socket) are IPv4.
+        assert!(allowed("::ffff:192.168.1.5", "10.0.0.9"));
+        assert!(!allowed("::ffff:203.0.113.7", "::ffff:10.0.0.1"));
+        assert!(!allowed("::ffff:192.168.1.5", "127.0.0.1"));
+        assert!(allowed("::ffff:127.0.0.1", "::1"));
     }
 
     #[test]

@@ -153,7 +153,8 @@ impl Handler {
     ) -> Handler {
         Handler {
             conn,
-            addr: remote.addr,
+            // An IPv4 client of a dual-stack listener is known by its IPv4 address.
+            addr: crate::protocol::listen::canonical(remote.addr),
             key: remote.key,
             group: remote.group,
             member: false,
@@ -347,7 +348,8 @@ impl Handler {
         let host = if r.host.is_empty() {
             seen_ip.to_string()
         } else {
-            match crate::protocol::host::parse_ip(&r.host) {
+            // `::ffff:a.b.c.d` is the IPv4 address a.b.c.d.
+            match crate::protocol::host::parse_ip(&r.host).map(|ip| ip.to_canonical()) {
                 Some(ip) if ip.is_unspecified() => seen_ip.to_string(),
                 Some(ip) => ip.to_string(),
                 None => {

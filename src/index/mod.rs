@@ -26,7 +26,7 @@ mod store;
 
 pub use address_check::{
     ADDRESS_CHECK_TIMEOUT, AddressChecks, MAX_ADDRESS_CHECKS, MAX_ADDRESS_CHECKS_PER_IP,
-    MAX_FAILED_CHECKS,
+    MAX_FAILED_CHECKS, is_public,
 };
 pub use cache::{CacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TTL};
 pub use client::{IndexClient, IndexClientError, PIPELINE_WINDOW};

@@ -67,6 +67,10 @@ pub struct ShareConfig {
     /// Run the wish list of the state directory on this schedule, searching the index
     /// ([`super::WishList`]). Default: none.
     pub wishes: Option<super::WishSchedule>,
+    /// Ask the router to forward the port (UPnP, PCP, NAT-PMP) and register the mapped
+    /// address, unless `advertise` is given. Default: none (the CLI asks unless
+    /// `--no-port-mapping`).
+    pub port_mapping: Option<crate::portmap::PortMapConfig>,
 }
 
 impl ShareConfig {
@@ -89,6 +93,7 @@ impl ShareConfig {
             dht_refresh: DHT_REFRESH,
             dht_rate: crate::dht::DEFAULT_ANNOUNCE_RATE,
             wishes: None,
+            port_mapping: None,
         }
     }
 }
@@ -137,6 +142,8 @@ pub struct ShareStatus {
     pub dht_keys: usize,
     /// Announcement rounds completed (the first, changes, renewals, retries).
     pub dht_rounds: u64,
+    /// The port mapped on the router, once it is (stays until the share stops).
+    pub port_mapped: Option<crate::portmap::Mapped>,
 }
 
 /// A running share; dropping it does not stop it: call [`ShareHandle::shutdown`].
@@ -291,23 +298,37 @@ pub async fn start_share(
     {
         warn!("the wishes are not run: they search an index, and this share has none");
     }
+    // The port mapping runs beside the serving, which does not wait for it; the registration
+    // does (at most portmap::MAP_TIMEOUT), to register the mapped address.
+    let mapping = port_mapping(&config, local_addr, &status_tx, &tasks, &shutdown);
     // The state directory stays locked until the index has been told this peer left (or the
     // share stops, without an index).
     if let Some(index) = config.index.clone() {
-        let session = Registration {
-            index,
-            index_key: config.index_key,
-            identity,
-            tls,
-            config,
-            local_addr,
-            catalog: catalog_rx,
-            status: status_tx,
-            shutdown: shutdown.clone(),
-        }
-        .run();
+        let (status, stop) = (status_tx, shutdown.clone());
         tasks.spawn(async move {
-            session.await;
+            let mut config = config;
+            if let Some(external) = mapping.await {
+                // An index inside our own networks reaches the LAN address; the mapped one
+                // would need the router to loop it back (hairpinning), which many cannot.
+                if index_is_public(&index).await {
+                    config.advertise = Some((external.ip().to_string(), external.port()));
+                } else {
+                    info!("the index is on this network: registering the local address, not {external}");
+                }
+            }
+            Registration {
+                index,
+                index_key: config.index_key,
+                identity,
+                tls,
+                config,
+                local_addr,
+                catalog: catalog_rx,
+                status,
+                shutdown: stop,
+            }
+            .run()
+            .await;
             drop(lock);
         });
     } else {
@@ -324,6 +345,57 @@ pub async fn start_share(
         shutdown,
         tasks,
     })
+}
+
+/// Whether the index `HOST:PORT[#KEY]` is on the public internet (a name: any of its
+/// addresses; one that does not resolve within a few seconds counts as public).
+async fn index_is_public(index: &str) -> bool {
+    let addr = index.split('#').next().unwrap_or(index);
+    match tokio::time::timeout(Duration::from_secs(3), tokio::net::lookup_host(addr)).await {
+        Ok(Ok(mut addrs)) => addrs.any(|a| crate::index::is_public(a.ip())),
+        _ => true,
+    }
+}
+
+/// Starts mapping the port on the router when the config asks for it (and no address to
+/// advertise is given); the future gives the mapped external address, or `None` at once
+/// when nothing is asked.
+fn port_mapping(
+    config: &ShareConfig,
+    local_addr: SocketAddr,
+    status: &Arc<watch::Sender<ShareStatus>>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> impl std::future::Future<Output = Option<SocketAddr>> + Send + 'static {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    match config
+        .port_mapping
+        .clone()
+        .filter(|_| config.advertise.is_none())
+    {
+        Some(pm) => {
+            let (status, stop) = (status.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                let lease = tokio::select! {
+                    _ = stop.cancelled() => None,
+                    l = crate::portmap::map_port(local_addr, pm) => l,
+                };
+                let Some(lease) = lease else {
+                    let _ = tx.send(None);
+                    return;
+                };
+                let mapped = lease.mapped().clone();
+                info!("reachable at {mapped}");
+                let _ = tx.send(Some(mapped.external));
+                status.send_modify(|s| s.port_mapped = Some(mapped));
+                lease.keep(stop).await;
+            });
+        }
+        None => {
+            let _ = tx.send(None);
+        }
+    }
+    async move { rx.await.ok().flatten() }
 }
 
 async fn rescan_loop(

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -64,13 +63,12 @@ impl PartialSharing {
     ) -> Result<PartialSharing, PartialSharingError> {
         let identity = Identity::ephemeral()?;
         let tls = Tls::new(&identity)?;
-        let listener =
-            TcpListener::bind(listen)
-                .await
-                .map_err(|source| PartialSharingError::Listen {
-                    addr: listen,
-                    source,
-                })?;
+        let listener = crate::protocol::listen::bind_tcp(listen).map_err(|source| {
+            PartialSharingError::Listen {
+                addr: listen,
+                source,
+            }
+        })?;
         let local_addr = listener
             .local_addr()
             .map_err(|source| PartialSharingError::Listen {

@@ -11,13 +11,15 @@ pub struct NotAnIp {
 }
 
 /// The IP address a host string stands for: IPv4 dotted quad, or IPv6 with or without one
-/// pair of brackets (`::1`, `[::1]`). Names, zone ids (`fe80::1%eth0`) and anything else: `None`.
+/// pair of brackets (`::1`, `[::1]`); an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`) is the
+/// IPv4 address it carries. Names, zone ids (`fe80::1%eth0`) and anything else: `None`.
 pub fn parse_ip(host: &str) -> Option<IpAddr> {
-    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+    let ip = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         // Brackets are for IPv6 only: `[127.0.0.1]` is refused.
         Some(inner) => inner.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6),
         None => host.parse().ok(),
-    }
+    };
+    ip.map(|ip| ip.to_canonical())
 }
 
 /// Where to connect for a `host` and `port` received from the network.
@@ -39,6 +41,18 @@ mod tests {
         );
         assert_eq!(socket_addr("::1", 5).unwrap().to_string(), "[::1]:5");
         assert_eq!(socket_addr("[::1]", 5).unwrap().to_string(), "[::1]:5");
+        assert_eq!(
+            socket_addr("2001:DB8:0:0::1", 5).unwrap().to_string(),
+            "[2001:db8::1]:5"
+        );
+        // An IPv4-mapped IPv6 address is the IPv4 address (what a dual-stack socket reports).
+        for mapped in ["::ffff:192.0.2.1", "[::ffff:192.0.2.1]", "::FFFF:c000:201"] {
+            assert_eq!(
+                socket_addr(mapped, 5).unwrap().to_string(),
+                "192.0.2.1:5",
+                "{mapped}"
+            );
+        }
         for bad in [
             "evil.example",
             "localhost",

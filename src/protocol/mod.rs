@@ -5,6 +5,7 @@ mod frame;
 pub mod fuzz;
 mod handshake;
 pub mod host;
+pub mod listen;
 mod messages;
 mod payloads;
 mod ranked;
