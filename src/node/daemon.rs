@@ -133,6 +133,10 @@ pub struct SourceView {
     /// How it is reached: `direct` (a TCP connection to its address). Traversal and relays
     /// (issue 15) will add `punched` and `relayed`.
     pub reached: &'static str,
+    /// Where it keeps the file in its share, when the index said (a folder download of
+    /// `PEER_ID:` + its directory gets the file's folder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// An item as the API shows it: stored fields and, while it runs, its live figures.
@@ -349,6 +353,7 @@ impl Live {
                     peer_id: p.peer_id,
                     address,
                     reached: "direct",
+                    path: p.path.clone(),
                 });
             }
         }

@@ -255,7 +255,9 @@ pub async fn check(State(app): State<AppState>, req: Request, next: Next) -> Res
         return ApiError::new(StatusCode::FORBIDDEN, "cross-site request").into_response();
     }
     let path = req.uri().path();
-    let open = matches!(path, "/" | "/login");
+    // The login pages, and the UI's files (no data in them; the login form uses the
+    // stylesheet).
+    let open = matches!(path, "/" | "/login") || super::ui::is_public(path);
     if open {
         return next.run(req).await;
     }

@@ -3,12 +3,13 @@
 //! login page, and its security: a token, Host and Origin checks, rate-limited logins, a body
 //! limit and timeouts for slow clients.
 //!
-//! Layering: node <- web <- cli. The web UI (a later part) is served from here as embedded
-//! static files and uses only `/api/v1` and its events.
+//! Layering: node <- web <- cli. The web UI ([`ui`]) is served from here as embedded static
+//! files and uses only `/api/v1` and its events.
 
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -138,6 +139,7 @@ pub fn remove_node_file(state_dir: &Path) {
 pub fn router(state: AppState, config: &WebConfig) -> Router {
     Router::new()
         .merge(api::router())
+        .merge(ui::router())
         .route("/", get(index))
         .route("/login", get(login_page).post(login))
         // Behind the same token as the API (Prometheus sends it as `authorization` bearer).
@@ -153,6 +155,8 @@ pub fn router(state: AppState, config: &WebConfig) -> Router {
             state.clone(),
             auth::check,
         ))
+        // Outermost: refusals get the headers too.
+        .layer(axum::middleware::from_fn(ui::security_headers))
         .with_state(state)
 }
 
@@ -186,21 +190,15 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
 }
 
-/// The page shown until the web UI arrives.
-const PLACEHOLDER: &str = "<!doctype html><html lang=en><head><meta charset=utf-8>\
-<meta name=viewport content=\"width=device-width\"><title>peershare</title></head><body>\
-<h1>peershare node</h1><p>The web UI arrives with the next part. The API is at \
-<a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a>; live events at /api/v1/events.</p>\
-</body></html>";
-
 fn login_html(message: &str) -> String {
     format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8>\
-<meta name=viewport content=\"width=device-width\"><title>peershare: log in</title></head><body>\
-<h1>peershare node</h1><p>{message}</p><form method=post action=/login>\
-<label>Token <input name=token type=password autocomplete=current-password autofocus></label> \
-<button>Log in</button></form><p>The token is in the file <code>{}</code> in the node's state \
-directory, and in the URL the node printed.</p></body></html>",
+<meta name=viewport content=\"width=device-width, initial-scale=1\"><title>peershare: log in</title>\
+<link rel=icon href=/ui/icon.svg type=image/svg+xml><link rel=stylesheet href=/ui/style.css></head>\
+<body><main class=login><h1>peershare node</h1><p>{message}</p><form method=post action=/login>\
+<label>Token <input name=token type=password autocomplete=current-password autofocus required></label> \
+<button type=submit>Log in</button></form><p class=muted>The token is in the file <code>{}</code> in the \
+node's state directory, and in the URL the node printed.</p></main></body></html>",
         auth::TOKEN_FILE
     )
 }
@@ -249,7 +247,7 @@ async fn index(State(app): State<AppState>, Query(q): Query<TokenParam>, req: Re
         return exchange(&app, ip, &token);
     }
     match app.guard.authorized(req.headers()) {
-        auth::Credential::Valid => Html(PLACEHOLDER).into_response(),
+        auth::Credential::Valid => ui::page(),
         _ => Html(login_html("Log in with the node's token.")).into_response(),
     }
 }
