@@ -9,6 +9,8 @@
 //!   peer client), [`download`] (one file from many sources, verified piece by piece) and
 //!   [`dht`] (the Mainline DHT as a serverless index), [`portmap`] (port mapping on the home
 //!   router: PCP, NAT-PMP, UPnP-IGD).
+//! - [`lan`] (LAN discovery with mDNS/DNS-SD: announcing a share, finding peers nearby),
+//!   beside [`dht`].
 //! - [`metrics`] (Prometheus counters the layers above count into, and their text).
 //! - [`protocol`] (frames, messages, connections, serving limits), [`content`] (content ids
 //!   and pieces), [`query`] (the search rules), [`identity`], [`group`] (private groups'
@@ -85,6 +87,7 @@ pub mod download;
 pub mod group;
 pub mod identity;
 pub mod index;
+pub mod lan;
 pub mod metrics;
 pub mod node;
 pub mod peer;

@@ -68,6 +68,7 @@ async fn a_list_is_looked_up_and_downloaded_in_order_with_progress_for_full_down
                 .unwrap(),
         ),
         dht: None,
+        lan: None,
     };
     let (opts, seen) = recorder();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -136,6 +137,7 @@ async fn a_lost_index_fails_the_remaining_ids_with_the_reason() {
         index: Some(addr.clone()),
         client: Some(client),
         dht: None,
+        lan: None,
     };
     let (opts, seen) = recorder();
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);

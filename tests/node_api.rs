@@ -765,7 +765,8 @@ async fn live_events_reach_subscribers() {
     for d in [&state, &mine, &out] {
         std::fs::create_dir_all(d).unwrap();
     }
-    let node = Node::start(&state, &mine, &out, &["--no-index"]).await;
+    // No LAN either (a node watching the LAN could search it).
+    let node = Node::start(&state, &mine, &out, &["--no-index", "--no-lan"]).await;
     let addr = node.addr();
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

@@ -71,6 +71,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             wish_interval,
             no_wishes,
             port_mapping,
+            no_lan,
         } => {
             super::errors::check_share_dirs(&dirs)?;
             let (index, index_key, group) =
@@ -86,6 +87,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             config.rescan_interval = rescan;
             config.peer.upload_slots = upload_slots.max(1);
             config.peer.upload_rate = max_upload_rate.map(|r| Arc::new(RateLimiter::new(r)));
+            config.lan = !no_lan;
             config.wishes = (!no_wishes).then(|| peershare::node::WishSchedule {
                 interval: wish_interval.max(Duration::from_secs(1)),
                 ..Default::default()
@@ -96,6 +98,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             query,
             filters,
             dht,
+            lan,
             index,
             limit,
             page,
@@ -103,8 +106,8 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
         } => {
             let query = filters.query(&query);
             let search = filters.search(&query, limit, super::filters::offset_of(page, limit)?);
-            if dht.dht {
-                return super::dht::search(search, index.resolve(true), &dht, json).await;
+            if dht.dht || lan.lan {
+                return super::dht::search(search, index.resolve(true), &dht, &lan, json).await;
             }
             let mut client = connect(&index.resolve(false).unwrap_or_default()).await?;
             let results = client.search_with(search.clone()).await?;
@@ -315,6 +318,14 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
     )?;
     if let Some(a) = handle.dht_addr {
         super::outln!("DHT node on udp {a}")?;
+    }
+    match &handle.lan {
+        Some(Ok(name)) => super::outln!("announced on the LAN as {name}")?,
+        Some(Err(e)) => eprintln!(
+            "peershare: not announced on the LAN: {}",
+            peershare::text::Escaped(e)
+        ),
+        None => {}
     }
     std::io::stdout().flush()?;
     let stop = interrupt_token();

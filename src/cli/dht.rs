@@ -1,4 +1,5 @@
-//! The DHT side of the CLI: `dht node`, searching through the DHT (merged with an index), finding sources.
+//! The DHT side of the CLI: `dht node`, searching through the DHT and/or the LAN (merged with
+//! an index), finding sources.
 
 use std::io::Write;
 use std::net::SocketAddrV4;
@@ -8,6 +9,7 @@ use anyhow::{Context, bail};
 use super::{DhtArgs, output};
 use super::{connect, interrupt_token};
 use peershare::dht::{self, DhtConfig, DhtFile};
+use peershare::peer::ask::Origin;
 use peershare::protocol::{CatalogQuery, Search, SearchResults};
 
 /// `peershare dht node`: a server-mode DHT node until interrupted.
@@ -30,13 +32,20 @@ fn client(args: &DhtArgs) -> anyhow::Result<mainline::async_dht::AsyncDht> {
     dht::start_node(&config).context("cannot join the DHT")
 }
 
-/// `search --dht`: the DHT, and the index too when one is given; one merged list.
+/// `search --dht` and/or `search --lan`: the DHT, the LAN's peers, and the index too when one
+/// is given; one merged list.
 pub async fn search(
     search: Search,
     index: Option<String>,
     args: &DhtArgs,
+    lan: &super::lan::LanArgs,
     json: bool,
 ) -> anyhow::Result<()> {
+    let only = match (args.dht, lan.lan) {
+        (true, true) => "the DHT and the LAN",
+        (true, false) => "the DHT",
+        _ => "the LAN",
+    };
     let query = search.query.as_str();
     let limit = search.limit;
     let from_index: Option<SearchResults> = match &index {
@@ -50,7 +59,7 @@ pub async fn search(
                 Err(e) => {
                     let e = super::errors::error_line(&e);
                     eprintln!(
-                        "peershare: index unavailable, searching the DHT only: {}",
+                        "peershare: index unavailable, searching {only} only: {}",
                         peershare::text::Escaped(&e)
                     );
                     None
@@ -59,8 +68,10 @@ pub async fn search(
         }
         None => None,
     };
-    let node = client(args)?;
     let tls = &super::client_context()?.tls;
+    // Listening on the LAN while the DHT is looked up.
+    let lan_peers = super::lan::peers(lan, tls);
+    let node = args.dht.then(|| client(args)).transpose()?;
     let mut catalog = CatalogQuery {
         query: search.query.clone(),
         limit,
@@ -68,13 +79,35 @@ pub async fn search(
         ..CatalogQuery::default()
     };
     catalog.set_filters(search.filters());
-    let from_dht = dht::find_files(&node, &catalog, Some(tls)).await;
-    let (files, truncated, total) =
-        dht::merge_results(from_index.as_ref(), &from_dht, query, limit as usize);
+    let from_dht = async {
+        match &node {
+            Some(node) => dht::find_files(node, &catalog, Some(tls)).await,
+            None => Vec::new(),
+        }
+    };
+    let from_lan = async {
+        match lan_peers.await? {
+            Some(peers) => {
+                anyhow::Ok(peershare::lan::find_files(&peers, &catalog, Some(tls)).await)
+            }
+            None => Ok(Vec::new()),
+        }
+    };
+    let (from_dht, from_lan) = tokio::join!(from_dht, from_lan);
+    let from_lan = from_lan?;
+    let (files, truncated, total) = peershare::peer::ask::merge_answers(
+        from_index.as_ref(),
+        &[(Origin::Dht, &from_dht), (Origin::Lan, &from_lan)],
+        query,
+        limit as usize,
+    );
     // Peers answer with this page of their matches and no count: the files before this page
     // and the ones shown are a lower bound, and the total is only an estimate when a peer had
     // more than it sent.
-    let dht_cut = from_dht.iter().any(|(_, (_, r))| r.truncated);
+    let dht_cut = from_dht
+        .iter()
+        .chain(&from_lan)
+        .any(|(_, (_, r))| r.truncated);
     let total = total.max(u64::from(search.offset) + files.len() as u64);
     output::search_merged(
         &mut std::io::stdout().lock(),
@@ -111,7 +144,11 @@ pub fn merged_json(files: &[DhtFile]) -> Vec<serde_json::Value> {
                 "size": f.size,
                 "content_id": f.content_id.to_hex(),
                 "peers": f.peers.iter().map(|p| {
-                    let via: Vec<&str> = [p.via_index.then_some("index"), p.via_dht.then_some("dht")]
+                    let via: Vec<&str> = [
+                        p.via_index.then_some("index"),
+                        p.via_dht.then_some("dht"),
+                        p.via_lan.then_some("lan"),
+                    ]
                         .into_iter()
                         .flatten()
                         .collect();

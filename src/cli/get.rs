@@ -49,6 +49,8 @@ pub struct GetArgs {
     #[command(flatten)]
     pub dht: DhtArgs,
     #[command(flatten)]
+    pub lan: super::lan::LanArgs,
+    #[command(flatten)]
     pub index: IndexAddr,
     /// Directory to download into
     #[arg(short, long, default_value = ".", value_name = "DIR")]
@@ -137,14 +139,16 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
     ids.retain(|id| seen.insert(*id));
     // (`seen` goes on with the ids of `--query`.)
     peershare::protocol::raise_open_file_limit();
-    let index = a.index.resolve(a.dht.dht);
+    let serverless = a.dht.dht || a.lan.lan;
+    let index = a.index.resolve(serverless);
     let client = match &index {
-        Some(addr) if a.dht.dht => match connect(addr).await {
+        Some(addr) if serverless => match connect(addr).await {
             Ok(c) => Some(c),
             Err(e) => {
                 let e = super::errors::error_line(&e);
+                let only = if a.dht.dht { "the DHT" } else { "the LAN" };
                 eprintln!(
-                    "peershare: index unavailable, using the DHT only: {}",
+                    "peershare: index unavailable, using {only} only: {}",
                     peershare::text::Escaped(&e)
                 );
                 None
@@ -233,6 +237,7 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
         },
         client,
         dht: node,
+        lan: super::lan::peers(&a.lan, &super::client_context()?.tls).await?,
     };
     let resolver = tokio::spawn({
         let opts = opts.clone();

@@ -10,6 +10,7 @@ pub use get::GetArgs;
 mod dht;
 mod filters;
 mod get_query;
+mod lan;
 pub use filters::rewrite_exclusions;
 mod group;
 mod menu;
@@ -307,6 +308,9 @@ pub enum Command {
         no_wishes: bool,
         #[command(flatten)]
         port_mapping: port_mapping::PortMapArgs,
+        /// Do not announce this share on the local network (mDNS/DNS-SD)
+        #[arg(long)]
+        no_lan: bool,
     },
     /// Search the index: files whose path (directories and name) contains every word (or a
     /// content id); names holding every word come first
@@ -320,6 +324,8 @@ pub enum Command {
         filters: filters::FilterArgs,
         #[command(flatten)]
         dht: DhtArgs,
+        #[command(flatten)]
+        lan: lan::LanArgs,
         #[command(flatten)]
         index: IndexAddr,
         /// Most files to list, 1 to 1000 (the index's maximum; --page goes further)

@@ -56,6 +56,9 @@ pub struct NodeArgs {
     /// DHT only)
     #[arg(long)]
     pub no_index: bool,
+    /// Do not announce this node on the local network (mDNS/DNS-SD)
+    #[arg(long)]
+    pub no_lan: bool,
     /// Peers sent pieces at once [default: the saved setting, else 8]; saved
     #[arg(long, value_name = "N")]
     pub upload_slots: Option<usize>,
@@ -98,6 +101,7 @@ pub async fn run_node(a: NodeArgs, state: PathBuf) -> anyhow::Result<()> {
     share.scan.include_hidden = a.hidden;
     share.rescan_interval = a.rescan;
     share.wishes = None;
+    share.lan = !a.no_lan;
     let ctx = super::client_context()?;
     let config = NodeConfig {
         share,

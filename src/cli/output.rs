@@ -181,11 +181,15 @@ pub fn search_merged(
             } else {
                 p.peer.peer_id.to_string()
             };
-            let via = match (p.via_index, p.via_dht) {
-                (true, true) => "index+dht",
-                (true, false) => "index",
-                _ => "dht",
-            };
+            let via = [
+                p.via_index.then_some("index"),
+                p.via_dht.then_some("dht"),
+                p.via_lan.then_some("lan"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("+");
             writeln!(
                 out,
                 "    peer {id:<5} {}:{}  {}  via {via}",

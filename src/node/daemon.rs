@@ -388,6 +388,8 @@ struct Inner {
     private: bool,
     tls: Option<Tls>,
     dht: Option<AsyncDht>,
+    /// The peers announced on the LAN, watched while the node announces itself there.
+    lan: Option<crate::lan::Watch>,
     /// Where files already downloaded are looked for (the output first).
     look_in: Vec<PathBuf>,
     download_rate: Arc<RateLimiter>,
@@ -450,6 +452,11 @@ impl NodeHandle {
             private: config.share.group.is_some(),
             tls: config.tls.clone(),
             dht: config.dht.clone(),
+            lan: config
+                .share
+                .lan
+                .then(|| watch_lan(config.tls.as_ref()))
+                .flatten(),
             download_rate,
             upload_rate,
             uploads,
@@ -859,6 +866,13 @@ impl NodeHandle {
         if let Some(dht) = &self.inner.dht {
             found = Some(add_dht_sources(dht, id, found, self.inner.tls.as_ref()).await);
         }
+        if let Some(lan) = &self.inner.lan {
+            let peers = lan.peers();
+            if !peers.is_empty() {
+                let tls = self.inner.tls.as_ref();
+                found = Some(super::add_lan_sources(&peers, id, found, tls).await);
+            }
+        }
         let mut hit = found.unwrap_or(FileHit {
             name: String::new(),
             size: item.size.unwrap_or(0),
@@ -1102,20 +1116,26 @@ impl NodeHandle {
                         .map_err(|e| NodeError::Index(crate::text::error_chain(&e)))
                 }
                 .await;
-                match (found, &self.inner.dht) {
+                match (found, self.inner.dht.is_some() || self.inner.lan.is_some()) {
                     (Ok(r), _) => Some(r),
-                    // With the DHT, an index that cannot be asked leaves the DHT's results.
-                    (Err(e), Some(_)) => {
-                        tracing::warn!("search: {e}; the DHT only");
+                    // With the DHT or the LAN, an index that cannot be asked leaves their
+                    // results.
+                    (Err(e), true) => {
+                        tracing::warn!("search: {e}; the DHT or the LAN only");
                         None
                     }
-                    (Err(e), None) => return Err(e),
+                    (Err(e), false) => return Err(e),
                 }
             }
             false => None,
         };
-        let (files, total, estimated) = match &self.inner.dht {
-            Some(dht) => {
+        let lan_peers = self.inner.lan.as_ref().map(|w| w.peers());
+        let (files, total, estimated) = match (&self.inner.dht, lan_peers) {
+            (None, None) => match from_index {
+                Some(r) => (r.files, r.total, r.estimated),
+                None => return Err(NodeError::NoIndex),
+            },
+            (dht, lan_peers) => {
                 let mut catalog = crate::protocol::CatalogQuery {
                     query: search.query.clone(),
                     limit,
@@ -1123,15 +1143,32 @@ impl NodeHandle {
                     ..Default::default()
                 };
                 catalog.set_filters(search.filters());
-                let from_dht = crate::dht::find_files(dht, &catalog, self.inner.tls.as_ref()).await;
-                let (files, _, total) = crate::dht::merge_results(
+                let tls = self.inner.tls.as_ref();
+                let from_dht = async {
+                    match dht {
+                        Some(dht) => crate::dht::find_files(dht, &catalog, tls).await,
+                        None => Vec::new(),
+                    }
+                };
+                let from_lan = async {
+                    match &lan_peers {
+                        Some(peers) => crate::lan::find_files(peers, &catalog, tls).await,
+                        None => Vec::new(),
+                    }
+                };
+                let (from_dht, from_lan) = tokio::join!(from_dht, from_lan);
+                use crate::peer::ask::Origin;
+                let (files, _, total) = crate::peer::ask::merge_answers(
                     from_index.as_ref(),
-                    &from_dht,
+                    &[(Origin::Dht, &from_dht), (Origin::Lan, &from_lan)],
                     query,
                     limit as usize,
                 );
                 let estimated = from_index.as_ref().is_some_and(|r| r.estimated)
-                    || from_dht.iter().any(|(_, (_, r))| r.truncated);
+                    || from_dht
+                        .iter()
+                        .chain(&from_lan)
+                        .any(|(_, (_, r))| r.truncated);
                 let files: Vec<FileHit> = files
                     .into_iter()
                     .map(|f| FileHit {
@@ -1144,10 +1181,6 @@ impl NodeHandle {
                 let total = total.max(u64::from(offset) + files.len() as u64);
                 (files, total, estimated)
             }
-            None => match from_index {
-                Some(r) => (r.files, r.total, r.estimated),
-                None => return Err(NodeError::NoIndex),
-            },
         };
         // One look on disk for the whole page (it lists the directories once).
         let on_disk = self.have_already();
@@ -1356,4 +1389,16 @@ fn save_settings(state_dir: &std::path::Path, s: &Settings) -> Result<(), NodeEr
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, &path)?;
     Ok(())
+}
+
+/// The LAN watch of a node that announces itself there; none (with a warning) where mDNS
+/// cannot run.
+fn watch_lan(tls: Option<&Tls>) -> Option<crate::lan::Watch> {
+    match crate::lan::Watch::start(crate::lan::Browser::of(tls)) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("not watching the LAN for peers: {e}");
+            None
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! Finding the sources of content ids: at the index in pipelined batches, through the DHT, or both.
+//! Finding the sources of content ids: at the index in pipelined batches, through the DHT, on
+//! the LAN, or any of them together.
 
 use mainline::async_dht::AsyncDht;
 use tokio::sync::mpsc;
@@ -21,6 +22,8 @@ pub struct Lookup {
     pub client: Option<IndexClient>,
     /// A DHT node to find more sources through.
     pub dht: Option<AsyncDht>,
+    /// Peers found on the LAN ([`crate::lan::browse`]), asked for each id.
+    pub lan: Option<Vec<crate::lan::LanPeer>>,
 }
 
 impl Lookup {
@@ -62,7 +65,7 @@ impl Lookup {
                     Ok(found) => from_index = found.into_iter().map(Some).collect(),
                     Err(e) => {
                         let reason = crate::text::error_chain(&e);
-                        if self.dht.is_some() {
+                        if self.dht.is_some() || self.lan.is_some() {
                             opts.tell(GetEvent::IndexLost { reason: &reason });
                         }
                         self.client = None;
@@ -72,13 +75,23 @@ impl Lookup {
             }
             from_index.resize_with(batch.len(), || None);
             for (k, (&id, found)) in batch.iter().zip(from_index).enumerate() {
-                let hit = match (&self.dht, found) {
-                    (Some(n), found) => {
+                let hit = match (&self.dht, &self.lan, found) {
+                    (None, Some(peers), found) => {
                         let known = found.and_then(Result::ok);
-                        Ok(add_dht_sources(n, id, known, opts.tls.as_ref()).await)
+                        Ok(add_lan_sources(peers, id, known, opts.tls.as_ref()).await)
                     }
-                    (None, Some(found)) => found,
-                    (None, None) => Err(match &lost {
+                    (Some(n), lan, found) => {
+                        let known = found.and_then(Result::ok);
+                        let hit = add_dht_sources(n, id, known, opts.tls.as_ref()).await;
+                        Ok(match lan {
+                            Some(peers) => {
+                                add_lan_sources(peers, id, Some(hit), opts.tls.as_ref()).await
+                            }
+                            None => hit,
+                        })
+                    }
+                    (None, None, Some(found)) => found,
+                    (None, None, None) => Err(match &lost {
                         Some(reason) => GetError::IndexLost(reason.clone()),
                         None => GetError::NoIndex,
                     }),
@@ -147,6 +160,44 @@ pub async fn add_dht_sources(
                 last_seen: 0,
                 have: None,
                 path: None,
+            });
+        }
+    }
+    hit
+}
+
+/// Adds the sources of `id` among `peers` found on the LAN to `hit` (an index hit, or an empty
+/// one, then named as the first source names the file), asking them as `tls` (fresh anonymous keys if `None`) and requiring each to prove the
+/// key it announced (which the download then requires again).
+pub async fn add_lan_sources(
+    peers: &[crate::lan::LanPeer],
+    id: ContentId,
+    hit: Option<FileHit>,
+    tls: Option<&Tls>,
+) -> FileHit {
+    let mut hit = hit.unwrap_or(FileHit {
+        name: String::new(),
+        size: 0,
+        content_id: id,
+        peers: Vec::new(),
+    });
+    for (addr, key, entry) in crate::lan::find_sources(peers, id, tls).await {
+        // No index told the name: the peer's own.
+        if hit.name.is_empty() {
+            hit.name = entry.name;
+            hit.size = entry.size;
+        }
+        let (host, port) = (addr.ip().to_string(), addr.port());
+        if !hit.peers.iter().any(|p| p.host == host && p.port == port) {
+            hit.peers.push(PeerHit {
+                peer_id: 0,
+                host,
+                port,
+                key: Some(key),
+                shared_at: 0,
+                last_seen: 0,
+                have: None,
+                path: entry.path,
             });
         }
     }

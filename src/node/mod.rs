@@ -9,6 +9,7 @@ mod daemon;
 mod folder;
 mod get;
 mod have_already;
+mod lan;
 mod lookup;
 mod member;
 pub mod queue;
@@ -31,7 +32,7 @@ pub use get::{
     download_stream, download_stream_into, sources_of,
 };
 pub use have_already::{CHECKS_AT_ONCE, HaveAlready, MAX_LISTED};
-pub use lookup::{LOOKUP_BATCH, Lookup, add_dht_sources, lookup_many};
+pub use lookup::{LOOKUP_BATCH, Lookup, add_dht_sources, add_lan_sources, lookup_many};
 pub use register::{RECONNECT_MAX, RECONNECT_MIN, TAKEN_OVER_MAX};
 pub use share::{
     DEBOUNCE, DHT_REFRESH, RESCAN_INTERVAL, SHUTDOWN_WAIT, ShareConfig, ShareError, ShareHandle,

@@ -71,6 +71,9 @@ pub struct ShareConfig {
     /// address, unless `advertise` is given. Default: none (the CLI asks unless
     /// `--no-port-mapping`).
     pub port_mapping: Option<crate::portmap::PortMapConfig>,
+    /// Announce this peer on the LAN with mDNS/DNS-SD ([`crate::lan`]) while it runs.
+    /// Default: false.
+    pub lan: bool,
 }
 
 impl ShareConfig {
@@ -94,6 +97,7 @@ impl ShareConfig {
             dht_rate: crate::dht::DEFAULT_ANNOUNCE_RATE,
             wishes: None,
             port_mapping: None,
+            lan: false,
         }
     }
 }
@@ -152,6 +156,9 @@ pub struct ShareHandle {
     pub local_addr: SocketAddr,
     /// The DHT node's UDP address, when publishing on the DHT.
     pub dht_addr: Option<std::net::SocketAddrV4>,
+    /// The LAN announcement: its service instance name, or why there is none (with
+    /// [`ShareConfig::lan`]).
+    pub lan: Option<Result<String, String>>,
     /// What the share is doing; changes whenever the status does.
     pub status: watch::Receiver<ShareStatus>,
     shutdown: CancellationToken,
@@ -281,6 +288,9 @@ pub async fn start_share(
             shutdown.clone(),
         ));
     }
+    let lan = config
+        .lan
+        .then(|| super::lan::announce(&tls, local_addr, &tasks, shutdown.clone()));
     if let (Some(schedule), Some(index)) = (config.wishes.clone(), config.index.clone()) {
         let runner = super::wishes::WishRunner {
             list: super::WishList::new(&config.state_dir),
@@ -341,6 +351,7 @@ pub async fn start_share(
     Ok(ShareHandle {
         local_addr,
         dht_addr,
+        lan,
         status: status_rx,
         shutdown,
         tasks,

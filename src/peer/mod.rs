@@ -1,5 +1,6 @@
 //! The sharing peer: scans and hashes its shared directories, serves pieces, keeps the index up to date.
 
+pub mod ask;
 mod beneath;
 mod catalog;
 mod client;
