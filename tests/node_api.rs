@@ -1157,6 +1157,25 @@ async fn attacks_on_the_web_api_are_refused() {
     );
     assert_eq!(s, 413, "a declared length past the limit");
 
+    // A browser left open across a restart sends a session cookie that is no longer one: it
+    // is told to log in again, and that never locks the address out.
+    for _ in 0..2 * peershare::web::auth::MAX_FAILED_LOGINS {
+        let (s, _, b) = raw(
+            &addr,
+            &req(
+                "GET",
+                "/api/v1/status",
+                &addr,
+                &[&format!("Cookie: {}=00ff", peershare::web::auth::COOKIE)],
+                "",
+            ),
+        );
+        assert_eq!(s, 401, "{b}");
+        assert!(error_of(&b).contains("log in again"), "{b}");
+    }
+    let (s, _, _) = raw(&addr, &req("GET", "/api/v1/status", &addr, &[&auth], ""));
+    assert_eq!(s, 200, "stale cookies are not failed logins");
+
     // A flood of wrong tokens: the address is locked out, even for the right token, for a
     // while; the login form says so too. (Two wrong ones were tried above.)
     let mut refused = 0;

@@ -83,8 +83,12 @@ pub enum Credential {
     None,
     /// The token, or a live session.
     Valid,
-    /// A token or session that is not one: counts as a failed login.
+    /// A token that is not the node's: counts as a failed login.
     Wrong,
+    /// A session cookie that is no (longer a) session, e.g. from before the node restarted:
+    /// refused but not counted as a failed login (sessions are 128-bit random, nothing to
+    /// guess; counting them would lock out a browser left open across a restart).
+    Stale,
 }
 
 /// Sessions and failed logins.
@@ -202,7 +206,7 @@ impl Guard {
                 {
                     return match self.session_ok(value) {
                         true => Credential::Valid,
-                        false => Credential::Wrong,
+                        false => Credential::Stale,
                     };
                 }
             }
@@ -280,6 +284,11 @@ pub async fn check(State(app): State<AppState>, req: Request, next: Next) -> Res
             guard.failed(ip);
             ApiError::new(StatusCode::UNAUTHORIZED, "wrong token").into_response()
         }
+        Credential::Stale => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this session has ended (the node restarted?): log in again",
+        )
+        .into_response(),
     }
 }
 
@@ -349,12 +358,12 @@ mod tests {
         );
         assert_eq!(g.authorized(&h), Credential::Valid);
         h.insert(header::COOKIE, format!("{COOKIE}=00{s}").parse().unwrap());
-        assert_eq!(g.authorized(&h), Credential::Wrong);
+        assert_eq!(g.authorized(&h), Credential::Stale);
         // Old sessions end when too many are made.
         for _ in 0..MAX_SESSIONS {
             g.new_session().unwrap();
         }
         h.insert(header::COOKIE, format!("{COOKIE}={s}").parse().unwrap());
-        assert_eq!(g.authorized(&h), Credential::Wrong);
+        assert_eq!(g.authorized(&h), Credential::Stale);
     }
 }
