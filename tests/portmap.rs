@@ -385,7 +385,9 @@ fn no_gateway_service_costs_at_most_the_bound() {
         let answered = answered.unwrap_or_else(|| panic!("index never asked: {:?}", peer.seen));
         eprintln!("{test} {extra:?}: serving after {serving:?}, index answered after {answered:?}");
         assert!(serving < Duration::from_secs(3), "{serving:?}");
-        assert!(answered < Duration::from_secs(6), "{answered:?}");
+        // The mapping attempt's bound (under 2 s), then the index's address check, which a
+        // router dropping new connections from outside lets run to its 5 s deadline.
+        assert!(answered < Duration::from_secs(9), "{answered:?}");
         terminate(&mut peer);
     }
 }
@@ -506,7 +508,9 @@ http()
     let answered = answered.unwrap_or_else(|| panic!("index never asked: {:?}", peer.seen));
     eprintln!("{test}: serving after {serving:?}, index answered after {answered:?}");
     assert!(serving < Duration::from_secs(3), "{serving:?}");
-    assert!(answered < Duration::from_secs(6), "{answered:?}");
+    // The mapping attempt's bound (under 2 s), then the index's address check, which a router
+    // dropping new connections from outside lets run to its 5 s deadline.
+    assert!(answered < Duration::from_secs(9), "{answered:?}");
     assert!(peer.child.try_wait().unwrap().is_none(), "the share died");
     // Each lie was heard: the bound held against all of them.
     for asked in ["pmp request", "ssdp search", "http connection"] {

@@ -10,7 +10,8 @@
 //! ```text
 //!   public host ──┐                         ┌── home host 192.168.K.10, .11, …
 //!   public host ──┤ bridge "inet"   router ─┤   (default route: the router, 192.168.K.1)
-//!  203.0.113.0/24 ┴──── 203.0.113.(100+K) ──┘   nftables masquerade on the router's "wan"
+//!  203.0.113.0/24 ┴──── 203.0.113.(100+K) ──┘   nftables masquerade on the router's "wan",
+//!                                                which takes no new connections from outside
 //!  2001:db8:1::/64 (IPv6, when enabled)
 //!
 //!   LAN host 10.77.K.10, .11, … on a bridge of their own, no router (fd77:K::/64 with IPv6)
@@ -335,9 +336,14 @@ impl Topology {
         ip(&["-n", &rns, "addr", "add", &format!("{gw}/24"), "dev", "br0"]);
         sh_in(&rns, "sysctl -qw net.ipv4.ip_forward=1");
         let random = if nat == Nat::Symmetric { " random" } else { "" };
+        // Like a real home router, it takes no new connections from outside for itself: else
+        // Linux records the first packet of a hole punch from outside as a connection to the
+        // router, and its host's own packets to that address then leave from another port.
         let rules = format!(
             "table ip nat {{\n chain post {{\n  type nat hook postrouting priority srcnat;\n  \
-             oifname \"wan\" masquerade{random}\n }}\n}}\n"
+             oifname \"wan\" masquerade{random}\n }}\n}}\n\
+             table ip fw {{\n chain input {{\n  type filter hook input priority 0; policy accept;\n  \
+             iifname \"wan\" ct state new drop\n }}\n}}\n"
         );
         let out = Command::new("ip")
             .args(["netns", "exec", &rns, "nft", "-f", "-"])
