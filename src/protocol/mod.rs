@@ -8,6 +8,7 @@ pub mod host;
 mod messages;
 mod payloads;
 mod ranked;
+pub mod relay;
 mod search_reply;
 mod serve;
 
