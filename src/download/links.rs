@@ -241,8 +241,7 @@ impl SourceLinks {
         });
         for _ in 0..self.config.connections.max(1) {
             let link = Link {
-                addr: source.addr.clone(),
-                key: source.key,
+                source: source.clone(),
                 tls: self.tls.clone(),
             };
             tokio::spawn(run_link(link, queue.clone(), self.config));
@@ -261,8 +260,7 @@ type LinkTarget = (String, Option<Digest>);
 
 /// Whom a link connects to, and as whom.
 struct Link {
-    addr: String,
-    key: Option<Digest>,
+    source: Source,
     tls: Option<Tls>,
 }
 
@@ -291,10 +289,9 @@ async fn run_link(link: Link, queue: Arc<Queue>, config: LinkConfig) {
         let outcome = loop {
             let c = match client.take() {
                 Some(c) => c,
-                None => match PeerClient::connect(
-                    &link.addr,
+                None => match super::connect_source(
+                    &link.source,
                     link.tls.as_ref(),
-                    link.key,
                     config.timing.limits,
                 )
                 .await

@@ -151,6 +151,8 @@ impl SmallFileFetcher {
                 error: None,
                 // The pipelined links do not report their connections.
                 cipher_suite: None,
+                // A source without an address is reached through the relay only.
+                reached: source.addr.is_empty().then_some("relayed"),
             }],
             already_had: false,
         })

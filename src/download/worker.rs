@@ -47,13 +47,8 @@ impl Downloader {
         let mut client = match client {
             Some(c) => c,
             None => {
-                let mut c = PeerClient::connect(
-                    &source.addr,
-                    self.tls.as_ref(),
-                    source.key,
-                    self.timing.limits,
-                )
-                .await?;
+                let mut c =
+                    super::connect_source(source, self.tls.as_ref(), self.timing.limits).await?;
                 let info = c.info(swarm.id).await?;
                 let expected = swarm.verifier.layout().size;
                 if info.size != expected {
@@ -67,6 +62,7 @@ impl Downloader {
         };
         if let Some(l) = lock_live(&swarm.live).get_mut(k) {
             l.suite = Some(client.cipher_suite());
+            l.reached = Some(super::reached(&client));
         }
         swarm.active.fetch_add(1, Ordering::Relaxed);
         swarm.set_state(
