@@ -683,7 +683,12 @@ async fn a_member_gets_its_share_of_the_relay_rate() {
         },
         ..IndexConfig::default()
     };
-    let index = start_index_with(&tmp.path().join("i.sqlite"), "127.0.0.1:0".parse().unwrap(), config).await;
+    let index = start_index_with(
+        &tmp.path().join("i.sqlite"),
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+    )
+    .await;
     let shared = tmp.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
     let body = data(640 * 1024, 11);
@@ -693,20 +698,31 @@ async fn a_member_gets_its_share_of_the_relay_rate() {
         .wait_for(Duration::from_secs(20), |s| s.in_sync && s.listening)
         .await
         .expect("listening");
-    let mut c = IndexClient::connect(&index.addr(), None, None, Limits::default()).await.unwrap();
+    let mut c = IndexClient::connect(&index.addr(), None, None, Limits::default())
+        .await
+        .unwrap();
     let found = c.search("capped", 10).await.unwrap();
     let opts = GetOptions {
-        relay: Some(RelayRoute { index: index.addr(), index_key: Some(c.server_key()) }),
+        relay: Some(RelayRoute {
+            index: index.addr(),
+            index_key: Some(c.server_key()),
+        }),
         ..GetOptions::default()
     };
     let out = tmp.path().join("out");
     let started = std::time::Instant::now();
-    let report = download_all(&found.files, &out, &opts, 1).await.remove(0).expect("downloaded");
+    let report = download_all(&found.files, &out, &opts, 1)
+        .await
+        .remove(0)
+        .expect("downloaded");
     let took = started.elapsed();
     assert_eq!(std::fs::read(out.join("capped.bin")).unwrap(), body);
     assert_eq!(report.sources[0].reached, Some("relayed"));
     // 640 KiB at 256 KiB/s: 2.5 s (the whole rate would take 0.6 s).
-    assert!(took >= Duration::from_millis(1800), "took {took:?}: faster than a member's share");
+    assert!(
+        took >= Duration::from_millis(1800),
+        "took {took:?}: faster than a member's share"
+    );
     share.shutdown().await;
     index.stop().await;
 }

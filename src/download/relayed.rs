@@ -36,38 +36,40 @@ pub fn reached(client: &PeerClient) -> &'static str {
 }
 
 /// Connects to `source` as `tls`'s key (a fresh anonymous key if `None`): directly, unless it
-/// has no address; through its relay if it has none, or connecting directly failed.
+/// has no address; through `relay` if it has none, or if connecting directly failed and the
+/// index listed it (a peer id and a key).
 pub async fn connect_source(
     source: &Source,
     tls: Option<&Tls>,
+    relay: Option<&RelayRoute>,
     limits: Limits,
 ) -> Result<PeerClient, PeerClientError> {
     if !source.addr.is_empty() {
+        let listed = source.key.is_some() && source.peer_id.is_some();
         match PeerClient::connect(&source.addr, tls, source.key, limits).await {
             // Only a connection that could not be made: a peer that answered with another key
             // is not asked again through the relay.
-            Err(e @ PeerClientError::Connect { .. })
-                if source.relay.is_some() && source.key.is_some() =>
-            {
+            Err(e @ PeerClientError::Connect { .. }) if relay.is_some() && listed => {
                 debug!("{}: {e}; trying through the relay", source.label());
             }
             r => return r,
         }
     }
-    connect_relayed(source, tls, limits).await
+    connect_relayed(source, tls, relay, limits).await
 }
 
-/// Connects to `source` through its relay.
+/// Connects to `source` through `relay`.
 pub async fn connect_relayed(
     source: &Source,
     tls: Option<&Tls>,
+    relay: Option<&RelayRoute>,
     limits: Limits,
 ) -> Result<PeerClient, PeerClientError> {
     let fail = |addr: String, why: String| PeerClientError::Connect {
         addr,
         source: std::io::Error::other(why),
     };
-    let (Some(route), Some(key)) = (&source.relay, source.key) else {
+    let (Some(route), Some(key)) = (relay, source.key) else {
         return Err(fail(
             source.label(),
             "reached only through a relay, and none is known".into(),

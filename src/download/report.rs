@@ -16,10 +16,6 @@ pub struct Source {
     /// The key the peer must prove it holds (as the index listed it); `None`: any key.
     #[serde(skip)]
     pub key: Option<Digest>,
-    /// The index that relays to it (§7.10): the only way when `addr` is empty, else the way
-    /// after a direct connection failed. `None`: direct only.
-    #[serde(skip)]
-    pub relay: Option<super::RelayRoute>,
 }
 
 impl Source {

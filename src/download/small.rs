@@ -71,6 +71,13 @@ pub struct SmallFileFetcher {
 }
 
 impl SmallFileFetcher {
+    /// Sources listed by the index `relay` are reached through it when they have no address,
+    /// or theirs cannot be connected to (§7.10).
+    pub fn with_relay(mut self, relay: Option<super::RelayRoute>) -> Self {
+        self.links = self.links.with_relay(relay);
+        self
+    }
+
     /// Starts the writer thread the files go through; `dir` is the target directory, whose
     /// partial downloads are left to the full downloader.
     pub fn new(

@@ -47,8 +47,13 @@ impl Downloader {
         let mut client = match client {
             Some(c) => c,
             None => {
-                let mut c =
-                    super::connect_source(source, self.tls.as_ref(), self.timing.limits).await?;
+                let mut c = super::connect_source(
+                    source,
+                    self.tls.as_ref(),
+                    self.relay.as_ref(),
+                    self.timing.limits,
+                )
+                .await?;
                 let info = c.info(swarm.id).await?;
                 let expected = swarm.verifier.layout().size;
                 if info.size != expected {

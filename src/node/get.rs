@@ -173,6 +173,7 @@ pub async fn download_stream_into(
         ..LinkConfig::default()
     };
     let small = SmallFileFetcher::new(links, opts.tls.clone(), opts.rate.clone(), dir)
+        .map(|s| s.with_relay(opts.relay.clone()))
         .map(Arc::new)
         .map_err(|e| tracing::warn!("no batched writes for small files: {e}"))
         .ok();
@@ -279,7 +280,7 @@ pub fn sources_via(
         .filter(|p| only_peer.is_none_or(|id| id == p.peer_id))
         .filter_map(|p| {
             // Relayed by key: an index lists the peer by its key only.
-            let route = relay.filter(|_| p.key.is_some() && p.peer_id != 0).cloned();
+            let route = relay.filter(|_| p.key.is_some() && p.peer_id != 0);
             let addr = match relayed(p) {
                 true if route.is_some() => String::new(),
                 true => {
@@ -301,7 +302,6 @@ pub fn sources_via(
                 peer_id: (p.peer_id != 0).then_some(p.peer_id),
                 addr,
                 key: p.key,
-                relay: route,
             })
         })
         .collect()
@@ -381,6 +381,7 @@ async fn download_full(
         rate: opts.rate.clone(),
         partials: opts.partials.clone(),
         tls: opts.tls.clone(),
+        relay: opts.relay.clone(),
         ..Downloader::default()
     };
     if opts.max_peers > 0 {

@@ -60,6 +60,9 @@ impl AsyncWrite for RelayIo {
 }
 
 /// The secure stream of a peer connection, either end.
+// Direct connections, the common case, stay unboxed: the stream lives once per connection,
+// beside buffers far larger than it.
+#[allow(clippy::large_enum_variant)]
 pub enum PeerStream {
     /// TLS over TCP straight to the other peer.
     Direct(SecureStream),
