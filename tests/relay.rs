@@ -726,3 +726,94 @@ async fn a_member_gets_its_share_of_the_relay_rate() {
     share.shutdown().await;
     index.stop().await;
 }
+
+/// In a private group: a member behind a NAT is downloaded from by another member through the
+/// relay (membership checked end to end, inside), and a stranger's `RelayConnect` is refused:
+/// the relay carries no traffic for strangers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_groups_relay_serves_members_only() {
+    use peershare::download::RelayRoute;
+    use peershare::group::{GroupState, Invite};
+    use peershare::identity::Fingerprint;
+    use peershare::index::GroupStore;
+    use peershare::node::{GetOptions, download_all};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let ix = start_private_index(&tmp.path().join("ix.sqlite")).await;
+    let join = |who: Identity| {
+        let (addr, key, db) = (ix.addr.clone(), ix.key, ix.db.clone());
+        async move {
+            let store = GroupStore::open(&db).unwrap();
+            let invite = Invite::new(addr.clone(), Fingerprint(key)).unwrap();
+            let now = peershare::query::now_ms();
+            store
+                .create_invite(&invite.secret_hash(), 1, now + 3_600_000, now)
+                .unwrap();
+            let tls = Tls::new(&who).unwrap();
+            let mut c = IndexClient::connect(&addr, Some(&tls), Some(key), Limits::default())
+                .await
+                .unwrap();
+            let m = c.join(&invite.secret).await.unwrap().membership;
+            tls.with_group(Arc::new(GroupState::new(key, Some(m))))
+        }
+    };
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let body = data(300_000, 2);
+    std::fs::write(shared.join("members-only.bin"), &body).unwrap();
+    let state = tmp.path().join("a");
+    let a_tls = join(Identity::load_or_create(&state).unwrap()).await;
+    let mut config = ShareConfig::new(vec![shared], Some(ix.addr.clone()), state);
+    config.index_key = Some(ix.key);
+    config.group = a_tls.group().cloned();
+    config.advertise = Some(("127.0.0.1".into(), dead_port().await));
+    let mut share = start_share(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .await
+        .unwrap();
+    share
+        .wait_for(Duration::from_secs(20), |s| s.in_sync && s.listening)
+        .await
+        .expect("a member registered through the relay, listening");
+    let a_id = share.status.borrow().peer_id.unwrap();
+
+    let b_tls = join(Identity::ephemeral().unwrap()).await;
+    let mut c = IndexClient::connect(&ix.addr, Some(&b_tls), Some(ix.key), Limits::default())
+        .await
+        .unwrap();
+    let found = c.search("members-only", 10).await.unwrap();
+    assert_eq!(found.files[0].peers[0].reach.as_deref(), Some(reach::RELAY));
+    let opts = GetOptions {
+        tls: Some(b_tls.clone()),
+        relay: Some(RelayRoute {
+            index: ix.addr.clone(),
+            index_key: Some(ix.key),
+        }),
+        ..GetOptions::default()
+    };
+    let out = tmp.path().join("out");
+    let report = download_all(&found.files, &out, &opts, 1)
+        .await
+        .remove(0)
+        .expect("a member downloads");
+    assert_eq!(report.sources[0].reached, Some("relayed"));
+    assert_eq!(std::fs::read(out.join("members-only.bin")).unwrap(), body);
+
+    // A stranger: refused before anything is relayed.
+    let stranger = IndexClient::connect(&ix.addr, None, Some(ix.key), Limits::default())
+        .await
+        .unwrap();
+    let e = stranger
+        .relay_connect(
+            RelayConnect {
+                peer_id: Some(a_id),
+                key: None,
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .err()
+        .expect("refused");
+    let (code, why) = refusal(e);
+    assert_eq!(code, Some(ErrorCode::Forbidden), "{why}");
+    share.shutdown().await;
+}
