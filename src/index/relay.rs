@@ -357,8 +357,9 @@ impl RelayHub {
         let (tx, rx) = oneshot::channel();
         s.pending.insert(token, Pending { target, ip, tx });
         *s.pending_per_ip.entry(ip).or_default() += 1;
+        // Reserved under the same lock as the checks: concurrent requests cannot pass a bound.
+        let slot = self.slot(&mut s, from, target);
         drop(s);
-        let slot = self.slot(from, target);
         Ok(Waiting {
             hub: self.clone(),
             token,
@@ -396,9 +397,8 @@ impl RelayHub {
     }
 
     /// Reserves a relayed connection between `a` and `b` (the checks were made under the
-    /// same lock just before).
-    fn slot(&self, a: Digest, b: Digest) -> RelaySlot {
-        let mut s = self.state();
+    /// same lock, `s`, just before).
+    fn slot(&self, s: &mut State, a: Digest, b: Digest) -> RelaySlot {
         s.relayed += 1;
         let share = self.inner.config.rate / RELAY_MEMBER_SHARE;
         let mut limiters = Vec::new();
