@@ -817,3 +817,39 @@ async fn a_private_groups_relay_serves_members_only() {
     assert_eq!(code, Some(ErrorCode::Forbidden), "{why}");
     share.shutdown().await;
 }
+
+/// With the relay, registering someone else's address still lists no one there: the key that
+/// does not answer at that address is registered as reached through the relay, at no address.
+#[tokio::test]
+async fn someone_elses_address_is_never_listed_through_the_relay_either() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = start_index(&tmp.path().join("i.sqlite"), Duration::from_secs(90)).await;
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("a.txt"), b"alice").unwrap();
+    let alice = start_peer(&shared, Some(index.addr()), &tmp.path().join("a")).await;
+    let alice_port = alice.local_addr.port();
+    let bob = Identity::ephemeral().unwrap();
+    let mut c = IndexClient::connect(
+        &index.addr(),
+        Some(&Tls::new(&bob).unwrap()),
+        None,
+        Limits::default(),
+    )
+    .await
+    .unwrap();
+    let reg = c
+        .register(&bob, "127.0.0.1", alice_port, Digest::default(), 0)
+        .await
+        .unwrap();
+    assert_eq!(reg.reach.as_deref(), Some(reach::RELAY));
+    assert_eq!(reg.host, "");
+    let peers = c.list_peers().await.unwrap().peers;
+    let at_alices: Vec<_> = peers.iter().filter(|p| p.port == alice_port).collect();
+    assert_eq!(at_alices.len(), 1, "only Alice at her address: {peers:?}");
+    assert_eq!(at_alices[0].peer_id, alice.status.borrow().peer_id.unwrap());
+    let bobs = peers.iter().find(|p| p.peer_id == reg.peer_id).unwrap();
+    assert_eq!((bobs.host.as_str(), bobs.port), ("", 0));
+    alice.shutdown().await;
+    index.stop().await;
+}
