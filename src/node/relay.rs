@@ -213,3 +213,55 @@ async fn accept(
         .await
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::{Catalog, PeerConfig};
+
+    /// An `Incoming` of a kind this build does not know is ignored (a newer index may send
+    /// one, e.g. for hole punching): nothing is started for it, while a relay request takes
+    /// one of the relayed connections served (here it then fails: no index there).
+    #[tokio::test]
+    async fn unknown_incoming_kinds_are_ignored() {
+        let tls = Tls::ephemeral().unwrap();
+        let (_catalog_tx, catalog) = watch::channel(Arc::new(Catalog::new(Vec::new())));
+        let server = PeerServer::new(
+            catalog,
+            Vec::new(),
+            PeerConfig::default(),
+            Arc::new(tokio::sync::Notify::new()),
+            tls.clone(),
+        );
+        let (status, _) = watch::channel(ShareStatus::default());
+        let listener = RelayListener {
+            // Nothing listens on port 1.
+            index: "127.0.0.1:1".into(),
+            index_key: None,
+            tls,
+            server,
+            limits: Limits::default(),
+            status: Arc::new(status),
+            shutdown: CancellationToken::new(),
+        };
+        let served = Arc::new(Semaphore::new(MAX_RELAYED_SERVED));
+        let incoming = |kind: &str| Incoming {
+            token: crate::protocol::relay::RelayToken([1; 16]),
+            from: Digest([2; 32]),
+            kind: kind.into(),
+        };
+        listener.incoming(incoming("punch"), Digest([3; 32]), &served);
+        listener.incoming(incoming(""), Digest([3; 32]), &served);
+        assert_eq!(served.available_permits(), MAX_RELAYED_SERVED);
+        listener.incoming(incoming(incoming_kind::RELAY), Digest([3; 32]), &served);
+        assert_eq!(served.available_permits(), MAX_RELAYED_SERVED - 1);
+        // The attempt fails (nothing at the index's address) and gives its permit back.
+        for _ in 0..100 {
+            if served.available_permits() == MAX_RELAYED_SERVED {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the failed relay attempt kept its permit");
+    }
+}
