@@ -192,7 +192,7 @@ fn tags_never_shift_and_the_frame_limit_follows_the_piece_size() {
 
 /// The spec's table (docs/PROTOCOL.md §3), written out apart from the code's table: a tag that
 /// moves, a message renamed or one missing from either fails here.
-const SPEC: [(&str, u8); 27] = [
+const SPEC: [(&str, u8); 32] = [
     ("Hello", 0x01),
     ("Welcome", 0x02),
     ("Error", 0x03),
@@ -204,6 +204,11 @@ const SPEC: [(&str, u8); 27] = [
     ("Unregister", 0x15),
     ("Join", 0x16),
     ("Joined", 0x17),
+    ("Listen", 0x18),
+    ("Incoming", 0x19),
+    ("RelayConnect", 0x1a),
+    ("RelayAccept", 0x1b),
+    ("Relayed", 0x1c),
     ("Search", 0x20),
     ("SearchResults", 0x21),
     ("ListPeers", 0x22),
@@ -245,6 +250,7 @@ fn one_of_each() -> Vec<Message> {
             last_seen: 2,
             have: Some(vec![0x80]),
             path: Some("docs/a.txt".into()),
+            reach: None,
         }],
     };
     vec![
@@ -278,6 +284,8 @@ fn one_of_each() -> Vec<Message> {
             in_sync: false,
             lease_secs: 90,
             host: "10.0.0.2".into(),
+            observed: None,
+            reach: None,
         }),
         Message::UpdateFiles(UpdateFiles {
             reset: true,
@@ -305,6 +313,23 @@ fn one_of_each() -> Vec<Message> {
         Message::Joined(Joined {
             membership: cert(),
             dht_secret: vec![6; 32],
+        }),
+        Message::Listen,
+        Message::Incoming(peershare::protocol::relay::Incoming {
+            token: peershare::protocol::relay::RelayToken([0x1b; 16]),
+            from: Digest([8; 32]),
+            kind: "relay".into(),
+        }),
+        Message::RelayConnect(peershare::protocol::relay::RelayConnect {
+            peer_id: Some(3),
+            key: Some(Digest([5; 32])),
+        }),
+        Message::RelayAccept(peershare::protocol::relay::RelayAccept {
+            token: peershare::protocol::relay::RelayToken([0x1b; 16]),
+        }),
+        Message::Relayed(peershare::protocol::relay::Relayed {
+            peer: Digest([8; 32]),
+            addr: Some("192.0.2.9:4000".into()),
         }),
         Message::Search(Search {
             query: "a -b \"c d\"".into(),
@@ -450,6 +475,9 @@ fn each_protocol_decodes_only_its_own_messages() {
                 "ListPeers",
                 "Join",
                 "Browse",
+                "Listen",
+                "RelayConnect",
+                "RelayAccept",
             ],
         ),
         (
@@ -463,6 +491,8 @@ fn each_protocol_decodes_only_its_own_messages() {
                 "PeerList",
                 "Joined",
                 "Listing",
+                "Incoming",
+                "Relayed",
             ],
         ),
         (

@@ -209,6 +209,14 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
         events: Some(events(bars.clone(), overall.clone())),
         tls: Some(super::client_context()?.tls.clone()),
         have_already,
+        // Peers the index cannot reach are reached through it (§7.10).
+        relay: match (&index, client.as_ref()) {
+            (Some(spec), Some(c)) => Some(peershare::download::RelayRoute {
+                index: peershare::identity::split_address(spec)?.0.to_string(),
+                index_key: Some(c.server_key()),
+            }),
+            _ => None,
+        },
     };
     let mut results = Vec::new();
     for spec in &folders {
@@ -300,6 +308,7 @@ fn report(results: &[Result<DownloadReport, GetError>], json: bool) -> anyhow::R
             writeln!(out, "{}", r.path.display())?;
         }
         out.flush()?;
+        print_reached(&reports);
         let mut already = 0;
         for r in reports.iter().filter(|r| r.already_had) {
             already += 1;
@@ -513,4 +522,49 @@ fn overall_bar() -> ProgressBar {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Files whose sources are listed one line each on stderr at most; `--json` lists them all.
+const MAX_REACHED_LINES: usize = 20;
+
+/// Says on stderr, per file downloaded, how each source that sent something was reached
+/// (direct or relayed, §7.10) and how much it sent.
+fn print_reached(reports: &[&DownloadReport]) {
+    let fetched: Vec<&&DownloadReport> = reports
+        .iter()
+        .filter(|r| !r.already_had && r.sources.iter().any(|s| s.bytes > 0))
+        .collect();
+    for r in fetched.iter().take(MAX_REACHED_LINES) {
+        let name = r
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let sources: Vec<String> = r
+            .sources
+            .iter()
+            .filter(|s| s.bytes > 0)
+            .map(|s| {
+                let who = match (s.peer_id, s.addr.as_str()) {
+                    (Some(id), _) => format!("peer {id}"),
+                    (None, addr) => addr.to_string(),
+                };
+                match s.reached {
+                    Some(how) => format!("{who} ({how}, {})", output::size(s.bytes)),
+                    None => format!("{who} ({})", output::size(s.bytes)),
+                }
+            })
+            .collect();
+        eprintln!(
+            "peershare: {}: from {}",
+            peershare::text::Escaped(&name),
+            peershare::text::Escaped(&sources.join(", "))
+        );
+    }
+    if fetched.len() > MAX_REACHED_LINES {
+        eprintln!(
+            "peershare: and {} more files (--json says how each source was reached)",
+            fetched.len() - MAX_REACHED_LINES
+        );
+    }
 }

@@ -75,6 +75,10 @@ pub struct Downloader {
     /// The key sources see: a member's in a private group. Default: none, a fresh anonymous
     /// key per connection.
     pub tls: Option<Tls>,
+    /// The index that relays to the sources it listed (§7.10): the only way to a source
+    /// without an address, and the way to one whose address cannot be connected to. Default:
+    /// none.
+    pub relay: Option<super::RelayRoute>,
 }
 
 impl Default for Downloader {
@@ -90,6 +94,7 @@ impl Default for Downloader {
             progress: None,
             partials: None,
             tls: None,
+            relay: None,
         }
     }
 }

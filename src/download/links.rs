@@ -202,6 +202,7 @@ fn fill(batch: &mut Vec<Job>, rx: &mut mpsc::Receiver<Job>, window: usize) {
 pub struct SourceLinks {
     config: LinkConfig,
     tls: Option<Tls>,
+    relay: Option<super::RelayRoute>,
     queues: Mutex<HashMap<LinkTarget, mpsc::Sender<Job>>>,
 }
 
@@ -212,8 +213,16 @@ impl SourceLinks {
         SourceLinks {
             config,
             tls,
+            relay: None,
             queues: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sources listed by the index `relay` are reached through it when they have no address,
+    /// or theirs cannot be connected to (§7.10).
+    pub fn with_relay(mut self, relay: Option<super::RelayRoute>) -> Self {
+        self.relay = relay;
+        self
     }
 
     /// Fetches piece 0 of `id` from `addr` and returns it if it is the whole file `id` (its
@@ -241,9 +250,9 @@ impl SourceLinks {
         });
         for _ in 0..self.config.connections.max(1) {
             let link = Link {
-                addr: source.addr.clone(),
-                key: source.key,
+                source: source.clone(),
                 tls: self.tls.clone(),
+                relay: self.relay.clone(),
             };
             tokio::spawn(run_link(link, queue.clone(), self.config));
         }
@@ -261,9 +270,9 @@ type LinkTarget = (String, Option<Digest>);
 
 /// Whom a link connects to, and as whom.
 struct Link {
-    addr: String,
-    key: Option<Digest>,
+    source: Source,
     tls: Option<Tls>,
+    relay: Option<super::RelayRoute>,
 }
 
 async fn run_link(link: Link, queue: Arc<Queue>, config: LinkConfig) {
@@ -291,10 +300,10 @@ async fn run_link(link: Link, queue: Arc<Queue>, config: LinkConfig) {
         let outcome = loop {
             let c = match client.take() {
                 Some(c) => c,
-                None => match PeerClient::connect(
-                    &link.addr,
+                None => match super::connect_source(
+                    &link.source,
                     link.tls.as_ref(),
-                    link.key,
+                    link.relay.as_ref(),
                     config.timing.limits,
                 )
                 .await

@@ -76,6 +76,8 @@ pub(super) struct SourceLive {
     pub(super) state: SourceState,
     /// The TLS cipher suite of its connection, once connected.
     pub(super) suite: Option<&'static str>,
+    /// How it was reached, once connected (`"direct"`, `"relayed"`).
+    pub(super) reached: Option<&'static str>,
 }
 
 impl SourceLive {
@@ -178,6 +180,7 @@ pub(super) fn source_reports(
             pieces_rejected: l.rejected,
             error: l.error.clone(),
             cipher_suite: l.suite,
+            reached: l.reached,
         })
         .collect()
 }

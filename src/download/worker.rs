@@ -47,10 +47,10 @@ impl Downloader {
         let mut client = match client {
             Some(c) => c,
             None => {
-                let mut c = PeerClient::connect(
-                    &source.addr,
+                let mut c = super::connect_source(
+                    source,
                     self.tls.as_ref(),
-                    source.key,
+                    self.relay.as_ref(),
                     self.timing.limits,
                 )
                 .await?;
@@ -67,6 +67,7 @@ impl Downloader {
         };
         if let Some(l) = lock_live(&swarm.live).get_mut(k) {
             l.suite = Some(client.cipher_suite());
+            l.reached = Some(super::reached(&client));
         }
         swarm.active.fetch_add(1, Ordering::Relaxed);
         swarm.set_state(

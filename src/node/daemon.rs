@@ -200,6 +200,11 @@ pub struct ShareStatusView {
     pub last_error: Option<String>,
     /// Keys announced on the DHT in the last round (when publishing there).
     pub dht_announced: Option<usize>,
+    /// How other peers reach this node, as the index found: `"direct"` (at `reachable_at`)
+    /// or `"relay"` (through the index, docs/PROTOCOL.md §7.10); `None` before registering.
+    pub reach: Option<String>,
+    /// `IP:PORT` other peers reach this node at, when reached directly.
+    pub reachable_at: Option<String>,
 }
 
 impl From<&ShareStatus> for ShareStatusView {
@@ -212,6 +217,8 @@ impl From<&ShareStatus> for ShareStatusView {
             in_sync: s.in_sync,
             last_error: s.last_error.clone(),
             dht_announced: s.dht_announced,
+            reach: s.reach.clone(),
+            reachable_at: s.reachable_at.clone(),
         }
     }
 }
@@ -724,6 +731,15 @@ impl NodeHandle {
             events: Some(events),
             tls: self.inner.tls.clone(),
             have_already: Some(self.have_already()),
+            // Peers the index cannot reach are reached through it (§7.10).
+            relay: self
+                .inner
+                .index
+                .clone()
+                .map(|index| crate::download::RelayRoute {
+                    index,
+                    index_key: self.inner.index_key,
+                }),
             ..GetOptions::default()
         }
     }

@@ -160,6 +160,7 @@ pub async fn add_dht_sources(
                 last_seen: 0,
                 have: None,
                 path: None,
+                reach: None,
             });
         }
     }
@@ -198,6 +199,7 @@ pub async fn add_lan_sources(
                 last_seen: 0,
                 have: None,
                 path: entry.path,
+                reach: None,
             });
         }
     }

@@ -197,6 +197,7 @@ pub fn merge_answers(
                     last_seen: now,
                     have: None,
                     path: e.path.clone(),
+                    reach: None,
                 },
             });
         }

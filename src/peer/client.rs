@@ -7,7 +7,7 @@ use crate::protocol::{
     CatalogQuery, CatalogResults, Connection, GetHashes, GetHave, GetInfo, GetPiece, Have, Info,
     Limits, MAX_HASHES_PER_REPLY, Message, PeerReply, Piece, ProtocolError, feature,
 };
-use crate::tls::{DialError, SecureStream, Tls, TlsError, dial};
+use crate::tls::{DialError, PeerStream, Tls, TlsError, dial};
 
 /// How long connecting to a peer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,7 +86,7 @@ pub enum PeerClientError {
 
 /// A connection to a peer, after the handshake.
 pub struct PeerClient {
-    conn: Connection<SecureStream>,
+    conn: Connection<PeerStream>,
     /// The features usable on this connection (see [`PeerClient::connect`]).
     features: Vec<&'static str>,
     /// The key the peer proved it holds.
@@ -124,8 +124,20 @@ impl PeerClient {
                     source,
                 },
             })?;
-        let key = secured.remote_key;
-        let mut conn = Connection::new(secured.stream, limits);
+        let stream = PeerStream::Direct(secured.stream);
+        PeerClient::over(stream, secured.remote_key, &tls, limits, addr).await
+    }
+
+    /// Says `Hello` on a connection secured with `key`'s peer (`addr` names it in errors):
+    /// direct, or through a relay (§7.10).
+    pub async fn over(
+        stream: PeerStream,
+        key: Digest,
+        tls: &Tls,
+        limits: Limits,
+        addr: &str,
+    ) -> Result<PeerClient, PeerClientError> {
+        let mut conn = Connection::new(stream, limits);
         let welcome = conn.client_handshake(tls.membership()).await?;
         // In a private group, a source must be a member too (one found through the DHT has
         // no other check; one the index listed may have been removed since).
@@ -161,7 +173,12 @@ impl PeerClient {
 
     /// The TLS cipher suite of the connection, e.g. `TLS13_AES_128_GCM_SHA256`.
     pub fn cipher_suite(&self) -> &'static str {
-        crate::tls::suite_of(self.conn.get_ref())
+        self.conn.get_ref().cipher_suite()
+    }
+
+    /// Whether the connection goes through a relay (§7.10).
+    pub fn is_relayed(&self) -> bool {
+        self.conn.get_ref().is_relayed()
     }
 
     /// Whether the peer agreed to use `feature` ([`crate::protocol::feature`]) on this connection.

@@ -9,6 +9,7 @@ pub mod listen;
 mod messages;
 mod payloads;
 mod ranked;
+pub mod relay;
 mod search_reply;
 mod serve;
 
