@@ -192,7 +192,7 @@ fn tags_never_shift_and_the_frame_limit_follows_the_piece_size() {
 
 /// The spec's table (docs/PROTOCOL.md §3), written out apart from the code's table: a tag that
 /// moves, a message renamed or one missing from either fails here.
-const SPEC: [(&str, u8); 27] = [
+const SPEC: [(&str, u8); 30] = [
     ("Hello", 0x01),
     ("Welcome", 0x02),
     ("Error", 0x03),
@@ -204,6 +204,9 @@ const SPEC: [(&str, u8); 27] = [
     ("Unregister", 0x15),
     ("Join", 0x16),
     ("Joined", 0x17),
+    ("PunchRequest", 0x1d),
+    ("PunchGo", 0x1e),
+    ("PunchListen", 0x1f),
     ("Search", 0x20),
     ("SearchResults", 0x21),
     ("ListPeers", 0x22),

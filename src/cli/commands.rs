@@ -295,6 +295,14 @@ pub(super) async fn serve_index(
             stop.clone(),
         ));
     }
+    // The UDP side (hole punching, docs/PROTOCOL.md §7.11) on the same port number.
+    let udp = server.udp();
+    match udp.bind(listener.local_addr()?) {
+        Ok(endpoint) => {
+            tokio::spawn(udp.run(endpoint, stop.clone()));
+        }
+        Err(e) => eprintln!("peershare: warning: no UDP on {addr} (no hole punching): {e}"),
+    }
     std::io::stdout().flush()?;
     server.run(listener, stop).await;
     super::outln!("peershare index stopped")?;

@@ -205,6 +205,7 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
         events: Some(events(bars.clone(), overall.clone())),
         tls: Some(super::client_context()?.tls.clone()),
         have_already,
+        udp: udp_route(index.as_deref(), client.as_ref().map(|c| c.server_key())),
     };
     let mut results = Vec::new();
     for spec in &folders {
@@ -508,4 +509,31 @@ fn overall_bar() -> ProgressBar {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The UDP socket a download reaches sources through when TCP cannot (hole punching through
+/// the index, docs/PROTOCOL.md §7.11); none without an index, or when no socket can be bound.
+fn udp_route(
+    index: Option<&str>,
+    key: Option<peershare::content::Digest>,
+) -> Option<Arc<peershare::download::udp::UdpRoute>> {
+    use peershare::download::udp::{Transport, UdpRoute};
+    let (addr, _) = peershare::identity::split_address(index?).ok()?;
+    let target = Some((addr.to_string(), key));
+    // Dual stack where the system has IPv6, IPv4 only otherwise.
+    let any = |ip: std::net::IpAddr| std::net::SocketAddr::from((ip, 0));
+    UdpRoute::new(
+        any(std::net::Ipv6Addr::UNSPECIFIED.into()),
+        Transport::Auto,
+        target.clone(),
+    )
+    .or_else(|_| {
+        UdpRoute::new(
+            any(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            Transport::Auto,
+            target,
+        )
+    })
+    .map_err(|e| tracing::warn!("no UDP socket for hole punching: {e}"))
+    .ok()
 }

@@ -100,8 +100,15 @@ impl Downloader {
         file: &Arc<File>,
         progress: &Mutex<Instant>,
     ) -> Result<Bootstrap, SourceFailure> {
-        let mut client =
-            PeerClient::connect(&s.addr, self.tls.as_ref(), s.key, self.timing.limits).await?;
+        let mut client = super::udp::connect_source(
+            self.udp.as_deref(),
+            &s.addr,
+            s.peer_id,
+            self.tls.as_ref(),
+            s.key,
+            self.timing.limits,
+        )
+        .await?;
         let info = client.info(id).await?;
         // At most one block of hashes is held unchecked, whatever size the source claims.
         let mut fetch = HashFetch::new(id, info.size);

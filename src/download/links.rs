@@ -203,6 +203,8 @@ pub struct SourceLinks {
     config: LinkConfig,
     tls: Option<Tls>,
     queues: Mutex<HashMap<LinkTarget, mpsc::Sender<Job>>>,
+    /// A UDP socket for QUIC and hole punching, when set.
+    udp: Option<Arc<super::udp::UdpRoute>>,
 }
 
 impl SourceLinks {
@@ -213,7 +215,14 @@ impl SourceLinks {
             config,
             tls,
             queues: Mutex::new(HashMap::new()),
+            udp: None,
         }
+    }
+
+    /// Reaches sources over this UDP socket too (QUIC, hole punching).
+    pub fn with_udp(mut self, udp: Option<Arc<super::udp::UdpRoute>>) -> Self {
+        self.udp = udp;
+        self
     }
 
     /// Fetches piece 0 of `id` from `addr` and returns it if it is the whole file `id` (its
@@ -244,6 +253,8 @@ impl SourceLinks {
                 addr: source.addr.clone(),
                 key: source.key,
                 tls: self.tls.clone(),
+                peer_id: source.peer_id,
+                udp: self.udp.clone(),
             };
             tokio::spawn(run_link(link, queue.clone(), self.config));
         }
@@ -264,6 +275,8 @@ struct Link {
     addr: String,
     key: Option<Digest>,
     tls: Option<Tls>,
+    peer_id: Option<u64>,
+    udp: Option<Arc<super::udp::UdpRoute>>,
 }
 
 async fn run_link(link: Link, queue: Arc<Queue>, config: LinkConfig) {
@@ -291,8 +304,10 @@ async fn run_link(link: Link, queue: Arc<Queue>, config: LinkConfig) {
         let outcome = loop {
             let c = match client.take() {
                 Some(c) => c,
-                None => match PeerClient::connect(
+                None => match super::udp::connect_source(
+                    link.udp.as_deref(),
                     &link.addr,
+                    link.peer_id,
                     link.tls.as_ref(),
                     link.key,
                     config.timing.limits,

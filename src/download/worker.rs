@@ -47,8 +47,10 @@ impl Downloader {
         let mut client = match client {
             Some(c) => c,
             None => {
-                let mut c = PeerClient::connect(
+                let mut c = super::udp::connect_source(
+                    self.udp.as_deref(),
                     &source.addr,
+                    source.peer_id,
                     self.tls.as_ref(),
                     source.key,
                     self.timing.limits,

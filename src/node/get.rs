@@ -97,6 +97,9 @@ pub struct GetOptions {
     /// id is found there is not downloaded, its report says where it is
     /// ([`DownloadReport::already_had`]). `None`: every file is downloaded.
     pub have_already: Option<Arc<HaveAlready>>,
+    /// A UDP socket for QUIC and hole punching through the index (docs/PROTOCOL.md §7.11).
+    /// Default: none, TCP only.
+    pub udp: Option<Arc<crate::download::udp::UdpRoute>>,
 }
 
 impl GetOptions {
@@ -169,7 +172,7 @@ pub async fn download_stream_into(
         ..LinkConfig::default()
     };
     let small = SmallFileFetcher::new(links, opts.tls.clone(), opts.rate.clone(), dir)
-        .map(Arc::new)
+        .map(|s| Arc::new(s.with_udp(opts.udp.clone())))
         .map_err(|e| tracing::warn!("no batched writes for small files: {e}"))
         .ok();
     let small_in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_SMALL_IN_FLIGHT));
@@ -349,6 +352,7 @@ async fn download_full(
         rate: opts.rate.clone(),
         partials: opts.partials.clone(),
         tls: opts.tls.clone(),
+        udp: opts.udp.clone(),
         ..Downloader::default()
     };
     if opts.max_peers > 0 {

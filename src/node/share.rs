@@ -145,6 +145,9 @@ pub struct ShareHandle {
     pub local_addr: SocketAddr,
     /// The DHT node's UDP address, when publishing on the DHT.
     pub dht_addr: Option<std::net::SocketAddrV4>,
+    /// The UDP transport's state (its address, the address the index sees it at), when the
+    /// port could be bound.
+    pub udp: Option<watch::Receiver<super::UdpStatus>>,
     /// What the share is doing; changes whenever the status does.
     pub status: watch::Receiver<ShareStatus>,
     shutdown: CancellationToken,
@@ -226,6 +229,15 @@ pub async fn start_share(
         config.peer.clone(),
         stale.clone(),
         tls.clone(),
+    );
+    // The UDP transport on the same port number, listening for punches through the index.
+    let udp = super::udp::start(
+        &server,
+        &tls,
+        local_addr,
+        config.index.clone().map(|i| (i, config.index_key)),
+        &tasks,
+        &shutdown,
     );
     tasks.spawn(server.run(listener, shutdown.clone()));
     tasks.spawn(rescan_loop(
@@ -320,6 +332,7 @@ pub async fn start_share(
     Ok(ShareHandle {
         local_addr,
         dht_addr,
+        udp,
         status: status_rx,
         shutdown,
         tasks,

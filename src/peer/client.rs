@@ -7,7 +7,8 @@ use crate::protocol::{
     CatalogQuery, CatalogResults, Connection, GetHashes, GetHave, GetInfo, GetPiece, Have, Info,
     Limits, MAX_HASHES_PER_REPLY, Message, PeerReply, Piece, ProtocolError, feature,
 };
-use crate::tls::{DialError, SecureStream, Tls, TlsError, dial};
+use crate::tls::quic::{PeerStream, QuicStream, Role};
+use crate::tls::{DialError, Tls, TlsError, dial};
 
 /// How long connecting to a peer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,9 +85,21 @@ pub enum PeerClientError {
     },
 }
 
+/// How a connection reached its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reach {
+    /// Straight to the address the peer listed.
+    Direct,
+    /// Over UDP after a hole punch coordinated by the index (§7.11).
+    Punched,
+}
+
 /// A connection to a peer, after the handshake.
 pub struct PeerClient {
-    conn: Connection<SecureStream>,
+    /// How it reached the peer.
+    reach: Reach,
+    conn: Connection<PeerStream>,
     /// The features usable on this connection (see [`PeerClient::connect`]).
     features: Vec<&'static str>,
     /// The key the peer proved it holds.
@@ -124,8 +137,54 @@ impl PeerClient {
                     source,
                 },
             })?;
-        let key = secured.remote_key;
-        let mut conn = Connection::new(secured.stream, limits);
+        PeerClient::greet(
+            PeerStream::Tcp(secured.stream),
+            &tls,
+            secured.remote_key,
+            addr,
+            limits,
+        )
+        .await
+    }
+
+    /// Connects to a peer at `addr` over QUIC (§1.2) from `endpoint`, as [`PeerClient::connect`]
+    /// does over TCP (a fresh anonymous key if `tls` is `None`).
+    pub async fn connect_quic(
+        endpoint: &quinn::Endpoint,
+        addr: std::net::SocketAddr,
+        tls: Option<&Tls>,
+        expect: Option<Digest>,
+        limits: Limits,
+    ) -> Result<PeerClient, PeerClientError> {
+        let name = addr.to_string();
+        let secure = |source| PeerClientError::Secure {
+            addr: name.clone(),
+            source,
+        };
+        let tls = Tls::or_ephemeral(tls).map_err(secure)?;
+        let handshake = CONNECT_TIMEOUT.min(limits.read_timeout);
+        let (conn, key) = tls
+            .connect_quic(endpoint, addr, expect, Role::Client, handshake)
+            .await
+            .map_err(secure)?;
+        let stream = QuicStream::open(conn)
+            .await
+            .map_err(|source| PeerClientError::Connect {
+                addr: name.clone(),
+                source,
+            })?;
+        PeerClient::greet(PeerStream::Quic(stream), &tls, key, &name, limits).await
+    }
+
+    /// Says `Hello` on a secured stream to a peer holding `key`, and checks its `Welcome`.
+    async fn greet(
+        stream: PeerStream,
+        tls: &Tls,
+        key: Digest,
+        addr: &str,
+        limits: Limits,
+    ) -> Result<PeerClient, PeerClientError> {
+        let mut conn = Connection::new(stream, limits);
         let welcome = conn.client_handshake(tls.membership()).await?;
         // In a private group, a source must be a member too (one found through the DHT has
         // no other check; one the index listed may have been removed since).
@@ -148,6 +207,7 @@ impl PeerClient {
                 .collect(),
         };
         Ok(PeerClient {
+            reach: Reach::Direct,
             conn,
             features,
             key,
@@ -161,7 +221,22 @@ impl PeerClient {
 
     /// The TLS cipher suite of the connection, e.g. `TLS13_AES_128_GCM_SHA256`.
     pub fn cipher_suite(&self) -> &'static str {
-        crate::tls::suite_of(self.conn.get_ref())
+        self.conn.get_ref().cipher_suite()
+    }
+
+    /// How the connection reached the peer.
+    pub fn reach(&self) -> Reach {
+        self.reach
+    }
+
+    /// Records how the connection reached the peer.
+    pub fn set_reach(&mut self, reach: Reach) {
+        self.reach = reach;
+    }
+
+    /// Whether the connection runs over the UDP transport (QUIC).
+    pub fn is_quic(&self) -> bool {
+        self.conn.get_ref().is_quic()
     }
 
     /// Whether the peer agreed to use `feature` ([`crate::protocol::feature`]) on this connection.

@@ -22,10 +22,12 @@ use crate::protocol::{
 };
 use crate::query::{FileFacts, Query};
 use crate::rate::RateLimiter;
-use crate::tls::{SecureStream, Tls, secure_admitted};
+use crate::tls::quic::PeerStream;
+use crate::tls::{Tls, secure_admitted};
 
 mod handler;
 mod open;
+mod quic;
 
 use self::handler::Handler;
 
@@ -225,7 +227,7 @@ impl PeerServer {
                         return;
                     };
                     let conn = Connection::server(
-                        secured.stream,
+                        PeerStream::Tcp(secured.stream),
                         server.config.limits,
                         ServerSide {
                             admission: Some(admission),
@@ -247,7 +249,7 @@ impl PeerServer {
 
     async fn handle(
         &self,
-        conn: Connection<SecureStream>,
+        conn: Connection<PeerStream>,
         addr: SocketAddr,
         key: Digest,
         shutdown: CancellationToken,

@@ -7,6 +7,7 @@ mod handshake;
 pub mod host;
 mod messages;
 mod payloads;
+pub mod punch;
 mod ranked;
 mod search_reply;
 mod serve;
@@ -18,9 +19,10 @@ pub use frame::{
 pub use handshake::{MAX_FEATURE_LEN, MAX_FEATURES, WelcomeExtra, agent};
 pub use messages::{
     IndexReply, IndexRequest, MESSAGES, Message, MessageSet, PROTOCOL_VERSION, PeerReply,
-    PeerRequest, feature, tag, tag_name,
+    PeerRequest, UdpIndexReply, UdpIndexRequest, feature, tag, tag_name,
 };
 pub use payloads::*;
+pub use punch::{PunchGo, PunchListen, PunchRequest};
 pub use search_reply::{PeerHitRef, SearchResultsWriter};
 pub use serve::{
     Admission, Connections, HANDSHAKE_TIMEOUT, ServeLimits, ServeStats, accept_loop, connect_tcp,

@@ -3,6 +3,7 @@
 //! framing of the protocol runs inside it unchanged.
 
 mod cert;
+pub mod quic;
 mod serve;
 mod verify;
 
@@ -222,14 +223,12 @@ impl Tls {
         self.inner.key
     }
 
-    /// Client side: secures `tcp`, requiring the server to hold `expect` when given (any key
-    /// otherwise: the caller decides, e.g. by pinning it on first use).
-    pub async fn connect(
+    /// A client configuration requiring the server to hold `expect` (any key if `None`), with
+    /// the verifier that remembers the key the server showed.
+    fn client_config(
         &self,
-        tcp: TcpStream,
         expect: Option<Digest>,
-        deadline: Duration,
-    ) -> Result<Secured, TlsError> {
+    ) -> Result<(ClientConfig, Arc<verify::ServerKey>), TlsError> {
         let verifier = Arc::new(verify::ServerKey {
             expected: expect,
             seen: Mutex::new(None),
@@ -243,6 +242,18 @@ impl Tls {
             .with_client_cert_resolver(Arc::new(OwnCert(self.inner.client_cert.clone())));
         config.alpn_protocols = vec![ALPN.to_vec()];
         config.resumption = rustls::client::Resumption::disabled();
+        Ok((config, verifier))
+    }
+
+    /// Client side: secures `tcp`, requiring the server to hold `expect` when given (any key
+    /// otherwise: the caller decides, e.g. by pinning it on first use).
+    pub async fn connect(
+        &self,
+        tcp: TcpStream,
+        expect: Option<Digest>,
+        deadline: Duration,
+    ) -> Result<Secured, TlsError> {
+        let (config, verifier) = self.client_config(expect)?;
         // An IP address as the server name: no SNI is sent (the name would mean nothing).
         let ip = tcp
             .peer_addr()

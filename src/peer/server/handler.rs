@@ -17,7 +17,7 @@ use crate::protocol::{
     ProtocolError, bitmap_from, feature,
 };
 use crate::query::now_ms;
-use crate::tls::SecureStream;
+use crate::tls::quic::PeerStream;
 
 /// Files one connection keeps open between requests.
 const MAX_OPEN_PER_CONNECTION: usize = 32;
@@ -49,7 +49,7 @@ struct Upload {
 /// answered (pipelined behind it) with the files they ask for, opened together with its own.
 pub(super) struct Handler<'a> {
     server: &'a PeerServer,
-    conn: Connection<SecureStream>,
+    conn: Connection<PeerStream>,
     conn_id: u64,
     ip: IpAddr,
     addr: SocketAddr,
@@ -67,7 +67,7 @@ pub(super) struct Handler<'a> {
 impl<'a> Handler<'a> {
     pub(super) fn new(
         server: &'a PeerServer,
-        conn: Connection<SecureStream>,
+        conn: Connection<PeerStream>,
         conn_id: u64,
         addr: SocketAddr,
         key: Digest,
