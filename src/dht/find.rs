@@ -250,6 +250,7 @@ pub fn merge_results(
                     last_seen: now,
                     have: None,
                     path: e.path.clone(),
+                    reach: None,
                 },
             });
         }

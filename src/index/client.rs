@@ -52,7 +52,7 @@ pub enum IndexClientError {
 
 /// A connection to an index, after the handshake.
 pub struct IndexClient {
-    conn: Connection<SecureStream>,
+    pub(super) conn: Connection<SecureStream>,
     welcome: Welcome,
     addr: String,
     key: Digest,
@@ -128,7 +128,7 @@ impl IndexClient {
         crate::tls::suite_of(self.conn.get_ref())
     }
 
-    fn err(&self, source: ProtocolError) -> IndexClientError {
+    pub(super) fn err(&self, source: ProtocolError) -> IndexClientError {
         IndexClientError::Protocol {
             addr: self.addr.clone(),
             source,
@@ -137,7 +137,7 @@ impl IndexClient {
 
     /// Sends a request and reads its reply, which must be an index reply (an `Error` is
     /// [`ProtocolError::Remote`]).
-    async fn call(&mut self, msg: &Message) -> Result<IndexReply, IndexClientError> {
+    pub(super) async fn call(&mut self, msg: &Message) -> Result<IndexReply, IndexClientError> {
         let reply = self.conn.request(msg).await.map_err(|e| self.err(e))?;
         IndexReply::try_from(reply).map_err(|e| self.err(e))
     }

@@ -9,6 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::address_check::{AddressChecks, CheckError, MAX_FAILED_CHECKS};
+use super::relay::RelayHub;
+
+mod relay_requests;
 use super::store::Page;
 use super::{IndexConfig, IndexStore, PrivateGroup, Session, StoreError};
 use crate::content::{Digest, MAX_FILE_SIZE, PieceLayout};
@@ -16,6 +19,7 @@ use crate::identity::{random_bytes, verify_register};
 use crate::metrics::{
     ConnectionError, IndexMetrics, IndexRequestKind, QueryKind, RegisterOutcome, SearchOutcome,
 };
+use crate::protocol::relay::reach;
 use crate::protocol::{
     Ack, Admission, Connection, ErrorCode, ErrorReply, IndexReply, IndexRequest, Join, Joined,
     MAX_PATH_LEN, MAX_QUERY_LEN, MAX_SEARCH_LIMIT, MAX_SEARCH_OFFSET, Message, ProtocolError,
@@ -34,6 +38,8 @@ pub(super) struct Remote {
     pub(super) key: Digest,
     /// The index's group, when it is private.
     pub(super) group: Option<Arc<PrivateGroup>>,
+    /// The index's rendezvous and relay.
+    pub(super) relay: RelayHub,
 }
 
 /// Why a request was not answered as asked.
@@ -139,6 +145,7 @@ pub(super) struct Handler {
     nonce: Digest,
     peer: Authenticated,
     metrics: IndexMetrics,
+    relay: RelayHub,
 }
 
 impl Handler {
@@ -163,12 +170,15 @@ impl Handler {
             peer: Authenticated {
                 store: store.clone(),
                 session: None,
+                relay: remote.relay.clone(),
+                key: remote.key,
             },
             store,
             config,
             searches,
             nonce: Digest::default(),
             metrics: metrics.clone(),
+            relay: remote.relay,
         }
     }
 
@@ -205,11 +215,25 @@ impl Handler {
                 return Ok(());
             };
             let request: IndexRequest = self.conn.request_of(msg, "the index").await?;
+            // Rendezvous and relay requests take the connection over (§7.10).
+            let request = match request {
+                r @ (IndexRequest::Listen
+                | IndexRequest::RelayConnect(_)
+                | IndexRequest::RelayAccept(_)) => match self.relay_request(r, &shutdown).await? {
+                    Some(handler) => {
+                        self = handler;
+                        continue;
+                    }
+                    None => return Ok(()),
+                },
+                r => r,
+            };
             let reply = match self.answer(request).await {
                 Ok(reply) => reply,
                 Err(e @ RequestError::Refused(..)) => refusal(&e),
                 Err(RequestError::Store(StoreError::UnknownPeer(id))) => {
                     // Forgotten (an expired ephemeral peer): it must register again.
+                    self.peer.end_relay_session();
                     self.peer.session = None;
                     refusal(&RequestError::refused(
                         ErrorCode::Unauthorized,
@@ -300,6 +324,13 @@ impl Handler {
                 let since = now_ms() - self.lease_ms();
                 IndexReply::PeerList(self.blocking(move |s| s.peers(since)).await?)
             }
+            IndexRequest::Listen | IndexRequest::RelayConnect(_) | IndexRequest::RelayAccept(_) => {
+                // Taken over in `run` before this.
+                return Err(RequestError::refused(
+                    ErrorCode::Internal,
+                    "relay request answered out of turn",
+                ));
+            }
         };
         Ok(Reply::Message(reply))
     }
@@ -358,25 +389,40 @@ impl Handler {
                 }
             }
         };
-        self.check_address(&host, r.port).await?;
-        let (key, digest, port, h, eph) = (
-            r.public_key,
-            r.catalog_digest,
-            r.port,
-            host.clone(),
-            r.ephemeral,
-        );
+        // A peer the index cannot reach is reached through its relay instead, by its key: it
+        // is recorded without an address (host empty, port 0), so no one can list an
+        // address that was not checked (§7.10).
+        let relayed = match self.check_address(&host, r.port).await {
+            Ok(()) => false,
+            Err(RequestError::Refused(ErrorCode::Unreachable, why)) if self.relay.enabled() => {
+                debug!(peer = %self.addr, "registered through the relay: {why}");
+                true
+            }
+            Err(e) => return Err(e),
+        };
+        let (host, port) = match relayed {
+            true => (String::new(), 0),
+            false => (host, r.port),
+        };
+        let (key, digest, h, eph) = (r.public_key, r.catalog_digest, host.clone(), r.ephemeral);
         let (session, in_sync) = self
             .blocking(move |s| s.register(&key, &h, port, &digest, eph, now_ms()))
             .await?;
-        info!(peer_id = session.peer_id, host = %host, port = r.port, "peer registered");
+        info!(peer_id = session.peer_id, host = %host, port, relayed, "peer registered");
         // A session this connection held before is superseded by this one.
         self.peer.session = Some(session);
+        self.relay
+            .registered(self.key, session.peer_id, session.number);
         Ok(Registered {
             peer_id: session.peer_id,
             in_sync,
             lease_secs: self.config.lease.as_secs().max(1) as u32,
             host,
+            observed: Some(self.addr.to_string()),
+            reach: Some(match relayed {
+                true => reach::RELAY.into(),
+                false => reach::DIRECT.into(),
+            }),
         })
     }
 
@@ -393,6 +439,10 @@ impl Handler {
             "the index could not reach this peer at {target} holding its key; \
              the address must reach this peer's own port (see --advertise)"
         );
+        let unreachable = match self.relay.enabled() {
+            true => unreachable,
+            false => format!("{unreachable}; this index does not relay (--no-relay)"),
+        };
         if self.failed_checks >= MAX_FAILED_CHECKS {
             return Err(RequestError::refused(
                 ErrorCode::Unreachable,
@@ -409,7 +459,15 @@ impl Handler {
                 self.failed_checks += 1;
                 Err(RequestError::refused(
                     ErrorCode::Unreachable,
-                    format!("{target} is inside a network this peer does not connect from"),
+                    match self.relay.enabled() {
+                        true => {
+                            format!("{target} is inside a network this peer does not connect from")
+                        }
+                        false => format!(
+                            "{target} is inside a network this peer does not connect from; \
+                             this index does not relay (--no-relay)"
+                        ),
+                    },
                 ))
             }
             Err(CheckError::Failed(why)) => {
@@ -485,6 +543,7 @@ impl Handler {
     async fn unregister(&mut self) -> Result<Ack, RequestError> {
         let session = self.session()?;
         self.blocking(move |s| s.unregister(&session)).await?;
+        self.peer.end_relay_session();
         self.peer.session = None;
         self.metrics.unregistrations.inc();
         info!(peer_id = session.peer_id, "peer unregistered");
@@ -616,6 +675,9 @@ fn request_kind(r: &IndexRequest) -> IndexRequestKind {
         IndexRequest::Search(_) => IndexRequestKind::Search,
         IndexRequest::Browse(_) => IndexRequestKind::Browse,
         IndexRequest::ListPeers => IndexRequestKind::ListPeers,
+        IndexRequest::Listen => IndexRequestKind::Listen,
+        IndexRequest::RelayConnect(_) => IndexRequestKind::RelayConnect,
+        IndexRequest::RelayAccept(_) => IndexRequestKind::RelayAccept,
     }
 }
 
@@ -677,10 +739,23 @@ fn check_update(u: &UpdateFiles) -> Result<(), String> {
 struct Authenticated {
     store: Arc<IndexStore>,
     session: Option<Session>,
+    /// Told when the session ends, so it stops reaching the peer by this key.
+    relay: RelayHub,
+    key: Digest,
+}
+
+impl Authenticated {
+    /// The relay forgets this session (unregistered, or forgotten by the store).
+    fn end_relay_session(&self) {
+        if let Some(s) = &self.session {
+            self.relay.session_ended(&self.key, s.number);
+        }
+    }
 }
 
 impl Drop for Authenticated {
     fn drop(&mut self) {
+        self.end_relay_session();
         let Some(session) = self.session.take() else {
             return;
         };

@@ -5,6 +5,7 @@
 //!   it. Its module doc is the lock note: which lock guards what, and in which order they are
 //!   taken.
 //! - `memory`: the name index, the in-memory *name lookup* every search reads.
+//! - `relay`: rendezvous and relay (§7.10): control channels, relay requests, splices.
 //! - `cache`: the *reply cache*, encoded search replies kept until the index changes.
 //! - `names` (the name arena), `postings` (trigram postings lists), `chunked` (the records'
 //!   vector): the name index's building blocks.
@@ -21,6 +22,8 @@ mod handler;
 mod memory;
 mod names;
 mod postings;
+mod relay;
+mod relay_client;
 mod server;
 mod store;
 mod udp;
@@ -33,6 +36,12 @@ pub use cache::{CacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, DEFAULT
 pub use client::{IndexClient, IndexClientError, PIPELINE_WINDOW};
 pub use group::{PrivateGroup, REVOKED_REFRESH};
 pub use handler::MAX_FAILED_JOINS;
+pub use relay::{
+    LISTEN_IDLE_TIMEOUT, LISTEN_KEEPALIVE, MAX_INCOMING_QUEUED, MAX_RELAY_PENDING,
+    MAX_RELAY_PENDING_PER_IP, MAX_RELAYED, MAX_RELAYED_PER_MEMBER, RELAY_IDLE_TIMEOUT,
+    RELAY_MEMBER_SHARE, RELAY_PENDING_TIMEOUT, RELAY_RATE, RelayConfig,
+};
+pub use relay_client::{ControlChannel, ControlEvent};
 pub use server::{
     EPHEMERAL_PURGE_LEASES, FORGET_AFTER, FRAME_TIMEOUT, IndexConfig, IndexMetricsSource,
     IndexServer, LEASE, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, READ_TIMEOUT, REQUEST_MEMORY,

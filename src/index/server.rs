@@ -12,6 +12,7 @@ use tracing::{debug, info};
 use super::address_check::AddressChecks;
 use super::cache::CacheConfig;
 use super::handler::{Handler, Remote};
+use super::relay::{RelayConfig, RelayHub};
 use super::{IndexStore, PrivateGroup};
 use crate::identity::Identity;
 use crate::metrics::{ConnectionError, IndexMetrics};
@@ -73,6 +74,8 @@ pub struct IndexConfig {
     /// Word searches computed at once (the rest wait their turn, repeated queries are served
     /// from the cache meanwhile). Default: the number of CPUs.
     pub search_threads: usize,
+    /// Rendezvous and relay (§7.10). Default: [`RelayConfig::default`] (on).
+    pub relay: RelayConfig,
 }
 
 impl Default for IndexConfig {
@@ -92,6 +95,7 @@ impl Default for IndexConfig {
             shutdown_grace: SHUTDOWN_GRACE,
             search_cache: CacheConfig::default(),
             search_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -109,6 +113,7 @@ pub struct IndexServer {
     connections: Connections,
     budget: MemoryBudget,
     metrics: IndexMetrics,
+    relay: RelayHub,
 }
 
 impl IndexServer {
@@ -116,7 +121,9 @@ impl IndexServer {
     /// `tls` to its clients.
     pub fn new(mut store: IndexStore, config: IndexConfig, tls: Tls) -> Self {
         store.configure(config.lease.as_millis() as i64, config.search_cache);
+        let metrics = IndexMetrics::default();
         IndexServer {
+            relay: RelayHub::new(config.relay.clone(), metrics.clone()),
             store: Arc::new(store),
             tls: tls.clone(),
             group: None,
@@ -129,7 +136,7 @@ impl IndexServer {
                 grace: config.shutdown_grace,
             }),
             budget: MemoryBudget::new(config.request_memory),
-            metrics: IndexMetrics::default(),
+            metrics,
             config,
         }
     }
@@ -196,11 +203,12 @@ impl IndexServer {
                 let searches = self.searches.clone();
                 let metrics = self.metrics.clone();
                 metrics.connections.inc();
-                let (tls, checks, budget, group) = (
+                let (tls, checks, budget, group, relay) = (
                     self.tls.clone(),
                     self.checks.clone(),
                     self.budget.clone(),
                     self.group.clone(),
+                    self.relay.clone(),
                 );
                 async move {
                     let Some(secured) = secure_admitted(&tls, stream, &admission).await else {
@@ -221,6 +229,7 @@ impl IndexServer {
                         addr,
                         key: secured.remote_key,
                         group,
+                        relay,
                     };
                     let handler =
                         Handler::new(conn, remote, store, config, searches, checks, &metrics);

@@ -57,6 +57,12 @@ labels!(
         Browse = "browse",
         /// `ListPeers`.
         ListPeers = "list_peers",
+        /// `Listen` (§7.10).
+        Listen = "listen",
+        /// `RelayConnect` (§7.10).
+        RelayConnect = "relay_connect",
+        /// `RelayAccept` (§7.10).
+        RelayAccept = "relay_accept",
     }
 );
 
@@ -131,7 +137,7 @@ pub struct IndexMetrics {
     pub peers_live: Gauge,
     /// Peers the index remembers (set when rendered).
     pub peers_known: Gauge,
-    /// Bytes relayed between peers: reserved for relays (issue 15), 0 until then.
+    /// Bytes the index relayed between peers (§7.10), both directions counted.
     pub relay_bytes: Counter,
 }
 
@@ -233,7 +239,7 @@ impl IndexMetrics {
         c(
             &mut r,
             "relay_bytes",
-            "Bytes relayed between peers (reserved: 0 until the index relays)",
+            "Bytes the index relayed between peers, both directions counted",
             &self.relay_bytes,
         );
         r

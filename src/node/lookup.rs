@@ -147,6 +147,7 @@ pub async fn add_dht_sources(
                 last_seen: 0,
                 have: None,
                 path: None,
+                reach: None,
             });
         }
     }

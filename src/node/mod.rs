@@ -13,6 +13,7 @@ mod lookup;
 mod member;
 pub mod queue;
 mod register;
+mod relay;
 mod share;
 mod trust;
 mod udp;

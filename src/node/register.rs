@@ -175,10 +175,33 @@ impl Registration {
                 .sync_files(true, entries, Vec::new(), synced.digest())
                 .await?
         };
-        info!(
-            "registered with index {index} as peer {} at {}:{port}: {files} files",
-            reg.peer_id, reg.host
-        );
+        let relayed = reg.reach.as_deref() == Some(crate::protocol::relay::reach::RELAY);
+        let reachable_at = (!relayed).then(|| match reg.host.contains(':') {
+            true => format!("[{}]:{port}", reg.host),
+            false => format!("{}:{port}", reg.host),
+        });
+        match &reachable_at {
+            Some(at) => info!(
+                "registered with index {index} as peer {}, reachable at {at}: {files} files",
+                reg.peer_id
+            ),
+            None => info!(
+                "registered with index {index} as peer {}, reachable through the index's relay \
+                 (the index could not connect to its port {port}; it sees this peer at {}): {files} files",
+                reg.peer_id,
+                reg.observed.as_deref().unwrap_or("?"),
+            ),
+        }
+        let index_key = client.server_key();
+        status.send_modify(|s| {
+            s.reach = reg
+                .reach
+                .clone()
+                .or(Some(crate::protocol::relay::reach::DIRECT.into()));
+            s.reachable_at = reachable_at;
+            s.observed = reg.observed.clone();
+            s.index_key = Some(index_key);
+        });
         // The file list just sent (and its encoding) was the largest allocation a sharing peer makes.
         crate::release_free_memory();
         // A member learns at once who was removed from its group (and renews its certificate),

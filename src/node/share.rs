@@ -137,6 +137,17 @@ pub struct ShareStatus {
     pub dht_keys: usize,
     /// Announcement rounds completed (the first, changes, renewals, retries).
     pub dht_rounds: u64,
+    /// How the index says others reach this peer, once registered: `"direct"` at
+    /// [`ShareStatus::reachable_at`], or `"relay"` through the index (§7.10).
+    pub reach: Option<String>,
+    /// `IP:PORT` others reach this peer at, when reached directly.
+    pub reachable_at: Option<String>,
+    /// The address the index sees this peer's connection come from (`IP:PORT`).
+    pub observed: Option<String>,
+    /// The control channel to the index is open (a peer reached through the relay).
+    pub listening: bool,
+    /// The key of the index registered with.
+    pub index_key: Option<Digest>,
 }
 
 /// A running share; dropping it does not stop it: call [`ShareHandle::shutdown`].
@@ -239,6 +250,20 @@ pub async fn start_share(
         &tasks,
         &shutdown,
     );
+    if let Some(index) = config.index.clone() {
+        tasks.spawn(
+            super::relay::RelayListener {
+                index,
+                index_key: config.index_key,
+                tls: tls.clone(),
+                server: server.clone(),
+                limits: config.index_limits,
+                status: status_tx.clone(),
+                shutdown: shutdown.clone(),
+            }
+            .run(),
+        );
+    }
     tasks.spawn(server.run(listener, shutdown.clone()));
     tasks.spawn(rescan_loop(
         scanner,

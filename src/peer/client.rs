@@ -7,8 +7,8 @@ use crate::protocol::{
     CatalogQuery, CatalogResults, Connection, GetHashes, GetHave, GetInfo, GetPiece, Have, Info,
     Limits, MAX_HASHES_PER_REPLY, Message, PeerReply, Piece, ProtocolError, feature,
 };
-use crate::tls::quic::{PeerStream, QuicStream, Role};
-use crate::tls::{DialError, Tls, TlsError, dial};
+use crate::tls::quic::{QuicStream, Role};
+use crate::tls::{DialError, PeerStream, Tls, TlsError, dial};
 
 /// How long connecting to a peer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -137,14 +137,8 @@ impl PeerClient {
                     source,
                 },
             })?;
-        PeerClient::greet(
-            PeerStream::Tcp(secured.stream),
-            &tls,
-            secured.remote_key,
-            addr,
-            limits,
-        )
-        .await
+        let stream = PeerStream::Direct(secured.stream);
+        PeerClient::over(stream, secured.remote_key, &tls, limits, addr).await
     }
 
     /// Connects to a peer at `addr` over QUIC (§1.2) from `endpoint`, as [`PeerClient::connect`]
@@ -173,16 +167,17 @@ impl PeerClient {
                 addr: name.clone(),
                 source,
             })?;
-        PeerClient::greet(PeerStream::Quic(stream), &tls, key, &name, limits).await
+        PeerClient::over(PeerStream::Quic(stream), key, &tls, limits, &name).await
     }
 
-    /// Says `Hello` on a secured stream to a peer holding `key`, and checks its `Welcome`.
-    async fn greet(
+    /// Says `Hello` on a connection secured with `key`'s peer (`addr` names it in errors):
+    /// direct, or through a relay (§7.10).
+    pub async fn over(
         stream: PeerStream,
-        tls: &Tls,
         key: Digest,
-        addr: &str,
+        tls: &Tls,
         limits: Limits,
+        addr: &str,
     ) -> Result<PeerClient, PeerClientError> {
         let mut conn = Connection::new(stream, limits);
         let welcome = conn.client_handshake(tls.membership()).await?;
@@ -237,6 +232,11 @@ impl PeerClient {
     /// Whether the connection runs over the UDP transport (QUIC).
     pub fn is_quic(&self) -> bool {
         self.conn.get_ref().is_quic()
+    }
+
+    /// Whether the connection goes through a relay (§7.10).
+    pub fn is_relayed(&self) -> bool {
+        self.conn.get_ref().is_relayed()
     }
 
     /// Whether the peer agreed to use `feature` ([`crate::protocol::feature`]) on this connection.

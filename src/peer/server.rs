@@ -22,8 +22,7 @@ use crate::protocol::{
 };
 use crate::query::{FileFacts, Query};
 use crate::rate::RateLimiter;
-use crate::tls::quic::PeerStream;
-use crate::tls::{Tls, secure_admitted};
+use crate::tls::{PeerStream, Tls, secure_admitted};
 
 mod handler;
 mod open;
@@ -227,7 +226,7 @@ impl PeerServer {
                         return;
                     };
                     let conn = Connection::server(
-                        PeerStream::Tcp(secured.stream),
+                        PeerStream::Direct(secured.stream),
                         server.config.limits,
                         ServerSide {
                             admission: Some(admission),
@@ -245,6 +244,35 @@ impl PeerServer {
             },
         )
         .await;
+    }
+
+    /// Serves one connection that came through a relay (§7.10), already secured end to end
+    /// with `key`'s peer at `addr` (as the relaying index saw it). It is not counted in this
+    /// server's connection table (its caller bounds relayed connections); its idle time is
+    /// bounded by the connection's limits (its `Hello` included).
+    pub async fn serve_relayed(
+        &self,
+        stream: PeerStream,
+        addr: SocketAddr,
+        key: Digest,
+        shutdown: CancellationToken,
+    ) -> Result<(), ProtocolError> {
+        let conn = Connection::server(
+            stream,
+            self.config.limits,
+            ServerSide {
+                admission: None,
+                budget: None,
+                max_frame: MAX_REQUEST_FRAME_LEN,
+                frame_timeout: self.config.frame_timeout,
+            },
+        );
+        self.handle(conn, addr, key, shutdown).await
+    }
+
+    /// The TLS setup of this server (its key, and its group in a private one).
+    pub fn tls_setup(&self) -> &Tls {
+        &self.tls
     }
 
     async fn handle(

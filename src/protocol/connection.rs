@@ -136,6 +136,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.stream.get_ref()
     }
 
+    /// Ends the framing: the stream, the bytes already read past the last frame returned, and
+    /// the server's record of the connection (keep it to keep the connection counted). Flush
+    /// first: what [`Connection::queue`] held back is dropped. (A relay splices the stream.)
+    pub fn into_parts(self) -> (S, BytesMut, Option<Admission>) {
+        let admission = self.server.and_then(|s| s.admission);
+        (self.stream.into_inner(), self.buf, admission)
+    }
+
     /// The server's record of this connection, if it is a server's end.
     pub fn admission(&self) -> Option<&Admission> {
         self.server.as_ref().and_then(|s| s.admission.as_ref())

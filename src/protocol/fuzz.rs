@@ -267,6 +267,7 @@ pub fn search_reply(data: &[u8]) {
                 last_seen,
                 have,
                 path,
+                reach: (d.byte() % 2 == 0).then(|| d.text()),
             });
         }
         files.push(FileHit {

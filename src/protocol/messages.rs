@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::payloads::*;
 use super::punch::{PunchGo, PunchListen, PunchRequest};
+use super::relay::{Incoming, RelayAccept, RelayConnect, Relayed};
 use super::{Frame, MAX_CONTROL_PAYLOAD, PIECE_HEADER_LEN, ProtocolError};
 
 /// The protocol version this build speaks (both lowest and highest).
@@ -156,6 +157,16 @@ messages! {
     JOIN = 0x16, Join(Join), map;
     /// Index: the answer to `Join`.
     JOINED = 0x17, Joined(Joined), map;
+    /// Index: open this connection as a registered peer's control channel (§7.10).
+    LISTEN = 0x18, Listen, unit;
+    /// Index: pushed on a control channel: someone wants to reach the peer.
+    INCOMING = 0x19, Incoming(Incoming), map;
+    /// Index: a connection to a peer through the index's relay.
+    RELAY_CONNECT = 0x1a, RelayConnect(RelayConnect), map;
+    /// Index: the reached peer's side of a relayed connection.
+    RELAY_ACCEPT = 0x1b, RelayAccept(RelayAccept), map;
+    /// Index: the answer to `RelayConnect` and `RelayAccept`: the splice starts.
+    RELAYED = 0x1c, Relayed(Relayed), map;
     /// Index (UDP transport): coordinate a hole punch to a peer (§7.11).
     PUNCH_REQUEST = 0x1d, PunchRequest(PunchRequest), map;
     /// Index (UDP transport): where to send packets now, to punch (§7.11).
@@ -274,6 +285,7 @@ message_set! {
     IndexRequest, "an index request":
     Hello(Hello), Register(Register), UpdateFiles(UpdateFiles), Heartbeat, Unregister,
     Search(Search), ListPeers, Join(Join), Browse(Browse),
+    Listen, RelayConnect(RelayConnect), RelayAccept(RelayAccept),
 }
 
 message_set! {
@@ -281,6 +293,7 @@ message_set! {
     IndexReply, "an index reply":
     Welcome(Welcome), Error(ErrorReply), Registered(Registered), Ack(Ack),
     SearchResults(SearchResults), PeerList(PeerList), Joined(Joined), Listing(Listing),
+    Incoming(Incoming), Relayed(Relayed),
 }
 
 message_set! {

@@ -9,6 +9,7 @@ mod messages;
 mod payloads;
 pub mod punch;
 mod ranked;
+pub mod relay;
 mod search_reply;
 mod serve;
 

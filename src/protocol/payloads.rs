@@ -148,8 +148,17 @@ pub struct Registered {
     pub in_sync: bool,
     /// Seconds a registration stays live without a heartbeat.
     pub lease_secs: u32,
-    /// The host the index recorded for the peer.
+    /// The host the index recorded for the peer (empty for a peer reached through the relay).
     pub host: String,
+    /// The address the index sees this connection come from, `IP:PORT` (§7.10): behind a NAT,
+    /// the router's public side. Absent from an index built before relays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<String>,
+    /// How others reach the peer: [`reach::DIRECT`](super::relay::reach::DIRECT) at `host`
+    /// and its port, or [`reach::RELAY`](super::relay::reach::RELAY) through the index (§7.10).
+    /// Absent from an index built before relays (then: direct).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<String>,
 }
 
 /// One shared file, as a peer tells the index.
@@ -313,6 +322,10 @@ pub struct PeerHit {
     /// name last). The index always sends it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// `"relay"` for a peer reached only through the index's relay (its `host` is empty and
+    /// its `port` 0, §7.10); absent for one reached directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<String>,
 }
 
 /// A distinct file (one content id) in search results, with the live peers that have it.

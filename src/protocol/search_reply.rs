@@ -30,6 +30,8 @@ pub struct PeerHitRef<'a> {
     pub have: Option<&'a [u8]>,
     /// [`super::PeerHit::path`].
     pub path: Option<&'a str>,
+    /// [`super::PeerHit::reach`].
+    pub reach: Option<&'a str>,
 }
 
 /// Writes a `SearchResults` payload: [`SearchResultsWriter::new`] with the number of files,
@@ -81,7 +83,9 @@ impl SearchResultsWriter {
         let b = &mut self.buf;
         wrote(rmp::encode::write_map_len(
             b,
-            6 + u32::from(p.have.is_some()) + u32::from(p.path.is_some()),
+            6 + u32::from(p.have.is_some())
+                + u32::from(p.path.is_some())
+                + u32::from(p.reach.is_some()),
         ));
         wrote(rmp::encode::write_str(b, "peer_id"));
         wrote(rmp::encode::write_uint(b, p.peer_id));
@@ -106,6 +110,10 @@ impl SearchResultsWriter {
             wrote(rmp::encode::write_str(b, "path"));
             wrote(rmp::encode::write_str(b, path));
         }
+        if let Some(reach) = p.reach {
+            wrote(rmp::encode::write_str(b, "reach"));
+            wrote(rmp::encode::write_str(b, reach));
+        }
     }
 
     /// Writes a reply already built as a message, through the writer (what the tests and the
@@ -124,6 +132,7 @@ impl SearchResultsWriter {
                     last_seen: p.last_seen,
                     have: p.have.as_deref(),
                     path: p.path.as_deref(),
+                    reach: p.reach.as_deref(),
                 });
             }
         }

@@ -4,6 +4,7 @@
 
 mod cert;
 pub mod quic;
+mod relayed;
 mod serve;
 mod verify;
 
@@ -14,9 +15,11 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 pub use cert::{COMMON_NAME, certificate, key_of};
+pub use relayed::{PeerStream, RelayIo};
 pub use serve::secure_admitted;
 
 use crate::content::Digest;
@@ -253,14 +256,31 @@ impl Tls {
         expect: Option<Digest>,
         deadline: Duration,
     ) -> Result<Secured, TlsError> {
-        let (config, verifier) = self.client_config(expect)?;
-        // An IP address as the server name: no SNI is sent (the name would mean nothing).
         let ip = tcp
             .peer_addr()
             .map_err(|e| TlsError::Handshake(e.to_string()))?
             .ip();
+        let (stream, remote_key) = self.connect_over(tcp, ip, expect, deadline).await?;
+        Ok(Secured {
+            stream: SecureStream::Client(stream),
+            remote_key,
+        })
+    }
+
+    /// [`Tls::connect`] over any byte stream (a relayed one, §7.10) to a server named by `ip`
+    /// (only for the handshake's bookkeeping: no SNI is sent for an IP address). Returns the
+    /// stream and the key the server proved.
+    pub async fn connect_over<IO: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: IO,
+        ip: std::net::IpAddr,
+        expect: Option<Digest>,
+        deadline: Duration,
+    ) -> Result<(tokio_rustls::client::TlsStream<IO>, Digest), TlsError> {
+        let (config, verifier) = self.client_config(expect)?;
+        // An IP address as the server name: no SNI is sent (the name would mean nothing).
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let handshake = connector.connect(ServerName::IpAddress(ip.into()), tcp);
+        let handshake = connector.connect(ServerName::IpAddress(ip.into()), io);
         let stream = match tokio::time::timeout(deadline, handshake).await {
             Err(_) => return Err(TlsError::TimedOut(deadline.as_millis() as u64)),
             Ok(Err(e)) => {
@@ -272,9 +292,26 @@ impl Tls {
                     _ => handshake_error(e),
                 });
             }
-            Ok(Ok(s)) => SecureStream::Client(s),
+            Ok(Ok(s)) => s,
         };
-        finish(stream)
+        let key = finish(stream.get_ref().1)?;
+        Ok((stream, key))
+    }
+
+    /// [`Tls::accept`] over any byte stream (a relayed one, §7.10), without the plain-text
+    /// check. Returns the stream and the key the client proved.
+    pub async fn accept_over<IO: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        io: IO,
+        deadline: Duration,
+    ) -> Result<(tokio_rustls::server::TlsStream<IO>, Digest), TlsError> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.inner.server.clone());
+        let stream = match tokio::time::timeout(deadline, acceptor.accept(io)).await {
+            Err(_) => return Err(TlsError::TimedOut(deadline.as_millis() as u64)),
+            Ok(r) => r.map_err(handshake_error)?,
+        };
+        let key = finish(stream.get_ref().1)?;
+        Ok((stream, key))
     }
 
     /// Server side: secures `tcp`, whose client must prove some key (returned). A client that
@@ -316,7 +353,8 @@ impl Tls {
             Err(_) => return Err(TlsError::TimedOut(deadline.as_millis() as u64)),
             Ok(r) => SecureStream::Server(r?),
         };
-        finish(stream)
+        let remote_key = finish(stream.get_ref().1)?;
+        Ok(Secured { stream, remote_key })
     }
 }
 
@@ -358,8 +396,7 @@ fn handshake_error(e: std::io::Error) -> TlsError {
 }
 
 /// Checks what the handshake agreed and reads the remote key.
-fn finish(stream: SecureStream) -> Result<Secured, TlsError> {
-    let (_, conn) = stream.get_ref();
+fn finish(conn: &rustls::CommonState) -> Result<Digest, TlsError> {
     if conn.alpn_protocol() != Some(ALPN) {
         return Err(TlsError::Handshake(format!(
             "the remote end did not agree ALPN {:?}",
@@ -370,8 +407,7 @@ fn finish(stream: SecureStream) -> Result<Secured, TlsError> {
         .peer_certificates()
         .and_then(|c| c.first())
         .ok_or_else(|| TlsError::BadCertificate("no certificate".into()))?;
-    let remote_key = key_of(cert)?;
-    Ok(Secured { stream, remote_key })
+    key_of(cert)
 }
 
 #[cfg(test)]

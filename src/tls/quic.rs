@@ -18,7 +18,7 @@ use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use quinn::{Endpoint, EndpointConfig, IdleTimeout, TransportConfig, VarInt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{ALPN, SecureStream, Tls, TlsError, key_of, setup};
+use super::{ALPN, Tls, TlsError, key_of, setup};
 use crate::content::Digest;
 use crate::identity::Fingerprint;
 
@@ -240,71 +240,6 @@ impl AsyncWrite for QuicStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         AsyncWrite::poll_shutdown(Pin::new(&mut self.send), cx)
-    }
-}
-
-/// A peer connection's byte stream: TLS over TCP, or a QUIC stream.
-#[allow(clippy::large_enum_variant)]
-pub enum PeerStream {
-    /// TLS 1.3 over TCP.
-    Tcp(SecureStream),
-    /// A QUIC stream (TLS 1.3 inside QUIC).
-    Quic(QuicStream),
-}
-
-impl PeerStream {
-    /// The TLS cipher suite, e.g. `TLS13_AES_128_GCM_SHA256`.
-    pub fn cipher_suite(&self) -> &'static str {
-        match self {
-            PeerStream::Tcp(s) => super::suite_of(s),
-            // quinn does not tell which of the suites offered (§1.1) was agreed.
-            PeerStream::Quic(_) => "TLS13 over QUIC",
-        }
-    }
-
-    /// Whether this is the UDP transport.
-    pub fn is_quic(&self) -> bool {
-        matches!(self, PeerStream::Quic(_))
-    }
-}
-
-impl AsyncRead for PeerStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            PeerStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            PeerStream::Quic(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for PeerStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            PeerStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            PeerStream::Quic(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            PeerStream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            PeerStream::Quic(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            PeerStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            PeerStream::Quic(s) => Pin::new(s).poll_shutdown(cx),
-        }
     }
 }
 

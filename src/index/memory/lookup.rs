@@ -347,6 +347,7 @@ impl NameIndex {
             last_seen: p.last_seen,
             have: p.have.map(<[u8]>::to_vec),
             path: p.path.map(str::to_string),
+            reach: p.reach.map(str::to_string),
         })
     }
 
@@ -365,6 +366,8 @@ impl NameIndex {
             have: self.haves.get(&slot).map(|h| &h[..]),
             // Paths are pushed as `&str`.
             path: std::str::from_utf8(self.names.path(r.name)).ok(),
+            // A peer reached through the relay is recorded without an address (§7.10).
+            reach: (s.port == 0).then_some(crate::protocol::relay::reach::RELAY),
         })
     }
 

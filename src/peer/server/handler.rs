@@ -17,7 +17,7 @@ use crate::protocol::{
     ProtocolError, bitmap_from, feature,
 };
 use crate::query::now_ms;
-use crate::tls::quic::PeerStream;
+use crate::tls::PeerStream;
 
 /// Files one connection keeps open between requests.
 const MAX_OPEN_PER_CONNECTION: usize = 32;

@@ -6,7 +6,8 @@ use tracing::{debug, info};
 
 use super::{MAX_REQUEST_FRAME_LEN, PeerServer};
 use crate::protocol::{Connection, ServerSide};
-use crate::tls::quic::{PeerStream, accept_loop};
+use crate::tls::PeerStream;
+use crate::tls::quic::accept_loop;
 
 impl PeerServer {
     /// Serves the peer protocol over QUIC on `endpoint` (made with this server's [`Tls`]

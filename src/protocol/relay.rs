@@ -1,0 +1,87 @@
+//! The payloads of rendezvous and relay (docs/PROTOCOL.md §7.10): a peer the index cannot
+//! reach keeps a control channel open (`Listen`), on which the index tells it who wants to
+//! reach it (`Incoming`); a downloader asks for a relayed connection (`RelayConnect`), the
+//! peer answers on a new connection (`RelayAccept`), and the index splices the two
+//! (`Relayed`), the peers' own TLS running end to end inside.
+
+use serde::{Deserialize, Serialize};
+
+use crate::content::Digest;
+
+/// Bytes of a relay token.
+pub const RELAY_TOKEN_LEN: usize = 16;
+
+/// What an [`Incoming`] asks of the listening peer. A peer ignores kinds it does not know
+/// (a newer index may add some), so a new kind is a new constant here and a branch there.
+pub mod incoming_kind {
+    /// Open a new connection to the index and send `RelayAccept {token}`.
+    pub const RELAY: &str = "relay";
+}
+
+/// How the index says a peer is reached, in `Registered.reach` and `PeerHit.reach`.
+pub mod reach {
+    /// At the address the index checked (§7.1).
+    pub const DIRECT: &str = "direct";
+    /// Only through the index's relay, by its key (§7.10).
+    pub const RELAY: &str = "relay";
+}
+
+/// A random token naming one relay request, carried as a MessagePack `bin` of 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct RelayToken(pub [u8; RELAY_TOKEN_LEN]);
+
+impl Serialize for RelayToken {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for RelayToken {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let b: serde_bytes::ByteBuf = serde_bytes::ByteBuf::deserialize(d)?;
+        <[u8; RELAY_TOKEN_LEN]>::try_from(b.as_ref())
+            .map(RelayToken)
+            .map_err(|_| serde::de::Error::invalid_length(b.len(), &"a relay token of 16 bytes"))
+    }
+}
+
+/// Index → listening peer, on its control channel: someone wants to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incoming {
+    /// Names the request: sent back in `RelayAccept`.
+    pub token: RelayToken,
+    /// The key of the peer that asked (it proved it to the index).
+    pub from: Digest,
+    /// What is asked ([`incoming_kind`]); unknown kinds are ignored.
+    pub kind: String,
+}
+
+/// Downloader → index: a relayed connection to a peer, named by its id at this index or by
+/// its key (at least one; both must then name the same peer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayConnect {
+    /// The peer's id, as `PeerHit.peer_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_id: Option<u64>,
+    /// The peer's key, as `PeerHit.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Digest>,
+}
+
+/// Listening peer → index, on a new connection: accepts the relay request `token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayAccept {
+    /// From the `Incoming`.
+    pub token: RelayToken,
+}
+
+/// Index → both ends: from the next byte on, this connection carries the other end's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relayed {
+    /// The other end's key, as it proved it to the index.
+    pub peer: Digest,
+    /// To the accepting peer: the requester's address as the index sees it (`IP:PORT`), for
+    /// its logs and per-address limits. Absent to the requester.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+}
