@@ -296,6 +296,22 @@ fn report(results: &[Result<DownloadReport, GetError>], json: bool) -> anyhow::R
             writeln!(out, "{}", r.path.display())?;
         }
         out.flush()?;
+        // Sources not reached directly are named, with what they sent (direct is the rule).
+        for r in &reports {
+            for s in r.sources.iter().filter(|s| s.bytes > 0) {
+                let how = match s.reach {
+                    Some(peershare::peer::Reach::Punched) => "punched (over UDP after hole punching)",
+                    Some(peershare::peer::Reach::Relayed) => "relayed (through the index)",
+                    _ => continue,
+                };
+                eprintln!(
+                    "peershare: {}: {} bytes from peer {}: {how}",
+                    peershare::text::Escaped(&r.path.display().to_string()),
+                    s.bytes,
+                    s.peer_id.map_or_else(|| s.addr.clone(), |id| id.to_string()),
+                );
+            }
+        }
         let mut already = 0;
         for r in reports.iter().filter(|r| r.already_had) {
             already += 1;

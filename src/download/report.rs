@@ -46,6 +46,10 @@ pub struct SourceReport {
     /// The TLS cipher suite of the connection to it (e.g. `TLS13_AES_128_GCM_SHA256`), when
     /// known.
     pub cipher_suite: Option<&'static str>,
+    /// How the connection reached the source (`direct`, `punched`: over UDP after a hole
+    /// punch, `relayed`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reach: Option<crate::peer::Reach>,
 }
 
 /// What a finished download did.

@@ -157,6 +157,7 @@ impl SmallFileFetcher {
                 error: None,
                 // The pipelined links do not report their connections.
                 cipher_suite: None,
+                reach: None,
             }],
             already_had: false,
         })

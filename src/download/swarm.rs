@@ -76,6 +76,8 @@ pub(super) struct SourceLive {
     pub(super) state: SourceState,
     /// The TLS cipher suite of its connection, once connected.
     pub(super) suite: Option<&'static str>,
+    /// How its connection reached it, once connected.
+    pub(super) reach: Option<crate::peer::Reach>,
 }
 
 impl SourceLive {
@@ -178,6 +180,7 @@ pub(super) fn source_reports(
             pieces_rejected: l.rejected,
             error: l.error.clone(),
             cipher_suite: l.suite,
+            reach: l.reach,
         })
         .collect()
 }

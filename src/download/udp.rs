@@ -14,7 +14,9 @@ use crate::protocol::{
     Connection, ErrorReply, Limits, Message, PunchGo, PunchRequest, UdpIndexReply, punch,
 };
 use crate::tls::quic::{QuicStream, Role};
-use crate::tls::{Tls, TlsError};
+use crate::index::IndexClient;
+use crate::protocol::relay::RelayConnect;
+use crate::tls::{PeerStream, Tls, TlsError};
 
 /// Longest a hole punch may take, from the request to the index to the source's `Welcome`;
 /// then the downloader gives up on it (and falls back to the relay where there is one).
@@ -159,9 +161,56 @@ impl UdpRoute {
     }
 }
 
+impl UdpRoute {
+    /// Connects to the source `peer_id` through the index's relay (§7.10), the peers' TLS
+    /// running end to end inside.
+    async fn relay(
+        &self,
+        tls: Option<&Tls>,
+        peer_id: u64,
+        expect: Option<Digest>,
+        limits: Limits,
+    ) -> Result<PeerClient, String> {
+        let Some((index, index_key)) = &self.index else {
+            return Err("no index to relay".into());
+        };
+        let tls = Tls::or_ephemeral(tls).map_err(|e| e.to_string())?;
+        let client = IndexClient::connect(index, Some(&tls), *index_key, limits)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ip = client
+            .stream()
+            .get_ref()
+            .0
+            .peer_addr()
+            .map_err(|e| e.to_string())?
+            .ip();
+        let request = RelayConnect {
+            peer_id: Some(peer_id),
+            key: expect,
+        };
+        let (io, _) = client
+            .relay_connect(request, RELAY_WAIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (stream, key) = tls
+            .connect_over(io, ip, expect, RELAY_WAIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let stream = PeerStream::Relayed(Box::new(tokio_rustls::TlsStream::Client(stream)));
+        PeerClient::over(stream, key, &tls, limits, &format!("peer {peer_id} (relayed)"))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Longest wait for the relay to connect us to the source, and for the TLS handshake inside.
+pub const RELAY_WAIT: Duration = Duration::from_secs(10);
+
 /// Connects to a source at `addr` (with id `peer_id` at the index, when known) as `tls`,
 /// requiring `expect`: over TCP, or QUIC when `udp` prefers it; when the source cannot be
-/// reached that way and `udp` has an index, through a hole punch.
+/// reached that way and `udp` has an index, through a hole punch, and when that fails within
+/// [`PUNCH_DEADLINE`], through the index's relay.
 pub async fn connect_source(
     udp: Option<&UdpRoute>,
     addr: &str,
@@ -195,17 +244,22 @@ pub async fn connect_source(
         Err(e) => e.to_string(),
         Ok(_) => String::new(),
     };
-    match udp.punch(tls, peer_id, expect, limits).await {
+    let why = match udp.punch(tls, peer_id, expect, limits).await {
         Ok(mut c) => {
             c.set_reach(Reach::Punched);
+            return Ok(c);
+        }
+        Err(why) => why,
+    };
+    debug!(peer_id, "hole punch failed: {why}; trying the relay");
+    match udp.relay(tls, peer_id, expect, limits).await {
+        Ok(mut c) => {
+            c.set_reach(Reach::Relayed);
             Ok(c)
         }
-        Err(why) => {
-            debug!(peer_id, "hole punch failed: {why}");
-            Err(PeerClientError::Connect {
-                addr: addr.to_string(),
-                source: std::io::Error::other(format!("{first}; hole punch: {why}")),
-            })
-        }
+        Err(relay) => Err(PeerClientError::Connect {
+            addr: addr.to_string(),
+            source: std::io::Error::other(format!("{first}; hole punch: {why}; relay: {relay}")),
+        }),
     }
 }

@@ -69,6 +69,7 @@ impl Downloader {
         };
         if let Some(l) = lock_live(&swarm.live).get_mut(k) {
             l.suite = Some(client.cipher_suite());
+            l.reach = Some(client.reach());
         }
         swarm.active.fetch_add(1, Ordering::Relaxed);
         swarm.set_state(
