@@ -324,6 +324,23 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
     if let Some(a) = handle.dht_addr {
         super::outln!("DHT node on udp {a}")?;
     }
+    if let Some(mut udp) = handle.udp.clone() {
+        // Hole punching (docs/PROTOCOL.md §7.11) needs the address the index sees our UDP
+        // socket at: said once known, and again when the NAT's mapping changes.
+        tokio::spawn(async move {
+            let mut last = None;
+            while udp.changed().await.is_ok() {
+                let seen = udp.borrow_and_update().observed;
+                if let Some(a) = seen.filter(|_| seen != last) {
+                    let _ = super::outln!(
+                        "reachable over UDP at {a} (as the index sees it: hole punching)"
+                    );
+                    let _ = std::io::stdout().flush();
+                }
+                last = seen;
+            }
+        });
+    }
     std::io::stdout().flush()?;
     let stop = interrupt_token();
     let mut last = status;

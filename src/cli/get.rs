@@ -300,7 +300,9 @@ fn report(results: &[Result<DownloadReport, GetError>], json: bool) -> anyhow::R
         for r in &reports {
             for s in r.sources.iter().filter(|s| s.bytes > 0) {
                 let how = match s.reach {
-                    Some(peershare::peer::Reach::Punched) => "punched (over UDP after hole punching)",
+                    Some(peershare::peer::Reach::Punched) => {
+                        "punched (over UDP after hole punching)"
+                    }
                     Some(peershare::peer::Reach::Relayed) => "relayed (through the index)",
                     _ => continue,
                 };
@@ -308,7 +310,8 @@ fn report(results: &[Result<DownloadReport, GetError>], json: bool) -> anyhow::R
                     "peershare: {}: {} bytes from peer {}: {how}",
                     peershare::text::Escaped(&r.path.display().to_string()),
                     s.bytes,
-                    s.peer_id.map_or_else(|| s.addr.clone(), |id| id.to_string()),
+                    s.peer_id
+                        .map_or_else(|| s.addr.clone(), |id| id.to_string()),
                 );
             }
         }

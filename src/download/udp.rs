@@ -9,13 +9,13 @@ use std::time::Duration;
 use tracing::debug;
 
 use crate::content::Digest;
+use crate::index::IndexClient;
 use crate::peer::{PeerClient, PeerClientError, Reach};
+use crate::protocol::relay::RelayConnect;
 use crate::protocol::{
     Connection, ErrorReply, Limits, Message, PunchGo, PunchRequest, UdpIndexReply, punch,
 };
 use crate::tls::quic::{QuicStream, Role};
-use crate::index::IndexClient;
-use crate::protocol::relay::RelayConnect;
 use crate::tls::{PeerStream, Tls, TlsError};
 
 /// Longest a hole punch may take, from the request to the index to the source's `Welcome`;
@@ -198,9 +198,15 @@ impl UdpRoute {
             .await
             .map_err(|e| e.to_string())?;
         let stream = PeerStream::Relayed(Box::new(tokio_rustls::TlsStream::Client(stream)));
-        PeerClient::over(stream, key, &tls, limits, &format!("peer {peer_id} (relayed)"))
-            .await
-            .map_err(|e| e.to_string())
+        PeerClient::over(
+            stream,
+            key,
+            &tls,
+            limits,
+            &format!("peer {peer_id} (relayed)"),
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
 }
 

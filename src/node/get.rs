@@ -269,6 +269,15 @@ pub fn sources_of(hit: &FileHit, only_peer: Option<u64>) -> Vec<Source> {
                     addr: addr.to_string(),
                     key: p.key,
                 }),
+                // Registered as reached through the index (no address of its own, §7.10): a
+                // hole punch or the relay reaches it, by its id and key.
+                Err(_) if p.host.is_empty() && p.port == 0 && p.peer_id != 0 && p.key.is_some() => {
+                    Some(Source {
+                        peer_id: Some(p.peer_id),
+                        addr: String::new(),
+                        key: p.key,
+                    })
+                }
                 Err(e) => {
                     tracing::warn!("peer {} left out: {e}", p.peer_id);
                     None
