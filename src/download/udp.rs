@@ -20,7 +20,7 @@ use crate::tls::{PeerStream, Tls, TlsError};
 
 /// Longest a hole punch may take, from the request to the index to the source's `Welcome`;
 /// then the downloader gives up on it (and falls back to the relay where there is one).
-pub const PUNCH_DEADLINE: Duration = Duration::from_secs(8);
+pub const PUNCH_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest wait for the index's answer to a `PunchRequest` (within [`PUNCH_DEADLINE`]).
 pub const PUNCH_ANSWER: Duration = Duration::from_secs(3);
 
