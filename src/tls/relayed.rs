@@ -60,6 +60,8 @@ impl AsyncWrite for RelayIo {
 }
 
 /// The secure stream of a peer connection, either end.
+// The direct stream, the common case, stays unboxed: one per connection, never moved around.
+#[allow(clippy::large_enum_variant)]
 pub enum PeerStream {
     /// TLS over TCP straight to the other peer.
     Direct(SecureStream),
