@@ -414,7 +414,7 @@ fn refusal<T: std::fmt::Debug>(r: Result<T, peershare::index::IndexClientError>)
 #[tokio::test]
 async fn nobody_can_list_someone_elses_address() {
     let t = tempfile::tempdir().unwrap();
-    let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
+    let ix = start_index_no_relay(&t.path().join("ix.sqlite"), Duration::from_secs(60)).await;
     let alice = Identity::load_or_create(&t.path().join("alice")).unwrap();
     let bob = Identity::load_or_create(&t.path().join("bob")).unwrap();
     let fa = FakePeer::new(&alice).await;

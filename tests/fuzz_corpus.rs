@@ -25,6 +25,7 @@ fn peer_hit(k: u64, have: Option<Vec<u8>>) -> PeerHit {
         last_seen: -1,
         have,
         path: Some("music/Isaac.py".into()),
+        reach: None,
     }
 }
 
@@ -85,6 +86,8 @@ fn samples() -> Vec<(&'static str, Message)> {
                 in_sync: false,
                 lease_secs: 90,
                 host: "10.0.0.1".into(),
+                observed: None,
+                reach: None,
             }),
         ),
         (

@@ -452,7 +452,7 @@ async fn registrant(addr: &str) -> (Identity, IndexClient) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_address_checks_stop_after_four_on_a_connection() {
     let t = tempfile::tempdir().unwrap();
-    let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(30)).await;
+    let ix = start_index_no_relay(&t.path().join("ix.sqlite"), Duration::from_secs(30)).await;
     let (me, mut c) = registrant(&ix.addr()).await;
     // Another key answers there: every check fails.
     let (port, seen) = counting_key_server(client_tls()).await;
@@ -504,7 +504,7 @@ async fn failed_address_checks_stop_after_four_on_a_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn address_checks_beyond_four_from_one_address_get_busy_at_once() {
     let t = tempfile::tempdir().unwrap();
-    let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(30)).await;
+    let ix = start_index_no_relay(&t.path().join("ix.sqlite"), Duration::from_secs(30)).await;
     let (silent, accepted) = silent_listener().await;
     // Four registrations whose checks wait on a listener that never answers.
     let mut waiting = Vec::new();
@@ -566,7 +566,7 @@ async fn address_checks_beyond_four_from_one_address_get_busy_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_check_has_one_deadline_for_connect_and_handshake() {
     let t = tempfile::tempdir().unwrap();
-    let ix = start_index(&t.path().join("ix.sqlite"), Duration::from_secs(30)).await;
+    let ix = start_index_no_relay(&t.path().join("ix.sqlite"), Duration::from_secs(30)).await;
     // A listener whose accept queue holds one connection; a first one fills it, so later
     // connections wait (their SYNs dropped) until it is taken.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();

@@ -134,7 +134,7 @@ fn source_reach(doc: &serde_json::Value, want: &str) -> String {
         .filter(|s| s["bytes"].as_u64() > Some(0))
         .collect();
     assert_eq!(used.len(), 1, "one source delivered: {sources:?}");
-    used[0]["reach"].as_str().unwrap_or("(none)").to_string()
+    used[0]["reached"].as_str().unwrap_or("(none)").to_string()
 }
 
 /// Home routers drop unsolicited packets addressed to themselves, as real ones do: without it

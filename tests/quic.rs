@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use peershare::content::{ContentId, Digest};
-use peershare::download::udp::{Transport, UdpRoute, connect_source};
+use peershare::download::udp::{Transport, UdpRoute};
+use peershare::download::{Source, connect_source};
 use peershare::index::{IndexClient, IndexConfig, IndexServer, IndexStore};
 use peershare::node::{GetOptions, download_all};
 use peershare::peer::{PeerClient, PeerClientError, Reach};
@@ -305,16 +306,14 @@ async fn a_source_unreachable_over_tcp_is_reached_through_a_punch() {
     let dead = closed.local_addr().expect("addr").to_string();
     drop(closed);
     let route = quic_route(Some((&index, index_key)), Transport::Auto);
-    let mut c = connect_source(
-        Some(&route),
-        &dead,
-        Some(hit.peer_id),
-        None,
-        Some(key),
-        Limits::default(),
-    )
-    .await
-    .expect("reached through a punch");
+    let source = |addr: String| Source {
+        peer_id: Some(hit.peer_id),
+        addr,
+        key: Some(key),
+    };
+    let mut c = connect_source(&source(dead), None, None, Some(&route), Limits::default())
+        .await
+        .expect("reached through a punch");
     assert_eq!(c.reach(), Reach::Punched);
     assert!(c.is_quic());
     let id = found.files[0].content_id;
@@ -324,11 +323,10 @@ async fn a_source_unreachable_over_tcp_is_reached_through_a_punch() {
 
     // The address listed works: no punch.
     let c = connect_source(
-        Some(&route),
-        &h.local_addr.to_string(),
-        Some(hit.peer_id),
+        &source(h.local_addr.to_string()),
         None,
-        Some(key),
+        None,
+        Some(&route),
         Limits::default(),
     )
     .await

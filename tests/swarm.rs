@@ -812,6 +812,7 @@ fn hit_at(name: &str, bytes: &[u8], sources: &[(u64, &str)]) -> peershare::proto
                     last_seen: 0,
                     have: None,
                     path: None,
+                    reach: None,
                 }
             })
             .collect(),

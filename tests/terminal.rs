@@ -27,6 +27,7 @@ fn hostile_peer(peer_id: u64, host: &str) -> PeerHit {
         last_seen: 0,
         have: None,
         path: Some(format!("dir\x1b[2J/{NAME}")),
+        reach: None,
     }
 }
 

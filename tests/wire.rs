@@ -248,6 +248,7 @@ fn one_of_each() -> Vec<Message> {
             last_seen: 2,
             have: Some(vec![0x80]),
             path: Some("docs/a.txt".into()),
+            reach: None,
         }],
     };
     vec![
@@ -281,6 +282,8 @@ fn one_of_each() -> Vec<Message> {
             in_sync: false,
             lease_secs: 90,
             host: "10.0.0.2".into(),
+            observed: None,
+            reach: None,
         }),
         Message::UpdateFiles(UpdateFiles {
             reset: true,

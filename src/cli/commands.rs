@@ -29,6 +29,8 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             private,
             advertise,
             metrics,
+            no_relay,
+            relay_rate,
         } => {
             // The database's directory: in plain words if it cannot be one (the state
             // directory was checked already).
@@ -48,6 +50,11 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
                 search_cache: CacheConfig {
                     max_entries: search_cache,
                     ..CacheConfig::default()
+                },
+                relay: peershare::index::RelayConfig {
+                    enabled: !no_relay,
+                    rate: relay_rate,
+                    ..Default::default()
                 },
                 ..IndexConfig::default()
             };
@@ -354,6 +361,19 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
                     && (last.peer_id != s.peer_id || last.files_registered != s.files_registered || !last.in_sync)
                 {
                     super::outln!("registered with index {addr} as peer {id}: {files} files")?;
+                    std::io::stdout().flush()?;
+                }
+                // How others reach this peer, as the index found (§7.10).
+                if (&s.reach, &s.reachable_at) != (&last.reach, &last.reachable_at) {
+                    match (s.reach.as_deref(), &s.reachable_at) {
+                        (Some(peershare::protocol::relay::reach::RELAY), _) => super::outln!(
+                            "reachable through the index's relay (the index cannot connect to this \
+                             peer; it sees it at {})",
+                            s.observed.as_deref().unwrap_or("an unknown address")
+                        )?,
+                        (_, Some(at)) => super::outln!("reachable at {at}")?,
+                        _ => {}
+                    }
                     std::io::stdout().flush()?;
                 }
                 if let Some(n) = s.dht_announced && last.dht_announced != s.dht_announced {

@@ -69,6 +69,10 @@ pub struct GetArgs {
     /// Do not serve the verified pieces of the downloads in progress to other peers
     #[arg(long)]
     pub no_share: bool,
+    /// Never hole-punch (QUIC over UDP through the index) to a source that cannot be reached
+    /// over TCP: go through the index's relay at once
+    #[arg(long)]
+    pub no_punch: bool,
     /// Address to serve the downloads in progress on (port 0: any free port)
     #[arg(long, default_value = "0.0.0.0:0")]
     pub listen: SocketAddr,
@@ -205,7 +209,18 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
         events: Some(events(bars.clone(), overall.clone())),
         tls: Some(super::client_context()?.tls.clone()),
         have_already,
-        udp: udp_route(index.as_deref(), client.as_ref().map(|c| c.server_key())),
+        udp: match a.no_punch {
+            true => None,
+            false => udp_route(index.as_deref(), client.as_ref().map(|c| c.server_key())),
+        },
+        // Peers the index cannot reach are reached through it (§7.10).
+        relay: match (&index, client.as_ref()) {
+            (Some(spec), Some(c)) => Some(peershare::download::RelayRoute {
+                index: peershare::identity::split_address(spec)?.0.to_string(),
+                index_key: Some(c.server_key()),
+            }),
+            _ => None,
+        },
     };
     let mut results = Vec::new();
     for spec in &folders {
@@ -296,25 +311,7 @@ fn report(results: &[Result<DownloadReport, GetError>], json: bool) -> anyhow::R
             writeln!(out, "{}", r.path.display())?;
         }
         out.flush()?;
-        // Sources not reached directly are named, with what they sent (direct is the rule).
-        for r in &reports {
-            for s in r.sources.iter().filter(|s| s.bytes > 0) {
-                let how = match s.reach {
-                    Some(peershare::peer::Reach::Punched) => {
-                        "punched (over UDP after hole punching)"
-                    }
-                    Some(peershare::peer::Reach::Relayed) => "relayed (through the index)",
-                    _ => continue,
-                };
-                eprintln!(
-                    "peershare: {}: {} bytes from peer {}: {how}",
-                    peershare::text::Escaped(&r.path.display().to_string()),
-                    s.bytes,
-                    s.peer_id
-                        .map_or_else(|| s.addr.clone(), |id| id.to_string()),
-                );
-            }
-        }
+        print_reached(&reports);
         let mut already = 0;
         for r in reports.iter().filter(|r| r.already_had) {
             already += 1;
@@ -555,4 +552,49 @@ fn udp_route(
     })
     .map_err(|e| tracing::warn!("no UDP socket for hole punching: {e}"))
     .ok()
+}
+
+/// Files whose sources are listed one line each on stderr at most; `--json` lists them all.
+const MAX_REACHED_LINES: usize = 20;
+
+/// Says on stderr, per file downloaded, how each source that sent something was reached
+/// (direct, punched §7.11, or relayed §7.10) and how much it sent.
+fn print_reached(reports: &[&DownloadReport]) {
+    let fetched: Vec<&&DownloadReport> = reports
+        .iter()
+        .filter(|r| !r.already_had && r.sources.iter().any(|s| s.bytes > 0))
+        .collect();
+    for r in fetched.iter().take(MAX_REACHED_LINES) {
+        let name = r
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let sources: Vec<String> = r
+            .sources
+            .iter()
+            .filter(|s| s.bytes > 0)
+            .map(|s| {
+                let who = match (s.peer_id, s.addr.as_str()) {
+                    (Some(id), _) => format!("peer {id}"),
+                    (None, addr) => addr.to_string(),
+                };
+                match s.reached {
+                    Some(how) => format!("{who} ({how}, {})", output::size(s.bytes)),
+                    None => format!("{who} ({})", output::size(s.bytes)),
+                }
+            })
+            .collect();
+        eprintln!(
+            "peershare: {}: from {}",
+            peershare::text::Escaped(&name),
+            peershare::text::Escaped(&sources.join(", "))
+        );
+    }
+    if fetched.len() > MAX_REACHED_LINES {
+        eprintln!(
+            "peershare: and {} more files (--json says how each source was reached)",
+            fetched.len() - MAX_REACHED_LINES
+        );
+    }
 }

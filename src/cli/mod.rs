@@ -265,6 +265,14 @@ pub enum Command {
         /// keep it on loopback or a monitoring network; port 0: any free port)
         #[arg(long, value_name = "ADDR")]
         metrics: Option<SocketAddr>,
+        /// Relay no connections: a peer this index cannot reach is refused (UNREACHABLE)
+        /// instead of being registered as reached through the relay
+        #[arg(long)]
+        no_relay: bool,
+        /// Limit on all relayed traffic together, e.g. 10MiB (per second; 0: none); each
+        /// member's relayed connections get at most a quarter of it
+        #[arg(long, default_value = "10MiB", value_parser = parse_relay_rate, value_name = "RATE")]
+        relay_rate: u64,
     },
     /// Share directories: register them with the index, then serve them (runs until interrupted)
     Share {
@@ -588,4 +596,12 @@ pub fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
     clap_mangen::generate_to(Cli::command(), dir)
         .with_context(|| format!("cannot write the manual pages in {}", dir.display()))?;
     Ok(())
+}
+
+/// `index --relay-rate`: a rate, or 0 for no limit.
+fn parse_relay_rate(s: &str) -> Result<u64, String> {
+    match s.trim() {
+        "0" => Ok(0),
+        _ => peershare::rate::parse_rate(s),
+    }
 }

@@ -100,12 +100,11 @@ impl Downloader {
         file: &Arc<File>,
         progress: &Mutex<Instant>,
     ) -> Result<Bootstrap, SourceFailure> {
-        let mut client = super::udp::connect_source(
-            self.udp.as_deref(),
-            &s.addr,
-            s.peer_id,
+        let mut client = super::connect_source(
+            s,
             self.tls.as_ref(),
-            s.key,
+            self.relay.as_ref(),
+            self.udp.as_deref(),
             self.timing.limits,
         )
         .await?;

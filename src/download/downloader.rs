@@ -78,6 +78,10 @@ pub struct Downloader {
     /// A UDP socket for QUIC and hole punching (docs/PROTOCOL.md §7.11). Default: none, TCP
     /// only.
     pub udp: Option<Arc<super::udp::UdpRoute>>,
+    /// The index that relays to the sources it listed (§7.10): the only way to a source
+    /// without an address, and the way to one whose address cannot be connected to. Default:
+    /// none.
+    pub relay: Option<super::RelayRoute>,
 }
 
 impl Default for Downloader {
@@ -94,6 +98,7 @@ impl Default for Downloader {
             partials: None,
             tls: None,
             udp: None,
+            relay: None,
         }
     }
 }

@@ -202,6 +202,7 @@ fn fill(batch: &mut Vec<Job>, rx: &mut mpsc::Receiver<Job>, window: usize) {
 pub struct SourceLinks {
     config: LinkConfig,
     tls: Option<Tls>,
+    relay: Option<super::RelayRoute>,
     queues: Mutex<HashMap<LinkTarget, mpsc::Sender<Job>>>,
     /// A UDP socket for QUIC and hole punching, when set.
     udp: Option<Arc<super::udp::UdpRoute>>,
@@ -214,6 +215,7 @@ impl SourceLinks {
         SourceLinks {
             config,
             tls,
+            relay: None,
             queues: Mutex::new(HashMap::new()),
             udp: None,
         }
@@ -222,6 +224,13 @@ impl SourceLinks {
     /// Reaches sources over this UDP socket too (QUIC, hole punching).
     pub fn with_udp(mut self, udp: Option<Arc<super::udp::UdpRoute>>) -> Self {
         self.udp = udp;
+        self
+    }
+
+    /// Sources listed by the index `relay` are reached through it when they have no address,
+    /// or theirs cannot be connected to (§7.10).
+    pub fn with_relay(mut self, relay: Option<super::RelayRoute>) -> Self {
+        self.relay = relay;
         self
     }
 
@@ -250,10 +259,9 @@ impl SourceLinks {
         });
         for _ in 0..self.config.connections.max(1) {
             let link = Link {
-                addr: source.addr.clone(),
-                key: source.key,
+                source: source.clone(),
                 tls: self.tls.clone(),
-                peer_id: source.peer_id,
+                relay: self.relay.clone(),
                 udp: self.udp.clone(),
             };
             tokio::spawn(run_link(link, queue.clone(), self.config));
@@ -272,10 +280,9 @@ type LinkTarget = (String, Option<Digest>);
 
 /// Whom a link connects to, and as whom.
 struct Link {
-    addr: String,
-    key: Option<Digest>,
+    source: Source,
     tls: Option<Tls>,
-    peer_id: Option<u64>,
+    relay: Option<super::RelayRoute>,
     udp: Option<Arc<super::udp::UdpRoute>>,
 }
 
@@ -304,12 +311,11 @@ async fn run_link(link: Link, queue: Arc<Queue>, config: LinkConfig) {
         let outcome = loop {
             let c = match client.take() {
                 Some(c) => c,
-                None => match super::udp::connect_source(
-                    link.udp.as_deref(),
-                    &link.addr,
-                    link.peer_id,
+                None => match super::connect_source(
+                    &link.source,
                     link.tls.as_ref(),
-                    link.key,
+                    link.relay.as_ref(),
+                    link.udp.as_deref(),
                     config.timing.limits,
                 )
                 .await

@@ -12,6 +12,7 @@ mod error;
 mod links;
 mod names;
 mod open;
+mod relayed;
 mod report;
 mod resume;
 mod scheduler;
@@ -34,6 +35,7 @@ pub use names::{
     DirIdentity, MAX_TARGET_DEPTH, make_subdirs, open_subdirs, publish, sanitize_file_name,
     sanitize_relative_path, still_subdir, through_handle,
 };
+pub use relayed::{RelayRoute, connect_relayed, connect_source, reached};
 pub use report::{DownloadReport, Progress, Source, SourceReport};
 pub use scheduler::PieceScheduler;
 pub use settings::{BUSY_RETRY, LINK_BUSY_RETRY, READ_TIMEOUT, SourceTiming, WRITE_TIMEOUT};

@@ -11,7 +11,7 @@ use crate::content::{ContentId, Digest};
 pub struct Source {
     /// The peer's id at the index, when known.
     pub peer_id: Option<u64>,
-    /// `HOST:PORT` of the peer.
+    /// `HOST:PORT` of the peer; empty for a peer reached only through a relay.
     pub addr: String,
     /// The key the peer must prove it holds (as the index listed it); `None`: any key.
     #[serde(skip)]
@@ -21,9 +21,10 @@ pub struct Source {
 impl Source {
     /// How the source is named in messages: its peer id and address, or the address alone.
     pub(super) fn label(&self) -> String {
-        match self.peer_id {
-            Some(id) => format!("peer {id} ({})", self.addr),
-            None => self.addr.clone(),
+        match (self.peer_id, self.addr.as_str()) {
+            (Some(id), "") => format!("peer {id} (through the relay)"),
+            (Some(id), addr) => format!("peer {id} ({addr})"),
+            (None, addr) => addr.to_string(),
         }
     }
 }
@@ -46,10 +47,9 @@ pub struct SourceReport {
     /// The TLS cipher suite of the connection to it (e.g. `TLS13_AES_128_GCM_SHA256`), when
     /// known.
     pub cipher_suite: Option<&'static str>,
-    /// How the connection reached the source (`direct`, `punched`: over UDP after a hole
-    /// punch, `relayed`), when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reach: Option<crate::peer::Reach>,
+    /// How it was reached, once connected: `"direct"`, `"punched"` (over UDP after a hole punch,
+    /// §7.11), or `"relayed"` through the index (§7.10).
+    pub reached: Option<&'static str>,
 }
 
 /// What a finished download did.

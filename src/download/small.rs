@@ -71,6 +71,13 @@ pub struct SmallFileFetcher {
 }
 
 impl SmallFileFetcher {
+    /// Sources listed by the index `relay` are reached through it when they have no address,
+    /// or theirs cannot be connected to (§7.10).
+    pub fn with_relay(mut self, relay: Option<super::RelayRoute>) -> Self {
+        self.links = self.links.with_relay(relay);
+        self
+    }
+
     /// Starts the writer thread the files go through; `dir` is the target directory, whose
     /// partial downloads are left to the full downloader.
     pub fn new(
@@ -157,7 +164,8 @@ impl SmallFileFetcher {
                 error: None,
                 // The pipelined links do not report their connections.
                 cipher_suite: None,
-                reach: None,
+                // A source without an address is reached through the relay only.
+                reached: source.addr.is_empty().then_some("relayed"),
             }],
             already_had: false,
         })

@@ -76,8 +76,8 @@ pub(super) struct SourceLive {
     pub(super) state: SourceState,
     /// The TLS cipher suite of its connection, once connected.
     pub(super) suite: Option<&'static str>,
-    /// How its connection reached it, once connected.
-    pub(super) reach: Option<crate::peer::Reach>,
+    /// How it was reached, once connected (`"direct"`, `"punched"`, `"relayed"`).
+    pub(super) reached: Option<&'static str>,
 }
 
 impl SourceLive {
@@ -180,7 +180,7 @@ pub(super) fn source_reports(
             pieces_rejected: l.rejected,
             error: l.error.clone(),
             cipher_suite: l.suite,
-            reach: l.reach,
+            reached: l.reached,
         })
         .collect()
 }

@@ -1,6 +1,7 @@
 //! How a downloader reaches a source over the UDP transport (docs/PROTOCOL.md §1.2, §7.11):
 //! QUIC to the source's address, or, when the source cannot be reached directly, a hole
-//! punch coordinated by the index, from one UDP socket that talks to both.
+//! punch coordinated by the index, from one UDP socket that talks to both
+//! ([`super::connect_source`] decides when).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,17 +10,16 @@ use std::time::Duration;
 use tracing::debug;
 
 use crate::content::Digest;
-use crate::index::IndexClient;
-use crate::peer::{PeerClient, PeerClientError, Reach};
-use crate::protocol::relay::RelayConnect;
+use crate::peer::{PeerClient, PeerClientError};
 use crate::protocol::{
     Connection, ErrorReply, Limits, Message, PunchGo, PunchRequest, UdpIndexReply, punch,
 };
+use crate::tls::Tls;
 use crate::tls::quic::{QuicStream, Role};
-use crate::tls::{PeerStream, Tls, TlsError};
 
 /// Longest a hole punch may take, from the request to the index to the source's `Welcome`;
-/// then the downloader gives up on it (and falls back to the relay where there is one).
+/// then the downloader gives up on it and falls back to the relay
+/// ([`super::connect_source`]).
 pub const PUNCH_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest wait for the index's answer to a `PunchRequest` (within [`PUNCH_DEADLINE`]).
 pub const PUNCH_ANSWER: Duration = Duration::from_secs(3);
@@ -127,9 +127,31 @@ impl UdpRoute {
         Err("no answer from the index".into())
     }
 
+    /// Whether this route can ask an index for hole punches.
+    pub fn punches(&self) -> bool {
+        self.index.is_some()
+    }
+
+    /// Connects to a source at `addr` directly: over TCP, or QUIC to the same port number
+    /// when this route prefers it.
+    pub async fn connect_direct(
+        &self,
+        addr: &str,
+        tls: Option<&Tls>,
+        expect: Option<Digest>,
+        limits: Limits,
+    ) -> Result<PeerClient, PeerClientError> {
+        match (self.transport, addr.parse::<SocketAddr>()) {
+            (Transport::Quic, Ok(a)) => {
+                PeerClient::connect_quic(&self.endpoint, a, tls, expect, limits).await
+            }
+            _ => PeerClient::connect(addr, tls, expect, limits).await,
+        }
+    }
+
     /// Connects to the source `peer_id` through a hole punch: the index tells it to send to
-    /// our socket's address while we connect to its socket's.
-    async fn punch(
+    /// our socket's address while we connect to its socket's, all within [`PUNCH_DEADLINE`].
+    pub async fn punch(
         &self,
         tls: Option<&Tls>,
         peer_id: u64,
@@ -158,114 +180,5 @@ impl UdpRoute {
                 PUNCH_DEADLINE.as_secs()
             )),
         }
-    }
-}
-
-impl UdpRoute {
-    /// Connects to the source `peer_id` through the index's relay (§7.10), the peers' TLS
-    /// running end to end inside.
-    async fn relay(
-        &self,
-        tls: Option<&Tls>,
-        peer_id: u64,
-        expect: Option<Digest>,
-        limits: Limits,
-    ) -> Result<PeerClient, String> {
-        let Some((index, index_key)) = &self.index else {
-            return Err("no index to relay".into());
-        };
-        let tls = Tls::or_ephemeral(tls).map_err(|e| e.to_string())?;
-        let client = IndexClient::connect(index, Some(&tls), *index_key, limits)
-            .await
-            .map_err(|e| e.to_string())?;
-        let ip = client
-            .stream()
-            .get_ref()
-            .0
-            .peer_addr()
-            .map_err(|e| e.to_string())?
-            .ip();
-        let request = RelayConnect {
-            peer_id: Some(peer_id),
-            key: expect,
-        };
-        let (io, _) = client
-            .relay_connect(request, RELAY_WAIT)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (stream, key) = tls
-            .connect_over(io, ip, expect, RELAY_WAIT)
-            .await
-            .map_err(|e| e.to_string())?;
-        let stream = PeerStream::Relayed(Box::new(tokio_rustls::TlsStream::Client(stream)));
-        PeerClient::over(
-            stream,
-            key,
-            &tls,
-            limits,
-            &format!("peer {peer_id} (relayed)"),
-        )
-        .await
-        .map_err(|e| e.to_string())
-    }
-}
-
-/// Longest wait for the relay to connect us to the source, and for the TLS handshake inside.
-pub const RELAY_WAIT: Duration = Duration::from_secs(10);
-
-/// Connects to a source at `addr` (with id `peer_id` at the index, when known) as `tls`,
-/// requiring `expect`: over TCP, or QUIC when `udp` prefers it; when the source cannot be
-/// reached that way and `udp` has an index, through a hole punch, and when that fails within
-/// [`PUNCH_DEADLINE`], through the index's relay.
-pub async fn connect_source(
-    udp: Option<&UdpRoute>,
-    addr: &str,
-    peer_id: Option<u64>,
-    tls: Option<&Tls>,
-    expect: Option<Digest>,
-    limits: Limits,
-) -> Result<PeerClient, PeerClientError> {
-    let Some(udp) = udp else {
-        return PeerClient::connect(addr, tls, expect, limits).await;
-    };
-    let direct = match udp.transport {
-        Transport::Auto => PeerClient::connect(addr, tls, expect, limits).await,
-        Transport::Quic => match addr.parse::<SocketAddr>() {
-            Ok(a) => PeerClient::connect_quic(&udp.endpoint, a, tls, expect, limits).await,
-            Err(_) => PeerClient::connect(addr, tls, expect, limits).await,
-        },
-    };
-    let unreachable = matches!(
-        &direct,
-        Err(PeerClientError::Connect { .. })
-            | Err(PeerClientError::Secure {
-                source: TlsError::TimedOut(_) | TlsError::Handshake(_),
-                ..
-            })
-    );
-    let (Some(peer_id), true, Some(_)) = (peer_id, unreachable, udp.index.as_ref()) else {
-        return direct;
-    };
-    let first = match &direct {
-        Err(e) => e.to_string(),
-        Ok(_) => String::new(),
-    };
-    let why = match udp.punch(tls, peer_id, expect, limits).await {
-        Ok(mut c) => {
-            c.set_reach(Reach::Punched);
-            return Ok(c);
-        }
-        Err(why) => why,
-    };
-    debug!(peer_id, "hole punch failed: {why}; trying the relay");
-    match udp.relay(tls, peer_id, expect, limits).await {
-        Ok(mut c) => {
-            c.set_reach(Reach::Relayed);
-            Ok(c)
-        }
-        Err(relay) => Err(PeerClientError::Connect {
-            addr: addr.to_string(),
-            source: std::io::Error::other(format!("{first}; hole punch: {why}; relay: {relay}")),
-        }),
     }
 }

@@ -47,12 +47,11 @@ impl Downloader {
         let mut client = match client {
             Some(c) => c,
             None => {
-                let mut c = super::udp::connect_source(
-                    self.udp.as_deref(),
-                    &source.addr,
-                    source.peer_id,
+                let mut c = super::connect_source(
+                    source,
                     self.tls.as_ref(),
-                    source.key,
+                    self.relay.as_ref(),
+                    self.udp.as_deref(),
                     self.timing.limits,
                 )
                 .await?;
@@ -69,7 +68,7 @@ impl Downloader {
         };
         if let Some(l) = lock_live(&swarm.live).get_mut(k) {
             l.suite = Some(client.cipher_suite());
-            l.reach = Some(client.reach());
+            l.reached = Some(super::reached(&client));
         }
         swarm.active.fetch_add(1, Ordering::Relaxed);
         swarm.set_state(

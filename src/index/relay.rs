@@ -621,3 +621,6 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         pending = &buf[..n];
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -160,6 +160,12 @@ impl IndexServer {
         )
     }
 
+    /// The relay (tests: to record what it forwards).
+    #[cfg(test)]
+    pub(super) fn relay_hub(&self) -> RelayHub {
+        self.relay.clone()
+    }
+
     /// The open connections (for their counts).
     pub fn connections(&self) -> Connections {
         self.connections.clone()

@@ -9,7 +9,8 @@ use tokio::sync::mpsc;
 
 use super::{GetError, HaveAlready};
 use crate::download::{
-    DownloadReport, Downloader, LinkConfig, Progress, SmallFetchError, SmallFileFetcher, Source,
+    DownloadReport, Downloader, LinkConfig, Progress, RelayRoute, SmallFetchError,
+    SmallFileFetcher, Source,
 };
 use crate::peer::Partials;
 use crate::protocol::FileHit;
@@ -93,6 +94,9 @@ pub struct GetOptions {
     /// The key the index and sources see: a member's in a private group (`None`: fresh
     /// anonymous keys).
     pub tls: Option<Tls>,
+    /// The index the hits came from, which relays to the peers it cannot reach (§7.10).
+    /// `None`: no relay (peers listed as reached through one are left out).
+    pub relay: Option<RelayRoute>,
     /// Where to look for files already on disk before downloading them: a file whose content
     /// id is found there is not downloaded, its report says where it is
     /// ([`DownloadReport::already_had`]). `None`: every file is downloaded.
@@ -172,7 +176,8 @@ pub async fn download_stream_into(
         ..LinkConfig::default()
     };
     let small = SmallFileFetcher::new(links, opts.tls.clone(), opts.rate.clone(), dir)
-        .map(|s| Arc::new(s.with_udp(opts.udp.clone())))
+        .map(|s| s.with_relay(opts.relay.clone()).with_udp(opts.udp.clone()))
+        .map(Arc::new)
         .map_err(|e| tracing::warn!("no batched writes for small files: {e}"))
         .ok();
     let small_in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_SMALL_IN_FLIGHT));
@@ -243,7 +248,7 @@ async fn fetch_small(
     dir: &Path,
     opts: &GetOptions,
 ) -> Option<Result<DownloadReport, SmallFetchError>> {
-    let sources = sources_of(hit, opts.only_peer);
+    let sources = sources_via(hit, opts.only_peer, opts.relay.as_ref());
     let source = sources.get(n % sources.len().max(1))?;
     let (id, started) = (hit.content_id, Instant::now());
     let name = match hit.name.as_str() {
@@ -259,31 +264,49 @@ async fn fetch_small(
 /// The peers of a search hit to download from (only `only_peer`, if set). A peer whose host is
 /// not an IP address is left out with a warning: a name from the network is never looked up.
 pub fn sources_of(hit: &FileHit, only_peer: Option<u64>) -> Vec<Source> {
+    sources_via(hit, only_peer, None)
+}
+
+/// [`sources_of`], with the index that relays to the peers it lists as reached through it
+/// (`PeerHit.reach`, §7.10), which is also tried when connecting to another peer fails. A peer
+/// reached only through a relay is left out without one.
+pub fn sources_via(
+    hit: &FileHit,
+    only_peer: Option<u64>,
+    relay: Option<&RelayRoute>,
+) -> Vec<Source> {
+    let relayed = |p: &crate::protocol::PeerHit| {
+        p.reach.as_deref() == Some(crate::protocol::relay::reach::RELAY)
+    };
     hit.peers
         .iter()
         .filter(|p| only_peer.is_none_or(|id| id == p.peer_id))
-        .filter_map(
-            |p| match crate::protocol::host::socket_addr(&p.host, p.port) {
-                Ok(addr) => Some(Source {
-                    peer_id: (p.peer_id != 0).then_some(p.peer_id),
-                    addr: addr.to_string(),
-                    key: p.key,
-                }),
-                // Registered as reached through the index (no address of its own, §7.10): a
-                // hole punch or the relay reaches it, by its id and key.
-                Err(_) if p.host.is_empty() && p.port == 0 && p.peer_id != 0 && p.key.is_some() => {
-                    Some(Source {
-                        peer_id: Some(p.peer_id),
-                        addr: String::new(),
-                        key: p.key,
-                    })
+        .filter_map(|p| {
+            // Relayed by key: an index lists the peer by its key only.
+            let route = relay.filter(|_| p.key.is_some() && p.peer_id != 0);
+            let addr = match relayed(p) {
+                true if route.is_some() => String::new(),
+                true => {
+                    tracing::warn!(
+                        "peer {} left out: reached only through its index's relay",
+                        p.peer_id
+                    );
+                    return None;
                 }
-                Err(e) => {
-                    tracing::warn!("peer {} left out: {e}", p.peer_id);
-                    None
-                }
-            },
-        )
+                false => match crate::protocol::host::socket_addr(&p.host, p.port) {
+                    Ok(addr) => addr.to_string(),
+                    Err(e) => {
+                        tracing::warn!("peer {} left out: {e}", p.peer_id);
+                        return None;
+                    }
+                },
+            };
+            Some(Source {
+                peer_id: (p.peer_id != 0).then_some(p.peer_id),
+                addr,
+                key: p.key,
+            })
+        })
         .collect()
 }
 
@@ -350,7 +373,7 @@ async fn download_full(
     dir: &Path,
     opts: &GetOptions,
 ) -> Result<DownloadReport, GetError> {
-    let sources = sources_of(hit, opts.only_peer);
+    let sources = sources_via(hit, opts.only_peer, opts.relay.as_ref());
     if let (Some(peer), true) = (opts.only_peer, sources.is_empty()) {
         return Err(GetError::NotOnPeer {
             peer,
@@ -362,6 +385,7 @@ async fn download_full(
         partials: opts.partials.clone(),
         tls: opts.tls.clone(),
         udp: opts.udp.clone(),
+        relay: opts.relay.clone(),
         ..Downloader::default()
     };
     if opts.max_peers > 0 {

@@ -30,7 +30,7 @@ pub use folder::{
 };
 pub use get::{
     EventSink, GetEvent, GetOptions, MAX_SMALL_IN_FLIGHT, already_have, download_all, download_hit,
-    download_stream, download_stream_into, sources_of,
+    download_stream, download_stream_into, sources_of, sources_via,
 };
 pub use have_already::{CHECKS_AT_ONCE, HaveAlready, MAX_LISTED};
 pub use lookup::{LOOKUP_BATCH, Lookup, add_dht_sources, lookup_many};

@@ -807,6 +807,7 @@ mod tests {
             last_seen: 2,
             have: None,
             path: Some("a/b.txt".into()),
+            reach: None,
         };
         let ids = q
             .add(&[NewItem {

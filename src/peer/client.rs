@@ -93,8 +93,6 @@ pub enum Reach {
     Direct,
     /// Over UDP after a hole punch coordinated by the index (§7.11).
     Punched,
-    /// Through the index's relay (§7.10).
-    Relayed,
 }
 
 /// A connection to a peer, after the handshake.

@@ -209,6 +209,7 @@ mod tests {
             last_seen: 1_764_000_000_000 + k as i64,
             have: k.is_multiple_of(3).then(|| vec![0xA5; k as usize % 70]),
             path: (!k.is_multiple_of(4)).then(|| format!("d{k}/").repeat(k as usize % 9) + "n"),
+            reach: (k.is_multiple_of(5)).then(|| "relay".into()),
         }
     }
 
@@ -260,6 +261,7 @@ mod tests {
                 last_seen: 0,
                 have: None,
                 path: None,
+                reach: None,
             });
         }
         match w.finish(false, 0, false) {
@@ -290,6 +292,7 @@ mod tests {
                     last_seen: -1,
                     have: None,
                     path: Some("d/a".into()),
+                    reach: None,
                 }],
             }],
             truncated: true,

@@ -60,7 +60,8 @@ impl AsyncWrite for RelayIo {
 }
 
 /// The secure stream of a peer connection, either end.
-// The direct stream, the common case, stays unboxed: one per connection, never moved around.
+// Direct connections, the common case, stay unboxed: the stream lives once per connection,
+// beside buffers far larger than it.
 #[allow(clippy::large_enum_variant)]
 pub enum PeerStream {
     /// TLS over TCP straight to the other peer.

@@ -605,3 +605,17 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// An index like [`start_index`] that does not relay (`index --no-relay`): a peer it cannot
+/// reach is refused `UNREACHABLE`, as the address-check tests expect.
+pub async fn start_index_no_relay(db: &Path, lease: Duration) -> TestIndex {
+    let config = IndexConfig {
+        lease,
+        relay: peershare::index::RelayConfig {
+            enabled: false,
+            ..Default::default()
+        },
+        ..IndexConfig::default()
+    };
+    start_index_with(db, "127.0.0.1:0".parse().expect("addr"), config).await
+}

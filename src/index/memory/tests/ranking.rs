@@ -111,6 +111,7 @@ fn ranks_as_the_reference_grouping_does() {
                             last_seen: 100,
                             have: None,
                             path: None,
+                            reach: None,
                         },
                     })
                     .collect();

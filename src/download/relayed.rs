@@ -1,0 +1,142 @@
+//! Connecting to a source: directly at its address, or through the index's relay
+//! (docs/PROTOCOL.md §7.10) when the index lists it as reached so, or when connecting directly
+//! fails. Through the relay, the peer protocol's TLS runs end to end inside the index's,
+//! requiring the key the index listed.
+
+use std::time::Duration;
+
+use tracing::debug;
+
+use super::report::Source;
+use super::udp::UdpRoute;
+use crate::content::Digest;
+use crate::index::{IndexClient, RELAY_PENDING_TIMEOUT};
+use crate::peer::{PeerClient, PeerClientError};
+use crate::protocol::Limits;
+use crate::protocol::relay::RelayConnect;
+use crate::tls::{PeerStream, Tls};
+
+/// How long the TLS handshake inside a relayed connection may take (as a direct one's).
+const RELAYED_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The index through which sources it cannot reach are relayed: the one that listed them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RelayRoute {
+    /// The index's `HOST:PORT`.
+    pub index: String,
+    /// The key it must hold (`None`: any; the caller pinned it when it searched).
+    pub index_key: Option<Digest>,
+}
+
+/// How a source was reached, for reports: `"direct"`, `"punched"` (over UDP after a hole
+/// punch, §7.11) or `"relayed"`.
+pub fn reached(client: &PeerClient) -> &'static str {
+    match (client.is_relayed(), client.reach()) {
+        (true, _) => "relayed",
+        (false, crate::peer::Reach::Punched) => "punched",
+        (false, crate::peer::Reach::Direct) => "direct",
+    }
+}
+
+/// Connects to `source` as `tls`'s key (a fresh anonymous key if `None`): directly, unless it
+/// has no address (over TCP, or QUIC when `udp` prefers it); when it has none, or connecting
+/// directly failed and the index listed it (a peer id and a key), through a hole punch over
+/// `udp` (§7.11), and when that fails within its deadline, through `relay`.
+pub async fn connect_source(
+    source: &Source,
+    tls: Option<&Tls>,
+    relay: Option<&RelayRoute>,
+    udp: Option<&UdpRoute>,
+    limits: Limits,
+) -> Result<PeerClient, PeerClientError> {
+    let listed = source.key.is_some() && source.peer_id.is_some();
+    let punch = udp.filter(|u| u.punches() && listed);
+    if !source.addr.is_empty() {
+        let direct = match udp {
+            Some(u) => {
+                u.connect_direct(&source.addr, tls, source.key, limits)
+                    .await
+            }
+            None => PeerClient::connect(&source.addr, tls, source.key, limits).await,
+        };
+        match direct {
+            // Only a connection that could not be made: a peer that answered with another key
+            // is not asked again through the relay.
+            Err(e @ PeerClientError::Connect { .. })
+                if (relay.is_some() || punch.is_some()) && listed =>
+            {
+                debug!("{}: {e}; trying a hole punch or the relay", source.label());
+            }
+            r => return r,
+        }
+    }
+    if let (Some(u), Some(id)) = (punch, source.peer_id) {
+        match u.punch(tls, id, source.key, limits).await {
+            Ok(mut c) => {
+                c.set_reach(crate::peer::Reach::Punched);
+                return Ok(c);
+            }
+            Err(why) => debug!("{}: hole punch failed: {why}", source.label()),
+        }
+    }
+    connect_relayed(source, tls, relay, limits).await
+}
+
+/// Connects to `source` through `relay`.
+pub async fn connect_relayed(
+    source: &Source,
+    tls: Option<&Tls>,
+    relay: Option<&RelayRoute>,
+    limits: Limits,
+) -> Result<PeerClient, PeerClientError> {
+    let fail = |addr: String, why: String| PeerClientError::Connect {
+        addr,
+        source: std::io::Error::other(why),
+    };
+    let (Some(route), Some(key)) = (relay, source.key) else {
+        return Err(fail(
+            source.label(),
+            "reached only through a relay, and none is known".into(),
+        ));
+    };
+    let label = match source.peer_id {
+        Some(id) => format!("peer {id} through the relay of {}", route.index),
+        None => format!("a peer through the relay of {}", route.index),
+    };
+    // One key for both: the reached peer requires that the key inside is the one that asked.
+    let tls = Tls::or_ephemeral(tls).map_err(|e| PeerClientError::Secure {
+        addr: label.clone(),
+        source: e,
+    })?;
+    let client = IndexClient::connect(&route.index, Some(&tls), route.index_key, limits)
+        .await
+        .map_err(|e| fail(label.clone(), e.to_string()))?;
+    let ip = client
+        .stream()
+        .get_ref()
+        .0
+        .peer_addr()
+        .map_err(|e| fail(label.clone(), e.to_string()))?
+        .ip();
+    let rc = RelayConnect {
+        peer_id: source.peer_id,
+        key: Some(key),
+    };
+    // The index answers within its own wait for the peer; this one only guards against an
+    // index that does not.
+    let wait = RELAY_PENDING_TIMEOUT + Duration::from_secs(5);
+    let (io, _) = client
+        .relay_connect(rc, wait)
+        .await
+        .map_err(|e| fail(label.clone(), e.to_string()))?;
+    let deadline = RELAYED_HANDSHAKE_TIMEOUT.min(limits.read_timeout);
+    let (stream, proved) = tls
+        .connect_over(io, ip, Some(key), deadline)
+        .await
+        .map_err(|source| PeerClientError::Secure {
+            addr: label.clone(),
+            source,
+        })?;
+    let stream = PeerStream::Relayed(Box::new(tokio_rustls::TlsStream::Client(stream)));
+    PeerClient::over(stream, proved, &tls, limits, &label).await
+}

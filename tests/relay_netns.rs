@@ -1,0 +1,249 @@
+//! The relay across real NATs (network namespaces): the index on the public net, two peers
+//! each behind a symmetric NAT (`masquerade random`: no port forwarding, no hole punching).
+//! The sharing peer registers as reached through the relay and `get` downloads through it,
+//! saying "relayed". Needs root, `ip` and `nft` (skipped, or failed in CI).
+//!
+//! With `PEERSHARE_RELAY_MEASURE=MiB` set, it also times a direct and a relayed download of a
+//! file that large (index with `--relay-rate 0`) and prints time to first byte, throughput
+//! and the index's CPU time per relayed GiB: figures for the notes, not asserted.
+
+mod common;
+#[path = "common/netns.rs"]
+mod netns;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Lines, Running, b3sum, data};
+use netns::{Family, Host, Nat, Topology};
+
+const BIN: &str = env!("CARGO_BIN_EXE_peershare");
+
+fn start_in(host: &Host, args: &[&str], home: &Path) -> Running {
+    let mut cmd = host.command(BIN);
+    cmd.args(args)
+        .env("PEERSHARE_HOME", home)
+        .env_remove("PEERSHARE_INDEX");
+    Running::spawn_lines(cmd, None, Lines::Stdout)
+}
+
+fn get_in(host: &Host, args: &[&str], home: &Path) -> std::process::Output {
+    host.command(BIN)
+        .args(args)
+        .env("PEERSHARE_HOME", home)
+        .env_remove("PEERSHARE_INDEX")
+        .output()
+        .expect("run get")
+}
+
+/// User and system CPU time of process `pid` so far.
+fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+#[test]
+fn get_through_the_relay_between_two_symmetric_nats() {
+    let name = "get_through_the_relay_between_two_symmetric_nats";
+    let Some(mut t) = Topology::new(name, Family::V4, true) else {
+        return;
+    };
+    let measure: Option<usize> = std::env::var("PEERSHARE_RELAY_MEASURE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let public = t.public_host("index");
+    let home_a = t.home("a", Nat::Symmetric);
+    let home_b = t.home("b", Nat::Symmetric);
+    let sharer = t.host("sharer", &home_a);
+    let getter = t.host("getter", &home_b);
+    let open_sharer = t.public_host("open");
+    let tmp = tempfile::tempdir().unwrap();
+
+    let mut index_args = vec!["index", "--listen", "0.0.0.0:50000"];
+    if measure.is_some() {
+        index_args.extend(["--relay-rate", "0"]);
+    }
+    let mut index = start_in(&public, &index_args, &tmp.path().join("ix"));
+    index.wait_line("listening on");
+    let ix = format!("{}:50000", public.v4());
+
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let size = measure.map_or(3 * 262_144 + 17, |mib| mib << 20);
+    std::fs::write(shared.join("behind-nat.bin"), data(size, 5)).unwrap();
+    let id = b3sum(&shared.join("behind-nat.bin"));
+    let dir = shared.to_str().unwrap();
+    let mut share = start_in(
+        &sharer,
+        &["share", dir, "--index", &ix, "--listen", "0.0.0.0:40000"],
+        &tmp.path().join("sharer"),
+    );
+    let line = share.wait_line("reachable through the index's relay");
+    // The index sees the NAT's public address, not the home one.
+    assert!(line.contains("203.0.113."), "{line}");
+
+    let dl = tmp.path().join("dl");
+    let started = Instant::now();
+    let out = get_in(
+        &getter,
+        &[
+            "get",
+            &id,
+            "-o",
+            dl.to_str().unwrap(),
+            "--json",
+            "--index",
+            &ix,
+        ],
+        &tmp.path().join("getter"),
+    );
+    let relayed_took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sources = doc["downloads"][0]["sources"].as_array().unwrap().clone();
+    let used: Vec<_> = sources
+        .iter()
+        .filter(|s| s["bytes"].as_u64() > Some(0))
+        .collect();
+    assert_eq!(used.len(), 1, "{sources:?}");
+    assert_eq!(used[0]["reached"], "relayed");
+    assert_eq!(used[0]["bytes"], size as u64);
+    assert_eq!(b3sum(&dl.join("behind-nat.bin")), id);
+
+    if let Some(mib) = measure {
+        let sharer_id = peer_id(&share.seen_or_wait("registered with index"));
+        measure_direct_vs_relayed(
+            mib,
+            &sharer_id,
+            &mut index,
+            &open_sharer,
+            &getter,
+            &ix,
+            &id,
+            &shared,
+            tmp.path(),
+            relayed_took,
+        );
+    }
+    drop(share);
+    drop(index);
+    drop(t);
+}
+
+/// Prints time to first byte (time to first verified piece is not visible from outside, so:
+/// a one-piece file's whole download), throughput and index CPU per relayed GiB.
+#[allow(clippy::too_many_arguments)]
+fn measure_direct_vs_relayed(
+    mib: usize,
+    sharer_id: &str,
+    index: &mut Running,
+    open_sharer: &Host,
+    getter: &Host,
+    ix: &str,
+    id: &str,
+    shared: &Path,
+    tmp: &Path,
+    _first: Duration,
+) {
+    let pid = index.child.id();
+    // The same file from a peer on the public net: direct.
+    let mut open = start_in(
+        open_sharer,
+        &[
+            "share",
+            shared.to_str().unwrap(),
+            "--index",
+            ix,
+            "--listen",
+            "0.0.0.0:40001",
+        ],
+        &tmp.join("open"),
+    );
+    let open_id = peer_id(&open.wait_line("registered with index"));
+    open.seen_or_wait("reachable at ");
+    let small = tmp.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let time_get = |peer: &str, what: &str, tag: &str| {
+        let dl = tmp.join(format!("m-{tag}"));
+        let cpu0 = cpu_of(pid);
+        let t0 = Instant::now();
+        let out = get_in(
+            getter,
+            &[
+                "get",
+                what,
+                "-o",
+                dl.to_str().unwrap(),
+                "--json",
+                "--index",
+                ix,
+                "--peer",
+                peer,
+                "--no-share",
+            ],
+            &tmp.join(format!("g-{tag}")),
+        );
+        let took = t0.elapsed();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (took, cpu_of(pid) - cpu0)
+    };
+    let (direct, _) = time_get(&open_id, id, "direct");
+    let (relayed, cpu) = time_get(sharer_id, id, "relayed");
+    let gib = mib as f64 / 1024.0;
+    eprintln!(
+        "MEASURE {mib} MiB: direct {:.2} s ({:.1} MiB/s), relayed {:.2} s ({:.1} MiB/s), \
+         index CPU {:.2} s = {:.2} s per relayed GiB",
+        direct.as_secs_f64(),
+        mib as f64 / direct.as_secs_f64(),
+        relayed.as_secs_f64(),
+        mib as f64 / relayed.as_secs_f64(),
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() / gib
+    );
+    // Time to first byte: a file of one piece, whole (lookup, connect, TLS, one piece).
+    std::fs::write(shared.join("tiny.txt"), b"first byte").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let tiny = b3sum(&shared.join("tiny.txt"));
+    let ttfb = |peer: &str, tag: &str| {
+        let mut best = Duration::MAX;
+        for i in 0..5 {
+            let (t, _) = time_get(peer, &tiny, &format!("{tag}{i}"));
+            best = best.min(t);
+        }
+        best
+    };
+    let d = ttfb(&open_id, "td");
+    let r = ttfb(sharer_id, "tr");
+    eprintln!(
+        "MEASURE time to a one-piece file (whole get process, best of 5): direct {:.0} ms, relayed {:.0} ms",
+        d.as_secs_f64() * 1000.0,
+        r.as_secs_f64() * 1000.0
+    );
+    drop(open);
+}
+
+/// The N of a "registered with index … as peer N: …" line.
+fn peer_id(line: &str) -> String {
+    line.split("as peer ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap_or_else(|| panic!("no peer id in {line:?}"))
+        .trim()
+        .to_string()
+}
