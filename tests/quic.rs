@@ -454,3 +454,165 @@ async fn start_peer_tcp_only(index: &str, index_key: Digest, _dir: &std::path::P
     });
     id
 }
+
+/// A private index with its UDP side, and a member's TLS setup after joining with an invite.
+async fn private_udp_index(
+    db: &std::path::Path,
+) -> (
+    String,
+    Digest,
+    CancellationToken,
+    peershare::index::IndexUdp,
+) {
+    use peershare::identity::Identity;
+    let store = IndexStore::open(db).expect("store");
+    let secret = store.index_secret().expect("index key");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    let server = IndexServer::new(store, IndexConfig::default(), index_tls(db))
+        .private(Identity::from_secret(secret));
+    let udp = server.udp();
+    let endpoint = udp.bind(addr).expect("UDP on the index's port");
+    tokio::spawn(udp.clone().run(endpoint, stop.clone()));
+    tokio::spawn(server.run(listener, stop.clone()));
+    (
+        addr.to_string(),
+        Identity::from_secret(secret).public_key(),
+        stop,
+        udp,
+    )
+}
+
+/// Joins the private index at `addr` (its database `db`) with a fresh invite as `who`.
+async fn join(
+    addr: &str,
+    key: Digest,
+    db: &std::path::Path,
+    who: &peershare::identity::Identity,
+) -> Tls {
+    use peershare::group::{GroupState, Invite};
+    use peershare::identity::Fingerprint;
+    let store = peershare::index::GroupStore::open(db).expect("group store");
+    let invite = Invite::new(addr.to_string(), Fingerprint(key)).expect("invite");
+    let now = peershare::query::now_ms();
+    store
+        .create_invite(&invite.secret_hash(), 1, now + 3_600_000, now)
+        .expect("create invite");
+    let tls = Tls::new(who).expect("tls");
+    let mut c = IndexClient::connect(addr, Some(&tls), Some(key), Limits::default())
+        .await
+        .expect("connect");
+    let m = c.join(&invite.secret).await.expect("joined").membership;
+    tls.with_group(Arc::new(GroupState::new(key, Some(m))))
+}
+
+#[tokio::test]
+async fn over_quic_a_private_group_serves_and_punches_for_members_only() {
+    use peershare::identity::Identity;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("index.db");
+    let (index, index_key, stop, udp) = private_udp_index(&db).await;
+    let state = tmp.path().join("member");
+    std::fs::create_dir_all(&state).expect("dir");
+    let member_key = Identity::load_or_create(&state).expect("key");
+    let member = join(&index, index_key, &db, &member_key).await;
+    let dir = tmp.path().join("shared");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bytes = data(70_000, 5);
+    std::fs::write(dir.join("m.bin"), &bytes).expect("write");
+    let mut config = peershare::node::ShareConfig::new(vec![dir], Some(index.clone()), state);
+    config.index_key = Some(index_key);
+    config.group = member.group().cloned();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let mut h = peershare::node::start_share(config, listener)
+        .await
+        .expect("share");
+    h.wait_for(Duration::from_secs(20), |s| s.in_sync)
+        .await
+        .expect("in sync");
+    // The member listens for punches over the private index's UDP side.
+    let mut status = h.udp.clone().expect("udp");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.observed.is_some()),
+    )
+    .await
+    .expect("the member listens")
+    .expect("status");
+    assert_eq!(udp.listening(), 1);
+    let id = ContentId::from_bytes(*blake3::hash(&bytes).as_bytes());
+    let endpoint =
+        peershare::tls::quic::bind("127.0.0.1:0".parse().expect("a"), None).expect("endpoint");
+
+    // A stranger is refused by the member's peer over QUIC, as over TCP.
+    match PeerClient::connect_quic(&endpoint, h.local_addr, None, None, Limits::default()).await {
+        Err(PeerClientError::Protocol(ProtocolError::Remote(e))) => {
+            assert_eq!(e.kind(), Some(ErrorCode::Forbidden), "{}", e.message);
+        }
+        Err(other) => panic!("stranger: {other}"),
+        Ok(_) => panic!("a stranger was served over QUIC"),
+    }
+    // ... and by the private index's UDP side (at Hello).
+    let tls = client_tls();
+    let (conn, _) = tls
+        .connect_quic(
+            &endpoint,
+            index.parse().expect("addr"),
+            Some(index_key),
+            Role::Client,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("QUIC to the index");
+    let mut c = Connection::new(
+        QuicStream::open(conn).await.expect("stream"),
+        Limits::default(),
+    );
+    match c.client_handshake(None).await {
+        Err(ProtocolError::Remote(e)) => {
+            assert_eq!(e.kind(), Some(ErrorCode::Forbidden), "{}", e.message)
+        }
+        other => panic!("a stranger at the private index's UDP side: {other:?}"),
+    }
+
+    // Another member is served over QUIC, and gets a punch to the member.
+    let other = join(&index, index_key, &db, &Identity::ephemeral().expect("key")).await;
+    let mut c = PeerClient::connect_quic(
+        &endpoint,
+        h.local_addr,
+        Some(&other),
+        None,
+        Limits::default(),
+    )
+    .await
+    .expect("a member is served over QUIC");
+    assert_eq!(c.info(id).await.expect("info").size, bytes.len() as u64);
+    let (conn, _) = other
+        .connect_quic(
+            &endpoint,
+            index.parse().expect("addr"),
+            Some(index_key),
+            Role::Client,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("QUIC to the index");
+    let mut c = Connection::new(
+        QuicStream::open(conn).await.expect("stream"),
+        Limits::default(),
+    );
+    c.client_handshake(other.membership())
+        .await
+        .expect("a member is welcome");
+    let mut client = IndexClient::connect(&index, Some(&other), Some(index_key), Limits::default())
+        .await
+        .expect("index");
+    let peer_id = client.search("m.bin", 1).await.expect("search").files[0].peers[0].peer_id;
+    assert!(matches!(
+        punch_reply(&mut c, peer_id).await,
+        Ok(UdpIndexReply::PunchGo(_))
+    ));
+    h.shutdown().await;
+    stop.cancel();
+}

@@ -207,11 +207,26 @@ impl QuicStream {
     }
 }
 
+/// How long a dropped stream's connection stays open for the other end to acknowledge what
+/// was written last (an error reply before closing, say), at most.
+pub const LINGER: Duration = Duration::from_secs(3);
+
 impl Drop for QuicStream {
     fn drop(&mut self) {
-        // Data written is delivered before the close only if the stream was finished.
+        // Closing the connection at once would discard data not yet acknowledged: finish the
+        // stream and close once the other end has it all (or LINGER passed).
         let _ = self.send.finish();
-        self.conn.close(VarInt::from_u32(0), b"");
+        let stopped = self.send.stopped();
+        let conn = self.conn.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let _ = tokio::time::timeout(LINGER, stopped).await;
+                    conn.close(VarInt::from_u32(0), b"");
+                });
+            }
+            Err(_) => conn.close(VarInt::from_u32(0), b""),
+        }
     }
 }
 
