@@ -251,8 +251,48 @@ fn punched_through_two_cone_nats_relayed_through_a_symmetric_one() {
         relayed < Duration::from_secs(5 + 20),
         "the punch gave up within its deadline, then the relay: {relayed:?}"
     );
+    // A public downloader from a peer behind a cone NAT: punched too (only one side's NAT).
+    let (doc, _) = get(&pubpeer, &home(tmp.path(), "pg"), &spec, &id(&bytes_a));
+    assert_eq!(source_reach(&doc, &id(&bytes_a)), "punched", "{doc}");
     println!(
         "FIGURES get of 900 KiB, whole command: direct {direct:?}, punched {punched:?}, relayed (after a failed punch) {relayed:?}"
     );
-    println!("FIGURES pairs: public<-cone direct, cone<-cone punched, cone<-symmetric relayed");
+
+    // Every pairing of NAT kinds, measured only when asked (each relayed pair waits out the
+    // punch deadline first).
+    if std::env::var_os("PEERSHARE_PUNCH_MEASURE").is_none() {
+        return;
+    }
+    let sym2 = t.home("sz", Nat::Symmetric);
+    firewall(sym2.router.as_ref().expect("router"));
+    let d = t.host("d", &sym2);
+    let sources = [
+        ("public", &bytes_p),
+        ("cone", &bytes_a),
+        ("symmetric", &bytes_s),
+    ];
+    let downloaders = [("public", &pubpeer), ("cone", &b), ("symmetric", &d)];
+    let mut direct_pairs = 0;
+    for (dn, host) in downloaders {
+        for (sn, bytes) in sources {
+            let (doc, took) = get(
+                host,
+                &home(tmp.path(), &format!("m-{dn}-{sn}")),
+                &spec,
+                &id(bytes),
+            );
+            let how = source_reach(&doc, &id(bytes));
+            if how != "relayed" {
+                direct_pairs += 1;
+            }
+            println!("FIGURES pair {dn} <- {sn}: {how} in {took:?}");
+        }
+    }
+    println!("FIGURES {direct_pairs} of 9 pairings connected directly (direct or punched)");
+}
+
+fn home(tmp: &Path, name: &str) -> std::path::PathBuf {
+    let h = tmp.join(name);
+    std::fs::create_dir_all(&h).expect("dir");
+    h
 }
