@@ -158,7 +158,7 @@ pub fn bind(addr: SocketAddr, server: Option<&Tls>) -> std::io::Result<Endpoint>
 }
 
 /// The key a QUIC connection's remote end proved, after checking ALPN `peershare/1` was
-/// agreed (as [`super::finish`] does over TCP).
+/// agreed (as the TCP handshake checks them).
 pub fn remote_key(conn: &quinn::Connection) -> Result<Digest, TlsError> {
     let alpn = conn
         .handshake_data()
