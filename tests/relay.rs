@@ -625,6 +625,8 @@ fn share_says_how_it_is_reachable_and_get_says_relayed() {
             "--json",
             "--index",
             &ix,
+            // Reached through the relay, not after a hole punch (tests/quic.rs).
+            "--no-punch",
         ],
         &home,
     );
@@ -653,6 +655,7 @@ fn share_says_how_it_is_reachable_and_get_says_relayed() {
             "--index",
             &ix,
             "--redownload",
+            "--no-punch",
         ],
         &home,
     );

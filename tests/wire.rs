@@ -192,7 +192,7 @@ fn tags_never_shift_and_the_frame_limit_follows_the_piece_size() {
 
 /// The spec's table (docs/PROTOCOL.md §3), written out apart from the code's table: a tag that
 /// moves, a message renamed or one missing from either fails here.
-const SPEC: [(&str, u8); 32] = [
+const SPEC: [(&str, u8); 35] = [
     ("Hello", 0x01),
     ("Welcome", 0x02),
     ("Error", 0x03),
@@ -209,6 +209,9 @@ const SPEC: [(&str, u8); 32] = [
     ("RelayConnect", 0x1a),
     ("RelayAccept", 0x1b),
     ("Relayed", 0x1c),
+    ("PunchRequest", 0x1d),
+    ("PunchGo", 0x1e),
+    ("PunchListen", 0x1f),
     ("Search", 0x20),
     ("SearchResults", 0x21),
     ("ListPeers", 0x22),
@@ -315,21 +318,30 @@ fn one_of_each() -> Vec<Message> {
             dht_secret: vec![6; 32],
         }),
         Message::Listen,
-        Message::Incoming(peershare::protocol::relay::Incoming {
-            token: peershare::protocol::relay::RelayToken([0x1b; 16]),
-            from: Digest([8; 32]),
+        Message::Incoming(relay::Incoming {
+            token: relay::RelayToken([4; 16]),
+            from: Digest([5; 32]),
             kind: "relay".into(),
         }),
-        Message::RelayConnect(peershare::protocol::relay::RelayConnect {
+        Message::RelayConnect(relay::RelayConnect {
             peer_id: Some(3),
-            key: Some(Digest([5; 32])),
+            key: Some(Digest([6; 32])),
         }),
-        Message::RelayAccept(peershare::protocol::relay::RelayAccept {
-            token: peershare::protocol::relay::RelayToken([0x1b; 16]),
+        Message::RelayAccept(relay::RelayAccept {
+            token: relay::RelayToken([4; 16]),
         }),
-        Message::Relayed(peershare::protocol::relay::Relayed {
-            peer: Digest([8; 32]),
-            addr: Some("192.0.2.9:4000".into()),
+        Message::Relayed(relay::Relayed {
+            peer: Digest([7; 32]),
+            addr: Some("203.0.113.5:4000".into()),
+        }),
+        Message::PunchRequest(PunchRequest { peer_id: 3 }),
+        Message::PunchGo(PunchGo {
+            addr: "203.0.113.7:50001".into(),
+            key: vec![8; 32],
+            observed: Some("198.51.100.2:6000".into()),
+        }),
+        Message::PunchListen(PunchListen {
+            observed: Some("198.51.100.3:40000".into()),
         }),
         Message::Search(Search {
             query: "a -b \"c d\"".into(),
@@ -462,7 +474,7 @@ fn every_message_has_the_spec_tag_and_name_and_round_trips() {
 
 #[test]
 fn each_protocol_decodes_only_its_own_messages() {
-    let sets: [(&str, &[&str]); 4] = [
+    let sets: [(&str, &[&str]); 6] = [
         (
             IndexRequest::WHAT,
             &[
@@ -518,6 +530,14 @@ fn each_protocol_decodes_only_its_own_messages() {
                 "CatalogResults",
             ],
         ),
+        (
+            UdpIndexRequest::WHAT,
+            &["Hello", "PunchRequest", "PunchListen"],
+        ),
+        (
+            UdpIndexReply::WHAT,
+            &["Welcome", "Error", "PunchGo", "PunchListen"],
+        ),
     ];
     for m in one_of_each() {
         let frame = || {
@@ -529,6 +549,8 @@ fn each_protocol_decodes_only_its_own_messages() {
             IndexReply::decode(frame()).map(|r| (r.name(), Message::from(r))),
             PeerRequest::decode(frame()).map(|r| (r.name(), Message::from(r))),
             PeerReply::decode(frame()).map(|r| (r.name(), Message::from(r))),
+            UdpIndexRequest::decode(frame()).map(|r| (r.name(), Message::from(r))),
+            UdpIndexReply::decode(frame()).map(|r| (r.name(), Message::from(r))),
         ];
         for ((what, members), r) in sets.iter().zip(results) {
             match r {

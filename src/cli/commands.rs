@@ -306,6 +306,14 @@ pub(super) async fn serve_index(
             stop.clone(),
         ));
     }
+    // The UDP side (hole punching, docs/PROTOCOL.md §7.11) on the same port number.
+    let udp = server.udp();
+    match udp.bind(listener.local_addr()?) {
+        Ok(endpoint) => {
+            tokio::spawn(udp.run(endpoint, stop.clone()));
+        }
+        Err(e) => eprintln!("peershare: warning: no UDP on {addr} (no hole punching): {e}"),
+    }
     std::io::stdout().flush()?;
     server.run(listener, stop).await;
     super::outln!("peershare index stopped")?;
@@ -333,6 +341,23 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
             peershare::text::Escaped(e)
         ),
         None => {}
+    }
+    if let Some(mut udp) = handle.udp.clone() {
+        // Hole punching (docs/PROTOCOL.md §7.11) needs the address the index sees our UDP
+        // socket at: said once known, and again when the NAT's mapping changes.
+        tokio::spawn(async move {
+            let mut last = None;
+            while udp.changed().await.is_ok() {
+                let seen = udp.borrow_and_update().observed;
+                if let Some(a) = seen.filter(|_| seen != last) {
+                    let _ = super::outln!(
+                        "reachable over UDP at {a} (as the index sees it: hole punching)"
+                    );
+                    let _ = std::io::stdout().flush();
+                }
+                last = seen;
+            }
+        });
     }
     std::io::stdout().flush()?;
     let stop = interrupt_token();

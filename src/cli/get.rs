@@ -71,6 +71,10 @@ pub struct GetArgs {
     /// Do not serve the verified pieces of the downloads in progress to other peers
     #[arg(long)]
     pub no_share: bool,
+    /// Never hole-punch (QUIC over UDP through the index) to a source that cannot be reached
+    /// over TCP: go through the index's relay at once
+    #[arg(long)]
+    pub no_punch: bool,
     /// Address to serve the downloads in progress on (port 0: any free port)
     #[arg(long, default_value = "[::]:0")]
     pub listen: SocketAddr,
@@ -209,6 +213,10 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
         events: Some(events(bars.clone(), overall.clone())),
         tls: Some(super::client_context()?.tls.clone()),
         have_already,
+        udp: match a.no_punch {
+            true => None,
+            false => udp_route(index.as_deref(), client.as_ref().map(|c| c.server_key())),
+        },
         // Peers the index cannot reach are reached through it (§7.10).
         relay: match (&index, client.as_ref()) {
             (Some(spec), Some(c)) => Some(peershare::download::RelayRoute {
@@ -524,11 +532,38 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The UDP socket a download reaches sources through when TCP cannot (hole punching through
+/// the index, docs/PROTOCOL.md §7.11); none without an index, or when no socket can be bound.
+fn udp_route(
+    index: Option<&str>,
+    key: Option<peershare::content::Digest>,
+) -> Option<Arc<peershare::download::udp::UdpRoute>> {
+    use peershare::download::udp::{Transport, UdpRoute};
+    let (addr, _) = peershare::identity::split_address(index?).ok()?;
+    let target = Some((addr.to_string(), key));
+    // Dual stack where the system has IPv6, IPv4 only otherwise.
+    let any = |ip: std::net::IpAddr| std::net::SocketAddr::from((ip, 0));
+    UdpRoute::new(
+        any(std::net::Ipv6Addr::UNSPECIFIED.into()),
+        Transport::Auto,
+        target.clone(),
+    )
+    .or_else(|_| {
+        UdpRoute::new(
+            any(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            Transport::Auto,
+            target,
+        )
+    })
+    .map_err(|e| tracing::warn!("no UDP socket for hole punching: {e}"))
+    .ok()
+}
+
 /// Files whose sources are listed one line each on stderr at most; `--json` lists them all.
 const MAX_REACHED_LINES: usize = 20;
 
 /// Says on stderr, per file downloaded, how each source that sent something was reached
-/// (direct or relayed, §7.10) and how much it sent.
+/// (direct, punched §7.11, or relayed §7.10) and how much it sent.
 fn print_reached(reports: &[&DownloadReport]) {
     let fetched: Vec<&&DownloadReport> = reports
         .iter()

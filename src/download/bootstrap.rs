@@ -104,6 +104,7 @@ impl Downloader {
             s,
             self.tls.as_ref(),
             self.relay.as_ref(),
+            self.udp.as_deref(),
             self.timing.limits,
         )
         .await?;

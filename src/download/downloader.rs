@@ -75,6 +75,9 @@ pub struct Downloader {
     /// The key sources see: a member's in a private group. Default: none, a fresh anonymous
     /// key per connection.
     pub tls: Option<Tls>,
+    /// A UDP socket for QUIC and hole punching (docs/PROTOCOL.md §7.11). Default: none, TCP
+    /// only.
+    pub udp: Option<Arc<super::udp::UdpRoute>>,
     /// The index that relays to the sources it listed (§7.10): the only way to a source
     /// without an address, and the way to one whose address cannot be connected to. Default:
     /// none.
@@ -94,6 +97,7 @@ impl Default for Downloader {
             progress: None,
             partials: None,
             tls: None,
+            udp: None,
             relay: None,
         }
     }

@@ -204,6 +204,8 @@ pub struct SourceLinks {
     tls: Option<Tls>,
     relay: Option<super::RelayRoute>,
     queues: Mutex<HashMap<LinkTarget, mpsc::Sender<Job>>>,
+    /// A UDP socket for QUIC and hole punching, when set.
+    udp: Option<Arc<super::udp::UdpRoute>>,
 }
 
 impl SourceLinks {
@@ -215,7 +217,14 @@ impl SourceLinks {
             tls,
             relay: None,
             queues: Mutex::new(HashMap::new()),
+            udp: None,
         }
+    }
+
+    /// Reaches sources over this UDP socket too (QUIC, hole punching).
+    pub fn with_udp(mut self, udp: Option<Arc<super::udp::UdpRoute>>) -> Self {
+        self.udp = udp;
+        self
     }
 
     /// Sources listed by the index `relay` are reached through it when they have no address,
@@ -253,6 +262,7 @@ impl SourceLinks {
                 source: source.clone(),
                 tls: self.tls.clone(),
                 relay: self.relay.clone(),
+                udp: self.udp.clone(),
             };
             tokio::spawn(run_link(link, queue.clone(), self.config));
         }
@@ -273,6 +283,7 @@ struct Link {
     source: Source,
     tls: Option<Tls>,
     relay: Option<super::RelayRoute>,
+    udp: Option<Arc<super::udp::UdpRoute>>,
 }
 
 async fn run_link(link: Link, queue: Arc<Queue>, config: LinkConfig) {
@@ -304,6 +315,7 @@ async fn run_link(link: Link, queue: Arc<Queue>, config: LinkConfig) {
                     &link.source,
                     link.tls.as_ref(),
                     link.relay.as_ref(),
+                    link.udp.as_deref(),
                     config.timing.limits,
                 )
                 .await

@@ -19,6 +19,7 @@ mod scheduler;
 mod settings;
 mod small;
 mod swarm;
+pub mod udp;
 mod worker;
 mod writeback;
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tracing::debug;
 
 use super::report::Source;
+use super::udp::UdpRoute;
 use crate::content::Digest;
 use crate::index::{IndexClient, RELAY_PENDING_TIMEOUT};
 use crate::peer::{PeerClient, PeerClientError};
@@ -27,32 +28,55 @@ pub struct RelayRoute {
     pub index_key: Option<Digest>,
 }
 
-/// How a source was reached, for reports: `"direct"` or `"relayed"`.
+/// How a source was reached, for reports: `"direct"`, `"punched"` (over UDP after a hole
+/// punch, §7.11) or `"relayed"`.
 pub fn reached(client: &PeerClient) -> &'static str {
-    match client.is_relayed() {
-        true => "relayed",
-        false => "direct",
+    match (client.is_relayed(), client.reach()) {
+        (true, _) => "relayed",
+        (false, crate::peer::Reach::Punched) => "punched",
+        (false, crate::peer::Reach::Direct) => "direct",
     }
 }
 
 /// Connects to `source` as `tls`'s key (a fresh anonymous key if `None`): directly, unless it
-/// has no address; through `relay` if it has none, or if connecting directly failed and the
-/// index listed it (a peer id and a key).
+/// has no address (over TCP, or QUIC when `udp` prefers it); when it has none, or connecting
+/// directly failed and the index listed it (a peer id and a key), through a hole punch over
+/// `udp` (§7.11), and when that fails within its deadline, through `relay`.
 pub async fn connect_source(
     source: &Source,
     tls: Option<&Tls>,
     relay: Option<&RelayRoute>,
+    udp: Option<&UdpRoute>,
     limits: Limits,
 ) -> Result<PeerClient, PeerClientError> {
+    let listed = source.key.is_some() && source.peer_id.is_some();
+    let punch = udp.filter(|u| u.punches() && listed);
     if !source.addr.is_empty() {
-        let listed = source.key.is_some() && source.peer_id.is_some();
-        match PeerClient::connect(&source.addr, tls, source.key, limits).await {
+        let direct = match udp {
+            Some(u) => {
+                u.connect_direct(&source.addr, tls, source.key, limits)
+                    .await
+            }
+            None => PeerClient::connect(&source.addr, tls, source.key, limits).await,
+        };
+        match direct {
             // Only a connection that could not be made: a peer that answered with another key
             // is not asked again through the relay.
-            Err(e @ PeerClientError::Connect { .. }) if relay.is_some() && listed => {
-                debug!("{}: {e}; trying through the relay", source.label());
+            Err(e @ PeerClientError::Connect { .. })
+                if (relay.is_some() || punch.is_some()) && listed =>
+            {
+                debug!("{}: {e}; trying a hole punch or the relay", source.label());
             }
             r => return r,
+        }
+    }
+    if let (Some(u), Some(id)) = (punch, source.peer_id) {
+        match u.punch(tls, id, source.key, limits).await {
+            Ok(mut c) => {
+                c.set_reach(crate::peer::Reach::Punched);
+                return Ok(c);
+            }
+            Err(why) => debug!("{}: hole punch failed: {why}", source.label()),
         }
     }
     connect_relayed(source, tls, relay, limits).await

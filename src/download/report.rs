@@ -47,8 +47,8 @@ pub struct SourceReport {
     /// The TLS cipher suite of the connection to it (e.g. `TLS13_AES_128_GCM_SHA256`), when
     /// known.
     pub cipher_suite: Option<&'static str>,
-    /// How it was reached, once connected: `"direct"`, or `"relayed"` through the index
-    /// (§7.10).
+    /// How it was reached, once connected: `"direct"`, `"punched"` (over UDP after a hole punch,
+    /// §7.11), or `"relayed"` through the index (§7.10).
     pub reached: Option<&'static str>,
 }
 

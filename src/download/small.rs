@@ -99,6 +99,12 @@ impl SmallFileFetcher {
         })
     }
 
+    /// Reaches sources over this UDP socket too (QUIC, hole punching).
+    pub fn with_udp(mut self, udp: Option<Arc<super::udp::UdpRoute>>) -> Self {
+        self.links = self.links.with_udp(udp);
+        self
+    }
+
     /// Whether a file of `size` bytes (as the index says; untrusted, only a hint) fits one piece.
     pub fn fits(size: u64) -> bool {
         size <= PIECE_SIZE

@@ -76,7 +76,7 @@ pub(super) struct SourceLive {
     pub(super) state: SourceState,
     /// The TLS cipher suite of its connection, once connected.
     pub(super) suite: Option<&'static str>,
-    /// How it was reached, once connected (`"direct"`, `"relayed"`).
+    /// How it was reached, once connected (`"direct"`, `"punched"`, `"relayed"`).
     pub(super) reached: Option<&'static str>,
 }
 

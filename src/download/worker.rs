@@ -51,6 +51,7 @@ impl Downloader {
                     source,
                     self.tls.as_ref(),
                     self.relay.as_ref(),
+                    self.udp.as_deref(),
                     self.timing.limits,
                 )
                 .await?;

@@ -26,6 +26,7 @@ mod relay;
 mod relay_client;
 mod server;
 mod store;
+mod udp;
 
 pub use address_check::{
     ADDRESS_CHECK_TIMEOUT, AddressChecks, MAX_ADDRESS_CHECKS, MAX_ADDRESS_CHECKS_PER_IP,
@@ -50,3 +51,4 @@ pub use store::{
     BrowseRefused, GroupStore, IndexCounts, IndexStore, MAX_BROWSE_BYTES, MemberRow, RedeemError,
     Session, StoreError, normalize_browse_path,
 };
+pub use udp::{IndexUdp, MAX_RATE_ENTRIES, MAX_UDP_REQUEST, PUNCH_BURST, PUNCH_QUEUE, PUNCH_RATE};

@@ -148,6 +148,18 @@ impl IndexServer {
         self
     }
 
+    /// This index's UDP side (§7.11), sharing its store, key, group and connection table:
+    /// run it on a UDP endpoint bound to the same port number.
+    pub fn udp(&self) -> super::IndexUdp {
+        super::IndexUdp::new(
+            self.store.clone(),
+            self.tls.clone(),
+            self.group.clone(),
+            self.connections.clone(),
+            self.config.clone(),
+        )
+    }
+
     /// The relay (tests: to record what it forwards).
     #[cfg(test)]
     pub(super) fn relay_hub(&self) -> RelayHub {

@@ -101,6 +101,9 @@ pub struct GetOptions {
     /// id is found there is not downloaded, its report says where it is
     /// ([`DownloadReport::already_had`]). `None`: every file is downloaded.
     pub have_already: Option<Arc<HaveAlready>>,
+    /// A UDP socket for QUIC and hole punching through the index (docs/PROTOCOL.md §7.11).
+    /// Default: none, TCP only.
+    pub udp: Option<Arc<crate::download::udp::UdpRoute>>,
 }
 
 impl GetOptions {
@@ -173,7 +176,7 @@ pub async fn download_stream_into(
         ..LinkConfig::default()
     };
     let small = SmallFileFetcher::new(links, opts.tls.clone(), opts.rate.clone(), dir)
-        .map(|s| s.with_relay(opts.relay.clone()))
+        .map(|s| s.with_relay(opts.relay.clone()).with_udp(opts.udp.clone()))
         .map(Arc::new)
         .map_err(|e| tracing::warn!("no batched writes for small files: {e}"))
         .ok();
@@ -381,6 +384,7 @@ async fn download_full(
         rate: opts.rate.clone(),
         partials: opts.partials.clone(),
         tls: opts.tls.clone(),
+        udp: opts.udp.clone(),
         relay: opts.relay.clone(),
         ..Downloader::default()
     };

@@ -17,6 +17,7 @@ mod register;
 mod relay;
 mod share;
 mod trust;
+mod udp;
 mod wishes;
 
 pub use daemon::{
@@ -42,6 +43,7 @@ pub use share::{
 
 pub use member::{MEMBERSHIP_FILE, MemberFileError, MemberRecord};
 pub use trust::{KNOWN_INDEXES, KnownIndexes, TrustError};
+pub use udp::{LISTEN_REFRESH, LISTEN_RETRY, LISTEN_RETRY_MAX, MAX_PUNCHES, PUNCH_SEND, UdpStatus};
 pub use wishes::{
     FETCHED_DIR, MAX_FETCHED_IDS, MAX_WISH_MATCHES, MAX_WISH_NEW, MAX_WISHES, WISH_BATCH,
     WISH_FIRST_WAIT, WISH_INTERVAL, WISHES_FILE, Wish, WishError, WishEvent, WishList, WishOptions,

@@ -170,6 +170,9 @@ pub struct ShareHandle {
     /// The LAN announcement: its service instance name, or why there is none (with
     /// [`ShareConfig::lan`]).
     pub lan: Option<Result<String, String>>,
+    /// The UDP transport's state (its address, the address the index sees it at), when the
+    /// port could be bound.
+    pub udp: Option<watch::Receiver<super::UdpStatus>>,
     /// What the share is doing; changes whenever the status does.
     pub status: watch::Receiver<ShareStatus>,
     shutdown: CancellationToken,
@@ -251,6 +254,15 @@ pub async fn start_share(
         config.peer.clone(),
         stale.clone(),
         tls.clone(),
+    );
+    // The UDP transport on the same port number, listening for punches through the index.
+    let udp = super::udp::start(
+        &server,
+        &tls,
+        local_addr,
+        config.index.clone().map(|i| (i, config.index_key)),
+        &tasks,
+        &shutdown,
     );
     if let Some(index) = config.index.clone() {
         tasks.spawn(
@@ -377,6 +389,7 @@ pub async fn start_share(
         local_addr,
         dht_addr,
         lan,
+        udp,
         status: status_rx,
         shutdown,
         tasks,

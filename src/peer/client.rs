@@ -7,6 +7,7 @@ use crate::protocol::{
     CatalogQuery, CatalogResults, Connection, GetHashes, GetHave, GetInfo, GetPiece, Have, Info,
     Limits, MAX_HASHES_PER_REPLY, Message, PeerReply, Piece, ProtocolError, feature,
 };
+use crate::tls::quic::{QuicStream, Role};
 use crate::tls::{DialError, PeerStream, Tls, TlsError, dial};
 
 /// How long connecting to a peer may take.
@@ -84,8 +85,20 @@ pub enum PeerClientError {
     },
 }
 
+/// How a connection reached its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reach {
+    /// Straight to the address the peer listed.
+    Direct,
+    /// Over UDP after a hole punch coordinated by the index (§7.11).
+    Punched,
+}
+
 /// A connection to a peer, after the handshake.
 pub struct PeerClient {
+    /// How it reached the peer.
+    reach: Reach,
     conn: Connection<PeerStream>,
     /// The features usable on this connection (see [`PeerClient::connect`]).
     features: Vec<&'static str>,
@@ -128,6 +141,35 @@ impl PeerClient {
         PeerClient::over(stream, secured.remote_key, &tls, limits, addr).await
     }
 
+    /// Connects to a peer at `addr` over QUIC (§1.2) from `endpoint`, as [`PeerClient::connect`]
+    /// does over TCP (a fresh anonymous key if `tls` is `None`).
+    pub async fn connect_quic(
+        endpoint: &quinn::Endpoint,
+        addr: std::net::SocketAddr,
+        tls: Option<&Tls>,
+        expect: Option<Digest>,
+        limits: Limits,
+    ) -> Result<PeerClient, PeerClientError> {
+        let name = addr.to_string();
+        let secure = |source| PeerClientError::Secure {
+            addr: name.clone(),
+            source,
+        };
+        let tls = Tls::or_ephemeral(tls).map_err(secure)?;
+        let handshake = CONNECT_TIMEOUT.min(limits.read_timeout);
+        let (conn, key) = tls
+            .connect_quic(endpoint, addr, expect, Role::Client, handshake)
+            .await
+            .map_err(secure)?;
+        let stream = QuicStream::open(conn)
+            .await
+            .map_err(|source| PeerClientError::Connect {
+                addr: name.clone(),
+                source,
+            })?;
+        PeerClient::over(PeerStream::Quic(stream), key, &tls, limits, &name).await
+    }
+
     /// Says `Hello` on a connection secured with `key`'s peer (`addr` names it in errors):
     /// direct, or through a relay (§7.10).
     pub async fn over(
@@ -160,6 +202,7 @@ impl PeerClient {
                 .collect(),
         };
         Ok(PeerClient {
+            reach: Reach::Direct,
             conn,
             features,
             key,
@@ -174,6 +217,21 @@ impl PeerClient {
     /// The TLS cipher suite of the connection, e.g. `TLS13_AES_128_GCM_SHA256`.
     pub fn cipher_suite(&self) -> &'static str {
         self.conn.get_ref().cipher_suite()
+    }
+
+    /// How the connection reached the peer.
+    pub fn reach(&self) -> Reach {
+        self.reach
+    }
+
+    /// Records how the connection reached the peer.
+    pub fn set_reach(&mut self, reach: Reach) {
+        self.reach = reach;
+    }
+
+    /// Whether the connection runs over the UDP transport (QUIC).
+    pub fn is_quic(&self) -> bool {
+        self.conn.get_ref().is_quic()
     }
 
     /// Whether the connection goes through a relay (§7.10).

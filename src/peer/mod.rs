@@ -14,7 +14,7 @@ mod watch;
 pub(crate) use beneath::meta_mtime_ns;
 pub use beneath::{ShareRoot, force_component_walk};
 pub use catalog::{Catalog, SharedFile};
-pub use client::{PeerClient, PeerClientError};
+pub use client::{PeerClient, PeerClientError, Reach};
 pub use partial::{PartialFile, Partials};
 pub use partial_sharing::{PartialSharing, PartialSharingError};
 pub(crate) use scan::open_hash_cache;

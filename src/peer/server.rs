@@ -26,6 +26,7 @@ use crate::tls::{PeerStream, Tls, secure_admitted};
 
 mod handler;
 mod open;
+mod quic;
 
 use self::handler::Handler;
 

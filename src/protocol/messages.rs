@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::payloads::*;
+use super::punch::{PunchGo, PunchListen, PunchRequest};
 use super::relay::{Incoming, RelayAccept, RelayConnect, Relayed};
 use super::{Frame, MAX_CONTROL_PAYLOAD, PIECE_HEADER_LEN, ProtocolError};
 
@@ -166,6 +167,12 @@ messages! {
     RELAY_ACCEPT = 0x1b, RelayAccept(RelayAccept), map;
     /// Index: the answer to `RelayConnect` and `RelayAccept`: the splice starts.
     RELAYED = 0x1c, Relayed(Relayed), map;
+    /// Index (UDP transport): coordinate a hole punch to a peer (§7.11).
+    PUNCH_REQUEST = 0x1d, PunchRequest(PunchRequest), map;
+    /// Index (UDP transport): where to send packets now, to punch (§7.11).
+    PUNCH_GO = 0x1e, PunchGo(PunchGo), map;
+    /// Index (UDP transport): a peer listens for punches; the answer says its address (§7.11).
+    PUNCH_LISTEN = 0x1f, PunchListen(PunchListen), map;
     /// Index: find files.
     SEARCH = 0x20, Search(Search), map;
     /// Index: the answer to `Search`.
@@ -287,6 +294,18 @@ message_set! {
     Welcome(Welcome), Error(ErrorReply), Registered(Registered), Ack(Ack),
     SearchResults(SearchResults), PeerList(PeerList), Joined(Joined), Listing(Listing),
     Incoming(Incoming), Relayed(Relayed),
+}
+
+message_set! {
+    /// What a client may send the index over the UDP transport (§7.11).
+    UdpIndexRequest, "a request to the index over UDP":
+    Hello(Hello), PunchRequest(PunchRequest), PunchListen(PunchListen),
+}
+
+message_set! {
+    /// What the index sends over the UDP transport.
+    UdpIndexReply, "a reply of the index over UDP":
+    Welcome(Welcome), Error(ErrorReply), PunchGo(PunchGo), PunchListen(PunchListen),
 }
 
 message_set! {

@@ -8,6 +8,7 @@ pub mod host;
 pub mod listen;
 mod messages;
 mod payloads;
+pub mod punch;
 mod ranked;
 pub mod relay;
 mod search_reply;
@@ -20,9 +21,10 @@ pub use frame::{
 pub use handshake::{MAX_FEATURE_LEN, MAX_FEATURES, WelcomeExtra, agent};
 pub use messages::{
     IndexReply, IndexRequest, MESSAGES, Message, MessageSet, PROTOCOL_VERSION, PeerReply,
-    PeerRequest, feature, tag, tag_name,
+    PeerRequest, UdpIndexReply, UdpIndexRequest, feature, tag, tag_name,
 };
 pub use payloads::*;
+pub use punch::{PunchGo, PunchListen, PunchRequest};
 pub use search_reply::{PeerHitRef, SearchResultsWriter};
 pub use serve::{
     Admission, Connections, HANDSHAKE_TIMEOUT, ServeLimits, ServeStats, accept_loop, connect_tcp,

@@ -259,6 +259,17 @@ impl Connections {
         }))
     }
 
+    /// Makes room for a connection from `ip` and admits it (the UDP transport's accept loop,
+    /// `crate::tls::quic`, shares the table with TCP's); `None` when no room can be made.
+    pub fn admit(&self, ip: IpAddr) -> Option<Admission> {
+        self.0.admit(canonical_ip(ip))
+    }
+
+    /// How long shutdown waits for open connections.
+    pub fn grace(&self) -> Duration {
+        self.0.limits.grace
+    }
+
     /// The counts now.
     pub fn stats(&self) -> ServeStats {
         let s = self.0.lock();

@@ -3,6 +3,7 @@
 //! framing of the protocol runs inside it unchanged.
 
 mod cert;
+pub mod quic;
 mod relayed;
 mod serve;
 mod verify;
@@ -225,6 +226,28 @@ impl Tls {
         self.inner.key
     }
 
+    /// A client configuration requiring the server to hold `expect` (any key if `None`), with
+    /// the verifier that remembers the key the server showed.
+    fn client_config(
+        &self,
+        expect: Option<Digest>,
+    ) -> Result<(ClientConfig, Arc<verify::ServerKey>), TlsError> {
+        let verifier = Arc::new(verify::ServerKey {
+            expected: expect,
+            seen: Mutex::new(None),
+            algs: self.inner.provider.signature_verification_algorithms,
+        });
+        let mut config = ClientConfig::builder_with_provider(self.inner.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(setup)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_client_cert_resolver(Arc::new(OwnCert(self.inner.client_cert.clone())));
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok((config, verifier))
+    }
+
     /// Client side: secures `tcp`, requiring the server to hold `expect` when given (any key
     /// otherwise: the caller decides, e.g. by pinning it on first use).
     pub async fn connect(
@@ -254,19 +277,7 @@ impl Tls {
         expect: Option<Digest>,
         deadline: Duration,
     ) -> Result<(tokio_rustls::client::TlsStream<IO>, Digest), TlsError> {
-        let verifier = Arc::new(verify::ServerKey {
-            expected: expect,
-            seen: Mutex::new(None),
-            algs: self.inner.provider.signature_verification_algorithms,
-        });
-        let mut config = ClientConfig::builder_with_provider(self.inner.provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(setup)?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier.clone())
-            .with_client_cert_resolver(Arc::new(OwnCert(self.inner.client_cert.clone())));
-        config.alpn_protocols = vec![ALPN.to_vec()];
-        config.resumption = rustls::client::Resumption::disabled();
+        let (config, verifier) = self.client_config(expect)?;
         // An IP address as the server name: no SNI is sent (the name would mean nothing).
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let handshake = connector.connect(ServerName::IpAddress(ip.into()), io);

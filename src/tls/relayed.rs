@@ -68,6 +68,8 @@ pub enum PeerStream {
     Direct(SecureStream),
     /// The peers' TLS end to end, inside the relaying index's TLS.
     Relayed(Box<tokio_rustls::TlsStream<RelayIo>>),
+    /// A QUIC stream (TLS 1.3 inside QUIC, §1.2): direct or after a hole punch.
+    Quic(super::quic::QuicStream),
 }
 
 impl PeerStream {
@@ -76,6 +78,8 @@ impl PeerStream {
         let conn = match self {
             PeerStream::Direct(s) => s.get_ref().1,
             PeerStream::Relayed(s) => s.get_ref().1,
+            // quinn does not tell which of the suites offered (§1.1) was agreed.
+            PeerStream::Quic(_) => return "TLS13 over QUIC",
         };
         conn.negotiated_cipher_suite()
             .and_then(|s| s.suite().as_str())
@@ -85,6 +89,11 @@ impl PeerStream {
     /// Whether the connection goes through a relay.
     pub fn is_relayed(&self) -> bool {
         matches!(self, PeerStream::Relayed(_))
+    }
+
+    /// Whether this is the UDP transport (QUIC).
+    pub fn is_quic(&self) -> bool {
+        matches!(self, PeerStream::Quic(_))
     }
 }
 
@@ -97,6 +106,10 @@ macro_rules! both {
             }
             PeerStream::Relayed($s) => {
                 let $s = Pin::new(&mut **$s);
+                $e
+            }
+            PeerStream::Quic($s) => {
+                let $s = Pin::new($s);
                 $e
             }
         }
@@ -142,6 +155,7 @@ impl AsyncWrite for PeerStream {
         match self {
             PeerStream::Direct(s) => s.is_write_vectored(),
             PeerStream::Relayed(s) => s.is_write_vectored(),
+            PeerStream::Quic(s) => s.is_write_vectored(),
         }
     }
 }

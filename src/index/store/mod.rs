@@ -55,6 +55,7 @@ mod group_store;
 mod group_tests;
 mod lookup;
 mod members;
+mod punch;
 mod purge;
 mod schema;
 mod sessions;
