@@ -538,25 +538,7 @@ fn udp_route(
     index: Option<&str>,
     key: Option<peershare::content::Digest>,
 ) -> Option<Arc<peershare::download::udp::UdpRoute>> {
-    use peershare::download::udp::{Transport, UdpRoute};
-    let (addr, _) = peershare::identity::split_address(index?).ok()?;
-    let target = Some((addr.to_string(), key));
-    // Dual stack where the system has IPv6, IPv4 only otherwise.
-    let any = |ip: std::net::IpAddr| std::net::SocketAddr::from((ip, 0));
-    UdpRoute::new(
-        any(std::net::Ipv6Addr::UNSPECIFIED.into()),
-        Transport::Auto,
-        target.clone(),
-    )
-    .or_else(|_| {
-        UdpRoute::new(
-            any(std::net::Ipv4Addr::UNSPECIFIED.into()),
-            Transport::Auto,
-            target,
-        )
-    })
-    .map_err(|e| tracing::warn!("no UDP socket for hole punching: {e}"))
-    .ok()
+    peershare::download::udp::UdpRoute::for_index(index?, key)
 }
 
 /// Files whose sources are listed one line each on stderr at most; `--json` lists them all.

@@ -60,6 +60,30 @@ impl UdpRoute {
         }))
     }
 
+    /// The route a downloader takes to punch through `index` (`HOST:PORT[#KEY]`, as the user
+    /// gave it) requiring `key`: a socket on the IPv6 wildcard (dual stack) where the system
+    /// has IPv6, else on IPv4's; `None` (after a warning) when no socket can be bound or the
+    /// address is not one.
+    pub fn for_index(index: &str, key: Option<Digest>) -> Option<Arc<UdpRoute>> {
+        let (addr, _) = crate::identity::split_address(index).ok()?;
+        let target = Some((addr.to_string(), key));
+        let any = |ip: std::net::IpAddr| SocketAddr::from((ip, 0));
+        UdpRoute::new(
+            any(std::net::Ipv6Addr::UNSPECIFIED.into()),
+            Transport::Auto,
+            target.clone(),
+        )
+        .or_else(|_| {
+            UdpRoute::new(
+                any(std::net::Ipv4Addr::UNSPECIFIED.into()),
+                Transport::Auto,
+                target,
+            )
+        })
+        .map_err(|e| tracing::warn!("no UDP socket for hole punching: {e}"))
+        .ok()
+    }
+
     /// The local address of the socket.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()

@@ -621,6 +621,3 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         pending = &buf[..n];
     }
 }
-
-#[cfg(test)]
-mod tests;

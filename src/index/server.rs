@@ -160,10 +160,10 @@ impl IndexServer {
         )
     }
 
-    /// The relay (tests: to record what it forwards).
+    /// Tests: starts recording every byte the relay forwards.
     #[cfg(test)]
-    pub(super) fn relay_hub(&self) -> RelayHub {
-        self.relay.clone()
+    pub(crate) fn relay_tap(&self) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+        self.relay.tap()
     }
 
     /// The open connections (for their counts).

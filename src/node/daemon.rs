@@ -130,8 +130,9 @@ pub struct SourceView {
     pub peer_id: u64,
     /// `HOST:PORT`.
     pub address: String,
-    /// How it is reached: `direct` (a TCP connection to its address). Traversal and relays
-    /// (issue 15) will add `punched` and `relayed`.
+    /// How it is reached: `direct` (to its address, TCP or QUIC), `punched` (over UDP after a
+    /// hole punch, docs/PROTOCOL.md §7.11) or `relayed` (through the index, §7.10); as the
+    /// index lists it until a file from it is done.
     pub reached: &'static str,
     /// Where it keeps the file in its share, when the index said (a folder download of
     /// `PEER_ID:` + its directory gets the file's folder).
@@ -359,9 +360,26 @@ impl Live {
                 self.sources.push(SourceView {
                     peer_id: p.peer_id,
                     address,
-                    reached: "direct",
+                    // Until connected, as the index lists it (§7.10).
+                    reached: match p.reach.as_deref() {
+                        Some(crate::protocol::relay::reach::RELAY) => "relayed",
+                        _ => "direct",
+                    },
                     path: p.path.clone(),
                 });
+            }
+        }
+    }
+
+    /// How each source of a finished file was reached, as its download found.
+    fn reached(&mut self, sources: &[crate::download::SourceReport]) {
+        for r in sources {
+            let Some(how) = r.reached else { continue };
+            if let Some(s) = self.sources.iter_mut().find(|s| {
+                (!r.addr.is_empty() && s.address == r.addr)
+                    || r.peer_id.is_some_and(|id| id != 0 && id == s.peer_id)
+            }) {
+                s.reached = how;
             }
         }
     }
@@ -392,6 +410,8 @@ struct Inner {
     output: PathBuf,
     index: Option<String>,
     index_key: Option<Digest>,
+    /// The UDP socket downloads punch through the index with (§7.11), when there is an index.
+    udp: Option<Arc<crate::download::udp::UdpRoute>>,
     private: bool,
     tls: Option<Tls>,
     dht: Option<AsyncDht>,
@@ -456,6 +476,9 @@ impl NodeHandle {
             output: config.output.clone(),
             index: config.share.index.clone(),
             index_key: config.share.index_key,
+            udp: config.share.index.as_deref().and_then(|index| {
+                crate::download::udp::UdpRoute::for_index(index, config.share.index_key)
+            }),
             private: config.share.group.is_some(),
             tls: config.tls.clone(),
             dht: config.dht.clone(),
@@ -719,6 +742,7 @@ impl NodeHandle {
                     l.files_done += 1;
                     if let Ok(r) = result {
                         l.bytes_finished += r.size;
+                        l.reached(&r.sources);
                     }
                     l.sample(Instant::now());
                 }
@@ -740,6 +764,8 @@ impl NodeHandle {
                     index,
                     index_key: self.inner.index_key,
                 }),
+            // Sources no one can connect to are punched to through the index (§7.11).
+            udp: self.inner.udp.clone(),
             ..GetOptions::default()
         }
     }

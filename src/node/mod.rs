@@ -15,6 +15,8 @@ mod member;
 pub mod queue;
 mod register;
 mod relay;
+#[cfg(test)]
+mod relay_tests;
 mod share;
 mod trust;
 mod udp;

@@ -162,6 +162,8 @@ async function run() {
 
   step('settings: a download limit and one download at once, so that a queue forms');
   await page.click('nav a[data-view="settings"]');
+  // The form shows the node's settings once loaded (an empty field would be left unchanged).
+  await page.waitForFunction(() => document.querySelector('input[name="upload_slots"]').value !== '');
   await page.fill('input[name="max_download_rate"]', '128');
   await page.fill('input[name="parallel"]', '1');
   await page.press('input[name="max_download_rate"]', 'Enter');

@@ -91,19 +91,22 @@ export function createSettings(notify) {
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const e = form.elements;
+    // A field left empty (e.g. submitted before the settings were loaded) stays as it is.
+    const given = (v, scale) => (v.trim() === '' ? null : Math.round(Number(v) * scale));
     const patch = {
-      max_download_rate: Math.round(Number(e.max_download_rate.value) * KIB),
-      max_upload_rate: Math.round(Number(e.max_upload_rate.value) * KIB),
-      upload_slots: Number(e.upload_slots.value),
-      parallel: Number(e.parallel.value),
+      max_download_rate: given(e.max_download_rate.value, KIB),
+      max_upload_rate: given(e.max_upload_rate.value, KIB),
+      upload_slots: given(e.upload_slots.value, 1),
+      parallel: given(e.parallel.value, 1),
     };
     const msg = $('settings-status');
-    const slotsBefore = current ? current.upload_slots : patch.upload_slots;
+    const slotsBefore = current ? current.upload_slots : null;
     try {
       const s = await api('PUT', '/settings', patch);
       editing = false;
       show(s, true);
-      fill(msg, s.upload_slots !== slotsBefore ? 'Saved. Upload slots change when the node next starts.' : 'Saved.');
+      const slotsChanged = slotsBefore !== null && s.upload_slots !== slotsBefore;
+      fill(msg, slotsChanged ? 'Saved. Upload slots change when the node next starts.' : 'Saved.');
     } catch (err) {
       fill(msg, '');
       notify(`The settings were not saved: ${err.message}`);

@@ -1,4 +1,5 @@
-//! The relay end to end, seen from inside the index: what it forwards is the peers' own TLS.
+//! The index's relay end to end, seen from inside the index: what it forwards is the peers'
+//! own TLS. (Here, above the index, the share and the download it runs between.)
 
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ async fn the_relay_sees_neither_names_nor_contents() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let index = listener.local_addr().unwrap().to_string();
     let server = IndexServer::new(store, IndexConfig::default(), tls);
-    let tap = server.relay_hub().tap();
+    let tap = server.relay_tap();
     let metrics = server.metrics();
     let stop = CancellationToken::new();
     tokio::spawn(server.run(listener, stop.clone()));
