@@ -165,6 +165,17 @@ fn in_ns(host: &Host, args: &[&str], home: &Path) -> Command {
 }
 
 /// Sends SIGTERM to `run`'s process and waits (at most 15 s) for it to end.
+/// `peershare index` on port 50000 of `host`, once it listens, and its `HOST:PORT`.
+fn index_on(host: &Host, home: &Path) -> (Running, String) {
+    let mut index = Running::spawn_lines(
+        in_ns(host, &["index", "--listen", "0.0.0.0:50000"], home),
+        None,
+        Lines::Stdout,
+    );
+    index.wait_line("listening on");
+    (index, format!("{}:50000", host.v4()))
+}
+
 fn terminate(run: &mut Running) {
     // `ip netns exec` runs the program in its own process (exec), so this is peershare.
     let pid = run.child.id() as libc::pid_t;
@@ -201,17 +212,7 @@ fn mapped_share_is_downloaded_directly(test: &str, pmp: bool) -> Option<String> 
     std::fs::create_dir_all(&share).unwrap();
     std::fs::write(share.join("behind-nat.bin"), data(900_000, 15)).unwrap();
 
-    let mut index = Running::spawn_lines(
-        in_ns(
-            &ix_host,
-            &["index", "--listen", "0.0.0.0:50000"],
-            &dir.path().join("ix"),
-        ),
-        None,
-        Lines::Stdout,
-    );
-    index.wait_line("listening on");
-    let ix = format!("{}:50000", ix_host.v4());
+    let (_index, ix) = index_on(&ix_host, &dir.path().join("ix"));
     let lease = format!("{LEASE_SECS}s");
     let started = Instant::now();
     let mut peer = Running::spawn_lines(
@@ -349,17 +350,7 @@ fn no_gateway_service_costs_at_most_the_bound() {
     let share = dir.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
     std::fs::write(share.join("f.bin"), data(1000, 1)).unwrap();
-    let mut index = Running::spawn_lines(
-        in_ns(
-            &ix_host,
-            &["index", "--listen", "0.0.0.0:50000"],
-            &dir.path().join("ix"),
-        ),
-        None,
-        Lines::Stdout,
-    );
-    index.wait_line("listening on");
-    let ix = format!("{}:50000", ix_host.v4());
+    let (_index, ix) = index_on(&ix_host, &dir.path().join("ix"));
     for extra in [None, Some("--no-port-mapping")] {
         let mut args = vec!["share", share.to_str().unwrap(), "--index", &ix];
         args.extend(extra);
@@ -473,17 +464,7 @@ http()
     let share = dir.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
     std::fs::write(share.join("f.bin"), data(1000, 2)).unwrap();
-    let mut index = Running::spawn_lines(
-        in_ns(
-            &ix_host,
-            &["index", "--listen", "0.0.0.0:50000"],
-            &dir.path().join("ix"),
-        ),
-        None,
-        Lines::Stdout,
-    );
-    index.wait_line("listening on");
-    let ix = format!("{}:50000", ix_host.v4());
+    let (_index, ix) = index_on(&ix_host, &dir.path().join("ix"));
     let started = Instant::now();
     let mut peer = Running::spawn_lines(
         in_ns(
@@ -540,17 +521,7 @@ fn an_index_on_the_lan_gets_the_lan_address() {
     let share = dir.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
     std::fs::write(share.join("lan.bin"), data(5000, 3)).unwrap();
-    let mut index = Running::spawn_lines(
-        in_ns(
-            &ix_host,
-            &["index", "--listen", "0.0.0.0:50000"],
-            &dir.path().join("ix"),
-        ),
-        None,
-        Lines::Stdout,
-    );
-    index.wait_line("listening on");
-    let ix = format!("{}:50000", ix_host.v4());
+    let (_index, ix) = index_on(&ix_host, &dir.path().join("ix"));
     let mut peer = Running::spawn_lines(
         in_ns(
             &peer_host,
@@ -653,17 +624,7 @@ while True:
     let share = dir.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
     std::fs::write(share.join("pmp.bin"), data(400_000, 9)).unwrap();
-    let mut index = Running::spawn_lines(
-        in_ns(
-            &ix_host,
-            &["index", "--listen", "0.0.0.0:50000"],
-            &dir.path().join("ix"),
-        ),
-        None,
-        Lines::Stdout,
-    );
-    index.wait_line("listening on");
-    let ix = format!("{}:50000", ix_host.v4());
+    let (_index, ix) = index_on(&ix_host, &dir.path().join("ix"));
     let mut peer = Running::spawn_lines(
         in_ns(
             &peer_host,

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -38,13 +39,19 @@ async fn start_hidden_peer(
     start_share(config, listener).await.expect("share")
 }
 
+/// A directory `shared` in `tmp` holding one file.
+fn shared_dir(tmp: &Path, name: &str, body: &[u8]) -> PathBuf {
+    let shared = tmp.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join(name), body).unwrap();
+    shared
+}
+
 #[tokio::test]
 async fn an_unreachable_peer_registers_through_the_relay_and_listens() {
     let tmp = tempfile::tempdir().unwrap();
     let index = start_index(&tmp.path().join("i.sqlite"), Duration::from_secs(90)).await;
-    let shared = tmp.path().join("shared");
-    std::fs::create_dir(&shared).unwrap();
-    std::fs::write(shared.join("behind-nat.txt"), b"hello from behind a NAT").unwrap();
+    let shared = shared_dir(tmp.path(), "behind-nat.txt", b"hello from behind a NAT");
     let mut share = start_hidden_peer(&shared, &index.addr(), &tmp.path().join("s")).await;
     let status = share
         .wait_for(Duration::from_secs(20), |s| s.in_sync && s.listening)
@@ -107,10 +114,8 @@ async fn no_relay_keeps_unreachable_and_says_why() {
 async fn relay_connect_reaches_the_peer_with_tls_inside() {
     let tmp = tempfile::tempdir().unwrap();
     let index = start_index(&tmp.path().join("i.sqlite"), Duration::from_secs(90)).await;
-    let shared = tmp.path().join("shared");
-    std::fs::create_dir(&shared).unwrap();
     let body = data(700_000, 7);
-    std::fs::write(shared.join("f.bin"), &body).unwrap();
+    let shared = shared_dir(tmp.path(), "f.bin", &body);
     let mut share = start_hidden_peer(&shared, &index.addr(), &tmp.path().join("s")).await;
     share
         .wait_for(Duration::from_secs(20), |s| s.in_sync && s.listening)
@@ -163,9 +168,7 @@ async fn relay_connect_reaches_the_peer_with_tls_inside() {
 async fn relay_connect_refusals() {
     let tmp = tempfile::tempdir().unwrap();
     let index = start_index(&tmp.path().join("i.sqlite"), Duration::from_secs(90)).await;
-    let shared = tmp.path().join("shared");
-    std::fs::create_dir(&shared).unwrap();
-    std::fs::write(shared.join("x.txt"), b"x").unwrap();
+    let shared = shared_dir(tmp.path(), "x.txt", b"x");
     // Reached directly: registered, but not listening.
     let direct = start_peer(&shared, Some(index.addr()), &tmp.path().join("d")).await;
     let id = direct.status.borrow().peer_id.unwrap();
@@ -692,10 +695,8 @@ async fn a_member_gets_its_share_of_the_relay_rate() {
         config,
     )
     .await;
-    let shared = tmp.path().join("shared");
-    std::fs::create_dir(&shared).unwrap();
     let body = data(640 * 1024, 11);
-    std::fs::write(shared.join("capped.bin"), &body).unwrap();
+    let shared = shared_dir(tmp.path(), "capped.bin", &body);
     let mut share = start_hidden_peer(&shared, &index.addr(), &tmp.path().join("s")).await;
     share
         .wait_for(Duration::from_secs(20), |s| s.in_sync && s.listening)
@@ -760,10 +761,8 @@ async fn a_private_groups_relay_serves_members_only() {
             tls.with_group(Arc::new(GroupState::new(key, Some(m))))
         }
     };
-    let shared = tmp.path().join("shared");
-    std::fs::create_dir(&shared).unwrap();
     let body = data(300_000, 2);
-    std::fs::write(shared.join("members-only.bin"), &body).unwrap();
+    let shared = shared_dir(tmp.path(), "members-only.bin", &body);
     let state = tmp.path().join("a");
     let a_tls = join(Identity::load_or_create(&state).unwrap()).await;
     let mut config = ShareConfig::new(vec![shared], Some(ix.addr.clone()), state);
@@ -827,9 +826,7 @@ async fn a_private_groups_relay_serves_members_only() {
 async fn someone_elses_address_is_never_listed_through_the_relay_either() {
     let tmp = tempfile::tempdir().unwrap();
     let index = start_index(&tmp.path().join("i.sqlite"), Duration::from_secs(90)).await;
-    let shared = tmp.path().join("shared");
-    std::fs::create_dir(&shared).unwrap();
-    std::fs::write(shared.join("a.txt"), b"alice").unwrap();
+    let shared = shared_dir(tmp.path(), "a.txt", b"alice");
     let alice = start_peer(&shared, Some(index.addr()), &tmp.path().join("a")).await;
     let alice_port = alice.local_addr.port();
     let bob = Identity::ephemeral().unwrap();
