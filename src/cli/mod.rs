@@ -84,7 +84,7 @@ pub struct Cli {
 pub struct IndexAddr {
     /// Index server address (port 50000 when none is given; a host name or an IP address, an
     /// IPv6 one in brackets), with its key fingerprint to require it (else the key seen first
-    /// is pinned) [default: 127.0.0.1:50000, or none with --dht]
+    /// is pinned) [default: 127.0.0.1:50000, or none with --dht, or with search/get --lan]
     #[arg(
         long = "index",
         env = "PEERSHARE_INDEX",
