@@ -197,6 +197,17 @@ fn raw_while_writing(addr: &str, request: Vec<u8>) -> (u16, String, String) {
 }
 
 /// A request with `Connection: close`, `Host: host`, the extra header lines and a body.
+/// One request to `addr` naming it as the host: (status, headers, body).
+fn call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String, String) {
+    raw(addr, &req(method, path, addr, headers, body))
+}
+
 fn req(method: &str, path: &str, host: &str, headers: &[&str], body: &str) -> Vec<u8> {
     let mut r = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for h in headers {
@@ -704,7 +715,7 @@ async fn every_endpoint_with_good_and_bad_input() {
         ("DELETE", "/api/v1/status".into(), vec![&auth], "", 405),
     ];
     for (method, path, headers, body, want) in cases {
-        let (status, _, text) = raw(&addr, &req(method, &path, &addr, &headers, body));
+        let (status, _, text) = call(&addr, method, &path, &headers, body);
         assert_eq!(status, want, "{method} {path} {body}: {text}");
         let line = error_of(&text);
         assert!(!line.is_empty() && !line.contains('\n'), "{line:?}");
@@ -968,31 +979,25 @@ async fn attacks_on_the_web_api_are_refused() {
     let body = "{\"items\": [{\"kind\": \"file\", \"target\": \"4444444444444444444444444444444444444444444444444444444444444444\"}]}";
 
     // No token, a wrong one, a malformed header.
-    let (s, _, b) = raw(&addr, &req("GET", "/api/v1/status", &addr, &[], ""));
+    let (s, _, b) = call(&addr, "GET", "/api/v1/status", &[], "");
     assert_eq!(s, 401, "{b}");
-    let (s, _, _) = raw(
+    let (s, _, _) = call(
         &addr,
-        &req(
-            "GET",
-            "/api/v1/status",
-            &addr,
-            &["Authorization: Bearer 00"],
-            "",
-        ),
+        "GET",
+        "/api/v1/status",
+        &["Authorization: Bearer 00"],
+        "",
     );
     assert_eq!(s, 401);
-    let (s, _, _) = raw(
+    let (s, _, _) = call(
         &addr,
-        &req(
-            "GET",
-            "/api/v1/status",
-            &addr,
-            &["Authorization: Basic YWJj"],
-            "",
-        ),
+        "GET",
+        "/api/v1/status",
+        &["Authorization: Basic YWJj"],
+        "",
     );
     assert_eq!(s, 401);
-    let (s, _, _) = raw(&addr, &req("GET", "/api/v1/openapi.json", &addr, &[], ""));
+    let (s, _, _) = call(&addr, "GET", "/api/v1/openapi.json", &[], "");
     assert_eq!(s, 401, "the document too needs the token");
     // DNS rebinding: a name the attacker controls, pointing at 127.0.0.1, with the token.
     let (s, _, b) = raw(
@@ -1029,48 +1034,36 @@ async fn attacks_on_the_web_api_are_refused() {
     );
     assert_eq!(s, 200);
     // CSRF: a foreign Origin, even with a valid credential; our own is fine.
-    let (s, _, b) = raw(
+    let (s, _, b) = call(
         &addr,
-        &req(
-            "POST",
-            "/api/v1/transfers",
-            &addr,
-            &[&auth, js, "Origin: http://evil.example"],
-            body,
-        ),
+        "POST",
+        "/api/v1/transfers",
+        &[&auth, js, "Origin: http://evil.example"],
+        body,
     );
     assert_eq!(s, 403, "{b}");
-    let (s, _, _) = raw(
+    let (s, _, _) = call(
         &addr,
-        &req(
-            "POST",
-            "/api/v1/transfers",
-            &addr,
-            &[&auth, js, "Origin: null"],
-            body,
-        ),
+        "POST",
+        "/api/v1/transfers",
+        &[&auth, js, "Origin: null"],
+        body,
     );
     assert_eq!(s, 403);
-    let (s, _, _) = raw(
+    let (s, _, _) = call(
         &addr,
-        &req(
-            "POST",
-            "/api/v1/transfers",
-            &addr,
-            &[&auth, js, "Sec-Fetch-Site: cross-site"],
-            body,
-        ),
+        "POST",
+        "/api/v1/transfers",
+        &[&auth, js, "Sec-Fetch-Site: cross-site"],
+        body,
     );
     assert_eq!(s, 403);
-    let (s, _, b) = raw(
+    let (s, _, b) = call(
         &addr,
-        &req(
-            "POST",
-            "/api/v1/transfers",
-            &addr,
-            &[&auth, js, &format!("Origin: http://{addr}")],
-            body,
-        ),
+        "POST",
+        "/api/v1/transfers",
+        &[&auth, js, &format!("Origin: http://{addr}")],
+        body,
     );
     assert_eq!(s, 201, "{b}");
     assert_eq!(
@@ -1080,10 +1073,7 @@ async fn attacks_on_the_web_api_are_refused() {
     );
 
     // The token in the URL: exchanged for an HttpOnly, SameSite=Strict cookie, and back to /.
-    let (s, head, _) = raw(
-        &addr,
-        &req("GET", &format!("/?token={}", node.token), &addr, &[], ""),
-    );
+    let (s, head, _) = call(&addr, "GET", &format!("/?token={}", node.token), &[], "");
     assert_eq!(s, 303, "{head}");
     let cookie_line = head
         .lines()
@@ -1107,36 +1097,27 @@ async fn attacks_on_the_web_api_are_refused() {
         .next()
         .unwrap()
         .to_string();
-    let (s, _, _) = raw(
+    let (s, _, _) = call(
         &addr,
-        &req(
-            "GET",
-            "/api/v1/status",
-            &addr,
-            &[&format!("Cookie: {cookie}")],
-            "",
-        ),
+        "GET",
+        "/api/v1/status",
+        &[&format!("Cookie: {cookie}")],
+        "",
     );
     assert_eq!(s, 200, "the cookie is a credential");
-    let (s, _, page) = raw(
-        &addr,
-        &req("GET", "/", &addr, &[&format!("Cookie: {cookie}")], ""),
-    );
+    let (s, _, page) = call(&addr, "GET", "/", &[&format!("Cookie: {cookie}")], "");
     assert_eq!(s, 200);
     assert!(page.contains("/ui/app.js"), "the web UI: {page}");
     // Without it, / is the login form; the form logs in.
-    let (s, _, page) = raw(&addr, &req("GET", "/", &addr, &[], ""));
+    let (s, _, page) = call(&addr, "GET", "/", &[], "");
     assert_eq!(s, 200);
     assert!(page.contains("<form"), "{page}");
-    let (s, head, _) = raw(
+    let (s, head, _) = call(
         &addr,
-        &req(
-            "POST",
-            "/login",
-            &addr,
-            &["Content-Type: application/x-www-form-urlencoded"],
-            &format!("token={}", node.token),
-        ),
+        "POST",
+        "/login",
+        &["Content-Type: application/x-www-form-urlencoded"],
+        &format!("token={}", node.token),
     );
     assert_eq!(s, 303, "{head}");
 
@@ -1160,35 +1141,29 @@ async fn attacks_on_the_web_api_are_refused() {
     // A browser left open across a restart sends a session cookie that is no longer one: it
     // is told to log in again, and that never locks the address out.
     for _ in 0..2 * peershare::web::auth::MAX_FAILED_LOGINS {
-        let (s, _, b) = raw(
+        let (s, _, b) = call(
             &addr,
-            &req(
-                "GET",
-                "/api/v1/status",
-                &addr,
-                &[&format!("Cookie: {}=00ff", peershare::web::auth::COOKIE)],
-                "",
-            ),
+            "GET",
+            "/api/v1/status",
+            &[&format!("Cookie: {}=00ff", peershare::web::auth::COOKIE)],
+            "",
         );
         assert_eq!(s, 401, "{b}");
         assert!(error_of(&b).contains("log in again"), "{b}");
     }
-    let (s, _, _) = raw(&addr, &req("GET", "/api/v1/status", &addr, &[&auth], ""));
+    let (s, _, _) = call(&addr, "GET", "/api/v1/status", &[&auth], "");
     assert_eq!(s, 200, "stale cookies are not failed logins");
 
     // A flood of wrong tokens: the address is locked out, even for the right token, for a
     // while; the login form says so too. (Two wrong ones were tried above.)
     let mut refused = 0;
     for _ in 0..20 {
-        let (s, _, _) = raw(
+        let (s, _, _) = call(
             &addr,
-            &req(
-                "GET",
-                "/api/v1/status",
-                &addr,
-                &["Authorization: Bearer 1234"],
-                "",
-            ),
+            "GET",
+            "/api/v1/status",
+            &["Authorization: Bearer 1234"],
+            "",
         );
         if s == 429 {
             refused += 1;
@@ -1200,12 +1175,9 @@ async fn attacks_on_the_web_api_are_refused() {
         refused,
         20 - (peershare::web::auth::MAX_FAILED_LOGINS as usize - 2)
     );
-    let (s, _, _) = raw(&addr, &req("GET", "/api/v1/status", &addr, &[&auth], ""));
+    let (s, _, _) = call(&addr, "GET", "/api/v1/status", &[&auth], "");
     assert_eq!(s, 429, "locked out");
-    let (s, _, _) = raw(
-        &addr,
-        &req("GET", &format!("/?token={}", node.token), &addr, &[], ""),
-    );
+    let (s, _, _) = call(&addr, "GET", &format!("/?token={}", node.token), &[], "");
     assert_eq!(s, 429);
     node.stop();
 }
@@ -1303,7 +1275,7 @@ async fn slow_clients_are_cut_off() {
     let refused = eventually(Duration::from_secs(10), || {
         let a3 = a3.clone();
         async move {
-            let r = tokio::task::spawn_blocking(move || raw(&a3, &req("GET", "/", &a3, &[], "")))
+            let r = tokio::task::spawn_blocking(move || call(&a3, "GET", "/", &[], ""))
                 .await
                 .unwrap();
             (r.0 == 0).then_some(())
@@ -1319,7 +1291,7 @@ async fn slow_clients_are_cut_off() {
     let ok = eventually(Duration::from_secs(10), || {
         let a4 = a4.clone();
         async move {
-            let r = tokio::task::spawn_blocking(move || raw(&a4, &req("GET", "/", &a4, &[], "")))
+            let r = tokio::task::spawn_blocking(move || call(&a4, "GET", "/", &[], ""))
                 .await
                 .ok()?;
             (r.0 == 200).then_some(())
@@ -1532,10 +1504,10 @@ async fn uploads_show_to_whom_and_the_upload_rate_applies() {
     assert!(st.is_some(), "the upload is gone from the status once done");
     // /metrics counts what was served, behind the node's token.
     let addr = node.addr();
-    let (s, _, _) = raw(&addr, &req("GET", "/metrics", &addr, &[], ""));
+    let (s, _, _) = call(&addr, "GET", "/metrics", &[], "");
     assert_eq!(s, 401, "metrics need the token");
     let auth = format!("Authorization: Bearer {}", node.token);
-    let (s, _, text) = raw(&addr, &req("GET", "/metrics", &addr, &[&auth], ""));
+    let (s, _, text) = call(&addr, "GET", "/metrics", &[&auth], "");
     assert_eq!(s, 200, "{text}");
     let served: u64 = text
         .lines()
