@@ -176,6 +176,31 @@ fn index_on(host: &Host, home: &Path) -> (Running, String) {
     (index, format!("{}:50000", host.v4()))
 }
 
+/// Starts `args` (a share behind a NAT that maps nothing) on `host`, and checks it serves at
+/// once and has its index's answer within the mapping attempt's bound (under 2 s) plus the
+/// index's address check, which a router dropping new connections from outside lets run to
+/// its 5 s deadline. Its lines never claim a mapped address.
+fn unmapped_share_registers(test: &str, host: &Host, args: &[&str], home: &Path) -> Running {
+    let started = Instant::now();
+    let mut peer = Running::spawn_lines(in_ns(host, args, home), None, Lines::Both);
+    peer.wait_line("listening on");
+    let serving = started.elapsed();
+    let mut answered = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answered.is_none() && Instant::now() < deadline {
+        let l = peer.wait_line("");
+        if l.contains("registered with index") || l.contains("no registration") {
+            answered = Some(started.elapsed());
+        }
+        assert!(!l.contains("reachable at"), "{l}");
+    }
+    let answered = answered.unwrap_or_else(|| panic!("index never asked: {:?}", peer.seen));
+    eprintln!("{test} {args:?}: serving after {serving:?}, index answered after {answered:?}");
+    assert!(serving < Duration::from_secs(3), "{serving:?}");
+    assert!(answered < Duration::from_secs(9), "{answered:?}");
+    peer
+}
+
 fn terminate(run: &mut Running) {
     // `ip netns exec` runs the program in its own process (exec), so this is peershare.
     let pid = run.child.id() as libc::pid_t;
@@ -354,31 +379,7 @@ fn no_gateway_service_costs_at_most_the_bound() {
     for extra in [None, Some("--no-port-mapping")] {
         let mut args = vec!["share", share.to_str().unwrap(), "--index", &ix];
         args.extend(extra);
-        let started = Instant::now();
-        let mut peer = Running::spawn_lines(
-            in_ns(&peer_host, &args, &dir.path().join("peer")),
-            None,
-            Lines::Both,
-        );
-        peer.wait_line("listening on");
-        let serving = started.elapsed();
-        // Behind a NAT without a mapping, the index cannot reach this peer: it answers (with
-        // an error today; "through relay" once the relay exists). Either way it was asked.
-        let mut answered = None;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while answered.is_none() && Instant::now() < deadline {
-            let l = peer.wait_line("");
-            if l.contains("registered with index") || l.contains("no registration") {
-                answered = Some(started.elapsed());
-            }
-            assert!(!l.contains("reachable at"), "{l}");
-        }
-        let answered = answered.unwrap_or_else(|| panic!("index never asked: {:?}", peer.seen));
-        eprintln!("{test} {extra:?}: serving after {serving:?}, index answered after {answered:?}");
-        assert!(serving < Duration::from_secs(3), "{serving:?}");
-        // The mapping attempt's bound (under 2 s), then the index's address check, which a
-        // router dropping new connections from outside lets run to its 5 s deadline.
-        assert!(answered < Duration::from_secs(9), "{answered:?}");
+        let mut peer = unmapped_share_registers(test, &peer_host, &args, &dir.path().join("peer"));
         terminate(&mut peer);
     }
 }
@@ -465,33 +466,12 @@ http()
     std::fs::create_dir_all(&share).unwrap();
     std::fs::write(share.join("f.bin"), data(1000, 2)).unwrap();
     let (_index, ix) = index_on(&ix_host, &dir.path().join("ix"));
-    let started = Instant::now();
-    let mut peer = Running::spawn_lines(
-        in_ns(
-            &peer_host,
-            &["share", share.to_str().unwrap(), "--index", &ix],
-            &dir.path().join("peer"),
-        ),
-        None,
-        Lines::Both,
+    let mut peer = unmapped_share_registers(
+        test,
+        &peer_host,
+        &["share", share.to_str().unwrap(), "--index", &ix],
+        &dir.path().join("peer"),
     );
-    peer.wait_line("listening on");
-    let serving = started.elapsed();
-    let mut answered = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while answered.is_none() && Instant::now() < deadline {
-        let l = peer.wait_line("");
-        if l.contains("registered with index") || l.contains("no registration") {
-            answered = Some(started.elapsed());
-        }
-        assert!(!l.contains("reachable at"), "{l}");
-    }
-    let answered = answered.unwrap_or_else(|| panic!("index never asked: {:?}", peer.seen));
-    eprintln!("{test}: serving after {serving:?}, index answered after {answered:?}");
-    assert!(serving < Duration::from_secs(3), "{serving:?}");
-    // The mapping attempt's bound (under 2 s), then the index's address check, which a router
-    // dropping new connections from outside lets run to its 5 s deadline.
-    assert!(answered < Duration::from_secs(9), "{answered:?}");
     assert!(peer.child.try_wait().unwrap().is_none(), "the share died");
     // Each lie was heard: the bound held against all of them.
     for asked in ["pmp request", "ssdp search", "http connection"] {
