@@ -259,7 +259,18 @@ async fn index_udp_client(
     index: &str,
     index_key: Digest,
 ) -> Connection<QuicStream> {
-    let tls = client_tls();
+    let mut c = index_udp_conn(&client_tls(), endpoint, index, index_key).await;
+    c.client_handshake(None).await.expect("welcome");
+    c
+}
+
+/// A raw QUIC connection to the index's UDP side with `tls`'s key, before its `Hello`.
+async fn index_udp_conn(
+    tls: &Tls,
+    endpoint: &quinn::Endpoint,
+    index: &str,
+    index_key: Digest,
+) -> Connection<QuicStream> {
     let (conn, _) = tls
         .connect_quic(
             endpoint,
@@ -270,12 +281,10 @@ async fn index_udp_client(
         )
         .await
         .expect("QUIC to the index");
-    let mut c = Connection::new(
+    Connection::new(
         QuicStream::open(conn).await.expect("stream"),
         Limits::default(),
-    );
-    c.client_handshake(None).await.expect("welcome");
-    c
+    )
 }
 
 async fn punch_reply(
@@ -555,20 +564,7 @@ async fn over_quic_a_private_group_serves_and_punches_for_members_only() {
     }
     // ... and by the private index's UDP side (at Hello).
     let tls = client_tls();
-    let (conn, _) = tls
-        .connect_quic(
-            &endpoint,
-            index.parse().expect("addr"),
-            Some(index_key),
-            Role::Client,
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("QUIC to the index");
-    let mut c = Connection::new(
-        QuicStream::open(conn).await.expect("stream"),
-        Limits::default(),
-    );
+    let mut c = index_udp_conn(&tls, &endpoint, &index, index_key).await;
     match c.client_handshake(None).await {
         Err(ProtocolError::Remote(e)) => {
             assert_eq!(e.kind(), Some(ErrorCode::Forbidden), "{}", e.message)
@@ -588,20 +584,7 @@ async fn over_quic_a_private_group_serves_and_punches_for_members_only() {
     .await
     .expect("a member is served over QUIC");
     assert_eq!(c.info(id).await.expect("info").size, bytes.len() as u64);
-    let (conn, _) = other
-        .connect_quic(
-            &endpoint,
-            index.parse().expect("addr"),
-            Some(index_key),
-            Role::Client,
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("QUIC to the index");
-    let mut c = Connection::new(
-        QuicStream::open(conn).await.expect("stream"),
-        Limits::default(),
-    );
+    let mut c = index_udp_conn(&other, &endpoint, &index, index_key).await;
     c.client_handshake(other.membership())
         .await
         .expect("a member is welcome");
