@@ -168,7 +168,7 @@ pub async fn run_get(mut a: GetArgs) -> anyhow::Result<()> {
         let Some(c) = client.as_mut() else {
             bail!("get --query searches an index: give --index (or leave out --dht)");
         };
-        let files = super::get_query::matching_files(c, &a.filters, &a.query, a.max_files).await?;
+        let files = super::get_query::matching(c, &a.filters, &a.query, a.max_files).await?;
         if a.flat {
             ids.extend(files.iter().map(|f| f.content_id));
         } else {

@@ -1319,52 +1319,22 @@ impl NodeHandle {
     }
 }
 
-/// Every file matching `query` at the index, paging through, at the path its first source
-/// keeps it under (as `get --query` does); refused past [`MAX_QUERY_FILES`] or when none does.
+/// Every file matching `query` at the index, at the path its first source keeps it under (as
+/// `get --query` does); refused past [`MAX_QUERY_FILES`] or when none does.
 async fn matching(client: &mut IndexClient, query: &str) -> Result<Vec<FolderFile>, NodeError> {
-    let mut files: Vec<FolderFile> = Vec::new();
-    let mut offset = 0u32;
-    loop {
-        let page = client
-            .search_with(Search {
-                query: query.to_string(),
-                limit: MAX_SEARCH_LIMIT,
-                offset,
-                ..Search::default()
-            })
-            .await
-            .map_err(|e| NodeError::Index(crate::text::error_chain(&e)))?;
-        if page.total as usize > MAX_QUERY_FILES || files.len() + page.files.len() > MAX_QUERY_FILES
-        {
-            return Err(NodeError::BadValue(format!(
-                "{} files match {query:?}, more than {MAX_QUERY_FILES}; narrow the query",
-                page.total
-            )));
-        }
-        let got = page.files.len() as u32;
-        for f in page.files {
-            if files.iter().any(|x| x.content_id == f.content_id) {
-                continue;
+    let search = Search {
+        query: query.to_string(),
+        ..Search::default()
+    };
+    super::matching_files(client, search, MAX_QUERY_FILES)
+        .await
+        .map_err(|e| match e {
+            super::MatchError::Index(e) => NodeError::Index(crate::text::error_chain(&e)),
+            e @ super::MatchError::TooMany { .. } => {
+                NodeError::BadValue(format!("{e}; narrow the query"))
             }
-            files.push(FolderFile {
-                path: f
-                    .peers
-                    .first()
-                    .and_then(|p| p.path.clone())
-                    .unwrap_or_else(|| f.name.clone()),
-                size: f.size,
-                content_id: f.content_id,
-            });
-        }
-        if !page.truncated || got == 0 {
-            break;
-        }
-        offset += got;
-    }
-    if files.is_empty() {
-        return Err(NodeError::BadValue(format!("no file matches {query:?}")));
-    }
-    Ok(files)
+            e @ super::MatchError::None(_) => NodeError::BadValue(e.to_string()),
+        })
 }
 
 /// The longest query the API takes, in characters: at most 4 bytes each, so always within the

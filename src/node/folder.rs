@@ -85,6 +85,76 @@ pub enum FolderError {
     BadPaging(u64),
 }
 
+/// Why [`matching_files`] lists nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum MatchError {
+    /// The index refused, or the connection failed.
+    #[error(transparent)]
+    Index(#[from] IndexClientError),
+    /// More files match than allowed (nothing is downloaded then).
+    #[error("{}{total} files match {query:?}, more than {max}", if *.estimated { "about " } else { "" })]
+    TooMany {
+        /// The query, as sent.
+        query: String,
+        /// How many match, as the index counted (or more, when its count fell short).
+        total: u64,
+        /// The index's count is an estimate.
+        estimated: bool,
+        /// The limit.
+        max: usize,
+    },
+    /// Nothing matches.
+    #[error("no file matches {0:?}")]
+    None(String),
+}
+
+/// Every file matching `search` (its `offset` and `limit` are the pages' own), best first,
+/// paging through the index, each once, at the path its first source keeps it under (what
+/// `get --query` and a node's query item download); refused when more than `max` match.
+pub async fn matching_files(
+    client: &mut IndexClient,
+    mut search: crate::protocol::Search,
+    max: usize,
+) -> Result<Vec<FolderFile>, MatchError> {
+    let mut files: Vec<FolderFile> = Vec::new();
+    search.offset = 0;
+    search.limit = crate::protocol::MAX_SEARCH_LIMIT;
+    loop {
+        let page = client.search_with(search.clone()).await?;
+        if page.total as usize > max || files.len() + page.files.len() > max {
+            return Err(MatchError::TooMany {
+                query: search.query,
+                total: page.total.max((files.len() + page.files.len()) as u64),
+                estimated: page.estimated,
+                max,
+            });
+        }
+        let got = page.files.len() as u32;
+        for f in page.files {
+            if files.iter().any(|x| x.content_id == f.content_id) {
+                continue;
+            }
+            files.push(FolderFile {
+                path: f
+                    .peers
+                    .first()
+                    .and_then(|p| p.path.clone())
+                    .unwrap_or_else(|| f.name.clone()),
+                size: f.size,
+                content_id: f.content_id,
+            });
+        }
+        if !page.truncated || got == 0 {
+            break;
+        }
+        search.offset += got;
+    }
+    if files.is_empty() {
+        return Err(MatchError::None(search.query));
+    }
+    Ok(files)
+}
+
 /// What happened to one file of a folder.
 #[derive(Debug)]
 pub struct FolderOutcome {

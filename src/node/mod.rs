@@ -28,8 +28,8 @@ pub use daemon::{
     SearchHit, SearchPage, Settings, SettingsPatch, ShareStatusView, ShareView, SourceView,
 };
 pub use folder::{
-    FolderError, FolderFile, FolderOutcome, FolderSpec, MAX_FOLDER_FILES, get_folder, get_tree,
-    list_folder,
+    FolderError, FolderFile, FolderOutcome, FolderSpec, MAX_FOLDER_FILES, MatchError, get_folder,
+    get_tree, list_folder, matching_files,
 };
 pub use get::{
     EventSink, GetEvent, GetOptions, MAX_SMALL_IN_FLIGHT, already_have, download_all, download_hit,
