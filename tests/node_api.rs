@@ -197,6 +197,15 @@ fn raw_while_writing(addr: &str, request: Vec<u8>) -> (u16, String, String) {
 }
 
 /// A request with `Connection: close`, `Host: host`, the extra header lines and a body.
+/// A node's state, shared and output directories in `tmp`, made.
+fn node_dirs(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let dirs = (tmp.join("state"), tmp.join("mine"), tmp.join("out"));
+    for d in [&dirs.0, &dirs.1, &dirs.2] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    dirs
+}
+
 /// One request to `addr` naming it as the host: (status, headers, body).
 fn call(
     addr: &str,
@@ -305,14 +314,7 @@ async fn every_endpoint_with_good_and_bad_input() {
     std::fs::write(src.join("docs/beta.txt"), data(5_000, 2)).unwrap();
     std::fs::write(src.join("<img src=x onerror=alert(1)>.txt"), b"xss").unwrap();
     let peer = start_peer(&src, Some(index.addr()), &tmp.path().join("peer-state")).await;
-    let (state, mine, out) = (
-        tmp.path().join("state"),
-        tmp.path().join("mine"),
-        tmp.path().join("out"),
-    );
-    for d in [&state, &mine, &out] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (state, mine, out) = node_dirs(tmp.path());
     std::fs::write(mine.join("own.txt"), b"my own file").unwrap();
     let node = Node::start(&state, &mine, &out, &["--index", &index.addr()]).await;
 
@@ -768,14 +770,7 @@ async fn every_endpoint_with_good_and_bad_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_events_reach_subscribers() {
     let tmp = tempfile::tempdir().unwrap();
-    let (state, mine, out) = (
-        tmp.path().join("state"),
-        tmp.path().join("mine"),
-        tmp.path().join("out"),
-    );
-    for d in [&state, &mine, &out] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (state, mine, out) = node_dirs(tmp.path());
     // No LAN either (a node watching the LAN could search it).
     let node = Node::start(&state, &mine, &out, &["--no-index", "--no-lan"]).await;
     let addr = node.addr();
@@ -832,14 +827,7 @@ async fn live_events_reach_subscribers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_of_ten_thousand_and_concurrent_clients() {
     let tmp = tempfile::tempdir().unwrap();
-    let (state, mine, out) = (
-        tmp.path().join("state"),
-        tmp.path().join("mine"),
-        tmp.path().join("out"),
-    );
-    for d in [&state, &mine, &out] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (state, mine, out) = node_dirs(tmp.path());
     let node = Node::start(&state, &mine, &out, &["--no-index", "--parallel", "1"]).await;
     let items: Vec<Value> = (0..10_000u32)
         .map(|n| json!({ "kind": "file", "target": format!("{n:064x}"), "name": format!("file {n}") }))
@@ -938,14 +926,7 @@ async fn a_queue_of_ten_thousand_and_concurrent_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attacks_on_the_web_api_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let (state, mine, out) = (
-        tmp.path().join("state"),
-        tmp.path().join("mine"),
-        tmp.path().join("out"),
-    );
-    for d in [&state, &mine, &out] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (state, mine, out) = node_dirs(tmp.path());
     // Another address needs its flag.
     let o = run_peershare(
         &[
@@ -1187,14 +1168,7 @@ async fn attacks_on_the_web_api_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off() {
     let tmp = tempfile::tempdir().unwrap();
-    let (state, mine, out) = (
-        tmp.path().join("state"),
-        tmp.path().join("mine"),
-        tmp.path().join("out"),
-    );
-    for d in [&state, &mine, &out] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (state, mine, out) = node_dirs(tmp.path());
     let share = peershare::node::ShareConfig::new(vec![mine.clone()], None, state.clone());
     let node = peershare::node::NodeHandle::start(
         peershare::node::NodeConfig {
@@ -1319,14 +1293,7 @@ async fn kill_and_restart_resume_without_downloading_twice() {
         std::fs::write(src.join(format!("small{n}.bin")), data(40_000, 10 + n)).unwrap();
     }
     let (peer, served) = counted_peer(&src, &index.addr(), &tmp.path().join("peer-state")).await;
-    let (state, mine, out) = (
-        tmp.path().join("state"),
-        tmp.path().join("mine"),
-        tmp.path().join("out"),
-    );
-    for d in [&state, &mine, &out] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (state, mine, out) = node_dirs(tmp.path());
     // Slow enough to be killed in the middle: 1 MiB/s.
     let args = [
         "--index",
@@ -1434,14 +1401,7 @@ async fn kill_and_restart_resume_without_downloading_twice() {
 async fn uploads_show_to_whom_and_the_upload_rate_applies() {
     let tmp = tempfile::tempdir().unwrap();
     let index = start_index(&tmp.path().join("index.sqlite"), Duration::from_secs(60)).await;
-    let (state, mine, out) = (
-        tmp.path().join("state"),
-        tmp.path().join("mine"),
-        tmp.path().join("out"),
-    );
-    for d in [&state, &mine, &out] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (state, mine, out) = node_dirs(tmp.path());
     let size = 3 * 1024 * 1024;
     std::fs::write(mine.join("shared.bin"), data(size, 3)).unwrap();
     let id = b3sum(&mine.join("shared.bin"));
