@@ -95,6 +95,7 @@ pub mod portmap;
 pub mod protocol;
 pub mod query;
 pub mod rate;
+pub mod splice;
 pub mod text;
 pub mod tls;
 pub mod web;

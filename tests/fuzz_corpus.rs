@@ -77,6 +77,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 catalog_digest: Digest([3; 32]),
                 file_count: 70_000,
                 ephemeral: true,
+                relay: false,
             }),
         ),
         (
@@ -88,6 +89,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 host: "10.0.0.1".into(),
                 observed: None,
                 reach: None,
+                relay: None,
             }),
         ),
         (

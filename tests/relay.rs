@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use peershare::content::{ContentId, Digest};
-use peershare::index::{IndexClient, IndexConfig, RelayConfig};
+use peershare::index::{IndexClient, IndexConfig, RelayConfig, RelayRouted};
 use peershare::node::{ShareConfig, ShareHandle, start_share};
 use peershare::peer::PeerClient;
 use peershare::protocol::relay::{RelayConnect, reach};
@@ -135,11 +135,15 @@ async fn relay_connect_reaches_the_peer_with_tls_inside() {
     let rc = RelayConnect {
         peer_id: Some(hit.peer_id),
         key: Some(key),
+        avoid: Vec::new(),
     };
-    let (io, relayed) = client
+    let routed = client
         .relay_connect(rc, Duration::from_secs(15))
         .await
         .expect("relayed");
+    let RelayRouted::Here(io, relayed) = routed else {
+        panic!("no volunteer here: the index relays itself");
+    };
     assert_eq!(relayed.peer, key);
     let (stream, proved) = tls
         .connect_over(
@@ -185,6 +189,7 @@ async fn relay_connect_refusals() {
             RelayConnect {
                 peer_id: Some(999_999),
                 key: None,
+                avoid: Vec::new(),
             },
             ErrorCode::NotFound,
             "no peer 999999",
@@ -193,6 +198,7 @@ async fn relay_connect_refusals() {
             RelayConnect {
                 peer_id: None,
                 key: Some(Digest([9; 32])),
+                avoid: Vec::new(),
             },
             ErrorCode::NotFound,
             "no peer with key",
@@ -201,6 +207,7 @@ async fn relay_connect_refusals() {
             RelayConnect {
                 peer_id: None,
                 key: None,
+                avoid: Vec::new(),
             },
             ErrorCode::BadRequest,
             "names no peer",
@@ -209,6 +216,7 @@ async fn relay_connect_refusals() {
             RelayConnect {
                 peer_id: Some(id),
                 key: Some(Digest([9; 32])),
+                avoid: Vec::new(),
             },
             ErrorCode::BadRequest,
             "does not hold",
@@ -217,6 +225,7 @@ async fn relay_connect_refusals() {
             RelayConnect {
                 peer_id: Some(id),
                 key: None,
+                avoid: Vec::new(),
             },
             ErrorCode::Unreachable,
             "not listening",
@@ -416,6 +425,7 @@ async fn tokens_are_for_their_key_and_go_stale() {
             RelayConnect {
                 peer_id: Some(id),
                 key: None,
+                avoid: Vec::new(),
             },
             Duration::from_secs(10),
         )
@@ -499,6 +509,7 @@ async fn a_flood_of_relay_requests_never_stalls_the_index() {
                     RelayConnect {
                         peer_id: Some(id),
                         key: None,
+                        avoid: Vec::new(),
                     },
                     Duration::from_secs(10),
                 )
@@ -543,6 +554,7 @@ async fn a_flood_of_relay_requests_never_stalls_the_index() {
             RelayConnect {
                 peer_id: Some(id),
                 key: None,
+                avoid: Vec::new(),
             },
             Duration::from_secs(10),
         )
@@ -809,6 +821,7 @@ async fn a_private_groups_relay_serves_members_only() {
             RelayConnect {
                 peer_id: Some(a_id),
                 key: None,
+                avoid: Vec::new(),
             },
             Duration::from_secs(5),
         )

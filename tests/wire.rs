@@ -101,6 +101,82 @@ fn get_piece_frame_hexdump() {
 }
 
 #[test]
+fn volunteer_relay_frames_hexdump() {
+    let m = Message::RelayVia(relay::RelayVia {
+        token: relay::RelayToken([1; 16]),
+        addr: "203.0.113.9:4000".into(),
+        key: Digest([2; 32]),
+    });
+    // Tag 0x26, a map of 3: token bin 16 (c4 10), addr str 16 (b0), key bin 32 (c4 20).
+    let want = format!(
+        "00 00 00 56 26 83 a5 74 6f 6b 65 6e c4 10 {} \
+         a4 61 64 64 72 b0 32 30 33 2e 30 2e 31 31 33 2e 39 3a 34 30 30 30 \
+         a3 6b 65 79 c4 20 {}",
+        ["01"; 16].join(" "),
+        ["02"; 32].join(" ")
+    );
+    assert_eq!(
+        hex(&frame_bytes(&m)),
+        want.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    round_trip(&m);
+    // A carry order: kind "carry" and `to`; `via` and `via_key` left out.
+    let m = Message::Incoming(relay::Incoming {
+        token: relay::RelayToken([1; 16]),
+        from: Digest([3; 32]),
+        kind: "carry".into(),
+        to: Some(Digest([4; 32])),
+        via: None,
+        via_key: None,
+    });
+    let want = format!(
+        "00 00 00 71 19 84 a5 74 6f 6b 65 6e c4 10 {} \
+         a4 66 72 6f 6d c4 20 {} \
+         a4 6b 69 6e 64 a5 63 61 72 72 79 \
+         a2 74 6f c4 20 {}",
+        ["01"; 16].join(" "),
+        ["03"; 32].join(" "),
+        ["04"; 32].join(" ")
+    );
+    assert_eq!(
+        hex(&frame_bytes(&m)),
+        want.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    round_trip(&m);
+    // Register with `relay`: the field is sent only when true.
+    let r = |relay| {
+        Message::Register(Register {
+            public_key: Digest([1; 32]),
+            signature: vec![2; 64],
+            host: String::new(),
+            port: 7,
+            catalog_digest: Digest([3; 32]),
+            file_count: 1,
+            ephemeral: false,
+            relay,
+        })
+    };
+    let (off, on) = (frame_bytes(&r(false)), frame_bytes(&r(true)));
+    assert_eq!(hex(&on[on.len() - 7..]), "a5 72 65 6c 61 79 c3");
+    assert_eq!(on.len(), off.len() + 7);
+    round_trip(&r(true));
+    // The relay fields of Incoming and RelayConnect.
+    round_trip(&Message::Incoming(relay::Incoming {
+        token: relay::RelayToken([4; 16]),
+        from: Digest([5; 32]),
+        kind: "relay".into(),
+        to: None,
+        via: Some("[2001:db8::9]:4000".into()),
+        via_key: Some(Digest([9; 32])),
+    }));
+    round_trip(&Message::RelayConnect(relay::RelayConnect {
+        peer_id: None,
+        key: Some(Digest([6; 32])),
+        avoid: vec![Digest([9; 32])],
+    }));
+}
+
+#[test]
 fn browse_and_listing_frames_hexdump() {
     let m = Message::Browse(Browse {
         peer_id: 3,
@@ -192,7 +268,7 @@ fn tags_never_shift_and_the_frame_limit_follows_the_piece_size() {
 
 /// The spec's table (docs/PROTOCOL.md §3), written out apart from the code's table: a tag that
 /// moves, a message renamed or one missing from either fails here.
-const SPEC: [(&str, u8); 35] = [
+const SPEC: [(&str, u8); 36] = [
     ("Hello", 0x01),
     ("Welcome", 0x02),
     ("Error", 0x03),
@@ -218,6 +294,7 @@ const SPEC: [(&str, u8); 35] = [
     ("PeerList", 0x23),
     ("Browse", 0x24),
     ("Listing", 0x25),
+    ("RelayVia", 0x26),
     ("GetInfo", 0x40),
     ("Info", 0x41),
     ("GetHashes", 0x42),
@@ -281,6 +358,7 @@ fn one_of_each() -> Vec<Message> {
             catalog_digest: Digest([3; 32]),
             file_count: 1,
             ephemeral: true,
+            relay: false,
         }),
         Message::Registered(Registered {
             peer_id: 4,
@@ -289,6 +367,7 @@ fn one_of_each() -> Vec<Message> {
             host: "10.0.0.2".into(),
             observed: None,
             reach: None,
+            relay: None,
         }),
         Message::UpdateFiles(UpdateFiles {
             reset: true,
@@ -322,10 +401,14 @@ fn one_of_each() -> Vec<Message> {
             token: relay::RelayToken([4; 16]),
             from: Digest([5; 32]),
             kind: "relay".into(),
+            to: None,
+            via: None,
+            via_key: None,
         }),
         Message::RelayConnect(relay::RelayConnect {
             peer_id: Some(3),
             key: Some(Digest([6; 32])),
+            avoid: Vec::new(),
         }),
         Message::RelayAccept(relay::RelayAccept {
             token: relay::RelayToken([4; 16]),
@@ -394,6 +477,11 @@ fn one_of_each() -> Vec<Message> {
             }],
             total: 12,
             next: Some(4),
+        }),
+        Message::RelayVia(relay::RelayVia {
+            token: relay::RelayToken([4; 16]),
+            addr: "203.0.113.9:4000".into(),
+            key: Digest([9; 32]),
         }),
         Message::GetInfo(GetInfo { content_id: id }),
         Message::Info(Info {
@@ -505,6 +593,7 @@ fn each_protocol_decodes_only_its_own_messages() {
                 "Listing",
                 "Incoming",
                 "Relayed",
+                "RelayVia",
             ],
         ),
         (
@@ -516,6 +605,7 @@ fn each_protocol_decodes_only_its_own_messages() {
                 "GetPiece",
                 "GetHave",
                 "CatalogQuery",
+                "RelayAccept",
             ],
         ),
         (
@@ -528,6 +618,7 @@ fn each_protocol_decodes_only_its_own_messages() {
                 "Piece",
                 "Have",
                 "CatalogResults",
+                "Relayed",
             ],
         ),
         (

@@ -78,6 +78,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             wish_interval,
             no_wishes,
             port_mapping,
+            volunteer,
             no_lan,
         } => {
             super::errors::check_share_dirs(&dirs)?;
@@ -89,6 +90,7 @@ pub async fn run(cmd: Command, state: PathBuf) -> anyhow::Result<()> {
             config.dht = dht.config(true);
             config.advertise = advertise.map(|a| parse_host_port(&a)).transpose()?;
             config.port_mapping = port_mapping.config();
+            config.relay = volunteer.config();
             config.scan.include_hidden = hidden;
             config.scan.progress = Some(hashing_progress(std::io::stderr().is_terminal()));
             config.rescan_interval = rescan;

@@ -17,6 +17,7 @@ mod menu;
 mod node;
 mod output;
 mod port_mapping;
+mod volunteer;
 mod share_index;
 mod wish;
 
@@ -316,6 +317,8 @@ pub enum Command {
         no_wishes: bool,
         #[command(flatten)]
         port_mapping: port_mapping::PortMapArgs,
+        #[command(flatten)]
+        volunteer: volunteer::VolunteerArgs,
         /// Do not announce this share on the local network (mDNS/DNS-SD)
         #[arg(long)]
         no_lan: bool,
@@ -607,7 +610,7 @@ pub fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `index --relay-rate`: a rate, or 0 for no limit.
+/// `--relay-rate` (of `index`, and of `share --relay`): a rate, or 0 for no limit.
 fn parse_relay_rate(s: &str) -> Result<u64, String> {
     match s.trim() {
         "0" => Ok(0),

@@ -78,6 +78,8 @@ pub struct NodeArgs {
     pub look_in: Vec<PathBuf>,
     #[command(flatten)]
     pub port_mapping: super::port_mapping::PortMapArgs,
+    #[command(flatten)]
+    pub volunteer: super::volunteer::VolunteerArgs,
 }
 
 /// Runs `peershare node` until interrupted.
@@ -98,6 +100,7 @@ pub async fn run_node(a: NodeArgs, state: PathBuf) -> anyhow::Result<()> {
     share.dht = a.dht.config(true);
     share.advertise = a.advertise.map(|a| parse_host_port(&a)).transpose()?;
     share.port_mapping = a.port_mapping.config();
+    share.relay = a.volunteer.config();
     share.scan.include_hidden = a.hidden;
     share.rescan_interval = a.rescan;
     share.wishes = None;

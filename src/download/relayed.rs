@@ -1,7 +1,7 @@
-//! Connecting to a source: directly at its address, or through the index's relay
-//! (docs/PROTOCOL.md §7.10) when the index lists it as reached so, or when connecting directly
-//! fails. Through the relay, the peer protocol's TLS runs end to end inside the index's,
-//! requiring the key the index listed.
+//! Connecting to a source: directly at its address, or through a relay (docs/PROTOCOL.md
+//! §7.10) when the index lists it as reached so, or when connecting directly fails: the
+//! index's own, or a member volunteering as one that the index names. Through a relay, the
+//! peer protocol's TLS runs end to end inside the relay's, requiring the key the index listed.
 
 use std::time::Duration;
 
@@ -10,11 +10,15 @@ use tracing::debug;
 use super::report::Source;
 use super::udp::UdpRoute;
 use crate::content::Digest;
-use crate::index::{IndexClient, RELAY_PENDING_TIMEOUT};
-use crate::peer::{PeerClient, PeerClientError};
+use crate::index::{IndexClient, RELAY_PENDING_TIMEOUT, RelayRouted};
+use crate::peer::{CARRY_TIMEOUT, PeerClient, PeerClientError};
 use crate::protocol::Limits;
-use crate::protocol::relay::RelayConnect;
-use crate::tls::{PeerStream, Tls};
+use crate::protocol::relay::{RelayConnect, RelayVia};
+use crate::tls::{PeerStream, RelayIo, Tls};
+
+/// Volunteer relays one connection tries before it takes the index's answer as final: each
+/// that fails is named in the next `RelayConnect`'s `avoid`.
+const MAX_VOLUNTEERS_TRIED: usize = 2;
 
 /// How long the TLS handshake inside a relayed connection may take (as a direct one's).
 const RELAYED_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,27 +112,48 @@ pub async fn connect_relayed(
         addr: label.clone(),
         source: e,
     })?;
-    let client = IndexClient::connect(&route.index, Some(&tls), route.index_key, limits)
+    let mut client = IndexClient::connect(&route.index, Some(&tls), route.index_key, limits)
         .await
         .map_err(|e| fail(label.clone(), e.to_string()))?;
-    let ip = client
+    let index_ip = client
         .stream()
         .get_ref()
         .0
         .peer_addr()
         .map_err(|e| fail(label.clone(), e.to_string()))?
         .ip();
-    let rc = RelayConnect {
-        peer_id: source.peer_id,
-        key: Some(key),
-    };
     // The index answers within its own wait for the peer; this one only guards against an
     // index that does not.
     let wait = RELAY_PENDING_TIMEOUT + Duration::from_secs(5);
-    let (io, _) = client
-        .relay_connect(rc, wait)
-        .await
-        .map_err(|e| fail(label.clone(), e.to_string()))?;
+    let mut avoid = Vec::new();
+    let (io, ip, label) = loop {
+        let rc = RelayConnect {
+            peer_id: source.peer_id,
+            key: Some(key),
+            avoid: avoid.clone(),
+        };
+        let routed = client
+            .relay_connect(rc, wait)
+            .await
+            .map_err(|e| fail(label.clone(), e.to_string()))?;
+        let (back, via) = match routed {
+            RelayRouted::Here(io, _) => break (io, index_ip, label),
+            RelayRouted::Via(back, via) => (back, via),
+        };
+        let through = match source.peer_id {
+            Some(id) => format!("peer {id} through the volunteer relay at {}", via.addr),
+            None => format!("a peer through the volunteer relay at {}", via.addr),
+        };
+        match through_volunteer(&via, &tls, limits).await {
+            Ok((io, ip)) => break (io, ip, through),
+            Err(why) if avoid.len() < MAX_VOLUNTEERS_TRIED => {
+                debug!("{through}: {why}; asking the index again");
+                avoid.push(via.key);
+                client = *back;
+            }
+            Err(why) => return Err(fail(through, why)),
+        }
+    };
     let deadline = RELAYED_HANDSHAKE_TIMEOUT.min(limits.read_timeout);
     let (stream, proved) = tls
         .connect_over(io, ip, Some(key), deadline)
@@ -139,4 +164,26 @@ pub async fn connect_relayed(
         })?;
     let stream = PeerStream::Relayed(Box::new(tokio_rustls::TlsStream::Client(stream)));
     PeerClient::over(stream, proved, &tls, limits, &label).await
+}
+
+/// The requester's end at a volunteer relay: a connection to its peer port, requiring its
+/// key, and `RelayAccept` with the index's token; the stream and the volunteer's IP.
+async fn through_volunteer(
+    via: &RelayVia,
+    tls: &Tls,
+    limits: Limits,
+) -> Result<(RelayIo, std::net::IpAddr), String> {
+    let ip = via
+        .addr
+        .parse::<std::net::SocketAddr>()
+        .map_err(|_| format!("the index named a volunteer relay at {:?}, not IP:PORT", via.addr))?
+        .ip();
+    let relay = PeerClient::connect(&via.addr, Some(tls), Some(via.key), limits)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (io, _) = relay
+        .relay_accept(via.token, CARRY_TIMEOUT + Duration::from_secs(5))
+        .await
+        .map_err(|e| format!("volunteer relay at {}: {e}", via.addr))?;
+    Ok((io, ip))
 }

@@ -267,7 +267,7 @@ impl IndexClient {
         file_count: u64,
         ephemeral: bool,
     ) -> Result<Registered, IndexClientError> {
-        let msg = Message::Register(Register {
+        let r = Register {
             public_key: identity.public_key(),
             signature: identity.sign_register(&self.welcome.nonce),
             host: host.to_string(),
@@ -275,8 +275,36 @@ impl IndexClient {
             catalog_digest,
             file_count,
             ephemeral,
-        });
-        match self.call(&msg).await? {
+            relay: false,
+        };
+        self.send_register(r).await
+    }
+
+    /// Registers as `register` does, with `relay`: volunteering as a relay for the other
+    /// members (`share --relay`, §7.10); `Registered.relay` says whether the index took it.
+    pub async fn register_volunteer(
+        &mut self,
+        identity: &Identity,
+        host: &str,
+        port: u16,
+        catalog_digest: Digest,
+        file_count: u64,
+    ) -> Result<Registered, IndexClientError> {
+        let r = Register {
+            public_key: identity.public_key(),
+            signature: identity.sign_register(&self.welcome.nonce),
+            host: host.to_string(),
+            port,
+            catalog_digest,
+            file_count,
+            ephemeral: false,
+            relay: true,
+        };
+        self.send_register(r).await
+    }
+
+    async fn send_register(&mut self, r: Register) -> Result<Registered, IndexClientError> {
+        match self.call(&Message::Register(r)).await? {
             IndexReply::Registered(r) => Ok(r),
             other => Err(self.err(ProtocolError::unexpected("Registered", other.name()))),
         }

@@ -396,7 +396,7 @@ impl Handler {
         // address that was not checked (§7.10).
         let relayed = match self.check_address(&host, r.port).await {
             Ok(()) => false,
-            Err(RequestError::Refused(ErrorCode::Unreachable, why)) if self.relay.enabled() => {
+            Err(RequestError::Refused(ErrorCode::Unreachable, why)) if self.relay.can_relay() => {
                 debug!(peer = %self.addr, "registered through the relay: {why}");
                 true
             }
@@ -406,15 +406,21 @@ impl Handler {
             true => (String::new(), 0),
             false => (host, r.port),
         };
+        // A volunteer relay must be reached directly: others connect to its peer port.
+        let volunteer = (r.relay && !relayed && !r.ephemeral)
+            .then(|| crate::protocol::host::socket_addr(&host, r.port).ok())
+            .flatten()
+            .map(|a| a.to_string());
         let (key, digest, h, eph) = (r.public_key, r.catalog_digest, host.clone(), r.ephemeral);
         let (session, in_sync) = self
             .blocking(move |s| s.register(&key, &h, port, &digest, eph, now_ms()))
             .await?;
-        info!(peer_id = session.peer_id, host = %host, port, relayed, "peer registered");
+        info!(peer_id = session.peer_id, host = %host, port, relayed, volunteer = volunteer.is_some(), "peer registered");
         // A session this connection held before is superseded by this one.
         self.peer.session = Some(session);
+        let volunteers = volunteer.is_some();
         self.relay
-            .registered(self.key, session.peer_id, session.number);
+            .registered(self.key, session.peer_id, session.number, volunteer);
         Ok(Registered {
             peer_id: session.peer_id,
             in_sync,
@@ -425,6 +431,7 @@ impl Handler {
                 true => reach::RELAY.into(),
                 false => reach::DIRECT.into(),
             }),
+            relay: r.relay.then_some(volunteers),
         })
     }
 
@@ -441,7 +448,7 @@ impl Handler {
             "the index could not reach this peer at {target} holding its key; \
              the address must reach this peer's own port (see --advertise)"
         );
-        let unreachable = match self.relay.enabled() {
+        let unreachable = match self.relay.can_relay() {
             true => unreachable,
             false => format!("{unreachable}; this index does not relay (--no-relay)"),
         };
@@ -461,7 +468,7 @@ impl Handler {
                 self.failed_checks += 1;
                 Err(RequestError::refused(
                     ErrorCode::Unreachable,
-                    match self.relay.enabled() {
+                    match self.relay.can_relay() {
                         true => {
                             format!("{target} is inside a network this peer does not connect from")
                         }

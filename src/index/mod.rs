@@ -41,7 +41,7 @@ pub use relay::{
     MAX_RELAY_PENDING_PER_IP, MAX_RELAYED, MAX_RELAYED_PER_MEMBER, RELAY_IDLE_TIMEOUT,
     RELAY_MEMBER_SHARE, RELAY_PENDING_TIMEOUT, RELAY_RATE, RelayConfig,
 };
-pub use relay_client::{ControlChannel, ControlEvent};
+pub use relay_client::{ControlChannel, ControlEvent, RelayRouted};
 pub use server::{
     EPHEMERAL_PURGE_LEASES, FORGET_AFTER, FRAME_TIMEOUT, IndexConfig, IndexMetricsSource,
     IndexServer, LEASE, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, READ_TIMEOUT, REQUEST_MEMORY,

@@ -1,10 +1,11 @@
 //! Rendezvous and relay (docs/PROTOCOL.md §7.10): the registered peers the index knows by key,
-//! the control channels of those that listen (`Listen`, `Incoming`), the relay requests
-//! waiting for their peer (`RelayConnect`, `RelayAccept`), and the splice of two connections
-//! once both ends are there, within the relay's bounds (connections, rate, idle time).
+//! the control channels of those that listen (`Listen`, `Incoming`), the members volunteering
+//! as relays, the relay requests waiting for their peer (`RelayConnect`, `RelayAccept`), and
+//! the splice of two connections once both ends are there ([`crate::splice`]).
 //!
-//! The index relays bytes only: the two peers run the peer protocol's own TLS inside the
-//! splice, so it sees neither names nor contents.
+//! A relay request goes to a volunteer when one is listening (`RelayVia`), else the index
+//! relays it itself unless it runs with `--no-relay`. Either relays bytes only: the two peers
+//! run the peer protocol's own TLS inside the splice, so it sees neither names nor contents.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -13,30 +14,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
 
 use crate::content::Digest;
 use crate::identity::{Fingerprint, random_bytes};
 use crate::metrics::IndexMetrics;
-use crate::protocol::relay::{Incoming, RelayConnect, RelayToken, incoming_kind};
+use crate::protocol::relay::{
+    Incoming, MAX_RELAY_AVOID, RelayConnect, RelayToken, RelayVia, incoming_kind,
+};
 use crate::protocol::{Ack, Connection, ErrorCode, Message, ProtocolError};
-use crate::rate::RateLimiter;
+use crate::splice::{SpliceLimits, SpliceSlot, Splicer};
+pub use crate::splice::{
+    MAX_RELAYED, MAX_RELAYED_PER_MEMBER, RELAY_IDLE_TIMEOUT, RELAY_MEMBER_SHARE, RELAY_RATE,
+};
 use crate::tls::SecureStream;
 
-/// Default of [`RelayConfig::rate`]: bytes per second across all relayed traffic (10 MiB/s).
-pub const RELAY_RATE: u64 = 10 * 1024 * 1024;
-/// One member's relayed connections together get at most this share of [`RelayConfig::rate`]
-/// (a quarter), whichever end of them it is: so a few members never take the whole relay.
-pub const RELAY_MEMBER_SHARE: u64 = 4;
-/// Default of [`RelayConfig::max_relayed`]: relayed connections at once, in all.
-pub const MAX_RELAYED: usize = 256;
-/// Default of [`RelayConfig::max_relayed_per_member`]: relayed connections one key is an end
-/// of at once.
-pub const MAX_RELAYED_PER_MEMBER: usize = 16;
 /// Default of [`RelayConfig::pending_timeout`]: how long a `RelayConnect` waits for its
 /// peer's `RelayAccept`; the token is worthless afterwards.
 pub const RELAY_PENDING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,17 +46,12 @@ pub const MAX_INCOMING_QUEUED: usize = 16;
 pub const LISTEN_KEEPALIVE: Duration = Duration::from_secs(25);
 /// The index closes a control channel it heard nothing on for this long.
 pub const LISTEN_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// A relayed connection on which no byte passed, either way, for this long is closed.
-pub const RELAY_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// Bytes read at once from one end of a splice.
-const SPLICE_BUF: usize = 64 * 1024;
-
 /// Settings of the index's relay.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// Whether the index relays (`index --no-relay` turns it off: a peer it cannot reach is
-    /// then refused with `UNREACHABLE`, as before relays). Default: on.
+    /// Whether the index relays itself (`index --no-relay` turns it off: a peer it cannot
+    /// reach is then refused with `UNREACHABLE`, as before relays, unless a member volunteers
+    /// as a relay). Default: on.
     pub enabled: bool,
     /// Bytes per second across all relayed traffic (`index --relay-rate`), 0 for no limit;
     /// each member gets at most a [`RELAY_MEMBER_SHARE`]th of it. Default: [`RELAY_RATE`].
@@ -103,6 +92,8 @@ struct Registered {
     session: u64,
     /// Its control channel, if it listens.
     listener: Option<Listener>,
+    /// A volunteer relay's checked peer address, `IP:PORT`.
+    volunteer: Option<String>,
 }
 
 struct Listener {
@@ -110,26 +101,33 @@ struct Listener {
     tx: mpsc::Sender<Incoming>,
 }
 
+/// A relay request: waiting at the index for its peer's `RelayAccept` (`tx`), or sent to a
+/// volunteer (no `tx`), counted against the bounds on requests until it expires.
 struct Pending {
     target: Digest,
     ip: IpAddr,
-    tx: oneshot::Sender<Accepted>,
+    tx: Option<oneshot::Sender<Accepted>>,
+    expires: Instant,
 }
 
 #[derive(Default)]
 struct State {
     keys: HashMap<Digest, Registered>,
     ids: HashMap<u64, Digest>,
+    /// The volunteers' keys, by peer id (the order they are taken in turn).
+    volunteers: std::collections::BTreeMap<u64, Digest>,
+    /// The peer id of the volunteer given last.
+    last_volunteer: u64,
     pending: HashMap<RelayToken, Pending>,
     pending_per_ip: HashMap<IpAddr, usize>,
-    relayed: usize,
-    members: HashMap<Digest, MemberUse>,
 }
 
-/// One key's relayed connections, and the share of the rate they draw from.
-struct MemberUse {
-    relayed: usize,
-    limiter: Option<Arc<RateLimiter>>,
+/// Where a relay request goes.
+pub(super) enum Routed {
+    /// The index relays it: wait for the peer.
+    Here(Waiting),
+    /// A volunteer relays it: the answer to the requester.
+    Via(RelayVia),
 }
 
 /// The relay's shared state. Cheap to clone.
@@ -141,7 +139,7 @@ pub(super) struct RelayHub {
 struct Inner {
     config: RelayConfig,
     state: Mutex<State>,
-    rate: Option<Arc<RateLimiter>>,
+    splicer: Splicer,
     metrics: IndexMetrics,
     next_listener: AtomicU64,
     /// Tests: every byte the index forwards, to show what a relay sees.
@@ -153,7 +151,11 @@ impl RelayHub {
     pub(super) fn new(config: RelayConfig, metrics: IndexMetrics) -> RelayHub {
         RelayHub {
             inner: Arc::new(Inner {
-                rate: (config.rate > 0).then(|| Arc::new(RateLimiter::new(config.rate))),
+                splicer: Splicer::new(SpliceLimits {
+                    rate: config.rate,
+                    max_relayed: config.max_relayed,
+                    max_relayed_per_member: config.max_relayed_per_member,
+                }),
                 config,
                 state: Mutex::new(State::default()),
                 metrics,
@@ -173,22 +175,46 @@ impl RelayHub {
         self.inner.config.pending_timeout
     }
 
-    /// Whether the index relays at all.
+    /// Whether the index relays itself.
     pub(super) fn enabled(&self) -> bool {
         self.inner.config.enabled
     }
 
-    /// Records a successful `Register` of `key` (its control channel, if any, carries over).
-    pub(super) fn registered(&self, key: Digest, peer_id: u64, session: u64) {
+    /// Whether a peer the index cannot reach can be relayed now: by the index, or by a
+    /// volunteer listening on its control channel.
+    pub(super) fn can_relay(&self) -> bool {
+        if self.enabled() {
+            return true;
+        }
+        let s = self.state();
+        s.volunteers
+            .values()
+            .any(|k| s.keys.get(k).is_some_and(|r| r.listener.is_some()))
+    }
+
+    /// Records a successful `Register` of `key` (its control channel, if any, carries over);
+    /// `volunteer` is its checked peer address when it volunteers as a relay.
+    pub(super) fn registered(
+        &self,
+        key: Digest,
+        peer_id: u64,
+        session: u64,
+        volunteer: Option<String>,
+    ) {
         let mut s = self.state();
         let listener = s.keys.remove(&key).and_then(|r| r.listener);
         s.ids.insert(peer_id, key);
+        match volunteer.is_some() {
+            true => s.volunteers.insert(peer_id, key),
+            false => s.volunteers.remove(&peer_id),
+        };
         s.keys.insert(
             key,
             Registered {
                 peer_id,
                 session,
                 listener,
+                volunteer,
             },
         );
     }
@@ -201,6 +227,7 @@ impl RelayHub {
             && let Some(r) = s.keys.remove(key)
         {
             s.ids.remove(&r.peer_id);
+            s.volunteers.remove(&r.peer_id);
         }
     }
 
@@ -233,58 +260,42 @@ impl RelayHub {
         }
     }
 
-    /// A `RelayConnect` from `from` at `ip`: checks it, reserves a relayed connection for both
-    /// ends, tells the target (`Incoming`) and returns what to wait on.
+    /// A `RelayConnect` from `from` at `ip`: checks it, then routes it through a volunteer
+    /// (telling it and the target, `Incoming`) or, when none is listening, reserves a
+    /// relayed connection at the index for both ends, tells the target and returns what to
+    /// wait on.
     pub(super) fn request(
         &self,
         from: Digest,
         ip: IpAddr,
         rc: &RelayConnect,
         revoked: impl Fn(&Digest) -> bool,
-    ) -> Result<Waiting, Refusal> {
+    ) -> Result<Routed, Refusal> {
         let config = &self.inner.config;
-        if !config.enabled {
+        if rc.avoid.len() > MAX_RELAY_AVOID {
             return Err((
-                ErrorCode::Unreachable,
-                "this index does not relay (it runs with --no-relay)".into(),
+                ErrorCode::BadRequest,
+                format!(
+                    "RelayConnect avoids {} volunteers; at most {MAX_RELAY_AVOID}",
+                    rc.avoid.len()
+                ),
             ));
         }
         let mut s = self.state();
-        let target = match (rc.peer_id, rc.key) {
-            (None, None) => {
-                return Err((
-                    ErrorCode::BadRequest,
-                    "RelayConnect names no peer: give peer_id or key".into(),
-                ));
+        let now = Instant::now();
+        // Requests sent to volunteers count against the bounds until they expire.
+        let expired: Vec<RelayToken> = s
+            .pending
+            .iter()
+            .filter(|(_, p)| p.tx.is_none() && p.expires <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in expired {
+            if let Some(p) = s.pending.remove(&t) {
+                dec_ip(&mut s.pending_per_ip, p.ip);
             }
-            (Some(id), key) => match s.ids.get(&id) {
-                Some(k) if key.is_none_or(|key| key == *k) => *k,
-                Some(_) => {
-                    return Err((
-                        ErrorCode::BadRequest,
-                        format!("peer {id} does not hold the key given"),
-                    ));
-                }
-                None => {
-                    return Err((
-                        ErrorCode::NotFound,
-                        format!("no peer {id} is online at this index"),
-                    ));
-                }
-            },
-            (None, Some(k)) => match s.keys.contains_key(&k) {
-                true => k,
-                false => {
-                    return Err((
-                        ErrorCode::NotFound,
-                        format!(
-                            "no peer with key {} is online at this index",
-                            Fingerprint(k)
-                        ),
-                    ));
-                }
-            },
-        };
+        }
+        let target = resolve(&s, rc)?;
         let Some(reg) = s.keys.get(&target) else {
             return Err((ErrorCode::NotFound, "no such peer online".into()));
         };
@@ -301,7 +312,7 @@ impl RelayHub {
                 format!("peer {peer_id} is not a member of this group"),
             ));
         }
-        let Some(listener) = &reg.listener else {
+        let Some(listener) = reg.listener.as_ref().map(|l| l.tx.clone()) else {
             return Err((
                 ErrorCode::Unreachable,
                 format!(
@@ -318,56 +329,129 @@ impl RelayHub {
                 "too many relay requests waiting; try again later".into(),
             ));
         }
-        if s.relayed >= config.max_relayed {
-            return Err((
+        let token = RelayToken(random_token().map_err(|e| (ErrorCode::Internal, e))?);
+        let expires = now + config.pending_timeout;
+        let names = |k: &Digest| match *k == from {
+            true => "this key".to_string(),
+            false => format!("peer {peer_id}"),
+        };
+        let busy = || {
+            (
                 ErrorCode::Busy,
-                format!(
-                    "the relay carries its most connections ({}); try again later",
-                    config.max_relayed
-                ),
+                format!("peer {peer_id} has too many relay requests waiting; try again later"),
+            )
+        };
+        if let Some((key, addr)) = self.volunteer(&mut s, token, from, target, &rc.avoid, revoked) {
+            let incoming = Incoming {
+                token,
+                from,
+                kind: incoming_kind::RELAY.into(),
+                to: None,
+                via: Some(addr.clone()),
+                via_key: Some(key),
+            };
+            listener.try_send(incoming).map_err(|_| busy())?;
+            s.pending.insert(
+                token,
+                Pending {
+                    target,
+                    ip,
+                    tx: None,
+                    expires,
+                },
+            );
+            *s.pending_per_ip.entry(ip).or_default() += 1;
+            return Ok(Routed::Via(RelayVia { token, addr, key }));
+        }
+        if !config.enabled {
+            return Err((
+                ErrorCode::Unreachable,
+                "this index does not relay (it runs with --no-relay), and no member \
+                 volunteers as a relay now"
+                    .into(),
             ));
         }
-        for k in [from, target] {
-            if s.members.get(&k).map_or(0, |m| m.relayed) >= config.max_relayed_per_member {
-                let who = match k == from {
-                    true => "this key".to_string(),
-                    false => format!("peer {peer_id}"),
-                };
-                return Err((
-                    ErrorCode::Busy,
-                    format!(
-                        "{who} has its most relayed connections ({}); try again later",
-                        config.max_relayed_per_member
-                    ),
-                ));
-            }
-        }
-        let token = RelayToken(random_token().map_err(|e| (ErrorCode::Internal, e))?);
+        // Reserved under the same lock as the checks: concurrent requests cannot pass a bound.
+        let slot = self
+            .inner
+            .splicer
+            .reserve(from, target, names)
+            .map_err(|e| (ErrorCode::Busy, e.to_string()))?;
         let incoming = Incoming {
             token,
             from,
             kind: incoming_kind::RELAY.into(),
+            to: None,
+            via: None,
+            via_key: None,
         };
-        if listener.tx.try_send(incoming).is_err() {
-            return Err((
-                ErrorCode::Busy,
-                format!("peer {peer_id} has too many relay requests waiting; try again later"),
-            ));
-        }
+        listener.try_send(incoming).map_err(|_| busy())?;
         let (tx, rx) = oneshot::channel();
-        s.pending.insert(token, Pending { target, ip, tx });
+        s.pending.insert(
+            token,
+            Pending {
+                target,
+                ip,
+                tx: Some(tx),
+                expires,
+            },
+        );
         *s.pending_per_ip.entry(ip).or_default() += 1;
-        // Reserved under the same lock as the checks: concurrent requests cannot pass a bound.
-        let slot = self.slot(&mut s, from, target);
         drop(s);
-        Ok(Waiting {
+        Ok(Routed::Here(Waiting {
             hub: self.clone(),
             token,
             target,
             peer_id,
             rx,
             slot: Some(slot),
-        })
+        }))
+    }
+
+    /// The next volunteer in turn that listens, is neither end, is not avoided and is still
+    /// a member, once it took the request (`Incoming {kind: "carry"}`): its key and address.
+    /// One whose channel is full is passed over.
+    fn volunteer(
+        &self,
+        s: &mut State,
+        token: RelayToken,
+        from: Digest,
+        to: Digest,
+        avoid: &[Digest],
+        revoked: impl Fn(&Digest) -> bool,
+    ) -> Option<(Digest, String)> {
+        let last = s.last_volunteer;
+        let order: Vec<(u64, Digest)> = s
+            .volunteers
+            .range(last + 1..)
+            .chain(s.volunteers.range(..=last))
+            .map(|(id, k)| (*id, *k))
+            .collect();
+        for (id, key) in order {
+            if key == from || key == to || avoid.contains(&key) || revoked(&key) {
+                continue;
+            }
+            let Some(reg) = s.keys.get(&key) else {
+                continue;
+            };
+            let (Some(listener), Some(addr)) = (&reg.listener, &reg.volunteer) else {
+                continue;
+            };
+            let carry = Incoming {
+                token,
+                from,
+                kind: incoming_kind::CARRY.into(),
+                to: Some(to),
+                via: None,
+                via_key: None,
+            };
+            if listener.tx.try_send(carry).is_ok() {
+                let addr = addr.clone();
+                s.last_volunteer = id;
+                return Some((key, addr));
+            }
+        }
+        None
     }
 
     /// A `RelayAccept` of `token` by `key`: the requester's sender, if the token is one
@@ -379,8 +463,9 @@ impl RelayHub {
     ) -> Result<oneshot::Sender<Accepted>, Refusal> {
         let mut s = self.state();
         match s.pending.get(token) {
-            Some(p) if p.target == *key => {}
-            // Another key's token is not consumed: its peer may still accept it.
+            Some(p) if p.target == *key && p.tx.is_some() => {}
+            // Another key's token is not consumed: its peer may still accept it. A token sent
+            // with a volunteer's address is accepted there, not here.
             _ => {
                 return Err((
                     ErrorCode::Forbidden,
@@ -393,29 +478,7 @@ impl RelayHub {
             .remove(token)
             .ok_or((ErrorCode::Internal, "relay token vanished".to_string()))?;
         dec_ip(&mut s.pending_per_ip, p.ip);
-        Ok(p.tx)
-    }
-
-    /// Reserves a relayed connection between `a` and `b` (the checks were made under the
-    /// same lock, `s`, just before).
-    fn slot(&self, s: &mut State, a: Digest, b: Digest) -> RelaySlot {
-        s.relayed += 1;
-        let share = self.inner.config.rate / RELAY_MEMBER_SHARE;
-        let mut limiters = Vec::new();
-        for k in [a, b] {
-            let m = s.members.entry(k).or_insert_with(|| MemberUse {
-                relayed: 0,
-                limiter: (share > 0).then(|| Arc::new(RateLimiter::new(share))),
-            });
-            m.relayed += 1;
-            limiters.extend(m.limiter.clone());
-        }
-        limiters.extend(self.inner.rate.clone());
-        RelaySlot {
-            hub: self.clone(),
-            keys: [a, b],
-            limiters,
-        }
+        p.tx.ok_or((ErrorCode::Internal, "relay token vanished".to_string()))
     }
 
     /// Tests: starts recording every byte forwarded.
@@ -437,6 +500,37 @@ impl RelayHub {
     }
 }
 
+/// The key a `RelayConnect` names.
+fn resolve(s: &State, rc: &RelayConnect) -> Result<Digest, Refusal> {
+    match (rc.peer_id, rc.key) {
+        (None, None) => Err((
+            ErrorCode::BadRequest,
+            "RelayConnect names no peer: give peer_id or key".into(),
+        )),
+        (Some(id), key) => match s.ids.get(&id) {
+            Some(k) if key.is_none_or(|key| key == *k) => Ok(*k),
+            Some(_) => Err((
+                ErrorCode::BadRequest,
+                format!("peer {id} does not hold the key given"),
+            )),
+            None => Err((
+                ErrorCode::NotFound,
+                format!("no peer {id} is online at this index"),
+            )),
+        },
+        (None, Some(k)) => match s.keys.contains_key(&k) {
+            true => Ok(k),
+            false => Err((
+                ErrorCode::NotFound,
+                format!(
+                    "no peer with key {} is online at this index",
+                    Fingerprint(k)
+                ),
+            )),
+        },
+    }
+}
+
 fn dec_ip(m: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
     if let Some(n) = m.get_mut(&ip) {
         *n -= 1;
@@ -453,29 +547,6 @@ fn random_token() -> Result<[u8; 16], String> {
     Ok(t)
 }
 
-/// A relayed connection reserved (counted in all and for both keys) until dropped.
-pub(super) struct RelaySlot {
-    hub: RelayHub,
-    keys: [Digest; 2],
-    /// Both keys' shares and the relay's whole rate: every byte takes from each.
-    limiters: Vec<Arc<RateLimiter>>,
-}
-
-impl Drop for RelaySlot {
-    fn drop(&mut self) {
-        let mut s = self.hub.state();
-        s.relayed = s.relayed.saturating_sub(1);
-        for k in &self.keys {
-            if let Some(m) = s.members.get_mut(k) {
-                m.relayed = m.relayed.saturating_sub(1);
-                if m.relayed == 0 {
-                    s.members.remove(k);
-                }
-            }
-        }
-    }
-}
-
 /// A relay request waiting for its peer: its token is withdrawn when this is dropped.
 pub(super) struct Waiting {
     hub: RelayHub,
@@ -483,7 +554,7 @@ pub(super) struct Waiting {
     pub(super) target: Digest,
     pub(super) peer_id: u64,
     rx: oneshot::Receiver<Accepted>,
-    slot: Option<RelaySlot>,
+    slot: Option<SpliceSlot>,
 }
 
 impl Waiting {
@@ -493,7 +564,7 @@ impl Waiting {
         tokio::time::timeout(limit, &mut self.rx).await.ok()?.ok()
     }
 
-    pub(super) fn take_slot(&mut self) -> Option<RelaySlot> {
+    pub(super) fn take_slot(&mut self) -> Option<SpliceSlot> {
         self.slot.take()
     }
 }
@@ -555,69 +626,14 @@ pub(super) async fn control_channel(
     }
 }
 
-/// Splices two connections byte for byte, each end's bytes already read past its last frame
-/// first, until both directions end, one fails, nothing passes for [`RELAY_IDLE_TIMEOUT`], or
-/// shutdown. Every byte passes the slot's rate limits and is counted.
+/// Splices two connections (the index's relay, [`crate::splice::splice`]), counting every
+/// byte in the index's `relay_bytes`.
 pub(super) async fn splice(
     hub: &RelayHub,
-    slot: RelaySlot,
+    slot: SpliceSlot,
     a: (SecureStream, BytesMut),
     b: (SecureStream, BytesMut),
     shutdown: &CancellationToken,
 ) {
-    let (ar, aw) = tokio::io::split(a.0);
-    let (br, bw) = tokio::io::split(b.0);
-    let pumps = async {
-        tokio::try_join!(
-            pump(hub, &slot, ar, bw, a.1, RELAY_IDLE_TIMEOUT),
-            pump(hub, &slot, br, aw, b.1, RELAY_IDLE_TIMEOUT),
-        )
-    };
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        r = pumps => if let Err(e) = r {
-            debug!("relayed connection ended: {e}");
-        },
-    }
-}
-
-async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
-    hub: &RelayHub,
-    slot: &RelaySlot,
-    mut r: R,
-    mut w: W,
-    first: BytesMut,
-    idle: Duration,
-) -> std::io::Result<()> {
-    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "relay idle");
-    let mut buf = vec![0u8; SPLICE_BUF];
-    let mut pending: &[u8] = &first;
-    loop {
-        if !pending.is_empty() {
-            for l in &slot.limiters {
-                l.take(pending.len() as u64).await;
-            }
-            let write = async {
-                w.write_all(pending).await?;
-                w.flush().await
-            };
-            tokio::time::timeout(idle, write)
-                .await
-                .map_err(|_| timed_out())??;
-            hub.record(pending);
-        }
-        let n = match tokio::time::timeout(idle, r.read(&mut buf)).await {
-            Err(_) => return Err(timed_out()),
-            Ok(Ok(n)) => n,
-            // A TLS stream closed without close_notify: the end of this direction.
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
-            Ok(Err(e)) => return Err(e),
-        };
-        if n == 0 {
-            // The other end learns it with a close_notify; the other direction goes on.
-            let _ = w.shutdown().await;
-            return Ok(());
-        }
-        pending = &buf[..n];
-    }
+    crate::splice::splice(slot, a, b, &|bytes| hub.record(bytes), shutdown).await;
 }

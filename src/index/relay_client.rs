@@ -1,13 +1,24 @@
 //! The peers' side of rendezvous and relay (docs/PROTOCOL.md §7.10) on an [`IndexClient`]:
 //! a control channel (`Listen`, then `Incoming` pushed by the index), and the two ends of a
-//! relayed connection (`RelayConnect` and `RelayAccept`, each answered `Relayed`).
+//! relayed connection (`RelayConnect` and `RelayAccept`, each answered `Relayed`, or
+//! `RelayVia` when a volunteer carries it).
 
 use std::time::Duration;
 
 use super::{IndexClient, IndexClientError};
-use crate::protocol::relay::{Incoming, RelayAccept, RelayConnect, RelayToken, Relayed};
+use crate::protocol::relay::{
+    Incoming, RelayAccept, RelayConnect, RelayToken, RelayVia, Relayed,
+};
 use crate::protocol::{IndexReply, Message, ProtocolError};
 use crate::tls::{RelayIo, SecureStream};
+
+/// How the index answered a `RelayConnect`.
+pub enum RelayRouted {
+    /// It relays the connection itself: the stream carries the peer's bytes.
+    Here(RelayIo, Relayed),
+    /// A volunteer carries it: go there. The index connection, for another request.
+    Via(Box<IndexClient>, RelayVia),
+}
 
 /// What a control channel brings.
 #[derive(Debug)]
@@ -53,15 +64,32 @@ impl IndexClient {
         }
     }
 
-    /// Asks for a relayed connection to a peer; once the index answers `Relayed`, the
-    /// connection carries the peer's bytes (run the peer protocol's TLS over it). Waits at
-    /// most `wait` for the peer to accept (the index gives up first, with an error).
+    /// Asks for a relayed connection to a peer. Once the index answers `Relayed`, the
+    /// connection carries the peer's bytes (run the peer protocol's TLS over it); when it
+    /// answers `RelayVia`, a volunteer carries it, and this connection stays usable for
+    /// another request. Waits at most `wait` for the peer to accept (the index gives up
+    /// first, with an error).
     pub async fn relay_connect(
-        self,
+        mut self,
         rc: RelayConnect,
         wait: Duration,
-    ) -> Result<(RelayIo, Relayed), IndexClientError> {
-        self.relayed(Message::RelayConnect(rc), wait).await
+    ) -> Result<RelayRouted, IndexClientError> {
+        let reply = match tokio::time::timeout(wait, self.call(&Message::RelayConnect(rc))).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(self.err(ProtocolError::Timeout {
+                    secs: wait.as_secs(),
+                }));
+            }
+        };
+        match reply {
+            IndexReply::Relayed(r) => {
+                let (stream, rest, _) = self.conn.into_parts();
+                Ok(RelayRouted::Here(RelayIo::new(stream, rest), r))
+            }
+            IndexReply::RelayVia(via) => Ok(RelayRouted::Via(Box::new(self), via)),
+            other => Err(self.err(ProtocolError::unexpected("Relayed", other.name()))),
+        }
     }
 
     /// Accepts the relay request `token` announced by an `Incoming`.

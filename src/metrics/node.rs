@@ -24,6 +24,9 @@ pub struct NodeMetrics {
     pub bytes_served: Counter,
     /// Pieces sent to other peers.
     pub pieces_served: Counter,
+    /// Bytes carried between two other members as a volunteer relay (§7.10), both
+    /// directions counted.
+    pub bytes_relayed: Counter,
     /// Uploads of one file on one connection, by outcome.
     pub uploads: ByLabel<UploadOutcome, Counter>,
     /// Bytes of verified pieces downloaded (resumed bytes not counted).
@@ -69,6 +72,12 @@ impl NodeMetrics {
             "peershare_peer_pieces_served",
             "Pieces sent to other peers",
             &self.pieces_served,
+        );
+        c(
+            &mut r,
+            "peershare_peer_bytes_relayed",
+            "Bytes carried between two other members as a volunteer relay, both directions counted",
+            &self.bytes_relayed,
         );
         r.register(
             "peershare_peer_uploads",

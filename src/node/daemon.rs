@@ -206,6 +206,9 @@ pub struct ShareStatusView {
     pub reach: Option<String>,
     /// `IP:PORT` other peers reach this node at, when reached directly.
     pub reachable_at: Option<String>,
+    /// With `--relay`, once registered: whether the index took this node as a volunteer
+    /// relay for the other members (§7.10).
+    pub relaying: Option<bool>,
 }
 
 impl From<&ShareStatus> for ShareStatusView {
@@ -220,6 +223,7 @@ impl From<&ShareStatus> for ShareStatusView {
             dht_announced: s.dht_announced,
             reach: s.reach.clone(),
             reachable_at: s.reachable_at.clone(),
+            relaying: s.volunteer,
         }
     }
 }

@@ -162,9 +162,15 @@ impl Registration {
             });
         }
         let mut synced = catalog_rx.borrow_and_update().clone();
-        let reg = client
-            .register(identity, host, port, synced.digest(), synced.len() as u64)
-            .await?;
+        let (digest, count) = (synced.digest(), synced.len() as u64);
+        let reg = match config.relay.is_some() {
+            true => {
+                client
+                    .register_volunteer(identity, host, port, digest, count)
+                    .await?
+            }
+            false => client.register(identity, host, port, digest, count).await?,
+        };
         let lease = Duration::from_secs(u64::from(reg.lease_secs));
         progress.lease = Some(lease);
         let files = if reg.in_sync {
@@ -192,8 +198,16 @@ impl Registration {
                 reg.observed.as_deref().unwrap_or("?"),
             ),
         }
+        match reg.relay {
+            Some(true) => info!("relaying for the other members of index {index} (--relay)"),
+            Some(false) => warn!(
+                "not relaying for others: index {index} takes as a relay only a peer it reaches directly"
+            ),
+            None => {}
+        }
         let index_key = client.server_key();
         status.send_modify(|s| {
+            s.volunteer = reg.relay;
             s.reach = reg
                 .reach
                 .clone()

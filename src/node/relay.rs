@@ -1,7 +1,8 @@
-//! A sharing node the index cannot reach: its control channel to the index (`Listen`), kept
-//! alive with heartbeats and reopened when it fails, and the relayed connections it accepts
-//! when the index announces one (`Incoming`), served by its peer server with the peers' own
-//! TLS inside (docs/PROTOCOL.md §7.10).
+//! A sharing node the index cannot reach, or one volunteering as a relay: its control channel
+//! to the index (`Listen`), kept alive with heartbeats and reopened when it fails; the relayed
+//! connections it accepts when the index announces one (`Incoming`), at the index or at the
+//! volunteer the index names, served by its peer server with the peers' own TLS inside; and,
+//! as a volunteer, the connections the index asks it to carry (docs/PROTOCOL.md §7.10).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use crate::identity::Fingerprint;
 use crate::index::{
     ControlEvent, IndexClient, IndexClientError, LISTEN_KEEPALIVE, RELAY_PENDING_TIMEOUT,
 };
-use crate::peer::PeerServer;
+use crate::peer::{CARRY_TIMEOUT, PeerClient, PeerServer, RelayDesk};
 use crate::protocol::Limits;
 use crate::protocol::relay::{Incoming, incoming_kind, reach};
 use crate::tls::{PeerStream, Tls};
@@ -37,20 +38,24 @@ pub(super) struct RelayListener {
     pub index_key: Option<Digest>,
     pub tls: Tls,
     pub server: PeerServer,
+    /// Set when this node volunteers as a relay.
+    pub desk: Option<RelayDesk>,
     pub limits: Limits,
     pub status: Arc<watch::Sender<ShareStatus>>,
     pub shutdown: CancellationToken,
 }
 
 impl RelayListener {
-    /// Keeps a control channel open while the index says this node is reached through its
-    /// relay, until shutdown.
+    /// Keeps a control channel open while the index says this node is reached through a
+    /// relay, or took it as a volunteer relay, until shutdown.
     pub async fn run(self) {
         let mut status = self.status.subscribe();
         let served = Arc::new(Semaphore::new(MAX_RELAYED_SERVED));
         let mut wait = Duration::from_millis(500);
         loop {
-            let relayed = |s: &ShareStatus| s.reach.as_deref() == Some(reach::RELAY);
+            let relayed = |s: &ShareStatus| {
+                s.reach.as_deref() == Some(reach::RELAY) || s.volunteer == Some(true)
+            };
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 r = status.wait_for(relayed) => if r.is_err() { return },
@@ -124,8 +129,20 @@ impl RelayListener {
     }
 
     /// An `Incoming`: accepts a relay request in its own task (within
-    /// [`MAX_RELAYED_SERVED`]); other kinds are for other builds, and ignored.
+    /// [`MAX_RELAYED_SERVED`]), or takes a volunteer's carry order; other kinds are for other
+    /// builds, and ignored.
     fn incoming(&self, i: Incoming, index_key: Digest, served: &Arc<Semaphore>) {
+        if i.kind == incoming_kind::CARRY {
+            match &self.desk {
+                Some(desk) => {
+                    if let Err(why) = desk.order(&i) {
+                        warn!("not carrying a relayed connection for the index: {why}");
+                    }
+                }
+                None => debug!("ignoring a carry order: this node does not volunteer as a relay"),
+            }
+            return;
+        }
         if i.kind != incoming_kind::RELAY {
             debug!(kind = %crate::text::Escaped(&i.kind), "ignoring an Incoming of a kind this build does not know");
             return;
@@ -161,9 +178,10 @@ async fn sleep_until_some(t: Option<tokio::time::Instant>) {
     }
 }
 
-/// Accepts one relay request: a new connection to the index, `RelayAccept`, then the peer
-/// protocol's TLS as the server, requiring the key that asked, and the peer server's usual
-/// handling (membership in a private group included).
+/// Accepts one relay request: a new connection to the index (or to the volunteer relay the
+/// `Incoming` names, requiring its key), `RelayAccept`, then the peer protocol's TLS as the
+/// server, requiring the key that asked, and the peer server's usual handling (membership in
+/// a private group included).
 async fn accept(
     index: &str,
     index_key: Digest,
@@ -173,19 +191,40 @@ async fn accept(
     i: Incoming,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let client = IndexClient::connect(index, Some(tls), Some(index_key), limits)
-        .await
-        .map_err(|e| e.to_string())?;
-    let index_addr = client
-        .stream()
-        .get_ref()
-        .0
-        .peer_addr()
-        .map_err(|e| e.to_string())?;
-    let (io, relayed) = client
-        .relay_accept(i.token, RELAY_PENDING_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (io, relayed, relay_addr) = match (&i.via, i.via_key) {
+        (Some(via), Some(via_key)) => {
+            let relay_addr: SocketAddr = via
+                .parse()
+                .map_err(|_| format!("the index named a volunteer relay at {via:?}, not IP:PORT"))?;
+            let client = PeerClient::connect(via, Some(tls), Some(via_key), limits)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (io, relayed) = client
+                .relay_accept(i.token, CARRY_TIMEOUT)
+                .await
+                .map_err(|e| format!("volunteer relay at {via}: {e}"))?;
+            (io, relayed, relay_addr)
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err("the index named a volunteer relay without its address and key".into());
+        }
+        (None, None) => {
+            let client = IndexClient::connect(index, Some(tls), Some(index_key), limits)
+                .await
+                .map_err(|e| e.to_string())?;
+            let index_addr = client
+                .stream()
+                .get_ref()
+                .0
+                .peer_addr()
+                .map_err(|e| e.to_string())?;
+            let (io, relayed) = client
+                .relay_accept(i.token, RELAY_PENDING_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?;
+            (io, relayed, index_addr)
+        }
+    };
     if relayed.peer != i.from {
         return Err("the index relayed another key than it announced".into());
     }
@@ -206,7 +245,7 @@ async fn accept(
         .addr
         .as_deref()
         .and_then(|a| a.parse().ok())
-        .unwrap_or(index_addr);
+        .unwrap_or(relay_addr);
     let stream = PeerStream::Relayed(Box::new(tokio_rustls::TlsStream::Server(stream)));
     server
         .serve_relayed(stream, addr, key, shutdown)
@@ -240,6 +279,7 @@ mod tests {
             index_key: None,
             tls,
             server,
+            desk: None,
             limits: Limits::default(),
             status: Arc::new(status),
             shutdown: CancellationToken::new(),
@@ -249,6 +289,9 @@ mod tests {
             token: crate::protocol::relay::RelayToken([1; 16]),
             from: Digest([2; 32]),
             kind: kind.into(),
+            to: None,
+            via: None,
+            via_key: None,
         };
         listener.incoming(incoming("punch"), Digest([3; 32]), &served);
         listener.incoming(incoming(""), Digest([3; 32]), &served);

@@ -74,6 +74,10 @@ pub struct ShareConfig {
     /// Announce this peer on the LAN with mDNS/DNS-SD ([`crate::lan`]) while it runs.
     /// Default: false.
     pub lan: bool,
+    /// Volunteer as a relay for the other members of the index, within these bounds
+    /// (`share --relay`, docs/PROTOCOL.md §7.10): the index takes it when it reaches this
+    /// peer directly. Default: none.
+    pub relay: Option<crate::splice::SpliceLimits>,
 }
 
 impl ShareConfig {
@@ -98,6 +102,7 @@ impl ShareConfig {
             wishes: None,
             port_mapping: None,
             lan: false,
+            relay: None,
         }
     }
 }
@@ -155,8 +160,12 @@ pub struct ShareStatus {
     pub reachable_at: Option<String>,
     /// The address the index sees this peer's connection come from (`IP:PORT`).
     pub observed: Option<String>,
-    /// The control channel to the index is open (a peer reached through the relay).
+    /// The control channel to the index is open (a peer reached through the relay, or a
+    /// volunteer relay).
     pub listening: bool,
+    /// With [`ShareConfig::relay`], once registered: whether the index took this peer as a
+    /// volunteer relay (it takes only one it reaches directly).
+    pub volunteer: Option<bool>,
     /// The key of the index registered with.
     pub index_key: Option<Digest>,
 }
@@ -248,13 +257,17 @@ pub async fn start_share(
     let tasks = TaskTracker::new();
     let stale = Arc::new(Notify::new());
 
-    let server = PeerServer::new(
+    let mut server = PeerServer::new(
         catalog_rx.clone(),
         scanner.roots(),
         config.peer.clone(),
         stale.clone(),
         tls.clone(),
     );
+    let desk = config.relay.map(crate::peer::RelayDesk::new);
+    if let Some(desk) = &desk {
+        server = server.with_relay_desk(desk.clone());
+    }
     // The UDP transport on the same port number, listening for punches through the index.
     let udp = super::udp::start(
         &server,
@@ -271,6 +284,7 @@ pub async fn start_share(
                 index_key: config.index_key,
                 tls: tls.clone(),
                 server: server.clone(),
+                desk,
                 limits: config.index_limits,
                 status: status_tx.clone(),
                 shutdown: shutdown.clone(),

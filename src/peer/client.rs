@@ -8,7 +8,8 @@ use crate::protocol::{
     Limits, MAX_HASHES_PER_REPLY, Message, PeerReply, Piece, ProtocolError, feature,
 };
 use crate::tls::quic::{QuicStream, Role};
-use crate::tls::{DialError, PeerStream, Tls, TlsError, dial};
+use crate::protocol::relay::{RelayAccept, RelayToken, Relayed};
+use crate::tls::{DialError, PeerStream, RelayIo, Tls, TlsError, dial};
 
 /// How long connecting to a peer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -255,6 +256,29 @@ impl PeerClient {
     /// [`ProtocolError::Remote`]).
     async fn ask(&mut self, request: &Message) -> Result<PeerReply, PeerClientError> {
         Ok(PeerReply::try_from(self.conn.request(request).await?)?)
+    }
+
+    /// Sends `RelayAccept {token}` to a member volunteering as a relay (§7.10) and waits at
+    /// most `wait` for its `Relayed`: from then on the connection carries the other end's
+    /// bytes (run the peers' own TLS over the stream returned). Over TCP only.
+    pub async fn relay_accept(
+        mut self,
+        token: RelayToken,
+        wait: Duration,
+    ) -> Result<(RelayIo, Relayed), PeerClientError> {
+        let msg = Message::RelayAccept(RelayAccept { token });
+        let reply = tokio::time::timeout(wait, self.ask(&msg))
+            .await
+            .map_err(|_| ProtocolError::Timeout {
+                secs: wait.as_secs(),
+            })??;
+        let PeerReply::Relayed(relayed) = reply else {
+            return Err(ProtocolError::unexpected("Relayed", reply.name()).into());
+        };
+        match self.conn.into_parts() {
+            (PeerStream::Direct(stream), rest, _) => Ok((RelayIo::new(stream, rest), relayed)),
+            _ => Err(ProtocolError::Refused("a relay is reached over TCP only".into()).into()),
+        }
     }
 
     /// What the peer says of a file: size, piece size, name (checked against our limits).

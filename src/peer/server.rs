@@ -27,6 +27,7 @@ use crate::tls::{PeerStream, Tls, secure_admitted};
 mod handler;
 mod open;
 mod quic;
+mod uploads;
 
 use self::handler::Handler;
 
@@ -150,6 +151,8 @@ pub struct PeerServer {
     next_conn: Arc<AtomicU64>,
     partials: Partials,
     connections: Connections,
+    /// Set when this peer volunteers as a relay (`share --relay`).
+    desk: Option<super::RelayDesk>,
 }
 
 /// What a peer knows of a file it serves: complete and shared, or partial.
@@ -188,12 +191,19 @@ impl PeerServer {
             stale,
             next_conn: Arc::new(AtomicU64::new(1)),
             partials: Partials::default(),
+            desk: None,
         }
     }
 
     /// Also serve the verified pieces of these downloads in progress.
     pub fn with_partials(mut self, partials: Partials) -> Self {
         self.partials = partials;
+        self
+    }
+
+    /// Also carry the relayed connections the index assigns this volunteer (§7.10).
+    pub fn with_relay_desk(mut self, desk: super::RelayDesk) -> Self {
+        self.desk = Some(desk);
         self
     }
 

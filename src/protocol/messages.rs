@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::payloads::*;
 use super::punch::{PunchGo, PunchListen, PunchRequest};
-use super::relay::{Incoming, RelayAccept, RelayConnect, Relayed};
+use super::relay::{Incoming, RelayAccept, RelayConnect, RelayVia, Relayed};
 use super::{Frame, MAX_CONTROL_PAYLOAD, PIECE_HEADER_LEN, ProtocolError};
 
 /// The protocol version this build speaks (both lowest and highest).
@@ -163,9 +163,9 @@ messages! {
     INCOMING = 0x19, Incoming(Incoming), map;
     /// Index: a connection to a peer through the index's relay.
     RELAY_CONNECT = 0x1a, RelayConnect(RelayConnect), map;
-    /// Index: the reached peer's side of a relayed connection.
+    /// Index, or a volunteer's peer port: one side of a relayed connection.
     RELAY_ACCEPT = 0x1b, RelayAccept(RelayAccept), map;
-    /// Index: the answer to `RelayConnect` and `RelayAccept`: the splice starts.
+    /// Index or volunteer: the answer to `RelayConnect` and `RelayAccept`: the splice starts.
     RELAYED = 0x1c, Relayed(Relayed), map;
     /// Index (UDP transport): coordinate a hole punch to a peer (§7.11).
     PUNCH_REQUEST = 0x1d, PunchRequest(PunchRequest), map;
@@ -185,6 +185,8 @@ messages! {
     BROWSE = 0x24, Browse(Browse), map;
     /// Index: the answer to `Browse`.
     LISTING = 0x25, Listing(Listing), listing;
+    /// Index: the answer to `RelayConnect` when a volunteer relays: where to go.
+    RELAY_VIA = 0x26, RelayVia(RelayVia), map;
     /// Peer: about a file.
     GET_INFO = 0x40, GetInfo(GetInfo), map;
     /// Peer: the answer to `GetInfo`.
@@ -293,7 +295,7 @@ message_set! {
     IndexReply, "an index reply":
     Welcome(Welcome), Error(ErrorReply), Registered(Registered), Ack(Ack),
     SearchResults(SearchResults), PeerList(PeerList), Joined(Joined), Listing(Listing),
-    Incoming(Incoming), Relayed(Relayed),
+    Incoming(Incoming), Relayed(Relayed), RelayVia(RelayVia),
 }
 
 message_set! {
@@ -312,14 +314,14 @@ message_set! {
     /// What a client may send a peer.
     PeerRequest, "a peer request":
     Hello(Hello), GetInfo(GetInfo), GetHashes(GetHashes), GetPiece(GetPiece), GetHave(GetHave),
-    CatalogQuery(CatalogQuery),
+    CatalogQuery(CatalogQuery), RelayAccept(RelayAccept),
 }
 
 message_set! {
     /// What a peer sends back.
     PeerReply, "a peer reply":
     Welcome(Welcome), Error(ErrorReply), Info(Info), Hashes(Hashes), Piece(Piece), Have(Have),
-    CatalogResults(CatalogResults),
+    CatalogResults(CatalogResults), Relayed(Relayed),
 }
 
 fn encode_map<T: Serialize>(

@@ -134,6 +134,10 @@ pub struct Register {
     /// when it unregisters or long after its lease ran out. Absent means false.
     #[serde(default)]
     pub ephemeral: bool,
+    /// The peer volunteers as a relay for the other members (`share --relay`, §7.10): its
+    /// peer port carries relayed connections the index assigns it. Absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relay: bool,
 }
 
 /// What a peer signs to register: this context string, then the index's nonce.
@@ -159,6 +163,10 @@ pub struct Registered {
     /// Absent from an index built before relays (then: direct).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reach: Option<String>,
+    /// To a `Register` with `relay`: whether the index takes this peer as a volunteer relay
+    /// (only a peer it reaches directly, once its control channel is open). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<bool>,
 }
 
 /// One shared file, as a peer tells the index.

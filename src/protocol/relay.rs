@@ -14,9 +14,17 @@ pub const RELAY_TOKEN_LEN: usize = 16;
 /// What an [`Incoming`] asks of the listening peer. A peer ignores kinds it does not know
 /// (a newer index may add some), so a new kind is a new constant here and a branch there.
 pub mod incoming_kind {
-    /// Open a new connection to the index and send `RelayAccept {token}`.
+    /// Open a new connection to the index (or to the volunteer `Incoming.via` names) and send
+    /// `RelayAccept {token}`.
     pub const RELAY: &str = "relay";
+    /// To a member that volunteers as a relay: expect `RelayAccept {token}` from `from` and
+    /// from `to` on connections to its peer port, and splice the two.
+    pub const CARRY: &str = "carry";
 }
+
+/// Volunteers a downloader may ask the index to pass over in one `RelayConnect`
+/// ([`RelayConnect::avoid`]); more is `BAD_REQUEST`.
+pub const MAX_RELAY_AVOID: usize = 8;
 
 /// How the index says a peer is reached, in `Registered.reach` and `PeerHit.reach`.
 pub mod reach {
@@ -54,6 +62,16 @@ pub struct Incoming {
     pub from: Digest,
     /// What is asked ([`incoming_kind`]); unknown kinds are ignored.
     pub kind: String,
+    /// `carry`: the key of the listening peer, the other end to splice with `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Digest>,
+    /// `relay` through a volunteer: where to send `RelayAccept`, the volunteer's peer port
+    /// `IP:PORT`. Absent: to the index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// `relay` through a volunteer: the key it must hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via_key: Option<Digest>,
 }
 
 /// Downloader → index: a relayed connection to a peer, named by its id at this index or by
@@ -66,6 +84,22 @@ pub struct RelayConnect {
     /// The peer's key, as `PeerHit.key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<Digest>,
+    /// Keys of volunteer relays not to route through (they failed this requester); at most
+    /// [`MAX_RELAY_AVOID`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub avoid: Vec<Digest>,
+}
+
+/// Index → downloader, instead of `Relayed`: a member volunteering as a relay carries this
+/// connection. Connect to its peer port, requiring `key`, and send `RelayAccept {token}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayVia {
+    /// Names the relayed connection at the volunteer.
+    pub token: RelayToken,
+    /// The volunteer's peer port, `IP:PORT` (an IPv6 address in brackets).
+    pub addr: String,
+    /// The volunteer's key.
+    pub key: Digest,
 }
 
 /// Listening peer → index, on a new connection: accepts the relay request `token`.
@@ -75,7 +109,7 @@ pub struct RelayAccept {
     pub token: RelayToken,
 }
 
-/// Index → both ends: from the next byte on, this connection carries the other end's bytes.
+/// Index (or volunteer) → both ends: from the next byte on, this connection carries the other end's bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Relayed {
     /// The other end's key, as it proved it to the index.

@@ -1,10 +1,11 @@
 //! The index's answers to `Listen`, `RelayConnect` and `RelayAccept` (docs/PROTOCOL.md §7.10):
-//! each takes its connection over (a control channel, or one end of a splice) unless refused.
+//! each takes its connection over (a control channel, or one end of a splice) unless refused,
+//! or sent to a volunteer relay (`RelayVia`).
 
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::super::relay::{self, Accepted};
+use super::super::relay::{self, Accepted, Routed};
 use super::{Handler, RequestError, code_kind, request_kind};
 use crate::content::Digest;
 use crate::identity::Fingerprint;
@@ -79,7 +80,17 @@ impl Handler {
         let group = self.group.clone();
         let revoked = |k: &Digest| group.as_ref().is_some_and(|g| g.is_revoked(k));
         let mut waiting = match self.relay.request(self.key, self.addr.ip(), &rc, revoked) {
-            Ok(w) => w,
+            Ok(Routed::Here(w)) => w,
+            Ok(Routed::Via(via)) => {
+                info!(
+                    from = %self.addr,
+                    key = %Fingerprint(self.key),
+                    via = %via.addr,
+                    "relay request sent to a volunteer"
+                );
+                self.conn.reply(&Message::RelayVia(via)).await?;
+                return Ok(Some(self));
+            }
             Err((code, why)) => return self.refuse(code, why).await,
         };
         let peer_id = waiting.peer_id;

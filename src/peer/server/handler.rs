@@ -3,13 +3,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::PeerServer;
 use super::open::{OpenFile, Opened, read_piece};
+use super::uploads::Uploads;
 use crate::content::{ContentId, Digest, PIECE_SIZE, PieceLayout};
 use crate::protocol::{
     CatalogQuery, Connection, ErrorCode, ErrorReply, GetHashes, GetHave, GetInfo, GetPiece, Hashes,
@@ -30,21 +30,6 @@ const MAX_OPENED_AHEAD: usize = 32;
 /// are answered).
 const MAX_BYTES_READ_AHEAD: u64 = 1024 * 1024;
 
-/// Files one connection keeps upload counts of at most: past it they are logged and
-/// forgotten (a downloader fetching thousands of files over one connection mostly completes
-/// each, which logs it at once).
-const MAX_UPLOADS_TRACKED: usize = 256;
-
-/// Pieces of one file sent on one connection: logged (at info) when the file's last piece
-/// has been sent, or when the connection ends.
-struct Upload {
-    name: String,
-    pieces: u64,
-    piece_count: u64,
-    bytes: u64,
-    started: Instant,
-}
-
 /// A connection's state: the files it has open, and the requests read ahead of the one being
 /// answered (pipelined behind it) with the files they ask for, opened together with its own.
 pub(super) struct Handler<'a> {
@@ -56,7 +41,7 @@ pub(super) struct Handler<'a> {
     /// The key the client proved in the TLS handshake.
     key: Digest,
     /// What was uploaded on this connection, per file, not logged yet.
-    uploads: HashMap<ContentId, Upload>,
+    uploads: Uploads<'a>,
     open: HashMap<ContentId, Arc<OpenFile>>,
     ahead: VecDeque<Result<Message, ProtocolError>>,
     opened: HashMap<ContentId, Opened>,
@@ -79,7 +64,7 @@ impl<'a> Handler<'a> {
             ip: addr.ip(),
             addr,
             key,
-            uploads: HashMap::new(),
+            uploads: Uploads::new(server, conn_id, addr, key),
             open: HashMap::new(),
             ahead: VecDeque::new(),
             opened: HashMap::new(),
@@ -155,6 +140,9 @@ impl<'a> Handler<'a> {
                     .await;
                 return Err(ProtocolError::Refused(why));
             }
+            if let PeerRequest::RelayAccept(ra) = request {
+                return self.relay_accept(ra.token, shutdown).await;
+            }
             let piece_of = match &request {
                 PeerRequest::GetPiece(r) => Some(r.content_id),
                 _ => None,
@@ -170,6 +158,7 @@ impl<'a> Handler<'a> {
                     .and_then(|()| self.have(r)),
                 PeerRequest::GetHashes(r) => self.hashes(r),
                 PeerRequest::GetPiece(r) => self.piece(r).await?,
+                PeerRequest::RelayAccept(_) => Err(bad_request("RelayAccept comes first".into())),
             };
             let reply = reply.map_or_else(Message::Error, Message::from);
             // Replies to requests read ahead wait in the send buffer and leave together.
@@ -181,88 +170,33 @@ impl<'a> Handler<'a> {
                 self.server.slots.sent(self.conn_id);
                 if let Message::Piece(p) = &reply {
                     crate::metrics::node().piece_served(p.data.len() as u64);
-                    self.uploaded(id, p.data.len() as u64);
+                    self.uploads.uploaded(id, p.data.len() as u64);
                 }
             }
         }
     }
 
-    /// Counts a piece of `id` sent; logs the file's upload once its last piece is sent.
-    fn uploaded(&mut self, id: ContentId, bytes: u64) {
-        if !self.uploads.contains_key(&id) {
-            if self.uploads.len() >= MAX_UPLOADS_TRACKED {
-                self.log_uploads();
-            }
-            let Some(f) = self.server.find(&id) else {
-                return;
-            };
-            self.uploads.insert(
-                id,
-                Upload {
-                    name: f.name,
-                    pieces: 0,
-                    piece_count: PieceLayout::new(f.size).piece_count(),
-                    bytes: 0,
-                    started: Instant::now(),
-                },
-            );
-        }
-        if let Some(u) = self.uploads.get_mut(&id) {
-            u.pieces += 1;
-            u.bytes += bytes;
-            if let Some(now) = &self.server.config.uploads {
-                match u.pieces >= u.piece_count {
-                    true => now.done(self.conn_id, &id),
-                    false => now.set(
-                        self.conn_id,
-                        id,
-                        super::UploadNow {
-                            to: self.addr.to_string(),
-                            key: crate::identity::Fingerprint(self.key).to_string(),
-                            name: u.name.clone(),
-                            bytes: u.bytes,
-                            pieces: u.pieces,
-                            piece_count: u.piece_count,
-                        },
-                    ),
-                }
-            }
-            if u.pieces >= u.piece_count
-                && let Some(u) = self.uploads.remove(&id)
-            {
-                self.log_upload(&u);
-            }
-        }
-    }
-
-    /// Logs (and forgets) every upload not logged yet.
-    fn log_uploads(&mut self) {
-        for (id, u) in std::mem::take(&mut self.uploads) {
-            self.log_upload(&u);
-            if let Some(now) = &self.server.config.uploads {
-                now.done(self.conn_id, &id);
-            }
-        }
-    }
-
-    /// One line at info: to whom (address, short key fingerprint), what, how much, how long.
-    fn log_upload(&self, u: &Upload) {
-        let outcome = match u.pieces >= u.piece_count {
-            true => crate::metrics::UploadOutcome::Complete,
-            false => crate::metrics::UploadOutcome::Partial,
+    /// A `RelayAccept`: this connection is one end of a relayed connection the index gave
+    /// this volunteer (§7.10), if it is one; else refused like any request it does not serve.
+    async fn relay_accept(
+        mut self,
+        token: crate::protocol::relay::RelayToken,
+        shutdown: CancellationToken,
+    ) -> Result<(), ProtocolError> {
+        let Some(desk) = self.server.desk.clone() else {
+            let why = "this peer does not relay for others (it shares without --relay)";
+            self.conn.send_error(ErrorCode::BadRequest, why).await;
+            return Err(ProtocolError::Refused(why.into()));
         };
-        crate::metrics::node().uploads.get(outcome).inc();
-        let key = crate::identity::Fingerprint(self.key).to_string();
-        let short = key.get(..UPLOAD_KEY_CHARS).unwrap_or(&key);
-        info!(
-            "uploaded {:?} to {} (key {short}): {} bytes, {} of {} pieces, in {:.2}s",
-            u.name,
-            self.addr,
-            u.bytes,
-            u.pieces,
-            u.piece_count,
-            u.started.elapsed().as_secs_f64()
-        );
+        if !self.ahead.is_empty() {
+            let why = "nothing may follow RelayAccept before Relayed";
+            self.conn.send_error(ErrorCode::BadRequest, why).await;
+            return Err(ProtocolError::Refused(why.into()));
+        }
+        let Handler {
+            conn, addr, key, ..
+        } = self;
+        desk.accept(conn, addr, key, token, shutdown).await
     }
 
     /// Whether `feature` was agreed on this connection; the refusal of `message` if not.
@@ -444,19 +378,6 @@ impl<'a> Handler<'a> {
             }
         }
         wanted
-    }
-}
-
-/// Characters of a client's key fingerprint an upload's log line shows.
-const UPLOAD_KEY_CHARS: usize = 12;
-
-impl Drop for Handler<'_> {
-    /// The connection is over: what was uploaded on it and not logged yet is.
-    fn drop(&mut self) {
-        self.log_uploads();
-        if let Some(now) = &self.server.config.uploads {
-            now.closed(self.conn_id);
-        }
     }
 }
 

@@ -1,0 +1,248 @@
+//! A member volunteering as a relay (`share --relay`, docs/PROTOCOL.md §7.10): the relayed
+//! connections the index assigned it (`Incoming {kind: "carry"}` on its control channel),
+//! each waiting for its two ends to send `RelayAccept` to this peer's port, then spliced
+//! within the volunteer's own bounds ([`crate::splice`]).
+//!
+//! Only the index's orders open a splice, and only between the two keys it named: a stranger
+//! holds no token, and a token is refused to any third key. The volunteer carries the peers'
+//! own TLS and sees neither names nor contents.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::content::Digest;
+use crate::identity::Fingerprint;
+use crate::protocol::relay::{Incoming, RelayToken, Relayed, incoming_kind};
+use crate::protocol::{Connection, ErrorCode, Message, ProtocolError};
+use crate::splice::{SpliceLimits, Splicer};
+use crate::tls::PeerStream;
+
+/// Relayed connections ordered and not yet joined by both ends, at once (beyond: the order
+/// is dropped, and its ends are refused).
+pub const MAX_CARRY_ORDERS: usize = 64;
+/// Of those, at once, requested by one key.
+pub const MAX_CARRY_ORDERS_PER_KEY: usize = 8;
+/// How long an order waits for both ends after it came (the index gives the listening peer
+/// 10 s to accept; this leaves room for the order's own way).
+pub const CARRY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One end that came first, waiting for the other's connection.
+struct Waiter {
+    key: Digest,
+    tx: oneshot::Sender<End>,
+}
+
+/// An end's connection, handed to the task of the end that came first.
+struct End {
+    conn: Connection<PeerStream>,
+    addr: SocketAddr,
+}
+
+struct Order {
+    from: Digest,
+    to: Digest,
+    expires: Instant,
+    waiter: Option<Waiter>,
+}
+
+struct Inner {
+    splicer: Splicer,
+    orders: Mutex<HashMap<RelayToken, Order>>,
+}
+
+/// A volunteer's relay: its orders and its bounds. Cheap to clone.
+#[derive(Clone)]
+pub struct RelayDesk {
+    inner: Arc<Inner>,
+}
+
+/// The refusal of a token that is not (or no longer) one for this key: the index's words.
+const UNKNOWN_TOKEN: &str = "unknown or expired relay token (or not issued to this key)";
+
+impl RelayDesk {
+    /// A volunteer relay within `limits` (`share --relay-rate` sets the rate).
+    pub fn new(limits: SpliceLimits) -> RelayDesk {
+        RelayDesk {
+            inner: Arc::new(Inner {
+                splicer: Splicer::new(limits),
+                orders: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn orders(&self) -> std::sync::MutexGuard<'_, HashMap<RelayToken, Order>> {
+        self.inner.orders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Relayed connections carried now.
+    pub fn relayed(&self) -> usize {
+        self.inner.splicer.relayed()
+    }
+
+    /// Takes an order of the index (an `Incoming {kind: "carry"}` from its control channel),
+    /// or says in one line why not.
+    pub fn order(&self, i: &Incoming) -> Result<(), String> {
+        if i.kind != incoming_kind::CARRY {
+            return Err(format!("not a carry order: {:?}", i.kind));
+        }
+        let Some(to) = i.to else {
+            return Err("a carry order names no peer to carry to".into());
+        };
+        if to == i.from {
+            return Err("a carry order names the same key at both ends".into());
+        }
+        let now = Instant::now();
+        let mut orders = self.orders();
+        // Expired orders whose first end still waits are withdrawn by that end's task.
+        orders.retain(|_, o| o.expires > now || o.waiter.is_some());
+        if orders.contains_key(&i.token) {
+            return Err("a carry order repeats a token".into());
+        }
+        if orders.len() >= MAX_CARRY_ORDERS {
+            return Err(format!("{MAX_CARRY_ORDERS} carry orders wait already"));
+        }
+        if orders.values().filter(|o| o.from == i.from).count() >= MAX_CARRY_ORDERS_PER_KEY {
+            return Err(format!(
+                "{MAX_CARRY_ORDERS_PER_KEY} carry orders of {} wait already",
+                Fingerprint(i.from)
+            ));
+        }
+        orders.insert(
+            i.token,
+            Order {
+                from: i.from,
+                to,
+                expires: now + CARRY_TIMEOUT,
+                waiter: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// A `RelayAccept {token}` on `conn` (after its `Hello`) from `key` at `addr`: the first
+    /// end waits for the other, then splices the two; the second hands its connection over.
+    /// Refusals (`FORBIDDEN`, `UNREACHABLE`, `BUSY`) close the connection.
+    pub async fn accept(
+        &self,
+        mut conn: Connection<PeerStream>,
+        addr: SocketAddr,
+        key: Digest,
+        token: RelayToken,
+        shutdown: CancellationToken,
+    ) -> Result<(), ProtocolError> {
+        let step = {
+            let mut orders = self.orders();
+            match orders.get_mut(&token) {
+                Some(o) if o.expires > Instant::now() && (key == o.from || key == o.to) => {
+                    match o.waiter.take() {
+                        None => {
+                            let (tx, rx) = oneshot::channel();
+                            o.waiter = Some(Waiter { key, tx });
+                            Ok((rx, o.expires, o.from, o.to))
+                        }
+                        Some(w) if w.key != key => {
+                            orders.remove(&token);
+                            Err(Some(w.tx))
+                        }
+                        // The same end twice: the first keeps its place.
+                        Some(w) => {
+                            o.waiter = Some(w);
+                            Err(None)
+                        }
+                    }
+                }
+                // Another key's refusal does not use the token up.
+                _ => Err(None),
+            }
+        };
+        let (rx, expires, from, to) = match step {
+            Ok(wait) => wait,
+            Err(Some(tx)) => {
+                // The second end: the first end's task splices.
+                return match tx.send(End { conn, addr }) {
+                    Ok(()) => Ok(()),
+                    Err(mut back) => {
+                        refuse(&mut back.conn, ErrorCode::Unreachable, "the other end is gone")
+                            .await
+                    }
+                };
+            }
+            Err(None) => return refuse(&mut conn, ErrorCode::Forbidden, UNKNOWN_TOKEN).await,
+        };
+        let other = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            r = tokio::time::timeout_at(expires, rx) => r.ok().and_then(Result::ok),
+        };
+        let Some(other) = other else {
+            self.orders().remove(&token);
+            let why = format!(
+                "the other end did not come within {} s",
+                CARRY_TIMEOUT.as_secs()
+            );
+            return refuse(&mut conn, ErrorCode::Unreachable, &why).await;
+        };
+        let mine = End { conn, addr };
+        let (mut requester, mut listener) = match key == from {
+            true => (mine, other),
+            false => (other, mine),
+        };
+        let slot = match self.inner.splicer.reserve(from, to, |k| {
+            format!("key {}", Fingerprint(*k))
+        }) {
+            Ok(slot) => slot,
+            Err(e) => {
+                let why = e.to_string();
+                requester.conn.send_error(ErrorCode::Busy, why.clone()).await;
+                return refuse(&mut listener.conn, ErrorCode::Busy, &why).await;
+            }
+        };
+        // The listening peer first: it must be ready before the requester's TLS reaches it.
+        let to_listener = Relayed {
+            peer: from,
+            addr: Some(requester.addr.to_string()),
+        };
+        if let Err(e) = listener.conn.send(&Message::Relayed(to_listener)).await {
+            let why = format!("the listening peer's connection failed: {e}");
+            return refuse(&mut requester.conn, ErrorCode::Unreachable, &why).await;
+        }
+        requester
+            .conn
+            .send(&Message::Relayed(Relayed {
+                peer: to,
+                addr: None,
+            }))
+            .await?;
+        info!(
+            from = %requester.addr,
+            to = %listener.addr,
+            "relaying for two members"
+        );
+        let (a, a_rest, _a_admission) = requester.conn.into_parts();
+        let (b, b_rest, _b_admission) = listener.conn.into_parts();
+        let record = |bytes: &[u8]| {
+            crate::metrics::node()
+                .bytes_relayed
+                .inc_by(bytes.len() as u64);
+        };
+        crate::splice::splice(slot, (a, a_rest), (b, b_rest), &record, &shutdown).await;
+        info!(from = %requester.addr, to = %listener.addr, "relayed connection closed");
+        Ok(())
+    }
+}
+
+/// Sends the refusal and ends the connection with it.
+async fn refuse(
+    conn: &mut Connection<PeerStream>,
+    code: ErrorCode,
+    why: &str,
+) -> Result<(), ProtocolError> {
+    conn.send_error(code, why).await;
+    Err(ProtocolError::Refused(why.to_string()))
+}
