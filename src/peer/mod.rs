@@ -6,7 +6,7 @@ mod catalog;
 mod client;
 mod partial;
 mod partial_sharing;
-mod relay_desk;
+pub(crate) mod relay_desk;
 mod scan;
 mod server;
 mod slots;

@@ -230,6 +230,8 @@ impl RelayDesk {
             crate::metrics::node()
                 .bytes_relayed
                 .inc_by(bytes.len() as u64);
+            #[cfg(test)]
+            tap::record(bytes);
         };
         crate::splice::splice(slot, (a, a_rest), (b, b_rest), &record, &shutdown).await;
         info!(from = %requester.addr, to = %listener.addr, "relayed connection closed");
@@ -245,4 +247,27 @@ async fn refuse(
 ) -> Result<(), ProtocolError> {
     conn.send_error(code, why).await;
     Err(ProtocolError::Refused(why.to_string()))
+}
+
+/// Tests: every byte any volunteer of this process forwards, to show what a relay sees.
+#[cfg(test)]
+pub(crate) mod tap {
+    use std::sync::{Arc, Mutex};
+
+    static TAP: Mutex<Option<Arc<Mutex<Vec<u8>>>>> = Mutex::new(None);
+
+    /// Starts recording.
+    pub(crate) fn start() -> Arc<Mutex<Vec<u8>>> {
+        let t = Arc::new(Mutex::new(Vec::new()));
+        *TAP.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.clone());
+        t
+    }
+
+    pub(super) fn record(bytes: &[u8]) {
+        if let Some(t) = &*TAP.lock().unwrap_or_else(|p| p.into_inner()) {
+            t.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(bytes);
+        }
+    }
 }
