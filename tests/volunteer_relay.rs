@@ -1,0 +1,443 @@
+//! Members volunteering as relays (`share --relay`, docs/PROTOCOL.md §7.10) on 127.0.0.0/8:
+//! the index routes relay requests through them (`RelayVia`), even when it relays nothing
+//! itself; a volunteer carries only what the index ordered between the two keys it named,
+//! within its own rate cap; a volunteer that fails is passed over.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use peershare::content::Digest;
+use peershare::download::RelayRoute;
+use peershare::identity::Identity;
+use peershare::index::{IndexClient, IndexClientError, RelayRouted};
+use peershare::node::{GetOptions, ShareConfig, ShareHandle, download_all, start_share};
+use peershare::peer::{Catalog, PeerClient, PeerConfig, PeerServer};
+use peershare::protocol::relay::{MAX_RELAY_AVOID, RelayConnect, RelayToken, reach};
+use peershare::protocol::{ErrorCode, Limits, ProtocolError};
+use peershare::splice::SpliceLimits;
+use peershare::tls::Tls;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then closed).
+async fn dead_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// An index that relays nothing itself (`--no-relay`).
+async fn index_without_relay(tmp: &Path) -> TestIndex {
+    start_index_no_relay(&tmp.join("i.sqlite"), Duration::from_secs(90)).await
+}
+
+/// A share of `dir` at `index`: volunteering as a relay within `relay` when given, and
+/// unreachable (advertising a dead port) when `hidden`.
+async fn share(
+    dir: &Path,
+    index: &str,
+    state: &Path,
+    relay: Option<SpliceLimits>,
+    hidden: bool,
+) -> ShareHandle {
+    let mut config = ShareConfig::new(
+        vec![dir.to_path_buf()],
+        Some(index.to_string()),
+        state.to_path_buf(),
+    );
+    config.relay = relay;
+    if hidden {
+        config.advertise = Some(("127.0.0.1".into(), dead_port().await));
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    start_share(config, listener).await.expect("share")
+}
+
+/// A volunteer sharing an empty directory, taken by the index and listening.
+async fn volunteer(tmp: &Path, index: &str, name: &str, limits: SpliceLimits) -> ShareHandle {
+    let empty = tmp.join(format!("{name}-empty"));
+    std::fs::create_dir(&empty).unwrap();
+    let mut v = share(&empty, index, &tmp.join(name), Some(limits), false).await;
+    let status = v
+        .wait_for(Duration::from_secs(20), |s| {
+            s.volunteer == Some(true) && s.listening
+        })
+        .await
+        .expect("taken as a volunteer relay, listening");
+    assert_eq!(status.reach.as_deref(), Some(reach::DIRECT));
+    v
+}
+
+/// A directory in `tmp` holding one file.
+fn shared_dir(tmp: &Path, dir: &str, name: &str, body: &[u8]) -> PathBuf {
+    let shared = tmp.join(dir);
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join(name), body).unwrap();
+    shared
+}
+
+fn refusal(e: IndexClientError) -> (Option<ErrorCode>, String) {
+    match e {
+        IndexClientError::Protocol {
+            source: ProtocolError::Remote(r),
+            ..
+        } => (r.kind(), r.message),
+        other => (None, other.to_string()),
+    }
+}
+
+fn peer_refusal(e: peershare::peer::PeerClientError) -> (Option<ErrorCode>, String) {
+    match e {
+        peershare::peer::PeerClientError::Protocol(ProtocolError::Remote(r)) => {
+            (r.kind(), r.message)
+        }
+        other => (None, other.to_string()),
+    }
+}
+
+fn get_options(index: &str, index_key: Digest) -> GetOptions {
+    GetOptions {
+        relay: Some(RelayRoute {
+            index: index.to_string(),
+            index_key: Some(index_key),
+        }),
+        ..GetOptions::default()
+    }
+}
+
+/// The user's story: at an index that relays nothing, a peer it cannot reach is registered
+/// all the same while a member volunteers, and downloaded from through the volunteer; a peer
+/// asking to volunteer that the index cannot reach is not taken; when the volunteer leaves,
+/// the index says no one relays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volunteer_carries_what_the_index_does_not_relay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = index_without_relay(tmp.path()).await;
+    let v = volunteer(tmp.path(), &index.addr(), "v", SpliceLimits::default()).await;
+    let body = data(700_000, 5);
+    let shared = shared_dir(tmp.path(), "shared", "carried.bin", &body);
+    // It asks to volunteer too, but the index cannot reach it: not taken, reached through one.
+    let mut hidden = share(
+        &shared,
+        &index.addr(),
+        &tmp.path().join("h"),
+        Some(SpliceLimits::default()),
+        true,
+    )
+    .await;
+    let status = hidden
+        .wait_for(Duration::from_secs(20), |s| s.in_sync && s.listening)
+        .await
+        .expect("registered through a volunteer's relay, listening");
+    assert_eq!(status.reach.as_deref(), Some(reach::RELAY));
+    assert_eq!(status.volunteer, Some(false));
+    let hidden_id = status.peer_id.unwrap();
+
+    let mut c = IndexClient::connect(&index.addr(), None, None, Limits::default())
+        .await
+        .unwrap();
+    let found = c.search("carried", 10).await.unwrap();
+    assert_eq!(found.files[0].peers[0].reach.as_deref(), Some(reach::RELAY));
+    let before = peershare::metrics::node().bytes_relayed.get();
+    let out = tmp.path().join("out");
+    let report = download_all(&found.files, &out, &get_options(&index.addr(), c.server_key()), 1)
+        .await
+        .remove(0)
+        .expect("downloaded through the volunteer");
+    assert_eq!(std::fs::read(out.join("carried.bin")).unwrap(), body);
+    assert_eq!(report.sources[0].reached, Some("relayed"));
+    assert_eq!(report.sources[0].bytes, body.len() as u64);
+    let carried = peershare::metrics::node().bytes_relayed.get() - before;
+    assert!(carried > body.len() as u64, "the volunteer counted {carried} bytes");
+
+    // The volunteer leaves: no one relays now.
+    v.shutdown().await;
+    let refused = eventually(Duration::from_secs(10), || {
+        let addr = index.addr();
+        async move {
+            let rq = IndexClient::connect(&addr, None, None, Limits::default())
+                .await
+                .ok()?;
+            let rc = RelayConnect {
+                peer_id: Some(hidden_id),
+                key: None,
+                avoid: Vec::new(),
+            };
+            match rq.relay_connect(rc, Duration::from_secs(5)).await {
+                Err(e) => Some(refusal(e)),
+                Ok(_) => None,
+            }
+        }
+    })
+    .await
+    .expect("refused once the volunteer is gone");
+    assert_eq!(refused.0, Some(ErrorCode::Unreachable), "{}", refused.1);
+    assert!(
+        refused.1.contains("no member volunteers as a relay"),
+        "{}",
+        refused.1
+    );
+    hidden.shutdown().await;
+    index.stop().await;
+}
+
+/// Attacks on a volunteer's desk with a real token: another key cannot use it (and does not
+/// use it up), an unknown token and a peer that does not volunteer are refused, too many
+/// volunteers avoided is a bad request; the token's own key is then relayed to the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volunteer_carries_only_for_the_keys_the_index_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = index_without_relay(tmp.path()).await;
+    let v = volunteer(tmp.path(), &index.addr(), "v", SpliceLimits::default()).await;
+    let v_addr = v.local_addr.to_string();
+    let shared = shared_dir(tmp.path(), "shared", "a.txt", b"hello");
+    let mut hidden = share(&shared, &index.addr(), &tmp.path().join("h"), None, true).await;
+    let status = hidden
+        .wait_for(Duration::from_secs(20), |s| s.in_sync && s.listening)
+        .await
+        .expect("listening");
+    let hidden_id = status.peer_id.unwrap();
+    let plain = shared_dir(tmp.path(), "plain", "b.txt", b"plain");
+    let plain_peer = start_peer(&plain, Some(index.addr()), &tmp.path().join("p")).await;
+
+    let asker = client_tls();
+    let rq = IndexClient::connect(&index.addr(), Some(&asker), None, Limits::default())
+        .await
+        .unwrap();
+    // More avoided volunteers than the bound: refused, the connection goes on.
+    let too_many = RelayConnect {
+        peer_id: Some(hidden_id),
+        key: None,
+        avoid: vec![Digest([1; 32]); MAX_RELAY_AVOID + 1],
+    };
+    let e = IndexClient::connect(&index.addr(), Some(&asker), None, Limits::default())
+        .await
+        .unwrap()
+        .relay_connect(too_many, Duration::from_secs(5))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refusal(e).0, Some(ErrorCode::BadRequest));
+    let rc = RelayConnect {
+        peer_id: Some(hidden_id),
+        key: None,
+        avoid: Vec::new(),
+    };
+    let RelayRouted::Via(_, via) = rq.relay_connect(rc, Duration::from_secs(5)).await.unwrap()
+    else {
+        panic!("the index relays nothing itself: a volunteer must carry it");
+    };
+    assert_eq!(via.addr, v_addr);
+
+    // Another key with the token: refused, and the token still works for its own key.
+    let thief = PeerClient::connect(&via.addr, None, Some(via.key), Limits::default())
+        .await
+        .unwrap();
+    let (code, why) = peer_refusal(
+        thief
+            .relay_accept(via.token, Duration::from_secs(5))
+            .await
+            .err()
+            .expect("refused"),
+    );
+    assert_eq!(code, Some(ErrorCode::Forbidden), "{why}");
+    assert!(why.contains("unknown or expired relay token"), "{why}");
+    // A token the index never gave.
+    let guess = PeerClient::connect(&via.addr, Some(&asker), Some(via.key), Limits::default())
+        .await
+        .unwrap();
+    let (code, _) = peer_refusal(
+        guess
+            .relay_accept(RelayToken([7; 16]), Duration::from_secs(5))
+            .await
+            .err()
+            .expect("refused"),
+    );
+    assert_eq!(code, Some(ErrorCode::Forbidden));
+    // A peer that does not volunteer.
+    let plain_addr = plain_peer.local_addr.to_string();
+    let not_a_relay = PeerClient::connect(&plain_addr, Some(&asker), None, Limits::default())
+        .await
+        .unwrap();
+    let (code, why) = peer_refusal(
+        not_a_relay
+            .relay_accept(via.token, Duration::from_secs(5))
+            .await
+            .err()
+            .expect("refused"),
+    );
+    assert_eq!(code, Some(ErrorCode::BadRequest), "{why}");
+    assert!(why.contains("does not relay"), "{why}");
+
+    // The asker's own key: relayed to the hidden peer, whose key the volunteer names.
+    let mine = PeerClient::connect(&via.addr, Some(&asker), Some(via.key), Limits::default())
+        .await
+        .unwrap();
+    let (io, relayed) = mine
+        .relay_accept(via.token, Duration::from_secs(20))
+        .await
+        .expect("relayed");
+    let (stream, proved) = asker
+        .connect_over(
+            io,
+            "127.0.0.1".parse().unwrap(),
+            Some(relayed.peer),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("the peers' TLS inside the volunteer's");
+    assert_eq!(proved, relayed.peer);
+    let stream = peershare::tls::PeerStream::Relayed(Box::new(tokio_rustls::TlsStream::Client(
+        stream,
+    )));
+    let mut p = PeerClient::over(stream, proved, &asker, Limits::default(), "relayed")
+        .await
+        .expect("Hello inside");
+    let found = c_search(&index.addr(), "a.txt").await;
+    let info = p.info(found).await.expect("GetInfo through the volunteer");
+    assert_eq!(info.size, 5);
+    drop(p);
+    plain_peer.shutdown().await;
+    hidden.shutdown().await;
+    v.shutdown().await;
+    index.stop().await;
+}
+
+async fn c_search(index: &str, q: &str) -> peershare::content::ContentId {
+    let mut c = IndexClient::connect(index, None, None, Limits::default())
+        .await
+        .unwrap();
+    c.search(q, 10).await.unwrap().files[0].content_id
+}
+
+/// A volunteer that the index names but that does not carry (here: a registered key whose
+/// peer server does not relay) is passed over: the downloader asks again, avoiding it, and
+/// the index relays itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volunteer_that_fails_is_passed_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = start_index(&tmp.path().join("i.sqlite"), Duration::from_secs(90)).await;
+    // The false volunteer: a peer server with its key, no desk, and a control channel.
+    let me = Identity::ephemeral().unwrap();
+    let tls = Tls::new(&me).unwrap();
+    let (_catalog_tx, catalog) = tokio::sync::watch::channel(Arc::new(Catalog::new(Vec::new())));
+    let server = PeerServer::new(
+        catalog,
+        Vec::new(),
+        PeerConfig::default(),
+        Arc::new(tokio::sync::Notify::new()),
+        tls.clone(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = CancellationToken::new();
+    tokio::spawn(server.run(listener, stop.clone()));
+    let mut reg = IndexClient::connect(&index.addr(), Some(&tls), None, Limits::default())
+        .await
+        .unwrap();
+    let r = reg
+        .register_volunteer(&me, "127.0.0.1", port, Digest::default(), 0)
+        .await
+        .unwrap();
+    assert_eq!(r.relay, Some(true));
+    let channel = IndexClient::connect(&index.addr(), Some(&tls), None, Limits::default())
+        .await
+        .unwrap()
+        .listen()
+        .await
+        .unwrap();
+
+    let body = data(300_000, 9);
+    let shared = shared_dir(tmp.path(), "shared", "fallback.bin", &body);
+    let mut hidden = share(&shared, &index.addr(), &tmp.path().join("h"), None, true).await;
+    hidden
+        .wait_for(Duration::from_secs(20), |s| s.in_sync && s.listening)
+        .await
+        .expect("listening");
+    let mut c = IndexClient::connect(&index.addr(), None, None, Limits::default())
+        .await
+        .unwrap();
+    let found = c.search("fallback", 10).await.unwrap();
+    // The index names the false volunteer first; it refuses to carry.
+    let hit = &found.files[0].peers[0];
+    let rc = RelayConnect {
+        peer_id: Some(hit.peer_id),
+        key: hit.key,
+        avoid: Vec::new(),
+    };
+    let rq = IndexClient::connect(&index.addr(), None, None, Limits::default())
+        .await
+        .unwrap();
+    let RelayRouted::Via(_, via) = rq.relay_connect(rc, Duration::from_secs(5)).await.unwrap()
+    else {
+        panic!("a volunteer listens: the index must name it");
+    };
+    assert_eq!(via.key, me.public_key());
+    let (code, _) = peer_refusal(
+        PeerClient::connect(&via.addr, None, Some(via.key), Limits::default())
+            .await
+            .unwrap()
+            .relay_accept(via.token, Duration::from_secs(5))
+            .await
+            .err()
+            .expect("it does not carry"),
+    );
+    assert_eq!(code, Some(ErrorCode::BadRequest));
+    let out = tmp.path().join("out");
+    let report = download_all(&found.files, &out, &get_options(&index.addr(), c.server_key()), 1)
+        .await
+        .remove(0)
+        .expect("downloaded through the index after the volunteer failed");
+    assert_eq!(std::fs::read(out.join("fallback.bin")).unwrap(), body);
+    assert_eq!(report.sources[0].reached, Some("relayed"));
+    drop(channel);
+    drop(reg);
+    hidden.shutdown().await;
+    stop.cancel();
+    index.stop().await;
+}
+
+/// `share --relay-rate` and each member's quarter of it: a download through a volunteer
+/// capped at 1 MiB/s goes at most at 256 KiB/s. (A lower bound on the time: the cap is a
+/// correctness property; speed itself is not asserted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volunteer_keeps_its_rate_cap_per_member() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = index_without_relay(tmp.path()).await;
+    let limits = SpliceLimits {
+        rate: 1024 * 1024,
+        ..SpliceLimits::default()
+    };
+    let v = volunteer(tmp.path(), &index.addr(), "v", limits).await;
+    let body = data(640 * 1024, 12);
+    let shared = shared_dir(tmp.path(), "shared", "capped.bin", &body);
+    let mut hidden = share(&shared, &index.addr(), &tmp.path().join("h"), None, true).await;
+    hidden
+        .wait_for(Duration::from_secs(20), |s| s.in_sync && s.listening)
+        .await
+        .expect("listening");
+    let mut c = IndexClient::connect(&index.addr(), None, None, Limits::default())
+        .await
+        .unwrap();
+    let found = c.search("capped", 10).await.unwrap();
+    let out = tmp.path().join("out");
+    let started = std::time::Instant::now();
+    let report = download_all(&found.files, &out, &get_options(&index.addr(), c.server_key()), 1)
+        .await
+        .remove(0)
+        .expect("downloaded");
+    let took = started.elapsed();
+    assert_eq!(std::fs::read(out.join("capped.bin")).unwrap(), body);
+    assert_eq!(report.sources[0].reached, Some("relayed"));
+    // 640 KiB at 256 KiB/s: 2.5 s (the whole rate would take 0.6 s).
+    assert!(
+        took >= Duration::from_millis(1800),
+        "took {took:?}: faster than a member's share"
+    );
+    hidden.shutdown().await;
+    v.shutdown().await;
+    index.stop().await;
+}
