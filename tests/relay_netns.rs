@@ -3,6 +3,8 @@
 //! The sharing peer registers as reached through the relay and `get` downloads through it,
 //! saying "relayed". Needs root, `ip` and `nft` (skipped, or failed in CI).
 //!
+//! The same through a member volunteering as a relay, at an index that relays nothing itself.
+//!
 //! With `PEERSHARE_RELAY_MEASURE=MiB` set, it also times a direct and a relayed download of a
 //! file that large (index with `--relay-rate 0`) and prints time to first byte, throughput
 //! and the index's CPU time per relayed GiB: figures for the notes, not asserted.
@@ -138,6 +140,121 @@ fn get_through_the_relay_between_two_symmetric_nats() {
         );
     }
     drop(share);
+    drop(index);
+    drop(t);
+}
+
+/// The same through a member volunteering as a relay on the public net (`share --relay`), at
+/// an index that relays nothing itself (`--no-relay`): the sharing peer registers all the
+/// same, and `get` downloads through the volunteer, saying "relayed".
+///
+/// With `PEERSHARE_RELAY_MEASURE=MiB` set, also prints the volunteer's throughput and CPU
+/// time per relayed GiB (its `--relay-rate 0`).
+#[test]
+fn get_through_a_volunteer_relay_between_two_symmetric_nats() {
+    let name = "get_through_a_volunteer_relay_between_two_symmetric_nats";
+    let Some(mut t) = Topology::new(name, Family::V4, true) else {
+        return;
+    };
+    let measure: Option<usize> = std::env::var("PEERSHARE_RELAY_MEASURE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let public = t.public_host("index");
+    let helper = t.public_host("volunteer");
+    let home_a = t.home("a", Nat::Symmetric);
+    let home_b = t.home("b", Nat::Symmetric);
+    let sharer = t.host("sharer", &home_a);
+    let getter = t.host("getter", &home_b);
+    let tmp = tempfile::tempdir().unwrap();
+
+    let mut index = start_in(
+        &public,
+        &["index", "--listen", "0.0.0.0:50000", "--no-relay"],
+        &tmp.path().join("ix"),
+    );
+    index.wait_line("listening on");
+    let ix = format!("{}:50000", public.v4());
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let mut volunteer_args = vec![
+        "share",
+        empty.to_str().unwrap(),
+        "--index",
+        &ix,
+        "--listen",
+        "0.0.0.0:40002",
+        "--relay",
+    ];
+    if measure.is_some() {
+        volunteer_args.extend(["--relay-rate", "0"]);
+    }
+    let mut volunteer = start_in(&helper, &volunteer_args, &tmp.path().join("volunteer"));
+    volunteer.wait_line("relaying for the other members");
+
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let size = measure.map_or(3 * 262_144 + 17, |mib| mib << 20);
+    std::fs::write(shared.join("behind-nat.bin"), data(size, 6)).unwrap();
+    let id = b3sum(&shared.join("behind-nat.bin"));
+    let mut share = start_in(
+        &sharer,
+        &[
+            "share",
+            shared.to_str().unwrap(),
+            "--index",
+            &ix,
+            "--listen",
+            "0.0.0.0:40000",
+        ],
+        &tmp.path().join("sharer"),
+    );
+    share.wait_line("reachable through the index's relay");
+
+    let dl = tmp.path().join("dl");
+    let cpu0 = cpu_of(volunteer.child.id());
+    let started = Instant::now();
+    let out = get_in(
+        &getter,
+        &[
+            "get",
+            &id,
+            "-o",
+            dl.to_str().unwrap(),
+            "--json",
+            "--index",
+            &ix,
+        ],
+        &tmp.path().join("getter"),
+    );
+    let took = started.elapsed();
+    let cpu = cpu_of(volunteer.child.id()) - cpu0;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sources = doc["downloads"][0]["sources"].as_array().unwrap().clone();
+    let used: Vec<_> = sources
+        .iter()
+        .filter(|s| s["bytes"].as_u64() > Some(0))
+        .collect();
+    assert_eq!(used.len(), 1, "{sources:?}");
+    assert_eq!(used[0]["reached"], "relayed");
+    assert_eq!(used[0]["bytes"], size as u64);
+    assert_eq!(b3sum(&dl.join("behind-nat.bin")), id);
+    if let Some(mib) = measure {
+        eprintln!(
+            "MEASURE {mib} MiB through a volunteer: {:.2} s ({:.1} MiB/s), volunteer CPU {:.2} s \
+             = {:.2} s per relayed GiB",
+            took.as_secs_f64(),
+            mib as f64 / took.as_secs_f64(),
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() / (mib as f64 / 1024.0)
+        );
+    }
+    drop(share);
+    drop(volunteer);
     drop(index);
     drop(t);
 }

@@ -392,6 +392,20 @@ pub async fn run_share(config: ShareConfig, listen: std::net::SocketAddr) -> any
                     }
                     std::io::stdout().flush()?;
                 }
+                // Volunteering as a relay (--relay): whether the index took this peer.
+                if s.volunteer != last.volunteer {
+                    match s.volunteer {
+                        Some(true) => super::outln!(
+                            "relaying for the other members through this peer's port (--relay)"
+                        )?,
+                        Some(false) => eprintln!(
+                            "peershare: not relaying for others: the index takes as a relay only \
+                             a peer it can connect to"
+                        ),
+                        None => {}
+                    }
+                    std::io::stdout().flush()?;
+                }
                 if let Some(n) = s.dht_announced && last.dht_announced != s.dht_announced {
                     super::outln!("published on the DHT: {n} of {} keys ({} files)", s.dht_keys, s.files_shared)?;
                     std::io::stdout().flush()?;
