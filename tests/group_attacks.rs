@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use peershare::content::{ContentId, Digest};
 use peershare::group::{GroupState, Invite, Membership, ShareLink};
-use peershare::identity::{Fingerprint, Identity};
+use peershare::identity::Identity;
 use peershare::index::{
     GroupStore, IndexClient, IndexClientError, MAX_ADDRESS_CHECKS_PER_IP, MAX_FAILED_CHECKS,
 };
@@ -75,31 +75,9 @@ impl PrivateIndex {
         Identity::from_secret(store.index_secret().expect("index key"))
     }
 
-    /// An invite for `uses` new members, good for an hour (made as `peershare invite` does).
-    fn invite(&self, uses: u32) -> Invite {
-        let store = GroupStore::open(&self.db).expect("group store");
-        let invite = Invite::new(self.addr.clone(), Fingerprint(self.key)).expect("invite");
-        store
-            .create_invite(&invite.secret_hash(), uses, now() + 3_600_000, now())
-            .expect("create invite");
-        invite
-    }
-
-    /// Joins `who` with a new invite; returns its TLS setup as a member.
-    async fn join(&self, who: &Identity) -> Tls {
-        let invite = self.invite(1);
-        let tls = Tls::new(who).expect("tls");
-        let mut c = IndexClient::connect(&self.addr, Some(&tls), Some(self.key), Limits::default())
-            .await
-            .expect("connect to the index");
-        let m = c.join(&invite.secret).await.expect("joined").membership;
-        assert_eq!((m.group, m.member), (self.key, who.public_key()));
-        tls.with_group(Arc::new(GroupState::new(self.key, Some(m))))
-    }
-
     /// A member sharing `dir`, its key in `state` (it joins first), registered and in sync.
     async fn share(&self, dir: &Path, state: &Path) -> (ShareHandle, Tls) {
-        let tls = self.join(&key_of(state)).await;
+        let tls = self.member(&key_of(state)).await;
         (self.share_as(dir, state, &tls).await, tls)
     }
 }
@@ -190,7 +168,7 @@ async fn a_hostile_server_cannot_replace_a_members_certificate_nor_learn_it() {
     let (ix, sharer, id) = sharing_member(t.path()).await;
     let sharer_addr = sharer.local_addr.to_string();
     let me = Identity::from_secret([0x33; 32]);
-    let tls = ix.join(&me).await;
+    let tls = ix.member(&me).await;
     let genuine = tls.membership().expect("a certificate");
     // What a hostile server would have us present: a certificate of our group for our key,
     // lasting forever, unsigned.
@@ -620,7 +598,7 @@ async fn a_removed_members_open_connection_is_refused_on_its_next_request() {
     let (ix, sharer, id) = sharing_member(t.path()).await;
     let addr = sharer.local_addr.to_string();
     let bob_id = Identity::from_secret([0xb0; 32]);
-    let bob = ix.join(&bob_id).await;
+    let bob = ix.member(&bob_id).await;
     let mut open = peer_connect(&addr, &bob).await.expect("a member is served");
     open.info(id).await.expect("served while a member");
 
@@ -693,7 +671,7 @@ async fn a_heartbeat_right_after_a_removal_is_forbidden_and_renews_nothing() {
     let fake = FakePeer::new(&me).await;
     // Several rounds: join (again), register, heartbeat; remove, and heartbeat at once.
     for round in 0..3 {
-        let tls = ix.join(&me).await;
+        let tls = ix.member(&me).await;
         let mut c = IndexClient::connect(&ix.addr, Some(&tls), Some(ix.key), Limits::default())
             .await
             .expect("connect");
@@ -766,7 +744,7 @@ async fn a_member_sharing_without_its_group_at_its_index_is_not_listed() {
     let bytes = data(70_000, 9);
     std::fs::write(files.join("plans.pdf"), &bytes).unwrap();
     let state = t.path().join("ann");
-    let _ann = ix.join(&key_of(&state)).await;
+    let _ann = ix.member(&key_of(&state)).await;
     // Shared at the group's index, but without the group (open).
     let mut config = ShareConfig::new(vec![files.clone()], Some(ix.addr.clone()), state.clone());
     config.index_key = Some(ix.key);
@@ -788,7 +766,7 @@ async fn a_member_sharing_without_its_group_at_its_index_is_not_listed() {
     assert_eq!((s.peer_id, s.in_sync), (None, false), "{s:?}");
 
     // Not listed: a member finds neither the peer nor its file.
-    let bob = ix.join(&Identity::from_secret([0xb0; 32])).await;
+    let bob = ix.member(&Identity::from_secret([0xb0; 32])).await;
     let mut c = IndexClient::connect(&ix.addr, Some(&bob), Some(ix.key), Limits::default())
         .await
         .expect("connect");

@@ -493,29 +493,6 @@ async fn private_udp_index(
     )
 }
 
-/// Joins the private index at `addr` (its database `db`) with a fresh invite as `who`.
-async fn join(
-    addr: &str,
-    key: Digest,
-    db: &std::path::Path,
-    who: &peershare::identity::Identity,
-) -> Tls {
-    use peershare::group::{GroupState, Invite};
-    use peershare::identity::Fingerprint;
-    let store = peershare::index::GroupStore::open(db).expect("group store");
-    let invite = Invite::new(addr.to_string(), Fingerprint(key)).expect("invite");
-    let now = peershare::query::now_ms();
-    store
-        .create_invite(&invite.secret_hash(), 1, now + 3_600_000, now)
-        .expect("create invite");
-    let tls = Tls::new(who).expect("tls");
-    let mut c = IndexClient::connect(addr, Some(&tls), Some(key), Limits::default())
-        .await
-        .expect("connect");
-    let m = c.join(&invite.secret).await.expect("joined").membership;
-    tls.with_group(Arc::new(GroupState::new(key, Some(m))))
-}
-
 #[tokio::test]
 async fn over_quic_a_private_group_serves_and_punches_for_members_only() {
     use peershare::identity::Identity;
@@ -525,7 +502,7 @@ async fn over_quic_a_private_group_serves_and_punches_for_members_only() {
     let state = tmp.path().join("member");
     std::fs::create_dir_all(&state).expect("dir");
     let member_key = Identity::load_or_create(&state).expect("key");
-    let member = join(&index, index_key, &db, &member_key).await;
+    let member = join_private(&index, index_key, &db, &member_key).await;
     let dir = tmp.path().join("shared");
     std::fs::create_dir_all(&dir).expect("dir");
     let bytes = data(70_000, 5);
@@ -573,7 +550,7 @@ async fn over_quic_a_private_group_serves_and_punches_for_members_only() {
     }
 
     // Another member is served over QUIC, and gets a punch to the member.
-    let other = join(&index, index_key, &db, &Identity::ephemeral().expect("key")).await;
+    let other = join_private(&index, index_key, &db, &Identity::ephemeral().expect("key")).await;
     let mut c = PeerClient::connect_quic(
         &endpoint,
         h.local_addr,

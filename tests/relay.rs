@@ -749,34 +749,13 @@ async fn a_member_gets_its_share_of_the_relay_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_groups_relay_serves_members_only() {
     use peershare::download::RelayRoute;
-    use peershare::group::{GroupState, Invite};
-    use peershare::identity::Fingerprint;
-    use peershare::index::GroupStore;
     use peershare::node::{GetOptions, download_all};
-    use std::sync::Arc;
     let tmp = tempfile::tempdir().unwrap();
     let ix = start_private_index(&tmp.path().join("ix.sqlite")).await;
-    let join = |who: Identity| {
-        let (addr, key, db) = (ix.addr.clone(), ix.key, ix.db.clone());
-        async move {
-            let store = GroupStore::open(&db).unwrap();
-            let invite = Invite::new(addr.clone(), Fingerprint(key)).unwrap();
-            let now = peershare::query::now_ms();
-            store
-                .create_invite(&invite.secret_hash(), 1, now + 3_600_000, now)
-                .unwrap();
-            let tls = Tls::new(&who).unwrap();
-            let mut c = IndexClient::connect(&addr, Some(&tls), Some(key), Limits::default())
-                .await
-                .unwrap();
-            let m = c.join(&invite.secret).await.unwrap().membership;
-            tls.with_group(Arc::new(GroupState::new(key, Some(m))))
-        }
-    };
     let body = data(300_000, 2);
     let shared = shared_dir(tmp.path(), "members-only.bin", &body);
     let state = tmp.path().join("a");
-    let a_tls = join(Identity::load_or_create(&state).unwrap()).await;
+    let a_tls = ix.member(&Identity::load_or_create(&state).unwrap()).await;
     let mut config = ShareConfig::new(vec![shared], Some(ix.addr.clone()), state);
     config.index_key = Some(ix.key);
     config.group = a_tls.group().cloned();
@@ -790,7 +769,7 @@ async fn a_private_groups_relay_serves_members_only() {
         .expect("a member registered through the relay, listening");
     let a_id = share.status.borrow().peer_id.unwrap();
 
-    let b_tls = join(Identity::ephemeral().unwrap()).await;
+    let b_tls = ix.member(&Identity::ephemeral().unwrap()).await;
     let mut c = IndexClient::connect(&ix.addr, Some(&b_tls), Some(ix.key), Limits::default())
         .await
         .unwrap();

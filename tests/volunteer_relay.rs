@@ -441,3 +441,88 @@ async fn a_volunteer_keeps_its_rate_cap_per_member() {
     v.shutdown().await;
     index.stop().await;
 }
+
+/// In a private group a volunteer carries for members only: a member behind a NAT is
+/// downloaded from by another member through a member volunteering (membership checked end to
+/// end, inside), while a stranger is refused at the volunteer's `Hello`, before it can send a
+/// token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_private_group_a_volunteer_carries_for_members_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ix = start_private_index(&tmp.path().join("ix.sqlite")).await;
+    let member_share = |dir: PathBuf, state: PathBuf, tls: Tls, relay, hidden| {
+        let ix_addr = ix.addr.clone();
+        let ix_key = ix.key;
+        async move {
+            let mut config = ShareConfig::new(vec![dir], Some(ix_addr), state);
+            config.index_key = Some(ix_key);
+            config.group = tls.group().cloned();
+            config.relay = relay;
+            if hidden {
+                config.advertise = Some(("127.0.0.1".into(), dead_port().await));
+            }
+            start_share(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let v_state = tmp.path().join("v");
+    let v_tls = ix.member(&Identity::load_or_create(&v_state).unwrap()).await;
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let mut v = member_share(empty, v_state, v_tls, Some(SpliceLimits::default()), false).await;
+    v.wait_for(Duration::from_secs(20), |s| {
+        s.volunteer == Some(true) && s.listening
+    })
+    .await
+    .expect("a member volunteering, listening");
+
+    let body = data(300_000, 4);
+    let shared = shared_dir(tmp.path(), "shared", "members-only.bin", &body);
+    let a_state = tmp.path().join("a");
+    let a_tls = ix.member(&Identity::load_or_create(&a_state).unwrap()).await;
+    let mut a = member_share(shared, a_state, a_tls, None, true).await;
+    a.wait_for(Duration::from_secs(20), |s| s.in_sync && s.listening)
+        .await
+        .expect("a member registered through a relay, listening");
+    let a_id = a.status.borrow().peer_id.unwrap();
+
+    let b_tls = ix.member(&Identity::ephemeral().unwrap()).await;
+    let mut c = IndexClient::connect(&ix.addr, Some(&b_tls), Some(ix.key), Limits::default())
+        .await
+        .unwrap();
+    let found = c.search("members-only", 10).await.unwrap();
+    let opts = GetOptions {
+        tls: Some(b_tls.clone()),
+        ..get_options(&ix.addr, ix.key)
+    };
+    let out = tmp.path().join("out");
+    let report = download_all(&found.files, &out, &opts, 1)
+        .await
+        .remove(0)
+        .expect("a member downloads through the volunteer");
+    assert_eq!(report.sources[0].reached, Some("relayed"));
+    assert_eq!(std::fs::read(out.join("members-only.bin")).unwrap(), body);
+
+    // A member's token, taken to the volunteer by a stranger: refused at Hello.
+    let rq = IndexClient::connect(&ix.addr, Some(&b_tls), Some(ix.key), Limits::default())
+        .await
+        .unwrap();
+    let rc = RelayConnect {
+        peer_id: Some(a_id),
+        key: None,
+        avoid: Vec::new(),
+    };
+    let RelayRouted::Via(_, via) = rq.relay_connect(rc, Duration::from_secs(5)).await.unwrap()
+    else {
+        panic!("a member volunteers: the index must name it");
+    };
+    let stranger = PeerClient::connect(&via.addr, None, Some(via.key), Limits::default()).await;
+    let why = match stranger {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a stranger was welcomed by a private group's volunteer"),
+    };
+    assert!(why.contains("member"), "{why}");
+    a.shutdown().await;
+    v.shutdown().await;
+}

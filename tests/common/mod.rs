@@ -465,7 +465,42 @@ pub async fn start_private_index(db: &Path) -> PrivateIndex {
     }
 }
 
+/// Joins the private index at `addr` (key `key`, database `db`) with a fresh invite as `who`:
+/// its TLS setup as a member.
+pub async fn join_private(
+    addr: &str,
+    key: peershare::content::Digest,
+    db: &Path,
+    who: &Identity,
+) -> Tls {
+    use peershare::group::{GroupState, Invite};
+    use peershare::identity::Fingerprint;
+    let store = peershare::index::GroupStore::open(db).expect("group store");
+    let invite = Invite::new(addr.to_string(), Fingerprint(key)).expect("invite");
+    let now = peershare::query::now_ms();
+    store
+        .create_invite(&invite.secret_hash(), 1, now + 3_600_000, now)
+        .expect("create invite");
+    let tls = Tls::new(who).expect("tls");
+    let mut c = peershare::index::IndexClient::connect(
+        addr,
+        Some(&tls),
+        Some(key),
+        peershare::protocol::Limits::default(),
+    )
+    .await
+    .expect("connect");
+    let m = c.join(&invite.secret).await.expect("joined").membership;
+    assert_eq!((m.group, m.member), (key, who.public_key()));
+    tls.with_group(std::sync::Arc::new(GroupState::new(key, Some(m))))
+}
+
 impl PrivateIndex {
+    /// Joins this index as `who` with a fresh invite ([`join_private`]): its TLS as a member.
+    pub async fn member(&self, who: &Identity) -> Tls {
+        join_private(&self.addr, self.key, &self.db, who).await
+    }
+
     /// Removes `key` from the group, as `peershare members remove` does.
     pub fn remove(&self, key: &peershare::content::Digest) {
         let mut store = peershare::index::GroupStore::open(&self.db).expect("group store");
