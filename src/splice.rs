@@ -267,12 +267,20 @@ mod tests {
             max_relayed: 3,
             max_relayed_per_member: 2,
         });
-        let (a, b, c, d) = (Digest([1; 32]), Digest([2; 32]), Digest([3; 32]), Digest([4; 32]));
+        let (a, b, c, d) = (
+            Digest([1; 32]),
+            Digest([2; 32]),
+            Digest([3; 32]),
+            Digest([4; 32]),
+        );
         let name = |k: &Digest| format!("key {}", k.0[0]);
         let one = s.reserve(a, b, name).unwrap();
         let _two = s.reserve(a, c, name).unwrap();
         let err = s.reserve(a, d, name).err().unwrap();
-        assert_eq!(err.to_string(), "key 1 has its most relayed connections (2); try again later");
+        assert_eq!(
+            err.to_string(),
+            "key 1 has its most relayed connections (2); try again later"
+        );
         let _three = s.reserve(c, d, name).unwrap();
         assert_eq!(s.reserve(b, d, name).err(), Some(SpliceFull::All(3)));
         drop(one);

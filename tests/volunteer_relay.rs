@@ -143,15 +143,23 @@ async fn a_volunteer_carries_what_the_index_does_not_relay() {
     assert_eq!(found.files[0].peers[0].reach.as_deref(), Some(reach::RELAY));
     let before = peershare::metrics::node().bytes_relayed.get();
     let out = tmp.path().join("out");
-    let report = download_all(&found.files, &out, &get_options(&index.addr(), c.server_key()), 1)
-        .await
-        .remove(0)
-        .expect("downloaded through the volunteer");
+    let report = download_all(
+        &found.files,
+        &out,
+        &get_options(&index.addr(), c.server_key()),
+        1,
+    )
+    .await
+    .remove(0)
+    .expect("downloaded through the volunteer");
     assert_eq!(std::fs::read(out.join("carried.bin")).unwrap(), body);
     assert_eq!(report.sources[0].reached, Some("relayed"));
     assert_eq!(report.sources[0].bytes, body.len() as u64);
     let carried = peershare::metrics::node().bytes_relayed.get() - before;
-    assert!(carried > body.len() as u64, "the volunteer counted {carried} bytes");
+    assert!(
+        carried > body.len() as u64,
+        "the volunteer counted {carried} bytes"
+    );
 
     // The volunteer leaves: no one relays now.
     v.shutdown().await;
@@ -257,6 +265,23 @@ async fn a_volunteer_carries_only_for_the_keys_the_index_named() {
             .expect("refused"),
     );
     assert_eq!(code, Some(ErrorCode::Forbidden));
+    // RelayAccept after another request: refused, the token is not used up.
+    let mut late = PeerClient::connect(&via.addr, Some(&asker), Some(via.key), Limits::default())
+        .await
+        .unwrap();
+    assert!(
+        late.info(peershare::content::ContentId::from_bytes([3; 32]))
+            .await
+            .is_err()
+    );
+    let (code, why) = peer_refusal(
+        late.relay_accept(via.token, Duration::from_secs(5))
+            .await
+            .err()
+            .expect("refused"),
+    );
+    assert_eq!(code, Some(ErrorCode::BadRequest), "{why}");
+    assert!(why.contains("comes first"), "{why}");
     // A peer that does not volunteer.
     let plain_addr = plain_peer.local_addr.to_string();
     let not_a_relay = PeerClient::connect(&plain_addr, Some(&asker), None, Limits::default())
@@ -290,9 +315,8 @@ async fn a_volunteer_carries_only_for_the_keys_the_index_named() {
         .await
         .expect("the peers' TLS inside the volunteer's");
     assert_eq!(proved, relayed.peer);
-    let stream = peershare::tls::PeerStream::Relayed(Box::new(tokio_rustls::TlsStream::Client(
-        stream,
-    )));
+    let stream =
+        peershare::tls::PeerStream::Relayed(Box::new(tokio_rustls::TlsStream::Client(stream)));
     let mut p = PeerClient::over(stream, proved, &asker, Limits::default(), "relayed")
         .await
         .expect("Hello inside");
@@ -387,10 +411,15 @@ async fn a_volunteer_that_fails_is_passed_over() {
     );
     assert_eq!(code, Some(ErrorCode::BadRequest));
     let out = tmp.path().join("out");
-    let report = download_all(&found.files, &out, &get_options(&index.addr(), c.server_key()), 1)
-        .await
-        .remove(0)
-        .expect("downloaded through the index after the volunteer failed");
+    let report = download_all(
+        &found.files,
+        &out,
+        &get_options(&index.addr(), c.server_key()),
+        1,
+    )
+    .await
+    .remove(0)
+    .expect("downloaded through the index after the volunteer failed");
     assert_eq!(std::fs::read(out.join("fallback.bin")).unwrap(), body);
     assert_eq!(report.sources[0].reached, Some("relayed"));
     drop(channel);
@@ -425,10 +454,15 @@ async fn a_volunteer_keeps_its_rate_cap_per_member() {
     let found = c.search("capped", 10).await.unwrap();
     let out = tmp.path().join("out");
     let started = std::time::Instant::now();
-    let report = download_all(&found.files, &out, &get_options(&index.addr(), c.server_key()), 1)
-        .await
-        .remove(0)
-        .expect("downloaded");
+    let report = download_all(
+        &found.files,
+        &out,
+        &get_options(&index.addr(), c.server_key()),
+        1,
+    )
+    .await
+    .remove(0)
+    .expect("downloaded");
     let took = started.elapsed();
     assert_eq!(std::fs::read(out.join("capped.bin")).unwrap(), body);
     assert_eq!(report.sources[0].reached, Some("relayed"));
@@ -467,7 +501,9 @@ async fn in_a_private_group_a_volunteer_carries_for_members_only() {
         }
     };
     let v_state = tmp.path().join("v");
-    let v_tls = ix.member(&Identity::load_or_create(&v_state).unwrap()).await;
+    let v_tls = ix
+        .member(&Identity::load_or_create(&v_state).unwrap())
+        .await;
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let mut v = member_share(empty, v_state, v_tls, Some(SpliceLimits::default()), false).await;
@@ -480,7 +516,9 @@ async fn in_a_private_group_a_volunteer_carries_for_members_only() {
     let body = data(300_000, 4);
     let shared = shared_dir(tmp.path(), "shared", "members-only.bin", &body);
     let a_state = tmp.path().join("a");
-    let a_tls = ix.member(&Identity::load_or_create(&a_state).unwrap()).await;
+    let a_tls = ix
+        .member(&Identity::load_or_create(&a_state).unwrap())
+        .await;
     let mut a = member_share(shared, a_state, a_tls, None, true).await;
     a.wait_for(Duration::from_secs(20), |s| s.in_sync && s.listening)
         .await
@@ -525,4 +563,51 @@ async fn in_a_private_group_a_volunteer_carries_for_members_only() {
     assert!(why.contains("member"), "{why}");
     a.shutdown().await;
     v.shutdown().await;
+}
+
+/// A flood of relay requests routed to a volunteer is bounded as one the index relays itself:
+/// from one address, at most `MAX_RELAY_PENDING_PER_IP` wait at once, then `BUSY`, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_through_volunteers_is_bounded_per_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = index_without_relay(tmp.path()).await;
+    let v = volunteer(tmp.path(), &index.addr(), "v", SpliceLimits::default()).await;
+    let shared = shared_dir(tmp.path(), "shared", "a.txt", b"flood");
+    let mut hidden = share(&shared, &index.addr(), &tmp.path().join("h"), None, true).await;
+    let status = hidden
+        .wait_for(Duration::from_secs(20), |s| s.in_sync && s.listening)
+        .await
+        .expect("listening");
+    let id = status.peer_id.unwrap();
+    let mut routed = 0;
+    let mut busy = None;
+    let started = std::time::Instant::now();
+    for _ in 0..peershare::index::MAX_RELAY_PENDING_PER_IP + 1 {
+        let rq = IndexClient::connect(&index.addr(), None, None, Limits::default())
+            .await
+            .unwrap();
+        let rc = RelayConnect {
+            peer_id: Some(id),
+            key: None,
+            avoid: Vec::new(),
+        };
+        match rq.relay_connect(rc, Duration::from_secs(5)).await {
+            Ok(RelayRouted::Via(..)) => routed += 1,
+            Ok(RelayRouted::Here(..)) => panic!("the index relays nothing itself"),
+            Err(e) => {
+                busy = Some(refusal(e));
+                break;
+            }
+        }
+    }
+    assert_eq!(routed, peershare::index::MAX_RELAY_PENDING_PER_IP);
+    let (code, why) = busy.expect("refused beyond the bound");
+    assert_eq!(code, Some(ErrorCode::Busy), "{why}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered at once"
+    );
+    hidden.shutdown().await;
+    v.shutdown().await;
+    index.stop().await;
 }

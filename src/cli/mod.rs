@@ -17,8 +17,8 @@ mod menu;
 mod node;
 mod output;
 mod port_mapping;
-mod volunteer;
 mod share_index;
+mod volunteer;
 mod wish;
 
 use std::net::SocketAddr;

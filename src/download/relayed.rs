@@ -176,7 +176,12 @@ async fn through_volunteer(
     let ip = via
         .addr
         .parse::<std::net::SocketAddr>()
-        .map_err(|_| format!("the index named a volunteer relay at {:?}, not IP:PORT", via.addr))?
+        .map_err(|_| {
+            format!(
+                "the index named a volunteer relay at {:?}, not IP:PORT",
+                via.addr
+            )
+        })?
         .ip();
     let relay = PeerClient::connect(&via.addr, Some(tls), Some(via.key), limits)
         .await

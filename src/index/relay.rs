@@ -25,10 +25,10 @@ use crate::protocol::relay::{
     Incoming, MAX_RELAY_AVOID, RelayConnect, RelayToken, RelayVia, incoming_kind,
 };
 use crate::protocol::{Ack, Connection, ErrorCode, Message, ProtocolError};
-use crate::splice::{SpliceLimits, SpliceSlot, Splicer};
 pub use crate::splice::{
     MAX_RELAYED, MAX_RELAYED_PER_MEMBER, RELAY_IDLE_TIMEOUT, RELAY_MEMBER_SHARE, RELAY_RATE,
 };
+use crate::splice::{SpliceLimits, SpliceSlot, Splicer};
 use crate::tls::SecureStream;
 
 /// Default of [`RelayConfig::pending_timeout`]: how long a `RelayConnect` waits for its

@@ -6,9 +6,7 @@
 use std::time::Duration;
 
 use super::{IndexClient, IndexClientError};
-use crate::protocol::relay::{
-    Incoming, RelayAccept, RelayConnect, RelayToken, RelayVia, Relayed,
-};
+use crate::protocol::relay::{Incoming, RelayAccept, RelayConnect, RelayToken, RelayVia, Relayed};
 use crate::protocol::{IndexReply, Message, ProtocolError};
 use crate::tls::{RelayIo, SecureStream};
 

@@ -193,9 +193,9 @@ async fn accept(
 ) -> Result<(), String> {
     let (io, relayed, relay_addr) = match (&i.via, i.via_key) {
         (Some(via), Some(via_key)) => {
-            let relay_addr: SocketAddr = via
-                .parse()
-                .map_err(|_| format!("the index named a volunteer relay at {via:?}, not IP:PORT"))?;
+            let relay_addr: SocketAddr = via.parse().map_err(|_| {
+                format!("the index named a volunteer relay at {via:?}, not IP:PORT")
+            })?;
             let client = PeerClient::connect(via, Some(tls), Some(via_key), limits)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -191,7 +191,10 @@ async fn a_volunteer_relay_sees_neither_names_nor_contents() {
         seen.len()
     );
     let contains = |needle: &[u8]| seen.windows(needle.len()).any(|w| w == needle);
-    assert!(!contains(NAME.as_bytes()), "the volunteer saw the file's name");
+    assert!(
+        !contains(NAME.as_bytes()),
+        "the volunteer saw the file's name"
+    );
     assert!(
         !contains(b"that a relay must never see"),
         "the volunteer saw the contents"
@@ -201,9 +204,12 @@ async fn a_volunteer_relay_sees_neither_names_nor_contents() {
         "the volunteer saw the content id"
     );
     assert!(crate::metrics::node().bytes_relayed.get() - before >= seen.len() as u64);
-    assert_eq!(metrics.metrics().relay_bytes.get(), 0, "the index relayed nothing");
+    assert_eq!(
+        metrics.metrics().relay_bytes.get(),
+        0,
+        "the index relayed nothing"
+    );
     share.shutdown().await;
     volunteer.shutdown().await;
     stop.cancel();
 }
-

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use crate::content::{ContentId, Digest, MAX_FILE_SIZE, PIECE_HASH_LEN, PIECE_SIZE};
+use crate::protocol::relay::{RelayAccept, RelayToken, Relayed};
 use crate::protocol::{
     CatalogQuery, CatalogResults, Connection, GetHashes, GetHave, GetInfo, GetPiece, Have, Info,
     Limits, MAX_HASHES_PER_REPLY, Message, PeerReply, Piece, ProtocolError, feature,
 };
 use crate::tls::quic::{QuicStream, Role};
-use crate::protocol::relay::{RelayAccept, RelayToken, Relayed};
 use crate::tls::{DialError, PeerStream, RelayIo, Tls, TlsError, dial};
 
 /// How long connecting to a peer may take.

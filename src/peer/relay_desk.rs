@@ -169,8 +169,12 @@ impl RelayDesk {
                 return match tx.send(End { conn, addr }) {
                     Ok(()) => Ok(()),
                     Err(mut back) => {
-                        refuse(&mut back.conn, ErrorCode::Unreachable, "the other end is gone")
-                            .await
+                        refuse(
+                            &mut back.conn,
+                            ErrorCode::Unreachable,
+                            "the other end is gone",
+                        )
+                        .await
                     }
                 };
             }
@@ -193,13 +197,18 @@ impl RelayDesk {
             true => (mine, other),
             false => (other, mine),
         };
-        let slot = match self.inner.splicer.reserve(from, to, |k| {
-            format!("key {}", Fingerprint(*k))
-        }) {
+        let slot = match self
+            .inner
+            .splicer
+            .reserve(from, to, |k| format!("key {}", Fingerprint(*k)))
+        {
             Ok(slot) => slot,
             Err(e) => {
                 let why = e.to_string();
-                requester.conn.send_error(ErrorCode::Busy, why.clone()).await;
+                requester
+                    .conn
+                    .send_error(ErrorCode::Busy, why.clone())
+                    .await;
                 return refuse(&mut listener.conn, ErrorCode::Busy, &why).await;
             }
         };
@@ -269,5 +278,73 @@ pub(crate) mod tap {
                 .unwrap_or_else(|p| p.into_inner())
                 .extend_from_slice(bytes);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(token: u8, from: u8, to: u8) -> Incoming {
+        Incoming {
+            token: RelayToken([token; 16]),
+            from: Digest([from; 32]),
+            kind: incoming_kind::CARRY.into(),
+            to: Some(Digest([to; 32])),
+            via: None,
+            via_key: None,
+        }
+    }
+
+    /// Orders that cannot be carried out are refused, each with its reason.
+    #[test]
+    fn malformed_orders_are_refused() {
+        let desk = RelayDesk::new(SpliceLimits::default());
+        let mut relay = order(1, 2, 3);
+        relay.kind = incoming_kind::RELAY.into();
+        assert!(
+            desk.order(&relay)
+                .unwrap_err()
+                .contains("not a carry order")
+        );
+        let mut no_to = order(1, 2, 3);
+        no_to.to = None;
+        assert!(desk.order(&no_to).unwrap_err().contains("no peer"));
+        assert!(
+            desk.order(&order(1, 2, 2))
+                .unwrap_err()
+                .contains("same key")
+        );
+        desk.order(&order(1, 2, 3)).unwrap();
+        assert!(
+            desk.order(&order(1, 4, 5))
+                .unwrap_err()
+                .contains("repeats a token")
+        );
+    }
+
+    /// At most `MAX_CARRY_ORDERS_PER_KEY` orders of one requester and `MAX_CARRY_ORDERS` in all
+    /// wait at once; once they expire, new ones are taken again.
+    #[tokio::test(start_paused = true)]
+    async fn orders_are_bounded_and_expire() {
+        let desk = RelayDesk::new(SpliceLimits::default());
+        for t in 0..MAX_CARRY_ORDERS_PER_KEY as u8 {
+            desk.order(&order(t, 1, 2)).unwrap();
+        }
+        let e = desk.order(&order(100, 1, 3)).unwrap_err();
+        assert!(e.contains("carry orders of"), "{e}");
+        // Other requesters fill the rest.
+        let mut t = MAX_CARRY_ORDERS_PER_KEY as u8;
+        let mut from = 10u8;
+        while desk.orders().len() < MAX_CARRY_ORDERS {
+            desk.order(&order(t, from, 2)).unwrap();
+            t += 1;
+            from += 1;
+        }
+        let e = desk.order(&order(200, 250, 2)).unwrap_err();
+        assert!(e.contains("carry orders wait already"), "{e}");
+        tokio::time::advance(CARRY_TIMEOUT + Duration::from_millis(1)).await;
+        desk.order(&order(200, 1, 2)).unwrap();
+        assert_eq!(desk.orders().len(), 1);
     }
 }

@@ -111,6 +111,8 @@ impl<'a> Handler<'a> {
             }
             None => return Ok(()),
         };
+        // A relayed connection at a volunteer (§7.10) starts with RelayAccept.
+        let mut first = true;
         loop {
             if shutdown.is_cancelled() && !self.ahead.is_empty() {
                 let _ = self.conn.flush().await;
@@ -141,8 +143,16 @@ impl<'a> Handler<'a> {
                 return Err(ProtocolError::Refused(why));
             }
             if let PeerRequest::RelayAccept(ra) = request {
-                return self.relay_accept(ra.token, shutdown).await;
+                return match first {
+                    true => self.relay_accept(ra.token, shutdown).await,
+                    false => {
+                        let why = "RelayAccept comes first on a connection, or not at all";
+                        self.conn.send_error(ErrorCode::BadRequest, why).await;
+                        Err(ProtocolError::Refused(why.into()))
+                    }
+                };
             }
+            first = false;
             let piece_of = match &request {
                 PeerRequest::GetPiece(r) => Some(r.content_id),
                 _ => None,
