@@ -11,6 +11,9 @@ use crate::protocol::{IndexReply, Message, ProtocolError};
 use crate::tls::{RelayIo, SecureStream};
 
 /// How the index answered a `RelayConnect`.
+// Made once per relay request and taken apart at once: the stream stays unboxed, as in
+// `PeerStream`.
+#[allow(clippy::large_enum_variant)]
 pub enum RelayRouted {
     /// It relays the connection itself: the stream carries the peer's bytes.
     Here(RelayIo, Relayed),
