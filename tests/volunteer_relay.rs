@@ -611,3 +611,108 @@ async fn a_flood_through_volunteers_is_bounded_per_address() {
     v.shutdown().await;
     index.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The real binary: `share --relay` says whether the index took it, `get` goes through it.
+
+const BIN: &str = env!("CARGO_BIN_EXE_peershare");
+
+fn start_bin(args: &[&str], home: &Path) -> Running {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(args)
+        .env("PEERSHARE_HOME", home)
+        .env_remove("PEERSHARE_INDEX");
+    Running::spawn_lines(cmd, None, Lines::Both)
+}
+
+#[test]
+fn share_relay_says_so_and_get_goes_through_it() {
+    let t = tempfile::tempdir().unwrap();
+    let mut index = start_bin(
+        &["index", "--listen", "127.0.0.1:0", "--no-relay"],
+        &t.path().join("ix"),
+    );
+    let ix = index.listening();
+    let empty = t.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let mut v = start_bin(
+        &[
+            "share",
+            empty.to_str().unwrap(),
+            "--index",
+            &ix,
+            "--listen",
+            "127.0.0.1:0",
+            "--relay",
+            "--relay-rate",
+            "0",
+        ],
+        &t.path().join("v"),
+    );
+    v.wait_line("relaying for the other members through this peer's port");
+    let body = data(2 * 262_144 + 5, 8);
+    let shared = shared_dir(t.path(), "shared", "through.bin", &body);
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let advertise = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    // It asks to volunteer too, but the index cannot connect to it: it says so.
+    let mut hidden = start_bin(
+        &[
+            "share",
+            shared.to_str().unwrap(),
+            "--index",
+            &ix,
+            "--listen",
+            "127.0.0.1:0",
+            "--advertise",
+            &advertise,
+            "--relay",
+        ],
+        &t.path().join("hidden"),
+    );
+    hidden.wait_line("reachable through the index's relay");
+    hidden.wait_line("not relaying for others");
+    let id = b3sum(&shared.join("through.bin"));
+    let dl = t.path().join("dl");
+    let out = run_peershare(
+        &[
+            "get",
+            &id,
+            "-o",
+            dl.to_str().unwrap(),
+            "--json",
+            "--index",
+            &ix,
+            "--no-punch",
+        ],
+        &t.path().join("client"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sources = doc["downloads"][0]["sources"].as_array().unwrap().clone();
+    let used: Vec<_> = sources
+        .iter()
+        .filter(|s| s["bytes"].as_u64() > Some(0))
+        .collect();
+    assert_eq!(used.len(), 1, "{sources:?}");
+    assert_eq!(used[0]["reached"], "relayed");
+    assert_eq!(b3sum(&dl.join("through.bin")), id);
+    // --relay-rate means nothing without --relay.
+    let out = run_peershare(
+        &["share", empty.to_str().unwrap(), "--relay-rate", "1MiB"],
+        &t.path().join("bad"),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--relay"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(hidden);
+    drop(v);
+    drop(index);
+}
