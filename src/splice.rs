@@ -5,6 +5,7 @@
 //! Nothing here reads what passes: the two peers run their own TLS inside.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -200,10 +201,11 @@ pub async fn splice<A, B>(
 {
     let (ar, aw) = tokio::io::split(a.0);
     let (br, bw) = tokio::io::split(b.0);
+    let activity = Activity::new();
     let pumps = async {
         tokio::try_join!(
-            pump(&slot, ar, bw, a.1, record, RELAY_IDLE_TIMEOUT),
-            pump(&slot, br, aw, b.1, record, RELAY_IDLE_TIMEOUT),
+            pump(&slot, ar, bw, a.1, record, &activity, RELAY_IDLE_TIMEOUT),
+            pump(&slot, br, aw, b.1, record, &activity, RELAY_IDLE_TIMEOUT),
         )
     };
     tokio::select! {
@@ -214,12 +216,41 @@ pub async fn splice<A, B>(
     }
 }
 
+/// When a byte last passed, either way: a splice is idle only when neither direction moved.
+struct Activity {
+    start: tokio::time::Instant,
+    /// Milliseconds from `start`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: tokio::time::Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long nothing passed either way.
+    fn quiet(&self) -> Duration {
+        self.start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed)))
+    }
+}
+
 async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     slot: &SpliceSlot,
     mut r: R,
     mut w: W,
     first: BytesMut,
     record: &(dyn Fn(&[u8]) + Sync),
+    activity: &Activity,
     idle: Duration,
 ) -> std::io::Result<()> {
     let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "relay idle");
@@ -238,13 +269,21 @@ async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 .await
                 .map_err(|_| timed_out())??;
             record(pending);
+            activity.touch();
         }
-        let n = match tokio::time::timeout(idle, r.read(&mut buf)).await {
-            Err(_) => return Err(timed_out()),
-            Ok(Ok(n)) => n,
-            // A TLS stream closed without close_notify: the end of this direction.
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
-            Ok(Err(e)) => return Err(e),
+        // A quiet direction waits as long as the other one moves.
+        let n = loop {
+            let left = idle.saturating_sub(activity.quiet());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            match tokio::time::timeout(left, r.read(&mut buf)).await {
+                Err(_) => continue,
+                Ok(Ok(n)) => break n,
+                // A TLS stream closed without close_notify: the end of this direction.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break 0,
+                Ok(Err(e)) => return Err(e),
+            }
         };
         if n == 0 {
             // The other end learns it with a close_notify; the other direction goes on.
@@ -286,5 +325,48 @@ mod tests {
         drop(one);
         assert_eq!(s.relayed(), 2);
         assert!(s.reserve(b, d, name).is_ok());
+    }
+
+    /// A splice whose one direction is quiet stays open while the other moves, and closes
+    /// once neither moved for [`RELAY_IDLE_TIMEOUT`].
+    #[tokio::test(start_paused = true)]
+    async fn idle_means_neither_direction_moved() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let s = Splicer::new(SpliceLimits::default());
+        let slot = s
+            .reserve(Digest([1; 32]), Digest([2; 32]), |_| String::new())
+            .unwrap();
+        let (mut a, a_end) = tokio::io::duplex(1024);
+        let (mut b, b_end) = tokio::io::duplex(1024);
+        let stop = CancellationToken::new();
+        let record = |_: &[u8]| {};
+        let spliced = splice(
+            slot,
+            (a_end, BytesMut::new()),
+            (b_end, BytesMut::new()),
+            &record,
+            &stop,
+        );
+        tokio::pin!(spliced);
+        let started = tokio::time::Instant::now();
+        // a → b moves every 100 s for 500 s; b → a never does.
+        let traffic = async {
+            let mut byte = [0u8; 1];
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_secs(100)).await;
+                a.write_all(b"x").await.unwrap();
+                b.read_exact(&mut byte).await.unwrap();
+            }
+        };
+        tokio::select! {
+            () = &mut spliced => panic!("closed while one direction moved"),
+            () = traffic => {}
+        }
+        assert!(started.elapsed() >= Duration::from_secs(500));
+        // Now neither moves: closed one idle period after the last byte.
+        tokio::time::timeout(RELAY_IDLE_TIMEOUT + Duration::from_secs(5), &mut spliced)
+            .await
+            .expect("closed once idle");
+        assert_eq!(s.relayed(), 0);
     }
 }

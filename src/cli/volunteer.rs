@@ -1,6 +1,7 @@
 //! The volunteer-relay flags of `share` and `node` (`--relay`, `--relay-rate`).
 
 use clap::Args;
+use peershare::peer::RelayDesk;
 use peershare::splice::SpliceLimits;
 
 /// Volunteering as a relay for the other members (docs/PROTOCOL.md §7.10).
@@ -21,9 +22,7 @@ pub struct VolunteerArgs {
 impl VolunteerArgs {
     /// The share's setting.
     pub fn config(&self) -> Option<SpliceLimits> {
-        self.relay.then(|| SpliceLimits {
-            rate: self.relay_rate,
-            ..SpliceLimits::default()
-        })
+        self.relay
+            .then(|| RelayDesk::default_limits(self.relay_rate))
     }
 }

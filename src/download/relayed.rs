@@ -11,13 +11,13 @@ use super::report::Source;
 use super::udp::UdpRoute;
 use crate::content::Digest;
 use crate::index::{IndexClient, RELAY_PENDING_TIMEOUT, RelayRouted};
-use crate::peer::{CARRY_TIMEOUT, PeerClient, PeerClientError};
+use crate::peer::{PeerClient, PeerClientError};
 use crate::protocol::Limits;
-use crate::protocol::relay::{RelayConnect, RelayVia};
+use crate::protocol::relay::{CARRY_TIMEOUT, RelayConnect, RelayVia};
 use crate::tls::{PeerStream, RelayIo, Tls};
 
-/// Volunteer relays one connection tries before it takes the index's answer as final: each
-/// that fails is named in the next `RelayConnect`'s `avoid`.
+/// Volunteer relays one connection tries at most: one that fails is named in the next
+/// `RelayConnect`'s `avoid` (and the index then relays itself, when it does).
 const MAX_VOLUNTEERS_TRIED: usize = 2;
 
 /// How long the TLS handshake inside a relayed connection may take (as a direct one's).
@@ -112,21 +112,25 @@ pub async fn connect_relayed(
         addr: label.clone(),
         source: e,
     })?;
-    let mut client = IndexClient::connect(&route.index, Some(&tls), route.index_key, limits)
-        .await
-        .map_err(|e| fail(label.clone(), e.to_string()))?;
-    let index_ip = client
-        .stream()
-        .get_ref()
-        .0
-        .peer_addr()
-        .map_err(|e| fail(label.clone(), e.to_string()))?
-        .ip();
+    let connect = || async {
+        let client = IndexClient::connect(&route.index, Some(&tls), route.index_key, limits)
+            .await
+            .map_err(|e| fail(label.clone(), e.to_string()))?;
+        let ip = client
+            .stream()
+            .get_ref()
+            .0
+            .peer_addr()
+            .map_err(|e| fail(label.clone(), e.to_string()))?
+            .ip();
+        Ok::<_, PeerClientError>((client, ip))
+    };
     // The index answers within its own wait for the peer; this one only guards against an
     // index that does not.
     let wait = RELAY_PENDING_TIMEOUT + Duration::from_secs(5);
     let mut avoid = Vec::new();
-    let (io, ip, label) = loop {
+    loop {
+        let (client, index_ip) = connect().await?;
         let rc = RelayConnect {
             peer_id: source.peer_id,
             key: Some(key),
@@ -136,34 +140,53 @@ pub async fn connect_relayed(
             .relay_connect(rc, wait)
             .await
             .map_err(|e| fail(label.clone(), e.to_string()))?;
-        let (back, via) = match routed {
-            RelayRouted::Here(io, _) => break (io, index_ip, label),
-            RelayRouted::Via(back, via) => (back, via),
+        let via = match routed {
+            RelayRouted::Here(io, _) => {
+                return inside(io, index_ip, key, &tls, limits, &label).await;
+            }
+            RelayRouted::Via(_, via) => via,
         };
         let through = match source.peer_id {
             Some(id) => format!("peer {id} through the volunteer relay at {}", via.addr),
             None => format!("a peer through the volunteer relay at {}", via.addr),
         };
-        match through_volunteer(&via, &tls, limits).await {
-            Ok((io, ip)) => break (io, ip, through),
-            Err(why) if avoid.len() < MAX_VOLUNTEERS_TRIED => {
-                debug!("{through}: {why}; asking the index again");
+        // Whatever fails through a volunteer, up to the peer's Hello inside (a volunteer may
+        // splice to the wrong place), counts against it.
+        let r = match through_volunteer(&via, &tls, limits).await {
+            Ok((io, ip)) => inside(io, ip, key, &tls, limits, &through).await,
+            Err(why) => Err(fail(through.clone(), why)),
+        };
+        match r {
+            Ok(c) => return Ok(c),
+            Err(e) if avoid.len() + 1 < MAX_VOLUNTEERS_TRIED => {
+                debug!("{e}; asking the index again, passing this volunteer over");
                 avoid.push(via.key);
-                client = *back;
             }
-            Err(why) => return Err(fail(through, why)),
+            Err(e) => return Err(e),
         }
-    };
+    }
+}
+
+/// The peer protocol over a relayed stream: TLS as the client requiring `key` (the key the
+/// index listed), then `Hello`.
+async fn inside(
+    io: RelayIo,
+    ip: std::net::IpAddr,
+    key: Digest,
+    tls: &Tls,
+    limits: Limits,
+    label: &str,
+) -> Result<PeerClient, PeerClientError> {
     let deadline = RELAYED_HANDSHAKE_TIMEOUT.min(limits.read_timeout);
     let (stream, proved) = tls
         .connect_over(io, ip, Some(key), deadline)
         .await
         .map_err(|source| PeerClientError::Secure {
-            addr: label.clone(),
+            addr: label.to_string(),
             source,
         })?;
     let stream = PeerStream::Relayed(Box::new(tokio_rustls::TlsStream::Client(stream)));
-    PeerClient::over(stream, proved, &tls, limits, &label).await
+    PeerClient::over(stream, proved, tls, limits, label).await
 }
 
 /// The requester's end at a volunteer relay: a connection to its peer port, requiring its

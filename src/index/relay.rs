@@ -22,7 +22,7 @@ use crate::content::Digest;
 use crate::identity::{Fingerprint, random_bytes};
 use crate::metrics::IndexMetrics;
 use crate::protocol::relay::{
-    Incoming, MAX_RELAY_AVOID, RelayConnect, RelayToken, RelayVia, incoming_kind,
+    Incoming, MAX_CARRY_ORDERS, MAX_RELAY_AVOID, RelayConnect, RelayToken, RelayVia, incoming_kind,
 };
 use crate::protocol::{Ack, Connection, ErrorCode, Message, ProtocolError};
 pub use crate::splice::{
@@ -107,6 +107,8 @@ struct Pending {
     target: Digest,
     ip: IpAddr,
     tx: Option<oneshot::Sender<Accepted>>,
+    /// The volunteer it was sent to.
+    via: Option<Digest>,
     expires: Instant,
 }
 
@@ -287,7 +289,7 @@ impl RelayHub {
         let expired: Vec<RelayToken> = s
             .pending
             .iter()
-            .filter(|(_, p)| p.tx.is_none() && p.expires <= now)
+            .filter(|(_, p)| p.via.is_some() && p.expires <= now)
             .map(|(t, _)| *t)
             .collect();
         for t in expired {
@@ -341,27 +343,47 @@ impl RelayHub {
                 format!("peer {peer_id} has too many relay requests waiting; try again later"),
             )
         };
-        if let Some((key, addr)) = self.volunteer(&mut s, token, from, target, &rc.avoid, revoked) {
-            let incoming = Incoming {
+        // A place in the target's channel first: a request refused BUSY leaves no order at a
+        // volunteer behind.
+        let permit = listener.try_reserve().map_err(|_| busy())?;
+        // Volunteers first; once one failed this requester (`avoid`), the index's own relay
+        // when it has one. At most `max_relayed_per_member` requests routed to volunteers wait
+        // for one target (each costs it a connection to the volunteer).
+        let routed_to_target = s
+            .pending
+            .values()
+            .filter(|p| p.via.is_some() && p.target == target)
+            .count();
+        let via = match (rc.avoid.is_empty() || !config.enabled)
+            && routed_to_target < config.max_relayed_per_member
+        {
+            true => self.volunteer(&mut s, token, from, target, &rc.avoid, revoked),
+            false => None,
+        };
+        if let Some((key, addr)) = via {
+            permit.send(Incoming {
                 token,
                 from,
                 kind: incoming_kind::RELAY.into(),
                 to: None,
                 via: Some(addr.clone()),
                 via_key: Some(key),
-            };
-            listener.try_send(incoming).map_err(|_| busy())?;
+            });
             s.pending.insert(
                 token,
                 Pending {
                     target,
                     ip,
                     tx: None,
+                    via: Some(key),
                     expires,
                 },
             );
             *s.pending_per_ip.entry(ip).or_default() += 1;
             return Ok(Routed::Via(RelayVia { token, addr, key }));
+        }
+        if !config.enabled && routed_to_target >= config.max_relayed_per_member {
+            return Err(busy());
         }
         if !config.enabled {
             return Err((
@@ -385,7 +407,7 @@ impl RelayHub {
             via: None,
             via_key: None,
         };
-        listener.try_send(incoming).map_err(|_| busy())?;
+        permit.send(incoming);
         let (tx, rx) = oneshot::channel();
         s.pending.insert(
             token,
@@ -393,6 +415,7 @@ impl RelayHub {
                 target,
                 ip,
                 tx: Some(tx),
+                via: None,
                 expires,
             },
         );
@@ -408,9 +431,10 @@ impl RelayHub {
         }))
     }
 
-    /// The next volunteer in turn that listens, is neither end, is not avoided and is still
-    /// a member, once it took the request (`Incoming {kind: "carry"}`): its key and address.
-    /// One whose channel is full is passed over.
+    /// The next volunteer in turn that listens, is neither end, is not avoided, is still a
+    /// member and holds fewer than [`MAX_CARRY_ORDERS`] of our requests, once it took the
+    /// request (`Incoming {kind: "carry"}`): its key and address. One whose channel is full is
+    /// passed over.
     fn volunteer(
         &self,
         s: &mut State,
@@ -429,6 +453,10 @@ impl RelayHub {
             .collect();
         for (id, key) in order {
             if key == from || key == to || avoid.contains(&key) || revoked(&key) {
+                continue;
+            }
+            let orders = s.pending.values().filter(|p| p.via == Some(key)).count();
+            if orders >= MAX_CARRY_ORDERS {
                 continue;
             }
             let Some(reg) = s.keys.get(&key) else {

@@ -18,9 +18,9 @@ use crate::identity::Fingerprint;
 use crate::index::{
     ControlEvent, IndexClient, IndexClientError, LISTEN_KEEPALIVE, RELAY_PENDING_TIMEOUT,
 };
-use crate::peer::{CARRY_TIMEOUT, PeerClient, PeerServer, RelayDesk};
+use crate::peer::{PeerClient, PeerServer, RelayDesk};
 use crate::protocol::Limits;
-use crate::protocol::relay::{Incoming, incoming_kind, reach};
+use crate::protocol::relay::{CARRY_TIMEOUT, Incoming, incoming_kind, reach};
 use crate::tls::{PeerStream, Tls};
 
 /// Relayed connections a sharing node serves at once; an `Incoming` beyond it is ignored

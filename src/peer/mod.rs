@@ -18,7 +18,9 @@ pub use catalog::{Catalog, SharedFile};
 pub use client::{PeerClient, PeerClientError, Reach};
 pub use partial::{PartialFile, Partials};
 pub use partial_sharing::{PartialSharing, PartialSharingError};
-pub use relay_desk::{CARRY_TIMEOUT, MAX_CARRY_ORDERS, MAX_CARRY_ORDERS_PER_KEY, RelayDesk};
+pub use relay_desk::{
+    ORDER_GRACE, RelayDesk, VOLUNTEER_MAX_RELAYED, VOLUNTEER_MAX_RELAYED_PER_MEMBER,
+};
 pub(crate) use scan::open_hash_cache;
 pub use scan::{
     HASH_CACHE_FILE, HASH_PROGRESS_STEP, HashProgress, HashStatus, PARTIAL_SUFFIX, ScanError,

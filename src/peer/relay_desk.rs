@@ -12,26 +12,20 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::content::Digest;
 use crate::identity::Fingerprint;
-use crate::protocol::relay::{Incoming, RelayToken, Relayed, incoming_kind};
+use crate::protocol::relay::{
+    CARRY_TIMEOUT, Incoming, MAX_CARRY_ORDERS, MAX_CARRY_ORDERS_PER_KEY, RelayToken, Relayed,
+    incoming_kind,
+};
 use crate::protocol::{Connection, ErrorCode, Message, ProtocolError};
 use crate::splice::{SpliceLimits, Splicer};
 use crate::tls::PeerStream;
-
-/// Relayed connections ordered and not yet joined by both ends, at once (beyond: the order
-/// is dropped, and its ends are refused).
-pub const MAX_CARRY_ORDERS: usize = 64;
-/// Of those, at once, requested by one key.
-pub const MAX_CARRY_ORDERS_PER_KEY: usize = 8;
-/// How long an order waits for both ends after it came (the index gives the listening peer
-/// 10 s to accept; this leaves room for the order's own way).
-pub const CARRY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One end that came first, waiting for the other's connection.
 struct Waiter {
@@ -55,6 +49,25 @@ struct Order {
 struct Inner {
     splicer: Splicer,
     orders: Mutex<HashMap<RelayToken, Order>>,
+    /// Woken when an order comes, for the ends that came before theirs.
+    arrived: Notify,
+}
+
+/// Where a `RelayAccept` stands.
+enum Step {
+    /// No such order (yet).
+    Unknown,
+    /// Expired, not for this key, or this end is waiting already.
+    Refused,
+    /// The first end: wait for the other's connection.
+    Wait {
+        rx: oneshot::Receiver<End>,
+        expires: Instant,
+        from: Digest,
+        to: Digest,
+    },
+    /// The second end: hand the connection to the first end's task.
+    Second(oneshot::Sender<End>),
 }
 
 /// A volunteer's relay: its orders and its bounds. Cheap to clone.
@@ -65,14 +78,35 @@ pub struct RelayDesk {
 
 /// The refusal of a token that is not (or no longer) one for this key: the index's words.
 const UNKNOWN_TOKEN: &str = "unknown or expired relay token (or not issued to this key)";
+/// The refusal of an end waiting when the volunteer stops.
+const SHUTTING_DOWN: &str = "the volunteer relay is shutting down";
+/// Default of a volunteer's relayed connections at once, in all (`share --relay`): its ends
+/// share the peer server's connection table (`MAX_CONNECTIONS`, 256) with its own serving,
+/// so with [`MAX_CARRY_ORDERS`] orders waiting they take at most half of it.
+pub const VOLUNTEER_MAX_RELAYED: usize = 32;
+/// Default of a volunteer's relayed connections one key is an end of at once.
+pub const VOLUNTEER_MAX_RELAYED_PER_MEMBER: usize = 8;
+
+/// How long an end whose order has not come yet waits for it before it is refused.
+pub const ORDER_GRACE: Duration = Duration::from_secs(2);
 
 impl RelayDesk {
+    /// A volunteer's default bounds, with `rate` (`share --relay-rate`; 0: none).
+    pub fn default_limits(rate: u64) -> SpliceLimits {
+        SpliceLimits {
+            rate,
+            max_relayed: VOLUNTEER_MAX_RELAYED,
+            max_relayed_per_member: VOLUNTEER_MAX_RELAYED_PER_MEMBER,
+        }
+    }
+
     /// A volunteer relay within `limits` (`share --relay-rate` sets the rate).
     pub fn new(limits: SpliceLimits) -> RelayDesk {
         RelayDesk {
             inner: Arc::new(Inner {
                 splicer: Splicer::new(limits),
                 orders: Mutex::new(HashMap::new()),
+                arrived: Notify::new(),
             }),
         }
     }
@@ -123,7 +157,43 @@ impl RelayDesk {
                 waiter: None,
             },
         );
+        drop(orders);
+        self.inner.arrived.notify_waiters();
         Ok(())
+    }
+
+    /// Where `key`'s `RelayAccept` of `token` stands, taken under the lock: the first end
+    /// waits, the second takes the first's sender.
+    fn step(&self, token: &RelayToken, key: Digest) -> Step {
+        let mut orders = self.orders();
+        let Some(o) = orders.get_mut(token) else {
+            return Step::Unknown;
+        };
+        // Another key's refusal does not use the token up.
+        if o.expires <= Instant::now() || (key != o.from && key != o.to) {
+            return Step::Refused;
+        }
+        match o.waiter.take() {
+            None => {
+                let (tx, rx) = oneshot::channel();
+                o.waiter = Some(Waiter { key, tx });
+                Step::Wait {
+                    rx,
+                    expires: o.expires,
+                    from: o.from,
+                    to: o.to,
+                }
+            }
+            Some(w) if w.key != key => {
+                orders.remove(token);
+                Step::Second(w.tx)
+            }
+            // The same end twice: the first keeps its place.
+            Some(w) => {
+                o.waiter = Some(w);
+                Step::Refused
+            }
+        }
     }
 
     /// A `RelayAccept {token}` on `conn` (after its `Hello`) from `key` at `addr`: the first
@@ -137,34 +207,34 @@ impl RelayDesk {
         token: RelayToken,
         shutdown: CancellationToken,
     ) -> Result<(), ProtocolError> {
-        let step = {
-            let mut orders = self.orders();
-            match orders.get_mut(&token) {
-                Some(o) if o.expires > Instant::now() && (key == o.from || key == o.to) => {
-                    match o.waiter.take() {
-                        None => {
-                            let (tx, rx) = oneshot::channel();
-                            o.waiter = Some(Waiter { key, tx });
-                            Ok((rx, o.expires, o.from, o.to))
+        // An end may come before its order (the order waits in the volunteer's control
+        // channel): an unknown token is held for a moment before it is refused.
+        let grace = Instant::now() + ORDER_GRACE;
+        let step = loop {
+            let arrived = self.inner.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            match self.step(&token, key) {
+                Step::Unknown if Instant::now() < grace => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            return refuse(&mut conn, ErrorCode::Unreachable, SHUTTING_DOWN).await;
                         }
-                        Some(w) if w.key != key => {
-                            orders.remove(&token);
-                            Err(Some(w.tx))
-                        }
-                        // The same end twice: the first keeps its place.
-                        Some(w) => {
-                            o.waiter = Some(w);
-                            Err(None)
-                        }
+                        () = &mut arrived => {}
+                        () = tokio::time::sleep_until(grace) => {}
                     }
                 }
-                // Another key's refusal does not use the token up.
-                _ => Err(None),
+                step => break step,
             }
         };
         let (rx, expires, from, to) = match step {
-            Ok(wait) => wait,
-            Err(Some(tx)) => {
+            Step::Wait {
+                rx,
+                expires,
+                from,
+                to,
+            } => (rx, expires, from, to),
+            Step::Second(tx) => {
                 // The second end: the first end's task splices.
                 return match tx.send(End { conn, addr }) {
                     Ok(()) => Ok(()),
@@ -178,19 +248,22 @@ impl RelayDesk {
                     }
                 };
             }
-            Err(None) => return refuse(&mut conn, ErrorCode::Forbidden, UNKNOWN_TOKEN).await,
+            Step::Unknown | Step::Refused => {
+                return refuse(&mut conn, ErrorCode::Forbidden, UNKNOWN_TOKEN).await;
+            }
         };
         let other = tokio::select! {
-            _ = shutdown.cancelled() => None,
-            r = tokio::time::timeout_at(expires, rx) => r.ok().and_then(Result::ok),
+            _ = shutdown.cancelled() => Err(SHUTTING_DOWN.to_string()),
+            r = tokio::time::timeout_at(expires, rx) => r.ok().and_then(Result::ok).ok_or_else(|| {
+                format!("the other end did not come within {} s", CARRY_TIMEOUT.as_secs())
+            }),
         };
-        let Some(other) = other else {
-            self.orders().remove(&token);
-            let why = format!(
-                "the other end did not come within {} s",
-                CARRY_TIMEOUT.as_secs()
-            );
-            return refuse(&mut conn, ErrorCode::Unreachable, &why).await;
+        let other = match other {
+            Ok(other) => other,
+            Err(why) => {
+                self.orders().remove(&token);
+                return refuse(&mut conn, ErrorCode::Unreachable, &why).await;
+            }
         };
         let mine = End { conn, addr };
         let (mut requester, mut listener) = match key == from {

@@ -22,6 +22,15 @@ pub mod incoming_kind {
     pub const CARRY: &str = "carry";
 }
 
+/// Relayed connections a volunteer relay holds ordered and not yet joined by both ends, at
+/// once: beyond it the volunteer drops an order (and the index stops sending it more).
+pub const MAX_CARRY_ORDERS: usize = 32;
+/// Of those, at once, requested by one key.
+pub const MAX_CARRY_ORDERS_PER_KEY: usize = 8;
+/// How long a volunteer's order waits for both ends after it came (the index gives the
+/// listening peer 10 s to accept; this leaves room for the order's own way).
+pub const CARRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Volunteers a downloader may ask the index to pass over in one `RelayConnect`
 /// ([`RelayConnect::avoid`]); more is `BAD_REQUEST`.
 pub const MAX_RELAY_AVOID: usize = 8;

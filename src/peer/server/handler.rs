@@ -198,8 +198,9 @@ impl<'a> Handler<'a> {
             self.conn.send_error(ErrorCode::BadRequest, why).await;
             return Err(ProtocolError::Refused(why.into()));
         };
-        if !self.ahead.is_empty() {
-            let why = "nothing may follow RelayAccept before Relayed";
+        // A relay inside a relay, or over QUIC, is not offered: the ends connect over TCP.
+        if !matches!(self.conn.get_ref(), PeerStream::Direct(_)) {
+            let why = "RelayAccept is taken on a direct TCP connection only";
             self.conn.send_error(ErrorCode::BadRequest, why).await;
             return Err(ProtocolError::Refused(why.into()));
         }
