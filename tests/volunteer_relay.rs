@@ -716,3 +716,109 @@ fn share_relay_says_so_and_get_goes_through_it() {
     drop(v);
     drop(index);
 }
+
+/// The two ends at a volunteer, as raw clients: the same end twice is refused while the first
+/// keeps its place; the listening end (told `via` on its control channel) joins and both get
+/// `Relayed` naming the other; an end whose other never comes is told so once the order
+/// expires (`CARRY_TIMEOUT`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ends_meet_at_the_volunteer_once_each() {
+    use peershare::index::ControlEvent;
+    use peershare::protocol::relay::{CARRY_TIMEOUT, incoming_kind};
+    let tmp = tempfile::tempdir().unwrap();
+    let index = index_without_relay(tmp.path()).await;
+    let v = volunteer(tmp.path(), &index.addr(), "v", SpliceLimits::default()).await;
+    // A listening peer by hand: registered at a dead port, its control channel read here.
+    let l_id = Identity::ephemeral().unwrap();
+    let l_tls = Tls::new(&l_id).unwrap();
+    let mut reg = IndexClient::connect(&index.addr(), Some(&l_tls), None, Limits::default())
+        .await
+        .unwrap();
+    let r = reg
+        .register(&l_id, "127.0.0.1", dead_port().await, Digest::default(), 0)
+        .await
+        .unwrap();
+    assert_eq!(r.reach.as_deref(), Some(reach::RELAY));
+    let mut channel = IndexClient::connect(&index.addr(), Some(&l_tls), None, Limits::default())
+        .await
+        .unwrap()
+        .listen()
+        .await
+        .unwrap();
+    let asker = client_tls();
+    let ask = || async {
+        let rq = IndexClient::connect(&index.addr(), Some(&asker), None, Limits::default())
+            .await
+            .unwrap();
+        let rc = RelayConnect {
+            peer_id: Some(r.peer_id),
+            key: None,
+            avoid: Vec::new(),
+        };
+        match rq.relay_connect(rc, Duration::from_secs(5)).await.unwrap() {
+            RelayRouted::Via(_, via) => via,
+            RelayRouted::Here(..) => panic!("the index relays nothing itself"),
+        }
+    };
+    let via = ask().await;
+    let told = match tokio::time::timeout(Duration::from_secs(5), channel.next())
+        .await
+        .expect("told in time")
+        .unwrap()
+    {
+        ControlEvent::Incoming(i) => i,
+        ControlEvent::Ack => panic!("no Incoming"),
+    };
+    assert_eq!(told.kind, incoming_kind::RELAY);
+    assert_eq!(told.token, via.token);
+    assert_eq!(told.from, asker.public_key());
+    assert_eq!(told.via.as_deref(), Some(via.addr.as_str()));
+    assert_eq!(told.via_key, Some(via.key));
+
+    let end = |tls: Tls| {
+        let (addr, key, token) = (via.addr.clone(), via.key, via.token);
+        async move {
+            PeerClient::connect(&addr, Some(&tls), Some(key), Limits::default())
+                .await
+                .unwrap()
+                .relay_accept(token, Duration::from_secs(20))
+                .await
+        }
+    };
+    // The same end twice at once: one of them is refused, the other keeps its place.
+    let mut a = tokio::spawn(end(asker.clone()));
+    let mut b = tokio::spawn(end(asker.clone()));
+    let (refused, first) = tokio::select! {
+        r = &mut a => (r.unwrap(), b),
+        r = &mut b => (r.unwrap(), a),
+    };
+    let again = peer_refusal(refused.err().expect("one end relayed to itself"));
+    assert_eq!(again.0, Some(ErrorCode::Forbidden), "{}", again.1);
+    let (_, to_listener) = end(l_tls.clone()).await.expect("the listening end joins");
+    assert_eq!(to_listener.peer, asker.public_key());
+    assert!(
+        to_listener
+            .addr
+            .is_some_and(|a| a.starts_with("127.0.0.1:"))
+    );
+    let (_, to_asker) = first.await.unwrap().expect("the first end is relayed");
+    assert_eq!(to_asker.peer, l_id.public_key());
+    assert_eq!(to_asker.addr, None);
+
+    // An order whose other end never comes.
+    let via = ask().await;
+    let started = std::time::Instant::now();
+    let alone = PeerClient::connect(&via.addr, Some(&asker), Some(via.key), Limits::default())
+        .await
+        .unwrap()
+        .relay_accept(via.token, CARRY_TIMEOUT + Duration::from_secs(10))
+        .await;
+    let (code, why) = peer_refusal(alone.err().expect("refused"));
+    assert_eq!(code, Some(ErrorCode::Unreachable), "{why}");
+    assert!(why.contains("did not come within"), "{why}");
+    assert!(started.elapsed() < CARRY_TIMEOUT + Duration::from_secs(5));
+    drop(channel);
+    drop(reg);
+    v.shutdown().await;
+    index.stop().await;
+}
