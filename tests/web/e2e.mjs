@@ -258,6 +258,8 @@ async function run() {
   step('the other views');
   await page.click('nav a[data-view="shares"]');
   await page.locator('#share', { hasText: 'serving' }).waitFor();
+  await page.locator('#share', { hasText: /at 127\.0\.0\.1:\d+/ }).waitFor();
+  check(true, 'the share says how others reach it');
   await page.click('nav a[data-view="group"]');
   await page.locator('#members tbody tr').first().waitFor();
   check(await page.locator('#members tbody tr').count() >= 2, 'the peers at the index are listed');

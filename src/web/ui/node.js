@@ -21,6 +21,11 @@ export function showShare(share) {
     ['Scans', st ? String(st.scans) : null],
     ['Serving on', share.listen],
     ['At the index', st ? registration(st) : null],
+    ['Reachable', st ? reachable(st) : null],
+    ['Relaying for others', st && st.relaying !== null && st.relaying !== undefined
+      ? (st.relaying ? 'yes (--relay): other members\' connections pass through this node, end-to-end encrypted'
+        : 'no: the index takes as a relay only a node it can connect to')
+      : null],
     ['Announced on the DHT', st && st.dht_announced !== null && st.dht_announced !== undefined ? `${st.dht_announced} keys` : null],
   ]);
   const hs = share.hashing;
@@ -33,6 +38,13 @@ export function showShare(share) {
     const p = percent(hs.bytes_done, hs.bytes);
     fill($('hashing-text'), `${hs.files_done} of ${hs.files} files, ${size(hs.bytes_done)} of ${size(hs.bytes)}${p === null ? '' : ` (${p}%)`}`);
   }
+}
+
+// How others reach this node, as the index found (docs/PROTOCOL.md §7.10).
+function reachable(st) {
+  if (st.reach === 'relay') return 'through a relay (the index cannot connect to this node)';
+  if (st.reachable_at) return `at ${st.reachable_at}`;
+  return null;
 }
 
 function registration(st) {
