@@ -78,6 +78,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 file_count: 70_000,
                 ephemeral: true,
                 relay: false,
+                via: false,
             }),
         ),
         (

@@ -136,6 +136,7 @@ async fn relay_connect_reaches_the_peer_with_tls_inside() {
         peer_id: Some(hit.peer_id),
         key: Some(key),
         avoid: Vec::new(),
+        via: false,
     };
     let routed = client
         .relay_connect(rc, Duration::from_secs(15))
@@ -190,6 +191,7 @@ async fn relay_connect_refusals() {
                 peer_id: Some(999_999),
                 key: None,
                 avoid: Vec::new(),
+                via: false,
             },
             ErrorCode::NotFound,
             "no peer 999999",
@@ -199,6 +201,7 @@ async fn relay_connect_refusals() {
                 peer_id: None,
                 key: Some(Digest([9; 32])),
                 avoid: Vec::new(),
+                via: false,
             },
             ErrorCode::NotFound,
             "no peer with key",
@@ -208,6 +211,7 @@ async fn relay_connect_refusals() {
                 peer_id: None,
                 key: None,
                 avoid: Vec::new(),
+                via: false,
             },
             ErrorCode::BadRequest,
             "names no peer",
@@ -217,6 +221,7 @@ async fn relay_connect_refusals() {
                 peer_id: Some(id),
                 key: Some(Digest([9; 32])),
                 avoid: Vec::new(),
+                via: false,
             },
             ErrorCode::BadRequest,
             "does not hold",
@@ -226,6 +231,7 @@ async fn relay_connect_refusals() {
                 peer_id: Some(id),
                 key: None,
                 avoid: Vec::new(),
+                via: false,
             },
             ErrorCode::Unreachable,
             "not listening",
@@ -426,6 +432,7 @@ async fn tokens_are_for_their_key_and_go_stale() {
                 peer_id: Some(id),
                 key: None,
                 avoid: Vec::new(),
+                via: false,
             },
             Duration::from_secs(10),
         )
@@ -510,6 +517,7 @@ async fn a_flood_of_relay_requests_never_stalls_the_index() {
                         peer_id: Some(id),
                         key: None,
                         avoid: Vec::new(),
+                        via: false,
                     },
                     Duration::from_secs(10),
                 )
@@ -555,6 +563,7 @@ async fn a_flood_of_relay_requests_never_stalls_the_index() {
                 peer_id: Some(id),
                 key: None,
                 avoid: Vec::new(),
+                via: false,
             },
             Duration::from_secs(10),
         )
@@ -801,6 +810,7 @@ async fn a_private_groups_relay_serves_members_only() {
                 peer_id: Some(a_id),
                 key: None,
                 avoid: Vec::new(),
+                via: false,
             },
             Duration::from_secs(5),
         )

@@ -173,6 +173,7 @@ async fn a_volunteer_carries_what_the_index_does_not_relay() {
                 peer_id: Some(hidden_id),
                 key: None,
                 avoid: Vec::new(),
+                via: true,
             };
             match rq.relay_connect(rc, Duration::from_secs(5)).await {
                 Err(e) => Some(refusal(e)),
@@ -184,7 +185,7 @@ async fn a_volunteer_carries_what_the_index_does_not_relay() {
     .expect("refused once the volunteer is gone");
     assert_eq!(refused.0, Some(ErrorCode::Unreachable), "{}", refused.1);
     assert!(
-        refused.1.contains("no member volunteers as a relay"),
+        refused.1.contains("no member volunteering as a relay"),
         "{}",
         refused.1
     );
@@ -220,6 +221,7 @@ async fn a_volunteer_carries_only_for_the_keys_the_index_named() {
         peer_id: Some(hidden_id),
         key: None,
         avoid: vec![Digest([1; 32]); MAX_RELAY_AVOID + 1],
+        via: true,
     };
     let e = IndexClient::connect(&index.addr(), Some(&asker), None, Limits::default())
         .await
@@ -233,6 +235,7 @@ async fn a_volunteer_carries_only_for_the_keys_the_index_named() {
         peer_id: Some(hidden_id),
         key: None,
         avoid: Vec::new(),
+        via: true,
     };
     let RelayRouted::Via(_, via) = rq.relay_connect(rc, Duration::from_secs(5)).await.unwrap()
     else {
@@ -391,6 +394,7 @@ async fn a_volunteer_that_fails_is_passed_over() {
         peer_id: Some(hit.peer_id),
         key: hit.key,
         avoid: Vec::new(),
+        via: true,
     };
     let rq = IndexClient::connect(&index.addr(), None, None, Limits::default())
         .await
@@ -410,6 +414,20 @@ async fn a_volunteer_that_fails_is_passed_over() {
             .expect("it does not carry"),
     );
     assert_eq!(code, Some(ErrorCode::BadRequest));
+    // A requester built before volunteers (no `via`) is relayed by the index itself.
+    let rc = RelayConnect {
+        peer_id: Some(hit.peer_id),
+        key: hit.key,
+        avoid: Vec::new(),
+        via: false,
+    };
+    let rq = IndexClient::connect(&index.addr(), None, None, Limits::default())
+        .await
+        .unwrap();
+    match rq.relay_connect(rc, Duration::from_secs(15)).await.unwrap() {
+        RelayRouted::Here(_, relayed) => assert_eq!(Some(relayed.peer), hit.key),
+        RelayRouted::Via(..) => panic!("sent a requester that does not know volunteers to one"),
+    }
     let out = tmp.path().join("out");
     let report = download_all(
         &found.files,
@@ -550,6 +568,7 @@ async fn in_a_private_group_a_volunteer_carries_for_members_only() {
         peer_id: Some(a_id),
         key: None,
         avoid: Vec::new(),
+        via: true,
     };
     let RelayRouted::Via(_, via) = rq.relay_connect(rc, Duration::from_secs(5)).await.unwrap()
     else {
@@ -590,6 +609,7 @@ async fn a_flood_through_volunteers_is_bounded_per_address() {
             peer_id: Some(id),
             key: None,
             avoid: Vec::new(),
+            via: true,
         };
         match rq.relay_connect(rc, Duration::from_secs(5)).await {
             Ok(RelayRouted::Via(..)) => routed += 1,
@@ -754,6 +774,7 @@ async fn the_ends_meet_at_the_volunteer_once_each() {
             peer_id: Some(r.peer_id),
             key: None,
             avoid: Vec::new(),
+            via: true,
         };
         match rq.relay_connect(rc, Duration::from_secs(5)).await.unwrap() {
             RelayRouted::Via(_, via) => via,

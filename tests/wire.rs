@@ -154,6 +154,7 @@ fn volunteer_relay_frames_hexdump() {
             file_count: 1,
             ephemeral: false,
             relay,
+            via: false,
         })
     };
     let (off, on) = (frame_bytes(&r(false)), frame_bytes(&r(true)));
@@ -173,6 +174,7 @@ fn volunteer_relay_frames_hexdump() {
         peer_id: None,
         key: Some(Digest([6; 32])),
         avoid: vec![Digest([9; 32])],
+        via: true,
     }));
 }
 
@@ -359,6 +361,7 @@ fn one_of_each() -> Vec<Message> {
             file_count: 1,
             ephemeral: true,
             relay: false,
+            via: false,
         }),
         Message::Registered(Registered {
             peer_id: 4,
@@ -409,6 +412,7 @@ fn one_of_each() -> Vec<Message> {
             peer_id: Some(3),
             key: Some(Digest([6; 32])),
             avoid: Vec::new(),
+            via: false,
         }),
         Message::RelayAccept(relay::RelayAccept {
             token: relay::RelayToken([4; 16]),

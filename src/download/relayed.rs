@@ -135,6 +135,7 @@ pub async fn connect_relayed(
             peer_id: source.peer_id,
             key: Some(key),
             avoid: avoid.clone(),
+            via: true,
         };
         let routed = client
             .relay_connect(rc, wait)

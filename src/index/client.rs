@@ -276,6 +276,7 @@ impl IndexClient {
             file_count,
             ephemeral,
             relay: false,
+            via: true,
         };
         self.send_register(r).await
     }
@@ -299,6 +300,7 @@ impl IndexClient {
             file_count,
             ephemeral: false,
             relay: true,
+            via: true,
         };
         self.send_register(r).await
     }

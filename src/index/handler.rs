@@ -394,9 +394,11 @@ impl Handler {
         // A peer the index cannot reach is reached through its relay instead, by its key: it
         // is recorded without an address (host empty, port 0), so no one can list an
         // address that was not checked (§7.10).
-        let relayed = match self.check_address(&host, r.port).await {
+        let relayed = match self.check_address(&host, r.port, r.via).await {
             Ok(()) => false,
-            Err(RequestError::Refused(ErrorCode::Unreachable, why)) if self.relay.can_relay() => {
+            Err(RequestError::Refused(ErrorCode::Unreachable, why))
+                if self.relay.can_relay(r.via) =>
+            {
                 debug!(peer = %self.addr, "registered through the relay: {why}");
                 true
             }
@@ -420,7 +422,7 @@ impl Handler {
         self.peer.session = Some(session);
         let volunteers = volunteer.is_some();
         self.relay
-            .registered(self.key, session.peer_id, session.number, volunteer);
+            .registered(self.key, session.peer_id, session.number, volunteer, r.via);
         Ok(Registered {
             peer_id: session.peer_id,
             in_sync,
@@ -439,7 +441,12 @@ impl Handler {
     /// list someone else's address ([`AddressChecks`]). `UNREACHABLE` if it does not; after
     /// [`MAX_FAILED_CHECKS`] failures on this connection, its registrations are refused
     /// unchecked.
-    async fn check_address(&mut self, host: &str, port: u16) -> Result<(), RequestError> {
+    async fn check_address(
+        &mut self,
+        host: &str,
+        port: u16,
+        via: bool,
+    ) -> Result<(), RequestError> {
         let target = crate::protocol::host::socket_addr(host, port)
             .map_err(|e| RequestError::refused(ErrorCode::BadRequest, e.to_string()))?;
         // The reply does not say what failed (refused, timed out, another key): the index
@@ -448,7 +455,7 @@ impl Handler {
             "the index could not reach this peer at {target} holding its key; \
              the address must reach this peer's own port (see --advertise)"
         );
-        let unreachable = match self.relay.can_relay() {
+        let unreachable = match self.relay.can_relay(via) {
             true => unreachable,
             false => format!("{unreachable}; this index does not relay (--no-relay)"),
         };
@@ -468,7 +475,7 @@ impl Handler {
                 self.failed_checks += 1;
                 Err(RequestError::refused(
                     ErrorCode::Unreachable,
-                    match self.relay.can_relay() {
+                    match self.relay.can_relay(via) {
                         true => {
                             format!("{target} is inside a network this peer does not connect from")
                         }

@@ -94,6 +94,8 @@ struct Registered {
     listener: Option<Listener>,
     /// A volunteer relay's checked peer address, `IP:PORT`.
     volunteer: Option<String>,
+    /// It accepts relayed connections at a volunteer (`Register.via`).
+    via: bool,
 }
 
 struct Listener {
@@ -182,11 +184,15 @@ impl RelayHub {
         self.inner.config.enabled
     }
 
-    /// Whether a peer the index cannot reach can be relayed now: by the index, or by a
-    /// volunteer listening on its control channel.
-    pub(super) fn can_relay(&self) -> bool {
+    /// Whether a peer the index cannot reach can be relayed now: by the index, or (when the
+    /// peer accepts relayed connections at a volunteer, `via`) by a volunteer listening on its
+    /// control channel.
+    pub(super) fn can_relay(&self, via: bool) -> bool {
         if self.enabled() {
             return true;
+        }
+        if !via {
+            return false;
         }
         let s = self.state();
         s.volunteers
@@ -195,13 +201,15 @@ impl RelayHub {
     }
 
     /// Records a successful `Register` of `key` (its control channel, if any, carries over);
-    /// `volunteer` is its checked peer address when it volunteers as a relay.
+    /// `volunteer` is its checked peer address when it volunteers as a relay, `via` whether it
+    /// accepts relayed connections at a volunteer.
     pub(super) fn registered(
         &self,
         key: Digest,
         peer_id: u64,
         session: u64,
         volunteer: Option<String>,
+        via: bool,
     ) {
         let mut s = self.state();
         let listener = s.keys.remove(&key).and_then(|r| r.listener);
@@ -217,6 +225,7 @@ impl RelayHub {
                 session,
                 listener,
                 volunteer,
+                via,
             },
         );
     }
@@ -314,6 +323,8 @@ impl RelayHub {
                 format!("peer {peer_id} is not a member of this group"),
             ));
         }
+        // Both ends must know volunteers for one to carry the connection.
+        let via_ok = rc.via && reg.via;
         let Some(listener) = reg.listener.as_ref().map(|l| l.tx.clone()) else {
             return Err((
                 ErrorCode::Unreachable,
@@ -354,7 +365,8 @@ impl RelayHub {
             .values()
             .filter(|p| p.via.is_some() && p.target == target)
             .count();
-        let via = match (rc.avoid.is_empty() || !config.enabled)
+        let via = match via_ok
+            && (rc.avoid.is_empty() || !config.enabled)
             && routed_to_target < config.max_relayed_per_member
         {
             true => self.volunteer(&mut s, token, from, target, &rc.avoid, revoked),
@@ -389,7 +401,7 @@ impl RelayHub {
             return Err((
                 ErrorCode::Unreachable,
                 "this index does not relay (it runs with --no-relay), and no member \
-                 volunteers as a relay now"
+                 volunteering as a relay can carry this connection now"
                     .into(),
             ));
         }

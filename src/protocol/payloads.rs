@@ -138,6 +138,11 @@ pub struct Register {
     /// peer port carries relayed connections the index assigns it. Absent means false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub relay: bool,
+    /// Listening for relayed connections (§7.10), the peer accepts them at the volunteer relay
+    /// an `Incoming` names (`via`); a build before volunteers does not say so, and the index
+    /// then relays to it itself. Absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub via: bool,
 }
 
 /// What a peer signs to register: this context string, then the index's nonce.

@@ -97,6 +97,10 @@ pub struct RelayConnect {
     /// [`MAX_RELAY_AVOID`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub avoid: Vec<Digest>,
+    /// The requester follows `RelayVia` to a volunteer relay (a build before volunteers does
+    /// not say so, and the index then relays it itself). Absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub via: bool,
 }
 
 /// Index → downloader, instead of `Relayed`: a member volunteering as a relay carries this
