@@ -667,8 +667,32 @@ fn share_says_how_it_is_reachable_and_get_says_relayed() {
         .collect();
     assert_eq!(used.len(), 1, "{sources:?}");
     assert_eq!(used[0]["reached"], "relayed");
+    assert_eq!(used[0]["relay"], ix.as_str());
     assert_eq!(used[0]["bytes"], body.len() as u64);
     assert_eq!(b3sum(&dl.join("far.bin")), id);
+    // A one-piece file from the peer reached directly says so too.
+    let near = b3sum(&other.join("near.txt"));
+    let out = run_peershare(
+        &[
+            "get",
+            &near,
+            "-o",
+            dl.to_str().unwrap(),
+            "--json",
+            "--index",
+            &ix,
+        ],
+        &home,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let source = &doc["downloads"][0]["sources"][0];
+    assert_eq!(source["reached"], "direct", "{doc}");
+    assert!(source["relay"].is_null(), "{doc}");
     // Without --json: a line on stderr per file.
     let out = run_peershare(
         &[
@@ -689,7 +713,10 @@ fn share_says_how_it_is_reachable_and_get_says_relayed() {
         String::from_utf8_lossy(&out.stderr)
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("from peer 1 (relayed, 768.0 KiB)"), "{err}");
+    assert!(
+        err.contains(&format!("from peer 1 (relayed via {ix}, 768.0 KiB)")),
+        "{err}"
+    );
     drop(direct);
     drop(hidden);
     drop(index);

@@ -121,6 +121,7 @@ fn get_through_the_relay_between_two_symmetric_nats() {
         .collect();
     assert_eq!(used.len(), 1, "{sources:?}");
     assert_eq!(used[0]["reached"], "relayed");
+    assert_eq!(used[0]["relay"], ix.as_str());
     assert_eq!(used[0]["bytes"], size as u64);
     assert_eq!(b3sum(&dl.join("behind-nat.bin")), id);
 
@@ -241,6 +242,7 @@ fn get_through_a_volunteer_relay_between_two_symmetric_nats() {
         .collect();
     assert_eq!(used.len(), 1, "{sources:?}");
     assert_eq!(used[0]["reached"], "relayed");
+    assert_eq!(used[0]["relay"], format!("{}:40002", helper.v4()).as_str());
     assert_eq!(used[0]["bytes"], size as u64);
     assert_eq!(b3sum(&dl.join("behind-nat.bin")), id);
     if let Some(mib) = measure {

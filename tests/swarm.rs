@@ -697,8 +697,9 @@ async fn pipelined_small_files_from_a_rate_limited_peer_arrive_one_by_one() {
     )
     .await;
     for (r, id) in results.into_iter().zip(&ids) {
-        let bytes = r.expect("delivered within the read limit");
+        let (bytes, route) = r.expect("delivered within the read limit");
         assert_eq!(ContentId::from(blake3::hash(&bytes)), *id);
+        assert_eq!((route.how, route.relay), ("direct", None));
     }
     peer.shutdown().await;
 }

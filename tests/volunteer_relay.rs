@@ -154,6 +154,8 @@ async fn a_volunteer_carries_what_the_index_does_not_relay() {
     .expect("downloaded through the volunteer");
     assert_eq!(std::fs::read(out.join("carried.bin")).unwrap(), body);
     assert_eq!(report.sources[0].reached, Some("relayed"));
+    let v_addr = v.local_addr.to_string();
+    assert_eq!(report.sources[0].relay.as_deref(), Some(v_addr.as_str()));
     assert_eq!(report.sources[0].bytes, body.len() as u64);
     let carried = peershare::metrics::node().bytes_relayed.get() - before;
     assert!(
@@ -440,6 +442,12 @@ async fn a_volunteer_that_fails_is_passed_over() {
     .expect("downloaded through the index after the volunteer failed");
     assert_eq!(std::fs::read(out.join("fallback.bin")).unwrap(), body);
     assert_eq!(report.sources[0].reached, Some("relayed"));
+    let ix = index.addr();
+    assert_eq!(
+        report.sources[0].relay.as_deref(),
+        Some(ix.as_str()),
+        "the index relayed it"
+    );
     drop(channel);
     drop(reg);
     hidden.shutdown().await;
@@ -720,6 +728,11 @@ fn share_relay_says_so_and_get_goes_through_it() {
         .collect();
     assert_eq!(used.len(), 1, "{sources:?}");
     assert_eq!(used[0]["reached"], "relayed");
+    let relay = used[0]["relay"].as_str().unwrap_or_default();
+    assert!(
+        relay.starts_with("127.0.0.1:") && relay != ix,
+        "relayed by the volunteer, not the index: {relay}"
+    );
     assert_eq!(b3sum(&dl.join("through.bin")), id);
     // --relay-rate means nothing without --relay.
     let out = run_peershare(

@@ -545,7 +545,7 @@ fn udp_route(
 const MAX_REACHED_LINES: usize = 20;
 
 /// Says on stderr, per file downloaded, how each source that sent something was reached
-/// (direct, punched §7.11, or relayed §7.10) and how much it sent.
+/// (direct, punched §7.11, or relayed §7.10, and through which relay) and how much it sent.
 fn print_reached(reports: &[&DownloadReport]) {
     let fetched: Vec<&&DownloadReport> = reports
         .iter()
@@ -566,9 +566,12 @@ fn print_reached(reports: &[&DownloadReport]) {
                     (Some(id), _) => format!("peer {id}"),
                     (None, addr) => addr.to_string(),
                 };
-                match s.reached {
-                    Some(how) => format!("{who} ({how}, {})", output::size(s.bytes)),
-                    None => format!("{who} ({})", output::size(s.bytes)),
+                match (s.reached, &s.relay) {
+                    (Some(how), Some(relay)) => {
+                        format!("{who} ({how} via {relay}, {})", output::size(s.bytes))
+                    }
+                    (Some(how), None) => format!("{who} ({how}, {})", output::size(s.bytes)),
+                    (None, _) => format!("{who} ({})", output::size(s.bytes)),
                 }
             })
             .collect();

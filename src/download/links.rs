@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::Source;
+use super::report::Route;
 use super::settings::{LINK_BUSY_RETRY, SourceTiming};
 use crate::content::{ContentId, Digest, PIECE_SIZE};
 use crate::peer::{PeerClient, PeerClientError};
@@ -105,7 +106,7 @@ pub enum LinkError {
 struct Job {
     id: ContentId,
     busy: u32,
-    reply: oneshot::Sender<Result<Bytes, LinkError>>,
+    reply: oneshot::Sender<Result<(Bytes, Route), LinkError>>,
 }
 
 /// One source's queue, shared by its connections: new requests, and requests given back.
@@ -236,7 +237,12 @@ impl SourceLinks {
 
     /// Fetches piece 0 of `id` from `addr` and returns it if it is the whole file `id` (its
     /// bytes hash to `id` as a root, which a piece of a larger file never does).
-    pub async fn fetch_whole(&self, source: &Source, id: ContentId) -> Result<Bytes, LinkError> {
+    /// With it, how the connection reached the source.
+    pub async fn fetch_whole(
+        &self,
+        source: &Source,
+        id: ContentId,
+    ) -> Result<(Bytes, Route), LinkError> {
         let queue = self.queue(source);
         let (reply, answer) = oneshot::channel();
         let job = Job { id, busy: 0, reply };
@@ -378,6 +384,7 @@ enum Round {
 
 /// Sends every job's request, then answers each in order.
 async fn exchange(mut c: PeerClient, batch: Vec<Job>, config: &LinkConfig) -> Round {
+    let route = super::route(&c);
     for job in &batch {
         if let Err(e) = c.request_piece(job.id, 0).await {
             return Round::Failed(batch, e.to_string());
@@ -391,7 +398,7 @@ async fn exchange(mut c: PeerClient, batch: Vec<Job>, config: &LinkConfig) -> Ro
     while let Some(mut job) = jobs.next() {
         let answer = match c.next_piece().await {
             Ok(p) if p.index != 0 => Err(LinkError::WrongPiece { received: p.index }),
-            Ok(p) => whole_file(job.id, &p.data),
+            Ok(p) => whole_file(job.id, &p.data).map(|b| (b, route.clone())),
             Err(PeerClientError::Protocol(ProtocolError::Remote(e)))
                 if e.code == ErrorCode::Busy && job.busy < config.max_busy =>
             {

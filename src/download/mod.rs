@@ -35,8 +35,8 @@ pub use names::{
     DirIdentity, MAX_TARGET_DEPTH, make_subdirs, open_subdirs, publish, sanitize_file_name,
     sanitize_relative_path, still_subdir, through_handle,
 };
-pub use relayed::{RelayRoute, connect_relayed, connect_source, reached};
-pub use report::{DownloadReport, Progress, Source, SourceReport};
+pub use relayed::{RelayRoute, connect_relayed, connect_source, reached, route};
+pub use report::{DownloadReport, Progress, Route, Source, SourceReport};
 pub use scheduler::PieceScheduler;
 pub use settings::{BUSY_RETRY, LINK_BUSY_RETRY, READ_TIMEOUT, SourceTiming, WRITE_TIMEOUT};
 pub use small::{SmallFetchError, SmallFileFetcher};

@@ -32,6 +32,15 @@ pub struct RelayRoute {
     pub index_key: Option<Digest>,
 }
 
+/// How a connection reached its source, for reports: [`reached`], and the relay's address
+/// when relayed.
+pub fn route(client: &PeerClient) -> super::report::Route {
+    super::report::Route {
+        how: reached(client),
+        relay: client.relay().map(str::to_string),
+    }
+}
+
 /// How a source was reached, for reports: `"direct"`, `"punched"` (over UDP after a hole
 /// punch, §7.11) or `"relayed"`.
 pub fn reached(client: &PeerClient) -> &'static str {
@@ -143,7 +152,9 @@ pub async fn connect_relayed(
             .map_err(|e| fail(label.clone(), e.to_string()))?;
         let via = match routed {
             RelayRouted::Here(io, _) => {
-                return inside(io, index_ip, key, &tls, limits, &label).await;
+                let mut c = inside(io, index_ip, key, &tls, limits, &label).await?;
+                c.set_relay(route.index.clone());
+                return Ok(c);
             }
             RelayRouted::Via(_, via) => via,
         };
@@ -158,7 +169,10 @@ pub async fn connect_relayed(
             Err(why) => Err(fail(through.clone(), why)),
         };
         match r {
-            Ok(c) => return Ok(c),
+            Ok(mut c) => {
+                c.set_relay(via.addr.clone());
+                return Ok(c);
+            }
             Err(e) if avoid.len() + 1 < MAX_VOLUNTEERS_TRIED => {
                 debug!("{e}; asking the index again, passing this volunteer over");
                 avoid.push(via.key);

@@ -48,8 +48,19 @@ pub struct SourceReport {
     /// known.
     pub cipher_suite: Option<&'static str>,
     /// How it was reached, once connected: `"direct"`, `"punched"` (over UDP after a hole punch,
-    /// §7.11), or `"relayed"` through the index (§7.10).
+    /// §7.11), or `"relayed"` (§7.10).
     pub reached: Option<&'static str>,
+    /// Relayed: the relay's `IP:PORT`, the index's or a member's volunteering as one (§7.10).
+    pub relay: Option<String>,
+}
+
+/// How a connection reached its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// As [`SourceReport::reached`].
+    pub how: &'static str,
+    /// As [`SourceReport::relay`].
+    pub relay: Option<String>,
 }
 
 /// What a finished download did.

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use super::batch_write::BatchWriter;
 use super::links::{LinkConfig, LinkError, SourceLinks};
 use super::names::partial_path;
-use super::report::{DownloadReport, Source, SourceReport};
+use super::report::{DownloadReport, Route, Source, SourceReport};
 use crate::content::{ContentId, PIECE_SIZE};
 use crate::rate::RateLimiter;
 use crate::tls::Tls;
@@ -110,21 +110,22 @@ impl SmallFileFetcher {
         size <= PIECE_SIZE
     }
 
-    /// Fetches `id` from `source` with one request and checks the bytes are the whole file.
+    /// Fetches `id` from `source` with one request and checks the bytes are the whole file;
+    /// with them, how the connection reached the source.
     pub async fn receive(
         &self,
         id: ContentId,
         source: &Source,
         dir: &Path,
-    ) -> Result<Bytes, SmallFetchError> {
+    ) -> Result<(Bytes, Route), SmallFetchError> {
         if self.partials.contains(&id) {
             return Err(SmallFetchError::PartialExists(partial_path(dir, &id)));
         }
-        let data = self.links.fetch_whole(source, id).await?;
+        let (data, route) = self.links.fetch_whole(source, id).await?;
         if let Some(rate) = &self.rate {
             rate.take(data.len() as u64).await;
         }
-        Ok(data)
+        Ok((data, route))
     }
 
     /// Writes verified bytes of `id` durably in `dir` as `name` (sanitized; " (1)" etc. added
@@ -135,7 +136,7 @@ impl SmallFileFetcher {
         source: &Source,
         dir: &Path,
         name: &str,
-        data: Bytes,
+        (data, route): (Bytes, Route),
         started: Instant,
     ) -> Result<DownloadReport, SmallFetchError> {
         let temp = partial_path(dir, &id);
@@ -164,8 +165,8 @@ impl SmallFileFetcher {
                 error: None,
                 // The pipelined links do not report their connections.
                 cipher_suite: None,
-                // A source without an address is reached through the relay only.
-                reached: source.addr.is_empty().then_some("relayed"),
+                reached: Some(route.how),
+                relay: route.relay,
             }],
             already_had: false,
         })

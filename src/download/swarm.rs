@@ -78,6 +78,8 @@ pub(super) struct SourceLive {
     pub(super) suite: Option<&'static str>,
     /// How it was reached, once connected (`"direct"`, `"punched"`, `"relayed"`).
     pub(super) reached: Option<&'static str>,
+    /// The relay's `IP:PORT`, when relayed.
+    pub(super) relay: Option<String>,
 }
 
 impl SourceLive {
@@ -181,6 +183,7 @@ pub(super) fn source_reports(
             error: l.error.clone(),
             cipher_suite: l.suite,
             reached: l.reached,
+            relay: l.relay.clone(),
         })
         .collect()
 }

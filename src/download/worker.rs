@@ -69,6 +69,7 @@ impl Downloader {
         if let Some(l) = lock_live(&swarm.live).get_mut(k) {
             l.suite = Some(client.cipher_suite());
             l.reached = Some(super::reached(&client));
+            l.relay = client.relay().map(str::to_string);
         }
         swarm.active.fetch_add(1, Ordering::Relaxed);
         swarm.set_state(

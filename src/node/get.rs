@@ -256,7 +256,7 @@ async fn fetch_small(
         name => name.to_string(),
     };
     Some(match small.receive(id, source, dir).await {
-        Ok(data) => small.store(id, source, dir, &name, data, started).await,
+        Ok(fetched) => small.store(id, source, dir, &name, fetched, started).await,
         Err(e) => Err(e),
     })
 }

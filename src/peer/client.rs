@@ -100,6 +100,8 @@ pub enum Reach {
 pub struct PeerClient {
     /// How it reached the peer.
     reach: Reach,
+    /// The relay that carries the connection (`IP:PORT`), when relayed.
+    relay: Option<String>,
     conn: Connection<PeerStream>,
     /// The features usable on this connection (see [`PeerClient::connect`]).
     features: Vec<&'static str>,
@@ -204,6 +206,7 @@ impl PeerClient {
         };
         Ok(PeerClient {
             reach: Reach::Direct,
+            relay: None,
             conn,
             features,
             key,
@@ -228,6 +231,17 @@ impl PeerClient {
     /// Records how the connection reached the peer.
     pub fn set_reach(&mut self, reach: Reach) {
         self.reach = reach;
+    }
+
+    /// The relay that carries the connection (`IP:PORT`: the index's, or a volunteer's),
+    /// when relayed.
+    pub fn relay(&self) -> Option<&str> {
+        self.relay.as_deref()
+    }
+
+    /// Records the relay that carries the connection.
+    pub fn set_relay(&mut self, relay: String) {
+        self.relay = Some(relay);
     }
 
     /// Whether the connection runs over the UDP transport (QUIC).
