@@ -151,11 +151,21 @@ async fn announce(
     partials: &Partials,
     stop: &CancellationToken,
 ) -> Result<(), IndexClientError> {
-    let mut client =
-        IndexClient::connect(to.index, Some(to.tls), to.index_key, Limits::default()).await?;
-    let reg = client
-        .register_as(to.identity, host, port, Default::default(), 0, true)
-        .await?;
+    // Registering may take the index's whole address check (5 s behind a NAT): a stop
+    // meanwhile ends it at once, with nothing to unregister (the index forgets an ephemeral
+    // peer when its connection closes).
+    let registered = async {
+        let mut client =
+            IndexClient::connect(to.index, Some(to.tls), to.index_key, Limits::default()).await?;
+        let reg = client
+            .register_as(to.identity, host, port, Default::default(), 0, true)
+            .await?;
+        Ok::<_, IndexClientError>((client, reg))
+    };
+    let (mut client, reg) = tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        r = registered => r?,
+    };
     let beat = Duration::from_millis(u64::from(reg.lease_secs) * 1000 / 3);
     let mut last: Vec<FileEntry> = Vec::new();
     let mut last_sent = tokio::time::Instant::now();
@@ -189,5 +199,34 @@ async fn announce(
             }
             _ = tokio::time::sleep(ANNOUNCE_EVERY) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A download ends at once even while the index has not answered the registration of its
+    /// partial files (behind a NAT it checks the address for up to 5 s): the process does not
+    /// wait for it.
+    #[tokio::test]
+    async fn stopping_does_not_wait_for_a_slow_registration() {
+        // An "index" that accepts the connection and never says a word.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let index = silent.local_addr().unwrap().to_string();
+        let sharing = PartialSharing::start(&index, None, "127.0.0.1:0".parse().unwrap(), None)
+            .await
+            .unwrap();
+        let (_held, _) = tokio::time::timeout(Duration::from_secs(10), silent.accept())
+            .await
+            .expect("the registration started")
+            .unwrap();
+        let started = std::time::Instant::now();
+        sharing.stop().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "stop waited {:?} for the registration",
+            started.elapsed()
+        );
     }
 }
