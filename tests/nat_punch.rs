@@ -235,9 +235,11 @@ fn punched_through_two_cone_nats_relayed_through_a_symmetric_one() {
         "relayed",
         "behind a symmetric NAT the relay carries it: {doc}"
     );
+    // The relay races the punch after its head start (2 s), long before the punch's own
+    // deadline (5 s): the whole get, process start included, ends before that deadline.
     assert!(
-        relayed < Duration::from_secs(5 + 20),
-        "the punch gave up within its deadline, then the relay: {relayed:?}"
+        relayed < peershare::download::udp::PUNCH_DEADLINE,
+        "the relay did not race the punch: {relayed:?}"
     );
     // A public downloader from a peer behind a cone NAT: punched too (only one side's NAT).
     let (doc, _) = get(&pubpeer, &home(tmp.path(), "pg"), &spec, &id(&bytes_a));

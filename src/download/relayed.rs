@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::debug;
 
 use super::report::Source;
-use super::udp::UdpRoute;
+use super::udp::{PUNCH_HEAD_START, UdpRoute};
 use crate::content::Digest;
 use crate::index::{IndexClient, RELAY_PENDING_TIMEOUT, RelayRouted};
 use crate::peer::{PeerClient, PeerClientError};
@@ -54,7 +54,8 @@ pub fn reached(client: &PeerClient) -> &'static str {
 /// Connects to `source` as `tls`'s key (a fresh anonymous key if `None`): directly, unless it
 /// has no address (over TCP, or QUIC when `udp` prefers it); when it has none, or connecting
 /// directly failed and the index listed it (a peer id and a key), through a hole punch over
-/// `udp` (§7.11), and when that fails within its deadline, through `relay`.
+/// `udp` (§7.11) raced by `relay` once it ran [`PUNCH_HEAD_START`] alone, or through `relay`
+/// at once when a punch to it failed lately.
 pub async fn connect_source(
     source: &Source,
     tls: Option<&Tls>,
@@ -83,16 +84,72 @@ pub async fn connect_source(
             r => return r,
         }
     }
-    if let (Some(u), Some(id)) = (punch, source.peer_id) {
-        match u.punch(tls, id, source.key, limits).await {
-            Ok(mut c) => {
-                c.set_reach(crate::peer::Reach::Punched);
-                return Ok(c);
-            }
-            Err(why) => debug!("{}: hole punch failed: {why}", source.label()),
-        }
+    if let (Some(u), Some(id)) = (punch, source.peer_id)
+        && !u.punch_failed_lately(id)
+    {
+        return punch_racing_the_relay(u, id, source, tls, relay, limits).await;
     }
     connect_relayed(source, tls, relay, limits).await
+}
+
+/// A hole punch to `id`, raced by the relay once it ran [`PUNCH_HEAD_START`] alone: the first
+/// connection made is used (the other attempt is dropped), and a punch that failed or lost is
+/// remembered by `u` (its source's next connections go to the relay at once).
+async fn punch_racing_the_relay(
+    u: &UdpRoute,
+    id: u64,
+    source: &Source,
+    tls: Option<&Tls>,
+    relay: Option<&RelayRoute>,
+    limits: Limits,
+) -> Result<PeerClient, PeerClientError> {
+    let punched = |r: Result<PeerClient, String>| {
+        r.map(|mut c| {
+            c.set_reach(crate::peer::Reach::Punched);
+            c
+        })
+    };
+    let punch = u.punch(tls, id, source.key, limits);
+    tokio::pin!(punch);
+    tokio::select! {
+        r = &mut punch => match punched(r) {
+            Ok(c) => return Ok(c),
+            Err(why) => {
+                debug!("{}: hole punch failed: {why}", source.label());
+                u.punch_failed(id);
+                return connect_relayed(source, tls, relay, limits).await;
+            }
+        },
+        () = tokio::time::sleep(PUNCH_HEAD_START) => {}
+    }
+    let relayed = connect_relayed(source, tls, relay, limits);
+    tokio::pin!(relayed);
+    tokio::select! {
+        r = &mut punch => match punched(r) {
+            Ok(c) => Ok(c),
+            Err(why) => {
+                debug!("{}: hole punch failed: {why}", source.label());
+                u.punch_failed(id);
+                relayed.await
+            }
+        },
+        r = &mut relayed => match r {
+            Ok(c) => {
+                debug!("{}: the relay connected before the hole punch", source.label());
+                u.punch_failed(id);
+                Ok(c)
+            }
+            // No relay, or it failed: the punch may still make it within its deadline.
+            Err(e) => match punched(punch.await) {
+                Ok(c) => Ok(c),
+                Err(why) => {
+                    debug!("{}: hole punch failed: {why}", source.label());
+                    u.punch_failed(id);
+                    Err(e)
+                }
+            },
+        },
+    }
 }
 
 /// Connects to `source` through `relay`.

@@ -23,6 +23,16 @@ use crate::tls::quic::{QuicStream, Role};
 pub const PUNCH_DEADLINE: Duration = Duration::from_secs(5);
 /// Longest wait for the index's answer to a `PunchRequest` (within [`PUNCH_DEADLINE`]).
 pub const PUNCH_ANSWER: Duration = Duration::from_secs(3);
+/// How long a hole punch runs alone before the relay races it (whichever connects first is
+/// used): a punch through endpoint-independent NATs takes a few round trips, and one through
+/// a symmetric NAT never succeeds, so its source is reached this soon instead of after
+/// [`PUNCH_DEADLINE`] ([`super::connect_source`]).
+pub const PUNCH_HEAD_START: Duration = Duration::from_secs(2);
+/// A source whose punch failed (or lost to the relay) is not punched to again by the same
+/// route for this long: its next connections go to the relay at once.
+pub const PUNCH_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// Sources whose failed punch a route remembers at most (the oldest is forgotten first).
+const MAX_PUNCH_FAILURES: usize = 1024;
 
 /// Which transport a downloader tries first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,6 +52,8 @@ pub struct UdpRoute {
     index: Option<(String, Option<Digest>)>,
     /// The connection to the index (opened on the first punch, kept for the next).
     control: tokio::sync::Mutex<Option<Connection<QuicStream>>>,
+    /// Sources (peer ids at the index) whose punch failed, and when.
+    failed: std::sync::Mutex<std::collections::HashMap<u64, tokio::time::Instant>>,
 }
 
 impl UdpRoute {
@@ -57,6 +69,7 @@ impl UdpRoute {
             transport,
             index,
             control: tokio::sync::Mutex::new(None),
+            failed: std::sync::Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
@@ -154,6 +167,33 @@ impl UdpRoute {
     /// Whether this route can ask an index for hole punches.
     pub fn punches(&self) -> bool {
         self.index.is_some()
+    }
+
+    fn failures(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, tokio::time::Instant>> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a punch to `peer_id` failed within [`PUNCH_RETRY_AFTER`].
+    pub fn punch_failed_lately(&self, peer_id: u64) -> bool {
+        self.failures()
+            .get(&peer_id)
+            .is_some_and(|t| t.elapsed() < PUNCH_RETRY_AFTER)
+    }
+
+    /// Remembers that a punch to `peer_id` failed or lost to the relay.
+    pub fn punch_failed(&self, peer_id: u64) {
+        let mut f = self.failures();
+        if f.len() >= MAX_PUNCH_FAILURES {
+            f.retain(|_, t| t.elapsed() < PUNCH_RETRY_AFTER);
+            if f.len() >= MAX_PUNCH_FAILURES
+                && let Some(oldest) = f.iter().min_by_key(|(_, t)| **t).map(|(id, _)| *id)
+            {
+                f.remove(&oldest);
+            }
+        }
+        f.insert(peer_id, tokio::time::Instant::now());
     }
 
     /// Connects to a source at `addr` directly: over TCP, or QUIC to the same port number
