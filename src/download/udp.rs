@@ -246,3 +246,28 @@ impl UdpRoute {
         }
     }
 }
+
+#[cfg(test)]
+mod memo_tests {
+    use super::*;
+
+    /// A failed punch is remembered for `PUNCH_RETRY_AFTER`, for at most
+    /// `MAX_PUNCH_FAILURES` sources (the oldest forgotten first).
+    #[tokio::test(start_paused = true)]
+    async fn failed_punches_are_remembered_for_a_while_and_bounded() {
+        let route = UdpRoute::new("127.0.0.1:0".parse().unwrap(), Transport::Auto, None).unwrap();
+        assert!(!route.punch_failed_lately(7));
+        route.punch_failed(7);
+        assert!(route.punch_failed_lately(7));
+        tokio::time::advance(PUNCH_RETRY_AFTER).await;
+        assert!(!route.punch_failed_lately(7), "forgotten after a while");
+        for id in 0..MAX_PUNCH_FAILURES as u64 {
+            route.punch_failed(id);
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        route.punch_failed(5_000);
+        assert_eq!(route.failures().len(), MAX_PUNCH_FAILURES);
+        assert!(!route.punch_failed_lately(0), "the oldest went first");
+        assert!(route.punch_failed_lately(1) && route.punch_failed_lately(5_000));
+    }
+}
