@@ -98,6 +98,19 @@ fn peer_refusal(e: peershare::peer::PeerClientError) -> (Option<ErrorCode>, Stri
     }
 }
 
+/// Sends `RelayAccept {token}` on `client`; its refusal (it must be one).
+async fn accept_refused(client: PeerClient, token: RelayToken) -> (Option<ErrorCode>, String) {
+    let r = client.relay_accept(token, Duration::from_secs(5)).await;
+    peer_refusal(r.err().expect("RelayAccept refused"))
+}
+
+/// A connection to the peer at `addr`, as `tls`'s key (or a fresh one), requiring `key`.
+async fn peer_at(addr: &str, tls: Option<&Tls>, key: Option<Digest>) -> PeerClient {
+    PeerClient::connect(addr, tls, key, Limits::default())
+        .await
+        .expect("connect to the peer")
+}
+
 fn get_options(index: &str, index_key: Digest) -> GetOptions {
     GetOptions {
         relay: Some(RelayRoute {
@@ -246,66 +259,33 @@ async fn a_volunteer_carries_only_for_the_keys_the_index_named() {
     assert_eq!(via.addr, v_addr);
 
     // Another key with the token: refused, and the token still works for its own key.
-    let thief = PeerClient::connect(&via.addr, None, Some(via.key), Limits::default())
-        .await
-        .unwrap();
-    let (code, why) = peer_refusal(
-        thief
-            .relay_accept(via.token, Duration::from_secs(5))
-            .await
-            .err()
-            .expect("refused"),
-    );
+    let thief = peer_at(&via.addr, None, Some(via.key)).await;
+    let (code, why) = accept_refused(thief, via.token).await;
     assert_eq!(code, Some(ErrorCode::Forbidden), "{why}");
     assert!(why.contains("unknown or expired relay token"), "{why}");
     // A token the index never gave.
-    let guess = PeerClient::connect(&via.addr, Some(&asker), Some(via.key), Limits::default())
-        .await
-        .unwrap();
-    let (code, _) = peer_refusal(
-        guess
-            .relay_accept(RelayToken([7; 16]), Duration::from_secs(5))
-            .await
-            .err()
-            .expect("refused"),
-    );
+    let guess = peer_at(&via.addr, Some(&asker), Some(via.key)).await;
+    let (code, _) = accept_refused(guess, RelayToken([7; 16])).await;
     assert_eq!(code, Some(ErrorCode::Forbidden));
     // RelayAccept after another request: refused, the token is not used up.
-    let mut late = PeerClient::connect(&via.addr, Some(&asker), Some(via.key), Limits::default())
-        .await
-        .unwrap();
+    let mut late = peer_at(&via.addr, Some(&asker), Some(via.key)).await;
     assert!(
         late.info(peershare::content::ContentId::from_bytes([3; 32]))
             .await
             .is_err()
     );
-    let (code, why) = peer_refusal(
-        late.relay_accept(via.token, Duration::from_secs(5))
-            .await
-            .err()
-            .expect("refused"),
-    );
+    let (code, why) = accept_refused(late, via.token).await;
     assert_eq!(code, Some(ErrorCode::BadRequest), "{why}");
     assert!(why.contains("comes first"), "{why}");
     // A peer that does not volunteer.
     let plain_addr = plain_peer.local_addr.to_string();
-    let not_a_relay = PeerClient::connect(&plain_addr, Some(&asker), None, Limits::default())
-        .await
-        .unwrap();
-    let (code, why) = peer_refusal(
-        not_a_relay
-            .relay_accept(via.token, Duration::from_secs(5))
-            .await
-            .err()
-            .expect("refused"),
-    );
+    let not_a_relay = peer_at(&plain_addr, Some(&asker), None).await;
+    let (code, why) = accept_refused(not_a_relay, via.token).await;
     assert_eq!(code, Some(ErrorCode::BadRequest), "{why}");
     assert!(why.contains("does not relay"), "{why}");
 
     // The asker's own key: relayed to the hidden peer, whose key the volunteer names.
-    let mine = PeerClient::connect(&via.addr, Some(&asker), Some(via.key), Limits::default())
-        .await
-        .unwrap();
+    let mine = peer_at(&via.addr, Some(&asker), Some(via.key)).await;
     let (io, relayed) = mine
         .relay_accept(via.token, Duration::from_secs(20))
         .await
@@ -406,15 +386,7 @@ async fn a_volunteer_that_fails_is_passed_over() {
         panic!("a volunteer listens: the index must name it");
     };
     assert_eq!(via.key, me.public_key());
-    let (code, _) = peer_refusal(
-        PeerClient::connect(&via.addr, None, Some(via.key), Limits::default())
-            .await
-            .unwrap()
-            .relay_accept(via.token, Duration::from_secs(5))
-            .await
-            .err()
-            .expect("it does not carry"),
-    );
+    let (code, _) = accept_refused(peer_at(&via.addr, None, Some(via.key)).await, via.token).await;
     assert_eq!(code, Some(ErrorCode::BadRequest));
     // A requester built before volunteers (no `via`) is relayed by the index itself.
     let rc = RelayConnect {
@@ -812,9 +784,8 @@ async fn the_ends_meet_at_the_volunteer_once_each() {
     let end = |tls: Tls| {
         let (addr, key, token) = (via.addr.clone(), via.key, via.token);
         async move {
-            PeerClient::connect(&addr, Some(&tls), Some(key), Limits::default())
+            peer_at(&addr, Some(&tls), Some(key))
                 .await
-                .unwrap()
                 .relay_accept(token, Duration::from_secs(20))
                 .await
         }
@@ -842,9 +813,8 @@ async fn the_ends_meet_at_the_volunteer_once_each() {
     // An order whose other end never comes.
     let via = ask().await;
     let started = std::time::Instant::now();
-    let alone = PeerClient::connect(&via.addr, Some(&asker), Some(via.key), Limits::default())
+    let alone = peer_at(&via.addr, Some(&asker), Some(via.key))
         .await
-        .unwrap()
         .relay_accept(via.token, CARRY_TIMEOUT + Duration::from_secs(10))
         .await;
     let (code, why) = peer_refusal(alone.err().expect("refused"));
