@@ -654,18 +654,7 @@ fn share_says_how_it_is_reachable_and_get_says_relayed() {
         ],
         &home,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let sources = doc["downloads"][0]["sources"].as_array().unwrap().clone();
-    let used: Vec<_> = sources
-        .iter()
-        .filter(|s| s["bytes"].as_u64() > Some(0))
-        .collect();
-    assert_eq!(used.len(), 1, "{sources:?}");
+    let used = [the_used_source(&out)];
     assert_eq!(used[0]["reached"], "relayed");
     assert_eq!(used[0]["relay"], ix.as_str());
     assert_eq!(used[0]["bytes"], body.len() as u64);

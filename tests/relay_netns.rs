@@ -16,7 +16,7 @@ mod netns;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Lines, Running, b3sum, data};
+use common::{Lines, Running, b3sum, data, the_used_source};
 use netns::{Family, Host, Nat, Topology};
 
 const BIN: &str = env!("CARGO_BIN_EXE_peershare");
@@ -108,18 +108,7 @@ fn get_through_the_relay_between_two_symmetric_nats() {
         &tmp.path().join("getter"),
     );
     let relayed_took = started.elapsed();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let sources = doc["downloads"][0]["sources"].as_array().unwrap().clone();
-    let used: Vec<_> = sources
-        .iter()
-        .filter(|s| s["bytes"].as_u64() > Some(0))
-        .collect();
-    assert_eq!(used.len(), 1, "{sources:?}");
+    let used = [the_used_source(&out)];
     assert_eq!(used[0]["reached"], "relayed");
     assert_eq!(used[0]["relay"], ix.as_str());
     assert_eq!(used[0]["bytes"], size as u64);
@@ -230,18 +219,7 @@ fn get_through_a_volunteer_relay_between_two_symmetric_nats() {
     let out = get_in(&getter, &args, &tmp.path().join("getter"));
     let took = started.elapsed();
     let cpu = cpu_of(volunteer.child.id()) - cpu0;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let sources = doc["downloads"][0]["sources"].as_array().unwrap().clone();
-    let used: Vec<_> = sources
-        .iter()
-        .filter(|s| s["bytes"].as_u64() > Some(0))
-        .collect();
-    assert_eq!(used.len(), 1, "{sources:?}");
+    let used = [the_used_source(&out)];
     assert_eq!(used[0]["reached"], "relayed");
     assert_eq!(used[0]["relay"], format!("{}:40002", helper.v4()).as_str());
     assert_eq!(used[0]["bytes"], size as u64);

@@ -687,18 +687,7 @@ fn share_relay_says_so_and_get_goes_through_it() {
         ],
         &t.path().join("client"),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let sources = doc["downloads"][0]["sources"].as_array().unwrap().clone();
-    let used: Vec<_> = sources
-        .iter()
-        .filter(|s| s["bytes"].as_u64() > Some(0))
-        .collect();
-    assert_eq!(used.len(), 1, "{sources:?}");
+    let used = [the_used_source(&out)];
     assert_eq!(used[0]["reached"], "relayed");
     let relay = used[0]["relay"].as_str().unwrap_or_default();
     assert!(

@@ -267,18 +267,8 @@ impl IndexClient {
         file_count: u64,
         ephemeral: bool,
     ) -> Result<Registered, IndexClientError> {
-        let r = Register {
-            public_key: identity.public_key(),
-            signature: identity.sign_register(&self.welcome.nonce),
-            host: host.to_string(),
-            port,
-            catalog_digest,
-            file_count,
-            ephemeral,
-            relay: false,
-            via: true,
-        };
-        self.send_register(r).await
+        let r = self.register_message(identity, host, port, catalog_digest, file_count);
+        self.send_register(Register { ephemeral, ..r }).await
     }
 
     /// Registers as `register` does, with `relay`: volunteering as a relay for the other
@@ -291,7 +281,21 @@ impl IndexClient {
         catalog_digest: Digest,
         file_count: u64,
     ) -> Result<Registered, IndexClientError> {
-        let r = Register {
+        let r = self.register_message(identity, host, port, catalog_digest, file_count);
+        self.send_register(Register { relay: true, ..r }).await
+    }
+
+    /// A `Register` of a lasting peer that does not volunteer; it accepts relayed
+    /// connections at a volunteer (`via`), as every build since volunteers does.
+    fn register_message(
+        &self,
+        identity: &Identity,
+        host: &str,
+        port: u16,
+        catalog_digest: Digest,
+        file_count: u64,
+    ) -> Register {
+        Register {
             public_key: identity.public_key(),
             signature: identity.sign_register(&self.welcome.nonce),
             host: host.to_string(),
@@ -299,10 +303,9 @@ impl IndexClient {
             catalog_digest,
             file_count,
             ephemeral: false,
-            relay: true,
+            relay: false,
             via: true,
-        };
-        self.send_register(r).await
+        }
     }
 
     async fn send_register(&mut self, r: Register) -> Result<Registered, IndexClientError> {

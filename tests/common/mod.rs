@@ -654,3 +654,25 @@ pub async fn start_index_no_relay(db: &Path, lease: Duration) -> TestIndex {
     };
     start_index_with(db, "127.0.0.1:0".parse().expect("addr"), config).await
 }
+
+/// The one source that sent something for the first file of a successful `get --json` run
+/// (its output `out`).
+pub fn the_used_source(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("get --json");
+    let sources = doc["downloads"][0]["sources"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let used: Vec<_> = sources
+        .iter()
+        .filter(|s| s["bytes"].as_u64() > Some(0))
+        .cloned()
+        .collect();
+    assert_eq!(used.len(), 1, "one source sent the file: {sources:?}");
+    used[0].clone()
+}
