@@ -240,6 +240,88 @@ fn get_through_a_volunteer_relay_between_two_symmetric_nats() {
     drop(t);
 }
 
+/// A group whose index runs at one member's home, forwarded on its router: the member sharing
+/// from that same home is reached by the index at its private LAN address, which no one
+/// outside can connect to. It keeps a control channel for that, and a member behind another
+/// NAT downloads from it through the index's relay (its direct connection and hole punch to
+/// the private address fail first).
+#[test]
+fn a_peer_on_the_index_lan_is_relayed_to_the_others() {
+    let name = "a_peer_on_the_index_lan_is_relayed_to_the_others";
+    let Some(mut t) = Topology::new(name, Family::V4, true) else {
+        return;
+    };
+    let home_a = t.home("a", Nat::EndpointIndependent);
+    let home_b = t.home("b", Nat::Symmetric);
+    let index_host = t.host("index", &home_a);
+    let sharer = t.host("sharer", &home_a);
+    let getter = t.host("getter", &home_b);
+    let router = home_a.router.clone().expect("a home has a router");
+    // Port forwarding of the index's port, TCP and UDP, as a user sets it on a home router.
+    router.sh(&format!(
+        "nft add table ip pf && \
+         nft add chain ip pf pre '{{ type nat hook prerouting priority dstnat; }}' && \
+         nft add rule ip pf pre iifname wan tcp dport 50000 dnat to {ix}:50000 && \
+         nft add rule ip pf pre iifname wan udp dport 50000 dnat to {ix}:50000",
+        ix = index_host.v4()
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let mut index = start_in(
+        &index_host,
+        &["index", "--listen", "0.0.0.0:50000"],
+        &tmp.path().join("ix"),
+    );
+    index.wait_line("listening on");
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let size = 2 * 262_144 + 9;
+    std::fs::write(shared.join("at-home.bin"), data(size, 7)).unwrap();
+    let id = b3sum(&shared.join("at-home.bin"));
+    // The sharer registers with the index on its own LAN, as the index's own host would.
+    let local_ix = format!("{}:50000", index_host.v4());
+    let mut share = start_in(
+        &sharer,
+        &[
+            "share",
+            shared.to_str().unwrap(),
+            "--index",
+            &local_ix,
+            "--listen",
+            "0.0.0.0:40000",
+        ],
+        &tmp.path().join("sharer"),
+    );
+    let at = share.wait_line("reachable at ");
+    assert!(
+        at.contains("192.168.1."),
+        "the index reaches it on the LAN: {at}"
+    );
+
+    // Outside, through the router's forwarded port.
+    let ix = format!("{}:50000", router.v4());
+    let dl = tmp.path().join("dl");
+    let out = get_in(
+        &getter,
+        &[
+            "get",
+            &id,
+            "-o",
+            dl.to_str().unwrap(),
+            "--json",
+            "--index",
+            &ix,
+        ],
+        &tmp.path().join("getter"),
+    );
+    let used = [the_used_source(&out)];
+    assert_eq!(used[0]["reached"], "relayed", "{:?}", used[0]);
+    assert_eq!(used[0]["bytes"], size as u64);
+    assert_eq!(b3sum(&dl.join("at-home.bin")), id);
+    drop(share);
+    drop(index);
+    drop(t);
+}
+
 /// Prints time to first byte (time to first verified piece is not visible from outside, so:
 /// a one-piece file's whole download), throughput and index CPU per relayed GiB.
 #[allow(clippy::too_many_arguments)]

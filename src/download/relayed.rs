@@ -164,14 +164,16 @@ pub async fn connect_relayed(
         source: std::io::Error::other(why),
     };
     let (Some(route), Some(key)) = (relay, source.key) else {
+        // The error says "peer …" itself.
+        let who = source.label();
         return Err(fail(
-            source.label(),
+            who.strip_prefix("peer ").unwrap_or(&who).to_string(),
             "reached only through a relay, and none is known".into(),
         ));
     };
     let label = match source.peer_id {
-        Some(id) => format!("peer {id} through the relay of {}", route.index),
-        None => format!("a peer through the relay of {}", route.index),
+        Some(id) => format!("{id} through the relay of {}", route.index),
+        None => format!("through the relay of {}", route.index),
     };
     // One key for both: the reached peer requires that the key inside is the one that asked.
     let tls = Tls::or_ephemeral(tls).map_err(|e| PeerClientError::Secure {
@@ -216,8 +218,8 @@ pub async fn connect_relayed(
             RelayRouted::Via(_, via) => via,
         };
         let through = match source.peer_id {
-            Some(id) => format!("peer {id} through the volunteer relay at {}", via.addr),
-            None => format!("a peer through the volunteer relay at {}", via.addr),
+            Some(id) => format!("{id} through the volunteer relay at {}", via.addr),
+            None => format!("through the volunteer relay at {}", via.addr),
         };
         // Whatever fails through a volunteer, up to the peer's Hello inside (a volunteer may
         // splice to the wrong place), counts against it.

@@ -47,14 +47,17 @@ pub(super) struct RelayListener {
 
 impl RelayListener {
     /// Keeps a control channel open while the index says this node is reached through a
-    /// relay, or took it as a volunteer relay, until shutdown.
+    /// relay, took it as a volunteer relay, or reaches it at a private address, until
+    /// shutdown.
     pub async fn run(self) {
         let mut status = self.status.subscribe();
         let served = Arc::new(Semaphore::new(MAX_RELAYED_SERVED));
         let mut wait = Duration::from_millis(500);
         loop {
             let relayed = |s: &ShareStatus| {
-                s.reach.as_deref() == Some(reach::RELAY) || s.volunteer == Some(true)
+                s.reach.as_deref() == Some(reach::RELAY)
+                    || s.volunteer == Some(true)
+                    || at_a_private_address(s)
             };
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -169,6 +172,17 @@ impl RelayListener {
             }
         });
     }
+}
+
+/// Whether the index reached this node at a private address (RFC 1918, shared, link-local,
+/// unique local): an index on the node's own LAN does, while peers outside that LAN cannot
+/// connect there, and reach it through the relay instead when it listens.
+fn at_a_private_address(s: &ShareStatus) -> bool {
+    s.reach.as_deref() == Some(reach::DIRECT)
+        && s.reachable_at
+            .as_deref()
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .is_some_and(|a| !a.ip().is_loopback() && !crate::index::is_public(a.ip()))
 }
 
 async fn sleep_until_some(t: Option<tokio::time::Instant>) {
