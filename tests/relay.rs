@@ -716,8 +716,6 @@ fn share_says_how_it_is_reachable_and_get_says_relayed() {
 /// a correctness property; speed itself is not asserted.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_gets_its_share_of_the_relay_rate() {
-    use peershare::download::RelayRoute;
-    use peershare::node::{GetOptions, download_all};
     let tmp = tempfile::tempdir().unwrap();
     let config = IndexConfig {
         relay: RelayConfig {
@@ -743,20 +741,8 @@ async fn a_member_gets_its_share_of_the_relay_rate() {
         .await
         .unwrap();
     let found = c.search("capped", 10).await.unwrap();
-    let opts = GetOptions {
-        relay: Some(RelayRoute {
-            index: index.addr(),
-            index_key: Some(c.server_key()),
-        }),
-        ..GetOptions::default()
-    };
     let out = tmp.path().join("out");
-    let started = std::time::Instant::now();
-    let report = download_all(&found.files, &out, &opts, 1)
-        .await
-        .remove(0)
-        .expect("downloaded");
-    let took = started.elapsed();
+    let (report, took) = get_relayed(&index.addr(), c.server_key(), &found.files, &out, None).await;
     assert_eq!(std::fs::read(out.join("capped.bin")).unwrap(), body);
     assert_eq!(report.sources[0].reached, Some("relayed"));
     // 640 KiB at 256 KiB/s: 2.5 s (the whole rate would take 0.6 s).

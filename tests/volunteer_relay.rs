@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use common::*;
 use peershare::content::Digest;
-use peershare::download::RelayRoute;
 use peershare::identity::Identity;
 use peershare::index::{IndexClient, IndexClientError, RelayRouted};
-use peershare::node::{GetOptions, ShareConfig, ShareHandle, download_all, start_share};
+use peershare::node::{ShareConfig, ShareHandle, start_share};
 use peershare::peer::{Catalog, PeerClient, PeerConfig, PeerServer};
 use peershare::protocol::relay::{MAX_RELAY_AVOID, RelayConnect, RelayToken, reach};
 use peershare::protocol::{ErrorCode, Limits, ProtocolError};
@@ -111,16 +110,6 @@ async fn peer_at(addr: &str, tls: Option<&Tls>, key: Option<Digest>) -> PeerClie
         .expect("connect to the peer")
 }
 
-fn get_options(index: &str, index_key: Digest) -> GetOptions {
-    GetOptions {
-        relay: Some(RelayRoute {
-            index: index.to_string(),
-            index_key: Some(index_key),
-        }),
-        ..GetOptions::default()
-    }
-}
-
 /// The user's story: at an index that relays nothing, a peer it cannot reach is registered
 /// all the same while a member volunteers, and downloaded from through the volunteer; a peer
 /// asking to volunteer that the index cannot reach is not taken; when the volunteer leaves,
@@ -156,15 +145,7 @@ async fn a_volunteer_carries_what_the_index_does_not_relay() {
     assert_eq!(found.files[0].peers[0].reach.as_deref(), Some(reach::RELAY));
     let before = peershare::metrics::node().bytes_relayed.get();
     let out = tmp.path().join("out");
-    let report = download_all(
-        &found.files,
-        &out,
-        &get_options(&index.addr(), c.server_key()),
-        1,
-    )
-    .await
-    .remove(0)
-    .expect("downloaded through the volunteer");
+    let (report, _) = get_relayed(&index.addr(), c.server_key(), &found.files, &out, None).await;
     assert_eq!(std::fs::read(out.join("carried.bin")).unwrap(), body);
     assert_eq!(report.sources[0].reached, Some("relayed"));
     let v_addr = v.local_addr.to_string();
@@ -403,15 +384,7 @@ async fn a_volunteer_that_fails_is_passed_over() {
         RelayRouted::Via(..) => panic!("sent a requester that does not know volunteers to one"),
     }
     let out = tmp.path().join("out");
-    let report = download_all(
-        &found.files,
-        &out,
-        &get_options(&index.addr(), c.server_key()),
-        1,
-    )
-    .await
-    .remove(0)
-    .expect("downloaded through the index after the volunteer failed");
+    let (report, _) = get_relayed(&index.addr(), c.server_key(), &found.files, &out, None).await;
     assert_eq!(std::fs::read(out.join("fallback.bin")).unwrap(), body);
     assert_eq!(report.sources[0].reached, Some("relayed"));
     let ix = index.addr();
@@ -451,17 +424,7 @@ async fn a_volunteer_keeps_its_rate_cap_per_member() {
         .unwrap();
     let found = c.search("capped", 10).await.unwrap();
     let out = tmp.path().join("out");
-    let started = std::time::Instant::now();
-    let report = download_all(
-        &found.files,
-        &out,
-        &get_options(&index.addr(), c.server_key()),
-        1,
-    )
-    .await
-    .remove(0)
-    .expect("downloaded");
-    let took = started.elapsed();
+    let (report, took) = get_relayed(&index.addr(), c.server_key(), &found.files, &out, None).await;
     assert_eq!(std::fs::read(out.join("capped.bin")).unwrap(), body);
     assert_eq!(report.sources[0].reached, Some("relayed"));
     // 640 KiB at 256 KiB/s: 2.5 s (the whole rate would take 0.6 s).
@@ -528,15 +491,8 @@ async fn in_a_private_group_a_volunteer_carries_for_members_only() {
         .await
         .unwrap();
     let found = c.search("members-only", 10).await.unwrap();
-    let opts = GetOptions {
-        tls: Some(b_tls.clone()),
-        ..get_options(&ix.addr, ix.key)
-    };
     let out = tmp.path().join("out");
-    let report = download_all(&found.files, &out, &opts, 1)
-        .await
-        .remove(0)
-        .expect("a member downloads through the volunteer");
+    let (report, _) = get_relayed(&ix.addr, ix.key, &found.files, &out, Some(b_tls.clone())).await;
     assert_eq!(report.sources[0].reached, Some("relayed"));
     assert_eq!(std::fs::read(out.join("members-only.bin")).unwrap(), body);
 

@@ -676,3 +676,29 @@ pub fn the_used_source(out: &std::process::Output) -> serde_json::Value {
     assert_eq!(used.len(), 1, "one source sent the file: {sources:?}");
     used[0].clone()
 }
+
+/// Downloads the first of `files` (search hits of the index at `index`, key `index_key`) into
+/// `out` through the relays that index arranges, as `tls` (or a fresh key): its report, and
+/// how long it took.
+pub async fn get_relayed(
+    index: &str,
+    index_key: peershare::content::Digest,
+    files: &[peershare::protocol::FileHit],
+    out: &Path,
+    tls: Option<Tls>,
+) -> (peershare::download::DownloadReport, Duration) {
+    let opts = peershare::node::GetOptions {
+        tls,
+        relay: Some(peershare::download::RelayRoute {
+            index: index.to_string(),
+            index_key: Some(index_key),
+        }),
+        ..peershare::node::GetOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let report = peershare::node::download_all(files, out, &opts, 1)
+        .await
+        .remove(0)
+        .expect("downloaded through a relay");
+    (report, started.elapsed())
+}
