@@ -205,13 +205,22 @@ fn a_second_share_on_one_state_directory_is_refused() {
             .spawn()
             .unwrap()
     };
+    // Its output is read to the end (not dropped after the line): a share whose stdout is
+    // closed stops at its next line, which would free the state directory.
     let listening = |child: &mut std::process::Child| {
         let out = child.stdout.take().unwrap();
-        let line = BufReader::new(out)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.contains("listening on"));
-        assert!(line.is_some(), "the share started");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "the share started"
+        );
     };
     let mut first = start();
     listening(&mut first);
